@@ -1,0 +1,232 @@
+"""The schema. Every table has a named unique constraint that makes its natural key explicit, so every write
+can be an idempotent upsert (see storage/upsert.py). Schema changes go through Alembic revisions only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names: Alembic can then drop/alter them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+HASH_LEN = 64  # sha256 hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    id: Mapped[str] = mapped_column(
+        String(HASH_LEN), primary_key=True, comment="sha256 of the normalised text"
+    )
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(500))
+    source_id: Mapped[str | None] = mapped_column(String(500))
+    split: Mapped[str] = mapped_column(String(16), index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    """A policy: the initial one (round None) or one produced by a training run."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    path: Mapped[str] = mapped_column(Text, comment="hub id or local directory")
+    base_id: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
+    round_id: Mapped[int | None] = mapped_column(comment="round that trained it (no FK: rounds refer here)")
+    label_count: Mapped[int] = mapped_column(default=0)
+    data_hash: Mapped[str | None] = mapped_column(String(HASH_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "checkpoint_id", "sample_index", name="uq_generations_sample"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    sample_index: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RewardScore(Base):
+    __tablename__ = "reward_scores"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "reward_model", name="uq_reward_scores_generation_model"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
+    reward_model: Mapped[str] = mapped_column(String(500))
+    score: Mapped[float] = mapped_column(Float, comment="raw logit, no sigmoid")
+
+
+class PromptScore(Base):
+    """A per-prompt acquisition score (pvar, reward_gap) of one policy's K samples under one reward model."""
+
+    __tablename__ = "prompt_scores"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "checkpoint_id", "reward_model", "metric", name="uq_prompt_scores_key"),
+        Index("ix_prompt_scores_lookup", "checkpoint_id", "reward_model", "metric"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), comment="round that asked for it")
+    reward_model: Mapped[str] = mapped_column(String(500))
+    metric: Mapped[str] = mapped_column(String(32))
+    k: Mapped[int]
+    value: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("arm", "number", name="uq_rounds_arm_number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arm: Mapped[str] = mapped_column(
+        String(100), default="main", comment="experiment arm; 'main' in production"
+    )
+    number: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), default="planned", index=True)
+    reason: Mapped[str | None] = mapped_column(Text, comment="why cancelled/failed/waiting")
+    budget: Mapped[int]
+    strategy: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(default=0)
+    policy_in: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
+    policy_out: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deadline_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class AnnotationItem(Base):
+    """The pair of one prompt pushed for labelling in one round. `id` is a content hash of prompt and pair,
+    is also the Argilla record id, so a re-push updates instead of duplicating."""
+
+    __tablename__ = "annotation_items"
+    __table_args__ = (UniqueConstraint("round_id", "prompt_id", name="uq_annotation_items_round_prompt"),)
+    id: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"), index=True)
+    generation_a_id: Mapped[int] = mapped_column(ForeignKey("generations.id"), comment="highest reward")
+    generation_b_id: Mapped[int] = mapped_column(ForeignKey("generations.id"), comment="lowest reward")
+    swapped: Mapped[bool] = mapped_column(Boolean, default=False, comment="b shown as 'response_a'")
+    argilla_record_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(
+        String(20), default="pending", comment="pending|pushed|decided|undecided"
+    )
+    decision: Mapped[str | None] = mapped_column(String(8), comment="a|b|tie after aggregation")
+    votes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Label(Base):
+    """One annotator's answer, in our orientation (a = generation_a), whatever side Argilla showed it on."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("item_id", "annotator", name="uq_labels_item_annotator"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), index=True)
+    annotator: Mapped[str] = mapped_column(String(200))
+    choice: Mapped[str] = mapped_column(String(8), comment="a|b|tie|discard")
+    rationale: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime | None]
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (UniqueConstraint("round_id", "data_hash", name="uq_training_runs_round_data"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    data_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    label_count: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    checkpoint_id: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        UniqueConstraint(
+            "checkpoint_id", "reference_id", "judge", name="uq_evaluations_checkpoint_reference"
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    reference_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    judge: Mapped[str] = mapped_column(String(500))
+    n_prompts: Mapped[int]
+    win_rate: Mapped[float]
+    ci_low: Mapped[float]
+    ci_high: Mapped[float]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoopSetting(Base):
+    """Operator-set values (budget, strategy) that apply from a given round on."""
+
+    __tablename__ = "loop_settings"
+    __table_args__ = (UniqueConstraint("arm", "key", "from_round", name="uq_loop_settings_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arm: Mapped[str] = mapped_column(String(100), default="main")
+    key: Mapped[str] = mapped_column(String(50))
+    value: Mapped[str] = mapped_column(String(200))
+    from_round: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OperatorAction(Base):
+    __tablename__ = "operator_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SchedulerLock(Base):
+    """One row per database: the scheduler that holds it (host/pid) and its heartbeat."""
+
+    __tablename__ = "scheduler_locks"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime]
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,78 @@
+"""Read-side queries used by `status` and the operators' views. Take a Session; never commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from storage.models import AnnotationItem, Evaluation, Label, OperatorAction, Prompt, PromptScore, Round
+
+
+def pool_summary(session: Session) -> dict[str, Any]:
+    by_split = dict(session.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    scored = session.scalar(
+        select(func.count(distinct(PromptScore.prompt_id))).where(PromptScore.metric == "pvar")
+    )
+    train = by_split.get("train", 0)
+    return {
+        "prompts": by_split,
+        "train_scored": scored or 0,
+        "train_unscored": max(train - (scored or 0), 0),
+    }
+
+
+def rounds_summary(session: Session) -> list[dict[str, Any]]:
+    labels = dict(
+        session.execute(
+            select(AnnotationItem.round_id, func.count(Label.id))
+            .join(Label, Label.item_id == AnnotationItem.id)
+            .group_by(AnnotationItem.round_id)
+        ).all()
+    )
+    items = dict(
+        session.execute(select(AnnotationItem.round_id, func.count()).group_by(AnnotationItem.round_id)).all()
+    )
+    rows = session.scalars(select(Round).order_by(Round.arm, Round.number)).all()
+    return [
+        {
+            "arm": r.arm,
+            "number": r.number,
+            "status": r.status,
+            "reason": r.reason,
+            "strategy": r.strategy,
+            "budget": r.budget,
+            "items": items.get(r.id, 0),
+            "labels": labels.get(r.id, 0),
+            "policy_in": r.policy_in,
+            "policy_out": r.policy_out,
+        }
+        for r in rows
+    ]
+
+
+def evaluations_summary(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Evaluation).order_by(Evaluation.created_at)).all()
+    return [
+        {
+            "checkpoint": e.checkpoint_id,
+            "reference": e.reference_id,
+            "judge": e.judge,
+            "n": e.n_prompts,
+            "win_rate": e.win_rate,
+            "ci": [e.ci_low, e.ci_high],
+        }
+        for e in rows
+    ]
+
+
+def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
+    rows = session.scalars(select(OperatorAction).order_by(OperatorAction.id.desc()).limit(limit)).all()
+    return [
+        {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "payload": a.payload} for a in rows
+    ]
+
+
+def label_count(session: Session) -> int:
+    return session.scalar(select(func.count(Label.id))) or 0

@@ -1,0 +1,72 @@
+"""The console script end to end: init, ingest, status, db, and a fast --help that imports no ML stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from loop.cli import main
+
+
+def _run(*args, cwd, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_init_ingest_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PVAR_LOOP_DATABASE_URL", raising=False)
+    assert main(["init"]) == 0
+    assert (tmp_path / "pvar-loop.toml").read_text().startswith("# pvar-loop configuration")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    (tmp_path / "e.jsonl").write_text('{"prompt": "c"}\n')
+    assert main(["ingest", "p.jsonl"]) == 0
+    assert main(["ingest", "e.jsonl", "--split", "eval"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["pool"]["prompts"] == {"train": 2, "eval": 1}
+    assert status["pool"]["train_unscored"] == 2 and status["rounds"] == [] and status["labels"] == 0
+
+
+def test_commands_refuse_unmigrated_database(tmp_path):
+    env = {"PVAR_LOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    r = _run("status", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "pvar-loop init" in r.stderr
+    r = _run("db", "upgrade", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "current revision: 0001" in r.stdout
+    assert _run("status", cwd=tmp_path, env=env).returncode == 0
+
+
+def test_bad_ingest_exits_2_with_message(tmp_path):
+    env = {"PVAR_LOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    _run("db", "upgrade", cwd=tmp_path, env=env)
+    (tmp_path / "bad.jsonl").write_text('{"prompt": 1}\n')
+    r = _run("ingest", "bad.jsonl", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "bad.jsonl: line 1: 'prompt' must be a string" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_config_exits_2_naming_key(tmp_path):
+    (tmp_path / "pvar-loop.toml").write_text("[selection]\nbudgt = 3\n")
+    r = _run("status", cwd=tmp_path)
+    assert r.returncode == 2 and "[selection] budgt" in r.stderr and "budget" in r.stderr
+
+
+def test_help_imports_no_ml_stack(tmp_path):
+    code = (
+        "import sys; from loop.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'argilla', 'sqlalchemy.orm') "
+        "if m in sys.modules]\nprint('HEAVY', heavy)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
