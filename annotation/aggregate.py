@@ -1,0 +1,66 @@
+"""Label aggregation: a majority vote per item and an agreement statistic per round. Pure functions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+CHOICES = ("a", "b", "tie")  # what a vote can be; "discard" is an answer that does not vote
+ANSWERS = (*CHOICES, "discard")
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str  # "decided" | "undecided" | "waiting"
+    choice: str | None  # a | b | tie when decided
+    votes: dict[str, int]
+
+    @property
+    def disagreement(self) -> bool:
+        return sum(1 for c in CHOICES if self.votes.get(c)) > 1
+
+
+def decide(answers: Iterable[str], min_answers: int = 1) -> Decision:
+    """Majority vote over a/b/tie; discards are counted but do not vote. Fewer than `min_answers` answers
+    (the required annotator overlap) is 'waiting'; a tie between the top choices, or only discards, is
+    'undecided' (no training signal)."""
+    counts = Counter(answers)
+    unknown = set(counts) - set(ANSWERS)
+    if unknown:
+        raise ValueError(f"unknown answers {sorted(unknown)}; allowed: {', '.join(ANSWERS)}")
+    votes = {c: counts[c] for c in ANSWERS if counts[c]}
+    voting = [(counts[c], c) for c in CHOICES if counts[c]]
+    if sum(counts.values()) < min_answers:
+        return Decision("waiting", None, votes)
+    if not voting:
+        return Decision("undecided", None, votes)
+    voting.sort(reverse=True)
+    if len(voting) > 1 and voting[0][0] == voting[1][0]:
+        return Decision("undecided", None, votes)
+    return Decision("decided", voting[0][1], votes)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    items: int  # items with at least two votes (the only ones agreement is defined on)
+    pairwise: float | None  # share of annotator pairs, per item, that gave the same answer
+    fleiss_kappa: float | None  # chance-corrected; None when undefined (fewer than 2 items or no variation)
+
+
+def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
+    """Pairwise agreement and Fleiss' kappa over a/b/tie votes (items may have different numbers of raters)."""
+    rows = [Counter(v for v in votes if v in CHOICES) for votes in votes_per_item]
+    rows = [r for r in rows if sum(r.values()) >= 2]
+    if not rows:
+        return Agreement(0, None, None)
+    per_item, totals, n_votes = [], Counter(), 0
+    for r in rows:
+        n = sum(r.values())
+        per_item.append(sum(c * (c - 1) for c in r.values()) / (n * (n - 1)))
+        totals.update(r)
+        n_votes += n
+    p_bar = sum(per_item) / len(per_item)
+    p_e = sum((totals[c] / n_votes) ** 2 for c in CHOICES)
+    kappa = None if len(rows) < 2 or p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
+    return Agreement(len(rows), p_bar, kappa)
