@@ -49,7 +49,7 @@ class Agreement:
 
 
 def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
-    """Pairwise agreement and Fleiss' kappa over a/b/tie votes (items may have different numbers of raters)."""
+    """Pairwise agreement and Fleiss' kappa over a/b/tie votes (raters per item may differ)."""
     rows = [Counter(v for v in votes if v in CHOICES) for votes in votes_per_item]
     rows = [r for r in rows if sum(r.values()) >= 2]
     if not rows:

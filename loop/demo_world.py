@@ -1,7 +1,8 @@
 """The offline demo world: short-answer prompts with checkable constraints, generated from a seed.
 
 Settings follow the pilot in shared notes (demo-world.md): "very short answer" framing so 64 tokens rarely
-truncate, 1-2 constraints per prompt, constraint kinds the 135M policy passes sometimes (neither never nor always).
+truncate, 1-2 constraints per prompt, constraint kinds the 135M policy passes
+sometimes (neither never nor always).
 """
 
 from __future__ import annotations

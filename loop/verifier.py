@@ -1,7 +1,7 @@
 """Checkable instructions (IFEval-like) and the rule-based verifier that scores a response against them.
 
-The demo world's "gold" preference: a prompt carries its constraints in metadata, and the verifier's score is the
-fraction of them a response satisfies. Each constraint is a small JSON-able dict {"kind": ..., params...}.
+The demo world's "gold" preference: a prompt carries its constraints in metadata, and the verifier's score is
+the fraction of them a response satisfies. Each constraint is a small JSON-able dict {"kind": ..., params...}.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def test_agreement_perfect_and_fleiss_reference():
     perfect = agreement([["a", "a"], ["b", "b"], ["tie", "tie"]])
     assert perfect.pairwise == 1.0 and perfect.fleiss_kappa == pytest.approx(1.0)
     # Hand-computed: items (a,a,b), (b,b,b), (a,b,tie): P_i = 1/3, 1, 0 -> P_bar = 4/9;
-    # totals a=3, b=5, tie=1 of 9 -> P_e = (9 + 25 + 1) / 81 = 35/81; kappa = (4/9 - 35/81) / (1 - 35/81) = 1/46
+    # totals a=3, b=5, tie=1 of 9 -> P_e = (9 + 25 + 1) / 81 = 35/81;
+    # kappa = (4/9 - 35/81) / (1 - 35/81) = 1/46
     mixed = agreement([["a", "a", "b"], ["b", "b", "b"], ["a", "b", "tie"]])
     assert mixed.pairwise == pytest.approx(4 / 9)
     assert mixed.fleiss_kappa == pytest.approx(1 / 46)
