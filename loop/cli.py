@@ -194,7 +194,16 @@ _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _load_extensions() -> None:
     import importlib
 
-    for name in ("loop.cli_scoring", "loop.cli_annotation", "loop.cli_training", "loop.cli_rounds"):
+    if _EXTENSIONS:
+        return
+    for name in (
+        "loop.cli_scoring",
+        "loop.cli_annotation",
+        "loop.cli_training",
+        "loop.cli_rounds",
+        "loop.cli_report",
+        "loop.cli_demo",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:

@@ -1,0 +1,67 @@
+"""Operator commands: budget/strategy edge cases with their messages, and every action recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loop.cli import main
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'ops.db'}")
+    monkeypatch.setenv("PVAR_LOOP_ACTOR", "alice")
+    assert main(["db", "upgrade"]) == 0
+    (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "p{i}"}}\n' for i in range(5)))
+    assert main(["ingest", "p.jsonl"]) == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "budget must be 0 (pause new rounds) or more, got -1"),
+        ("2.5", "budget must be a whole number of labels, got '2.5'"),
+        ("ten", "budget must be a whole number of labels, got 'ten'"),
+    ],
+)
+def test_bad_budgets_rejected(project, capsys, value, message):
+    assert main(["budget", "set", value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_budget_zero_pauses_and_large_budget_says_so(project, capsys):
+    assert main(["budget", "set", "0"]) == 0
+    assert "no new round will start" in capsys.readouterr().out
+    assert main(["round", "start"]) == 1
+    assert "new rounds are paused" in capsys.readouterr().out
+    assert main(["budget", "set", "50"]) == 0
+    assert "the pool has 5 train prompts" in capsys.readouterr().out
+
+
+def test_unknown_strategy_and_past_round(project, capsys):
+    assert main(["strategy", "set", "best"]) == 2
+    assert "unknown strategy 'best'; allowed: pvar" in capsys.readouterr().err
+    assert main(["budget", "set", "3", "--from-round", "0"]) == 2
+    assert "applies from round 1 on" in capsys.readouterr().err
+
+
+def test_budget_applies_from_next_round_and_actions_recorded(project, capsys):
+    assert main(["budget", "set", "4"]) == 0
+    assert main(["strategy", "set", "random", "--from-round", "2"]) == 0
+    assert main(["round", "start"]) == 0
+    assert "round 1 started (pvar, budget 4)" in capsys.readouterr().out
+    assert main(["round", "start"]) == 1
+    assert "round 1 is still planned" in capsys.readouterr().out
+    assert main(["round", "cancel", "1"]) == 0
+    assert main(["round", "start"]) == 0
+    assert "round 2 started (random, budget 4)" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    actions = [(a["actor"], a["action"]) for a in status["operator_actions"]]
+    assert ("alice", "set budget") in actions and ("alice", "set strategy") in actions
+    assert ("alice", "cancel round") in actions and ("alice", "start round") in actions
+    assert [r["status"] for r in status["rounds"]] == ["cancelled", "planned"]
