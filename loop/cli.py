@@ -240,4 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Import by name: run as __main__ this file is a second copy of loop.cli, whose UserError differs.
+    from loop.cli import main as _main
+
+    sys.exit(_main())

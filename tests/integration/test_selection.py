@@ -1,0 +1,230 @@
+"""`pvar-loop select` over a pool scored with tiny real models: ranking, open-round exclusion, budget
+messages; and the repository pieces selection rests on (SQLite, and PostgreSQL for the dialect paths)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+from sqlalchemy import select, update
+
+from loop.config import parse_config
+from loop.scoring import score_with_config
+from loop.selection import SelectionError, choose
+from storage import repositories as repo
+from storage.db import UnitOfWork, make_engine
+from storage.migrate import upgrade
+from storage.models import AnnotationItem, Generation, Label, Prompt, Round
+from storage.upsert import upsert
+from tests.integration.scoring_project import make_project, prompts
+
+N_PROMPTS = 10
+PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text"}
+
+
+@pytest.fixture(scope="module")
+def scored_template(tmp_path_factory, tiny_models):
+    """A project whose 10 prompts are scored once; tests work on copies of its database."""
+    root = tmp_path_factory.mktemp("scored")
+    project = make_project(root, tiny_models.policy_dir, tiny_models.reward_dir, N_PROMPTS, k=3, batch_size=5)
+    assert project.cli("score", "--no-progress") == 0
+    with sqlite3.connect(project.db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return project
+
+
+@pytest.fixture
+def project(scored_template, tmp_path, monkeypatch):
+    """The scored project on a private copy of its database (PVAR_LOOP_DATABASE_URL points at it)."""
+    db = tmp_path / "copy.db"
+    shutil.copy(scored_template.db, db)
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", f"sqlite:///{db}")
+    return type(scored_template)(scored_template.root, scored_template.config, db)
+
+
+def _select(project, capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert project.cli("select", "--json", *args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _uow(project) -> UnitOfWork:
+    return UnitOfWork(make_engine(f"sqlite:///{project.db}"))
+
+
+def _open_round(uow: UnitOfWork, prompt_ids: list[str], status: str = "collecting") -> int:
+    """A round holding items for prompt_ids (what the round runner writes when it pushes a round)."""
+    with uow() as s:
+        rnd = Round(number=1, status=status, budget=len(prompt_ids), strategy="pvar")
+        s.add(rnd)
+        s.flush()
+        for p in prompt_ids:
+            a, b = s.scalars(select(Generation.id).where(Generation.prompt_id == p).limit(2)).all()
+            s.add(
+                AnnotationItem(
+                    id=f"{rnd.id}-{p}"[:64],
+                    round_id=rnd.id,
+                    prompt_id=p,
+                    generation_a_id=a,
+                    generation_b_id=b,
+                )
+            )
+        return rnd.id
+
+
+def test_json_shape_and_pvar_ranking(project, capsys):
+    out = _select(project, capsys, "--strategy", "pvar", "--budget", "3")
+    assert set(out) == {
+        "strategy",
+        "budget",
+        "seed",
+        "checkpoint",
+        "reward_model",
+        "pool",
+        "taken",
+        "unscored",
+        "shortfall",
+        "selected",
+    }
+    scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
+    assert (out["strategy"], out["budget"], out["pool"], out["taken"]) == ("pvar", 3, len(scored), 0)
+    assert out["unscored"] == 0 and out["shortfall"] == 0
+    picks = out["selected"]
+    assert [p["rank"] for p in picks] == [1, 2, 3] and all(set(p) == PICK_KEYS for p in picks)
+    assert [p["pvar"] for p in picks] == sorted(scored.values(), reverse=True)[:3]
+    assert all(p["pvar"] == scored[p["prompt_id"]] and p["text"] in prompts(N_PROMPTS) for p in picks)
+    gaps = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'reward_gap'"))
+    top_gap = _select(project, capsys, "--strategy", "reward-gap", "--budget", "2")["selected"]
+    assert [p["reward_gap"] for p in top_gap] == sorted(gaps.values(), reverse=True)[:2]
+
+
+def test_open_round_excludes_its_prompts_and_cancel_frees_them(project, capsys):
+    uow = _uow(project)
+    everything = {p["prompt_id"] for p in _select(project, capsys, "--strategy", "full")["selected"]}
+    held = sorted(everything)[:3]
+    round_id = _open_round(uow, held)
+
+    out = _select(project, capsys, "--strategy", "full")
+    chosen = {p["prompt_id"] for p in out["selected"]}
+    assert chosen == everything - set(held) and (out["pool"], out["taken"]) == (len(everything) - 3, 3)
+
+    with uow() as s:
+        s.execute(update(Round).where(Round.id == round_id).values(status="cancelled", reason="operator"))
+    out = _select(project, capsys, "--strategy", "full")
+    assert {p["prompt_id"] for p in out["selected"]} == everything and out["taken"] == 0
+
+    # A prompt somebody already labelled stays out even though its round was cancelled.
+    with uow() as s:
+        item = s.scalars(select(AnnotationItem).where(AnnotationItem.prompt_id == held[0])).one()
+        s.add(Label(item_id=item.id, annotator="ann-1", choice="a"))
+    out = _select(project, capsys, "--strategy", "full")
+    assert {p["prompt_id"] for p in out["selected"]} == everything - {held[0]} and out["taken"] == 1
+
+
+def test_budget_larger_than_pool_is_reported(project, capsys):
+    capsys.readouterr()
+    assert project.cli("select", "--strategy", "pvar", "--budget", "50") == 0
+    text = capsys.readouterr().out
+    pool = project.count("SELECT COUNT(*) FROM prompt_scores WHERE metric = 'pvar'")
+    assert f"the budget 50 is larger than the pool of {pool} free scored prompts" in text
+    assert f"all {pool} would be selected ({50 - pool} short)" in text
+    out = _select(project, capsys, "--strategy", "low-pvar", "--budget", "50")
+    assert out["shortfall"] == 50 - pool and len(out["selected"]) == pool
+    assert [p["pvar"] for p in out["selected"]] == sorted(p["pvar"] for p in out["selected"])
+
+
+def test_random_arm_is_reproducible_under_a_seed(project, capsys):
+    def pick(seed: int) -> list[str]:
+        return [
+            p["prompt_id"]
+            for p in _select(project, capsys, "--strategy", "random", "--budget", "4", "--seed", str(seed))[
+                "selected"
+            ]
+        ]
+
+    assert pick(7) == pick(7)
+    assert len({tuple(pick(s)) for s in range(5)}) > 1
+
+
+def test_select_errors_exit_2_without_traceback(tmp_path, tiny_models, capsys):
+    fresh = make_project(tmp_path, tiny_models.policy_dir, tiny_models.reward_dir, 3)
+    capsys.readouterr()
+    assert fresh.cli("select", "--budget", "2") == 2
+    err = capsys.readouterr().err
+    assert "no PVar scores for checkpoint" in err and "run `pvar-loop score` first" in err
+    assert "Traceback" not in err
+    for bad in (["--budget", "-1"], ["--budget", "two"], ["--strategy", "best"]):
+        with pytest.raises(SystemExit) as exc:
+            fresh.cli("select", *bad)
+        assert exc.value.code == 2
+    assert fresh.cli("score", "--checkpoint", "no-such-checkpoint") == 2
+    assert "checkpoint 'no-such-checkpoint' is not in the database" in capsys.readouterr().err
+
+
+def test_select_in_chunks_and_deduplicates(uow):
+    ids = [f"{i:064d}" for i in range(23)]
+    with uow() as s:
+        upsert(s, Prompt, [{"id": i, "text": f"t{i}", "source": "test", "split": "train"} for i in ids])
+    with uow() as s:
+        rows = repo.select_in(
+            s, lambda chunk: select(Prompt.id).where(Prompt.id.in_(chunk)), ids + ids, chunk=4
+        )
+        texts = repo.prompt_texts(s, ids[::-1])
+    assert sorted(r[0] for r in rows) == ids
+    assert texts == {i: f"t{i}" for i in ids}
+
+
+def test_initial_checkpoint_id_is_stable(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "policy"
+    model.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert repo.initial_checkpoint_id("models/policy") == repo.initial_checkpoint_id(str(model))
+    hub = repo.initial_checkpoint_id("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert hub.startswith("init-SmolLM2-135M-Instruct-") and len(hub) <= 200
+    assert hub != repo.initial_checkpoint_id("other/SmolLM2-135M-Instruct")
+
+
+@pytest.mark.postgres
+def test_score_and_select_on_postgres(postgres_url, tiny_models):
+    cfg = parse_config(
+        {
+            "database": {"url": postgres_url},
+            "policy": {"model": str(tiny_models.policy_dir), "dtype": "float32"},
+            "generation": {"k": 3, "max_new_tokens": 6, "batch_size": 3},
+            "reward": {"model": str(tiny_models.reward_dir), "dtype": "float32"},
+        },
+        env={},
+    )
+    engine = make_engine(cfg.database_url)
+    upgrade(engine)
+    uow = UnitOfWork(engine)
+    with uow() as s:
+        upsert(
+            s,
+            Prompt,
+            [
+                {"id": f"{i:064d}", "text": t, "source": "t", "split": "train"}
+                for i, t in enumerate(prompts(5))
+            ],
+        )
+    first = score_with_config(cfg, uow, limit=3, progress=False)
+    rest = score_with_config(cfg, uow, progress=False)
+    assert first.prompts_done == 3 and rest.prompts_done == 2 and rest.remaining == 0
+    with uow() as s:
+        checkpoint = repo.initial_checkpoint_id(cfg.policy.model)
+        full = choose(
+            s, checkpoint_id=checkpoint, reward_model=cfg.reward.model, strategy="full", budget=0, seed=0
+        )
+        scored = [p.prompt_id for p in full.picks]
+    assert len(scored) == first.scored + rest.scored >= 2
+    _open_round(uow, scored[:1])
+    with uow() as s:
+        sel = choose(
+            s, checkpoint_id=checkpoint, reward_model=cfg.reward.model, strategy="pvar", budget=9, seed=0
+        )
+        with pytest.raises(SelectionError, match="no PVar scores"):
+            choose(s, checkpoint_id="other", reward_model=cfg.reward.model, strategy="pvar", budget=1, seed=0)
+    assert [p.prompt_id for p in sel.picks if p.prompt_id == scored[0]] == [] and sel.taken == 1
+    engine.dispose()
