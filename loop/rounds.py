@@ -10,6 +10,8 @@ write is an upsert keyed on a natural key, nothing is lost or repeated.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,7 +43,7 @@ class Services:
     score: Callable[[Config, UnitOfWork, str, int], None]
     push: Callable[[Config, UnitOfWork, int], None]
     pull: Callable[[Config, UnitOfWork, int], None]
-    train: Callable[[Config, UnitOfWork, int], str]
+    train: Callable[[Config, UnitOfWork, int], str | None]
     evaluate: Callable[[Config, UnitOfWork, str], None]
 
     @classmethod
@@ -145,6 +147,14 @@ def _move(rnd: Round, status: str, reason: str | None = None) -> None:
         rnd.finished_at = _now()
 
 
+def _crash_point(status: str) -> None:
+    """Test hook: PVAR_LOOP_FAULT_AT=<status> kills the process after that step's work, before its status
+    moves (the worst moment: work done, not recorded as done)."""
+    if os.environ.get("PVAR_LOOP_FAULT_AT") == status:
+        log.warning("fault injection: killing the process after the work of %r", status)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _load(session: Session, round_id: int) -> Round:
     rnd = session.get(Round, round_id)
     if rnd is None:
@@ -162,18 +172,23 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> str
         with uow() as session:
             rnd = _load(session, round_id)
             items = _plan_items(session, cfg, rnd)
+            session.commit()
+            _crash_point(status)
             if items == 0:
                 _move(rnd, "cancelled", reason="no selectable prompts left in the pool")
             else:
                 _move(rnd, "scored")
     elif status == "scored":
         services.push(cfg, uow, round_id)
+        _crash_point(status)
         with uow() as session:
             _move(_load(session, round_id), "pushed")
     elif status == "pushed":
         with uow() as session:
             rnd = _load(session, round_id)
             rnd.deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
+            session.commit()
+            _crash_point(status)
             _move(rnd, "collecting")
     elif status == "collecting":
         services.pull(cfg, uow, round_id)
@@ -181,19 +196,28 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> str
             rnd = _load(session, round_id)
             ready, why = collection_done(session, cfg, rnd)
             if ready:
+                _crash_point(status)
                 _move(rnd, "training")
             elif rnd.reason != why:
                 rnd.reason = why  # `status` shows why the round waits
     elif status == "training":
         checkpoint = services.train(cfg, uow, round_id)
-        services.evaluate(cfg, uow, checkpoint)
+        if checkpoint is not None:
+            services.evaluate(cfg, uow, checkpoint)
+        _crash_point(status)
         with uow() as session:
             rnd = _load(session, round_id)
-            rnd.policy_out = checkpoint
-            _move(rnd, "evaluated")
+            rnd.policy_out = checkpoint or rnd.policy_in
+            _move(
+                rnd,
+                "evaluated",
+                reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
+            )
     elif status == "evaluated":
+        _crash_point(status)
         with uow() as session:
-            _move(_load(session, round_id), "done")
+            rnd = _load(session, round_id)
+            _move(rnd, "done", reason=rnd.reason)
     with uow() as session:
         return _load(session, round_id).status
 

@@ -1,0 +1,240 @@
+"""Repository for annotation items and labels: what to push, what was pushed, labels in, decisions out.
+
+Takes a Session and never commits (the caller's unit of work does). Queries select by round with joins
+instead of long IN lists, so they scale to a 10k-item round on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, RewardScore, Round
+from storage.upsert import upsert
+
+PUSHED_STATES = ("pushed", "decided", "undecided")
+
+
+@dataclass(frozen=True)
+class ItemContent:
+    """Everything a record shows or carries as metadata, in OUR orientation (a = generation_a)."""
+
+    id: str
+    round_number: int
+    strategy: str
+    swapped: bool
+    prompt: str
+    text_a: str
+    text_b: str
+    reward_a: float | None
+    reward_b: float | None
+    pvar: float | None
+    argilla_record_id: str | None
+
+
+@dataclass(frozen=True)
+class ItemState:
+    id: str
+    round_id: int
+    swapped: bool
+    status: str
+    decision: str | None
+    votes: dict[str, Any]
+    argilla_record_id: str | None
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    item_id: str
+    annotator: str
+    choice: str  # a | b | tie | discard, our orientation
+    rationale: str | None
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DecidedPair:
+    """A training pair: the annotators' preferred response first."""
+
+    item_id: str
+    round_id: int
+    prompt_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def round_id_for(session: Session, number: int, arm: str = "main") -> int | None:
+    return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
+
+
+def items_to_push(
+    session: Session, round_id: int, *, include_pushed: bool = False, reward_model: str | None = None
+) -> list[ItemContent]:
+    """Items of a round not yet in Argilla (all of them with include_pushed), ordered by id.
+
+    Rewards come from `reward_model` or, when None, from the latest score of each generation; PVar from the
+    round's input policy (any reward model's latest value).
+    """
+    ga, gb = aliased(Generation), aliased(Generation)
+    stmt = (
+        select(AnnotationItem, Prompt.text, ga.text, gb.text, Round.number, Round.strategy, Round.policy_in)
+        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
+        .join(ga, ga.id == AnnotationItem.generation_a_id)
+        .join(gb, gb.id == AnnotationItem.generation_b_id)
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .where(AnnotationItem.round_id == round_id)
+        .order_by(AnnotationItem.id)
+    )
+    if not include_pushed:
+        stmt = stmt.where(or_(AnnotationItem.status == "pending", AnnotationItem.argilla_record_id.is_(None)))
+    rows = session.execute(stmt).all()
+    if not rows:
+        return []
+    rewards = _round_rewards(session, round_id, reward_model)
+    pvars = _round_pvars(session, round_id, rows[0][6])
+    return [
+        ItemContent(
+            id=item.id,
+            round_number=number,
+            strategy=strategy,
+            swapped=item.swapped,
+            prompt=prompt,
+            text_a=text_a,
+            text_b=text_b,
+            reward_a=rewards.get(item.generation_a_id),
+            reward_b=rewards.get(item.generation_b_id),
+            pvar=pvars.get(item.prompt_id),
+            argilla_record_id=item.argilla_record_id,
+        )
+        for item, prompt, text_a, text_b, number, strategy, _ in rows
+    ]
+
+
+def _round_rewards(session: Session, round_id: int, reward_model: str | None) -> dict[int, float]:
+    stmt = (
+        select(RewardScore.generation_id, RewardScore.score)
+        .join(
+            AnnotationItem,
+            or_(
+                RewardScore.generation_id == AnnotationItem.generation_a_id,
+                RewardScore.generation_id == AnnotationItem.generation_b_id,
+            ),
+        )
+        .where(AnnotationItem.round_id == round_id)
+        .order_by(RewardScore.id)  # the latest score wins below
+    )
+    if reward_model is not None:
+        stmt = stmt.where(RewardScore.reward_model == reward_model)
+    return dict(session.execute(stmt).all())
+
+
+def _round_pvars(session: Session, round_id: int, checkpoint_id: str | None) -> dict[str, float]:
+    stmt = (
+        select(PromptScore.prompt_id, PromptScore.value)
+        .join(AnnotationItem, AnnotationItem.prompt_id == PromptScore.prompt_id)
+        .where(AnnotationItem.round_id == round_id, PromptScore.metric == "pvar")
+        .order_by(PromptScore.id)
+    )
+    if checkpoint_id is not None:
+        stmt = stmt.where(PromptScore.checkpoint_id == checkpoint_id)
+    return dict(session.execute(stmt).all())
+
+
+def mark_pushed(session: Session, record_ids: Mapping[str, str]) -> int:
+    """Store Argilla's record ids; pending items become `pushed` (decided ones keep their state)."""
+    if not record_ids:
+        return 0
+    session.execute(
+        update(AnnotationItem),
+        [{"id": item_id, "argilla_record_id": rid} for item_id, rid in record_ids.items()],
+    )
+    session.execute(
+        update(AnnotationItem)
+        .where(AnnotationItem.id.in_(list(record_ids)), AnnotationItem.status == "pending")
+        .values(status="pushed")
+    )
+    return len(record_ids)
+
+
+def pushed_items(session: Session, round_id: int | None = None) -> list[ItemState]:
+    """Items that are in Argilla (of one round, or of all rounds)."""
+    stmt = select(AnnotationItem).where(AnnotationItem.argilla_record_id.is_not(None))
+    if round_id is not None:
+        stmt = stmt.where(AnnotationItem.round_id == round_id)
+    return [
+        ItemState(i.id, i.round_id, i.swapped, i.status, i.decision, dict(i.votes or {}), i.argilla_record_id)
+        for i in session.scalars(stmt.order_by(AnnotationItem.id))
+    ]
+
+
+def known_item_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(AnnotationItem.id)))
+
+
+def labels_of(session: Session, round_id: int | None = None) -> dict[tuple[str, str], LabelRow]:
+    """Stored labels keyed by (item id, annotator), of one round or all rounds."""
+    stmt: Select = select(Label)
+    if round_id is not None:
+        stmt = stmt.join(AnnotationItem, AnnotationItem.id == Label.item_id).where(
+            AnnotationItem.round_id == round_id
+        )
+    return {
+        (lb.item_id, lb.annotator): LabelRow(
+            lb.item_id, lb.annotator, lb.choice, lb.rationale, lb.submitted_at
+        )
+        for lb in session.scalars(stmt)
+    }
+
+
+def upsert_labels(session: Session, rows: Sequence[LabelRow]) -> int:
+    payload = [
+        {
+            "item_id": r.item_id,
+            "annotator": r.annotator,
+            "choice": r.choice,
+            "rationale": r.rationale,
+            "submitted_at": r.submitted_at,
+        }
+        for r in rows
+    ]
+    return upsert(
+        session,
+        Label,
+        payload,
+        constraint="uq_labels_item_annotator",
+        update=["choice", "rationale", "submitted_at"],
+    )
+
+
+def set_outcomes(session: Session, outcomes: Iterable[tuple[str, str, str | None, dict[str, int]]]) -> int:
+    """(item id, status, decision, votes) per item; returns how many were written."""
+    params = [{"id": i, "status": s, "decision": d, "votes": v} for i, s, d, v in outcomes]
+    if params:
+        session.execute(update(AnnotationItem), params)
+    return len(params)
+
+
+def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> list[DecidedPair]:
+    """Pairs with a decided a/b preference (ties and undecided items carry no training signal)."""
+    ga, gb = aliased(Generation), aliased(Generation)
+    stmt = (
+        select(AnnotationItem, Prompt.text, ga.text, gb.text)
+        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
+        .join(ga, ga.id == AnnotationItem.generation_a_id)
+        .join(gb, gb.id == AnnotationItem.generation_b_id)
+        .where(AnnotationItem.status == "decided", AnnotationItem.decision.in_(("a", "b")))
+        .order_by(AnnotationItem.round_id, AnnotationItem.id)
+    )
+    if round_ids is not None:
+        stmt = stmt.where(AnnotationItem.round_id.in_(list(round_ids)))
+    out = []
+    for item, prompt, text_a, text_b in session.execute(stmt):
+        chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
+        out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
+    return out

@@ -1,0 +1,95 @@
+"""Retraining wired to the database: checkpoints registered once, refusals that write nothing, evaluation
+stored per checkpoint, and the TRL export loadable by `datasets`."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from loop.config import parse_config
+from loop.retrain import TrainingDataError, evaluate_checkpoint, export_preferences, train_round
+from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
+from tests.integration.annotation_setup import CHECKPOINT, make_round_items
+
+
+@pytest.fixture
+def cfg(tiny_models, tmp_path):
+    return parse_config(
+        {
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "policy": {"model": str(tiny_models.policy_dir), "dtype": "float32"},
+            "reward": {"model": str(tiny_models.reward_dir), "dtype": "float32", "max_length": 128},
+            "generation": {"k": 2, "max_new_tokens": 8, "batch_size": 8},
+            "training": {"learning_rate": 5e-5, "dtype": "float32", "lora": False, "batch_size": 4},
+            "evaluation": {"max_new_tokens": 8, "n_bootstrap": 200},
+        },
+        env={},
+    )
+
+
+def _round(uow, tiny_models, n=8, decided=True):
+    items = make_round_items(uow, n)
+    with uow() as s:
+        s.get(Checkpoint, CHECKPOINT).path = str(tiny_models.policy_dir)
+        s.get(Round, items.round_id).status = "training" if decided else "collecting"
+        for i, item in enumerate(s.scalars(select(AnnotationItem))):
+            if decided or i % 2:
+                item.status, item.decision = "decided", "a" if i % 3 else "b"
+        s.add_all(Prompt(id=f"eval{i}", text=f"Eval question {i}?", source="t", split="eval", meta={})
+                  for i in range(4))
+    return items
+
+
+def _count(uow, model):
+    with uow() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_train_registers_checkpoint_once_and_evaluates(uow, cfg, tiny_models):
+    items = _round(uow, tiny_models)
+    checkpoint = train_round(cfg, uow, items.round_id)
+    with uow() as s:
+        ckpt = s.get(Checkpoint, checkpoint)
+        assert ckpt.round_id == items.round_id and ckpt.label_count == 8 and ckpt.base_id == CHECKPOINT
+        run = s.scalar(select(TrainingRun))
+        assert run.status == "done" and run.metrics["steps"] >= 2
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(ckpt.path)
+    assert train_round(cfg, uow, items.round_id) == checkpoint  # same round, same data: no-op
+    assert _count(uow, TrainingRun) == 1
+
+    ev = evaluate_checkpoint(cfg, uow, checkpoint)
+    assert ev.n_prompts == 4 and 0.0 <= ev.ci_low <= ev.win_rate <= ev.ci_high <= 1.0
+    assert ev.judge == f"reward:{tiny_models.reward_dir}"
+    evaluate_checkpoint(cfg, uow, checkpoint)
+    assert _count(uow, Evaluation) == 1
+
+
+def test_refuses_open_round_with_undecided_items(uow, cfg, tiny_models):
+    items = _round(uow, tiny_models, decided=False)
+    with pytest.raises(TrainingDataError, match=r"still collecting: 4 of its items have no decided label"):
+        train_round(cfg, uow, items.round_id)
+    assert _count(uow, TrainingRun) == 0 and not (cfg.paths.data_dir / "checkpoints").exists()
+
+
+def test_refuses_empty_label_set(uow, cfg, tiny_models):
+    items = make_round_items(uow, 3)
+    with uow() as s:
+        s.get(Round, items.round_id).status = "training"
+    with pytest.raises(TrainingDataError, match="no decided a/b labels"):
+        train_round(cfg, uow, items.round_id)
+    assert _count(uow, Checkpoint) == 1 and _count(uow, TrainingRun) == 0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_export_loads_with_datasets(uow, tiny_models, tmp_path, suffix):
+    _round(uow, tiny_models)
+    out = tmp_path / f"prefs{suffix}"
+    with uow() as s:
+        assert export_preferences(s, out) == 8
+    import datasets
+
+    builder = "json" if suffix == ".jsonl" else "parquet"
+    ds = datasets.load_dataset(builder, data_files=str(out), split="train")
+    assert ds.num_rows == 8 and ds[0]["chosen"][0]["role"] == "assistant"
