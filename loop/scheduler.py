@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -102,6 +101,17 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     heartbeat_every = max(1.0, min(10.0, s.tick_seconds / 3))
     stale_after = heartbeat_every * 3
     holder = holder_name()
+    stop_requested = threading.Event()
+    scheduler = None
+
+    def stop(*_):
+        log.info("stopping scheduler", extra={"event": "stop"})
+        stop_requested.set()
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     while True:
         try:
             acquire(engine, LOCK, holder, stale_after)
@@ -110,7 +120,8 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
             if not wait:
                 raise
             log.info("%s; waiting", e)
-            time.sleep(heartbeat_every)
+            if stop_requested.wait(heartbeat_every):
+                return 0
     log.info("scheduler %s holds the lock", holder, extra={"event": "lock"})
     if once:
         try:
@@ -138,16 +149,11 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
         poll_job, "interval", seconds=s.poll_seconds, id=POLL_JOB, replace_existing=True, args=[config_path]
     )
 
-    def stop(*_):
-        log.info("stopping scheduler", extra={"event": "stop"})
-        scheduler.shutdown(wait=False)
-
     beat = Heartbeat(engine, holder, heartbeat_every, stop)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     beat.start()
     try:
-        scheduler.start()
+        if not stop_requested.is_set():
+            scheduler.start()
     finally:
         beat.stopped.set()
         release(engine, LOCK, holder)

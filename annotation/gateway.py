@@ -1,0 +1,280 @@
+"""Push a round's items to Argilla and pull the annotators' answers back as labels and decisions.
+
+Push: records go out in batches; each batch Argilla accepted is committed to our DB (record id, status
+`pushed`) at once, and records carry our item id as external id, so a push interrupted anywhere (before,
+during or after a batch) is finished by running it again: nothing lost, nothing duplicated.
+Pull: every annotator's submitted and discarded responses become labels (a/b mapped back through the swap
+flag); each item is then re-aggregated. Anything malformed on the Argilla side is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from annotation.aggregate import Agreement, agreement, decide
+from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
+from annotation.dataset import DatasetHandle
+from annotation.records import Answer, Rejected, parse_response, to_record
+from storage import annotations as repo
+
+_LOG = logging.getLogger(__name__)
+MAX_BATCH = 500  # Argilla's limit per bulk upsert
+PAGE = 1000  # Argilla's limit per record listing
+
+
+@dataclass
+class PushReport:
+    round_id: int
+    items: int = 0  # items this push had to send
+    pushed: int = 0  # records Argilla accepted (created or updated)
+    repushed: int = 0  # of those, items that already had a record id (their record was updated)
+    batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.pushed / self.seconds if self.seconds else 0.0
+
+
+def push_items(
+    uow,
+    dataset: DatasetHandle,
+    round_id: int,
+    *,
+    batch_size: int = 250,
+    include_pushed: bool = False,
+    reward_model: str | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    on_batch: Callable[[PushReport], None] | None = None,
+) -> PushReport:
+    """Send the round's unpushed items (every item with include_pushed) as records, batch by batch.
+
+    `on_batch` is called after each batch is committed to our DB (progress display, tests).
+    """
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
+    t0 = time.perf_counter()
+    with uow() as session:
+        items = repo.items_to_push(
+            session, round_id, include_pushed=include_pushed, reward_model=reward_model
+        )
+    report = PushReport(round_id, items=len(items))
+    path = f"/api/v1/datasets/{dataset.id}/records/bulk"
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        what = f"push round {round_id}, items {start + 1}-{start + len(batch)} of {len(items)}"
+        try:
+            data = request_json(
+                dataset.http,
+                "PUT",
+                path,
+                json={"items": [to_record(i) for i in batch]},
+                what=what,
+                backoff=backoff,
+            )
+        except AnnotationSyncError as e:
+            raise AnnotationSyncError(
+                f"push of round {round_id} stopped: {report.pushed} of {len(items)} items are in Argilla and "
+                f"recorded; run the push again to send the rest. Cause: {e}",
+                e.status_code,
+            ) from e
+        record_ids = {r.get("external_id"): r["id"] for r in data.get("items", [])}
+        missing = [i.id for i in batch if i.id not in record_ids]
+        if missing:
+            raise AnnotationSyncError(f"{what}: Argilla did not return records for {len(missing)} items")
+        with uow() as session:
+            repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in batch})
+        report.pushed += len(batch)
+        report.repushed += sum(1 for i in batch if i.argilla_record_id is not None)
+        report.batches += 1
+        report.seconds = time.perf_counter() - t0
+        if on_batch is not None:
+            on_batch(report)
+    report.seconds = time.perf_counter() - t0
+    _LOG.info(
+        "pushed %d records of round %d (%d again) in %d batches, %.0f records/s",
+        report.pushed,
+        round_id,
+        report.repushed,
+        report.batches,
+        report.per_second,
+    )
+    return report
+
+
+@dataclass(frozen=True)
+class Skipped:
+    record: str  # our item id when known, else Argilla's record id
+    annotator: str | None
+    reason: str
+
+
+@dataclass
+class PullReport:
+    records: int = 0  # records read from Argilla
+    responses: int = 0  # responses read, all statuses
+    drafts: int = 0  # unfinished responses (not labels yet)
+    new_labels: int = 0
+    updated_labels: int = 0
+    unchanged_labels: int = 0
+    items_changed: int = 0  # items whose status, decision or votes changed
+    decided: int = 0  # of the items in scope, after this pull
+    undecided: int = 0
+    waiting: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    agreement: Agreement | None = None
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_labels or self.updated_labels or self.items_changed)
+
+
+def _users(dataset: DatasetHandle, backoff: Backoff) -> dict[str, str]:
+    data = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
+    return {u["id"]: u["username"] for u in data["items"]}
+
+
+def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE) -> list[dict]:
+    """Every record of the dataset with all users' responses (needs an owner or admin key)."""
+    path = f"/api/v1/datasets/{dataset.id}/records"
+    records: dict[str, dict] = {}
+    # Argilla pages by offset over records ordered by insertion time; records of one bulk can tie, and
+    # ties need not keep their order between requests (one record twice, another never). Dedupe by id,
+    # and read again while fewer distinct records came back than the listing's total.
+    for _ in range(3):
+        offset, total = 0, None
+        while total is None or offset < total:
+            params = {"include": "responses", "offset": offset, "limit": page}
+            data = request_json(
+                dataset.http, "GET", path, params=params, what="list records", backoff=backoff
+            )
+            items, total = data["items"], data.get("total") or 0
+            records.update((r["id"], r) for r in items)
+            offset += len(items)
+            if not items:
+                break
+        if len(records) >= (total or 0):
+            break
+    return list(records.values())
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """Naive timestamps (Argilla's, SQLite's) are UTC: compare them as such."""
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
+    return (old.choice, old.rationale, _utc(old.submitted_at)) == (
+        new.choice,
+        new.rationale,
+        _utc(new.submitted_at),
+    )
+
+
+def pull_labels(
+    uow,
+    dataset: DatasetHandle,
+    round_id: int | None = None,
+    *,
+    min_submitted: int | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> PullReport:
+    """Read every response of the dataset, upsert labels and re-aggregate the items (of one round or all).
+
+    An item needs `min_submitted` answers (default: the dataset's overlap) before it is decided or undecided.
+    Pulling again without new answers changes nothing.
+    """
+    t0 = time.perf_counter()
+    need = dataset.min_submitted if min_submitted is None else min_submitted
+    users = _users(dataset, backoff)
+    records = fetch_records(dataset, backoff)
+    report = PullReport(records=len(records))
+    with uow() as session:
+        items = {i.id: i for i in repo.pushed_items(session, round_id)}
+        stored = repo.labels_of(session, round_id)
+        known: set[str] | None = None
+        seen: set[str] = set()
+        writes: list[repo.LabelRow] = []
+        for record in records:
+            ext = record.get("external_id")
+            responses = record.get("responses") or []
+            report.responses += len(responses)
+            item = items.get(ext)
+            if item is None:
+                known = repo.known_item_ids(session) if known is None else known
+                if ext not in known:
+                    report.skipped.append(
+                        Skipped(str(ext or record["id"]), None, "record unknown to our database")
+                    )
+                continue  # else: an item of another round, or one not recorded as pushed yet
+            seen.add(item.id)
+            for response in responses:
+                annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
+                parsed = parse_response(response, item.swapped)
+                if parsed is None:
+                    report.drafts += 1
+                    continue
+                if isinstance(parsed, Rejected):
+                    report.skipped.append(Skipped(item.id, annotator, parsed.reason))
+                    continue
+                row = _label(item.id, annotator, parsed)
+                old = stored.get((item.id, annotator))
+                if old is None:
+                    report.new_labels += 1
+                elif _same(old, row):
+                    report.unchanged_labels += 1
+                    continue
+                else:
+                    report.updated_labels += 1
+                writes.append(row)
+                stored[(item.id, annotator)] = row
+        for missing in sorted(set(items) - seen):
+            report.skipped.append(Skipped(missing, None, "record deleted from Argilla (labels kept)"))
+        repo.upsert_labels(session, writes)
+        _aggregate(session, items, stored, need, report)
+    report.seconds = time.perf_counter() - t0
+    for s in report.skipped[:20]:
+        _LOG.warning("pull skipped %s%s: %s", s.record, f" ({s.annotator})" if s.annotator else "", s.reason)
+    if len(report.skipped) > 20:
+        _LOG.warning("pull skipped %d more records (see the PullReport)", len(report.skipped) - 20)
+    _LOG.info(
+        "pulled %d responses of %d records: %d new labels, %d updated, %d items changed, %d skipped",
+        report.responses,
+        report.records,
+        report.new_labels,
+        report.updated_labels,
+        report.items_changed,
+        len(report.skipped),
+    )
+    return report
+
+
+def _label(item_id: str, annotator: str, answer: Answer) -> repo.LabelRow:
+    return repo.LabelRow(item_id, annotator, answer.choice, answer.rationale, answer.submitted_at)
+
+
+def _aggregate(session, items: dict, stored: dict, need: int, report: PullReport) -> None:
+    """Majority vote per item in scope; write only the items whose outcome changed."""
+    answers: dict[str, list[str]] = {}
+    for (item_id, _annotator), row in stored.items():
+        if item_id in items:
+            answers.setdefault(item_id, []).append(row.choice)
+    changes = []
+    for item in items.values():
+        decision = decide(answers.get(item.id, []), need)
+        status = "pushed" if decision.status == "waiting" else decision.status
+        if decision.status == "decided":
+            report.decided += 1
+        elif decision.status == "undecided":
+            report.undecided += 1
+        else:
+            report.waiting += 1
+        if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
+            changes.append((item.id, status, decision.choice, decision.votes))
+    report.items_changed = repo.set_outcomes(session, changes)
+    report.agreement = agreement(list(answers.values()))

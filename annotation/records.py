@@ -1,0 +1,93 @@
+"""Our annotation item <-> an Argilla record, and an Argilla response -> a label in OUR orientation.
+
+The record's external id is our item id (a content hash), so pushing an item again updates its record.
+`swapped` decides which generation Argilla shows as "response_a"; an annotator's "a"/"b" is about what they
+saw, and is mapped back through the same flag (the mapping is its own inverse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from annotation.aggregate import CHOICES
+from annotation.dataset import QUESTION, RATIONALE
+from storage.annotations import ItemContent
+
+_FLIP = {"a": "b", "b": "a"}
+
+
+def flip(choice: str, swapped: bool) -> str:
+    """Shown orientation <-> ours: a/b exchange when the pair was swapped; tie and discard stay."""
+    return _FLIP.get(choice, choice) if swapped else choice
+
+
+def to_record(item: ItemContent) -> dict[str, Any]:
+    """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk."""
+    shown_a, shown_b = (item.text_b, item.text_a) if item.swapped else (item.text_a, item.text_b)
+    reward_a, reward_b = (item.reward_b, item.reward_a) if item.swapped else (item.reward_a, item.reward_b)
+    metadata = {
+        "round": item.round_number,
+        "strategy": item.strategy,
+        "pvar": item.pvar,
+        "reward_a": reward_a,  # of the response SHOWN as A, so an operator reading the UI is not misled
+        "reward_b": reward_b,
+        "swapped": "true" if item.swapped else "false",
+    }
+    return {
+        "external_id": item.id,
+        "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},
+        "metadata": {k: v for k, v in metadata.items() if v is not None},
+    }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One annotator's usable answer to a record, in OUR orientation."""
+
+    choice: str  # a | b | tie | discard
+    rationale: str | None
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Why a response cannot become a label (reported, never fatal)."""
+
+    reason: str
+
+
+def _value(values: dict | None, question: str) -> Any:
+    entry = (values or {}).get(question)
+    return entry.get("value") if isinstance(entry, dict) else None
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_response(response: dict[str, Any], swapped: bool) -> Answer | Rejected | None:
+    """A response JSON as an Answer; None for a draft (work in progress, not an answer yet)."""
+    status = response.get("status")
+    values = response.get("values")
+    rationale = _value(values, RATIONALE)
+    rationale = (rationale.strip() or None) if isinstance(rationale, str) else None
+    when = _timestamp(response.get("updated_at") or response.get("inserted_at"))
+    if status == "draft":
+        return None
+    if status == "discarded":
+        return Answer("discard", rationale, when)
+    if status != "submitted":
+        return Rejected(f"unknown response status {status!r}")
+    shown = _value(values, QUESTION)
+    if shown is None:
+        return Rejected(f"submitted without a {QUESTION!r} answer")
+    if shown not in CHOICES:
+        return Rejected(f"unknown {QUESTION!r} label {shown!r} (expected one of {', '.join(CHOICES)})")
+    return Answer(flip(shown, swapped), rationale, when)

@@ -1,0 +1,284 @@
+"""`pvar-loop demo`: the whole loop, offline, on this machine, driven by the real scheduler.
+
+A fresh data dir gets a config, the demo world's prompts (checkable instructions), models, a local Argilla
+stack and an annotator bot that labels through Argilla's annotator API the way a person would (its judgement: the
+rule-based verifier with Bradley-Terry noise). `pvar-loop run` drives the rounds in a child process; when the
+asked-for rounds are done the demo stops it and writes the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("pvar_loop.demo")
+
+MARKER = ".pvar-loop-demo"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    n_train: int
+    n_eval: int
+    budget: int
+    k: int
+    max_new_tokens: int
+    learning_rate: float
+    allow_ties: bool  # False: the bot must pick a side even when the verifier scores both the same
+    note: str
+
+
+QUICK = Profile(
+    name="quick",
+    n_train=48,
+    n_eval=16,
+    budget=8,
+    k=4,
+    max_new_tokens=16,
+    learning_rate=5e-5,
+    allow_ties=False,  # tiny random models tie on the verifier most of the time; forced choice keeps DPO fed
+    note="tiny random models show the mechanics of the loop, not the effect of PVar selection",
+)
+
+
+class DemoError(RuntimeError):
+    """The demo could not run; the message says what to fix."""
+
+
+def fresh_dir(path: Path) -> None:
+    """Empty `path` for a new run, but only if it is empty or an earlier demo's (never a user's folder)."""
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise DemoError(f"{path} exists and is not a pvar-loop demo directory; choose another --data-dir")
+        from annotation.local_stack import stop_stack
+
+        if (path / "argilla").exists():
+            stop_stack(path / "argilla")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("created by pvar-loop demo; removed by the next demo run\n")
+
+
+def write_config(
+    path: Path, data_dir: Path, policy: Path, reward: Path, p: Profile, *, rounds_seed: int
+) -> Path:
+    text = f"""# Written by `pvar-loop demo` ({p.name} profile).
+[paths]
+data_dir = "{data_dir}"
+
+[policy]
+model = "{policy}"
+dtype = "float32"
+
+[generation]
+k = {p.k}
+max_new_tokens = {p.max_new_tokens}
+batch_size = 8
+seed = {rounds_seed}
+
+[reward]
+model = "{reward}"
+dtype = "float32"
+max_length = 256
+
+[selection]
+strategy = "pvar"
+budget = {p.budget}
+seed = {rounds_seed}
+
+[argilla]
+dataset = "pvar-demo"
+min_submitted = 1
+
+[training]
+learning_rate = {p.learning_rate}
+epochs = 2
+batch_size = 4
+max_length = 256
+lora = false
+dtype = "float32"
+
+[evaluation]
+judge = "verifier"
+max_new_tokens = {p.max_new_tokens}
+n_bootstrap = 1000
+
+[scheduler]
+tick_seconds = 2
+poll_seconds = 5
+misfire_grace_seconds = 60
+collect_deadline_hours = 1.0
+min_decided = 1
+"""
+    target = path / "pvar-loop.toml"
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def verifier_judge(db_prompts: dict[str, list], seed: int, allow_ties: bool = True):
+    """The simulated annotator: prefers the response the verifier scores higher (Bradley-Terry noise); equal
+    scores are a tie, or a coin flip when ties are not allowed."""
+    from annotation.judges import RewardJudge
+    from loop.verifier import verify
+
+    def gold(prompt: str, response: str) -> float:
+        constraints = db_prompts.get(prompt)
+        return 4.0 * verify(response, constraints) if constraints else 0.0
+
+    return RewardJudge(gold, seed=seed, temperature=1.0, tie_margin=1e-9 if allow_ties else 0.0)
+
+
+def _rounds_done(uow) -> int:
+    from sqlalchemy import func, select
+
+    from storage.models import Round
+
+    with uow() as session:
+        return session.scalar(select(func.count()).where(Round.status == "done")) or 0
+
+
+def _failed_reason(uow) -> str | None:
+    from sqlalchemy import select
+
+    from storage.models import Round
+
+    with uow() as session:
+        return session.scalar(select(Round.reason).where(Round.status.in_(("failed", "cancelled"))).limit(1))
+
+
+def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, timeout_s: float = 900) -> Path:
+    """Run the quick demo end to end; returns the report's index.html."""
+    from annotation.annotators import create_annotator
+    from annotation.bot import AnnotatorBot
+    from annotation.local_stack import start_stack, stop_stack
+    from loop.config import load_config
+    from loop.demo_world import write_demo_prompts
+    from loop.tiny_models import build_tiny_models
+
+    p = QUICK
+    t0 = time.perf_counter()
+    data_dir = data_dir.resolve()
+    fresh_dir(data_dir)
+    print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
+    models = build_tiny_models(data_dir / "models")
+    train, evals = write_demo_prompts(data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0)
+    config = write_config(data_dir, data_dir, models.policy_dir, models.reward_dir, p, rounds_seed=0)
+    cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
+    for cmd in (["db", "upgrade"], ["ingest", str(train)], ["ingest", str(evals), "--split", "eval"]):
+        subprocess.run([*cli, *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
+    cfg = load_config(config)
+
+    print("[demo] starting the local Argilla stack ...")
+    stack = start_stack(data_dir / "argilla", workspace=cfg.argilla.workspace)
+    scheduler = None
+    try:
+        from loop.argilla_client import connect_client
+
+        client = connect_client(cfg)
+        bot_user = create_annotator(client.http_client, "demo-bot", cfg.argilla.workspace)
+        print(
+            f"[demo] Argilla UI: {stack.url}/sign-in  (owner {stack.username!r}; password in "
+            f"{data_dir / 'argilla' / 'stack.json'}). Label alongside the bot if you like."
+        )
+        from storage.db import UnitOfWork, make_engine
+
+        uow = UnitOfWork(make_engine(cfg.database_url))
+        prompts = _constraints_by_prompt(uow)
+        judge = verifier_judge(prompts, seed=0, allow_ties=p.allow_ties)
+        log_file = (data_dir / "scheduler.log").open("wb")
+        scheduler = subprocess.Popen(
+            [*cli, "run"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        print(
+            f"[demo] scheduler running (pid {scheduler.pid}, log {data_dir / 'scheduler.log'}); "
+            f"waiting for {rounds} rounds"
+        )
+        with AnnotatorBot(stack.url, bot_user.api_key, judge) as bot:
+            _label_until(uow, bot, cfg, rounds, scheduler, timeout_s)
+        _stop(scheduler)
+        scheduler = None
+        report = _write_report(uow, data_dir / "report")
+        print(f"[demo] {rounds} rounds done in {time.perf_counter() - t0:.0f} s; report: {report}")
+        print(f"[demo] {p.note}")
+        return report
+    finally:
+        if scheduler is not None:
+            _stop(scheduler)
+        if keep_argilla:
+            print(
+                f"[demo] Argilla left running at {stack.url}; stop it with "
+                f"`pvar-loop --config {config} argilla down`"
+            )
+        else:
+            stop_stack(data_dir / "argilla")
+
+
+def _constraints_by_prompt(uow) -> dict[str, list]:
+    from sqlalchemy import select
+
+    from storage.models import Prompt
+
+    with uow() as session:
+        return {p.text: (p.meta or {}).get("constraints") for p in session.scalars(select(Prompt))}
+
+
+def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeout_s: float) -> None:
+    from loop.argilla_client import connect_dataset
+
+    deadline = time.monotonic() + timeout_s
+    dataset_id = None
+    last = -1
+    while time.monotonic() < deadline:
+        if scheduler.poll() is not None:
+            raise DemoError(f"the scheduler exited with code {scheduler.returncode}; see scheduler.log")
+        done = _rounds_done(uow)
+        if done != last:
+            print(f"[demo] rounds done: {done}/{rounds}")
+            last = done
+        if done >= rounds:
+            return
+        reason = _failed_reason(uow)
+        if reason:
+            raise DemoError(f"a round ended early: {reason}")
+        if dataset_id is None:
+            try:
+                dataset_id = connect_dataset(cfg).id
+            except Exception as e:  # the dataset appears with the first push
+                log.debug("dataset not ready: %s", e)
+        if dataset_id is not None:
+            bot.run(dataset_id)
+        time.sleep(2)
+    raise DemoError(f"{rounds} rounds did not finish within {timeout_s:.0f} s; see scheduler.log")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _write_report(uow, out: Path) -> Path:
+    from loop.report import build_report
+
+    with uow() as session:
+        files = build_report(session, out)
+    if files.verdict:
+        print(f"[demo] {files.verdict}")
+    return files.index

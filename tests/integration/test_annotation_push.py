@@ -1,0 +1,134 @@
+"""Dataset creation and pushing against the real Argilla server: idempotent, interruption-safe, exact."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from annotation.api import AnnotationSyncError
+from annotation.dataset import LABELS, METADATA, ensure_dataset, open_dataset
+from annotation.gateway import PushReport, push_items
+from annotation.local_stack import start_server, stop_server
+from storage.models import AnnotationItem
+from tests.fixtures.argilla import ArgillaTarget
+from tests.integration.annotation_setup import make_round_items
+from tests.integration.argilla_helpers import FAST, external_ids, owner, record_count, unique
+
+pytestmark = pytest.mark.argilla
+
+
+def _item_states(uow) -> dict[str, tuple[str, str | None]]:
+    with uow() as s:
+        return {i.id: (i.status, i.argilla_record_id) for i in s.scalars(select(AnnotationItem))}
+
+
+def test_dataset_creation_is_idempotent(argilla_stack: ArgillaTarget) -> None:
+    client = owner(argilla_stack)
+    name = unique("ds-idem")
+    assert open_dataset(client, name, argilla_stack.workspace) is None
+    first = ensure_dataset(client, name, argilla_stack.workspace, min_submitted=2)
+    second = ensure_dataset(client, name, argilla_stack.workspace, min_submitted=2)
+    assert first.created and not second.created
+    assert second.id == first.id and second.min_submitted == 2
+
+    http = client.http_client
+    same_name = http.get("/api/v1/me/datasets", params={"name": name}).json()["items"]
+    assert [d["id"] for d in same_name] == [first.id]
+    dataset = http.get(f"/api/v1/datasets/{first.id}").json()
+    assert dataset["status"] == "ready" and dataset["distribution"]["min_submitted"] == 2
+    assert "tie" in dataset["guidelines"]
+    fields = [f["name"] for f in http.get(f"/api/v1/datasets/{first.id}/fields").json()["items"]]
+    assert fields == ["prompt", "response_a", "response_b"]
+    questions = {q["name"]: q for q in http.get(f"/api/v1/datasets/{first.id}/questions").json()["items"]}
+    pref = questions["preference"]
+    assert pref["required"] and not questions["rationale"]["required"]
+    assert {o["value"]: o["text"] for o in pref["settings"]["options"]} == LABELS
+    meta = http.get(f"/api/v1/me/datasets/{first.id}/metadata-properties").json()["items"]
+    assert {m["name"] for m in meta} == set(METADATA)
+    assert not any(m["visible_for_annotators"] for m in meta)
+
+
+def test_pushing_a_round_twice_leaves_one_record_per_item(argilla_stack: ArgillaTarget, uow) -> None:
+    items = make_round_items(uow, 7)
+    dataset = ensure_dataset(owner(argilla_stack), unique("ds-push2"), argilla_stack.workspace)
+
+    first = push_items(uow, dataset, items.round_id, batch_size=3)
+    assert (first.items, first.pushed, first.repushed, first.batches) == (7, 7, 0, 3)
+    states = _item_states(uow)
+    assert {s for s, _ in states.values()} == {"pushed"}
+    assert sorted(external_ids(argilla_stack, dataset.id)) == items.item_ids
+
+    assert push_items(uow, dataset, items.round_id).items == 0  # nothing left to push
+    again = push_items(uow, dataset, items.round_id, batch_size=4, include_pushed=True)
+    assert (again.items, again.pushed, again.repushed) == (7, 7, 7)
+    assert sorted(external_ids(argilla_stack, dataset.id)) == items.item_ids
+    assert _item_states(uow) == states  # same Argilla ids, same statuses
+
+    # The commit after an accepted batch was lost (crash): the DB thinks 3 items were never pushed.
+    lost = items.item_ids[:3]
+    with uow() as s:
+        s.execute(
+            update(AnnotationItem)
+            .where(AnnotationItem.id.in_(lost))
+            .values(status="pending", argilla_record_id=None)
+        )
+    redo = push_items(uow, dataset, items.round_id)
+    assert (redo.items, redo.pushed) == (3, 3)
+    assert sorted(external_ids(argilla_stack, dataset.id)) == items.item_ids
+    assert _item_states(uow) == states  # Argilla matched them by our id: the same records
+
+    record = httpx.get(
+        f"{argilla_stack.url}/api/v1/records/{states[lost[0]][1]}", headers=argilla_stack.headers
+    ).json()
+    shown_a = items.worst[lost[0]] if items.swapped[lost[0]] else items.best[lost[0]]
+    assert record["fields"] == {
+        "prompt": items.prompts[lost[0]],
+        "response_a": shown_a,
+        "response_b": items.best[lost[0]] if items.swapped[lost[0]] else items.worst[lost[0]],
+    }
+    assert record["metadata"]["swapped"] == str(items.swapped[lost[0]]).lower()
+    assert record["metadata"]["round"] == 1 and record["metadata"]["strategy"] == "pvar"
+
+
+def test_push_interrupted_by_a_server_stop_completes_after_restart(argilla_stack: ArgillaTarget, uow) -> None:
+    if argilla_stack.root is None:
+        pytest.skip("external Argilla server: this test stops and restarts a local one")
+    items = make_round_items(uow, 10)
+    dataset = ensure_dataset(owner(argilla_stack), unique("ds-interrupt"), argilla_stack.workspace)
+    seen: list[int] = []
+
+    def stop_after_second_batch(report: PushReport) -> None:
+        seen.append(report.pushed)
+        if report.batches == 2:
+            stop_server(argilla_stack.root)
+
+    try:
+        with pytest.raises(AnnotationSyncError, match="4 of 10 items are in Argilla") as err:
+            push_items(
+                uow, dataset, items.round_id, batch_size=2, backoff=FAST, on_batch=stop_after_second_batch
+            )
+    finally:
+        start_server(argilla_stack.root)
+    assert isinstance(err.value.__cause__, AnnotationSyncError)
+    assert isinstance(err.value.__cause__.__cause__, httpx.TransportError)  # the original error, chained
+    assert "failed after 3 attempt(s)" in str(err.value)
+    assert seen == [2, 4]
+    states = _item_states(uow)
+    assert sum(1 for s, rid in states.values() if s == "pushed" and rid) == 4
+    assert sum(1 for s, rid in states.values() if s == "pending" and rid is None) == 6
+    assert record_count(argilla_stack, dataset.id) == 4
+
+    resumed = push_items(uow, dataset, items.round_id, batch_size=2)
+    assert (resumed.items, resumed.pushed, resumed.batches) == (6, 6, 3)
+    assert sorted(external_ids(argilla_stack, dataset.id)) == items.item_ids
+    assert all(s == "pushed" and rid for s, rid in _item_states(uow).values())
+    assert push_items(uow, dataset, items.round_id).items == 0
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    from annotation.api import connect
+
+    with pytest.raises(AnnotationSyncError, match="unreachable after 3 attempts") as err:
+        connect("http://127.0.0.1:9", "key", backoff=FAST)
+    assert isinstance(err.value.__cause__, httpx.ConnectError)
