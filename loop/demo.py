@@ -154,6 +154,18 @@ def _failed_reason(uow) -> str | None:
         return session.scalar(select(Round.reason).where(Round.status.in_(("failed", "cancelled"))).limit(1))
 
 
+def _retry_reason(uow) -> str | None:
+    """The open round's last step error, if its last attempt failed (the scheduler retries it every tick)."""
+    from sqlalchemy import select
+
+    from loop.rounds import OPEN
+    from storage.models import Round
+
+    with uow() as session:
+        reason = session.scalar(select(Round.reason).where(Round.status.in_(OPEN)).limit(1))
+    return reason if reason and reason.startswith("last attempt failed") else None
+
+
 def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, timeout_s: float = 900) -> Path:
     """Run the quick demo end to end; returns the report's index.html."""
     from annotation.annotators import create_annotator
@@ -165,6 +177,8 @@ def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, tim
 
     p = QUICK
     t0 = time.perf_counter()
+    # SIGTERM must unwind like Ctrl-C, so the finally blocks below stop the scheduler and the Argilla stack.
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     fresh_dir(data_dir)
     print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
@@ -241,6 +255,7 @@ def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeou
     deadline = time.monotonic() + timeout_s
     dataset_id = None
     last = -1
+    failing_since = None
     while time.monotonic() < deadline:
         if scheduler.poll() is not None:
             raise DemoError(f"the scheduler exited with code {scheduler.returncode}; see scheduler.log")
@@ -253,6 +268,10 @@ def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeou
         reason = _failed_reason(uow)
         if reason:
             raise DemoError(f"a round ended early: {reason}")
+        retry = _retry_reason(uow)
+        failing_since = (failing_since or time.monotonic()) if retry else None
+        if retry and time.monotonic() - failing_since > 60:
+            raise DemoError(f"a round step keeps failing (see scheduler.log): {retry}")
         if dataset_id is None:
             try:
                 dataset_id = connect_dataset(cfg).id
@@ -262,6 +281,10 @@ def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeou
             bot.run(dataset_id)
         time.sleep(2)
     raise DemoError(f"{rounds} rounds did not finish within {timeout_s:.0f} s; see scheduler.log")
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(proc: subprocess.Popen) -> None:
