@@ -203,6 +203,8 @@ def _load_extensions() -> None:
         "loop.cli_rounds",
         "loop.cli_report",
         "loop.cli_demo",
+        "loop.cli_reward_model",
+        "loop.cli_experiment",
     ):
         try:
             module = importlib.import_module(name)

@@ -4,15 +4,17 @@ evaluations are recorded so that re-running either is a no-op."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from loop.config import Config
 from storage import repositories as repo
-from storage.annotations import decided_items
+from storage.annotations import DecidedPair, decided_items
 from storage.db import UnitOfWork
 from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
 
@@ -75,15 +77,26 @@ def _check_collected(session, rnd: Round) -> None:
         )
 
 
-def train_round(cfg: Config, uow: UnitOfWork, round_id: int) -> str:
+def train_round(
+    cfg: Config,
+    uow: UnitOfWork,
+    round_id: int,
+    *,
+    select_pairs: Callable[[Session, Round, list[DecidedPair]], list[DecidedPair]] | None = None,
+) -> str:
     """DPO on the decided labels (cumulative by default) -> a registered checkpoint id. Idempotent: the same
-    round and the same training data return the existing checkpoint."""
+    round and the same training data return the existing checkpoint.
+
+    `select_pairs` lets an experiment arm change which decided pairs feed DPO (e.g. loop.experiment's
+    step-matched control); production passes None and trains on all of them."""
     from loop.training import read_train_result, train_dpo, training_data_hash
 
     with uow() as session:
         rnd = session.get(Round, round_id)
         _check_collected(session, rnd)
         pairs = decided_items(session, _training_rounds(session, cfg, rnd))
+        if select_pairs is not None and pairs:
+            pairs = select_pairs(session, rnd, pairs)
         if not pairs:
             raise NoTrainingSignal(
                 f"round {rnd.number}: no decided a/b labels to train on (ties and undecided items carry no "

@@ -239,6 +239,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         strategy=rnd.strategy,
         budget=rnd.budget,
         seed=rnd.seed,
+        arm=rnd.arm,
     )
     if chosen.shortfall:
         log.warning(

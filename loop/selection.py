@@ -60,14 +60,21 @@ class Selection:
 
 
 def choose(
-    session: Session, *, checkpoint_id: str, reward_model: str, strategy: str, budget: int, seed: int
+    session: Session,
+    *,
+    checkpoint_id: str,
+    reward_model: str,
+    strategy: str,
+    budget: int,
+    seed: int,
+    arm: str = "main",
 ) -> Selection:
-    """Rank the free scored pool with `strategy` and keep the best `budget` (all of it for 'full')."""
+    """Rank the scored pool still free for `arm` with `strategy` and keep the best `budget` (all for 'full')."""
     if strategy not in STRATEGIES:
         raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise SelectionError(f"budget must be a non-negative integer, got {budget!r}")
-    rows = repo.candidate_scores(session, checkpoint_id, reward_model)
+    rows = repo.candidate_scores(session, checkpoint_id, reward_model, arm)
     scored = repo.count_scored(session, checkpoint_id, reward_model)
     if scored == 0:
         raise SelectionError(_no_scores_message(session, checkpoint_id, reward_model))

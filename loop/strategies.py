@@ -1,4 +1,5 @@
-"""Prompt-selection strategies: the paper's arms (pvar, low-pvar, reward-gap, random, full).
+"""Prompt-selection strategies: the paper's arms (pvar, low-pvar, reward-gap, random, full) and the
+random-disagree control.
 
 Each strategy is a pure scoring function (higher score = picked first) plus one shared selection step,
 top-k with ties broken by the caller's numpy Generator: results are reproducible under a seed, yet no prompt
@@ -94,6 +95,12 @@ def _score_random(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
     return rng.random(len(c))
 
 
+def _score_random_disagree(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
+    # Control for "PVar only avoids ties": uniform among prompts whose samples disagree (pvar > 0); tied
+    # prompts rank below all of them and are drawn only when fewer than k disagree (the budget stays equal).
+    return rng.random(len(c)) + (c.pvar > 0.0)
+
+
 def _score_full(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
     # All equal: with uses_k=False every candidate is returned, in pool order.
     return np.zeros(len(c))
@@ -107,6 +114,12 @@ STRATEGIES: MappingProxyType[str, Strategy] = MappingProxyType(
             Strategy("low-pvar", _score_low_pvar, True, "bottom-k preference variance (negative control)"),
             Strategy("reward-gap", _score_reward_gap, True, "top-k max-min reward (competing heuristic)"),
             Strategy("random", _score_random, True, "uniformly random k prompts (baseline)"),
+            Strategy(
+                "random-disagree",
+                _score_random_disagree,
+                True,
+                "uniformly random k among prompts whose samples disagree (control: tie avoidance only)",
+            ),
             Strategy("full", _score_full, False, "every candidate; k is validated but otherwise ignored"),
         )
     }

@@ -230,22 +230,32 @@ def reward_scores_for(
 # --- selection candidates ---
 
 
-def taken_prompt_ids() -> Select:
-    """Prompts that may not be selected again: in a round that is not cancelled/failed, or with any label.
+def taken_prompt_ids(arm: str = "main") -> Select:
+    """Prompts arm `arm` may not select again: in one of its rounds that is not cancelled/failed, or labelled
+    in one of its rounds.
 
-    A cancelled or failed round frees its prompts unless somebody already labelled them.
+    A cancelled or failed round frees its prompts unless somebody already labelled them. Arms are separate
+    policy lineages drawing from the same pool: another arm's rounds and labels take nothing from this one
+    (production has the single arm 'main').
     """
     in_open_round = (
         select(AnnotationItem.prompt_id)
         .join(Round, Round.id == AnnotationItem.round_id)
-        .where(Round.status.not_in(CLOSED_ROUND_STATES))
+        .where(Round.arm == arm, Round.status.not_in(CLOSED_ROUND_STATES))
     )
-    labelled = select(AnnotationItem.prompt_id).join(Label, Label.item_id == AnnotationItem.id)
+    labelled = (
+        select(AnnotationItem.prompt_id)
+        .join(Label, Label.item_id == AnnotationItem.id)
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .where(Round.arm == arm)
+    )
     return select(union(in_open_round, labelled).subquery().c[0])
 
 
-def candidate_scores(session: Session, checkpoint_id: str, reward_model: str) -> list[CandidateRow]:
-    """pvar and reward_gap of every scored, not-taken train prompt for (checkpoint, reward model), by id."""
+def candidate_scores(
+    session: Session, checkpoint_id: str, reward_model: str, arm: str = "main"
+) -> list[CandidateRow]:
+    """pvar and reward_gap of every scored train prompt not taken by `arm`, for (checkpoint, reward model)."""
     pvar, gap = aliased(PromptScore), aliased(PromptScore)
     stmt = (
         select(pvar.prompt_id, pvar.value, gap.value)
@@ -264,7 +274,7 @@ def candidate_scores(session: Session, checkpoint_id: str, reward_model: str) ->
             pvar.reward_model == reward_model,
             pvar.metric == PVAR,
             Prompt.split == "train",
-            pvar.prompt_id.not_in(taken_prompt_ids()),
+            pvar.prompt_id.not_in(taken_prompt_ids(arm)),
         )
         .order_by(pvar.prompt_id)
     )

@@ -95,7 +95,7 @@ def test_unknown_strategy_lists_the_allowed_names():
 
 
 def test_registry_holds_the_paper_arms():
-    assert set(STRATEGIES) == {"pvar", "low-pvar", "reward-gap", "random", "full"}
+    assert set(STRATEGIES) == {"pvar", "low-pvar", "reward-gap", "random", "random-disagree", "full"}
     assert all(s.name == key and s.description for key, s in STRATEGIES.items())
 
 
@@ -248,3 +248,17 @@ def test_candidate_scores_copy_and_freeze():
     assert pvar.flags.writeable  # and the caller's array stays writable
     with pytest.raises(ValueError, match="read-only"):
         c.pvar[0] = 0.2
+
+
+def test_random_disagree_draws_disagreeing_prompts_first_and_uniformly():
+    # Prompts 0, 2, 4 disagree (pvar > 0); 1 and 3 are ties and only fill the budget once those run out.
+    candidates = CandidateScores(np.arange(5), [0.1, 0.0, 0.01, 0.0, 0.2], [1.0, 0.0, 0.2, 0.0, 3.0])
+    first = Counter()
+    for seed in range(300):
+        picked = select("random-disagree", candidates, 2, np.random.default_rng(seed))
+        assert set(picked.tolist()) <= {0, 2, 4}
+        first[int(picked[0])] += 1
+    assert set(first) == {0, 2, 4}
+    assert all(60 <= count <= 140 for count in first.values()), first  # ignores the pvar values themselves
+    everything = select("random-disagree", candidates, 5, np.random.default_rng(0))
+    assert set(everything[:3].tolist()) == {0, 2, 4} and set(everything[3:].tolist()) == {1, 3}

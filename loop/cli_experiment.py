@@ -1,0 +1,93 @@
+"""`pvar-loop experiment`: compare selection arms on one pool with a simulated annotator (never Argilla), or
+replay a rated dataset (top X% by PVar vs full). Registered by loop.cli._load_extensions."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from loop.cli import UserError, _config, _engine
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    if "experiment" in sub.choices:  # loop.cli registers extensions again on every main() call
+        return
+    s = sub.add_parser(
+        "experiment",
+        help="run selection arms side by side (own policy lineage each, same pool, budget and evaluation)",
+        description="Labels come from an in-process simulated annotator (the demo world's verifier, or the "
+        "dataset's own ratings with --replay), so arms can be compared cheaply; production labels come "
+        "through Argilla.",
+    )
+    s.add_argument(
+        "--arms",
+        help="comma-separated arms (default: pvar, random-s0..s2, low-pvar, reward-gap, full, random-disagree, "
+        "pvar-matched)",
+    )
+    s.add_argument("--rounds", type=int, default=2, help="rounds per arm (default 2)")
+    s.add_argument("--budget", type=int, help="labels per round and arm (default: [selection] budget)")
+    s.add_argument("--replay", metavar="FILE", help="UltraFeedback-style JSONL: top X%% by PVar vs full")
+    s.add_argument("--top-fraction", type=float, default=0.1, help="replay: share of the pool for PVar (0.1)")
+    s.add_argument(
+        "--rating", default="overall_score", help="replay: rating key (overall_score, an aspect...)"
+    )
+    s.add_argument("--eval-fraction", type=float, default=0.1, help="replay: prompts held out for evaluation")
+    s.add_argument("--out", metavar="FILE", help="results JSON (default: <data_dir>/experiment/results.json)")
+
+
+def _print_round(row: dict) -> None:
+    ev = row["evaluation"]
+    win = (
+        f"win rate {ev['win_rate']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}]" if ev else "no evaluation"
+    )
+    print(
+        f"{row['arm']} round {row['number']}: {row['status']}, {row['labels']} labels "
+        f"({row['decided_ab']} a/b, {row['ties']} ties), {win}",
+        flush=True,
+    )
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from loop.experiment import DEFAULT_ARMS, ExperimentError, ExperimentPlan, arms_by_name, run_experiment
+    from loop.experiment_results import format_table
+    from storage.db import UnitOfWork
+
+    cfg = _config(args)
+    uow = UnitOfWork(_engine(cfg))
+    out = Path(args.out) if args.out else cfg.paths.data_dir / "experiment" / "results.json"
+    try:
+        if args.replay:
+            from loop.experiment_replay import ingest_ultrafeedback_style, run_replay
+
+            with uow() as session:
+                report = ingest_ultrafeedback_style(
+                    session, Path(args.replay), rating=args.rating, eval_fraction=args.eval_fraction
+                )
+            print(
+                f"replay: {report.prompts} pool prompts ({report.completions} completions), "
+                f"{report.eval_prompts} eval prompts"
+            )
+            results = run_replay(cfg, uow, top_fraction=args.top_fraction, out=out, on_round=_print_round)
+        else:
+            from loop.experiment_annotator import verifier_annotation
+
+            names = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+            arms = arms_by_name(names) if names else list(DEFAULT_ARMS)
+            budget = cfg.selection.budget if args.budget is None else args.budget
+            plan = ExperimentPlan(arms=arms, rounds=args.rounds, budget=budget)  # validates before any work
+            try:
+                annotator = verifier_annotation(uow)
+            except ValueError as e:
+                raise UserError(f"{e} (ingest the demo world's prompts, or use --replay FILE)") from None
+            results = run_experiment(cfg, uow, plan, annotator, out=out, on_round=_print_round)
+    except ExperimentError as e:
+        raise UserError(str(e)) from None
+    print(format_table(results))
+    print(f"results: {out.resolve()}")
+    return 0
+
+
+HANDLERS["experiment"] = cmd_experiment

@@ -1,0 +1,175 @@
+"""The experiment's results, read back from the database (the single source of truth) into a JSON-ready dict,
+written atomically, and printed as a table (one row per arm per round)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from loop.config import Config
+from storage import repositories as repo
+from storage.models import AnnotationItem, Evaluation, Label, Round, TrainingRun
+
+FORMAT_VERSION = 1
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def round_result(session: Session, rnd: Round, reference: str) -> dict:
+    """One round of one arm: labels, decisions, training and evaluation as stored."""
+    items = dict(
+        session.execute(
+            select(AnnotationItem.status, func.count())
+            .where(AnnotationItem.round_id == rnd.id)
+            .group_by(AnnotationItem.status)
+        ).all()
+    )
+    decisions = dict(
+        session.execute(
+            select(AnnotationItem.decision, func.count())
+            .where(AnnotationItem.round_id == rnd.id, AnnotationItem.status == "decided")
+            .group_by(AnnotationItem.decision)
+        ).all()
+    )
+    labels = session.scalar(
+        select(func.count())
+        .select_from(Label)
+        .join(AnnotationItem, AnnotationItem.id == Label.item_id)
+        .where(AnnotationItem.round_id == rnd.id)
+    )
+    run = session.scalar(
+        select(TrainingRun)
+        .where(TrainingRun.round_id == rnd.id, TrainingRun.status == "done")
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    )
+    trained = run is not None and rnd.policy_out == run.checkpoint_id
+    ev = None
+    if trained:
+        ev = session.scalar(
+            select(Evaluation)
+            .where(Evaluation.checkpoint_id == rnd.policy_out, Evaluation.reference_id == reference)
+            .order_by(Evaluation.id.desc())
+            .limit(1)
+        )
+    start, end = _aware(rnd.created_at), _aware(rnd.finished_at)
+    return {
+        "number": rnd.number,
+        "round_id": rnd.id,
+        "status": rnd.status,
+        "reason": rnd.reason,
+        "strategy": rnd.strategy,
+        "budget": rnd.budget,
+        "seed": rnd.seed,
+        "policy_in": rnd.policy_in,
+        "policy_out": rnd.policy_out,
+        "items": sum(items.values()),
+        "labels": labels or 0,
+        "decided_ab": decisions.get("a", 0) + decisions.get("b", 0),
+        "ties": decisions.get("tie", 0),
+        "undecided": items.get("undecided", 0),
+        "train_pairs": run.label_count if trained else None,
+        "train_steps": (run.metrics or {}).get("steps") if trained else None,
+        "evaluation": None
+        if ev is None
+        else {
+            "judge": ev.judge,
+            "n_prompts": ev.n_prompts,
+            "win_rate": ev.win_rate,
+            "ci_low": ev.ci_low,
+            "ci_high": ev.ci_high,
+        },
+        "wall_s": (end - start).total_seconds() if start and end else None,
+    }
+
+
+def collect_results(session: Session, cfg: Config, arms: Sequence, meta: dict) -> dict:
+    """Every arm's rounds with cumulative label counts, plus the experiment's settings."""
+    reference = repo.initial_checkpoint_id(cfg.policy.model)
+    out: dict = {
+        "format": FORMAT_VERSION,
+        "written_at": datetime.now(UTC).isoformat(),
+        "reward_model": cfg.reward.model,
+        "policy": cfg.policy.model,
+        "reference_checkpoint": reference,
+        **meta,
+        "arms": {},
+    }
+    for arm in arms:
+        rounds = session.scalars(select(Round).where(Round.arm == arm.name).order_by(Round.number)).all()
+        rows, cumulative = [], 0
+        for rnd in rounds:
+            row = round_result(session, rnd, reference)
+            cumulative += row["labels"]
+            row["cumulative_labels"] = cumulative
+            rows.append(row)
+        out["arms"][arm.name] = {"strategy": arm.strategy, "seed": arm.seed, "rounds": rows}
+    return out
+
+
+def write_results(results: dict, path: Path) -> Path:
+    """Write JSON atomically: a temp file in the same directory, fsynced, then renamed over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+COLUMNS = (
+    "arm",
+    "round",
+    "status",
+    "labels",
+    "cum",
+    "a/b",
+    "ties",
+    "pairs",
+    "steps",
+    "win rate [95% CI]",
+    "wall s",
+)
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for name, arm in results["arms"].items():
+        for r in arm["rounds"]:
+            ev = r["evaluation"]
+            win = f"{ev['win_rate']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}]" if ev else "-"
+            rows.append(
+                [
+                    name,
+                    str(r["number"]),
+                    r["status"],
+                    str(r["labels"]),
+                    str(r["cumulative_labels"]),
+                    str(r["decided_ab"]),
+                    str(r["ties"]),
+                    "-" if r["train_pairs"] is None else str(r["train_pairs"]),
+                    "-" if r["train_steps"] is None else str(r["train_steps"]),
+                    win,
+                    "-" if r["wall_s"] is None else f"{r['wall_s']:.1f}",
+                ]
+            )
+    return rows
+
+
+def format_table(results: dict) -> str:
+    rows = [list(COLUMNS), *table_rows(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
