@@ -65,7 +65,10 @@ class TransformersGenerator:
     """HF transformers backend: left-padded prompt batches, k sequences per prompt in one generate call.
 
     Each batch is seeded with derive_seed(seed, batch prompts): the same prompts in the same batches give the
-    same samples, whatever ran before in the process.
+    same samples, whatever ran before in the process. Two switches (on by default, off = stock generate(),
+    kept for the checks and the naive benchmark baseline) make batched sampling cheaper without changing
+    what is drawn: share_prefill runs each prompt through the model once and copies its KV cache k times;
+    fast_top_p applies top-p without sorting the vocabulary (loop/hf_sampling.py).
     """
 
     def __init__(
@@ -77,9 +80,12 @@ class TransformersGenerator:
         max_new_tokens: int = 128,
         batch_size: int = 8,
         device: str = "cpu",
+        share_prefill: bool = True,
+        fast_top_p: bool = True,
     ) -> None:
         _check_knobs(temperature, top_p, max_new_tokens, batch_size)
         self.model_id = model
+        self.share_prefill, self.fast_top_p = share_prefill, fast_top_p
         self.temperature, self.top_p = temperature, top_p
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self._model, self._tokenizer = self._load(model, dtype, device)
@@ -129,8 +135,23 @@ class TransformersGenerator:
         if prompts:
             n = len(prompts) * k
             rate = n / max(elapsed, 1e-9)
-            log.info("generated %d responses in %.1f s (%.1f responses/s)", n, elapsed, rate)
+            log.debug("generated %d responses in %.1f s (%.1f responses/s)", n, elapsed, rate)
         return out
+
+    def _sampling(self) -> dict[str, Any]:
+        """generate() arguments for this generator's decoding rule."""
+        if self.temperature == 0:
+            return {"do_sample": False}
+        if self.fast_top_p and self.top_p < 1:
+            from transformers import LogitsProcessorList
+
+            from loop.hf_sampling import TemperatureTopP
+
+            # It does temperature and top-p itself, so generate() must not add its own warpers.
+            warp = LogitsProcessorList([TemperatureTopP(self.temperature, self.top_p)])
+            return {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "logits_processor": warp}
+        # top_k=0 switches off transformers' implicit top_k=50, matching vLLM's default
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
 
     def _generate_batch(self, prompts: list[str], k: int, seed: int) -> list[list[Sample]]:
         import torch
@@ -139,25 +160,25 @@ class TransformersGenerator:
         enc = self._tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
         enc = enc.to(self._model.device)
         greedy = self.temperature == 0
-        sampling: dict[str, Any] = (
-            {"do_sample": False}
-            if greedy
-            # top_k=0 switches off transformers' implicit top_k=50, matching vLLM's default
-            else {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-        )
         # Greedy decoding refuses num_return_sequences > 1; its k samples are one sequence repeated.
         n_seq = 1 if greedy else k
         device = self._model.device
         rng_devices = [device.index or 0] if device.type == "cuda" else []
+        knobs = {
+            "max_new_tokens": self.max_new_tokens,
+            "pad_token_id": self._tokenizer.pad_token_id,
+            **self._sampling(),
+        }
         with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
             torch.manual_seed(derive_seed(seed, prompts))
-            seqs = self._model.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                num_return_sequences=n_seq,
-                pad_token_id=self._tokenizer.pad_token_id,
-                **sampling,
-            )
+            if self.share_prefill:
+                from loop.hf_sampling import generate_shared_prefill
+
+                seqs = generate_shared_prefill(
+                    self._model, enc["input_ids"], enc["attention_mask"], n_seq, **knobs
+                )
+            else:
+                seqs = self._model.generate(**enc, num_return_sequences=n_seq, **knobs)
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
         eos = self._eos_ids()
         samples = [self._to_sample(row, eos) for row in new]

