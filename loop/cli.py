@@ -30,6 +30,26 @@ def handler(name: str):
     return register
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for whole numbers >= minimum, with a message naming the bad value."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
 def _config(args: argparse.Namespace):
     from loop.config import load_config
 

@@ -10,19 +10,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from loop.cli import UserError, _config, _engine, _print_json
+from loop.cli import UserError, _config, _engine, _print_json, positive_int
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up = a.add_parser(
         "up", help="start Redis, the search engine, Argilla and its worker; print how to sign in"
     )
-    up.add_argument("--port", type=_positive_int, help="server port (default: a free one)")
+    up.add_argument("--port", type=positive_int, help="server port (default: a free one)")
     a.add_parser("down", help="stop the processes `up` started and delete the stack's database")
     a.add_parser("status", help="processes, memory and whether the API answers").add_argument(
         "--json", action="store_true"
@@ -46,13 +36,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--first-name", help="display name (default: the username)")
 
     s = sub.add_parser("push", help="send a round's annotation items to Argilla (safe to re-run)")
-    s.add_argument("--round", type=_positive_int, required=True, metavar="N", help="round number")
+    s.add_argument("--round", type=positive_int, required=True, metavar="N", help="round number")
     s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
-    s.add_argument("--batch-size", type=_positive_int, default=250, help="records per request (max 500)")
+    s.add_argument("--batch-size", type=positive_int, default=250, help="records per request (max 500)")
     s.add_argument("--all", action="store_true", help="re-send items already pushed (updates their records)")
 
     s = sub.add_parser("pull", help="store annotators' answers as labels and aggregate them per item")
-    s.add_argument("--round", type=_positive_int, metavar="N", help="only this round (default: every round)")
+    s.add_argument("--round", type=positive_int, metavar="N", help="only this round (default: every round)")
     s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
     s.add_argument("--json", action="store_true")
 

@@ -13,19 +13,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from loop.cli import UserError, _config, _engine
+from loop.cli import UserError, _config, _engine, positive_int
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -47,7 +37,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--base", help="model to start from, hub id or directory (default: [reward] model)")
     t.add_argument("--out", help="checkpoint directory (default: <data_dir>/reward-models/<id>)")
-    t.add_argument("--epochs", type=_positive_int, help="passes over the training pairs (default 3)")
+    t.add_argument("--epochs", type=positive_int, help="passes over the training pairs (default 3)")
     t.add_argument(
         "--lr", type=_positive_float, help="learning rate (default 5e-5; tiny random models ~1e-3)"
     )

@@ -5,37 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from loop.cli import UserError, _config, _engine, _print_json
+from loop.cli import UserError, _config, _engine, _print_json, non_negative_int, positive_int
 from loop.strategies import STRATEGIES  # numpy only: `--help` stays fast
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "score", help="sample K responses per unscored train prompt, reward them, store PVar and reward gap"
     )
-    s.add_argument("--limit", type=_positive_int, help="score at most N prompts in this run")
+    s.add_argument("--limit", type=positive_int, help="score at most N prompts in this run")
     s.add_argument("--checkpoint", help="checkpoint id to score (default: the initial policy, policy.model)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the run report as JSON")
@@ -44,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "select", help="show which prompts a strategy would pick from the scored, unlabelled pool"
     )
     s.add_argument("--strategy", choices=list(STRATEGIES), help="default: selection.strategy")
-    s.add_argument("--budget", type=_non_negative_int, help="prompts to pick (default: selection.budget)")
+    s.add_argument("--budget", type=non_negative_int, help="prompts to pick (default: selection.budget)")
     s.add_argument("--seed", type=int, help="random tie-breaks and the random arm (default: selection.seed)")
     s.add_argument("--checkpoint", help="policy whose scores rank the pool (default: the initial policy)")
     s.add_argument("--json", action="store_true")
