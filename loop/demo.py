@@ -187,7 +187,10 @@ def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, tim
     config = write_config(data_dir, data_dir, models.policy_dir, models.reward_dir, p, rounds_seed=0)
     cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
-    for cmd in (["db", "upgrade"], ["ingest", str(train)], ["ingest", str(evals), "--split", "eval"]):
+    # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
+    # a round the demo will not finish (recorded as an operator action, like any budget change).
+    pause = ["budget", "set", "0", "--from-round", str(rounds + 1)]
+    for cmd in (["db", "upgrade"], ["ingest", str(train)], ["ingest", str(evals), "--split", "eval"], pause):
         subprocess.run([*cli, *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
     cfg = load_config(config)
 
