@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -85,11 +86,39 @@ class Heartbeat(threading.Thread):
                 return
 
 
+class StopFlag:
+    """Set by SIGTERM/SIGINT or a lost lease. Handlers only flip a bool: taking locks (Event.set, pool or
+    scheduler shutdown) inside a signal handler can deadlock the main thread that the signal interrupted."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signals = 0
+
+    def on_signal(self, signum, _frame) -> None:
+        self.signals += 1
+        if self.signals > 1:  # a second Ctrl-C/TERM: stop now, don't wait for the running job
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def set(self) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float, step: float = 0.2) -> bool:
+        """Sleep up to `seconds` in short naps; True as soon as a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+        return self.requested
+
+
 def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, once: bool = False) -> int:
-    """Run until SIGTERM/SIGINT. With `wait`, wait for the current holder to stop or die, then take over."""
+    """Run until SIGTERM/SIGINT. With `wait`, wait for the current holder to stop or die, then take over.
+
+    On the first signal no new job starts and a running one finishes (the lease is kept meanwhile); a second
+    signal stops at once, which is safe too, since every round step is idempotent."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
     from storage.db import make_engine
     from storage.locks import LockHeld, acquire, release
@@ -101,17 +130,9 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     heartbeat_every = max(1.0, min(10.0, s.tick_seconds / 3))
     stale_after = heartbeat_every * 3
     holder = holder_name()
-    stop_requested = threading.Event()
-    scheduler = None
-
-    def stop(*_):
-        log.info("stopping scheduler", extra={"event": "stop"})
-        stop_requested.set()
-        if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
     while True:
         try:
             acquire(engine, LOCK, holder, stale_after)
@@ -120,45 +141,48 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
             if not wait:
                 raise
             log.info("%s; waiting", e)
-            if stop_requested.wait(heartbeat_every):
+            if stop.wait(heartbeat_every):
                 return 0
     log.info("scheduler %s holds the lock", holder, extra={"event": "lock"})
-    if once:
-        try:
-            tick_job(config_path)
-        finally:
-            release(engine, LOCK, holder)
-        return 0
-
-    scheduler = BlockingScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
-        executors={"default": ThreadPoolExecutor(1)},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_seconds},
-        timezone="UTC",
-    )
-    scheduler.add_job(
-        tick_job,
-        "interval",
-        seconds=s.tick_seconds,
-        id=TICK_JOB,
-        replace_existing=True,
-        args=[config_path],
-        next_run_time=_soon(),
-    )
-    scheduler.add_job(
-        poll_job, "interval", seconds=s.poll_seconds, id=POLL_JOB, replace_existing=True, args=[config_path]
-    )
-
-    beat = Heartbeat(engine, holder, heartbeat_every, stop)
+    beat = Heartbeat(engine, holder, heartbeat_every, stop.set)
     beat.start()
+    scheduler = None
     try:
-        if not stop_requested.is_set():
-            scheduler.start()
+        if once:
+            tick_job(config_path)
+            return 0
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_seconds},
+            timezone="UTC",
+        )
+        scheduler.add_job(
+            tick_job,
+            "interval",
+            seconds=s.tick_seconds,
+            id=TICK_JOB,
+            replace_existing=True,
+            args=[config_path],
+            next_run_time=_soon(),
+        )
+        scheduler.add_job(
+            poll_job, "interval", seconds=s.poll_seconds, id=POLL_JOB, replace_existing=True, args=[config_path]
+        )
+        scheduler.start()
+        stop.wait(float("inf"))
+        log.info("stopping scheduler; a running job finishes first", extra={"event": "stop"})
+        scheduler.shutdown(wait=True)
+        return 0
+    except KeyboardInterrupt:
+        log.warning("stopped without waiting for the running job", extra={"event": "stop"})
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+        return 130
     finally:
         beat.stopped.set()
         release(engine, LOCK, holder)
         engine.dispose()
-    return 0
 
 
 def _soon():

@@ -14,13 +14,13 @@ from storage.locks import holder_of
 from tests.integration.round_project import make_project
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, step: float = 0.2):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(step)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -51,6 +51,39 @@ def _two_schedulers(tmp_path, tiny_models, url: str) -> None:
         if first.poll() is None:
             first.kill()
         engine.dispose()
+
+
+def _stop_right_after_start(tmp_path, tiny_models, url: str) -> None:
+    """SIGTERM at once after the lease is taken, while the scheduler is starting and its first tick is due: it
+    must exit 0 and free the lease each time (a signal handler that took locks once hung here)."""
+    project = make_project(tmp_path, tiny_models, database_url=url)
+    assert project.cli("budget", "set", "0").returncode == 0
+    engine = make_engine(url)
+    try:
+        for attempt, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.4, 1.2)):
+            proc = project.popen("run", log=tmp_path / f"run{attempt}.log")
+            try:
+                _wait_for(lambda: holder_of(engine, "scheduler"), 60, "the lease", step=0.01)
+                time.sleep(delay)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 0, (tmp_path / f"run{attempt}.log").read_text()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert holder_of(engine, "scheduler") is None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_stop_right_after_start_sqlite(tmp_path, tiny_models):
+    _stop_right_after_start(tmp_path, tiny_models, f"sqlite:///{tmp_path / 'stop.db'}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_stop_right_after_start_postgres(tmp_path, tiny_models, postgres_url):
+    _stop_right_after_start(tmp_path, tiny_models, postgres_url)
 
 
 @pytest.mark.slow
