@@ -243,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Libraries that log every request or migration step at INFO: only their warnings unless --verbose.
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from loop.config import ConfigError
     from storage.migrate import DatabaseNotAtHead

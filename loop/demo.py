@@ -28,10 +28,14 @@ class Profile:
     name: str
     n_train: int
     n_eval: int
+    n_seed: int  # seed pool for the learned selection RM; 0: the tiny random RM is used as is
     budget: int
     k: int
     max_new_tokens: int
     learning_rate: float
+    epochs: int
+    dtype: str  # policy sampling and DPO (bf16 autocast on CPU)
+    lora: bool
     allow_ties: bool  # False: the bot must pick a side even when the verifier scores both the same
     note: str
 
@@ -40,13 +44,36 @@ QUICK = Profile(
     name="quick",
     n_train=48,
     n_eval=16,
+    n_seed=0,
     budget=8,
     k=4,
     max_new_tokens=16,
     learning_rate=5e-5,
+    epochs=2,
+    dtype="float32",
+    lora=False,
     allow_ties=False,  # tiny random models tie on the verifier most of the time; forced choice keeps DPO fed
     note="tiny random models show the mechanics of the loop, not the effect of PVar selection",
 )
+
+# Settings after the pilot in docs/experiment.md (LoRA r16, lr 2e-4, short answers), cut to fit ~10 minutes.
+FULL = Profile(
+    name="full",
+    n_train=64,
+    n_eval=48,
+    n_seed=64,
+    budget=16,
+    k=4,
+    max_new_tokens=48,
+    learning_rate=2e-4,
+    epochs=2,
+    dtype="bfloat16",
+    lora=True,
+    allow_ties=True,
+    note="SmolLM2-135M-Instruct policy, a MiniLM selection reward model trained on seed labels; 2 small rounds "
+    "show the loop for real, but too few eval prompts to separate strategies (see `pvar-loop experiment`)",
+)
+PROFILES = {p.name: p for p in (QUICK, FULL)}
 
 
 class DemoError(RuntimeError):
@@ -76,7 +103,7 @@ data_dir = "{data_dir}"
 
 [policy]
 model = "{policy}"
-dtype = "float32"
+dtype = "{p.dtype}"
 
 [generation]
 k = {p.k}
@@ -100,11 +127,11 @@ min_submitted = 1
 
 [training]
 learning_rate = {p.learning_rate}
-epochs = 2
-batch_size = 4
+epochs = {p.epochs}
+batch_size = {8 if p.lora else 4}
 max_length = 256
-lora = false
-dtype = "float32"
+lora = {str(p.lora).lower()}
+dtype = "{p.dtype}"
 
 [evaluation]
 judge = "verifier"
@@ -166,32 +193,103 @@ def _retry_reason(uow) -> str | None:
     return reason if reason and reason.startswith("last attempt failed") else None
 
 
-def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, timeout_s: float = 900) -> Path:
-    """Run the quick demo end to end; returns the report's index.html."""
+@dataclass(frozen=True)
+class World:
+    """A prepared demo data dir: its config (DB migrated, prompts ingested) and the selection RM's origin."""
+
+    config: Path
+    cli: list[str]
+    env: dict[str, str]
+    seed_summary: str | None  # how the learned selection reward model was trained (None: tiny random RM)
+
+
+def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -> World:
+    """Fresh data dir with prompts, models and a config; for the full profile, train the selection RM first."""
+    from loop.demo_world import write_demo_prompts
+
+    data_dir = data_dir.resolve()
+    fresh_dir(data_dir)
+    files = write_demo_prompts(data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed)
+    if p.n_seed:
+        policy, reward, summary = _learned_models(data_dir, p, Path(model_cache).resolve(), files[2], say)
+    else:
+        from loop.tiny_models import build_tiny_models
+
+        models = build_tiny_models(data_dir / "models")
+        policy, reward, summary = models.policy_dir, models.reward_dir, None
+    config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0)
+    cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
+    for cmd in (["db", "upgrade"], ["ingest", str(files[0])], ["ingest", str(files[1]), "--split", "eval"]):
+        subprocess.run([*cli, *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
+    return World(config=config, cli=cli, env=env, seed_summary=summary)
+
+
+def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
+    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector."""
+    from loop.reward_training import RewardTrainSettings
+    from loop.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
+    from loop.tiny_models import load_minilm_reward_backbone, load_smollm2
+    from loop.verifier import verify
+
+    say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
+    policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
+    constraints = {r["prompt"]: r["metadata"]["constraints"] for r in read_seed_prompts(seed_file)}
+
+    def gold(prompt: str, response: str) -> float | None:
+        found = constraints.get(prompt)
+        return verify(response, found) if found else None
+
+    say(f"[demo] training the selection reward model on bot labels of {p.n_seed} seed prompts ...")
+    labels, result = bootstrap_reward_model(
+        seed_file,
+        policy=str(policy),
+        base=str(base),
+        out_dir=data_dir / "reward-models" / "seed-rm",
+        annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
+        gold=gold,
+        sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
+        training=RewardTrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, seed=0),
+    )
+    agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"
+    held = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
+    summary = (
+        f"selection RM: {labels.prompts} seed prompts, {labels.comparisons} bot comparisons -> "
+        f"{len(labels.pairs)} decided pairs ({labels.ties} ties; {labels.identical} prompts with identical "
+        f"samples); held-out accuracy {held}, agreement with the verifier {agree} on "
+        f"{result.n_judged} held-out pairs; {result.steps} steps in {result.seconds:.0f} s"
+    )
+    say(f"[demo] {summary}")
+    return policy, Path(result.checkpoint_dir), summary
+
+
+def run_demo(
+    data_dir: Path,
+    *,
+    profile: Profile = QUICK,
+    rounds: int = 2,
+    keep_argilla: bool = False,
+    timeout_s: float = 900,
+    model_cache: Path = Path("data/models"),
+) -> Path:
+    """Run the demo end to end; returns the report's index.html."""
     from annotation.annotators import create_annotator
     from annotation.bot import AnnotatorBot
     from annotation.local_stack import start_stack, stop_stack
     from loop.config import load_config
-    from loop.demo_world import write_demo_prompts
-    from loop.tiny_models import build_tiny_models
 
-    p = QUICK
+    p = profile
     t0 = time.perf_counter()
     # SIGTERM must unwind like Ctrl-C, so the finally blocks below stop the scheduler and the Argilla stack.
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
-    fresh_dir(data_dir)
     print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
-    models = build_tiny_models(data_dir / "models")
-    train, evals = write_demo_prompts(data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0)
-    config = write_config(data_dir, data_dir, models.policy_dir, models.reward_dir, p, rounds_seed=0)
-    cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
+    world = prepare_world(data_dir, p, model_cache)
+    config, cli, env = world.config, world.cli, world.env
     # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
     # a round the demo will not finish (recorded as an operator action, like any budget change).
     pause = ["budget", "set", "0", "--from-round", str(rounds + 1)]
-    for cmd in (["db", "upgrade"], ["ingest", str(train)], ["ingest", str(evals), "--split", "eval"], pause):
-        subprocess.run([*cli, *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([*cli, *pause], check=True, env=env, stdout=subprocess.DEVNULL)
     cfg = load_config(config)
 
     print("[demo] starting the local Argilla stack ...")
@@ -229,6 +327,8 @@ def run_demo(data_dir: Path, *, rounds: int = 2, keep_argilla: bool = False, tim
         scheduler = None
         report = _write_report(uow, data_dir / "report")
         print(f"[demo] {rounds} rounds done in {time.perf_counter() - t0:.0f} s; report: {report}")
+        if world.seed_summary:
+            print(f"[demo] {world.seed_summary}")
         print(f"[demo] {p.note}")
         return report
     finally:

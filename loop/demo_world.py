@@ -89,18 +89,26 @@ def make_prompt(rng: np.random.Generator) -> dict[str, Any]:
     return {"prompt": text, "metadata": {"topic": topic, "constraints": constraints}}
 
 
-def write_demo_prompts(directory: Path, *, n_train: int, n_eval: int, seed: int = 0) -> tuple[Path, Path]:
-    """Write train.jsonl and eval.jsonl (distinct prompts) for `pvar-loop ingest`."""
+def write_demo_prompts(
+    directory: Path, *, n_train: int, n_eval: int, seed: int = 0, n_seed: int = 0
+) -> tuple[Path, ...]:
+    """Write train.jsonl and eval.jsonl (and seed.jsonl when n_seed > 0), all prompts distinct across files.
+
+    The seed pool trains the selection reward model before round 1, so it must not overlap the pool the loop
+    selects from nor the eval split. Returns the paths in that order (train, eval[, seed])."""
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    while len(rows) < n_train + n_eval:
+    while len(rows) < n_train + n_eval + n_seed:
         row = make_prompt(rng)
         if row["prompt"] not in seen:
             seen.add(row["prompt"])
             rows.append(row)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = directory / "train.jsonl", directory / "eval.jsonl"
-    for path, part in zip(paths, (rows[:n_train], rows[n_train:]), strict=True):
+    names = ["train.jsonl", "eval.jsonl"] + (["seed.jsonl"] if n_seed else [])
+    bounds = [0, n_train, n_train + n_eval, n_train + n_eval + n_seed]
+    paths = tuple(directory / name for name in names)
+    for i, path in enumerate(paths):
+        part = rows[bounds[i] : bounds[i + 1]]
         path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
     return paths

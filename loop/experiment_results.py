@@ -86,6 +86,9 @@ def round_result(session: Session, rnd: Round, reference: str) -> dict:
             "win_rate": ev.win_rate,
             "ci_low": ev.ci_low,
             "ci_high": ev.ci_high,
+            # mean judge score of the policy's and the reference's responses (verifier: share of constraints met)
+            "policy_mean": (ev.details or {}).get("policy_mean"),
+            "reference_mean": (ev.details or {}).get("reference_mean"),
         },
         "wall_s": (end - start).total_seconds() if start and end else None,
     }
@@ -139,6 +142,7 @@ COLUMNS = (
     "pairs",
     "steps",
     "win rate [95% CI]",
+    "judge mean",
     "wall s",
 )
 
@@ -149,6 +153,7 @@ def table_rows(results: dict) -> list[list[str]]:
         for r in arm["rounds"]:
             ev = r["evaluation"]
             win = f"{ev['win_rate']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}]" if ev else "-"
+            mean = ev.get("policy_mean") if ev else None
             rows.append(
                 [
                     name,
@@ -161,6 +166,7 @@ def table_rows(results: dict) -> list[list[str]]:
                     "-" if r["train_pairs"] is None else str(r["train_pairs"]),
                     "-" if r["train_steps"] is None else str(r["train_steps"]),
                     win,
+                    "-" if mean is None else f"{mean:.3f}",
                     "-" if r["wall_s"] is None else f"{r['wall_s']:.1f}",
                 ]
             )

@@ -59,6 +59,17 @@ def poll_job(config_path: str | None) -> None:
         uow.engine.dispose()
 
 
+class BusyJobFilter(logging.Filter):
+    """A tick that finds the previous one still running (a DPO run takes minutes) is expected, not a warning:
+    APScheduler's "maximum number of running instances reached" goes to DEBUG instead of every tick at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "maximum number of running instances" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -131,6 +142,9 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     stale_after = heartbeat_every * 3
     holder = holder_name()
     stop = StopFlag()
+    apscheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, BusyJobFilter) for f in apscheduler_log.filters):
+        apscheduler_log.addFilter(BusyJobFilter())
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     while True:

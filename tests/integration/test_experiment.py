@@ -208,6 +208,7 @@ def test_results_file_matches_the_database(experiment):
                 else:
                     assert r["evaluation"]["win_rate"] == ev.win_rate
                     assert r["evaluation"]["ci_low"] <= ev.win_rate <= r["evaluation"]["ci_high"]
+                    assert r["evaluation"]["policy_mean"] == ev.details["policy_mean"]
                 assert r["wall_s"] > 0
     table = format_table(on_disk)
-    assert all(arm in table for arm in ARMS) and "win rate" in table
+    assert all(arm in table for arm in ARMS) and "win rate" in table and "judge mean" in table

@@ -52,3 +52,12 @@ def test_demo_prompts_are_seeded_and_distinct(tmp_path):
     train, ev = write_demo_prompts(tmp_path, n_train=40, n_eval=10, seed=1)
     rows = [json.loads(x) for p in (train, ev) for x in p.read_text().splitlines()]
     assert len(rows) == 50 and len({r["prompt"] for r in rows}) == 50
+
+
+def test_seed_pool_is_disjoint_and_leaves_train_and_eval_unchanged(tmp_path):
+    train, ev = write_demo_prompts(tmp_path / "a", n_train=30, n_eval=8, seed=2)
+    train2, ev2, seed = write_demo_prompts(tmp_path / "b", n_train=30, n_eval=8, seed=2, n_seed=12)
+    assert train.read_text() == train2.read_text() and ev.read_text() == ev2.read_text()
+    seeds = {json.loads(x)["prompt"] for x in seed.read_text().splitlines()}
+    others = {json.loads(x)["prompt"] for p in (train2, ev2) for x in p.read_text().splitlines()}
+    assert len(seeds) == 12 and not seeds & others
