@@ -8,10 +8,12 @@ matters, so judges need no calibration.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -130,7 +132,7 @@ def evaluate_policies(
         "device": device,
     }
     policy_responses = _sample_one_each(policy_dir, prompts, seed=policy_seed, **knobs)
-    reference_responses = _sample_one_each(reference_dir, prompts, seed=reference_seed, **knobs)
+    reference_responses = _reference_responses(reference_dir, prompts, seed=reference_seed, **knobs)
     policy_scores = _judge_all(judge, prompts, policy_responses)
     reference_scores = _judge_all(judge, prompts, reference_responses)
     result = win_rate(policy_scores, reference_scores, n_bootstrap=n_bootstrap, seed=seed)
@@ -163,6 +165,35 @@ def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[f
                 f"evaluate_policies: judge returned {score} for prompt #{i} ({prompts[i][:60]!r})"
             )
     return scores
+
+
+_REFERENCE_CACHE: dict[tuple, list[str]] = {}
+_REFERENCE_CACHE_SIZE = 4
+
+
+def _reference_responses(model_dir, prompts: list[str], **knobs) -> list[str]:
+    """The reference's samples, memoised in-process: every round's evaluation samples the same reference on the
+    same prompts with the same seed, and sampling is deterministic for that, so one draw serves them all (the
+    scheduler and `pvar-loop experiment` evaluate many checkpoints in one process). The key includes the
+    weights' modification times, so a reference rewritten in place is sampled again."""
+    path = Path(model_dir)
+    stamps = (
+        tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.glob("*.safetensors")))
+        if path.is_dir()
+        else ()
+    )
+    digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
+    key = (
+        str(path.resolve()) if path.exists() else str(model_dir),
+        stamps,
+        digest,
+        tuple(sorted(knobs.items())),
+    )
+    if key not in _REFERENCE_CACHE:
+        if len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
+            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
+        _REFERENCE_CACHE[key] = _sample_one_each(model_dir, prompts, **knobs)
+    return list(_REFERENCE_CACHE[key])
 
 
 def _sample_one_each(model_dir, prompts: list[str], *, seed: int, backend: str, **knobs) -> list[str]:

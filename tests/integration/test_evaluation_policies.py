@@ -54,6 +54,32 @@ def test_non_finite_judge_scores_are_rejected(tiny_models):
         )
 
 
+def test_reference_samples_are_drawn_once_per_process(tiny_models, monkeypatch):
+    """Every round's evaluation samples the same reference on the same prompts: the second evaluation loads
+    only the policy, and gets exactly the responses a fresh draw would give."""
+    import loop.evaluation as evaluation
+    import loop.generation as generation
+
+    monkeypatch.setattr(evaluation, "_REFERENCE_CACHE", {})
+    loaded = []
+    real = generation.make_generator
+    monkeypatch.setattr(
+        generation, "make_generator", lambda *a, **k: loaded.append(k["model"]) or real(*a, **k)
+    )
+    prompts = EVAL_PROMPTS[:6]
+
+    def run():
+        return evaluate_policies(prompts, tiny_models.policy_dir, tiny_models.policy_dir,
+                                 lambda p, r: float(len(r)), max_new_tokens=5, seed=3)  # fmt: skip
+
+    first, second = run(), run()
+    assert len(loaded) == 3  # policy, reference, policy
+    assert first.reference_responses == second.reference_responses
+    monkeypatch.setattr(evaluation, "_REFERENCE_CACHE", {})
+    assert run().reference_responses == first.reference_responses  # a fresh draw: the same samples
+    assert len(loaded) == 5
+
+
 @pytest.mark.slow
 def test_dpo_toward_a_verifier_beats_the_reference(tiny_models, tmp_path):
     """A rule verifier wants the word "Return"; DPO on pairs built from the policy's own samples teaches it.

@@ -67,3 +67,16 @@ def test_env_overrides_and_secret_not_echoed(tmp_path):
     assert cfg.database_url == "postgresql://u:p@h/db"
     assert cfg.argilla.api_key.get_secret_value() == "s3cret-key"
     assert "s3cret-key" not in repr(cfg)
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_demo_profiles_write_configs_that_load(tmp_path, name):
+    from loop.config import load_config
+    from loop.demo import PROFILES, write_config
+
+    p = PROFILES[name]
+    path = write_config(tmp_path, tmp_path / "data", tmp_path / "policy", tmp_path / "rm", p, rounds_seed=0)
+    cfg = load_config(path)
+    assert (cfg.selection.budget, cfg.generation.k, cfg.training.lora) == (p.budget, p.k, p.lora)
+    assert cfg.policy.dtype == cfg.training.dtype == p.dtype and cfg.evaluation.judge == "verifier"
+    assert cfg.reward.model == str(tmp_path / "rm")
