@@ -4,7 +4,7 @@ A deterministic share of prompts (by hash) is held out; accuracy is measured aft
 loop.rewards.RewardScorer on the saved checkpoint, i.e. through the same code path that selection uses.
 Pairs are tokenized here exactly as RewardScorer tokenizes them (chat template if the tokenizer has one, else a
 text pair), so the model is trained on the inputs it will later score. trl, torch and transformers are imported
-inside the functions, so importing this module stays cheap.
+inside the functions (trl only through loop.training), so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -267,60 +266,33 @@ def _tokenized_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):
     return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
 
 
-def _reward_config(settings: RewardTrainSettings, scratch_dir: str, n_train: int):
-    import torch
-    from trl import RewardConfig
-
-    names = {f.name for f in fields(RewardConfig)}
-    # TRL turns checkpointing on by default, which only slows small models; transformers 5.24 renamed it.
-    checkpointing = (
-        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    )
-    steps_per_epoch = math.ceil(n_train / settings.batch_size)
-    return RewardConfig(
-        output_dir=scratch_dir,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        max_length=None,  # already truncated like RewardScorer; TRL would drop (not truncate) longer pairs
-        # TRL defaults bf16=True, which raises on a CPU without use_cpu; fp32 needs bf16=False explicitly.
-        bf16=settings.dtype == "bfloat16",
-        use_cpu=not torch.cuda.is_available(),
-        **{checkpointing: False},
-        seed=settings.seed,
-        data_seed=settings.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, steps_per_epoch),  # one loss/accuracy line per epoch
-        disable_tqdm=False,
-    )
-
-
 def _run_trainer(model, tokenizer, dataset, settings: RewardTrainSettings, scratch_dir: str):
-    """Run RewardTrainer; returns (trained model, steps, seconds)."""
-    from trl import RewardTrainer
+    """Run TRL's RewardTrainer (through loop.training, the one module importing trl); returns (model, steps,
+    seconds)."""
+    from loop.training import run_reward_trainer
 
     try:
-        trainer = RewardTrainer(
-            model=model,
-            args=_reward_config(settings, scratch_dir, len(dataset)),
-            train_dataset=dataset,
-            processing_class=tokenizer,
+        model, steps, seconds, loss = run_reward_trainer(
+            model,
+            tokenizer,
+            dataset,
+            scratch_dir=scratch_dir,
+            learning_rate=settings.learning_rate,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            bf16=settings.dtype == "bfloat16",
+            seed=settings.seed,
         )
-        start = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - start
     except Exception as e:
         raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
-    steps = int(output.global_step)
     log.info(
         "reward model: %d steps in %.1f s (%.2f s/step), mean loss %.4f",
         steps,
         seconds,
         seconds / max(steps, 1),
-        output.training_loss,
+        loss,
     )
-    return trainer.model, steps, seconds
+    return model, steps, seconds
 
 
 def train_reward_model(

@@ -1,4 +1,5 @@
-"""DPO training of the policy on labelled preference pairs (TRL 1.16), and a TRL-independent reward margin.
+"""DPO training of the policy on labelled preference pairs (TRL 1.16), a TRL-independent reward margin, and the
+RewardTrainer run that loop.reward_training builds on.
 
 This is the only module that imports trl; it (and torch/transformers/peft/datasets) is imported lazily inside
 the functions so that importing loop.training stays cheap.
@@ -402,3 +403,52 @@ def dpo_reward_margin(
         raise TrainingError(f"dpo_reward_margin: cannot load a model: {e}") from e
     ratio = policy - reference  # chosen0, rejected0, chosen1, rejected1, ...
     return float(beta * (ratio[0::2] - ratio[1::2]).mean())
+
+
+def _reward_config(scratch_dir: str, n_train: int, *, learning_rate, epochs, batch_size, bf16, seed):
+    import torch
+    from trl import RewardConfig
+
+    names = {f.name for f in fields(RewardConfig)}
+    # TRL turns checkpointing on by default, which only slows small models; transformers 5.24 renamed it.
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    return RewardConfig(
+        output_dir=scratch_dir,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        max_length=None,  # callers truncate like RewardScorer; TRL would drop (not truncate) longer pairs
+        # TRL defaults bf16=True, which raises on a CPU without use_cpu; fp32 needs bf16=False explicitly.
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        **{checkpointing: False},
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=max(1, steps_per_epoch),  # one loss/accuracy line per epoch
+        disable_tqdm=False,
+    )
+
+
+def run_reward_trainer(
+    model, tokenizer, dataset, *, scratch_dir: str, **settings
+) -> tuple[Any, int, float, float]:
+    """TRL RewardTrainer (Bradley-Terry) on a tokenized chosen/rejected dataset; the reward model's training
+    lives in loop.reward_training, which reaches trl only through here. Returns (model, steps, seconds, mean loss).
+
+    settings: learning_rate, epochs, batch_size, bf16 (autocast), seed."""
+    from trl import RewardTrainer
+
+    trainer = RewardTrainer(
+        model=model,
+        args=_reward_config(scratch_dir, len(dataset), **settings),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    return trainer.model, int(output.global_step), time.perf_counter() - start, float(output.training_loss)
