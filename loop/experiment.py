@@ -7,7 +7,10 @@ of an arm starts from that arm's round N-1 checkpoint, and an arm only excludes 
 (loop/experiment_annotator.py), never Argilla.
 
 Controls that separate "PVar avoids ties" from "PVar picks more informative pairs":
-- random-disagree: random among prompts whose samples disagree (loop.strategies).
+- random-disagree: random among prompts whose shown pair the annotator would not call a tie. A learned reward
+  model never ties exactly (pvar > 0 almost everywhere), so "disagree" comes from the simulated annotator's
+  gold (ExperimentPlan.disagree, stored as the prompt score "disagree" by mark_disagreement): an oracle control
+  for what perfect tie avoidance alone buys. Without a gold (replay), it falls back to pvar > 0.
 - pvar-matched: PVar selection whose DPO run takes exactly as many optimizer steps as the reference arm's
   (random-s0) run of the same round. How: DPO here uses the same TrainingSettings for every arm, so its step
   count is epochs * ceil(pairs / (batch_size * gradient_accumulation_steps)). pvar-matched trains on exactly
@@ -190,6 +193,9 @@ class ExperimentPlan:
     # Called with (session, round) right after a round is planned, before its first step (replay mode
     # points policy_in at the dataset's pseudo-checkpoint here).
     prepare_round: Callable[[Session, Round], None] | None = None
+    # differs(prompt, a, b): would the annotator see a difference? Feeds the random-disagree control
+    # (default: the annotator's own `differs`, when it has one).
+    disagree: Callable[[str, str, str], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -199,12 +205,69 @@ class ExperimentPlan:
         self.arms = ordered(self.arms)
 
 
-def services_for(arm: ArmSpec, annotator, score=None) -> Services:
-    """The round services of one arm: the real scoring/training/evaluation, the simulated annotator."""
+def mark_disagreement(
+    cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int, differs: Callable[[str, str, str], bool]
+) -> int:
+    """Store, per scored train prompt of (checkpoint, reward model), whether the annotator would see a difference
+    in the pair a round would show (best vs worst by reward; loop.pairs). Returns the prompts marked."""
+    from loop.pairs import best_and_worst
+    from storage.models import Prompt, PromptScore
+    from storage.repositories import DISAGREE, PVAR, prompt_texts
+    from storage.upsert import upsert
+
+    reward_model = cfg.reward.model
+    with uow() as session:
+        ids = list(
+            session.scalars(
+                select(PromptScore.prompt_id)
+                .join(Prompt, Prompt.id == PromptScore.prompt_id)
+                .where(
+                    PromptScore.checkpoint_id == checkpoint_id,
+                    PromptScore.reward_model == reward_model,
+                    PromptScore.metric == PVAR,
+                    Prompt.split == "train",
+                )
+            )
+        )
+        pairs = best_and_worst(session, ids, checkpoint_id, reward_model)
+        texts = prompt_texts(session, ids)
+        rows = [
+            {
+                "prompt_id": pid,
+                "checkpoint_id": checkpoint_id,
+                "round_id": round_id,
+                "reward_model": reward_model,
+                "metric": DISAGREE,
+                "k": cfg.generation.k,
+                "value": float(pid in pairs and differs(texts[pid], pairs[pid][0].text, pairs[pid][1].text)),
+            }
+            for pid in ids
+        ]
+        upsert(session, PromptScore, rows, constraint="uq_prompt_scores_key", update=("value",))
+    log.info(
+        "round id %s: %d of %d prompts disagree for the annotator",
+        round_id,
+        sum(r["value"] for r in rows),
+        len(rows),
+    )
+    return len(rows)
+
+
+def services_for(arm: ArmSpec, annotator, score=None, disagree=None) -> Services:
+    """The round services of one arm: the real scoring/training/evaluation, the simulated annotator (and, for
+    random-disagree with a known gold, the annotator's view of which pairs tie, stored after scoring)."""
     from loop import round_work
 
+    score = score or round_work.score
+    if arm.strategy == "random-disagree" and disagree is not None:
+        plain_score = score
+
+        def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
+            plain_score(cfg, uow, checkpoint_id, round_id)
+            mark_disagreement(cfg, uow, checkpoint_id, round_id, disagree)
+
     return Services(
-        score=score or round_work.score,
+        score=score,
         push=annotator.push,
         pull=annotator.pull,
         train=_train_service(arm),
@@ -260,6 +323,7 @@ def run_experiment(
     from loop.experiment_results import collect_results, write_results
 
     arms = plan.arms
+    disagree = plan.disagree or getattr(annotator, "differs", None)
     meta = {"rounds": plan.rounds, "budget": plan.budget, "arms": [a.__dict__ for a in arms]}
     for number in range(1, plan.rounds + 1):
         for arm in arms:
@@ -272,7 +336,7 @@ def run_experiment(
             t0 = time.perf_counter()
             acfg = arm_config(cfg, arm, plan.budget)
             _, status = run_round(
-                uow, acfg, arm, services_for(arm, annotator, plan.score), plan.prepare_round
+                uow, acfg, arm, services_for(arm, annotator, plan.score, disagree), plan.prepare_round
             )
             log.info("arm %s round %s: %s in %.1f s", arm.name, number, status, time.perf_counter() - t0)
             with uow() as session:

@@ -38,6 +38,8 @@ class SimulatedAnnotation:
         if len(set(names)) != len(names):
             raise ValueError(f"annotator names must be unique, got {names}")
         self.judges = list(judges)
+        # differs(prompt, a, b): would the annotator see a difference (None: unknown, e.g. replayed labels)
+        self.differs: Callable[[str, str, str], bool] | None = None
 
     def push(self, cfg: Config, uow: UnitOfWork, round_id: int) -> None:
         """Mark the round's items as shown to the annotators (the record id says no Argilla record exists)."""
@@ -96,7 +98,9 @@ def score_annotation(
     waste labels. A low temperature makes a clear score difference an almost sure preference.
     """
     judge = RewardJudge(score, seed, temperature=temperature, tie_margin=tie_margin)
-    return SimulatedAnnotation([(f"{name}-s{seed}", judge)])
+    annotation = SimulatedAnnotation([(f"{name}-s{seed}", judge)])
+    annotation.differs = lambda prompt, a, b: abs(score(prompt, a) - score(prompt, b)) >= tie_margin
+    return annotation
 
 
 def verifier_annotation(uow: UnitOfWork, *, seed: int = 0, tie_margin: float = 1e-9) -> SimulatedAnnotation:

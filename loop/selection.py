@@ -80,10 +80,12 @@ def choose(
         raise SelectionError(_no_scores_message(session, checkpoint_id, reward_model))
     picks: list[Pick] = []
     if rows:
+        known = all(r.disagree is not None for r in rows)  # all or nothing: stored per scored pool
         candidates = CandidateScores(
             np.array([r.prompt_id for r in rows]),
             np.array([r.pvar for r in rows]),
             np.array([r.reward_gap for r in rows]),
+            np.array([r.disagree > 0 for r in rows]) if known else None,
         )
         order = select(strategy, candidates, budget, np.random.default_rng(seed))
         chosen = [rows[i] for i in order.tolist()]

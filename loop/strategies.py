@@ -23,11 +23,16 @@ __all__ = ["STRATEGIES", "CandidateScores", "Strategy", "select", "top_k"]
 
 @dataclass(frozen=True)
 class CandidateScores:
-    """Scores of the unlabelled pool, aligned by position: prompt_ids[i] has pvar[i] and reward_gap[i]."""
+    """Scores of the unlabelled pool, aligned by position: prompt_ids[i] has pvar[i] and reward_gap[i].
+
+    disagree (optional, bool): whether the annotator would see a difference in the pair shown for prompt i.
+    Only an experiment knows it (its simulated annotator's gold, loop.experiment.mark_disagreement); without
+    it, random-disagree falls back to pvar > 0."""
 
     prompt_ids: np.ndarray
     pvar: np.ndarray
     reward_gap: np.ndarray
+    disagree: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Copies, so freezing them below never makes the caller's own arrays read-only.
@@ -50,7 +55,15 @@ class CandidateScores:
             raise ValueError(
                 f"CandidateScores.prompt_ids has duplicates, e.g. {_plain(uniq[counts > 1][0])!r}"
             )
-        for name, arr in (("prompt_ids", ids), ("pvar", pvar), ("reward_gap", gap)):
+        arrays = [("prompt_ids", ids), ("pvar", pvar), ("reward_gap", gap)]
+        if self.disagree is not None:
+            disagree = np.array(self.disagree, dtype=bool)
+            if disagree.shape != ids.shape:
+                raise ValueError(
+                    f"CandidateScores.disagree has shape {disagree.shape}, prompt_ids has {ids.shape}"
+                )
+            arrays.append(("disagree", disagree))
+        for name, arr in arrays:
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
 
@@ -96,9 +109,12 @@ def _score_random(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
 
 
 def _score_random_disagree(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
-    # Control for "PVar only avoids ties": uniform among prompts whose samples disagree (pvar > 0); tied
-    # prompts rank below all of them and are drawn only when fewer than k disagree (the budget stays equal).
-    return rng.random(len(c)) + (c.pvar > 0.0)
+    # Control for "PVar only avoids ties": uniform among prompts whose shown pair is not a tie; tied prompts
+    # rank below all of them and are drawn only when fewer than k disagree (the budget stays equal). A learned
+    # reward model never ties exactly, so pvar > 0 holds almost everywhere and this would be plain random:
+    # an experiment passes the annotator's own view (c.disagree) instead.
+    disagree = c.disagree if c.disagree is not None else c.pvar > 0.0
+    return rng.random(len(c)) + disagree
 
 
 def _score_full(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,9 @@ from storage.upsert import upsert
 # Metrics written per prompt. A prompt counts as scored for (checkpoint, reward model) once it has a pvar row,
 # or an `excluded` row saying its samples could not be scored (value = number of valid responses).
 PVAR, REWARD_GAP, EXCLUDED = "pvar", "reward_gap", "excluded"
+# 1.0/0.0: the experiment's simulated annotator would (not) see a difference in the shown pair (an oracle
+# that only experiments have; see loop.experiment.mark_disagreement).
+DISAGREE = "disagree"
 DONE_METRICS = (PVAR, EXCLUDED)
 # Round states whose annotation items no longer hold their prompts.
 CLOSED_ROUND_STATES = ("cancelled", "failed")
@@ -60,6 +63,7 @@ class CandidateRow:
     prompt_id: str
     pvar: float
     reward_gap: float
+    disagree: float | None = None
 
 
 def select_in(
@@ -255,10 +259,11 @@ def taken_prompt_ids(arm: str = "main") -> Select:
 def candidate_scores(
     session: Session, checkpoint_id: str, reward_model: str, arm: str = "main"
 ) -> list[CandidateRow]:
-    """pvar and reward_gap of every scored train prompt not taken by `arm`, for (checkpoint, reward model)."""
-    pvar, gap = aliased(PromptScore), aliased(PromptScore)
+    """pvar and reward_gap (and disagree, where an experiment stored it) of every scored train prompt not taken
+    by `arm`, for (checkpoint, reward model)."""
+    pvar, gap, dis = aliased(PromptScore), aliased(PromptScore), aliased(PromptScore)
     stmt = (
-        select(pvar.prompt_id, pvar.value, gap.value)
+        select(pvar.prompt_id, pvar.value, gap.value, dis.value)
         .join(
             gap,
             and_(
@@ -266,6 +271,15 @@ def candidate_scores(
                 gap.checkpoint_id == pvar.checkpoint_id,
                 gap.reward_model == pvar.reward_model,
                 gap.metric == REWARD_GAP,
+            ),
+        )
+        .outerjoin(
+            dis,
+            and_(
+                dis.prompt_id == pvar.prompt_id,
+                dis.checkpoint_id == pvar.checkpoint_id,
+                dis.reward_model == pvar.reward_model,
+                dis.metric == DISAGREE,
             ),
         )
         .join(Prompt, Prompt.id == pvar.prompt_id)
@@ -278,7 +292,7 @@ def candidate_scores(
         )
         .order_by(pvar.prompt_id)
     )
-    return [CandidateRow(p, v, g) for p, v, g in session.execute(stmt).all()]
+    return [CandidateRow(p, v, g, d) for p, v, g, d in session.execute(stmt).all()]
 
 
 def count_scored(session: Session, checkpoint_id: str, reward_model: str) -> int:

@@ -127,6 +127,37 @@ def test_no_prompt_is_labelled_twice_within_an_arm_but_arms_share_the_pool(exper
     assert first["pvar"] == first["pvar-matched"] and first["pvar"]
 
 
+def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experiment):
+    """The control's "disagree" is the annotator's view of the shown pair (stored per scored pool), not pvar > 0,
+    which a continuous reward model satisfies almost everywhere."""
+    from storage.models import PromptScore
+    from storage.repositories import DISAGREE
+
+    uow, *_ = experiment
+    taken: set[str] = set()
+    with uow() as s:
+        for number in (1, 2):
+            rnd = s.scalar(select(Round).where(Round.arm == "random-disagree", Round.number == number))
+            flags = dict(
+                s.execute(
+                    select(PromptScore.prompt_id, PromptScore.value).where(
+                        PromptScore.checkpoint_id == rnd.policy_in, PromptScore.metric == DISAGREE
+                    )
+                ).all()
+            )
+            items = s.scalars(select(AnnotationItem).where(AnnotationItem.round_id == rnd.id)).all()
+            assert flags and items
+            for item in items:  # every shown pair the flag calls a disagreement differs in word count
+                a, b = (s.get(Generation, g).text for g in (item.generation_a_id, item.generation_b_id))
+                differs = _words("", a) != _words("", b)
+                assert flags[item.prompt_id] == float(differs)
+            free_disagreeing = sum(v > 0 for pid, v in flags.items() if pid not in taken)
+            picked = [flags[i.prompt_id] for i in items]
+            # drawn among the free disagreeing prompts first: a tie only when too few of them are left
+            assert sum(picked) == min(len(picked), free_disagreeing)
+            taken |= {i.prompt_id for i in items}
+
+
 def test_simulated_labels_follow_the_judge_and_the_swap(experiment):
     uow, *_ = experiment
     with uow() as s:

@@ -262,3 +262,15 @@ def test_random_disagree_draws_disagreeing_prompts_first_and_uniformly():
     assert all(60 <= count <= 140 for count in first.values()), first  # ignores the pvar values themselves
     everything = select("random-disagree", candidates, 5, np.random.default_rng(0))
     assert set(everything[:3].tolist()) == {0, 2, 4} and set(everything[3:].tolist()) == {1, 3}
+
+
+def test_random_disagree_prefers_the_annotators_view_when_known():
+    # A learned reward model gives pvar > 0 everywhere; the stored disagree flags decide instead.
+    candidates = CandidateScores(
+        np.arange(5), [0.1, 0.2, 0.01, 0.03, 0.2], [1.0, 2.0, 0.2, 0.5, 3.0], disagree=[0, 1, 0, 1, 0]
+    )
+    for seed in range(50):
+        picked = select("random-disagree", candidates, 2, np.random.default_rng(seed))
+        assert set(picked.tolist()) == {1, 3}
+    with pytest.raises(ValueError, match="disagree has shape"):
+        CandidateScores(np.arange(2), [0.1, 0.2], [1.0, 2.0], disagree=[1])
