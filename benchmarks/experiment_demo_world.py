@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--arms", default=ARMS)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--resume", action="store_true", help="keep the data dir and finish what is open")
+    ap.add_argument("--reset-arm", action="append", default=[], help="with --resume: run this arm again")
     ap.add_argument("--markdown", type=Path, help="also write the table (and the run's facts) here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -91,6 +92,10 @@ def main() -> None:
         facts_file.write_text(json.dumps(facts, indent=2))
     cfg = load_config(config)
     uow = UnitOfWork(make_engine(cfg.database_url))
+    for arm in args.reset_arm:
+        from loop.experiment_reset import reset_arm
+
+        print(reset_arm(uow, arm, data_dir=cfg.paths.data_dir, actor="benchmark"))
     plan = ExperimentPlan(arms=arms_by_name(args.arms.split(",")), rounds=args.rounds, budget=args.budget)
     out = data_dir / "experiment" / "results.json"
     results = run_experiment(cfg, uow, plan, verifier_annotation(uow), out=out)

@@ -35,6 +35,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--rating", default="overall_score", help="replay: rating key (overall_score, an aspect...)"
     )
     s.add_argument("--eval-fraction", type=float, default=0.1, help="replay: prompts held out for evaluation")
+    s.add_argument(
+        "--reset-arm",
+        action="append",
+        default=[],
+        metavar="ARM",
+        help="first forget this arm's rounds, labels and checkpoints (to run it again); repeatable",
+    )
     s.add_argument("--out", metavar="FILE", help="results JSON (default: <data_dir>/experiment/results.json)")
 
 
@@ -50,6 +57,19 @@ def _print_round(row: dict) -> None:
     )
 
 
+def _reset_arms(uow, cfg, arms: list[str]) -> None:
+    from loop.experiment_reset import reset_arm
+
+    for arm in arms:
+        try:
+            done = reset_arm(uow, arm, data_dir=cfg.paths.data_dir, actor="cli")
+        except ValueError as e:
+            raise UserError(f"--reset-arm {arm}: {e}") from None
+        print(
+            f"reset arm {arm}: {done.rounds} rounds, {done.checkpoints} checkpoints, {done.labels} labels removed"
+        )
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from loop.experiment import DEFAULT_ARMS, ExperimentError, ExperimentPlan, arms_by_name, run_experiment
     from loop.experiment_results import format_table
@@ -59,6 +79,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     uow = UnitOfWork(_engine(cfg))
     out = Path(args.out) if args.out else cfg.paths.data_dir / "experiment" / "results.json"
     try:
+        _reset_arms(uow, cfg, args.reset_arm)
         if args.replay:
             from loop.experiment_replay import ingest_ultrafeedback_style, run_replay
 

@@ -243,3 +243,43 @@ def test_results_file_matches_the_database(experiment):
                 assert r["wall_s"] > 0
     table = format_table(on_disk)
     assert all(arm in table for arm in ARMS) and "win rate" in table and "judge mean" in table
+
+
+def test_reset_arm_forgets_one_arm_and_keeps_the_others(experiment, tmp_path):
+    """On a copy of the experiment's database: pvar-matched is forgotten entirely, the other arms and the
+    initial policy's samples are untouched, and the database's foreign keys still hold."""
+    import sqlite3
+
+    from sqlalchemy import func, text
+
+    from loop.experiment_reset import reset_arm
+    from storage.db import UnitOfWork, make_engine
+    from storage.models import OperatorAction, PromptScore
+
+    uow, *_ = experiment
+    with sqlite3.connect(uow.engine.url.database) as src, sqlite3.connect(tmp_path / "copy.db") as dst:
+        src.backup(dst)  # WAL mode: a file copy would miss what is still in the -wal file
+    copy = UnitOfWork(make_engine(f"sqlite:///{tmp_path / 'copy.db'}"))
+
+    def counts(u):
+        with u() as s:
+            per_arm = dict(s.execute(select(Round.arm, func.count()).group_by(Round.arm)).all())
+            base = s.scalar(select(func.count()).where(Generation.checkpoint_id.not_like("%-r%-%")))
+            scores = s.scalar(select(func.count()).select_from(PromptScore))
+            return per_arm, base, scores
+
+    before = counts(copy)
+    done = reset_arm(copy, "pvar-matched", data_dir=tmp_path)
+    after = counts(copy)
+    assert done.rounds == 2 and done.removed_dirs == []  # checkpoints live outside this data dir: kept
+    assert "pvar-matched" not in after[0] and {**after[0], "pvar-matched": 2} == before[0]
+    assert after[1] == before[1]  # the initial policy's samples are shared: kept
+    with copy() as s:
+        assert s.scalar(select(func.count()).where(Checkpoint.id.like("pvar-matched-%"))) == 0
+        assert s.scalar(select(OperatorAction).where(OperatorAction.action == "experiment.reset-arm"))
+        assert s.execute(text("PRAGMA foreign_key_check")).all() == []
+    with pytest.raises(ValueError, match="no rounds for arm 'pvar-matched'"):
+        reset_arm(copy, "pvar-matched", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="production history"):
+        reset_arm(copy, "main", data_dir=tmp_path)
+    copy.engine.dispose()
