@@ -70,3 +70,14 @@ def test_help_imports_no_ml_stack(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_experiment_reset_of_an_unknown_or_production_arm_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PVAR_LOOP_DATABASE_URL", raising=False)
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    assert main(["experiment", "--reset-arm", "pvar"]) == 2
+    assert "--reset-arm pvar: no rounds for arm 'pvar'; nothing to reset" in capsys.readouterr().err
+    assert main(["experiment", "--reset-arm", "main"]) == 2
+    assert "production history" in capsys.readouterr().err
