@@ -63,3 +63,12 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def move_into_place(checkpoint: Path, output_dir: Path, who: str) -> None:
+    """Publish a fully written checkpoint directory: rename() of a directory is atomic on POSIX and fails if the
+    target appeared meanwhile, so readers never see half a checkpoint and nothing is overwritten."""
+    try:
+        Path(checkpoint).rename(output_dir)
+    except OSError as e:
+        raise FileExistsError(f"{who}: cannot move checkpoint into {output_dir}: {e}") from e

@@ -276,6 +276,8 @@ def train_dpo(
     An existing output_dir is an error (FileExistsError), raised before any training: checkpoints are never
     overwritten; read_train_result recovers what produced an existing one.
     """
+    from loop.hf_common import move_into_place
+
     pairs = list(pairs)
     if not pairs:
         raise ValueError("train_dpo: no preference pairs given (need at least one)")
@@ -313,11 +315,7 @@ def train_dpo(
         meta |= {"n_pairs": len(pairs), "policy": str(policy_dir), "reference": str(reference_dir)}
         meta["settings"] = settings.to_dict()
         (ckpt / TRAIN_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        # rename() of a directory is atomic on POSIX and fails if the target appeared meanwhile.
-        try:
-            ckpt.rename(output_dir)
-        except OSError as e:
-            raise FileExistsError(f"train_dpo: cannot move checkpoint into {output_dir}: {e}") from e
+        move_into_place(ckpt, output_dir, "train_dpo")
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return TrainResult(output_dir, steps, loss, seconds, data_hash)
