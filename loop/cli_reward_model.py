@@ -61,16 +61,6 @@ def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
     return pairs, constraints
 
 
-def _verifier_judge(constraints: dict[str, list]):
-    from loop.verifier import verify
-
-    def judge(prompt: str, response: str) -> float | None:
-        found = constraints.get(prompt)
-        return verify(response, found) if found else None
-
-    return judge
-
-
 def _settings(cfg, args: argparse.Namespace):
     from loop.reward_training import RewardTrainSettings
 
@@ -93,6 +83,7 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
         reward_data_hash,
         train_reward_model,
     )
+    from loop.verifier import gold_by_prompt
     from storage.db import UnitOfWork
 
     cfg = _config(args)
@@ -110,7 +101,7 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
         raise UserError(f"[reward] settings unusable for training: {e}") from None
     data_hash = reward_data_hash(pairs, base, settings)
     out = Path(args.out) if args.out else cfg.paths.data_dir / "reward-models" / f"rm-{data_hash[:12]}"
-    judge = _verifier_judge(constraints) if constraints else None
+    judge = gold_by_prompt(constraints) if constraints else None
 
     if out.exists():
         try:

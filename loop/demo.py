@@ -209,7 +209,9 @@ def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -
 
     data_dir = data_dir.resolve()
     fresh_dir(data_dir)
-    files = write_demo_prompts(data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed)
+    files = write_demo_prompts(
+        data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed
+    )
     if p.n_seed:
         policy, reward, summary = _learned_models(data_dir, p, Path(model_cache).resolve(), files[2], say)
     else:
@@ -230,16 +232,11 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
     from loop.reward_training import RewardTrainSettings
     from loop.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
     from loop.tiny_models import load_minilm_reward_backbone, load_smollm2
-    from loop.verifier import verify
+    from loop.verifier import gold_by_prompt
 
     say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
     policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
     constraints = {r["prompt"]: r["metadata"]["constraints"] for r in read_seed_prompts(seed_file)}
-
-    def gold(prompt: str, response: str) -> float | None:
-        found = constraints.get(prompt)
-        return verify(response, found) if found else None
-
     say(f"[demo] training the selection reward model on bot labels of {p.n_seed} seed prompts ...")
     labels, result = bootstrap_reward_model(
         seed_file,
@@ -247,7 +244,7 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
         base=str(base),
         out_dir=data_dir / "reward-models" / "seed-rm",
         annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
-        gold=gold,
+        gold=gold_by_prompt(constraints),
         sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
         training=RewardTrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, seed=0),
     )

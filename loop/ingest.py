@@ -87,7 +87,7 @@ def detect_format(path: Path) -> str:
 
 
 # Each reader yields (where, record-or-Reject). Readers decode per line so one bad byte names its line.
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict | Reject]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict | Reject]]:
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, start=1):
             where = f"line {n}"
@@ -208,7 +208,7 @@ def _to_row(record: dict, where: str, *, split: str, source: str, max_chars: int
 
 def _reader(path: Path, fmt: str, split: str) -> Iterator[tuple[str, dict | Reject]]:
     if fmt == "jsonl":
-        return _read_jsonl(path)
+        return read_jsonl(path)
     if fmt == "csv":
         return _read_csv(path)
     if fmt == "parquet":

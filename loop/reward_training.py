@@ -311,7 +311,7 @@ def train_reward_model(
     renamed, so a crash never leaves a half-written output_dir; an existing output_dir is a FileExistsError
     raised before any training (read_reward_result reports what produced it).
     """
-    from loop.hf_common import release_memory
+    from loop.hf_common import move_into_place, release_memory
 
     pairs = list(pairs)
     if not pairs:
@@ -361,11 +361,7 @@ def train_reward_model(
         )
         meta = {"result": result.to_dict(), "base": base, "settings": asdict(settings)}
         (ckpt / REWARD_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        # rename() of a directory is atomic on POSIX and fails if the target appeared meanwhile.
-        try:
-            ckpt.rename(output_dir)
-        except OSError as e:
-            raise FileExistsError(f"train_reward_model: cannot move checkpoint into {output_dir}: {e}") from e
+        move_into_place(ckpt, output_dir, "train_reward_model")
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return result

@@ -54,17 +54,16 @@ class SampleSettings:
 
 
 def read_seed_prompts(path: Path) -> list[dict]:
-    """Rows {"prompt": str, "metadata": {...}} of a JSONL seed pool (the demo world's seed.jsonl)."""
+    """Rows {"prompt": str, "metadata": {...}} of a JSONL seed pool (the demo world's seed.jsonl), read like
+    `pvar-loop ingest` reads JSONL; the first bad line is an error naming the file and line."""
+    from loop.ingest import Reject, read_jsonl
+
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SeedPoolError(f"{path}:{number}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise SeedPoolError(f'{path}:{number}: expected an object with a non-empty "prompt" string')
+    for where, row in read_jsonl(path):
+        if isinstance(row, Reject):
+            raise SeedPoolError(f"{path}: {where}: {row.reason}")
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise SeedPoolError(f'{path}: {where}: expected a non-empty "prompt" string')
         rows.append(row)
     if not rows:
         raise SeedPoolError(f"{path}: no seed prompts")

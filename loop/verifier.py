@@ -125,3 +125,16 @@ def verify(response: str, constraints: Sequence[Mapping[str, Any]]) -> float:
     if not constraints:
         raise ValueError("no constraints to verify against")
     return sum(check(response, c) for c in constraints) / len(constraints)
+
+
+def gold_by_prompt(
+    constraints: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> Callable[[str, str], float | None]:
+    """judge(prompt, response): the verifier's score against that prompt's constraints; None for a prompt
+    without any (callers count those as not judged)."""
+
+    def judge(prompt: str, response: str) -> float | None:
+        found = constraints.get(prompt)
+        return verify(response, found) if found else None
+
+    return judge

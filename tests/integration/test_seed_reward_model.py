@@ -77,8 +77,8 @@ def test_an_annotator_that_ties_everything_trains_nothing(tmp_path, tiny_models)
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("{not json\n", r"seed.jsonl:1: not JSON"),
-        ('{"prompt": ""}\n', r"seed.jsonl:1: expected an object"),
+        ("{not json\n", r"seed.jsonl: line 1: malformed JSON"),
+        ('{"prompt": ""}\n', r"seed.jsonl: line 1: expected a non-empty \"prompt\""),
         ("\n", "no seed prompts"),
     ],
 )
