@@ -262,26 +262,19 @@ def candidate_scores(
     """pvar and reward_gap (and disagree, where an experiment stored it) of every scored train prompt not taken
     by `arm`, for (checkpoint, reward model)."""
     pvar, gap, dis = aliased(PromptScore), aliased(PromptScore), aliased(PromptScore)
+
+    def same_prompt(other, metric: str):  # `other` scores the same prompt, policy and reward model as `pvar`
+        return and_(
+            other.prompt_id == pvar.prompt_id,
+            other.checkpoint_id == pvar.checkpoint_id,
+            other.reward_model == pvar.reward_model,
+            other.metric == metric,
+        )
+
     stmt = (
         select(pvar.prompt_id, pvar.value, gap.value, dis.value)
-        .join(
-            gap,
-            and_(
-                gap.prompt_id == pvar.prompt_id,
-                gap.checkpoint_id == pvar.checkpoint_id,
-                gap.reward_model == pvar.reward_model,
-                gap.metric == REWARD_GAP,
-            ),
-        )
-        .outerjoin(
-            dis,
-            and_(
-                dis.prompt_id == pvar.prompt_id,
-                dis.checkpoint_id == pvar.checkpoint_id,
-                dis.reward_model == pvar.reward_model,
-                dis.metric == DISAGREE,
-            ),
-        )
+        .join(gap, same_prompt(gap, REWARD_GAP))
+        .outerjoin(dis, same_prompt(dis, DISAGREE))
         .join(Prompt, Prompt.id == pvar.prompt_id)
         .where(
             pvar.checkpoint_id == checkpoint_id,
