@@ -16,13 +16,15 @@ from typing import Any
 
 import httpx
 
+from storage.errors import PvarLoopError
+
 _LOG = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH"})  # PATCH: ours only set fields
 TIMEOUT_S = 120  # a 500-record bulk upsert on a loaded 2-core machine takes seconds, not minutes
 
 
-class AnnotationSyncError(RuntimeError):
+class AnnotationSyncError(PvarLoopError, RuntimeError):
     """Argilla could not be reached or refused a request; `status_code` is the HTTP status, if any."""
 
     def __init__(self, message: str, status_code: int | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from annotation.aggregate import CHOICES
 from annotation.dataset import QUESTION, RATIONALE
-from storage.annotations import ItemContent
+from storage.items import ItemContent
 
 _FLIP = {"a": "b", "b": "a"}
 

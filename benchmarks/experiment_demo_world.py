@@ -2,7 +2,7 @@
 
 Sets up a fresh data dir the way `pvar-loop demo` does (SmolLM2-135M-Instruct policy; a MiniLM reward model
 trained with TRL's RewardTrainer on annotator labels of a seed pool disjoint from the pool and the eval split),
-then runs `loop.experiment.run_experiment` for the arms: pvar, random over 3 seeds, low-pvar, reward-gap, and the
+then runs `loop.experiment.runner.run_experiment` for the arms: pvar, random over 3 seeds, low-pvar, reward-gap, and the
 two controls (random-disagree; pvar-matched, with random-s0's training steps). Every arm has its own policy
 lineage, the same pool, budget per round, simulated annotator (the rule verifier with Bradley-Terry noise; ties
 when both responses satisfy equally many constraints) and evaluation (win rate against the initial policy on
@@ -34,7 +34,7 @@ ARMS = "pvar,random-s0,random-s1,random-s2,low-pvar,reward-gap,random-disagree,p
 
 
 def markdown_table(results: dict) -> str:
-    from loop.experiment_results import COLUMNS, table_rows
+    from loop.experiment.results import COLUMNS, table_rows
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
@@ -59,10 +59,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from loop.config import load_config
-    from loop.demo import FULL, prepare_world
-    from loop.experiment import ExperimentPlan, arms_by_name, run_experiment
-    from loop.experiment_annotator import verifier_annotation
-    from loop.experiment_results import format_table
+    from loop.demo.run import FULL, prepare_world
+    from loop.experiment.annotator import verifier_annotation
+    from loop.experiment.results import format_table
+    from loop.experiment.runner import ExperimentPlan, arms_by_name, run_experiment
     from storage.db import UnitOfWork, make_engine
 
     profile = dataclasses.replace(
@@ -93,7 +93,7 @@ def main() -> None:
     cfg = load_config(config)
     uow = UnitOfWork(make_engine(cfg.database_url))
     for arm in args.reset_arm:
-        from loop.experiment_reset import reset_arm
+        from loop.experiment.reset import reset_arm
 
         print(reset_arm(uow, arm, data_dir=cfg.paths.data_dir, actor="benchmark"))
     plan = ExperimentPlan(arms=arms_by_name(args.arms.split(",")), rounds=args.rounds, budget=args.budget)

@@ -1,5 +1,5 @@
 """Benchmark: train the demo world's selection reward model (all-MiniLM-L6-v2 + one-logit head, TRL
-RewardTrainer via loop.reward_training) on verifier-labelled pairs; report held-out accuracy, agreement with
+RewardTrainer via loop.ml.reward_model) on verifier-labelled pairs; report held-out accuracy, agreement with
 the verifier, and seconds per step.
 
 Pairs are built cheaply instead of sampling SmolLM2 (too slow here): for each demo-world prompt, K templated
@@ -78,9 +78,9 @@ def build_pairs(n_prompts: int, k: int, seed: int, label_noise: float):
     """(labelled pairs, gold judge, kinds per prompt, stats): best vs worst of k templated responses."""
     import numpy as np
 
-    from loop.demo_world import make_prompt
-    from loop.training import PreferencePair
-    from loop.verifier import verify
+    from loop.demo.world import make_prompt
+    from loop.evaluation.verifier import verify
+    from loop.ml.dpo import PreferencePair
 
     rng = np.random.default_rng(seed)
     pairs, constraints_of, kinds_of = [], {}, {}
@@ -117,7 +117,7 @@ def build_pairs(n_prompts: int, k: int, seed: int, label_noise: float):
 
 def per_kind_accuracy(model_dir: Path, pairs, judge, kinds_of, max_length: int) -> dict[str, dict]:
     """Held-out agreement with the verifier broken down by constraint kind (a prompt counts for each kind)."""
-    from loop.rewards import RewardScorer
+    from loop.ml.rewards import RewardScorer
 
     scorer = RewardScorer(str(model_dir), max_length=max_length)
     n = len(pairs)
@@ -155,13 +155,13 @@ def main() -> None:
 
     import torch
 
-    from loop.reward_training import (
+    from loop.ml.offline_models import load_minilm_reward_backbone
+    from loop.ml.reward_model import (
         RewardTrainSettings,
         evaluate_reward_model,
         split_pairs,
         train_reward_model,
     )
-    from loop.tiny_models import load_minilm_reward_backbone
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """Benchmark: PVar scoring throughput, a naive baseline against the engine, on the same prompts and models.
 
 Naive (always fp32): one prompt at a time, one `generate` call per sample, one reward-model forward per
-response. Engine: loop.scoring.score_pool (batched generation of K samples per prompt with each prompt's prefill
+response. Engine: loop.rounds.scoring.score_pool (batched generation of K samples per prompt with each prompt's prefill
 shared by its K samples, length-bucketed reward batches, one committed transaction per batch) into a temporary
 SQLite database, for every backend installed (transformers always; vLLM when importable), in the config's
 default dtype (bfloat16) and in float32. Prints prompts/s, generated tokens/s and the ratio to naive, plus the
@@ -119,7 +119,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
     from sqlalchemy import select
 
     from loop.ingest import prompt_id
-    from loop.scoring import score_pool
+    from loop.rounds.scoring import score_pool
     from storage import repositories as repo
     from storage.db import UnitOfWork, make_engine
     from storage.migrate import upgrade
@@ -165,7 +165,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
 
 
 def load_models(cache: Path, reward: str) -> tuple[Path, Path]:
-    from loop.tiny_models import load_minilm_reward_backbone, load_smollm2
+    from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
 
     policy = load_smollm2(cache)
     if reward == "minilm":
@@ -225,8 +225,8 @@ def main() -> None:
 
     import torch
 
-    from loop.generation import make_generator
-    from loop.rewards import RewardScorer
+    from loop.ml.generation import make_generator
+    from loop.ml.rewards import RewardScorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

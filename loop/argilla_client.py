@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 from loop.config import Config
+from storage.errors import PvarLoopError
 
 
-class ArgillaConfigError(ValueError):
+class ArgillaConfigError(PvarLoopError, ValueError):
     """No usable Argilla connection is configured; the message says how to get one."""
 
 
@@ -18,7 +19,7 @@ def stack_root(cfg: Config) -> Path:
 
 def argilla_target(cfg: Config) -> tuple[str, str]:
     """(url, owner api key): configured, else the local stack's state file."""
-    from annotation.local_stack import STATE_FILE, ArgillaStackError, load_stack
+    from annotation.stack.local_stack import STATE_FILE, ArgillaStackError, load_stack
 
     if cfg.argilla.api_key is not None and cfg.argilla.api_key.get_secret_value():
         return cfg.argilla.url, cfg.argilla.api_key.get_secret_value()

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from storage.errors import PvarLoopError
+
 CONFIG_FILENAME = "pvar-loop.toml"
 DEFAULT_DATA_DIR = Path(".pvar-loop")
 
@@ -25,7 +27,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(PvarLoopError, ValueError):
     """A configuration problem, with the file and key it concerns in the message."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.errors import PvarLoopError
 from storage.models import Prompt
 from storage.upsert import upsert
 
@@ -31,7 +32,7 @@ MAX_REPORTED = 20
 _WS = re.compile(r"\s+")
 
 
-class IngestError(ValueError):
+class IngestError(PvarLoopError, ValueError):
     """The file could not be ingested; nothing was written. The message lists the bad rows."""
 
 

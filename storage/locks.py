@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from storage.errors import PvarLoopError
 from storage.models import SchedulerLock
 
 
-class LockHeld(RuntimeError):
+class LockHeld(PvarLoopError, RuntimeError):
     """Another live process holds the lease."""
 
 

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from storage.errors import PvarLoopError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT_LOCATION = REPO_ROOT / "alembic"
 
 
-class DatabaseNotAtHead(RuntimeError):
+class DatabaseNotAtHead(PvarLoopError, RuntimeError):
     """The database schema is older (or newer) than this code expects."""
 
 

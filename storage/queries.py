@@ -14,7 +14,9 @@ def pool_summary(session: Session) -> dict[str, Any]:
     by_split = dict(session.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
     # "excluded" = sampled and scored, but < 2 usable responses: done, just not rankable.
     scored = session.scalar(
-        select(func.count(distinct(PromptScore.prompt_id))).where(PromptScore.metric.in_(("pvar", "excluded")))
+        select(func.count(distinct(PromptScore.prompt_id))).where(
+            PromptScore.metric.in_(("pvar", "excluded"))
+        )
     )
     train = by_split.get("train", 0)
     return {

@@ -32,7 +32,7 @@ from storage.upsert import upsert
 # or an `excluded` row saying its samples could not be scored (value = number of valid responses).
 PVAR, REWARD_GAP, EXCLUDED = "pvar", "reward_gap", "excluded"
 # 1.0/0.0: the experiment's simulated annotator would (not) see a difference in the shown pair (an oracle
-# that only experiments have; see loop.experiment.mark_disagreement).
+# that only experiments have; see loop.experiment.runner.mark_disagreement).
 DISAGREE = "disagree"
 DONE_METRICS = (PVAR, EXCLUDED)
 # Round states whose annotation items no longer hold their prompts.

@@ -10,5 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Every module in tests/fixtures/ is a plugin of session fixtures (database, tiny models, Argilla...).
 pytest_plugins = sorted(
-    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
+    f"tests.fixtures.{p.stem}"
+    for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem != "__init__"
 )

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from loop.demo_world import write_demo_prompts
+from loop.demo.world import write_demo_prompts
 
 
 @dataclass

@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from loop.cli import main
+from loop.cli.app import main
 
 TOPICS = ["lists", "tuples", "sets", "files", "loops", "classes", "strings", "numbers", "dicts", "modules"]
-# Runs the console script's main() in a child (not `python -m loop.cli`, which would load loop.cli twice).
-CLI = "import sys; from loop.cli import main; sys.exit(main(sys.argv[1:]))"
+# Runs the console script's main() in a child process.
+CLI = "import sys; from loop.cli.app import main; sys.exit(main(sys.argv[1:]))"
 
 
 def prompts(n: int) -> list[str]:

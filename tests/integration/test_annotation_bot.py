@@ -6,11 +6,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from annotation.bot import AnnotatorBot
 from annotation.dataset import ensure_dataset
 from annotation.gateway import pull_labels, push_items
-from annotation.judges import LookupJudge, RewardJudge
 from annotation.records import flip
+from annotation.simulated.bot import AnnotatorBot
+from annotation.simulated.judges import LookupJudge, RewardJudge
 from storage.models import AnnotationItem, Label
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from annotation.bot import AnnotatorBot
-from annotation.judges import RewardJudge
-from loop.cli import main
+from annotation.simulated.bot import AnnotatorBot
+from annotation.simulated.judges import RewardJudge
+from loop.cli.app import main
 from storage.models import AnnotationItem, Label
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items

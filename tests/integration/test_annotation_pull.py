@@ -11,7 +11,7 @@ from sqlalchemy import select
 from annotation.dataset import ensure_dataset, handle_for
 from annotation.gateway import pull_labels, push_items
 from annotation.records import flip
-from storage.annotations import decided_items
+from storage.items import decided_items
 from storage.models import AnnotationItem, Label
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items

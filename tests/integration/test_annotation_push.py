@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from annotation.api import AnnotationSyncError
 from annotation.dataset import LABELS, METADATA, ensure_dataset, open_dataset
 from annotation.gateway import PushReport, push_items
-from annotation.local_stack import start_server, stop_server
+from annotation.stack.local_stack import start_server, stop_server
 from storage.models import AnnotationItem
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items

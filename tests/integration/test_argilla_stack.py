@@ -10,7 +10,7 @@ import argilla as rg
 import httpx
 import pytest
 
-from annotation.local_stack import (
+from annotation.stack.local_stack import (
     STATE_FILE,
     ArgillaPrerequisiteError,
     ArgillaStackError,
@@ -19,7 +19,7 @@ from annotation.local_stack import (
     start_stack,
     stop_stack,
 )
-from annotation.processes import is_alive
+from annotation.stack.processes import is_alive
 from tests.fixtures.argilla import ArgillaTarget
 
 pytestmark = pytest.mark.argilla

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from loop.cli import main
+from loop.cli.app import main
 
 
 def _run(*args, cwd, env=None):
@@ -63,7 +63,7 @@ def test_bad_config_exits_2_naming_key(tmp_path):
 
 def test_help_imports_no_ml_stack(tmp_path):
     code = (
-        "import sys; from loop.cli import main\n"
+        "import sys; from loop.cli.app import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'argilla', 'sqlalchemy.orm') "
         "if m in sys.modules]\nprint('HEAVY', heavy)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from annotation.stack_services import argilla_venv
+from annotation.stack.services import argilla_venv
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS_PROBE = """

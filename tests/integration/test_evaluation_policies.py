@@ -2,11 +2,11 @@
 
 import pytest
 
-from loop.evaluation import evaluate_policies
-from loop.generation import TransformersGenerator
-from loop.rewards import RewardScorer
-from loop.training import PreferencePair, TrainingSettings, train_dpo
-from loop.verifier import verify
+from loop.evaluation.verifier import verify
+from loop.evaluation.win_rate import evaluate_policies
+from loop.ml.dpo import PreferencePair, TrainingSettings, train_dpo
+from loop.ml.generation import TransformersGenerator
+from loop.ml.rewards import RewardScorer
 
 EVAL_PROMPTS = [f"Task {i}: describe thing number {i} in a few words." for i in range(64)]
 
@@ -57,8 +57,8 @@ def test_non_finite_judge_scores_are_rejected(tiny_models):
 def test_reference_samples_are_drawn_once_per_process(tiny_models, monkeypatch):
     """Every round's evaluation samples the same reference on the same prompts: the second evaluation loads
     only the policy, and gets exactly the responses a fresh draw would give."""
-    import loop.evaluation as evaluation
-    import loop.generation as generation
+    import loop.evaluation.win_rate as evaluation
+    import loop.ml.generation as generation
 
     monkeypatch.setattr(evaluation, "_REFERENCE_CACHE", {})
     loaded = []

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from loop.config import parse_config
-from loop.demo_world import write_demo_prompts
-from loop.experiment import ExperimentPlan, arms_by_name, run_experiment
-from loop.experiment_annotator import score_annotation, verifier_annotation
-from loop.experiment_results import format_table
+from loop.demo.world import write_demo_prompts
+from loop.evaluation.verifier import verify
+from loop.experiment.annotator import score_annotation, verifier_annotation
+from loop.experiment.results import format_table
+from loop.experiment.runner import ExperimentPlan, arms_by_name, run_experiment
 from loop.ingest import ingest_file
-from loop.verifier import verify
 from storage.models import (
     AnnotationItem,
     Checkpoint,
@@ -252,7 +252,7 @@ def test_reset_arm_forgets_one_arm_and_keeps_the_others(experiment, tmp_path):
 
     from sqlalchemy import func, text
 
-    from loop.experiment_reset import reset_arm
+    from loop.experiment.reset import reset_arm
     from storage.db import UnitOfWork, make_engine
     from storage.models import OperatorAction, PromptScore
 

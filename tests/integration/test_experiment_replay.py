@@ -9,8 +9,8 @@ import math
 import pytest
 from sqlalchemy import func, select
 
-from loop.experiment import ExperimentError
-from loop.experiment_replay import DATASET_CHECKPOINT, ingest_ultrafeedback_style, lookup_judge, run_replay
+from loop.experiment.replay import DATASET_CHECKPOINT, ingest_ultrafeedback_style, lookup_judge, run_replay
+from loop.experiment.runner import ExperimentError
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
 from tests.integration.test_experiment import tiny_config
 
@@ -190,7 +190,7 @@ n_bootstrap = 200
 
 
 def test_cli_rejects_unknown_arms_and_needs_constraints(tmp_path, engine, sqlite_url, tiny_models, capsys):
-    from loop.cli import main
+    from loop.cli.app import main
 
     config = _toml_config(tmp_path, tiny_models, sqlite_url)
     assert main(["--config", str(config), "experiment", "--arms", "pvar,nope"]) == 2
@@ -203,7 +203,7 @@ def test_cli_rejects_unknown_arms_and_needs_constraints(tmp_path, engine, sqlite
 
 @pytest.mark.slow
 def test_cli_replay_prints_a_table_and_writes_results(tmp_path, engine, sqlite_url, tiny_models, capsys):
-    from loop.cli import main
+    from loop.cli.app import main
 
     config = _toml_config(tmp_path, tiny_models, sqlite_url)
     data = write_dataset(tmp_path / "uf.jsonl")

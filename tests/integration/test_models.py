@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from loop.generation import Sample, TransformersGenerator, VllmGenerator, make_generator
-from loop.hf_common import ModelLoadError, ensure_pad_token, has_chat_template
-from loop.hf_sampling import TemperatureTopP, generate_shared_prefill
-from loop.rewards import RewardScorer
-from loop.tiny_models import TinyModels, build_tiny_models, load_minilm_reward_backbone, load_smollm2
+from loop.ml.generation import Sample, TransformersGenerator, VllmGenerator, make_generator
+from loop.ml.loading import ModelLoadError, ensure_pad_token, has_chat_template
+from loop.ml.offline_models import TinyModels, build_tiny_models, load_minilm_reward_backbone, load_smollm2
+from loop.ml.rewards import RewardScorer
+from loop.ml.sampling import TemperatureTopP, generate_shared_prefill
 
 # Different lengths, so batches need padding.
 PROMPTS = [
@@ -420,16 +420,16 @@ def test_max_length_is_capped_at_the_models_position_limit(
     tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
 ) -> None:
     prompt, response = PROMPTS[1], "word " * 700  # > 512 tokens, the tiny model's position table
-    with caplog.at_level(logging.WARNING, logger="loop.rewards"):
+    with caplog.at_level(logging.WARNING, logger="loop.ml.rewards"):
         capped = RewardScorer(str(tiny_models.reward_dir), max_length=100_000)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "loop.rewards"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "loop.ml.rewards"]
     assert len(warnings) == 1 and "100000" in warnings[0] and "512" in warnings[0]
     assert capped.max_length == 512
     exact = RewardScorer(str(tiny_models.reward_dir), max_length=512)
     try:
         expected = exact.score([prompt], [response])
         caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="loop.rewards"):
+        with caplog.at_level(logging.DEBUG, logger="loop.ml.rewards"):
             score = capped.score([prompt], [response])
         np.testing.assert_allclose(score, expected, atol=1e-6, rtol=0)
         assert len(capped._encode([prompt], [response])[0]) == 512
@@ -437,7 +437,7 @@ def test_max_length_is_capped_at_the_models_position_limit(
         capped.close()
         exact.close()
     # No second warning when scoring, and the per-call throughput line is DEBUG, not INFO.
-    levels = [r.levelno for r in caplog.records if r.name == "loop.rewards"]
+    levels = [r.levelno for r in caplog.records if r.name == "loop.ml.rewards"]
     assert levels == [logging.DEBUG]
 
 

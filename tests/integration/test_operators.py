@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loop.cli import main
+from loop.cli.app import main
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from annotation.aggregate import agreement, decide
-from loop.cli import main
-from loop.report import build_report
+from loop.cli.app import main
+from loop.report.build import build_report
 from storage.models import (
     AnnotationItem,
     Checkpoint,

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from loop.config import parse_config
-from loop.retrain import TrainingDataError, evaluate_checkpoint, export_preferences, train_round
+from loop.rounds.training import TrainingDataError, evaluate_checkpoint, export_preferences, train_round
 from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
 from tests.integration.annotation_setup import CHECKPOINT, make_round_items
 
@@ -35,8 +35,10 @@ def _round(uow, tiny_models, n=8, decided=True):
         for i, item in enumerate(s.scalars(select(AnnotationItem))):
             if decided or i % 2:
                 item.status, item.decision = "decided", "a" if i % 3 else "b"
-        s.add_all(Prompt(id=f"eval{i}", text=f"Eval question {i}?", source="t", split="eval", meta={})
-                  for i in range(4))
+        s.add_all(
+            Prompt(id=f"eval{i}", text=f"Eval question {i}?", source="t", split="eval", meta={})
+            for i in range(4)
+        )
     return items
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from loop.cli import main
-from loop.reward_training import (
+from loop.cli.app import main
+from loop.ml.dpo import PreferencePair
+from loop.ml.reward_model import (
     REWARD_META_FILE,
     RewardTrainSettings,
     agreement_with,
@@ -22,8 +23,7 @@ from loop.reward_training import (
     split_pairs,
     train_reward_model,
 )
-from loop.rewards import RewardScorer
-from loop.training import PreferencePair
+from loop.ml.rewards import RewardScorer
 from storage.models import AnnotationItem, Prompt
 from tests.integration.annotation_setup import make_round_items
 

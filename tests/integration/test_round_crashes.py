@@ -8,11 +8,11 @@ import signal
 import pytest
 from sqlalchemy import func, select
 
-from annotation.bot import AnnotatorBot
 from annotation.dataset import open_dataset
-from annotation.judges import RewardJudge
+from annotation.simulated.bot import AnnotatorBot
+from annotation.simulated.judges import RewardJudge
 from loop.config import load_config
-from loop.verifier import verify
+from loop.evaluation.verifier import verify
 from storage.db import UnitOfWork, make_engine
 from storage.models import AnnotationItem, Checkpoint, Evaluation, Label, Prompt, Round, TrainingRun
 from tests.integration.argilla_helpers import annotator, external_ids, owner, unique

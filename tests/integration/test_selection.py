@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, update
 
 from loop.config import parse_config
-from loop.scoring import score_with_config
-from loop.selection import SelectionError, choose
+from loop.rounds.scoring import score_with_config
+from loop.rounds.selection import SelectionError, choose
 from storage import repositories as repo
 from storage.db import UnitOfWork, make_engine
 from storage.migrate import upgrade

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loop.training import (
+from loop.ml.dpo import (
     DPO_LOSS_TYPES,
     TRAIN_META_FILE,
     PreferencePair,
@@ -210,7 +210,7 @@ def test_loss_types_match_installed_trl():
 
 
 def test_completion_logprobs_do_not_depend_on_batching(tiny_models):
-    from loop.logprobs import completion_logprobs
+    from loop.ml.logprobs import completion_logprobs
 
     prompts = [p.prompt for p in PAIRS[:6]]
     completions = [p.chosen if i % 2 else p.rejected for i, p in enumerate(PAIRS[:6])]

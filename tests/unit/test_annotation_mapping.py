@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 
 from annotation.api import Backoff
-from annotation.judges import LookupJudge, RewardJudge
 from annotation.records import Answer, Rejected, flip, parse_response, to_record
-from storage.annotations import ItemContent
+from annotation.simulated.judges import LookupJudge, RewardJudge
+from storage.items import ItemContent
 
 
 def _item(swapped: bool) -> ItemContent:

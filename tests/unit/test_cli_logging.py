@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from loop.scheduler import BusyJobFilter
+from loop.rounds.scheduler import BusyJobFilter
 
 
 def _record(message: str, level: int = logging.WARNING) -> logging.LogRecord:

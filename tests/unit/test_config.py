@@ -72,7 +72,7 @@ def test_env_overrides_and_secret_not_echoed(tmp_path):
 @pytest.mark.parametrize("name", ["quick", "full"])
 def test_demo_profiles_write_configs_that_load(tmp_path, name):
     from loop.config import load_config
-    from loop.demo import PROFILES, write_config
+    from loop.demo.run import PROFILES, write_config
 
     p = PROFILES[name]
     path = write_config(tmp_path, tmp_path / "data", tmp_path / "policy", tmp_path / "rm", p, rounds_seed=0)

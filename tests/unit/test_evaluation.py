@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loop.evaluation import sampling_seeds, win_rate
+from loop.evaluation.win_rate import sampling_seeds, win_rate
 
 scores = st.lists(st.integers(min_value=-3, max_value=3), min_size=1, max_size=40)
 

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from annotation.local_stack import ArgillaPrerequisiteError, start_stack
-from annotation.processes import ProcessRef, children, is_alive, rss_bytes, spawn, start_ticks, terminate
+from annotation.stack.local_stack import ArgillaPrerequisiteError, start_stack
+from annotation.stack.processes import (
+    ProcessRef,
+    children,
+    is_alive,
+    rss_bytes,
+    spawn,
+    start_ticks,
+    terminate,
+)
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

@@ -1,4 +1,4 @@
-"""Properties of PVar and reward gap (loop.pvar), checked against a brute-force ordered-pair reference."""
+"""Properties of PVar and reward gap (loop.acquisition.pvar), checked against a brute-force ordered-pair reference."""
 
 import math
 import warnings
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from loop.pvar import preference_variance, reward_gap
+from loop.acquisition.pvar import preference_variance, reward_gap
 
 PROPERTY = settings(max_examples=60, deadline=None)
 

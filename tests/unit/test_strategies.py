@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loop.pvar import preference_variance, reward_gap
-from loop.strategies import STRATEGIES, CandidateScores, select, top_k
+from loop.acquisition.pvar import preference_variance, reward_gap
+from loop.acquisition.strategies import STRATEGIES, CandidateScores, select, top_k
 
 PROPERTY = settings(max_examples=50, deadline=None)
 ALL = sorted(STRATEGIES)

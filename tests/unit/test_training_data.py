@@ -1,8 +1,8 @@
-"""Pure parts of loop.training: settings validation, the training-data hash and the TRL dataset format."""
+"""Pure parts of loop.ml.dpo: settings validation, the training-data hash and the TRL dataset format."""
 
 import pytest
 
-from loop.training import (
+from loop.ml.dpo import (
     DPO_LOSS_TYPES,
     PreferencePair,
     TrainingSettings,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from loop.demo_world import make_prompt, write_demo_prompts
-from loop.verifier import CHECKS, check, verify
+from loop.demo.world import make_prompt, write_demo_prompts
+from loop.evaluation.verifier import CHECKS, check, verify
 
 CASES = [
     ({"kind": "max_words", "n": 5}, "One two three four.", "One two three four five six."),

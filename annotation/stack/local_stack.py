@@ -1,0 +1,276 @@
+"""A real local Argilla 2.8 stack (Redis, osmem, Argilla server, rq worker) the project starts and stops.
+
+Argilla's server lives in its own venv (its pins clash with the ML stack); this module only launches
+processes and talks HTTP, so it imports nothing from argilla_server. osmem keeps its index in memory, so every
+start uses a fresh SQLite database too. Everything the stack writes stays under `root`:
+
+    root/stack.json   state (mode 600): pids + start times, ports, URL, owner credentials
+    root/logs/        one log per process and per set-up command (kept after stop)
+    root/home/        ARGILLA_HOME_PATH with the SQLite database (removed on stop)
+    root/tmp/         TMPDIR of every process; Argilla copies its UI there on each start (removed on stop)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from annotation.stack.processes import ProcessRef, is_alive, rss_bytes, terminate
+from annotation.stack.services import (
+    ArgillaPrerequisiteError,
+    ArgillaStackError,
+    api_answers,
+    argilla_venv,
+    check_port_free,
+    create_owner_args,
+    free_port,
+    http_status,
+    prerequisites,
+    redis_answers,
+    run_cli,
+    service_env,
+    spawn_osmem,
+    spawn_redis,
+    spawn_server,
+    spawn_worker,
+    wait_for_api,
+    wait_until,
+)
+
+__all__ = [
+    "STATE_FILE",
+    "ArgillaPrerequisiteError",
+    "ArgillaStackError",
+    "ProcessStatus",
+    "StackInfo",
+    "StackStatus",
+    "load_stack",
+    "restart_server",
+    "stack_status",
+    "start_server",
+    "start_stack",
+    "stop_server",
+    "stop_stack",
+]
+
+STATE_FILE = "stack.json"
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """How to reach a running stack and which processes belong to it."""
+
+    root: Path
+    url: str
+    api_key: str
+    username: str
+    password: str
+    workspace: str
+    ports: dict[str, int]
+    processes: dict[str, ProcessRef]
+    venv: Path
+    started_in_s: float = 0.0
+    auth_secret: str = ""  # ARGILLA_AUTH_SECRET_KEY, signs UI sessions
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int
+    alive: bool
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    url: str | None
+    api_ok: bool
+    processes: dict[str, ProcessStatus] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.api_ok and bool(self.processes) and all(p.alive for p in self.processes.values())
+
+    @property
+    def total_rss_bytes(self) -> int:
+        return sum(p.rss_bytes for p in self.processes.values())
+
+
+def _write_state(info: StackInfo) -> None:
+    data = asdict(info)
+    data.update(root=str(info.root), venv=str(info.venv))
+    data["processes"] = {name: ref.to_json() for name, ref in info.processes.items()}
+    path = info.root / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # the file holds the owner's API key and password
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def load_stack(root: Path) -> StackInfo:
+    """The StackInfo recorded by start_stack under `root`."""
+    path = Path(root) / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+        return StackInfo(
+            root=Path(data["root"]),
+            url=data["url"],
+            api_key=data["api_key"],
+            username=data["username"],
+            password=data["password"],
+            workspace=data["workspace"],
+            ports={k: int(v) for k, v in data["ports"].items()},
+            processes={k: ProcessRef.from_json(k, v) for k, v in data["processes"].items()},
+            venv=Path(data["venv"]),
+            started_in_s=float(data.get("started_in_s", 0.0)),
+            auth_secret=data.get("auth_secret", ""),
+        )
+    except FileNotFoundError as e:
+        raise ArgillaStackError(f"no local Argilla stack recorded under {root} ({path} missing)") from e
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArgillaStackError(f"{path}: unreadable stack state ({e!r}); stop the processes by hand") from e
+
+
+def start_stack(
+    root: Path,
+    *,
+    port: int | None = None,
+    workspace: str = "pvar-loop",
+    username: str = "owner",
+    timeout: float = 180.0,
+) -> StackInfo:
+    """Start Redis, osmem, a freshly migrated Argilla (owner user + workspace), its server and worker.
+
+    Blocks until the API authenticates the owner's key. Ports are chosen free unless `port` (the server's)
+    is given. Raises ArgillaStackError if a stack already runs under `root`; on any failure everything
+    started so far is stopped again.
+    """
+    t0 = time.monotonic()
+    root = Path(root).resolve()
+    if (root / STATE_FILE).exists():
+        if any(is_alive(ref) for ref in load_stack(root).processes.values()):
+            raise ArgillaStackError(f"a local Argilla stack already runs under {root}; stop_stack() it first")
+        _remove_runtime_files(root)  # stale state from a crashed stack
+    venv = argilla_venv()
+    python, redis_bin, osmem_bin = prerequisites(venv)
+    if port is not None:
+        check_port_free(port)
+    for sub in ("logs", "home", "tmp", "redis"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "home" / "argilla.db").unlink(missing_ok=True)  # the in-memory index starts empty too
+    ports = {"redis": free_port(), "osmem": free_port(), "server": port or free_port()}
+    auth_secret = secrets.token_hex(32)
+    env = service_env(root, venv, ports, auth_secret)
+    logs = root / "logs"
+    url = f"http://127.0.0.1:{ports['server']}"
+    api_key, password = f"owner.{secrets.token_urlsafe(24)}", secrets.token_urlsafe(16)
+    started: dict[str, ProcessRef] = {}
+    try:
+        started["redis"] = spawn_redis(root, redis_bin, env, ports["redis"])
+        started["osmem"] = spawn_osmem(root, osmem_bin, env, ports["osmem"])
+        run_cli("migrate", python, ["database", "migrate"], env, root)  # overlaps redis/osmem start-up
+        _LOG.info("argilla stack: database migrated after %.1f s", time.monotonic() - t0)
+        wait_until("redis", lambda: redis_answers(ports["redis"]), started["redis"], logs / "redis.log", 30)
+        osmem_url = f"http://127.0.0.1:{ports['osmem']}/"
+        wait_until("osmem", lambda: http_status(osmem_url) == 200, started["osmem"], logs / "osmem.log", 30)
+        # The server boots while the owner is created: the API key is only needed once it answers.
+        started["server"] = spawn_server(root, python, env, ports["server"])
+        run_cli("create-owner", python, create_owner_args(username, password, api_key, workspace), env, root)
+        _LOG.info(
+            "argilla stack: owner %r and workspace %r created after %.1f s",
+            username,
+            workspace,
+            time.monotonic() - t0,
+        )
+        wait_for_api(url, api_key, started["server"], logs / "server.log", timeout)
+        # Only background jobs need the worker (queued jobs wait in Redis): on 2 cores, booting it
+        # alongside the server and the owner CLI would only slow all three down.
+        started["worker"] = spawn_worker(root, python, env)
+    except BaseException:
+        terminate(list(started.values()))
+        raise
+    elapsed = round(time.monotonic() - t0, 2)
+    info = StackInfo(
+        root, url, api_key, username, password, workspace, ports, started, venv, elapsed, auth_secret
+    )
+    _write_state(info)
+    _LOG.info("argilla stack: %s answers after %.1f s (state in %s)", url, elapsed, root / STATE_FILE)
+    return info
+
+
+def stop_server(root: Path, timeout: float = 10.0) -> None:
+    """Stop only the Argilla server process (Redis, osmem and the DB keep their data)."""
+    info = load_stack(root)
+    terminate([info.processes["server"]], timeout)
+
+
+def start_server(root: Path, timeout: float = 120.0) -> StackInfo:
+    """Start the server again on the same port and wait until it answers; returns the updated StackInfo."""
+    info = load_stack(root)
+    if is_alive(info.processes["server"]):
+        raise ArgillaStackError(
+            f"the Argilla server under {root} is still running (pid {info.processes['server'].pid})"
+        )
+    env = service_env(info.root, info.venv, info.ports, info.auth_secret or secrets.token_hex(32))
+    ref = spawn_server(info.root, info.venv / "bin" / "python", env, info.ports["server"])
+    try:
+        wait_for_api(info.url, info.api_key, ref, info.root / "logs" / "server.log", timeout)
+    except BaseException:
+        terminate([ref])
+        raise
+    info = replace(info, processes={**info.processes, "server": ref})
+    _write_state(info)
+    return info
+
+
+def restart_server(root: Path, timeout: float = 120.0) -> StackInfo:
+    """Stop and start the server process only (e.g. to test that a push survives a server restart)."""
+    stop_server(root)
+    return start_server(root, timeout)
+
+
+def stack_status(root: Path) -> StackStatus:
+    """Whether each recorded process is alive (and its RSS), and whether the API answers."""
+    try:
+        info = load_stack(root)
+    except ArgillaStackError:
+        return StackStatus(url=None, api_ok=False)
+    processes = {}
+    for name, ref in info.processes.items():
+        alive = is_alive(ref)
+        processes[name] = ProcessStatus(name, ref.pid, alive, rss_bytes(ref.pid) if alive else 0)
+    return StackStatus(url=info.url, api_ok=api_answers(info.url, info.api_key), processes=processes)
+
+
+def stop_stack(root: Path, timeout: float = 10.0) -> list[str]:
+    """Stop exactly the processes start_stack recorded, then delete the DB and temp files (logs stay).
+
+    Returns the names of the processes that were still running. A no-op when nothing is recorded.
+    """
+    root = Path(root).resolve()
+    if not (root / STATE_FILE).exists():
+        return []
+    procs = load_stack(root).processes
+    try:
+        # Clients of Redis/osmem first, so they shut down cleanly.
+        stopped = terminate([procs[n] for n in ("server", "worker") if n in procs], timeout)
+        stopped += terminate([procs[n] for n in ("osmem", "redis") if n in procs], timeout)
+    except RuntimeError as e:
+        raise ArgillaStackError(f"stopping the stack under {root}: {e}") from e
+    _remove_runtime_files(root)
+    return [ref.name for ref in stopped]
+
+
+def _remove_runtime_files(root: Path) -> None:
+    for sub in ("tmp", "home", "redis"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    (root / STATE_FILE).unlink(missing_ok=True)

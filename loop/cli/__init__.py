@@ -1,0 +1,1 @@
+"""The `pvar-loop` command line (entry point: loop.cli.app:main)."""

@@ -1,0 +1,221 @@
+"""`pvar-loop argilla up|down|status`, `annotators add`, `push` and `pull`: registered by loop.cli.app.
+
+Which Argilla: [argilla] url/api_key (or PVAR_LOOP_ARGILLA_URL / PVAR_LOOP_ARGILLA_API_KEY); without a key,
+the local stack that `argilla up` started under <data_dir>/argilla (its state file holds the owner key).
+Keys and passwords are never logged; `annotators add` prints the new credentials once, on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from loop.cli.common import UserError, add_command, config_from, open_engine, positive_int, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = add_command(
+        sub,
+        "argilla",
+        cmd_argilla,
+        help="start, stop or inspect the local Argilla server (<data_dir>/argilla)",
+    )
+    a = s.add_subparsers(dest="argilla_command", required=True)
+    up = a.add_parser(
+        "up", help="start Redis, the search engine, Argilla and its worker; print how to sign in"
+    )
+    up.add_argument("--port", type=positive_int, help="server port (default: a free one)")
+    a.add_parser("down", help="stop the processes `up` started and delete the stack's database")
+    a.add_parser("status", help="processes, memory and whether the API answers").add_argument(
+        "--json", action="store_true"
+    )
+
+    s = add_command(sub, "annotators", cmd_annotators, help="annotator accounts in the Argilla workspace")
+    an = s.add_subparsers(dest="annotators_command", required=True)
+    add = an.add_parser("add", help="create an annotator and print its credentials (once)")
+    add.add_argument("name", help="username: letters, digits, - and _")
+    add.add_argument("--first-name", help="display name (default: the username)")
+
+    s = add_command(sub, "push", cmd_push, help="send a round's annotation items to Argilla (safe to re-run)")
+    s.add_argument("--round", type=positive_int, required=True, metavar="N", help="round number")
+    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    s.add_argument("--batch-size", type=positive_int, default=250, help="records per request (max 500)")
+    s.add_argument("--all", action="store_true", help="re-send items already pushed (updates their records)")
+
+    s = add_command(
+        sub, "pull", cmd_pull, help="store annotators' answers as labels and aggregate them per item"
+    )
+    s.add_argument("--round", type=positive_int, metavar="N", help="only this round (default: every round)")
+    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    s.add_argument("--json", action="store_true")
+
+
+def _client(cfg):
+    """The owner's SDK client: configured URL/key, else the local stack's (loop.argilla_client)."""
+    from loop.argilla_client import connect_client
+
+    return connect_client(cfg)
+
+
+def cmd_argilla(args: argparse.Namespace) -> int:
+    from annotation.stack.local_stack import stack_status, start_stack, stop_stack
+    from loop.argilla_client import stack_root
+
+    cfg = config_from(args)
+    root = stack_root(cfg)
+    if args.argilla_command == "up":
+        info = start_stack(root, port=args.port, workspace=cfg.argilla.workspace)
+        print(f"Argilla is up at {info.url} (started in {info.started_in_s:.0f} s)")
+        print(
+            f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
+            f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
+            f"{info.workspace!r} (it appears after the first `pvar-loop push`)."
+        )
+        print(
+            f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
+            "(readable by you only). Stop with `pvar-loop argilla down`."
+        )
+    elif args.argilla_command == "down":
+        stopped = stop_stack(root)
+        print(f"stopped: {', '.join(stopped)}" if stopped else f"no local Argilla stack running under {root}")
+    else:
+        status = stack_status(root)
+        if args.json:
+            print_json(
+                {
+                    "url": status.url,
+                    "api_ok": status.api_ok,
+                    "running": status.running,
+                    "processes": {
+                        n: {"pid": p.pid, "alive": p.alive, "rss_mib": round(p.rss_bytes / 2**20, 1)}
+                        for n, p in status.processes.items()
+                    },
+                }
+            )
+        elif status.url is None:
+            print(f"no local Argilla stack under {root}")
+        else:
+            state = "running" if status.running else "NOT running"
+            print(f"{status.url}: {state} (API ok: {status.api_ok})")
+            for p in status.processes.values():
+                state = f"{p.rss_bytes / 2**20:.0f} MiB" if p.alive else "dead"
+                print(f"  {p.name:<7} pid {p.pid:<8} {state}")
+        return 0 if status.url is None or status.running else 1
+    return 0
+
+
+def cmd_annotators(args: argparse.Namespace) -> int:
+    from annotation.annotators import create_annotator
+    from annotation.api import AnnotationSyncError
+
+    cfg = config_from(args)
+    client = _client(cfg)
+    try:
+        cred = create_annotator(
+            client.http_client, args.name, cfg.argilla.workspace, first_name=args.first_name
+        )
+    except (AnnotationSyncError, ValueError) as e:
+        raise UserError(str(e)) from e
+    url = str(client.api_url).rstrip("/")
+    # Printed once, to stdout only: Argilla keeps no readable copy of the password.
+    print(f"created annotator {cred.username!r} in workspace {cred.workspace!r}")
+    print(f"  sign in at: {url}/sign-in")
+    print(f"  username:   {cred.username}")
+    print(f"  password:   {cred.password}")
+    print(f"  API key:    {cred.api_key}   (for scripts and the annotator bot)")
+    print("Store these now; they are not shown again.")
+    return 0
+
+
+def _round_id(uow, number: int, arm: str) -> int:
+    from storage.items import round_id_for
+
+    with uow() as session:
+        rid = round_id_for(session, number, arm)
+    if rid is None:
+        raise UserError(f"no round {arm}/{number} in the database (see `pvar-loop status`)")
+    return rid
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from annotation.dataset import ensure_dataset
+    from annotation.gateway import push_items
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    uow = UnitOfWork(open_engine(cfg))
+    rid = _round_id(uow, args.round, args.arm)
+    if args.batch_size > 500:
+        raise UserError(f"--batch-size {args.batch_size}: Argilla accepts at most 500 records per request")
+    client = _client(cfg)
+    dataset = ensure_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace, cfg.argilla.min_submitted)
+    with tqdm(desc="push", unit="record", disable=None) as bar:
+
+        def progress(r) -> None:
+            bar.total = r.items
+            bar.update(r.pushed - bar.n)
+
+        report = push_items(
+            uow, dataset, rid, batch_size=args.batch_size, include_pushed=args.all, on_batch=progress
+        )
+    if report.items == 0:
+        print(f"round {args.arm}/{args.round}: nothing to push (every item is in Argilla; --all re-sends)")
+    else:
+        print(
+            f"pushed {report.pushed} items of round {args.arm}/{args.round} to {dataset.workspace}/"
+            f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
+        )
+    print(f"annotate at {dataset.annotation_url}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from annotation.dataset import open_dataset
+    from annotation.gateway import pull_labels
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    uow = UnitOfWork(open_engine(cfg))
+    rid = _round_id(uow, args.round, args.arm) if args.round else None
+    client = _client(cfg)
+    dataset = open_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace)
+    if dataset is None:
+        raise UserError(
+            f"Argilla dataset {cfg.argilla.workspace}/{cfg.argilla.dataset} does not exist yet: "
+            "push a round first"
+        )
+    report = pull_labels(uow, dataset, rid)
+    summary = {
+        "records": report.records,
+        "responses": report.responses,
+        "drafts": report.drafts,
+        "new_labels": report.new_labels,
+        "updated_labels": report.updated_labels,
+        "unchanged_labels": report.unchanged_labels,
+        "items_changed": report.items_changed,
+        "decided": report.decided,
+        "undecided": report.undecided,
+        "waiting": report.waiting,
+        "pairwise_agreement": report.agreement.pairwise if report.agreement else None,
+        "fleiss_kappa": report.agreement.fleiss_kappa if report.agreement else None,
+        "skipped": [
+            {"record": s.record, "annotator": s.annotator, "reason": s.reason} for s in report.skipped
+        ],
+    }
+    if args.json:
+        print_json(summary)
+        return 0
+    print(
+        f"read {report.responses} responses on {report.records} records: {report.new_labels} new labels, "
+        f"{report.updated_labels} updated, {report.drafts} drafts"
+    )
+    print(
+        f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
+        f"answers ({report.items_changed} changed by this pull)"
+    )
+    for s in report.skipped[:20]:
+        print(f"skipped {s.record[:16]}{f' ({s.annotator})' if s.annotator else ''}: {s.reason}")
+    if len(report.skipped) > 20:
+        print(f"... and {len(report.skipped) - 20} more skipped (--json lists all)")
+    return 0

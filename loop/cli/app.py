@@ -1,0 +1,54 @@
+"""`pvar-loop` command line: the parser is the table of contents; each command group lives in its own module.
+
+Handlers are thin (load config -> open a unit of work -> call a plain function) and import heavy libraries
+(torch, transformers, trl) inside themselves, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from loop.cli import annotation, demo, experiment, project, report, reward_model, rounds, scoring, training
+from storage.errors import PvarLoopError
+
+# Order of the groups in `--help`.
+COMMAND_MODULES = (project, scoring, annotation, training, rounds, report, demo, reward_model, experiment)
+
+log = logging.getLogger("loop")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pvar-loop",
+        description="Active-learning preference annotation: label only high preference-variance prompts.",
+    )
+    p.add_argument("--config", help="TOML config file (default: ./pvar-loop.toml if present, else defaults)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return p
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Libraries that log every request or migration step at INFO: only their warnings unless --verbose.
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.handler(args)
+    except PvarLoopError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

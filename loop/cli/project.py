@@ -1,0 +1,133 @@
+"""Project commands: `init`, `db upgrade|downgrade|current`, `ingest` and `status`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loop.cli.common import add_command, config_from, open_engine, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = add_command(
+        sub, "init", cmd_init, help="write a commented default config and create/migrate the database"
+    )
+    s.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+    s = add_command(sub, "db", cmd_db, help="database migrations")
+    dbs = s.add_subparsers(dest="db_command", required=True)
+    dbs.add_parser("upgrade", help="migrate to a revision (default head)").add_argument(
+        "revision", nargs="?", default="head"
+    )
+    dbs.add_parser("downgrade", help="migrate down to a revision ('base' empties it)").add_argument(
+        "revision"
+    )
+    dbs.add_parser("current", help="show the current and head revisions")
+
+    s = add_command(
+        sub, "ingest", cmd_ingest, help="add prompts from JSONL, CSV, Parquet or a saved datasets directory"
+    )
+    s.add_argument("file")
+    s.add_argument("--split", choices=["train", "eval"], default="train")
+    s.add_argument("--skip-invalid", action="store_true", help="write valid rows, report the rest")
+
+    s = add_command(sub, "status", cmd_status, help="pool, rounds, labels and evaluations")
+    s.add_argument("--json", action="store_true")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from loop.config import CONFIG_FILENAME, default_config_toml
+    from storage.migrate import upgrade
+
+    target = Path(args.config or CONFIG_FILENAME)
+    if target.exists() and not args.force:
+        print(f"{target} exists; keeping it (use --force to overwrite)")
+    else:
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(default_config_toml(), encoding="utf-8")
+        tmp.replace(target)
+        print(f"wrote {target}")
+    cfg = config_from(argparse.Namespace(config=str(target)))
+    cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(cfg, check_head=False)
+    upgrade(engine)
+    print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from storage import migrate
+
+    engine = open_engine(config_from(args), check_head=False)
+    if args.db_command == "upgrade":
+        migrate.upgrade(engine, args.revision)
+    elif args.db_command == "downgrade":
+        migrate.downgrade(engine, args.revision)
+    current = migrate.current_revision(engine)
+    print(f"current revision: {current or '(empty database)'}; head: {migrate.head_revision()}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from loop.ingest import ingest_file, write_reject_report
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    uow = UnitOfWork(open_engine(cfg))
+    with uow() as session:
+        report = ingest_file(
+            session,
+            Path(args.file),
+            split=args.split,
+            max_chars=cfg.pool.max_prompt_chars,
+            skip_invalid=args.skip_invalid,
+        )
+    write_reject_report(report, cfg.paths.data_dir / "rejects")
+    print(report.summary())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from storage import queries
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    with UnitOfWork(open_engine(cfg))() as session:
+        status = {
+            "database": _database_url(cfg),
+            "pool": queries.pool_summary(session),
+            "rounds": queries.rounds_summary(session),
+            "labels": queries.label_count(session),
+            "evaluations": queries.evaluations_summary(session),
+            "operator_actions": queries.recent_actions(session),
+        }
+    if args.json:
+        print_json(status)
+        return 0
+    pool = status["pool"]
+    print(f"database: {status['database']}")
+    print(
+        f"pool: {pool['prompts'] or 'empty'}; train scored {pool['train_scored']}, "
+        f"unscored {pool['train_unscored']}"
+    )
+    print(f"labels collected: {status['labels']}")
+    for r in status["rounds"]:
+        why = f" ({r['reason']})" if r["reason"] else ""
+        print(
+            f"round {r['arm']}/{r['number']}: {r['status']}{why}; {r['strategy']} budget {r['budget']}, "
+            f"{r['items']} items, {r['labels']} labels"
+        )
+    for e in status["evaluations"]:
+        print(
+            f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
+            f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] n={e['n']} ({e['judge']})"
+        )
+    for a in status["operator_actions"]:
+        print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
+    return 0
+
+
+def _database_url(cfg) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(cfg.database_url).render_as_string(hide_password=True)

@@ -1,0 +1,30 @@
+"""`pvar-loop report`: sub-command registered by loop.cli.app._load_extensions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loop.cli.common import add_command, config_from, open_engine
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = add_command(
+        sub,
+        "report",
+        cmd_report,
+        help="write an HTML page with plots (PVar per round, eval vs labels per arm, agreement, budget)",
+    )
+    s.add_argument("--out", metavar="DIR", help="output directory (default: <data_dir>/report)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from loop.report.build import build_report
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    out = Path(args.out) if args.out else cfg.paths.data_dir / "report"
+    with UnitOfWork(open_engine(cfg))() as session:
+        files = build_report(session, out)
+    print(files.index.resolve())
+    return 0

@@ -1,0 +1,122 @@
+"""`pvar-loop score` and `pvar-loop select`: sub-commands registered by loop.cli.app._load_extensions."""
+
+from __future__ import annotations
+
+import argparse
+
+from loop.acquisition.strategies import STRATEGIES  # numpy only: `--help` stays fast
+from loop.cli.common import (
+    UserError,
+    add_command,
+    config_from,
+    non_negative_int,
+    open_engine,
+    positive_int,
+    print_json,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = add_command(
+        sub,
+        "score",
+        cmd_score,
+        help="sample K responses per unscored train prompt, reward them, store PVar and reward gap",
+    )
+    s.add_argument("--limit", type=positive_int, help="score at most N prompts in this run")
+    s.add_argument("--checkpoint", help="checkpoint id to score (default: the initial policy, policy.model)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the run report as JSON")
+
+    s = add_command(
+        sub,
+        "select",
+        cmd_select,
+        help="show which prompts a strategy would pick from the scored, unlabelled pool",
+    )
+    s.add_argument("--strategy", choices=list(STRATEGIES), help="default: selection.strategy")
+    s.add_argument("--budget", type=non_negative_int, help="prompts to pick (default: selection.budget)")
+    s.add_argument("--seed", type=int, help="random tie-breaks and the random arm (default: selection.seed)")
+    s.add_argument("--checkpoint", help="policy whose scores rank the pool (default: the initial policy)")
+    s.add_argument("--json", action="store_true")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from loop.ml.loading import ModelLoadError
+    from loop.rounds.scoring import score_with_config
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    uow = UnitOfWork(open_engine(cfg))
+    try:
+        report = score_with_config(
+            cfg, uow, args.limit, checkpoint_id=args.checkpoint, progress=not args.no_progress
+        )
+    except ModelLoadError as e:
+        raise UserError(str(e)) from e
+    except ImportError as e:  # e.g. backend "vllm" without vllm installed; the message says what to install
+        raise UserError(str(e)) from e
+    if args.json:
+        print_json(
+            {
+                "checkpoint": report.checkpoint_id,
+                "reward_model": report.reward_model,
+                "k": report.k,
+                "scored": report.scored,
+                "excluded": [{"prompt_id": p, "reason": r} for p, r in report.excluded],
+                "skipped": [{"prompt_id": p, "reason": r} for p, r in report.skipped],
+                "batches": report.batches,
+                "tokens_generated": report.tokens_generated,
+                "elapsed_s": round(report.elapsed_s, 3),
+                "prompts_per_s": round(report.prompts_per_s, 3),
+                "tokens_per_s": round(report.tokens_per_s, 1),
+                "remaining": report.remaining,
+            }
+        )
+    else:
+        print(report.summary())
+        for prompt_id, reason in report.excluded:
+            print(f"excluded {prompt_id}: {reason}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.selection import choose
+    from storage import repositories as repo
+    from storage.db import UnitOfWork
+
+    cfg = config_from(args)
+    sel = cfg.selection
+    strategy = args.strategy or sel.strategy
+    budget = sel.budget if args.budget is None else args.budget
+    seed = sel.seed if args.seed is None else args.seed
+    with UnitOfWork(open_engine(cfg))() as session:
+        checkpoint_id = args.checkpoint or repo.initial_checkpoint_id(cfg.policy.model)
+        selection = choose(
+            session,
+            checkpoint_id=checkpoint_id,
+            reward_model=reward_model_id(cfg),
+            strategy=strategy,
+            budget=budget,
+            seed=seed,
+        )
+    if args.json:
+        print_json(selection.as_dict())
+        return 0
+    print(
+        f"{strategy}, budget {budget}, seed {seed}: {len(selection.picks)} of {selection.pool} free scored "
+        f"prompts ({selection.taken} taken by rounds or labelled, {selection.unscored} not scored yet)"
+    )
+    if selection.shortfall:
+        print(
+            f"note: the budget {budget} is larger than the pool of {selection.pool} free scored prompts; "
+            f"all {selection.pool} would be selected ({selection.shortfall} short)"
+        )
+    if selection.picks:
+        print(f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'prompt id':<12}  prompt")
+    for p in selection.picks:
+        text = " ".join(p.text.split())
+        text = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {p.prompt_id[:12]:<12}  {text}")
+    return 0

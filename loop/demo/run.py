@@ -1,0 +1,409 @@
+"""`pvar-loop demo`: the whole loop, offline, on this machine, driven by the real scheduler.
+
+A fresh data dir gets a config, the demo world's prompts (checkable instructions), models, a local Argilla
+stack and an annotator bot that labels through Argilla's annotator API the way a person would (its judgement: the
+rule-based verifier with Bradley-Terry noise). `pvar-loop run` drives the rounds in a child process; when the
+asked-for rounds are done the demo stops it and writes the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import PvarLoopError
+
+log = logging.getLogger("pvar_loop.demo")
+
+MARKER = ".pvar-loop-demo"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    n_train: int
+    n_eval: int
+    n_seed: int  # seed pool for the learned selection RM; 0: the tiny random RM is used as is
+    budget: int
+    k: int
+    max_new_tokens: int
+    learning_rate: float
+    epochs: int
+    dtype: str  # policy sampling and DPO (bf16 autocast on CPU)
+    lora: bool
+    allow_ties: bool  # False: the bot must pick a side even when the verifier scores both the same
+    note: str
+
+
+QUICK = Profile(
+    name="quick",
+    n_train=48,
+    n_eval=16,
+    n_seed=0,
+    budget=8,
+    k=4,
+    max_new_tokens=16,
+    learning_rate=5e-5,
+    epochs=2,
+    dtype="float32",
+    lora=False,
+    allow_ties=False,  # tiny random models tie on the verifier most of the time; forced choice keeps DPO fed
+    note="tiny random models show the mechanics of the loop, not the effect of PVar selection",
+)
+
+# Settings after the pilot in docs/experiment.md (LoRA r16, lr 2e-4, short answers), cut to fit ~10 minutes.
+FULL = Profile(
+    name="full",
+    n_train=64,
+    n_eval=48,
+    n_seed=96,
+    budget=16,
+    k=4,
+    max_new_tokens=48,
+    learning_rate=2e-4,
+    epochs=2,
+    dtype="bfloat16",
+    lora=True,
+    allow_ties=True,
+    note="SmolLM2-135M-Instruct policy, a MiniLM selection reward model trained on seed labels; 2 small rounds "
+    "show the loop for real, but too few eval prompts to separate strategies (see `pvar-loop experiment`)",
+)
+PROFILES = {p.name: p for p in (QUICK, FULL)}
+
+
+class DemoError(PvarLoopError, RuntimeError):
+    """The demo could not run; the message says what to fix."""
+
+
+def fresh_dir(path: Path) -> None:
+    """Empty `path` for a new run, but only if it is empty or an earlier demo's (never a user's folder)."""
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise DemoError(f"{path} exists and is not a pvar-loop demo directory; choose another --data-dir")
+        from annotation.stack.local_stack import stop_stack
+
+        if (path / "argilla").exists():
+            stop_stack(path / "argilla")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("created by pvar-loop demo; removed by the next demo run\n")
+
+
+def write_config(
+    path: Path, data_dir: Path, policy: Path, reward: Path, p: Profile, *, rounds_seed: int
+) -> Path:
+    text = f"""# Written by `pvar-loop demo` ({p.name} profile).
+[paths]
+data_dir = "{data_dir}"
+
+[policy]
+model = "{policy}"
+dtype = "{p.dtype}"
+
+[generation]
+k = {p.k}
+max_new_tokens = {p.max_new_tokens}
+batch_size = 8
+seed = {rounds_seed}
+
+[reward]
+model = "{reward}"
+dtype = "float32"
+max_length = 256
+
+[selection]
+strategy = "pvar"
+budget = {p.budget}
+seed = {rounds_seed}
+
+[argilla]
+dataset = "pvar-demo"
+min_submitted = 1
+
+[training]
+learning_rate = {p.learning_rate}
+epochs = {p.epochs}
+batch_size = {8 if p.lora else 4}
+max_length = 256
+lora = {str(p.lora).lower()}
+dtype = "{p.dtype}"
+
+[evaluation]
+judge = "verifier"
+max_new_tokens = {p.max_new_tokens}
+n_bootstrap = 1000
+
+[scheduler]
+tick_seconds = 2
+poll_seconds = 5
+misfire_grace_seconds = 60
+collect_deadline_hours = 1.0
+min_decided = 1
+"""
+    target = path / "pvar-loop.toml"
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def verifier_judge(db_prompts: dict[str, list], seed: int, allow_ties: bool = True):
+    """The simulated annotator: prefers the response the verifier scores higher (Bradley-Terry noise); equal
+    scores are a tie, or a coin flip when ties are not allowed."""
+    from annotation.simulated.judges import RewardJudge
+    from loop.evaluation.verifier import verify
+
+    def gold(prompt: str, response: str) -> float:
+        constraints = db_prompts.get(prompt)
+        return 4.0 * verify(response, constraints) if constraints else 0.0
+
+    return RewardJudge(gold, seed=seed, temperature=1.0, tie_margin=1e-9 if allow_ties else 0.0)
+
+
+def _rounds_done(uow) -> int:
+    from sqlalchemy import func, select
+
+    from storage.models import Round
+
+    with uow() as session:
+        return session.scalar(select(func.count()).where(Round.status == "done")) or 0
+
+
+def _failed_reason(uow) -> str | None:
+    from sqlalchemy import select
+
+    from storage.models import Round
+
+    with uow() as session:
+        return session.scalar(select(Round.reason).where(Round.status.in_(("failed", "cancelled"))).limit(1))
+
+
+def _retry_reason(uow) -> str | None:
+    """The open round's last step error, if its last attempt failed (the scheduler retries it every tick)."""
+    from sqlalchemy import select
+
+    from loop.rounds.state import OPEN
+    from storage.models import Round
+
+    with uow() as session:
+        reason = session.scalar(select(Round.reason).where(Round.status.in_(OPEN)).limit(1))
+    return reason if reason and reason.startswith("last attempt failed") else None
+
+
+@dataclass(frozen=True)
+class World:
+    """A prepared demo data dir: its config (DB migrated, prompts ingested) and the selection RM's origin."""
+
+    config: Path
+    cli: list[str]
+    env: dict[str, str]
+    seed_summary: str | None  # how the learned selection reward model was trained (None: tiny random RM)
+
+
+def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -> World:
+    """Fresh data dir with prompts, models and a config; for the full profile, train the selection RM first."""
+    from loop.demo.world import write_demo_prompts
+
+    data_dir = data_dir.resolve()
+    fresh_dir(data_dir)
+    files = write_demo_prompts(
+        data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed
+    )
+    if p.n_seed:
+        policy, reward, summary = _learned_models(data_dir, p, Path(model_cache).resolve(), files[2], say)
+    else:
+        from loop.ml.offline_models import build_tiny_models
+
+        models = build_tiny_models(data_dir / "models")
+        policy, reward, summary = models.policy_dir, models.reward_dir, None
+    config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0)
+    cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
+    for cmd in (["db", "upgrade"], ["ingest", str(files[0])], ["ingest", str(files[1]), "--split", "eval"]):
+        subprocess.run([*cli, *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
+    return World(config=config, cli=cli, env=env, seed_summary=summary)
+
+
+def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
+    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector."""
+    from loop.demo.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
+    from loop.evaluation.verifier import gold_by_prompt
+    from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
+    from loop.ml.reward_model import RewardTrainSettings
+
+    say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
+    policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
+    constraints = {r["prompt"]: r["metadata"]["constraints"] for r in read_seed_prompts(seed_file)}
+    say(f"[demo] training the selection reward model on bot labels of {p.n_seed} seed prompts ...")
+    labels, result = bootstrap_reward_model(
+        seed_file,
+        policy=str(policy),
+        base=str(base),
+        out_dir=data_dir / "reward-models" / "seed-rm",
+        annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
+        gold=gold_by_prompt(constraints),
+        sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
+        training=RewardTrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, seed=0),
+    )
+    agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"
+    held = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
+    summary = (
+        f"selection RM: {labels.prompts} seed prompts, {labels.comparisons} bot comparisons -> "
+        f"{len(labels.pairs)} decided pairs ({labels.ties} ties; {labels.identical} prompts with identical "
+        f"samples); held-out accuracy {held}, agreement with the verifier {agree} on "
+        f"{result.n_judged} held-out pairs; {result.steps} steps in {result.seconds:.0f} s"
+    )
+    say(f"[demo] {summary}")
+    return policy, Path(result.checkpoint_dir), summary
+
+
+def run_demo(
+    data_dir: Path,
+    *,
+    profile: Profile = QUICK,
+    rounds: int = 2,
+    keep_argilla: bool = False,
+    timeout_s: float = 900,
+    model_cache: Path = Path("data/models"),
+) -> Path:
+    """Run the demo end to end; returns the report's index.html."""
+    from annotation.annotators import create_annotator
+    from annotation.simulated.bot import AnnotatorBot
+    from annotation.stack.local_stack import start_stack, stop_stack
+    from loop.config import load_config
+
+    p = profile
+    t0 = time.perf_counter()
+    # SIGTERM must unwind like Ctrl-C, so the finally blocks below stop the scheduler and the Argilla stack.
+    signal.signal(signal.SIGTERM, _interrupt)
+    data_dir = data_dir.resolve()
+    print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
+    world = prepare_world(data_dir, p, model_cache)
+    config, cli, env = world.config, world.cli, world.env
+    # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
+    # a round the demo will not finish (recorded as an operator action, like any budget change).
+    pause = ["budget", "set", "0", "--from-round", str(rounds + 1)]
+    subprocess.run([*cli, *pause], check=True, env=env, stdout=subprocess.DEVNULL)
+    cfg = load_config(config)
+
+    print("[demo] starting the local Argilla stack ...")
+    stack = start_stack(data_dir / "argilla", workspace=cfg.argilla.workspace)
+    scheduler = None
+    try:
+        from loop.argilla_client import connect_client
+
+        client = connect_client(cfg)
+        bot_user = create_annotator(client.http_client, "demo-bot", cfg.argilla.workspace)
+        print(
+            f"[demo] Argilla UI: {stack.url}/sign-in  (owner {stack.username!r}; password in "
+            f"{data_dir / 'argilla' / 'stack.json'}). Label alongside the bot if you like."
+        )
+        from storage.db import UnitOfWork, make_engine
+
+        uow = UnitOfWork(make_engine(cfg.database_url))
+        prompts = _constraints_by_prompt(uow)
+        judge = verifier_judge(prompts, seed=0, allow_ties=p.allow_ties)
+        log_file = (data_dir / "scheduler.log").open("wb")
+        scheduler = subprocess.Popen(
+            [*cli, "run"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        print(
+            f"[demo] scheduler running (pid {scheduler.pid}, log {data_dir / 'scheduler.log'}); "
+            f"waiting for {rounds} rounds"
+        )
+        with AnnotatorBot(stack.url, bot_user.api_key, judge) as bot:
+            _label_until(uow, bot, cfg, rounds, scheduler, timeout_s)
+        _stop(scheduler)
+        scheduler = None
+        report = _write_report(uow, data_dir / "report")
+        print(f"[demo] {rounds} rounds done in {time.perf_counter() - t0:.0f} s; report: {report}")
+        if world.seed_summary:
+            print(f"[demo] {world.seed_summary}")
+        print(f"[demo] {p.note}")
+        return report
+    finally:
+        if scheduler is not None:
+            _stop(scheduler)
+        if keep_argilla:
+            print(
+                f"[demo] Argilla left running at {stack.url}; stop it with "
+                f"`pvar-loop --config {config} argilla down`"
+            )
+        else:
+            stop_stack(data_dir / "argilla")
+
+
+def _constraints_by_prompt(uow) -> dict[str, list]:
+    from sqlalchemy import select
+
+    from storage.models import Prompt
+
+    with uow() as session:
+        return {p.text: (p.meta or {}).get("constraints") for p in session.scalars(select(Prompt))}
+
+
+def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeout_s: float) -> None:
+    from loop.argilla_client import connect_dataset
+
+    deadline = time.monotonic() + timeout_s
+    dataset_id = None
+    last = -1
+    failing_since = None
+    while time.monotonic() < deadline:
+        if scheduler.poll() is not None:
+            raise DemoError(f"the scheduler exited with code {scheduler.returncode}; see scheduler.log")
+        done = _rounds_done(uow)
+        if done != last:
+            print(f"[demo] rounds done: {done}/{rounds}")
+            last = done
+        if done >= rounds:
+            return
+        reason = _failed_reason(uow)
+        if reason:
+            raise DemoError(f"a round ended early: {reason}")
+        retry = _retry_reason(uow)
+        failing_since = (failing_since or time.monotonic()) if retry else None
+        if retry and time.monotonic() - failing_since > 60:
+            raise DemoError(f"a round step keeps failing (see scheduler.log): {retry}")
+        if dataset_id is None:
+            try:
+                dataset_id = connect_dataset(cfg).id
+            except Exception as e:  # the dataset appears with the first push
+                log.debug("dataset not ready: %s", e)
+        if dataset_id is not None:
+            bot.run(dataset_id)
+        time.sleep(2)
+    raise DemoError(f"{rounds} rounds did not finish within {timeout_s:.0f} s; see scheduler.log")
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _write_report(uow, out: Path) -> Path:
+    from loop.report.build import build_report
+
+    with uow() as session:
+        files = build_report(session, out)
+    if files.verdict:
+        print(f"[demo] {files.verdict}")
+    return files.index

@@ -1,0 +1,380 @@
+"""Training the selection reward model (TRL 1.16 RewardTrainer) on the preference labels collected so far.
+
+A deterministic share of prompts (by hash) is held out; accuracy is measured afterwards with
+loop.ml.rewards.RewardScorer on the saved checkpoint, i.e. through the same code path that selection uses.
+Pairs are tokenized here exactly as RewardScorer tokenizes them (chat template if the tokenizer has one, else a
+text pair), so the model is trained on the inputs it will later score. trl, torch and transformers are imported
+inside the functions (trl only through loop.ml.dpo), so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from storage.errors import PvarLoopError
+
+log = logging.getLogger(__name__)
+
+# Written into every checkpoint so a re-run can report what produced it without retraining.
+REWARD_META_FILE = "pvar_reward_training.json"
+DTYPES = ("float32", "bfloat16")
+
+# (prompt, response) -> gold score, or None when the judge has no opinion on that prompt.
+Judge = Callable[[str, str], float | None]
+
+
+class RewardTrainingError(PvarLoopError, RuntimeError):
+    """Reward-model training, saving or measuring failed; the message keeps the library's error."""
+
+
+class Pair(Protocol):
+    """Anything with prompt/chosen/rejected text: storage.items.DecidedPair, loop.ml.dpo.PreferencePair."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass
+class RewardTrainSettings:
+    """Knobs for one reward-model run; validated on construction, errors name the bad field.
+
+    learning_rate 5e-5 suits fine-tuning a pretrained encoder (MiniLM) or a 1B reward model; tiny random
+    models need ~1e-3. dtype "bfloat16" is bf16 autocast (weights and checkpoint stay fp32). Sequences are
+    truncated at max_length tokens, the same truncation RewardScorer applies at scoring time.
+    """
+
+    learning_rate: float = 5e-5
+    epochs: int = 3
+    batch_size: int = 16
+    max_length: int = 512
+    dtype: str = "float32"
+    heldout_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"RewardTrainSettings.learning_rate: must be a finite number > 0, got {lr!r}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("max_length", 2), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(
+                    f"RewardTrainSettings.{name}: must be an integer >= {minimum}, got {value!r}"
+                )
+        f = self.heldout_fraction
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0.0 <= f < 1.0:
+            raise ValueError(f"RewardTrainSettings.heldout_fraction: must be in [0, 1), got {f!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"RewardTrainSettings.dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RewardTrainResult:
+    """What one reward-model run produced. Accuracies are pairwise: share of pairs with score(chosen) >
+    score(rejected). heldout_accuracy is None when the split left no held-out pairs (too few prompts)."""
+
+    checkpoint_dir: Path
+    steps: int
+    seconds: float
+    train_accuracy: float
+    heldout_accuracy: float | None
+    n_train: int
+    n_heldout: int
+    judge_agreement: float | None = None  # held-out pairs ordered like the judge (judge ties excluded)
+    n_judged: int = 0
+    data_hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checkpoint_dir": str(self.checkpoint_dir)}
+
+
+@dataclass(frozen=True)
+class PairEvaluation:
+    """Pairwise accuracy (and optional judge agreement) of one reward model on a set of pairs."""
+
+    accuracy: float | None
+    n: int
+    judge_agreement: float | None = None
+    n_judged: int = 0
+
+
+def in_heldout(prompt: str, fraction: float) -> bool:
+    """Whether a prompt belongs to the held-out share: a hash of its text, stable across runs and machines."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_pairs(pairs: Sequence[Pair], fraction: float) -> tuple[list[Pair], list[Pair]]:
+    """(train, held-out) by prompt hash, so every pair of one prompt lands on the same side.
+
+    When either side would be empty (a handful of prompts), everything is trained on and nothing is held out.
+    """
+    train = [p for p in pairs if not in_heldout(p.prompt, fraction)]
+    heldout = [p for p in pairs if in_heldout(p.prompt, fraction)]
+    if not train or not heldout:
+        return list(pairs), []
+    return train, heldout
+
+
+def reward_data_hash(pairs: Sequence[Pair], base: str, settings: RewardTrainSettings) -> str:
+    """sha256 over the pairs (as a multiset), the base model and the settings: same inputs, same run."""
+    rows = sorted(json.dumps([p.prompt, p.chosen, p.rejected], ensure_ascii=False) for p in pairs)
+    digest = hashlib.sha256(json.dumps([base, asdict(settings)], sort_keys=True).encode())
+    for row in rows:
+        digest.update(b"\n" + row.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def encode_for_scoring(
+    tokenizer: Any, prompts: list[str], responses: list[str], max_length: int
+) -> list[list[int]]:
+    """Token ids per (prompt, response) exactly as loop.ml.rewards.RewardScorer encodes them.
+
+    Kept in step with RewardScorer._encode (a test compares the two): chat-formatted exchange when the
+    tokenizer has a template, else a text pair truncated longest-first.
+    """
+    from loop.ml.loading import has_chat_template
+
+    if has_chat_template(tokenizer):
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(prompts, responses, truncation="longest_first", max_length=max_length)
+    return enc["input_ids"]
+
+
+def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> float | None:
+    """Share of pairs with chosen strictly above rejected (a tie counts as wrong); None for no pairs."""
+    if len(chosen_scores) != len(rejected_scores):
+        raise ValueError(f"got {len(chosen_scores)} chosen but {len(rejected_scores)} rejected scores")
+    if not len(chosen_scores):
+        return None
+    return sum(c > r for c, r in zip(chosen_scores, rejected_scores, strict=True)) / len(chosen_scores)
+
+
+def agreement_with(
+    judge: Judge, pairs: Sequence[Pair], chosen_scores: Sequence[float], rejected_scores: Sequence[float]
+) -> tuple[float | None, int]:
+    """(share, n): of the pairs the judge orders strictly, the share the reward model orders the same way.
+
+    The judge is a gold scorer such as the rule-based verifier. Pairs it ties, or has no opinion on (None),
+    carry no order and are left out; n counts the pairs compared. share is None when n is 0.
+    """
+    agree = n = 0
+    for pair, rc, rr in zip(pairs, chosen_scores, rejected_scores, strict=True):
+        gc, gr = judge(pair.prompt, pair.chosen), judge(pair.prompt, pair.rejected)
+        if gc is None or gr is None or gc == gr:
+            continue
+        n += 1
+        if rc != rr and (rc > rr) == (gc > gr):  # an RM tie orders nothing: it counts as disagreement
+            agree += 1
+    return (agree / n if n else None), n
+
+
+def evaluate_reward_model(
+    model: str | os.PathLike,
+    pairs: Sequence[Pair],
+    *,
+    max_length: int = 512,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    judge: Judge | None = None,
+) -> PairEvaluation:
+    """Score both sides of every pair with RewardScorer (the selection path) and measure the ordering."""
+    import torch
+
+    from loop.ml.rewards import RewardScorer
+
+    if not pairs:
+        return PairEvaluation(None, 0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scorer = RewardScorer(
+        str(model), dtype=dtype, max_length=max_length, batch_size=batch_size, device=device
+    )
+    try:
+        n = len(pairs)
+        scores = scorer.score(
+            [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        )
+    finally:
+        scorer.close()
+    chosen, rejected = scores[:n].tolist(), scores[n:].tolist()
+    agreement, n_judged = agreement_with(judge, pairs, chosen, rejected) if judge else (None, 0)
+    return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged)
+
+
+def _load_base(base: str, seed: int):
+    """Tokenizer and a float32 one-logit classifier from `base` (a new head, seeded, when it has none)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from loop.ml.loading import check_model_ref, ensure_pad_token
+
+    check_model_ref(base)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the head's init when the base has none (a causal LM or an encoder)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base, num_labels=1, dtype=torch.float32
+            )
+    except Exception as e:
+        raise RewardTrainingError(f"cannot load base reward model {base!r}: {e}") from e
+    ensure_pad_token(tokenizer)
+    # Decoder classifiers find each row's last token through pad_token_id; RewardScorer needs it saved.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _readable_length(model: Any, tokenizer: Any, wanted: int) -> int:
+    """max_length lowered to what the model can read (BERT-style position tables end), as RewardScorer does."""
+    limits = [getattr(model.config, "max_position_embeddings", None)]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and tok_max < 1_000_000:  # tokenizers without a limit report ~1e30
+        limits.append(tok_max)
+    known = [n for n in limits if isinstance(n, int) and n > 0]
+    if known and min(known) < wanted:
+        log.warning("base model reads at most %d tokens; max_length %d lowered to it", min(known), wanted)
+        return min(known)
+    return wanted
+
+
+def _tokenized_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):
+    """A datasets.Dataset already in RewardTrainer's processed form (chosen_ids/rejected_ids), so TRL does
+    not re-tokenize with its own conventions (it would concatenate prompt and response as plain text)."""
+    from datasets import Dataset
+
+    prompts = [p.prompt for p in pairs]
+    chosen = encode_for_scoring(tokenizer, prompts, [p.chosen for p in pairs], max_length)
+    rejected = encode_for_scoring(tokenizer, prompts, [p.rejected for p in pairs], max_length)
+    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+
+
+def _run_trainer(model, tokenizer, dataset, settings: RewardTrainSettings, scratch_dir: str):
+    """Run TRL's RewardTrainer (through loop.ml.dpo, the one module importing trl); returns (model, steps,
+    seconds)."""
+    from loop.ml.dpo import run_reward_trainer
+
+    try:
+        model, steps, seconds, loss = run_reward_trainer(
+            model,
+            tokenizer,
+            dataset,
+            scratch_dir=scratch_dir,
+            learning_rate=settings.learning_rate,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            bf16=settings.dtype == "bfloat16",
+            seed=settings.seed,
+        )
+    except Exception as e:
+        raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
+    log.info(
+        "reward model: %d steps in %.1f s (%.2f s/step), mean loss %.4f",
+        steps,
+        seconds,
+        seconds / max(steps, 1),
+        loss,
+    )
+    return model, steps, seconds
+
+
+def train_reward_model(
+    pairs: Sequence[Pair],
+    *,
+    base_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: RewardTrainSettings,
+    judge: Judge | None = None,
+    eval_batch_size: int = 16,
+) -> RewardTrainResult:
+    """Train a Bradley-Terry reward model from base_dir on the non-held-out pairs; save it to output_dir.
+
+    Accuracy (and agreement with `judge` on the held-out pairs) is measured with RewardScorer on the saved
+    checkpoint before it is moved into place. The checkpoint is written to a hidden sibling temp dir and
+    renamed, so a crash never leaves a half-written output_dir; an existing output_dir is a FileExistsError
+    raised before any training (read_reward_result reports what produced it).
+    """
+    from loop.ml.loading import move_into_place, release_memory
+
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError(
+            "train_reward_model: no preference pairs given (need at least one decided a/b label)"
+        )
+    if not isinstance(settings, RewardTrainSettings):
+        raise TypeError(
+            f"train_reward_model: settings must be RewardTrainSettings, got {type(settings).__name__}"
+        )
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise FileExistsError(f"train_reward_model: {output_dir} already exists; not overwriting it")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    base = str(base_dir)
+    train, heldout = split_pairs(pairs, settings.heldout_fraction)
+    data_hash = reward_data_hash(pairs, base, settings)
+
+    model, tokenizer = _load_base(base, settings.seed)
+    dataset = _tokenized_dataset(tokenizer, train, _readable_length(model, tokenizer, settings.max_length))
+    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        trained, steps, seconds = _run_trainer(model, tokenizer, dataset, settings, str(partial / "trainer"))
+        shutil.rmtree(partial / "trainer", ignore_errors=True)
+        ckpt = partial / "checkpoint"
+        try:
+            trained.save_pretrained(ckpt)
+            tokenizer.save_pretrained(ckpt)
+        except Exception as e:
+            raise RewardTrainingError(f"cannot save reward model for {output_dir}: {e}") from e
+        del trained, model
+        release_memory()
+        measure = {"max_length": settings.max_length, "batch_size": eval_batch_size}
+        on_train = evaluate_reward_model(ckpt, train, **measure)
+        on_heldout = evaluate_reward_model(ckpt, heldout, **measure, judge=judge)
+        result = RewardTrainResult(
+            checkpoint_dir=output_dir,
+            steps=steps,
+            seconds=seconds,
+            train_accuracy=on_train.accuracy or 0.0,
+            heldout_accuracy=on_heldout.accuracy,
+            n_train=len(train),
+            n_heldout=len(heldout),
+            judge_agreement=on_heldout.judge_agreement,
+            n_judged=on_heldout.n_judged,
+            data_hash=data_hash,
+        )
+        meta = {"result": result.to_dict(), "base": base, "settings": asdict(settings)}
+        (ckpt / REWARD_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        move_into_place(ckpt, output_dir, "train_reward_model")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+def read_reward_result(checkpoint_dir: str | os.PathLike) -> RewardTrainResult:
+    """The RewardTrainResult recorded in a checkpoint written by train_reward_model."""
+    path = Path(checkpoint_dir) / REWARD_META_FILE
+    try:
+        data = dict(json.loads(path.read_text())["result"])
+        data["checkpoint_dir"] = Path(checkpoint_dir)
+        return RewardTrainResult(**data)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RewardTrainingError(f"{path}: not a readable train_reward_model record: {e}") from e

@@ -1,0 +1,342 @@
+"""The numbers behind `pvar-loop report`, read from the database: rounds, PVar pools, labels, agreement
+and the eval curves per arm. Takes a Session and never writes; plots and HTML are built from its result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from annotation.aggregate import agreement
+from storage import queries
+from storage.models import AnnotationItem, Evaluation, Label, PromptScore, Round
+
+PVAR = "pvar"
+# Item states that mean "was sent to the annotators"; resolved ones have a decision (or none possible).
+PUSHED_STATES = ("pushed", "decided", "undecided")
+RESOLVED_STATES = ("decided", "undecided")
+# Display order of arms: the method, the baseline, the controls, then anything else by name.
+STRATEGY_ORDER = ("pvar", "random", "low-pvar", "reward-gap", "full")
+
+
+@dataclass
+class PvarPool:
+    """The PVar values of every scored prompt for one (policy, reward model): what a round selected from."""
+
+    key: str
+    checkpoint_id: str
+    reward_model: str
+    values: list[float]  # sorted ascending
+    mean: float
+    median: float
+
+
+@dataclass
+class RoundPvar:
+    pool: str  # PvarPool.key
+    reward_model: str
+    pool_size: int
+    selected: list[float]  # PVar of this round's item prompts, ascending
+    selected_missing: int  # item prompts without a score in the pool
+    selected_mean: float | None
+    pool_mean: float
+    # Mean mid-rank percentile (0-100) of the selected prompts in the pool: ~50 is random, ~100 is top-k.
+    selected_percentile: float | None
+
+
+@dataclass
+class EvalPoint:
+    checkpoint_id: str
+    reference_id: str
+    judge: str
+    n_prompts: int
+    win_rate: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass
+class RoundRow:
+    id: int
+    arm: str
+    number: int
+    status: str
+    reason: str | None
+    strategy: str
+    seed: int
+    budget: int
+    policy_in: str | None
+    policy_out: str | None
+    created_at: str | None
+    finished_at: str | None
+    items: int = 0
+    pushed: int = 0
+    pending: int = 0
+    decided: int = 0  # items with a decision a, b or tie
+    ties: int = 0
+    undecided: int = 0
+    labels: int = 0  # annotator answers, discards included: the labelling effort
+    annotators: int = 0
+    agreement_items: int = 0
+    pairwise_agreement: float | None = None
+    fleiss_kappa: float | None = None
+    undecided_share: float | None = None  # of resolved items
+    tie_share: float | None = None  # of resolved items
+    cum_labels: int = 0  # labels of this arm up to and including this round
+    cum_decided: int = 0
+    eval: EvalPoint | None = None  # of policy_out, with the report's reference and judge
+    pvar: RoundPvar | None = None
+
+
+@dataclass
+class CurvePoint:
+    round_number: int | None  # None: the arm's starting policy, before any label
+    labels: int
+    decided: int
+    eval: EvalPoint
+
+
+@dataclass
+class ReportData:
+    generated_at: str
+    pool: dict[str, Any]
+    total_labels: int
+    rounds: list[RoundRow]
+    arms: dict[str, str]  # arm -> its strategy ("mixed" if the operator changed it between rounds)
+    pools: dict[str, PvarPool]
+    eval_reference: str | None
+    eval_judge: str | None
+    other_eval_pairs: list[list[str]]  # (reference, judge) pairs left out of the curves
+    curves: dict[str, list[CurvePoint]]
+    verdict: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect(session: Session) -> ReportData:
+    """Read everything the report shows. Empty tables give empty lists, never an error."""
+    rounds = [_round_row(r) for r in session.scalars(select(Round)).all()]
+    arms = _arm_strategies(rounds)
+    rounds.sort(key=lambda r: (_arm_rank(r.arm, arms), r.number))
+    _add_items_and_labels(session, rounds)
+    pools = _add_pvar(session, rounds)
+    reference, judge, others = _add_evals(session, rounds)
+    curves = _curves(session, rounds, reference, judge)
+    data = ReportData(
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        pool=queries.pool_summary(session),
+        total_labels=queries.label_count(session),
+        rounds=rounds,
+        arms=arms,
+        pools=pools,
+        eval_reference=reference,
+        eval_judge=judge,
+        other_eval_pairs=others,
+        curves=curves,
+    )
+    from loop.report.verdict import verdict  # numpy/stdlib only
+
+    data.verdict = verdict(data)
+    return data
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def _round_row(r: Round) -> RoundRow:
+    return RoundRow(
+        id=r.id,
+        arm=r.arm,
+        number=r.number,
+        status=r.status,
+        reason=r.reason,
+        strategy=r.strategy,
+        seed=r.seed,
+        budget=r.budget,
+        policy_in=r.policy_in,
+        policy_out=r.policy_out,
+        created_at=_iso(r.created_at),
+        finished_at=_iso(r.finished_at),
+    )
+
+
+def _arm_strategies(rounds: list[RoundRow]) -> dict[str, str]:
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in rounds:
+        seen[r.arm].add(r.strategy)
+    return {arm: (s.pop() if len(s) == 1 else "mixed") for arm, s in seen.items()}
+
+
+def _arm_rank(arm: str, arms: dict[str, str]) -> tuple[int, int, str]:
+    strategy = arms.get(arm, "")
+    rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    return (0 if arm == "main" else 1, rank, arm)
+
+
+def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
+    by_id = {r.id: r for r in rounds}
+    for round_id, status, decision in session.execute(
+        select(AnnotationItem.round_id, AnnotationItem.status, AnnotationItem.decision)
+    ).all():
+        r = by_id.get(round_id)
+        if r is None:
+            continue
+        r.items += 1
+        r.pushed += status in PUSHED_STATES
+        r.pending += status == "pending"
+        r.undecided += status == "undecided"
+        if status == "decided":
+            r.decided += 1
+            r.ties += decision == "tie"
+    votes: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    annotators: dict[int, set[str]] = defaultdict(set)
+    for round_id, item_id, annotator, choice in session.execute(
+        select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice).join(
+            AnnotationItem, AnnotationItem.id == Label.item_id
+        )
+    ).all():
+        votes[round_id][item_id].append(choice)
+        annotators[round_id].add(annotator)
+    cum: dict[str, tuple[int, int]] = {}
+    for r in rounds:  # sorted by arm, then number
+        item_votes = list(votes.get(r.id, {}).values())
+        r.labels = sum(len(v) for v in item_votes)
+        r.annotators = len(annotators.get(r.id, ()))
+        agr = agreement(item_votes)
+        r.agreement_items, r.pairwise_agreement, r.fleiss_kappa = agr.items, agr.pairwise, agr.fleiss_kappa
+        resolved = r.decided + r.undecided
+        if resolved:
+            r.undecided_share = r.undecided / resolved
+            r.tie_share = r.ties / resolved
+        labels, decided = cum.get(r.arm, (0, 0))
+        r.cum_labels, r.cum_decided = labels + r.labels, decided + r.decided
+        cum[r.arm] = (r.cum_labels, r.cum_decided)
+
+
+def _add_pvar(session: Session, rounds: list[RoundRow]) -> dict[str, PvarPool]:
+    """Attach to each round the PVar pool of its input policy and where its selected prompts fall in it."""
+    counts = session.execute(
+        select(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id, func.count())
+        .where(PromptScore.metric == PVAR)
+        .group_by(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id)
+    ).all()
+    per_checkpoint: dict[str, Counter[str]] = defaultdict(Counter)
+    per_round: dict[int, Counter[str]] = defaultdict(Counter)
+    for checkpoint_id, reward_model, round_id, n in counts:
+        per_checkpoint[checkpoint_id][reward_model] += n
+        if round_id is not None:
+            per_round[round_id][(checkpoint_id, reward_model)] += n
+    item_prompts: dict[int, list[str]] = defaultdict(list)
+    for round_id, prompt_id in session.execute(
+        select(AnnotationItem.round_id, AnnotationItem.prompt_id)
+    ).all():
+        item_prompts[round_id].append(prompt_id)
+
+    pools: dict[str, PvarPool] = {}
+    by_prompt: dict[str, dict[str, float]] = {}
+    for r in rounds:
+        if r.policy_in is None or not per_checkpoint.get(r.policy_in):
+            continue
+        # The reward model the round itself asked scores from, else the one that scored most of this policy.
+        own = [rm for (ckpt, rm), _ in per_round[r.id].most_common() if ckpt == r.policy_in]
+        reward_model = own[0] if own else _most_common(per_checkpoint[r.policy_in])
+        key = f"{r.policy_in} | {reward_model}"
+        if key not in pools:
+            scores = dict(
+                session.execute(
+                    select(PromptScore.prompt_id, PromptScore.value).where(
+                        PromptScore.checkpoint_id == r.policy_in,
+                        PromptScore.reward_model == reward_model,
+                        PromptScore.metric == PVAR,
+                    )
+                ).all()
+            )
+            values = sorted(float(v) for v in scores.values())
+            pools[key] = PvarPool(
+                key, r.policy_in, reward_model, values, float(np.mean(values)), float(np.median(values))
+            )
+            by_prompt[key] = scores
+        pool, scores = pools[key], by_prompt[key]
+        prompts = item_prompts.get(r.id, [])
+        selected = sorted(float(scores[p]) for p in prompts if p in scores)
+        r.pvar = RoundPvar(
+            pool=key,
+            reward_model=reward_model,
+            pool_size=len(pool.values),
+            selected=selected,
+            selected_missing=len(prompts) - len(selected),
+            selected_mean=float(np.mean(selected)) if selected else None,
+            pool_mean=pool.mean,
+            selected_percentile=_mean_percentile(pool.values, selected),
+        )
+    return pools
+
+
+def _most_common(counter: Counter[str]) -> str:
+    # Ties broken by name so the report is the same on every run.
+    return min(counter, key=lambda k: (-counter[k], k))
+
+
+def _mean_percentile(sorted_pool: list[float], selected: list[float]) -> float | None:
+    """Mean mid-rank percentile of `selected` within the pool (ties count half)."""
+    if not selected or not sorted_pool:
+        return None
+    pool = np.asarray(sorted_pool)
+    sel = np.asarray(selected)
+    below = np.searchsorted(pool, sel, side="left")
+    at_or_below = np.searchsorted(pool, sel, side="right")
+    return float(np.mean((below + at_or_below) / 2 / len(pool)) * 100)
+
+
+def _eval_point(e: Evaluation) -> EvalPoint:
+    return EvalPoint(e.checkpoint_id, e.reference_id, e.judge, e.n_prompts, e.win_rate, e.ci_low, e.ci_high)
+
+
+def _add_evals(session: Session, rounds: list[RoundRow]) -> tuple[str | None, str | None, list[list[str]]]:
+    """Pick the (reference, judge) most rounds were evaluated with, and attach that eval to each round."""
+    checkpoints = {c for r in rounds for c in (r.policy_in, r.policy_out) if c}
+    evals = [e for e in session.scalars(select(Evaluation)).all() if e.checkpoint_id in checkpoints]
+    pairs = Counter((e.reference_id, e.judge) for e in evals)
+    if not pairs:
+        return None, None, []
+    reference, judge = min(pairs, key=lambda p: (-pairs[p], p))
+    chosen = {
+        e.checkpoint_id: _eval_point(e) for e in evals if (e.reference_id, e.judge) == (reference, judge)
+    }
+    for r in rounds:
+        r.eval = chosen.get(r.policy_out) if r.policy_out else None
+    others = sorted([list(p) for p in pairs if p != (reference, judge)])
+    return reference, judge, others
+
+
+def _curves(
+    session: Session, rounds: list[RoundRow], reference: str | None, judge: str | None
+) -> dict[str, list[CurvePoint]]:
+    """Per arm: the starting policy at 0 labels (if evaluated), then each evaluated round's output policy."""
+    if reference is None:
+        return {}
+    curves: dict[str, list[CurvePoint]] = {}
+    for r in rounds:  # sorted by arm, then number
+        first = r.arm not in curves
+        points = curves.setdefault(r.arm, [])
+        if first and r.policy_in:
+            start = session.scalar(
+                select(Evaluation).where(
+                    Evaluation.checkpoint_id == r.policy_in,
+                    Evaluation.reference_id == reference,
+                    Evaluation.judge == judge,
+                )
+            )
+            if start is not None:
+                points.append(CurvePoint(None, 0, 0, _eval_point(start)))
+        if r.eval is not None:
+            points.append(CurvePoint(r.number, r.cum_labels, r.cum_decided, r.eval))
+    return {arm: pts for arm, pts in curves.items() if pts}

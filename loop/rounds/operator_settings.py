@@ -1,0 +1,102 @@
+"""What operators steer: the per-round label budget and the selection strategy, set from a round on, and every
+such action recorded (who / when / what) for `status`."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from loop.acquisition.strategies import STRATEGIES
+from storage.errors import PvarLoopError
+from storage.models import LoopSetting, OperatorAction, Round
+from storage.upsert import upsert
+
+SETTING_KEYS = ("budget", "strategy")
+
+
+class OperatorError(PvarLoopError, ValueError):
+    """An operator command that cannot be applied; the message says why and what is allowed."""
+
+
+def actor() -> str:
+    return os.environ.get("PVAR_LOOP_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def parse_budget(raw: str | int) -> int:
+    text = str(raw).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise OperatorError(f"budget must be a whole number of labels, got {raw!r}") from None
+    if value < 0:
+        raise OperatorError(f"budget must be 0 (pause new rounds) or more, got {value}")
+    return value
+
+
+def parse_strategy(raw: str) -> str:
+    if raw not in STRATEGIES:
+        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(STRATEGIES)}")
+    return raw
+
+
+def next_round_number(session: Session, arm: str = "main") -> int:
+    return (session.scalar(select(func.max(Round.number)).where(Round.arm == arm)) or 0) + 1
+
+
+def set_setting(session: Session, key: str, value: str, *, from_round: int | None, arm: str = "main") -> int:
+    """Record `key = value` from round `from_round` (default: the next round to start). Returns that round."""
+    if key not in SETTING_KEYS:
+        raise OperatorError(f"unknown setting {key!r}; allowed: {', '.join(SETTING_KEYS)}")
+    value = str(parse_budget(value)) if key == "budget" else parse_strategy(value)
+    upcoming = next_round_number(session, arm)
+    if from_round is None:
+        from_round = upcoming
+    elif from_round < upcoming:
+        raise OperatorError(
+            f"round {from_round} has already started; a {key} change applies from round {upcoming} on "
+            f"(use --from-round {upcoming} or later)"
+        )
+    upsert(
+        session,
+        LoopSetting,
+        [{"arm": arm, "key": key, "value": value, "from_round": from_round}],
+        constraint="uq_loop_settings_key",
+        update=["value"],
+    )
+    record_action(session, f"set {key}", {"value": value, "from_round": from_round, "arm": arm})
+    return from_round
+
+
+def setting_for_round(session: Session, key: str, number: int, default: str, arm: str = "main") -> str:
+    """The latest value set for a round at or before `number`, else the config default."""
+    value = session.scalar(
+        select(LoopSetting.value)
+        .where(LoopSetting.arm == arm, LoopSetting.key == key, LoopSetting.from_round <= number)
+        .order_by(LoopSetting.from_round.desc(), LoopSetting.id.desc())
+        .limit(1)
+    )
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    number: int
+    budget: int
+    strategy: str
+
+
+def plan_for(session: Session, number: int, *, budget: int, strategy: str, arm: str = "main") -> RoundPlan:
+    return RoundPlan(
+        number=number,
+        budget=int(setting_for_round(session, "budget", number, str(budget), arm)),
+        strategy=setting_for_round(session, "strategy", number, strategy, arm),
+    )
+
+
+def record_action(session: Session, action: str, payload: dict) -> None:
+    session.add(OperatorAction(actor=actor(), action=action, payload=payload))

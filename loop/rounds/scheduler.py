@@ -1,0 +1,214 @@
+"""`pvar-loop run`: a foreground APScheduler that drives the rounds of one database.
+
+One scheduler per database (a lease row with a heartbeat; see storage/locks.py). Jobs live in APScheduler's
+SQLAlchemyJobStore on the project database (table apscheduler_jobs, not migrated by Alembic), with fixed ids,
+coalescing, one instance at a time and an explicit misfire grace. Job functions are module-level and take only
+the config path (job state is pickled into the store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from loop.config import Config, load_config
+
+log = logging.getLogger("pvar_loop.scheduler")
+
+LOCK = "scheduler"
+TICK_JOB, POLL_JOB = "pvar-loop-tick", "pvar-loop-poll"
+
+
+def _context(config_path: str | None):
+    from storage.db import UnitOfWork, make_engine
+
+    cfg = load_config(Path(config_path) if config_path else None)
+    return cfg, UnitOfWork(make_engine(cfg.database_url))
+
+
+def tick_job(config_path: str | None) -> None:
+    """Advance the open round as far as it goes now (or start the next one)."""
+    from loop.rounds.state import Services, tick
+
+    cfg, uow = _context(config_path)
+    try:
+        message = tick(uow, cfg, Services.default())
+        log.info("tick: %s", message, extra={"event": "tick"})
+    finally:
+        uow.engine.dispose()
+
+
+def poll_job(config_path: str | None) -> None:
+    """Pull labels of a collecting round between ticks, so `status` stays current."""
+    from loop.rounds.state import Services, open_round
+
+    cfg, uow = _context(config_path)
+    try:
+        with uow() as session:
+            rnd = open_round(session)
+            round_id = rnd.id if rnd is not None and rnd.status == "collecting" else None
+        if round_id is not None:
+            Services.default().pull(cfg, uow, round_id)
+    finally:
+        uow.engine.dispose()
+
+
+class BusyJobFilter(logging.Filter):
+    """A tick that finds the previous one still running (a DPO run takes minutes) is expected, not a warning:
+    APScheduler's "maximum number of running instances reached" goes to DEBUG instead of every tick at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "maximum number of running instances" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease; if it is ever lost, stops the scheduler rather than run two drivers."""
+
+    def __init__(self, engine, holder: str, interval: float, on_lost) -> None:
+        super().__init__(name="pvar-loop-heartbeat", daemon=True)
+        self.engine, self.holder, self.interval, self.on_lost = engine, holder, interval, on_lost
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from storage.locks import renew
+
+        while not self.stopped.wait(self.interval):
+            try:
+                alive = renew(self.engine, LOCK, self.holder)
+            except Exception:
+                log.exception("heartbeat failed; will retry")
+                continue
+            if not alive:
+                log.error("scheduler lease lost to another process; stopping")
+                self.on_lost()
+                return
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT or a lost lease. Handlers only flip a bool: taking locks (Event.set, pool or
+    scheduler shutdown) inside a signal handler can deadlock the main thread that the signal interrupted."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signals = 0
+
+    def on_signal(self, signum, _frame) -> None:
+        self.signals += 1
+        if self.signals > 1:  # a second Ctrl-C/TERM: stop now, don't wait for the running job
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def set(self) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float, step: float = 0.2) -> bool:
+        """Sleep up to `seconds` in short naps; True as soon as a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+        return self.requested
+
+
+def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, once: bool = False) -> int:
+    """Run until SIGTERM/SIGINT. With `wait`, wait for the current holder to stop or die, then take over.
+
+    On the first signal no new job starts and a running one finishes (the lease is kept meanwhile); a second
+    signal stops at once, which is safe too, since every round step is idempotent."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from storage.db import make_engine
+    from storage.locks import LockHeld, acquire, release
+    from storage.migrate import ensure_at_head
+
+    engine = make_engine(cfg.database_url)
+    ensure_at_head(engine)
+    s = cfg.scheduler
+    heartbeat_every = max(1.0, min(10.0, s.tick_seconds / 3))
+    stale_after = heartbeat_every * 3
+    holder = holder_name()
+    stop = StopFlag()
+    apscheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, BusyJobFilter) for f in apscheduler_log.filters):
+        apscheduler_log.addFilter(BusyJobFilter())
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
+    while True:
+        try:
+            acquire(engine, LOCK, holder, stale_after)
+            break
+        except LockHeld as e:
+            if not wait:
+                raise
+            log.info("%s; waiting", e)
+            if stop.wait(heartbeat_every):
+                return 0
+    log.info("scheduler %s holds the lock", holder, extra={"event": "lock"})
+    beat = Heartbeat(engine, holder, heartbeat_every, stop.set)
+    beat.start()
+    scheduler = None
+    try:
+        if once:
+            tick_job(config_path)
+            return 0
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": s.misfire_grace_seconds,
+            },
+            timezone="UTC",
+        )
+        scheduler.add_job(
+            tick_job,
+            "interval",
+            seconds=s.tick_seconds,
+            id=TICK_JOB,
+            replace_existing=True,
+            args=[config_path],
+            next_run_time=_soon(),
+        )
+        scheduler.add_job(
+            poll_job,
+            "interval",
+            seconds=s.poll_seconds,
+            id=POLL_JOB,
+            replace_existing=True,
+            args=[config_path],
+        )
+        scheduler.start()
+        stop.wait(float("inf"))
+        log.info("stopping scheduler; a running job finishes first", extra={"event": "stop"})
+        scheduler.shutdown(wait=True)
+        return 0
+    except KeyboardInterrupt:
+        log.warning("stopped without waiting for the running job", extra={"event": "stop"})
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+        return 130
+    finally:
+        beat.stopped.set()
+        release(engine, LOCK, holder)
+        engine.dispose()
+
+
+def _soon():
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(seconds=1)

@@ -1,0 +1,327 @@
+"""The round state machine, persisted in the `rounds` table.
+
+    planned -> scored -> pushed -> collecting -> training -> evaluated -> done      (or cancelled / failed)
+
+Each step does its (idempotent) work first and moves the status last, in its own transaction. A crash anywhere
+leaves the round in the state whose work was interrupted; the next tick redoes that work, and because every
+write is an upsert keyed on a natural key, nothing is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from loop.config import Config
+from loop.rounds.operator_settings import next_round_number, plan_for, record_action
+from storage import repositories as repo
+from storage.db import UnitOfWork
+from storage.errors import PvarLoopError
+from storage.models import AnnotationItem, Round
+
+log = logging.getLogger("pvar_loop.rounds")
+
+OPEN = ("planned", "scored", "pushed", "collecting", "training", "evaluated")
+CLOSED = ("done", "cancelled", "failed")
+
+
+class RoundError(PvarLoopError, ValueError):
+    """A round command that cannot be carried out; the message says why."""
+
+
+@dataclass
+class Services:
+    """The work each step delegates. Defaults are the real implementations; tests and experiments may swap
+    one (e.g. a different annotation source) without touching the state machine."""
+
+    score: Callable[[Config, UnitOfWork, str, int], None]
+    push: Callable[[Config, UnitOfWork, int], None]
+    pull: Callable[[Config, UnitOfWork, int], None]
+    train: Callable[[Config, UnitOfWork, int], str | None]
+    evaluate: Callable[[Config, UnitOfWork, str], None]
+
+    @classmethod
+    def default(cls) -> Services:
+        from loop.rounds import steps
+
+        return cls(
+            score=steps.score,
+            push=steps.push,
+            pull=steps.pull,
+            train=steps.train,
+            evaluate=steps.evaluate,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes even for timezone=True columns; they are stored in UTC.
+    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def open_round(session: Session, arm: str = "main") -> Round | None:
+    return session.scalar(
+        select(Round).where(Round.arm == arm, Round.status.in_(OPEN)).order_by(Round.number)
+    )
+
+
+def latest_policy(session: Session, cfg: Config, arm: str = "main") -> str:
+    """The newest trained checkpoint of the arm, else the initial policy."""
+    done = session.scalar(
+        select(Round.policy_out)
+        .where(Round.arm == arm, Round.status == "done", Round.policy_out.is_not(None))
+        .order_by(Round.number.desc())
+        .limit(1)
+    )
+    return done or repo.ensure_initial_checkpoint(session, cfg.policy.model)
+
+
+def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round | None, str]:
+    """Open the next round with the budget/strategy in force for it. Returns (round or None, message)."""
+    with uow() as session:
+        current = open_round(session, arm)
+        if current is not None:
+            return None, f"round {current.number} is still {current.status}; one round at a time"
+        number = next_round_number(session, arm)
+        plan = plan_for(
+            session, number, budget=cfg.selection.budget, strategy=cfg.selection.strategy, arm=arm
+        )
+        if plan.budget == 0:
+            return None, f"budget is 0 for round {number}: new rounds are paused (`pvar-loop budget set N`)"
+        rnd = Round(
+            arm=arm,
+            number=number,
+            status="planned",
+            budget=plan.budget,
+            strategy=plan.strategy,
+            seed=cfg.selection.seed + number,
+            policy_in=latest_policy(session, cfg, arm),
+        )
+        session.add(rnd)
+        session.flush()
+        log.info(
+            "round %s/%s planned: %s, budget %s",
+            arm,
+            number,
+            plan.strategy,
+            plan.budget,
+            extra={"event": "transition", "round": number, "to": "planned"},
+        )
+        return rnd, f"round {number} started ({plan.strategy}, budget {plan.budget})"
+
+
+def cancel_round(uow: UnitOfWork, number: int, reason: str, arm: str = "main") -> str:
+    with uow() as session:
+        rnd = session.scalar(select(Round).where(Round.arm == arm, Round.number == number))
+        if rnd is None:
+            raise RoundError(f"no round {number}")
+        if rnd.status in CLOSED:
+            raise RoundError(f"round {number} is already {rnd.status}")
+        _move(rnd, "cancelled", reason=reason)
+        record_action(session, "cancel round", {"round": number, "reason": reason, "arm": arm})
+    return f"round {number} cancelled; its prompts are free for later rounds"
+
+
+def _move(rnd: Round, status: str, reason: str | None = None) -> None:
+    log.info(
+        "round %s/%s: %s -> %s%s",
+        rnd.arm,
+        rnd.number,
+        rnd.status,
+        status,
+        f" ({reason})" if reason else "",
+        extra={"event": "transition", "round": rnd.number, "from": rnd.status, "to": status},
+    )
+    rnd.status = status
+    rnd.reason = reason
+    if status in CLOSED:
+        rnd.finished_at = _now()
+
+
+def _crash_point(status: str) -> None:
+    """Test hook: PVAR_LOOP_FAULT_AT=<status> kills the process after that step's work, before its status
+    moves (the worst moment: work done, not recorded as done)."""
+    if os.environ.get("PVAR_LOOP_FAULT_AT") == status:
+        log.warning("fault injection: killing the process after the work of %r", status)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _load(session: Session, round_id: int) -> Round:
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise RoundError(f"round id {round_id} vanished")
+    return rnd
+
+
+def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> str:
+    """Advance one round by at most one state. Returns the status it is in afterwards."""
+    with uow() as session:
+        rnd = _load(session, round_id)
+        status, policy_in = rnd.status, rnd.policy_in
+    if status == "planned":
+        services.score(cfg, uow, policy_in, round_id)
+        with uow() as session:
+            rnd = _load(session, round_id)
+            items = _plan_items(session, cfg, rnd)
+            session.commit()
+            _crash_point(status)
+            if items == 0:
+                _move(rnd, "cancelled", reason="no selectable prompts left in the pool")
+            else:
+                _move(rnd, "scored")
+    elif status == "scored":
+        services.push(cfg, uow, round_id)
+        _crash_point(status)
+        with uow() as session:
+            _move(_load(session, round_id), "pushed")
+    elif status == "pushed":
+        with uow() as session:
+            rnd = _load(session, round_id)
+            rnd.deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
+            session.commit()
+            _crash_point(status)
+            _move(rnd, "collecting")
+    elif status == "collecting":
+        services.pull(cfg, uow, round_id)
+        with uow() as session:
+            rnd = _load(session, round_id)
+            ready, why = collection_done(session, cfg, rnd)
+            if ready:
+                _crash_point(status)
+                _move(rnd, "training")
+            elif rnd.reason != why:
+                rnd.reason = why  # `status` shows why the round waits
+    elif status == "training":
+        checkpoint = services.train(cfg, uow, round_id)
+        if checkpoint is not None:
+            services.evaluate(cfg, uow, checkpoint)
+        _crash_point(status)
+        with uow() as session:
+            rnd = _load(session, round_id)
+            rnd.policy_out = checkpoint or rnd.policy_in
+            _move(
+                rnd,
+                "evaluated",
+                reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
+            )
+    elif status == "evaluated":
+        _crash_point(status)
+        with uow() as session:
+            rnd = _load(session, round_id)
+            _move(rnd, "done", reason=rnd.reason)
+    with uow() as session:
+        return _load(session, round_id).status
+
+
+def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
+    """Select and create this round's items, unless an earlier (crashed) run of this step already did."""
+    existing = session.scalar(select(func.count()).where(AnnotationItem.round_id == rnd.id)) or 0
+    if existing:
+        return existing
+    from loop.rounds.items import create_items
+    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.selection import choose
+
+    reward_model = reward_model_id(cfg)
+    chosen = choose(
+        session,
+        checkpoint_id=rnd.policy_in,
+        reward_model=reward_model,
+        strategy=rnd.strategy,
+        budget=rnd.budget,
+        seed=rnd.seed,
+        arm=rnd.arm,
+    )
+    if chosen.shortfall:
+        log.warning(
+            "round %s: budget %s but only %s prompts left; taking what is left",
+            rnd.number,
+            rnd.budget,
+            len(chosen.picks),
+        )
+    written, ties = create_items(
+        session,
+        round_id=rnd.id,
+        prompt_ids=[p.prompt_id for p in chosen.picks],
+        checkpoint_id=rnd.policy_in,
+        reward_model=reward_model,
+        seed=rnd.seed,
+    )
+    if ties:
+        log.info(
+            "round %s: %s selected prompts had identical responses and were not pushed", rnd.number, len(ties)
+        )
+    return written
+
+
+def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
+    """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
+    counts = dict(
+        session.execute(
+            select(AnnotationItem.status, func.count())
+            .where(AnnotationItem.round_id == rnd.id)
+            .group_by(AnnotationItem.status)
+        ).all()
+    )
+    total = sum(counts.values())
+    settled = counts.get("decided", 0) + counts.get("undecided", 0)
+    decided = counts.get("decided", 0)
+    if total and settled == total:
+        return (True, "") if decided else (False, "every item answered but none decided (ties/discards only)")
+    deadline = _aware(rnd.deadline_at)
+    if deadline and _now() >= deadline:
+        if decided >= max(cfg.scheduler.min_decided, 1):
+            return True, ""
+        return False, (
+            f"deadline passed with {decided} decided labels, fewer than [scheduler] min_decided = "
+            f"{cfg.scheduler.min_decided}; waiting for annotators"
+        )
+    return (
+        False,
+        f"collecting: {settled} of {total} items answered, {decided} decided; "
+        f"deadline {deadline:%Y-%m-%d %H:%M} UTC",
+    )
+
+
+def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", max_steps: int = 20) -> str:
+    """What the scheduler runs: advance the open round as far as it can go now, or start the next one."""
+    for _ in range(max_steps):
+        with uow() as session:
+            rnd = open_round(session, arm)
+            round_id = rnd.id if rnd else None
+        if round_id is None:
+            started, message = start_round(uow, cfg, arm)
+            if started is None:
+                return message
+            continue
+        before = _status(uow, round_id)
+        try:
+            after = step(uow, cfg, round_id, services)
+        except Exception as e:
+            log.exception("round step failed")
+            _fail_or_retry(uow, round_id, e)
+            raise
+        if after == before or after in CLOSED:
+            return f"round {round_id}: {after}"
+    return "tick step limit reached"
+
+
+def _status(uow: UnitOfWork, round_id: int) -> str:
+    with uow() as session:
+        return _load(session, round_id).status
+
+
+def _fail_or_retry(uow: UnitOfWork, round_id: int, error: Exception) -> None:
+    # Transient errors (Argilla down, a killed process) are retried by the next tick; the reason says why.
+    with uow() as session:
+        _load(session, round_id).reason = f"last attempt failed: {type(error).__name__}: {error}"[:2000]

@@ -1,0 +1,54 @@
+"""The real work behind each round step (see loop/rounds/state.py Services): thin adapters from (config, unit of
+work, round) to the scoring, annotation and training modules; the state machine stays free of heavy
+imports."""
+
+from __future__ import annotations
+
+import logging
+
+from loop.config import Config
+from storage.db import UnitOfWork
+
+log = logging.getLogger("pvar_loop.rounds")
+
+
+def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
+    """Score every unscored train prompt under the round's policy (a new checkpoint rescores the pool)."""
+    from loop.rounds.scoring import score_with_config
+
+    report = score_with_config(cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, progress=False)
+    log.info("round id %s: %s", round_id, report.summary())
+
+
+def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
+    from annotation.gateway import push_items
+    from loop.argilla_client import connect_dataset
+
+    dataset = connect_dataset(cfg)
+    push_items(uow, dataset, round_id)
+
+
+def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
+    from annotation.gateway import pull_labels
+    from loop.argilla_client import connect_dataset
+
+    dataset = connect_dataset(cfg)
+    report = pull_labels(uow, dataset, round_id=round_id, min_submitted=cfg.argilla.min_submitted)
+    log.info("round id %s: pulled %s", round_id, report)
+
+
+def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:
+    """The new checkpoint id, or None when the labels hold no a/b decision (the policy stays as it was)."""
+    from loop.rounds.training import NoTrainingSignal, train_round
+
+    try:
+        return train_round(cfg, uow, round_id)
+    except NoTrainingSignal as e:
+        log.warning("%s", e)
+        return None
+
+
+def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> None:
+    from loop.rounds.training import evaluate_checkpoint
+
+    evaluate_checkpoint(cfg, uow, checkpoint_id)
