@@ -120,7 +120,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
 
     from loop.ingest import prompt_id
     from loop.rounds.scoring import score_pool
-    from storage import repositories as repo
+    from storage.checkpoints import ensure_initial_checkpoint
     from storage.db import UnitOfWork, make_engine
     from storage.migrate import upgrade
     from storage.models import Generation, Prompt
@@ -133,7 +133,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
         with uow() as s:
             rows = [{"id": prompt_id(p), "text": p, "source": "bench", "split": "train"} for p in prompts]
             upsert(s, Prompt, rows)
-            checkpoint = repo.ensure_initial_checkpoint(s, generator.model_id)
+            checkpoint = ensure_initial_checkpoint(s, generator.model_id)
         report = score_pool(
             uow,
             generator,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,3 +53,19 @@ class UnitOfWork:
             raise
         finally:
             session.close()
+
+
+# Bound parameters per IN (...) list; far below SQLite's limit (32766, or 999 on old builds).
+IN_CHUNK = 500
+T = TypeVar("T")
+
+
+def select_in(
+    session: Session, build: Callable[[list[T]], Select], values: Iterable[T], chunk: int = IN_CHUNK
+) -> list[Any]:
+    """Rows of build(chunk_of_values) over `values` split into chunks: THE place big IN lists are cut up."""
+    distinct = list(dict.fromkeys(values))
+    rows: list[Any] = []
+    for start in range(0, len(distinct), chunk):
+        rows.extend(session.execute(build(distinct[start : start + chunk])).all())
+    return rows

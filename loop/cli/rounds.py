@@ -51,7 +51,7 @@ def cmd_strategy(args: argparse.Namespace) -> int:
 
 def _set(args: argparse.Namespace, key: str, value: str) -> int:
     from loop.rounds.operator_settings import set_setting
-    from storage.repositories import count_train_prompts
+    from storage.prompts import count_train_prompts
 
     _, uow = open_uow(args)
     with uow() as session:

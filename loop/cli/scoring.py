@@ -83,7 +83,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from loop.rounds.scoring import reward_model_id
     from loop.rounds.selection import choose
-    from storage import repositories as repo
+    from storage.checkpoints import initial_checkpoint_id
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -92,7 +92,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     budget = sel.budget if args.budget is None else args.budget
     seed = sel.seed if args.seed is None else args.seed
     with UnitOfWork(open_engine(cfg))() as session:
-        checkpoint_id = args.checkpoint or repo.initial_checkpoint_id(cfg.policy.model)
+        checkpoint_id = args.checkpoint or initial_checkpoint_id(cfg.policy.model)
         selection = choose(
             session,
             checkpoint_id=checkpoint_id,

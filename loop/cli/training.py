@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from loop.rounds.training import evaluate_checkpoint, latest_checkpoint
+    from loop.rounds.evaluating import evaluate_checkpoint
+    from storage.checkpoints import latest_checkpoint
 
     cfg, uow = open_uow(args)
     checkpoint = args.checkpoint
@@ -55,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from loop.rounds.training import export_preferences
+    from loop.export import export_preferences
 
     _, uow = open_uow(args)
     with uow() as session:
@@ -65,7 +66,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
-    from loop.rounds.training import latest_checkpoint
+    from storage.checkpoints import latest_checkpoint
 
     _, uow = open_uow(args)
     with uow() as session:

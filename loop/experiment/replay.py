@@ -25,9 +25,10 @@ from loop.config import Config
 from loop.experiment.annotator import lookup_annotation
 from loop.experiment.runner import ArmSpec, ExperimentError, ExperimentPlan, run_experiment
 from loop.ingest import prompt_id
-from storage import repositories as repo
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Generation, Prompt, Round
+from storage.prompts import count_train_prompts
+from storage.scores import add_generations
 from storage.upsert import upsert
 
 DATASET_CHECKPOINT = "dataset"
@@ -124,7 +125,7 @@ def ingest_ultrafeedback_style(
                 for i, (response, _) in enumerate(completions)
             ]
     upsert(session, Prompt, list(prompts.values()))
-    repo.add_generations(session, DATASET_CHECKPOINT, generations)
+    add_generations(session, DATASET_CHECKPOINT, generations)
     report.prompts = sum(p["split"] == "train" for p in prompts.values())
     report.eval_prompts = len(prompts) - report.prompts
     report.completions = len(generations)
@@ -220,7 +221,7 @@ def run_replay(
     if not 0.0 < top_fraction <= 1.0:
         raise ExperimentError(f"top fraction must be in (0, 1], got {top_fraction}")
     with uow() as session:
-        pool = repo.count_train_prompts(session)
+        pool = count_train_prompts(session)
         if session.get(Checkpoint, DATASET_CHECKPOINT) is None or not pool:
             raise ExperimentError("no replay dataset ingested: run ingest_ultrafeedback_style first")
         judge = lookup_judge(session)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from storage import repositories as repo
+from storage.checkpoints import initial_checkpoint_id
 from storage.models import AnnotationItem, Evaluation, Label, Round, TrainingRun
 
 FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def round_result(session: Session, rnd: Round, reference: str) -> dict:
 
 def collect_results(session: Session, cfg: Config, arms: Sequence, meta: dict) -> dict:
     """Every arm's rounds with cumulative label counts, plus the experiment's settings."""
-    reference = repo.initial_checkpoint_id(cfg.policy.model)
+    reference = initial_checkpoint_id(cfg.policy.model)
     out: dict = {
         "format": FORMAT_VERSION,
         "written_at": datetime.now(UTC).isoformat(),

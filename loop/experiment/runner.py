@@ -213,7 +213,8 @@ def mark_disagreement(
     in the pair a round would show (best vs worst by reward; loop.rounds.items). Returns the prompts marked."""
     from loop.rounds.items import best_and_worst
     from storage.models import Prompt, PromptScore
-    from storage.repositories import DISAGREE, PVAR, prompt_texts
+    from storage.prompts import prompt_texts
+    from storage.scores import DISAGREE, PVAR
     from storage.upsert import upsert
 
     reward_model = cfg.reward.model

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.db import select_in
 from storage.models import AnnotationItem, Generation, RewardScore
-from storage.repositories import select_in
 from storage.upsert import upsert
 
 

@@ -21,8 +21,19 @@ import numpy as np
 
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
-from storage import repositories as repo
+from storage.checkpoints import ensure_initial_checkpoint, get_checkpoint
 from storage.errors import PvarLoopError
+from storage.prompts import PromptRow, count_unscored, unscored_prompts
+from storage.scores import (
+    EXCLUDED,
+    PVAR,
+    REWARD_GAP,
+    StoredGeneration,
+    add_generations,
+    generations_for,
+    upsert_prompt_scores,
+    upsert_reward_scores,
+)
 
 if TYPE_CHECKING:
     from loop.config import Config
@@ -129,9 +140,9 @@ def score_pool(
     rm = scorer.model_id
     report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=rm, k=k)
     with uow() as session:
-        if repo.get_checkpoint(session, checkpoint_id) is None:
+        if get_checkpoint(session, checkpoint_id) is None:
             raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
-        todo = repo.count_unscored(session, checkpoint_id, rm)
+        todo = count_unscored(session, checkpoint_id, rm)
     todo = todo if limit is None else min(todo, limit)
 
     from tqdm import tqdm
@@ -140,10 +151,10 @@ def score_pool(
     with tqdm(total=todo, unit="prompt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
         while todo > 0:
             with uow() as session:
-                batch = repo.unscored_prompts(
+                batch = unscored_prompts(
                     session, checkpoint_id, rm, after=cursor, limit=min(batch_size, todo)
                 )
-                stored = repo.generations_for(session, checkpoint_id, [p.id for p in batch])
+                stored = generations_for(session, checkpoint_id, [p.id for p in batch])
             if not batch:
                 break
             cursor = batch[-1].id  # keyset cursor: a prompt left for later is not met twice in one run
@@ -167,7 +178,7 @@ def score_pool(
             )
     report.elapsed_s = time.perf_counter() - start
     with uow() as session:
-        report.remaining = repo.count_unscored(session, checkpoint_id, rm)
+        report.remaining = count_unscored(session, checkpoint_id, rm)
     for prompt_id, reason in report.excluded:
         log.warning("prompt %s excluded: %s", prompt_id, reason)
     log.info(
@@ -181,8 +192,8 @@ def score_pool(
 
 
 def _generate_and_score(
-    batch: Sequence[repo.PromptRow],
-    stored: dict[str, dict[int, repo.StoredGeneration]],
+    batch: Sequence[PromptRow],
+    stored: dict[str, dict[int, StoredGeneration]],
     generator: ResponseGenerator,
     scorer: ResponseScorer,
     k: int,
@@ -258,8 +269,8 @@ def _write_batch(
         for i, s in sorted(it.responses.items())
         if i in it.new
     ]
-    repo.add_generations(session, checkpoint_id, new_rows)
-    stored = repo.generations_for(session, checkpoint_id, [it.prompt_id for it in items])
+    add_generations(session, checkpoint_id, new_rows)
+    stored = generations_for(session, checkpoint_id, [it.prompt_id for it in items])
     reward_rows: list[tuple[int, float]] = []
     score_rows: list[tuple[str, str, int, float]] = []
     for it in items:
@@ -270,18 +281,18 @@ def _write_batch(
             continue
         if it.reason is not None:
             report.excluded.append((it.prompt_id, it.reason))
-            score_rows.append((it.prompt_id, repo.EXCLUDED, k, float(len(it.rewards))))
+            score_rows.append((it.prompt_id, EXCLUDED, k, float(len(it.rewards))))
             reward_rows += [(have[i].id, r) for i, r in it.rewards.items()]
             continue
         order = sorted(it.rewards)
         values = np.array([[it.rewards[i] for i in order]])
         n = len(order)
-        score_rows.append((it.prompt_id, repo.PVAR, n, float(preference_variance(values)[0])))
-        score_rows.append((it.prompt_id, repo.REWARD_GAP, n, float(reward_gap(values)[0])))
+        score_rows.append((it.prompt_id, PVAR, n, float(preference_variance(values)[0])))
+        score_rows.append((it.prompt_id, REWARD_GAP, n, float(reward_gap(values)[0])))
         reward_rows += [(have[i].id, it.rewards[i]) for i in order]
         report.scored += 1
-    repo.upsert_reward_scores(session, rm, reward_rows)
-    repo.upsert_prompt_scores(session, checkpoint_id, rm, score_rows, round_id=round_id)
+    upsert_reward_scores(session, rm, reward_rows)
+    upsert_prompt_scores(session, checkpoint_id, rm, score_rows, round_id=round_id)
 
 
 def _fault(point: str, batch: int) -> None:
@@ -324,9 +335,9 @@ def score_with_config(
     with uow() as session:
         if checkpoint_id is None:
             model = cfg.policy.model
-            checkpoint_id = repo.ensure_initial_checkpoint(session, model)
+            checkpoint_id = ensure_initial_checkpoint(session, model)
         else:
-            checkpoint = repo.get_checkpoint(session, checkpoint_id)
+            checkpoint = get_checkpoint(session, checkpoint_id)
             if checkpoint is None:
                 raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
             model = checkpoint.path

@@ -11,8 +11,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import STRATEGIES, CandidateScores, select
-from storage import repositories as repo
+from storage.candidates import candidate_scores, count_scored, scored_pairs
 from storage.errors import PvarLoopError
+from storage.prompts import count_unscored, prompt_texts
 
 
 class SelectionError(PvarLoopError, ValueError):
@@ -75,8 +76,8 @@ def choose(
         raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise SelectionError(f"budget must be a non-negative integer, got {budget!r}")
-    rows = repo.candidate_scores(session, checkpoint_id, reward_model, arm)
-    scored = repo.count_scored(session, checkpoint_id, reward_model)
+    rows = candidate_scores(session, checkpoint_id, reward_model, arm)
+    scored = count_scored(session, checkpoint_id, reward_model)
     if scored == 0:
         raise SelectionError(_no_scores_message(session, checkpoint_id, reward_model))
     picks: list[Pick] = []
@@ -90,7 +91,7 @@ def choose(
         )
         order = select(strategy, candidates, budget, np.random.default_rng(seed))
         chosen = [rows[i] for i in order.tolist()]
-        texts = repo.prompt_texts(session, [r.prompt_id for r in chosen])
+        texts = prompt_texts(session, [r.prompt_id for r in chosen])
         picks = [
             Pick(rank, r.prompt_id, r.pvar, r.reward_gap, texts[r.prompt_id])
             for rank, r in enumerate(chosen, start=1)
@@ -103,14 +104,14 @@ def choose(
         reward_model=reward_model,
         pool=len(rows),
         taken=scored - len(rows),
-        unscored=repo.count_unscored(session, checkpoint_id, reward_model),
+        unscored=count_unscored(session, checkpoint_id, reward_model),
         picks=picks,
     )
 
 
 def _no_scores_message(session: Session, checkpoint_id: str, reward_model: str) -> str:
     msg = f"no PVar scores for checkpoint {checkpoint_id!r} with reward model {reward_model!r}"
-    others = repo.scored_pairs(session)
+    others = scored_pairs(session)
     if others:
         listed = "; ".join(f"{c} / {r} ({n} prompts)" for c, r, n in others[:5])
         return f"{msg}. Scores exist for: {listed}. Run `pvar-loop score` or check policy.model/reward.model"

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from loop.config import Config
 from loop.rounds.operator_settings import next_round_number, plan_for, record_action
-from storage import repositories as repo
+from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.models import AnnotationItem, Round
@@ -83,7 +83,7 @@ def latest_policy(session: Session, cfg: Config, arm: str = "main") -> str:
         .order_by(Round.number.desc())
         .limit(1)
     )
-    return done or repo.ensure_initial_checkpoint(session, cfg.policy.model)
+    return done or ensure_initial_checkpoint(session, cfg.policy.model)
 
 
 def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round | None, str]:

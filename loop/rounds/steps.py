@@ -49,6 +49,6 @@ def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:
 
 
 def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> None:
-    from loop.rounds.training import evaluate_checkpoint
+    from loop.rounds.evaluating import evaluate_checkpoint
 
     evaluate_checkpoint(cfg, uow, checkpoint_id)

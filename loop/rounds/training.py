@@ -1,5 +1,5 @@
-"""Retraining and evaluation wired to the database: which labels feed DPO, where checkpoints go, how runs and
-evaluations are recorded so that re-running either is a no-op."""
+"""Retraining a round's policy with DPO, wired to the database: which labels feed it, where the checkpoint goes,
+and how the run is recorded so that re-running it on the same data is a no-op."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from storage import repositories as repo
+from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.items import DecidedPair, decided_items
-from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
+from storage.models import AnnotationItem, Checkpoint, Round, TrainingRun
 
 log = logging.getLogger("pvar_loop.training")
 
@@ -117,7 +116,7 @@ def train_round(
         if done is not None:
             log.info("round %s: already trained on this data -> %s", rnd.number, done.checkpoint_id)
             return done.checkpoint_id
-        initial = repo.ensure_initial_checkpoint(session, cfg.policy.model)
+        initial = ensure_initial_checkpoint(session, cfg.policy.model)
         base_id = rnd.policy_in if cfg.training.warm_start and rnd.policy_in else initial
         base_path = session.get(Checkpoint, base_id).path
         reference_path = session.get(Checkpoint, initial).path
@@ -165,133 +164,3 @@ def train_round(
         result.seconds,
     )
     return checkpoint_id
-
-
-def judge_for(cfg: Config, session):
-    """(judge id, judge) for evaluation: the rule-based verifier (prompts carry constraints) or the RM."""
-    if cfg.evaluation.judge == "verifier":
-        from loop.evaluation.verifier import verify
-
-        constraints = {
-            p.text: (p.meta or {}).get("constraints")
-            for p in session.scalars(select(Prompt).where(Prompt.split == "eval"))
-        }
-        missing = [t for t, c in constraints.items() if not c]
-        if missing:
-            raise TrainingDataError(
-                f'[evaluation] judge = "verifier" needs metadata.constraints on every eval prompt; '
-                f"{len(missing)} have none (e.g. {missing[0][:60]!r})"
-            )
-        return "verifier", lambda prompt, response: verify(response, constraints[prompt])
-    from loop.ml.rewards import RewardScorer
-
-    r = cfg.reward
-    return f"reward:{r.model}", RewardScorer(
-        r.model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
-    )
-
-
-def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
-    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge)."""
-    from loop.evaluation.win_rate import evaluate_policies
-
-    with uow() as session:
-        reference = repo.ensure_initial_checkpoint(session, cfg.policy.model)
-        ckpt = session.get(Checkpoint, checkpoint_id)
-        if ckpt is None:
-            raise TrainingDataError(f"no checkpoint {checkpoint_id!r}; see `pvar-loop status`")
-        judge_id, judge = judge_for(cfg, session)
-        existing = session.scalar(
-            select(Evaluation).where(
-                Evaluation.checkpoint_id == checkpoint_id,
-                Evaluation.reference_id == reference,
-                Evaluation.judge == judge_id,
-            )
-        )
-        if existing is not None:
-            return existing
-        prompts = list(session.scalars(select(Prompt.text).where(Prompt.split == "eval").order_by(Prompt.id)))
-        ref_path, policy_path = session.get(Checkpoint, reference).path, ckpt.path
-    if not prompts:
-        raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
-    e, g = cfg.evaluation, cfg.generation
-    result = evaluate_policies(
-        prompts,
-        policy_path,
-        ref_path,
-        judge,
-        max_new_tokens=e.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        dtype=cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
-        seed=e.seed,
-        n_bootstrap=e.n_bootstrap,
-        backend=g.backend,
-    )
-    w = result.win_rate
-    n = len(result.policy_scores)
-    row = Evaluation(
-        checkpoint_id=checkpoint_id,
-        reference_id=reference,
-        judge=judge_id,
-        n_prompts=w.n,
-        win_rate=w.value,
-        ci_low=w.ci_low,
-        ci_high=w.ci_high,
-        details={
-            "policy_mean": sum(result.policy_scores) / n,
-            "reference_mean": sum(result.reference_scores) / n,
-        },
-    )
-    with uow() as session:
-        session.add(row)
-    log.info(
-        "evaluated %s vs %s: win rate %.3f [%.3f, %.3f] (%s)",
-        checkpoint_id,
-        reference,
-        w.value,
-        w.ci_low,
-        w.ci_high,
-        judge_id,
-    )
-    return row
-
-
-def latest_checkpoint(session) -> Checkpoint | None:
-    return session.scalar(
-        select(Checkpoint)
-        .where(Checkpoint.round_id.is_not(None))
-        .order_by(Checkpoint.created_at.desc())
-        .limit(1)
-    )
-
-
-def export_preferences(session, out: Path) -> int:
-    """Write decided pairs as a TRL-ready conversational preference dataset (.jsonl or .parquet)."""
-    pairs = decided_items(session)
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": p.prompt}],
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-            "round_id": p.round_id,
-            "prompt_id": p.prompt_id,
-        }
-        for p in pairs
-    ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-    elif out.suffix in (".jsonl", ".json"):
-        import json
-
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    else:
-        raise TrainingDataError(f"{out}: use a .jsonl or .parquet file name")
-    tmp.replace(out)
-    return len(rows)

@@ -7,7 +7,9 @@ import pytest
 from sqlalchemy import func, select
 
 from loop.config import parse_config
-from loop.rounds.training import TrainingDataError, evaluate_checkpoint, export_preferences, train_round
+from loop.export import export_preferences
+from loop.rounds.evaluating import evaluate_checkpoint
+from loop.rounds.training import TrainingDataError, train_round
 from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
 from tests.integration.annotation_setup import CHECKPOINT, make_round_items
 

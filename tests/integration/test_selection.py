@@ -13,10 +13,11 @@ from sqlalchemy import select, update
 from loop.config import parse_config
 from loop.rounds.scoring import score_with_config
 from loop.rounds.selection import SelectionError, choose
-from storage import repositories as repo
-from storage.db import UnitOfWork, make_engine
+from storage.checkpoints import initial_checkpoint_id
+from storage.db import UnitOfWork, make_engine, select_in
 from storage.migrate import upgrade
 from storage.models import AnnotationItem, Generation, Label, Prompt, Round
+from storage.prompts import prompt_texts
 from storage.upsert import upsert
 from tests.integration.scoring_project import make_project, prompts
 
@@ -168,10 +169,8 @@ def test_select_in_chunks_and_deduplicates(uow):
     with uow() as s:
         upsert(s, Prompt, [{"id": i, "text": f"t{i}", "source": "test", "split": "train"} for i in ids])
     with uow() as s:
-        rows = repo.select_in(
-            s, lambda chunk: select(Prompt.id).where(Prompt.id.in_(chunk)), ids + ids, chunk=4
-        )
-        texts = repo.prompt_texts(s, ids[::-1])
+        rows = select_in(s, lambda chunk: select(Prompt.id).where(Prompt.id.in_(chunk)), ids + ids, chunk=4)
+        texts = prompt_texts(s, ids[::-1])
     assert sorted(r[0] for r in rows) == ids
     assert texts == {i: f"t{i}" for i in ids}
 
@@ -180,10 +179,10 @@ def test_initial_checkpoint_id_is_stable(tmp_path, monkeypatch):
     model = tmp_path / "models" / "policy"
     model.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert repo.initial_checkpoint_id("models/policy") == repo.initial_checkpoint_id(str(model))
-    hub = repo.initial_checkpoint_id("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert initial_checkpoint_id("models/policy") == initial_checkpoint_id(str(model))
+    hub = initial_checkpoint_id("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert hub.startswith("init-SmolLM2-135M-Instruct-") and len(hub) <= 200
-    assert hub != repo.initial_checkpoint_id("other/SmolLM2-135M-Instruct")
+    assert hub != initial_checkpoint_id("other/SmolLM2-135M-Instruct")
 
 
 @pytest.mark.postgres
@@ -213,7 +212,7 @@ def test_score_and_select_on_postgres(postgres_url, tiny_models):
     rest = score_with_config(cfg, uow, progress=False)
     assert first.prompts_done == 3 and rest.prompts_done == 2 and rest.remaining == 0
     with uow() as s:
-        checkpoint = repo.initial_checkpoint_id(cfg.policy.model)
+        checkpoint = initial_checkpoint_id(cfg.policy.model)
         full = choose(
             s, checkpoint_id=checkpoint, reward_model=cfg.reward.model, strategy="full", budget=0, seed=0
         )

@@ -1,0 +1,107 @@
+"""Evaluating a round's checkpoint: win rate against the initial policy on the eval split, judged by the
+rule-based verifier or a reward model, stored once per (checkpoint, reference, judge)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from loop.config import Config
+from loop.rounds.training import TrainingDataError
+from storage.checkpoints import ensure_initial_checkpoint
+from storage.db import UnitOfWork
+from storage.models import Checkpoint, Evaluation, Prompt
+
+log = logging.getLogger(__name__)
+
+
+def judge_for(cfg: Config, session):
+    """(judge id, judge) for evaluation: the rule-based verifier (prompts carry constraints) or the RM."""
+    if cfg.evaluation.judge == "verifier":
+        from loop.evaluation.verifier import verify
+
+        constraints = {
+            p.text: (p.meta or {}).get("constraints")
+            for p in session.scalars(select(Prompt).where(Prompt.split == "eval"))
+        }
+        missing = [t for t, c in constraints.items() if not c]
+        if missing:
+            raise TrainingDataError(
+                f'[evaluation] judge = "verifier" needs metadata.constraints on every eval prompt; '
+                f"{len(missing)} have none (e.g. {missing[0][:60]!r})"
+            )
+        return "verifier", lambda prompt, response: verify(response, constraints[prompt])
+    from loop.ml.rewards import RewardScorer
+
+    r = cfg.reward
+    return f"reward:{r.model}", RewardScorer(
+        r.model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
+    )
+
+
+def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
+    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge)."""
+    from loop.evaluation.win_rate import evaluate_policies
+
+    with uow() as session:
+        reference = ensure_initial_checkpoint(session, cfg.policy.model)
+        ckpt = session.get(Checkpoint, checkpoint_id)
+        if ckpt is None:
+            raise TrainingDataError(f"no checkpoint {checkpoint_id!r}; see `pvar-loop status`")
+        judge_id, judge = judge_for(cfg, session)
+        existing = session.scalar(
+            select(Evaluation).where(
+                Evaluation.checkpoint_id == checkpoint_id,
+                Evaluation.reference_id == reference,
+                Evaluation.judge == judge_id,
+            )
+        )
+        if existing is not None:
+            return existing
+        prompts = list(session.scalars(select(Prompt.text).where(Prompt.split == "eval").order_by(Prompt.id)))
+        ref_path, policy_path = session.get(Checkpoint, reference).path, ckpt.path
+    if not prompts:
+        raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
+    e, g = cfg.evaluation, cfg.generation
+    result = evaluate_policies(
+        prompts,
+        policy_path,
+        ref_path,
+        judge,
+        max_new_tokens=e.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        batch_size=g.batch_size,
+        dtype=cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
+        seed=e.seed,
+        n_bootstrap=e.n_bootstrap,
+        backend=g.backend,
+    )
+    w = result.win_rate
+    n = len(result.policy_scores)
+    row = Evaluation(
+        checkpoint_id=checkpoint_id,
+        reference_id=reference,
+        judge=judge_id,
+        n_prompts=w.n,
+        win_rate=w.value,
+        ci_low=w.ci_low,
+        ci_high=w.ci_high,
+        details={
+            "policy_mean": sum(result.policy_scores) / n,
+            "reference_mean": sum(result.reference_scores) / n,
+        },
+    )
+    with uow() as session:
+        session.add(row)
+    log.info(
+        "evaluated %s vs %s: win rate %.3f [%.3f, %.3f] (%s)",
+        checkpoint_id,
+        reference,
+        w.value,
+        w.ci_low,
+        w.ci_high,
+        judge_id,
+    )
+    return row

@@ -1,0 +1,62 @@
+"""Repository for the prompt pool: which train prompts still need scoring for a (policy, reward model), and
+prompt texts by id. Takes a Session; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session
+
+from storage.db import select_in
+from storage.models import Prompt, PromptScore
+from storage.scores import DONE_METRICS
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    id: str
+    text: str
+
+
+def _unscored_filter(checkpoint_id: str, reward_model: str):
+    done = exists().where(
+        PromptScore.prompt_id == Prompt.id,
+        PromptScore.checkpoint_id == checkpoint_id,
+        PromptScore.reward_model == reward_model,
+        PromptScore.metric.in_(DONE_METRICS),
+    )
+    return and_(Prompt.split == "train", ~done)
+
+
+def unscored_prompts(
+    session: Session, checkpoint_id: str, reward_model: str, *, after: str | None = None, limit: int | None
+) -> list[PromptRow]:
+    """Train prompts without a score for (checkpoint, reward model), ordered by id, starting after `after`.
+
+    The order is the content-hash id, so a restarted run meets the remaining prompts in the same batches.
+    """
+    stmt = select(Prompt.id, Prompt.text).where(_unscored_filter(checkpoint_id, reward_model))
+    if after is not None:
+        stmt = stmt.where(Prompt.id > after)
+    stmt = stmt.order_by(Prompt.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [PromptRow(id=i, text=t) for i, t in session.execute(stmt).all()]
+
+
+def count_unscored(session: Session, checkpoint_id: str, reward_model: str) -> int:
+    stmt = select(func.count()).select_from(Prompt).where(_unscored_filter(checkpoint_id, reward_model))
+    return session.scalar(stmt) or 0
+
+
+def count_train_prompts(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Prompt).where(Prompt.split == "train")) or 0
+
+
+def prompt_texts(session: Session, prompt_ids: Sequence[str]) -> dict[str, str]:
+    rows = select_in(
+        session, lambda chunk: select(Prompt.id, Prompt.text).where(Prompt.id.in_(chunk)), prompt_ids
+    )
+    return dict(rows)

@@ -1,0 +1,119 @@
+"""Repository for scoring results: sampled generations, their reward scores and per-prompt metrics (PVar,
+reward gap). Every write is an upsert on the table's named unique constraint, so re-running a batch that was
+interrupted (or that another process already wrote) is harmless. Takes a Session; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from storage.db import select_in
+from storage.models import Generation, PromptScore, RewardScore
+from storage.upsert import upsert
+
+# Metrics written per prompt. A prompt counts as scored for (checkpoint, reward model) once it has a pvar row,
+# or an `excluded` row saying its samples could not be scored (value = number of valid responses).
+PVAR, REWARD_GAP, EXCLUDED = "pvar", "reward_gap", "excluded"
+# 1.0/0.0: the experiment's simulated annotator would (not) see a difference in the shown pair (an oracle
+# that only experiments have; see loop.experiment.runner.mark_disagreement).
+DISAGREE = "disagree"
+DONE_METRICS = (PVAR, EXCLUDED)
+
+
+@dataclass(frozen=True)
+class StoredGeneration:
+    id: int
+    prompt_id: str
+    sample_index: int
+    text: str
+    n_tokens: int
+
+
+def generations_for(
+    session: Session, checkpoint_id: str, prompt_ids: Sequence[str]
+) -> dict[str, dict[int, StoredGeneration]]:
+    """Stored samples of `checkpoint_id` for these prompts: {prompt_id: {sample_index: generation}}."""
+    rows = select_in(
+        session,
+        lambda chunk: select(
+            Generation.id, Generation.prompt_id, Generation.sample_index, Generation.text, Generation.n_tokens
+        ).where(Generation.checkpoint_id == checkpoint_id, Generation.prompt_id.in_(chunk)),
+        prompt_ids,
+    )
+    out: dict[str, dict[int, StoredGeneration]] = {}
+    for row in rows:
+        out.setdefault(row.prompt_id, {})[row.sample_index] = StoredGeneration(*row)
+    return out
+
+
+def add_generations(
+    session: Session, checkpoint_id: str, rows: Sequence[dict[str, Any]]
+) -> dict[str, dict[int, StoredGeneration]]:
+    """Insert samples (prompt_id, sample_index, text, n_tokens); an existing sample is kept as it is.
+
+    Returns what is stored afterwards for those prompts, so the caller can check that its texts won (another
+    process may have written the same samples first) and learn the generation ids.
+    """
+    upsert(
+        session,
+        Generation,
+        [{**r, "checkpoint_id": checkpoint_id} for r in rows],
+        constraint="uq_generations_sample",
+    )
+    return generations_for(session, checkpoint_id, [r["prompt_id"] for r in rows])
+
+
+def upsert_reward_scores(session: Session, reward_model: str, scores: Sequence[tuple[int, float]]) -> int:
+    """(generation_id, raw logit) pairs; a rescored generation gets the new value, so a prompt's PVar always
+    matches the reward scores stored next to it."""
+    rows = [{"generation_id": g, "reward_model": reward_model, "score": float(s)} for g, s in scores]
+    return upsert(
+        session, RewardScore, rows, constraint="uq_reward_scores_generation_model", update=["score"]
+    )
+
+
+def upsert_prompt_scores(
+    session: Session,
+    checkpoint_id: str,
+    reward_model: str,
+    rows: Sequence[tuple[str, str, int, float]],
+    round_id: int | None = None,
+) -> int:
+    """(prompt_id, metric, k, value) rows for one checkpoint and reward model."""
+    payload = [
+        {
+            "prompt_id": p,
+            "checkpoint_id": checkpoint_id,
+            "reward_model": reward_model,
+            "metric": m,
+            "k": k,
+            "value": float(v),
+            "round_id": round_id,
+        }
+        for p, m, k, v in rows
+    ]
+    return upsert(session, PromptScore, payload, constraint="uq_prompt_scores_key", update=["k", "value"])
+
+
+def reward_scores_for(
+    session: Session, checkpoint_id: str, reward_model: str, prompt_ids: Sequence[str] | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """{prompt_id: [(sample_index, score), ...]} by sample index; all prompts when prompt_ids is None."""
+
+    def build(chunk: list[str] | None) -> Select:
+        stmt = (
+            select(Generation.prompt_id, Generation.sample_index, RewardScore.score)
+            .join(RewardScore, RewardScore.generation_id == Generation.id)
+            .where(Generation.checkpoint_id == checkpoint_id, RewardScore.reward_model == reward_model)
+        )
+        return stmt if chunk is None else stmt.where(Generation.prompt_id.in_(chunk))
+
+    rows = session.execute(build(None)).all() if prompt_ids is None else select_in(session, build, prompt_ids)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for prompt_id, index, score in rows:
+        out.setdefault(prompt_id, []).append((index, score))
+    return {p: sorted(v) for p, v in out.items()}
