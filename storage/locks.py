@@ -3,6 +3,7 @@ heartbeat is older than `stale_after` is taken over (its holder is presumed dead
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete, select, update
@@ -24,11 +25,14 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def acquire(engine: Engine, name: str, holder: str, stale_after: float) -> None:
-    """Take the lease or raise LockHeld naming the holder (compare-and-swap: racing takers can't both win)."""
+def acquire(
+    engine: Engine, name: str, holder: str, stale_after: float, *, clock: Callable[[], datetime] = _now
+) -> None:
+    """Take the lease or raise LockHeld naming the holder (compare-and-swap: racing takers can't both win).
+    `clock` is injectable so tests can age a heartbeat without sleeping."""
     with engine.begin() as conn:
         row = conn.execute(select(SchedulerLock).where(SchedulerLock.name == name)).first()
-        now = _now()
+        now = clock()
         if row is None:
             try:
                 with conn.begin_nested():
@@ -59,13 +63,13 @@ def acquire(engine: Engine, name: str, holder: str, stale_after: float) -> None:
             raise LockHeld(f"another scheduler took over the {name!r} lock first")
 
 
-def renew(engine: Engine, name: str, holder: str) -> bool:
+def renew(engine: Engine, name: str, holder: str, *, clock: Callable[[], datetime] = _now) -> bool:
     """Refresh the heartbeat. False means the lease was lost (taken over) and the caller must stop."""
     with engine.begin() as conn:
         n = conn.execute(
             update(SchedulerLock)
             .where(SchedulerLock.name == name, SchedulerLock.holder == holder)
-            .values(heartbeat_at=_now())
+            .values(heartbeat_at=clock())
         ).rowcount
     return n == 1
 

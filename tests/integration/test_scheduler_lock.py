@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,15 +11,33 @@ from storage.locks import LockHeld, acquire, holder_of, release, renew
 from storage.migrate import upgrade
 
 
+class FakeClock:
+    """Time that moves only when the test says so: no sleeping against a timeout."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 def _lock_cycle(url: str) -> None:
     engine = make_engine(url)
     upgrade(engine)
-    acquire(engine, "scheduler", "first", stale_after=0.5)
+    clock = FakeClock()
+    acquire(engine, "scheduler", "first", stale_after=30, clock=clock)
+    clock.advance(29)
     with pytest.raises(LockHeld, match="already running on this database: first"):
-        acquire(engine, "scheduler", "second", stale_after=0.5)
-    assert renew(engine, "scheduler", "first")
-    time.sleep(0.7)  # first stops renewing: presumed dead
-    acquire(engine, "scheduler", "second", stale_after=0.5)
+        acquire(engine, "scheduler", "second", stale_after=30, clock=clock)
+    assert renew(engine, "scheduler", "first", clock=clock)
+    clock.advance(29)  # within stale_after of the renewal: still alive
+    with pytest.raises(LockHeld):
+        acquire(engine, "scheduler", "second", stale_after=30, clock=clock)
+    clock.advance(2)  # first stopped renewing 31 s ago: presumed dead
+    acquire(engine, "scheduler", "second", stale_after=30, clock=clock)
     assert holder_of(engine, "scheduler") == "second"
     assert not renew(engine, "scheduler", "first")  # the old holder learns it lost the lease
     release(engine, "scheduler", "first")  # a stale release does not free someone else's lease
