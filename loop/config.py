@@ -1,7 +1,9 @@
 """The one validated configuration object: a TOML file plus environment overrides for secrets and URLs.
 
 Every section is a pydantic model with `extra="forbid"`, so a typo is an error that names the key and
-lists the allowed ones instead of a silently ignored setting.
+lists the allowed ones instead of a silently ignored setting. These models are the one source of truth for
+defaults, help text (written by `pvar-loop init`) and checks: the settings dataclasses of loop.ml mirror them
+through setting()/check_settings(), so a bad value fails when the config is loaded, not at training time.
 """
 
 from __future__ import annotations
