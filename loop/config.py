@@ -1,15 +1,18 @@
 """The one validated configuration object: a TOML file plus environment overrides for secrets and URLs.
 
 Every section is a pydantic model with `extra="forbid"`, so a typo is an error that names the key and
-lists the allowed ones instead of a silently ignored setting.
+lists the allowed ones instead of a silently ignored setting. These models are the one source of truth for
+defaults, help text (written by `pvar-loop init`) and checks: the settings dataclasses of loop.ml mirror them
+through setting()/check_settings(), so a bad value fails when the config is loaded, not at training time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -35,6 +38,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
+# Loss types DPOTrainer (TRL 1.16) dispatches on (DPOConfig's help text, the trainer's "Unknown loss type" branch).
+# DPOConfig does not validate them itself, so an unknown one would only fail at the first training step: here it
+# fails when the config is loaded. A test keeps this list in step with the installed TRL.
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+# Precision of a model that is only run: "auto" keeps the checkpoint's own dtype.
+RunDtype = Literal["float32", "bfloat16", "auto"]
+# Precision of training: weights stay float32; "bfloat16" adds bf16 autocast (checkpoints are saved in float32).
+TrainDtype = Literal["float32", "bfloat16"]
+
+
 class PathsConfig(_Section):
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the SQLite DB, checkpoints and reports live.")
 
@@ -53,38 +83,77 @@ class PoolConfig(_Section):
 
 
 class PolicyConfig(_Section):
-    model: str = Field("HuggingFaceTB/SmolLM2-135M-Instruct", description="Hub id or local directory.")
-    dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
+    model: str = Field(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", description="Initial policy: hub id or local directory."
+    )
+    dtype: RunDtype = Field(
+        "bfloat16",
+        description="Sampling precision (auto: the checkpoint's own dtype; evaluation reads auto as float32).",
+    )
 
 
 class GenerationConfig(_Section):
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Sampling engine; vllm needs a GPU and a vLLM install (see README)."
+    )
     k: int = Field(5, ge=2, description="Responses sampled per prompt (the paper's K).")
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(128, gt=0)
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature (scoring and evaluation).")
+    top_p: float = Field(
+        0.95, gt=0, le=1, description="Nucleus sampling: keep the smallest token set of this mass."
+    )
+    max_new_tokens: int = Field(
+        128, gt=0, description="Longest response sampled for PVar scoring, in tokens."
+    )
     batch_size: int = Field(8, gt=0, description="Prompts per generate call (and per committed batch).")
-    seed: int = 0
+    seed: int = Field(0, description="Sampling seed for scoring: the same seed redraws the same responses.")
 
 
 class RewardConfig(_Section):
-    model: str = Field("Skywork/Skywork-Reward-V2-Llama-3.2-1B", description="Hub id or local directory.")
-    dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
-    max_length: int = Field(1024, gt=0, description="Tokens of prompt+response kept (truncated beyond).")
-    batch_size: int = Field(16, gt=0)
+    model: str = Field(
+        "Skywork/Skywork-Reward-V2-Llama-3.2-1B",
+        description="Selection reward model (scores the K responses): hub id or local directory.",
+    )
+    dtype: RunDtype = Field(
+        "bfloat16",
+        description="Scoring precision; `reward-model train` uses bf16 autocast when bfloat16, else float32.",
+    )
+    max_length: int = Field(
+        1024, ge=2, description="Tokens of prompt+response kept (truncated beyond), in scoring and training."
+    )
+    batch_size: int = Field(16, gt=0, description="(prompt, response) pairs per forward pass.")
+
+
+class RewardTrainingConfig(_Section):
+    learning_rate: float = Field(
+        5e-5,
+        gt=0,
+        allow_inf_nan=False,
+        description="`reward-model train` learning rate (suits MiniLM or a 1B RM; tiny random models ~1e-3).",
+    )
+    epochs: int = Field(3, ge=1, description="Passes over the training pairs.")
+    heldout_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of prompts (by hash) held out to measure accuracy, in [0, 1)."
+    )
+    seed: int = Field(0, ge=0, description="Seed for the new reward head's init and the data order.")
 
 
 class SelectionConfig(_Section):
-    strategy: Literal["pvar", "low-pvar", "reward-gap", "random", "full"] = "pvar"
+    strategy: Literal["pvar", "low-pvar", "reward-gap", "random", "full"] = Field(
+        "pvar", description="Which prompts go to annotators: highest PVar, a baseline, or the whole pool."
+    )
     budget: int = Field(64, ge=0, description="Labels (prompts) per round; 0 pauses new rounds.")
-    seed: int = 0
+    seed: int = Field(
+        0, description="Round seed (plus the round number): tie-breaks, the random strategy, A/B sides."
+    )
 
 
 class ArgillaConfig(_Section):
-    url: str = "http://127.0.0.1:6900"
-    api_key: SecretStr | None = None
-    workspace: str = "pvar-loop"
-    dataset: str = "pvar-preferences"
+    url: str = Field("http://127.0.0.1:6900", description="Argilla server (env PVAR_LOOP_ARGILLA_URL).")
+    api_key: SecretStr | None = Field(
+        None, description="Owner API key; set PVAR_LOOP_ARGILLA_API_KEY rather than writing it here."
+    )
+    workspace: str = Field("pvar-loop", description="Argilla workspace holding the dataset and annotators.")
+    dataset: str = Field("pvar-preferences", description="Argilla dataset the rounds push records to.")
     min_submitted: int = Field(1, ge=1, description="Annotators who must answer a record (overlap).")
 
     @field_validator("api_key", mode="before")
@@ -94,35 +163,72 @@ class ArgillaConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    beta: float = Field(0.1, gt=0)
-    learning_rate: float = Field(5e-6, gt=0)
-    epochs: int = Field(1, gt=0)
-    batch_size: int = Field(8, gt=0)
-    max_length: int = Field(512, gt=0)
-    loss_type: str = "sigmoid"
-    lora: bool = True
-    lora_r: int = Field(16, gt=0)
-    lora_alpha: int = Field(32, gt=0)
-    precompute_ref_log_probs: bool = False
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    seed: int = 0
+    beta: float = Field(0.1, gt=0, allow_inf_nan=False, description="DPO beta: strength of the KL anchor.")
+    learning_rate: float = Field(
+        5e-6,
+        gt=0,
+        allow_inf_nan=False,
+        description="DPO learning rate (full fine-tunes of small instruct models; tiny test models ~5e-5).",
+    )
+    epochs: int = Field(1, gt=0, description="Passes over the training pairs per round.")
+    batch_size: int = Field(8, gt=0, description="Pairs per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up per update.")
+    max_length: int = Field(512, ge=2, description="Tokens of prompt+response kept per pair.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss: " + ", ".join(DPO_LOSS_TYPES) + ".")
+    lora: bool = Field(True, description="Train LoRA adapters (merged into every saved checkpoint).")
+    lora_r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path, in [0, 1).")
+    lora_target_modules: str | list[str] = Field(
+        "all-linear", description='Modules that get adapters: "all-linear" or a list of module names.'
+    )
+    precompute_ref_log_probs: bool = Field(
+        False, description="Compute the reference's log-probs once before training instead of at every step."
+    )
+    dtype: TrainDtype = Field(
+        "bfloat16", description="bfloat16: bf16 autocast (weights and checkpoints stay float32)."
+    )
+    seed: int = Field(0, ge=0, description="Seed for initialisation (LoRA) and data order.")
     cumulative: bool = Field(True, description="Train on labels of all rounds (else only the latest round).")
     warm_start: bool = Field(True, description="Start from the previous round's checkpoint.")
 
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in DPO_LOSS_TYPES:
+            raise ValueError(f"unknown loss type; TRL 1.16 DPO accepts {', '.join(DPO_LOSS_TYPES)}")
+        return v
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _some_modules(cls, v: str | list[str]) -> str | list[str]:
+        if not v or (isinstance(v, list) and not all(v)):
+            raise ValueError(
+                'must be a non-empty string (e.g. "all-linear") or a non-empty list of module names'
+            )
+        return v
+
 
 class EvaluationConfig(_Section):
-    judge: Literal["reward", "verifier"] = "reward"
-    max_new_tokens: int = Field(128, gt=0)
-    n_bootstrap: int = Field(2000, gt=0)
-    seed: int = 1
+    judge: Literal["reward", "verifier"] = Field(
+        "reward",
+        description="Win-rate judge: the [reward] model, or the rule verifier (eval prompts' constraints).",
+    )
+    max_new_tokens: int = Field(128, gt=0, description="Longest response sampled per eval prompt, in tokens.")
+    n_bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the win rate's 95% interval.")
+    seed: int = Field(1, description="Seed for evaluation sampling and the bootstrap.")
 
 
 class SchedulerConfig(_Section):
-    tick_seconds: int = Field(30, gt=0)
-    poll_seconds: int = Field(60, gt=0)
-    misfire_grace_seconds: int = Field(300, gt=0)
-    collect_deadline_hours: float = Field(72.0, gt=0)
-    min_decided: int = Field(1, ge=0)
+    tick_seconds: int = Field(30, gt=0, description="How often `pvar-loop run` advances the open round.")
+    poll_seconds: int = Field(60, gt=0, description="How often it pulls new labels from Argilla.")
+    misfire_grace_seconds: int = Field(300, gt=0, description="A job late by more than this is skipped.")
+    collect_deadline_hours: float = Field(
+        72.0, gt=0, description="Hours a round collects labels before it may train on what it has."
+    )
+    min_decided: int = Field(
+        1, ge=0, description="Decided labels needed to train at the deadline (below 1 counts as 1)."
+    )
 
 
 class Config(_Section):
@@ -132,6 +238,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     generation: GenerationConfig = GenerationConfig()
     reward: RewardConfig = RewardConfig()
+    reward_training: RewardTrainingConfig = RewardTrainingConfig()
     selection: SelectionConfig = SelectionConfig()
     argilla: ArgillaConfig = ArgillaConfig()
     training: TrainingConfig = TrainingConfig()
@@ -148,7 +255,7 @@ class Config(_Section):
 def _describe(error: dict, source: str) -> str:
     loc = [str(p) for p in error["loc"]]
     where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else f"[{loc[0]}]" if loc else "top level"
-    kind, msg = error["type"], error["msg"]
+    kind, msg = error["type"], _message(error)
     if kind == "extra_forbidden":
         section = _section_model(loc[:-1])
         allowed = ", ".join(section.model_fields) if section else "?"
@@ -156,6 +263,11 @@ def _describe(error: dict, source: str) -> str:
     elif "input" in error and not isinstance(error["input"], dict | SecretStr) and "api_key" not in loc:
         msg = f"{msg} (got {error['input']!r})"
     return f"{source}: {where}: {msg}"
+
+
+def _message(error: dict) -> str:
+    """pydantic's message, without the "Value error, " it puts before our own validators' messages."""
+    return error["msg"].removeprefix("Value error, ")
 
 
 def _section_model(loc: list[str]) -> type[BaseModel] | None:
@@ -208,11 +320,45 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     return parse_config(raw, str(path), env)
 
 
+def setting(section: type[BaseModel], key: str) -> Any:
+    """A field of a settings dataclass in loop.ml that mirrors `key` of a config section: its default is the
+    section's default and check_settings validates it with the section's rules, so both live in one place."""
+    info = section.model_fields[key]
+    metadata = {"config": (section, key)}
+    if isinstance(info.default, list):
+        default = list(info.default)
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=info.default, metadata=metadata)
+
+
+def check_settings(settings: Any) -> None:
+    """Validate a settings dataclass built from setting() fields with its config sections' rules.
+
+    Raises ValueError naming `Class.field`, the rule and the bad value (what a TOML file would get as
+    `[section] key`)."""
+    by_section: dict[type[BaseModel], dict[str, str]] = {}
+    for f in dataclasses.fields(settings):
+        section, key = f.metadata["config"]
+        by_section.setdefault(section, {})[key] = f.name
+    problems = []
+    for section, names in by_section.items():
+        try:
+            section.model_validate({key: getattr(settings, name) for key, name in names.items()})
+        except ValidationError as e:
+            for err in e.errors():
+                name = names.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "?"
+                problems.append(f"{type(settings).__name__}.{name}: {_message(err)} (got {err['input']!r})")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

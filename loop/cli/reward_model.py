@@ -34,9 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--base", help="model to start from, hub id or directory (default: [reward] model)")
     t.add_argument("--out", help="checkpoint directory (default: <data_dir>/reward-models/<id>)")
-    t.add_argument("--epochs", type=positive_int, help="passes over the training pairs (default 3)")
     t.add_argument(
-        "--lr", type=_positive_float, help="learning rate (default 5e-5; tiny random models ~1e-3)"
+        "--epochs",
+        type=positive_int,
+        help="passes over the training pairs (default: [reward_training] epochs)",
+    )
+    t.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="learning rate (default: [reward_training] learning_rate; tiny random models ~1e-3)",
     )
 
 
@@ -59,16 +65,20 @@ def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
 
 
 def _settings(cfg, args: argparse.Namespace):
+    """[reward_training] with the command line's overrides; batch size and truncation are [reward]'s, so the
+    model is trained on the inputs it will score."""
     from loop.ml.reward_model import RewardTrainSettings
 
-    defaults = RewardTrainSettings()
+    t = cfg.reward_training
     return RewardTrainSettings(
-        learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
-        epochs=args.epochs if args.epochs is not None else defaults.epochs,
+        learning_rate=args.lr if args.lr is not None else t.learning_rate,
+        epochs=args.epochs if args.epochs is not None else t.epochs,
         batch_size=cfg.reward.batch_size,
         max_length=cfg.reward.max_length,
         # bf16 here is autocast: the checkpoint stays float32 whatever [reward] dtype scoring uses.
         dtype="bfloat16" if cfg.reward.dtype == "bfloat16" else "float32",
+        heldout_fraction=t.heldout_fraction,
+        seed=t.seed,
     )
 
 

@@ -248,7 +248,9 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
         annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
         gold=gold_by_prompt(constraints),
         sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
-        training=RewardTrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, seed=0),
+        training=RewardTrainSettings(
+            learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, dtype="float32", seed=0
+        ),
     )
     agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"
     held = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"

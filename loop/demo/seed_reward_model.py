@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loop.config import GenerationConfig, PolicyConfig, RunDtype, check_settings, setting
 from loop.ml.dpo import PreferencePair
 from storage.errors import PvarLoopError
 
@@ -45,13 +46,19 @@ class SeedLabels:
 
 @dataclass(frozen=True)
 class SampleSettings:
-    k: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    batch_size: int = 8
-    dtype: str = "bfloat16"
-    seed: int = 0
+    """How the policy samples the seed pool: the [generation] keys (and [policy] dtype) with their defaults and
+    validation; the demo passes its own k, max_new_tokens and dtype."""
+
+    k: int = setting(GenerationConfig, "k")
+    temperature: float = setting(GenerationConfig, "temperature")
+    top_p: float = setting(GenerationConfig, "top_p")
+    max_new_tokens: int = setting(GenerationConfig, "max_new_tokens")
+    batch_size: int = setting(GenerationConfig, "batch_size")
+    dtype: RunDtype = setting(PolicyConfig, "dtype")
+    seed: int = setting(GenerationConfig, "seed")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 def read_seed_prompts(path: Path) -> list[dict]:

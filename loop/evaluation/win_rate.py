@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from loop.config import EvaluationConfig, GenerationConfig, PolicyConfig
+
 
 class BatchJudge(Protocol):
     def score(self, prompts: list[str], responses: list[str]) -> Sequence[float]: ...
@@ -91,6 +93,10 @@ class PolicyEvaluation:
     reference_scores: list[float]
 
 
+# Config defaults of the knobs evaluate_policies takes (one source of truth: loop.config).
+_EVALUATION, _GENERATION, _POLICY = EvaluationConfig(), GenerationConfig(), PolicyConfig()
+
+
 def sampling_seeds(seed: int) -> tuple[int, int]:
     """Two independent generator seeds (policy, reference) derived from one evaluation seed."""
     policy_state, reference_state = (s.generate_state(1)[0] for s in np.random.SeedSequence(seed).spawn(2))
@@ -103,17 +109,20 @@ def evaluate_policies(
     reference_dir: str | os.PathLike,
     judge: Judge,
     *,
-    max_new_tokens: int = 128,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
-    batch_size: int = 16,
-    dtype: str = "float32",
-    backend: str = "transformers",
+    max_new_tokens: int = _EVALUATION.max_new_tokens,
+    temperature: float = _GENERATION.temperature,
+    top_p: float = _GENERATION.top_p,
+    batch_size: int = _GENERATION.batch_size,
+    dtype: str = _POLICY.dtype,
+    backend: str = _GENERATION.backend,
     device: str = "cpu",
-    seed: int = 0,
-    n_bootstrap: int = 2000,
+    seed: int = _EVALUATION.seed,
+    n_bootstrap: int = _EVALUATION.n_bootstrap,
 ) -> PolicyEvaluation:
     """Sample one response per prompt from each model, judge both, and return the policy's win rate.
+
+    The defaults are the config's ([evaluation], [generation] sampling, [policy] dtype), as
+    loop.rounds.evaluating passes them.
 
     Policy and reference sample with independent seeds (see sampling_seeds), so evaluating the reference
     against itself measures pure sampling noise: its CI should contain 0.5.

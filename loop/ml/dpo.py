@@ -20,28 +20,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from loop.config import TrainDtype, TrainingConfig, check_settings, setting
 from storage.errors import PvarLoopError
 
-# Loss types DPOTrainer 1.16 dispatches on (DPOConfig's help text, the trainer's "Unknown loss type" branch).
-# DPOConfig does not validate them itself; an unknown one would only fail at the first training step.
-DPO_LOSS_TYPES = (
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
-)
-DTYPES = ("float32", "bfloat16")
 log = logging.getLogger(__name__)
 
 # Written into every checkpoint so a re-run can recover what produced it (see read_train_result).
@@ -54,63 +35,36 @@ class TrainingError(PvarLoopError, RuntimeError):
 
 @dataclass
 class TrainingSettings:
-    """Knobs for one DPO run. Validated on construction; errors name the bad field.
+    """Knobs for one DPO run: the [training] keys of loop.config.TrainingConfig that DPO reads, with that
+    section's defaults, help text and validation (checked on construction; errors name the bad field).
 
-    learning_rate defaults to 5e-6 (a usual full fine-tune value for small instruct models); the tiny random
-    test models need ~5e-5 to move measurably in a few steps. dtype "bfloat16" means bf16 autocast (weights
-    stay fp32, checkpoints are saved in fp32); on CPU it runs with use_cpu=True and pays off on CPUs with
-    bf16 instructions (avx512_bf16/AMX).
+    dtype "bfloat16" means bf16 autocast (weights stay fp32, checkpoints are saved in fp32); on CPU it runs
+    with use_cpu=True and pays off on CPUs with bf16 instructions (avx512_bf16/AMX).
     """
 
-    beta: float = 0.1
-    learning_rate: float = 5e-6
-    epochs: int = 1
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    loss_type: str = "sigmoid"
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all-linear"
-    precompute_ref_log_probs: bool = False
-    dtype: str = "float32"
-    seed: int = 0
+    beta: float = setting(TrainingConfig, "beta")
+    learning_rate: float = setting(TrainingConfig, "learning_rate")
+    epochs: int = setting(TrainingConfig, "epochs")
+    batch_size: int = setting(TrainingConfig, "batch_size")
+    gradient_accumulation_steps: int = setting(TrainingConfig, "gradient_accumulation_steps")
+    max_length: int = setting(TrainingConfig, "max_length")
+    loss_type: str = setting(TrainingConfig, "loss_type")
+    lora: bool = setting(TrainingConfig, "lora")
+    lora_r: int = setting(TrainingConfig, "lora_r")
+    lora_alpha: int = setting(TrainingConfig, "lora_alpha")
+    lora_dropout: float = setting(TrainingConfig, "lora_dropout")
+    lora_target_modules: str | list[str] = setting(TrainingConfig, "lora_target_modules")
+    precompute_ref_log_probs: bool = setting(TrainingConfig, "precompute_ref_log_probs")
+    dtype: TrainDtype = setting(TrainingConfig, "dtype")
+    seed: int = setting(TrainingConfig, "seed")
 
     def __post_init__(self) -> None:
-        _check_positive_float(self, "beta")
-        _check_positive_float(self, "learning_rate")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "lora_r"):
-            _check_int(self, name, minimum=1)
-        _check_int(self, "max_length", minimum=2)
-        _check_int(self, "seed", minimum=0)
-        _check_positive_float(self, "lora_alpha")
-        for name in ("lora", "precompute_ref_log_probs"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"TrainingSettings.{name}: must be true or false, got {getattr(self, name)!r}"
-                )
-        if not isinstance(self.lora_dropout, int | float) or not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"TrainingSettings.lora_dropout: must be in [0, 1), got {self.lora_dropout!r}")
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(
-                f"TrainingSettings.loss_type: unknown loss type {self.loss_type!r}; "
-                f"TRL 1.16 DPO accepts {', '.join(DPO_LOSS_TYPES)}"
-            )
-        if self.dtype not in DTYPES:
-            raise ValueError(
-                f"TrainingSettings.dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
-            )
-        targets = self.lora_target_modules
-        valid_targets = (isinstance(targets, str) and targets) or (
-            isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
-        )
-        if not valid_targets:
-            raise ValueError(
-                "TrainingSettings.lora_target_modules: must be a non-empty string (e.g. 'all-linear') "
-                f"or a non-empty list of module names, got {targets!r}"
-            )
+        check_settings(self)
+
+    @classmethod
+    def from_config(cls, training: TrainingConfig) -> TrainingSettings:
+        """The settings a [training] section asks for (its loop-level keys, e.g. warm_start, left out)."""
+        return cls(**training.model_dump(include={f.name for f in fields(cls)}))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable) for storing alongside a run."""
@@ -124,19 +78,6 @@ class TrainingSettings:
         if unknown:
             raise ValueError(f"TrainingSettings: unknown key(s) {', '.join(unknown)}")
         return cls(**data)
-
-
-def _check_positive_float(settings: TrainingSettings, name: str) -> None:
-    value = getattr(settings, name)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
-        raise ValueError(f"TrainingSettings.{name}: must be a finite number > 0, got {value!r}")
-
-
-def _check_int(settings: TrainingSettings, name: str, *, minimum: int) -> None:
-    value = getattr(settings, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"TrainingSettings.{name}: must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -21,13 +20,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from loop.config import (
+    RewardConfig,
+    RewardTrainingConfig,
+    TrainDtype,
+    TrainingConfig,
+    check_settings,
+    setting,
+)
 from storage.errors import PvarLoopError
 
 log = logging.getLogger(__name__)
 
 # Written into every checkpoint so a re-run can report what produced it without retraining.
 REWARD_META_FILE = "pvar_reward_training.json"
-DTYPES = ("float32", "bfloat16")
 
 # (prompt, response) -> gold score, or None when the judge has no opinion on that prompt.
 Judge = Callable[[str, str], float | None]
@@ -47,38 +53,24 @@ class Pair(Protocol):
 
 @dataclass
 class RewardTrainSettings:
-    """Knobs for one reward-model run; validated on construction, errors name the bad field.
+    """Knobs for one reward-model run, with the defaults, help text and validation of the config keys that
+    `pvar-loop reward-model train` reads them from (checked on construction; errors name the bad field).
 
-    learning_rate 5e-5 suits fine-tuning a pretrained encoder (MiniLM) or a 1B reward model; tiny random
-    models need ~1e-3. dtype "bfloat16" is bf16 autocast (weights and checkpoint stay fp32). Sequences are
-    truncated at max_length tokens, the same truncation RewardScorer applies at scoring time.
+    batch_size and max_length are [reward]'s: sequences are truncated at max_length tokens, the same
+    truncation RewardScorer applies at scoring time. dtype "bfloat16" is bf16 autocast (weights and checkpoint
+    stay fp32); it takes [training] dtype's values, and the CLI derives it from [reward] dtype.
     """
 
-    learning_rate: float = 5e-5
-    epochs: int = 3
-    batch_size: int = 16
-    max_length: int = 512
-    dtype: str = "float32"
-    heldout_fraction: float = 0.2
-    seed: int = 0
+    learning_rate: float = setting(RewardTrainingConfig, "learning_rate")
+    epochs: int = setting(RewardTrainingConfig, "epochs")
+    batch_size: int = setting(RewardConfig, "batch_size")
+    max_length: int = setting(RewardConfig, "max_length")
+    dtype: TrainDtype = setting(TrainingConfig, "dtype")
+    heldout_fraction: float = setting(RewardTrainingConfig, "heldout_fraction")
+    seed: int = setting(RewardTrainingConfig, "seed")
 
     def __post_init__(self) -> None:
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"RewardTrainSettings.learning_rate: must be a finite number > 0, got {lr!r}")
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("max_length", 2), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(
-                    f"RewardTrainSettings.{name}: must be an integer >= {minimum}, got {value!r}"
-                )
-        f = self.heldout_fraction
-        if isinstance(f, bool) or not isinstance(f, int | float) or not 0.0 <= f < 1.0:
-            raise ValueError(f"RewardTrainSettings.heldout_fraction: must be in [0, 1), got {f!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(
-                f"RewardTrainSettings.dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
-            )
+        check_settings(self)
 
 
 @dataclass(frozen=True)

@@ -30,23 +30,10 @@ class NoTrainingSignal(TrainingDataError):
 
 
 def training_settings(cfg: Config):
+    """The DPO settings of [training] (loop.ml.dpo.TrainingSettings mirrors that section's keys)."""
     from loop.ml.dpo import TrainingSettings
 
-    t = cfg.training
-    return TrainingSettings(
-        beta=t.beta,
-        learning_rate=t.learning_rate,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        max_length=t.max_length,
-        loss_type=t.loss_type,
-        lora=t.lora,
-        lora_r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        precompute_ref_log_probs=t.precompute_ref_log_probs,
-        dtype=t.dtype,
-        seed=t.seed,
-    )
+    return TrainingSettings.from_config(cfg.training)
 
 
 def _training_rounds(session, cfg: Config, rnd: Round) -> list[int]:

@@ -23,6 +23,7 @@ def test_reference_against_itself_is_a_coin_flip(tiny_models):
             max_new_tokens=12,
             temperature=1.0,
             top_p=1.0,
+            dtype="float32",
             seed=0,
         )
     finally:
@@ -106,7 +107,7 @@ def test_dpo_toward_a_verifier_beats_the_reference(tiny_models, tmp_path):
     ]
     assert all(judge(p.prompt, p.chosen) > judge(p.prompt, p.rejected) for p in pairs)
 
-    settings = TrainingSettings(learning_rate=1e-2, epochs=4, batch_size=8)
+    settings = TrainingSettings(learning_rate=1e-2, epochs=4, batch_size=8, lora=False, dtype="float32")
     trained = train_dpo(
         pairs,
         policy_dir=tiny_models.policy_dir,
@@ -122,6 +123,7 @@ def test_dpo_toward_a_verifier_beats_the_reference(tiny_models, tmp_path):
         max_new_tokens=8,
         temperature=1.0,
         top_p=1.0,
+        dtype="float32",
         seed=1,
     )
     assert result.win_rate.value > 0.5

@@ -35,7 +35,7 @@ WORDS = [
 ]  # fmt: skip
 MARKER = "approved"
 # Tiny random models need a large step size to learn in a few steps.
-FAST = RewardTrainSettings(learning_rate=1e-3, epochs=3, batch_size=16, max_length=128)
+FAST = RewardTrainSettings(learning_rate=1e-3, epochs=3, batch_size=16, max_length=128, dtype="float32")
 
 
 def toy_pairs(n: int, seed: int = 0) -> list[PreferencePair]:

@@ -17,7 +17,7 @@ from loop.demo.seed_reward_model import (
 from loop.ml.reward_model import RewardTrainSettings, read_reward_result
 
 SAMPLING = SampleSettings(k=4, max_new_tokens=8, dtype="float32", temperature=1.0, top_p=1.0)
-FAST = RewardTrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, max_length=64)
+FAST = RewardTrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, max_length=64, dtype="float32")
 
 
 def longer_wins(prompt: str, a: str, b: str) -> str:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from loop.config import DPO_LOSS_TYPES
 from loop.ml.dpo import (
-    DPO_LOSS_TYPES,
     TRAIN_META_FILE,
     PreferencePair,
     TrainingError,
@@ -30,7 +30,7 @@ PAIRS = [
     for i, topic in enumerate(TOPICS * 4)
 ]
 # Tests use a larger learning rate than the default so the tiny random model moves in a few steps.
-FAST = TrainingSettings(learning_rate=5e-5, epochs=2, batch_size=8, seed=0)
+FAST = TrainingSettings(learning_rate=5e-5, epochs=2, batch_size=8, lora=False, dtype="float32", seed=0)
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import inspect
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from loop.config import ConfigError, default_config_toml, load_config, parse_config
+from loop.config import (
+    DPO_LOSS_TYPES,
+    Config,
+    ConfigError,
+    TrainingConfig,
+    default_config_toml,
+    load_config,
+    parse_config,
+)
+from loop.demo.seed_reward_model import SampleSettings
+from loop.ml.dpo import TrainingSettings
+from loop.ml.reward_model import RewardTrainSettings
 
 
 def _write(tmp_path, text):
@@ -80,3 +95,139 @@ def test_demo_profiles_write_configs_that_load(tmp_path, name):
     assert (cfg.selection.budget, cfg.generation.k, cfg.training.lora) == (p.budget, p.k, p.lora)
     assert cfg.policy.dtype == cfg.training.dtype == p.dtype and cfg.evaluation.judge == "verifier"
     assert cfg.reward.model == str(tmp_path / "rm")
+
+
+# --- one source of truth: help text on every key, the ml settings mirror the config ---------------------------
+
+SECTIONS = {name: field.annotation for name, field in Config.model_fields.items()}
+
+
+def test_every_key_has_help_text():
+    missing = [
+        f"[{s}] {k}"
+        for s, model in SECTIONS.items()
+        for k, f in model.model_fields.items()
+        if not f.description
+    ]
+    assert not missing
+
+
+def test_init_template_comments_every_key():
+    """`pvar-loop init` writes default_config_toml: each key line comes right after its help text."""
+    lines = default_config_toml().splitlines()
+    section, seen = None, set()
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key = line.removeprefix("# ").partition(" = ")[0] if " = " in line else None
+        if key and section and key in SECTIONS[section].model_fields:
+            assert lines[i - 1] == f"# {SECTIONS[section].model_fields[key].description}", line
+            seen.add((section, key))
+    assert seen == {(s, k) for s, model in SECTIONS.items() for k in model.model_fields}
+
+
+def test_readme_configuration_names_every_section():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    part = readme.split("### Configuration", 1)[1].split("\n## ", 1)[0]
+    assert all(f"`{name}`" in part for name in SECTIONS)
+
+
+def _mirrored(settings_cls) -> dict[str, object]:
+    """field -> the default of the config key it mirrors."""
+    out = {}
+    for f in dataclasses.fields(settings_cls):
+        section, key = f.metadata["config"]
+        out[f.name] = section.model_fields[key].default
+    return out
+
+
+@pytest.mark.parametrize("settings_cls", [TrainingSettings, RewardTrainSettings, SampleSettings])
+def test_ml_settings_defaults_are_the_config_defaults(settings_cls):
+    defaults = dataclasses.asdict(settings_cls())
+    assert defaults == _mirrored(settings_cls)
+
+
+def test_training_settings_are_the_training_section():
+    dpo_keys = {f.name for f in dataclasses.fields(TrainingSettings)}
+    assert dpo_keys == set(TrainingConfig.model_fields) - {"cumulative", "warm_start"}
+    assert all(f.metadata["config"] == (TrainingConfig, f.name) for f in dataclasses.fields(TrainingSettings))
+    assert TrainingSettings.from_config(Config().training) == TrainingSettings()
+    custom = parse_config({"training": {"lora": False, "lora_dropout": 0.1, "loss_type": "ipo"}}, env={})
+    settings = TrainingSettings.from_config(custom.training)
+    assert (settings.lora, settings.lora_dropout, settings.loss_type) == (False, 0.1, "ipo")
+
+
+def test_reward_model_cli_settings_default_to_the_config():
+    from loop.cli.reward_model import _settings
+
+    cfg = parse_config({}, env={})
+    assert _settings(cfg, argparse.Namespace(lr=None, epochs=None)) == RewardTrainSettings()
+    cfg = parse_config({"reward_training": {"epochs": 7, "heldout_fraction": 0.5}}, env={})
+    settings = _settings(cfg, argparse.Namespace(lr=None, epochs=None))
+    assert (settings.epochs, settings.heldout_fraction) == (7, 0.5)
+    assert _settings(cfg, argparse.Namespace(lr=1e-3, epochs=2)).epochs == 2
+
+
+def test_evaluation_defaults_are_the_config_defaults():
+    from loop.evaluation.win_rate import evaluate_policies
+
+    params = inspect.signature(evaluate_policies).parameters
+    cfg = Config()
+    expected = {
+        "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "seed": cfg.evaluation.seed,
+        "n_bootstrap": cfg.evaluation.n_bootstrap,
+        "temperature": cfg.generation.temperature,
+        "top_p": cfg.generation.top_p,
+        "batch_size": cfg.generation.batch_size,
+        "backend": cfg.generation.backend,
+        "dtype": cfg.policy.dtype,
+    }
+    assert {name: params[name].default for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "allowed"),
+    [
+        ('[training]\nloss_type = "sigmod"\n', "[training] loss_type", "sigmoid, hinge, ipo"),
+        ('[training]\ndtype = "float16"\n', "[training] dtype", "'float32' or 'bfloat16'"),
+        ('[policy]\ndtype = "fp16"\n', "[policy] dtype", "'auto'"),
+        ("[training]\nlora_dropout = 1.0\n", "[training] lora_dropout", "less than 1"),
+        ("[training]\nlora_target_modules = []\n", "[training] lora_target_modules", "non-empty"),
+        ("[training]\nbeta = nan\n", "[training] beta", "finite"),
+        ("[training]\nmax_length = 1\n", "[training] max_length", "greater than or equal to 2"),
+        ("[training]\nseed = -1\n", "[training] seed", "greater than or equal to 0"),
+        ("[reward_training]\nheldout_fraction = 1.0\n", "[reward_training] heldout_fraction", "less than 1"),
+        ("[reward_training]\nlearning_rate = 0\n", "[reward_training] learning_rate", "greater than 0"),
+    ],
+)
+def test_training_values_fail_at_load_naming_key_and_allowed_values(tmp_path, text, where, allowed):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text), env={})
+    msg = str(e.value)
+    assert "pvar-loop.toml" in msg and where in msg and allowed in msg
+
+
+def test_every_dpo_loss_type_and_a_module_list_load(tmp_path):
+    for loss in DPO_LOSS_TYPES:
+        assert parse_config({"training": {"loss_type": loss}}, env={}).training.loss_type == loss
+    cfg = load_config(_write(tmp_path, '[training]\nlora_target_modules = ["q_proj", "v_proj"]\n'), env={})
+    assert TrainingSettings.from_config(cfg.training).lora_target_modules == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize(
+    ("settings_cls", "field", "value"),
+    [
+        (SampleSettings, "k", 1),
+        (SampleSettings, "dtype", "float16"),
+        (RewardTrainSettings, "dtype", "auto"),
+        (RewardTrainSettings, "max_length", 1),
+        (RewardTrainSettings, "seed", -1),
+        (RewardTrainSettings, "learning_rate", float("inf")),
+        (TrainingSettings, "lora_alpha", 0),
+    ],
+)
+def test_settings_are_checked_by_the_config_rules(settings_cls, field, value):
+    with pytest.raises(ValueError, match=rf"{settings_cls.__name__}\.{field}\b.*\(got {value!r}\)"):
+        settings_cls(**{field: value})

@@ -2,8 +2,8 @@
 
 import pytest
 
+from loop.config import DPO_LOSS_TYPES, TrainingConfig
 from loop.ml.dpo import (
-    DPO_LOSS_TYPES,
     PreferencePair,
     TrainingSettings,
     build_preference_dataset,
@@ -19,7 +19,9 @@ PAIRS = [
 
 def test_defaults_are_valid_and_round_trip():
     settings = TrainingSettings()
-    assert settings.beta == 0.1 and settings.loss_type == "sigmoid" and settings.dtype == "float32"
+    assert (
+        settings.beta == 0.1 and settings.loss_type == "sigmoid" and settings.dtype == TrainingConfig().dtype
+    )
     assert TrainingSettings.from_dict(settings.to_dict()) == settings
 
 
