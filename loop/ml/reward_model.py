@@ -207,28 +207,6 @@ def reward_training_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: i
     return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
 
 
-def _train(model, tokenizer, dataset, settings: RewardTrainSettings, scratch: Path):
-    """Run TRL's RewardTrainer through loop.ml.trl_backend (the one module importing trl)."""
-    from loop.ml.checkpoint_dirs import trainer_dir
-    from loop.ml.trl_backend import TrainerRun, run_reward_trainer
-
-    try:
-        run: TrainerRun = run_reward_trainer(
-            model,
-            tokenizer,
-            dataset,
-            output_dir=trainer_dir(scratch),
-            learning_rate=settings.learning_rate,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            bf16=settings.dtype == "bfloat16",
-            seed=settings.seed,
-        )
-    except Exception as e:
-        raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
-    return run
-
-
 def train_reward_model(
     pairs: Sequence[Pair],
     *,
@@ -245,9 +223,16 @@ def train_reward_model(
     renamed, so a crash never leaves a half-written output_dir; an existing output_dir is a FileExistsError
     raised before any training (read_reward_result reports what produced it).
     """
-    from loop.ml.checkpoint_dirs import claim_output_dir, publish_checkpoint, save_checkpoint, scratch_dir
+    from loop.ml.checkpoint_dirs import (
+        claim_output_dir,
+        publish_checkpoint,
+        save_checkpoint,
+        scratch_dir,
+        trainer_dir,
+    )
     from loop.ml.loading import ModelLoadError, load_reward_base, release_memory
     from loop.ml.rewards import readable_max_length
+    from loop.ml.trl_backend import run_reward_trainer
 
     pairs = list(pairs)
     if not pairs:
@@ -270,7 +255,10 @@ def train_reward_model(
     max_length = readable_max_length(model, tokenizer, settings.max_length, base)
     dataset = reward_training_dataset(tokenizer, train, max_length)
     with scratch_dir(output_dir) as scratch:
-        run = _train(model, tokenizer, dataset, settings, scratch)
+        try:
+            run = run_reward_trainer(model, tokenizer, dataset, settings, output_dir=trainer_dir(scratch))
+        except Exception as e:
+            raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
         try:
             checkpoint = save_checkpoint(run.model, tokenizer, scratch)
         except Exception as e:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from loop.ml.dpo import TrainingSettings
+    from loop.ml.reward_model import RewardTrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -104,39 +105,30 @@ def run_dpo_trainer(
     return run
 
 
-def reward_config(
-    output_dir: str,
-    n_train: int,
-    *,
-    learning_rate: float,
-    epochs: int,
-    batch_size: int,
-    bf16: bool,
-    seed: int,
-):
-    """RewardConfig for one run: one loss/accuracy log line per epoch."""
+def reward_config(settings: RewardTrainSettings, output_dir: str, n_train: int):
+    """RewardConfig for one run on n_train pairs: one loss/accuracy log line per epoch."""
     from trl import RewardConfig
 
     return RewardConfig(
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
         max_length=None,  # callers truncate like RewardScorer; TRL would drop (not truncate) longer pairs
-        logging_steps=max(1, math.ceil(n_train / batch_size)),
+        logging_steps=max(1, math.ceil(n_train / settings.batch_size)),
         **_checkpointing_off(RewardConfig),
-        **_common_args(output_dir, bf16=bf16, seed=seed),
+        **_common_args(output_dir, bf16=settings.dtype == "bfloat16", seed=settings.seed),
     )
 
 
-def run_reward_trainer(model, tokenizer, dataset, *, output_dir: str, **settings) -> TrainerRun:
-    """RewardTrainer (Bradley-Terry) on a dataset already tokenized into chosen_ids/rejected_ids.
-
-    settings: learning_rate, epochs, batch_size, bf16 (autocast), seed."""
+def run_reward_trainer(
+    model, tokenizer, dataset, settings: RewardTrainSettings, *, output_dir: str
+) -> TrainerRun:
+    """RewardTrainer (Bradley-Terry) on a dataset already tokenized into chosen_ids/rejected_ids."""
     from trl import RewardTrainer
 
     trainer = RewardTrainer(
         model=model,
-        args=reward_config(output_dir, len(dataset), **settings),
+        args=reward_config(settings, output_dir, len(dataset)),
         train_dataset=dataset,
         processing_class=tokenizer,
     )

@@ -8,7 +8,7 @@ import torch
 
 from loop.ml.dpo import PreferencePair, TrainingSettings, build_preference_dataset
 from loop.ml.loading import load_causal_lm, load_reward_base, load_tokenizer
-from loop.ml.reward_model import reward_training_dataset
+from loop.ml.reward_model import RewardTrainSettings, reward_training_dataset
 from loop.ml.trl_backend import TrainerRun, run_dpo_trainer, run_reward_trainer
 
 PAIRS = [
@@ -46,12 +46,8 @@ def test_reward_runner_returns_a_trainer_run(tiny_models, tmp_path):
         model,
         tokenizer,
         reward_training_dataset(tokenizer, PAIRS, 64),
+        RewardTrainSettings(learning_rate=1e-3, epochs=2, batch_size=4),
         output_dir=str(tmp_path / "rm"),
-        learning_rate=1e-3,
-        epochs=2,
-        batch_size=4,
-        bf16=False,
-        seed=0,
     )
     assert isinstance(run, TrainerRun)
     assert run.steps == 2 and math.isfinite(run.train_loss) and run.seconds > 0
