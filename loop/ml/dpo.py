@@ -1,20 +1,15 @@
-"""DPO training of the policy on labelled preference pairs (TRL 1.16), a TRL-independent reward margin, and the
-RewardTrainer run that loop.ml.reward_model builds on.
+"""DPO training of the policy on labelled preference pairs, and a TRL-independent reward margin to check it.
 
-This is the only module that imports trl; it (and torch/transformers/peft/datasets) is imported lazily inside
-the functions so that importing loop.ml.dpo stays cheap.
+TRL itself is driven from loop.ml.trl_backend, models load through loop.ml.loading and checkpoints are
+published through loop.ml.checkpoint_dirs; those (and datasets) are imported inside the functions, so
+importing loop.ml.dpo stays cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import math
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,8 +17,6 @@ from typing import Any
 
 from loop.config import TrainDtype, TrainingConfig, check_settings, setting
 from storage.errors import PvarLoopError
-
-log = logging.getLogger(__name__)
 
 # Written into every checkpoint so a re-run can recover what produced it (see read_train_result).
 TRAIN_META_FILE = "pvar_training.json"
@@ -144,60 +137,6 @@ def _same_model(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return str(a) == str(b)
 
 
-def _load_causal_lm(location: str | os.PathLike, what: str):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(location), dtype="float32")
-    except Exception as e:
-        raise TrainingError(f"cannot load {what} model from {location}: {e}") from e
-
-
-def _load_tokenizer(location: str | os.PathLike):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(location))
-    except Exception as e:
-        raise TrainingError(f"cannot load tokenizer from {location}: {e}") from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _dpo_config(settings: TrainingSettings, scratch_dir: str):
-    import torch
-    from trl import DPOConfig
-
-    on_cpu = not torch.cuda.is_available()
-    # TRL defaults checkpointing on, which only slows small models down. Recent transformers (5.24) renamed
-    # the argument; the old name still works there but warns.
-    names = {f.name for f in fields(DPOConfig)}
-    checkpointing = (
-        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    )
-    return DPOConfig(
-        output_dir=scratch_dir,
-        beta=settings.beta,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        max_length=settings.max_length,
-        loss_type=[settings.loss_type],
-        precompute_ref_log_probs=settings.precompute_ref_log_probs,
-        # TRL defaults bf16=True, which raises on a CPU without use_cpu; fp32 needs bf16=False explicitly.
-        bf16=settings.dtype == "bfloat16",
-        use_cpu=on_cpu,
-        **{checkpointing: False},
-        seed=settings.seed,
-        data_seed=settings.seed,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=False,  # a progress bar; the loss is logged every logging_steps (TRL default 10)
-    )
-
-
 def train_dpo(
     pairs: Sequence[PreferencePair],
     *,
@@ -219,99 +158,66 @@ def train_dpo(
     An existing output_dir is an error (FileExistsError), raised before any training: checkpoints are never
     overwritten; read_train_result recovers what produced an existing one.
     """
-    from loop.ml.loading import move_into_place
+    from loop.ml.checkpoint_dirs import (
+        claim_output_dir,
+        publish_checkpoint,
+        save_checkpoint,
+        scratch_dir,
+        trainer_dir,
+    )
+    from loop.ml.loading import ModelLoadError, load_causal_lm, load_tokenizer
+    from loop.ml.trl_backend import run_dpo_trainer
 
     pairs = list(pairs)
     if not pairs:
         raise ValueError("train_dpo: no preference pairs given (need at least one)")
     if not isinstance(settings, TrainingSettings):
         raise TypeError(f"train_dpo: settings must be TrainingSettings, got {type(settings).__name__}")
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise FileExistsError(
-            f"train_dpo: checkpoint directory {output_dir} already exists; not overwriting it"
-        )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    output_dir = claim_output_dir(output_dir, "train_dpo")
     data_hash = training_data_hash(pairs)
     dataset = build_preference_dataset(pairs)
 
-    tokenizer = _load_tokenizer(policy_dir)
-    model = _load_causal_lm(policy_dir, "policy")
     needs_ref = not (
         (settings.lora or settings.precompute_ref_log_probs) and _same_model(policy_dir, reference_dir)
     )
-    ref_model = _load_causal_lm(reference_dir, "reference") if needs_ref else None
-
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        trained, steps, loss, seconds = _run_trainer(
-            model, ref_model, tokenizer, dataset, settings, str(partial / "trainer")
-        )
-        shutil.rmtree(partial / "trainer", ignore_errors=True)
-        ckpt = partial / "checkpoint"
+        tokenizer = load_tokenizer(policy_dir)
+        model = load_causal_lm(policy_dir)
+        ref_model = load_causal_lm(reference_dir) if needs_ref else None
+    except ModelLoadError as e:
+        raise TrainingError(f"train_dpo: {e}") from e
+
+    with scratch_dir(output_dir) as scratch:
         try:
-            trained.save_pretrained(ckpt)
-            tokenizer.save_pretrained(ckpt)
+            run = run_dpo_trainer(
+                model, ref_model, tokenizer, dataset, settings, output_dir=trainer_dir(scratch)
+            )
+        except Exception as e:
+            raise TrainingError(f"DPO training failed: {type(e).__name__}: {e}") from e
+        try:
+            checkpoint = save_checkpoint(run.model, tokenizer, scratch)
         except Exception as e:
             raise TrainingError(f"cannot save checkpoint for {output_dir}: {e}") from e
-        meta = {"steps": steps, "train_loss": loss, "seconds": seconds, "data_hash": data_hash}
+        result = TrainResult(output_dir, run.steps, run.train_loss, run.seconds, data_hash)
+        meta = {
+            "steps": run.steps,
+            "train_loss": run.train_loss,
+            "seconds": run.seconds,
+            "data_hash": data_hash,
+        }
         meta |= {"n_pairs": len(pairs), "policy": str(policy_dir), "reference": str(reference_dir)}
         meta["settings"] = settings.to_dict()
-        (ckpt / TRAIN_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        move_into_place(ckpt, output_dir, "train_dpo")
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return TrainResult(output_dir, steps, loss, seconds, data_hash)
-
-
-def _run_trainer(model, ref_model, tokenizer, dataset, settings: TrainingSettings, scratch_dir: str):
-    """Run DPOTrainer; returns (plain trained model, steps, mean train loss, seconds)."""
-    from trl import DPOTrainer
-
-    peft_config = None
-    if settings.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-    try:
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=ref_model,
-            args=_dpo_config(settings, scratch_dir),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        start = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - start
-    except Exception as e:
-        raise TrainingError(f"DPO training failed: {type(e).__name__}: {e}") from e
-    steps = int(output.global_step)
-    log.info(
-        "DPO: %d steps in %.1f s (%.2f s/step), mean loss %.4f",
-        steps,
-        seconds,
-        seconds / max(steps, 1),
-        output.training_loss,
-    )
-    trained = trainer.model
-    if settings.lora:
-        trained = trained.merge_and_unload()
-    return trained, steps, float(output.training_loss), seconds
+        publish_checkpoint(checkpoint, output_dir, TRAIN_META_FILE, meta, "train_dpo")
+    return result
 
 
 def read_train_result(checkpoint_dir: str | os.PathLike) -> TrainResult:
     """The TrainResult recorded in a checkpoint written by train_dpo (for idempotent re-runs)."""
+    from loop.ml.checkpoint_dirs import read_checkpoint_meta
+
     path = Path(checkpoint_dir) / TRAIN_META_FILE
     try:
-        meta = json.loads(path.read_text())
+        meta = read_checkpoint_meta(checkpoint_dir, TRAIN_META_FILE)
         steps, loss, seconds = int(meta["steps"]), float(meta["train_loss"]), float(meta["seconds"])
         return TrainResult(Path(checkpoint_dir), steps, loss, seconds, str(meta["data_hash"]))
     except (OSError, ValueError, KeyError) as e:
@@ -333,6 +239,7 @@ def dpo_reward_margin(
     """
     if not pairs:
         raise ValueError("dpo_reward_margin: no preference pairs given")
+    from loop.ml.loading import ModelLoadError
     from loop.ml.logprobs import completion_logprobs
 
     prompts = [p.prompt for p in pairs for _ in (0, 1)]
@@ -340,56 +247,7 @@ def dpo_reward_margin(
     try:
         policy = completion_logprobs(policy_dir, prompts, completions, batch_size=batch_size)
         reference = completion_logprobs(reference_dir, prompts, completions, batch_size=batch_size)
-    except OSError as e:
+    except (OSError, ModelLoadError) as e:
         raise TrainingError(f"dpo_reward_margin: cannot load a model: {e}") from e
     ratio = policy - reference  # chosen0, rejected0, chosen1, rejected1, ...
     return float(beta * (ratio[0::2] - ratio[1::2]).mean())
-
-
-def _reward_config(scratch_dir: str, n_train: int, *, learning_rate, epochs, batch_size, bf16, seed):
-    import torch
-    from trl import RewardConfig
-
-    names = {f.name for f in fields(RewardConfig)}
-    # TRL turns checkpointing on by default, which only slows small models; transformers 5.24 renamed it.
-    checkpointing = (
-        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    )
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    return RewardConfig(
-        output_dir=scratch_dir,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        max_length=None,  # callers truncate like RewardScorer; TRL would drop (not truncate) longer pairs
-        # TRL defaults bf16=True, which raises on a CPU without use_cpu; fp32 needs bf16=False explicitly.
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        **{checkpointing: False},
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, steps_per_epoch),  # one loss/accuracy line per epoch
-        disable_tqdm=False,
-    )
-
-
-def run_reward_trainer(
-    model, tokenizer, dataset, *, scratch_dir: str, **settings
-) -> tuple[Any, int, float, float]:
-    """TRL RewardTrainer (Bradley-Terry) on a tokenized chosen/rejected dataset; the reward model's training
-    lives in loop.ml.reward_model, which reaches trl only through here. Returns (model, steps, seconds, mean loss).
-
-    settings: learning_rate, epochs, batch_size, bf16 (autocast), seed."""
-    from trl import RewardTrainer
-
-    trainer = RewardTrainer(
-        model=model,
-        args=_reward_config(scratch_dir, len(dataset), **settings),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
-    start = time.perf_counter()
-    output = trainer.train()
-    return trainer.model, int(output.global_step), time.perf_counter() - start, float(output.training_loss)

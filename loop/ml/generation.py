@@ -6,6 +6,7 @@ again draws the same samples. torch/transformers/vllm are imported only when a b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from typing import Any, Protocol
 from loop.ml.loading import (
     ModelLoadError,
     check_model_ref,
-    derive_seed,
-    ensure_pad_token,
     has_chat_template,
+    load_causal_lm,
+    load_tokenizer,
     release_memory,
     torch_dtype,
 )
@@ -43,6 +44,15 @@ class ResponseGenerator(Protocol):
     def generate(self, prompts: list[str], k: int, seed: int) -> list[list[Sample]]: ...
 
     def close(self) -> None: ...
+
+
+def derive_seed(seed: int, prompts: list[str]) -> int:
+    """A 63-bit seed from the run seed and the prompts, stable across processes (unlike hash())."""
+    digest = hashlib.sha256(str(seed).encode())
+    for prompt in prompts:
+        digest.update(b"\x1f")
+        digest.update(prompt.encode("utf-8"))
+    return int.from_bytes(digest.digest()[:8], "big") >> 1
 
 
 def _check_knobs(temperature: float, top_p: float, max_new_tokens: int, batch_size: int) -> None:
@@ -92,20 +102,10 @@ class TransformersGenerator:
 
     @staticmethod
     def _load(model: str, dtype: str, device: str) -> tuple[Any, Any]:
-        dt = torch_dtype(dtype)
-        check_model_ref(model)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model)
-            lm = AutoModelForCausalLM.from_pretrained(model, dtype=dt)
-            lm.to(device)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"could not load causal LM {model!r}: {e}") from e
-        lm.eval()
-        ensure_pad_token(tokenizer)
+        torch_dtype(dtype)  # a bad dtype name is a ValueError before anything loads
+        tokenizer = load_tokenizer(model)
         tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        return lm, tokenizer
+        return load_causal_lm(model, dtype, device).eval(), tokenizer
 
     def _eos_ids(self) -> set[int]:
         eos = self._model.generation_config.eos_token_id

@@ -28,14 +28,15 @@ def completion_logprobs(
     if not prompts:
         return np.zeros(0, dtype=np.float64)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if not getattr(tokenizer, "chat_template", None):
+    from loop.ml.loading import has_chat_template, load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)  # pads with EOS when the model has no pad token
+    if not has_chat_template(tokenizer):
         raise ValueError(f"completion_logprobs: tokenizer of {model_dir} has no chat template")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id
     sequences = [_render(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = load_causal_lm(model_dir).eval()
     # Length-sorted batches waste little compute on padding; results go back in input order.
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     out = np.empty(len(sequences), dtype=np.float64)

@@ -2,19 +2,16 @@
 
 A deterministic share of prompts (by hash) is held out; accuracy is measured afterwards with
 loop.ml.rewards.RewardScorer on the saved checkpoint, i.e. through the same code path that selection uses.
-Pairs are tokenized here exactly as RewardScorer tokenizes them (chat template if the tokenizer has one, else a
-text pair), so the model is trained on the inputs it will later score. trl, torch and transformers are imported
-inside the functions (trl only through loop.ml.dpo), so importing this module stays cheap.
+Pairs are encoded by the encoder RewardScorer uses (loop.ml.rewards.encode_reward_inputs), so the model is
+trained on the inputs it will later score. trl, torch and transformers are imported inside the functions (trl
+only through loop.ml.trl_backend), so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +26,6 @@ from loop.config import (
     setting,
 )
 from storage.errors import PvarLoopError
-
-log = logging.getLogger(__name__)
 
 # Written into every checkpoint so a re-run can report what produced it without retraining.
 REWARD_META_FILE = "pvar_reward_training.json"
@@ -130,29 +125,6 @@ def reward_data_hash(pairs: Sequence[Pair], base: str, settings: RewardTrainSett
     return digest.hexdigest()
 
 
-def encode_for_scoring(
-    tokenizer: Any, prompts: list[str], responses: list[str], max_length: int
-) -> list[list[int]]:
-    """Token ids per (prompt, response) exactly as loop.ml.rewards.RewardScorer encodes them.
-
-    Kept in step with RewardScorer._encode (a test compares the two): chat-formatted exchange when the
-    tokenizer has a template, else a text pair truncated longest-first.
-    """
-    from loop.ml.loading import has_chat_template
-
-    if has_chat_template(tokenizer):
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
-            )
-            for p, r in zip(prompts, responses, strict=True)
-        ]
-        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
-    else:
-        enc = tokenizer(prompts, responses, truncation="longest_first", max_length=max_length)
-    return enc["input_ids"]
-
-
 def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> float | None:
     """Share of pairs with chosen strictly above rejected (a tie counts as wrong); None for no pairs."""
     if len(chosen_scores) != len(rejected_scores):
@@ -213,80 +185,18 @@ def evaluate_reward_model(
     return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged)
 
 
-def _load_base(base: str, seed: int):
-    """Tokenizer and a float32 one-logit classifier from `base` (a new head, seeded, when it has none)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from loop.ml.loading import check_model_ref, ensure_pad_token
-
-    check_model_ref(base)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the head's init when the base has none (a causal LM or an encoder)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                base, num_labels=1, dtype=torch.float32
-            )
-    except Exception as e:
-        raise RewardTrainingError(f"cannot load base reward model {base!r}: {e}") from e
-    ensure_pad_token(tokenizer)
-    # Decoder classifiers find each row's last token through pad_token_id; RewardScorer needs it saved.
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def _readable_length(model: Any, tokenizer: Any, wanted: int) -> int:
-    """max_length lowered to what the model can read (BERT-style position tables end), as RewardScorer does."""
-    limits = [getattr(model.config, "max_position_embeddings", None)]
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and tok_max < 1_000_000:  # tokenizers without a limit report ~1e30
-        limits.append(tok_max)
-    known = [n for n in limits if isinstance(n, int) and n > 0]
-    if known and min(known) < wanted:
-        log.warning("base model reads at most %d tokens; max_length %d lowered to it", min(known), wanted)
-        return min(known)
-    return wanted
-
-
-def _tokenized_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):
-    """A datasets.Dataset already in RewardTrainer's processed form (chosen_ids/rejected_ids), so TRL does
-    not re-tokenize with its own conventions (it would concatenate prompt and response as plain text)."""
+def reward_training_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):
+    """A datasets.Dataset already in RewardTrainer's processed form (chosen_ids/rejected_ids), encoded by
+    loop.ml.rewards.encode_reward_inputs, the encoder RewardScorer uses: the model is trained on exactly the
+    inputs it will later score (TRL would concatenate prompt and response as plain text instead)."""
     from datasets import Dataset
 
+    from loop.ml.rewards import encode_reward_inputs
+
     prompts = [p.prompt for p in pairs]
-    chosen = encode_for_scoring(tokenizer, prompts, [p.chosen for p in pairs], max_length)
-    rejected = encode_for_scoring(tokenizer, prompts, [p.rejected for p in pairs], max_length)
+    chosen = encode_reward_inputs(tokenizer, prompts, [p.chosen for p in pairs], max_length)
+    rejected = encode_reward_inputs(tokenizer, prompts, [p.rejected for p in pairs], max_length)
     return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
-
-
-def _run_trainer(model, tokenizer, dataset, settings: RewardTrainSettings, scratch_dir: str):
-    """Run TRL's RewardTrainer (through loop.ml.dpo, the one module importing trl); returns (model, steps,
-    seconds)."""
-    from loop.ml.dpo import run_reward_trainer
-
-    try:
-        model, steps, seconds, loss = run_reward_trainer(
-            model,
-            tokenizer,
-            dataset,
-            scratch_dir=scratch_dir,
-            learning_rate=settings.learning_rate,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            bf16=settings.dtype == "bfloat16",
-            seed=settings.seed,
-        )
-    except Exception as e:
-        raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
-    log.info(
-        "reward model: %d steps in %.1f s (%.2f s/step), mean loss %.4f",
-        steps,
-        seconds,
-        seconds / max(steps, 1),
-        loss,
-    )
-    return model, steps, seconds
 
 
 def train_reward_model(
@@ -305,7 +215,16 @@ def train_reward_model(
     renamed, so a crash never leaves a half-written output_dir; an existing output_dir is a FileExistsError
     raised before any training (read_reward_result reports what produced it).
     """
-    from loop.ml.loading import move_into_place, release_memory
+    from loop.ml.checkpoint_dirs import (
+        claim_output_dir,
+        publish_checkpoint,
+        save_checkpoint,
+        scratch_dir,
+        trainer_dir,
+    )
+    from loop.ml.loading import ModelLoadError, load_reward_base, release_memory
+    from loop.ml.rewards import readable_max_length
+    from loop.ml.trl_backend import run_reward_trainer
 
     pairs = list(pairs)
     if not pairs:
@@ -316,31 +235,32 @@ def train_reward_model(
         raise TypeError(
             f"train_reward_model: settings must be RewardTrainSettings, got {type(settings).__name__}"
         )
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise FileExistsError(f"train_reward_model: {output_dir} already exists; not overwriting it")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    output_dir = claim_output_dir(output_dir, "train_reward_model")
     base = str(base_dir)
     train, heldout = split_pairs(pairs, settings.heldout_fraction)
     data_hash = reward_data_hash(pairs, base, settings)
 
-    model, tokenizer = _load_base(base, settings.seed)
-    dataset = _tokenized_dataset(tokenizer, train, _readable_length(model, tokenizer, settings.max_length))
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        trained, steps, seconds = _run_trainer(model, tokenizer, dataset, settings, str(partial / "trainer"))
-        shutil.rmtree(partial / "trainer", ignore_errors=True)
-        ckpt = partial / "checkpoint"
+        model, tokenizer = load_reward_base(base, settings.seed)
+    except ModelLoadError as e:
+        raise RewardTrainingError(f"train_reward_model: {e}") from e
+    max_length = readable_max_length(model, tokenizer, settings.max_length, base)
+    dataset = reward_training_dataset(tokenizer, train, max_length)
+    with scratch_dir(output_dir) as scratch:
         try:
-            trained.save_pretrained(ckpt)
-            tokenizer.save_pretrained(ckpt)
+            run = run_reward_trainer(model, tokenizer, dataset, settings, output_dir=trainer_dir(scratch))
+        except Exception as e:
+            raise RewardTrainingError(f"reward model training failed: {type(e).__name__}: {e}") from e
+        try:
+            checkpoint = save_checkpoint(run.model, tokenizer, scratch)
         except Exception as e:
             raise RewardTrainingError(f"cannot save reward model for {output_dir}: {e}") from e
-        del trained, model
+        steps, seconds = run.steps, run.seconds
+        del run, model  # the trained weights are on disk now; scoring loads them from there
         release_memory()
         measure = {"max_length": settings.max_length, "batch_size": eval_batch_size}
-        on_train = evaluate_reward_model(ckpt, train, **measure)
-        on_heldout = evaluate_reward_model(ckpt, heldout, **measure, judge=judge)
+        on_train = evaluate_reward_model(checkpoint, train, **measure)
+        on_heldout = evaluate_reward_model(checkpoint, heldout, **measure, judge=judge)
         result = RewardTrainResult(
             checkpoint_dir=output_dir,
             steps=steps,
@@ -354,18 +274,17 @@ def train_reward_model(
             data_hash=data_hash,
         )
         meta = {"result": result.to_dict(), "base": base, "settings": asdict(settings)}
-        (ckpt / REWARD_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        move_into_place(ckpt, output_dir, "train_reward_model")
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        publish_checkpoint(checkpoint, output_dir, REWARD_META_FILE, meta, "train_reward_model")
     return result
 
 
 def read_reward_result(checkpoint_dir: str | os.PathLike) -> RewardTrainResult:
     """The RewardTrainResult recorded in a checkpoint written by train_reward_model."""
+    from loop.ml.checkpoint_dirs import read_checkpoint_meta
+
     path = Path(checkpoint_dir) / REWARD_META_FILE
     try:
-        data = dict(json.loads(path.read_text())["result"])
+        data = dict(read_checkpoint_meta(checkpoint_dir, REWARD_META_FILE)["result"])
         data["checkpoint_dir"] = Path(checkpoint_dir)
         return RewardTrainResult(**data)
     except (OSError, ValueError, KeyError, TypeError) as e:

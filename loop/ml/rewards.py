@@ -1,7 +1,8 @@
 """Reward scoring with a one-logit sequence classifier (raw logits: PVar needs the unsquashed scale).
 
 Inputs are bucketed by token length before batching, so little compute goes to padding, and the scores come
-back in the caller's order.
+back in the caller's order. encode_reward_inputs and readable_max_length are also what reward-model training
+(loop.ml.reward_model) uses, so a reward model is trained on exactly the inputs it is later scored on.
 """
 
 from __future__ import annotations
@@ -12,16 +13,53 @@ from typing import Any
 
 import numpy as np
 
-from loop.ml.loading import (
-    ModelLoadError,
-    check_model_ref,
-    ensure_pad_token,
-    has_chat_template,
-    release_memory,
-    torch_dtype,
-)
+from loop.ml.loading import has_chat_template, load_reward_model, release_memory
 
 log = logging.getLogger(__name__)
+
+
+def encode_reward_inputs(
+    tokenizer: Any, prompts: list[str], responses: list[str], max_length: int
+) -> list[list[int]]:
+    """Token ids per (prompt, response), as a reward model reads them for scoring and for training.
+
+    The chat-formatted exchange when the tokenizer has a template (it holds the special tokens), truncated at
+    max_length; else a text pair, truncated longest-first.
+    """
+    if has_chat_template(tokenizer):
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(prompts, responses, truncation="longest_first", max_length=max_length)
+    return enc["input_ids"]
+
+
+def readable_max_length(model: Any, tokenizer: Any, wanted: int, model_id: str) -> int:
+    """max_length lowered (with a warning) to what the model can read: BERT-style position tables end."""
+    limits = {"config.max_position_embeddings": getattr(model.config, "max_position_embeddings", None)}
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and tok_max < 1_000_000:  # tokenizers without a limit report ~1e30
+        limits["tokenizer.model_max_length"] = tok_max
+    known = {name: n for name, n in limits.items() if isinstance(n, int) and n > 0}
+    if not known:
+        return wanted
+    source, limit = min(known.items(), key=lambda item: item[1])
+    if wanted <= limit:
+        return wanted
+    log.warning(
+        "reward model %r reads at most %d tokens (%s); max_length %d lowered to %d",
+        model_id,
+        limit,
+        source,
+        wanted,
+        limit,
+    )
+    return limit
 
 
 class RewardScorer:
@@ -45,76 +83,11 @@ class RewardScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = model
         self.batch_size = batch_size
-        self._model, self._tokenizer = self._load(model, dtype, device)
-        self.max_length = self._cap_max_length(max_length)
-
-    def _cap_max_length(self, wanted: int) -> int:
-        """The configured max_length, lowered to what the model can read (BERT-style position tables end)."""
-        limits = {
-            "config.max_position_embeddings": getattr(self._model.config, "max_position_embeddings", None)
-        }
-        tok_max = getattr(self._tokenizer, "model_max_length", None)
-        if isinstance(tok_max, int) and tok_max < 1_000_000:  # tokenizers without a limit report ~1e30
-            limits["tokenizer.model_max_length"] = tok_max
-        known = {name: n for name, n in limits.items() if isinstance(n, int) and n > 0}
-        if not known:
-            return wanted
-        source, limit = min(known.items(), key=lambda item: item[1])
-        if wanted <= limit:
-            return wanted
-        log.warning(
-            "reward model %r reads at most %d tokens (%s); max_length %d lowered to %d",
-            self.model_id,
-            limit,
-            source,
-            wanted,
-            limit,
-        )
-        return limit
-
-    @staticmethod
-    def _load(model: str, dtype: str, device: str) -> tuple[Any, Any]:
-        dt = torch_dtype(dtype)
-        check_model_ref(model)
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-        try:
-            config = AutoConfig.from_pretrained(model)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"could not load reward model config {model!r}: {e}") from e
-        # Checked before loading weights: a causal LM or multi-class head would load with a fresh head.
-        if config.num_labels != 1:
-            raise ModelLoadError(
-                f"reward model {model!r} has num_labels={config.num_labels} in its config; a reward model "
-                "needs exactly one output logit (num_labels=1)"
-            )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model)
-            rm = AutoModelForSequenceClassification.from_pretrained(model, config=config, dtype=dt)
-            rm.to(device)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"could not load reward model {model!r}: {e}") from e
-        rm.eval()
-        ensure_pad_token(tokenizer)
-        if rm.config.pad_token_id is None:
-            # decoder classifiers find each row's last token through pad_token_id
-            rm.config.pad_token_id = tokenizer.pad_token_id
-        return rm, tokenizer
+        self._model, self._tokenizer = load_reward_model(model, dtype, device)
+        self.max_length = readable_max_length(self._model, self._tokenizer, max_length, model)
 
     def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
-        """Token ids per pair: the chat-formatted exchange if the tokenizer has a template, else a pair."""
-        tok = self._tokenizer
-        if has_chat_template(tok):
-            texts = [
-                tok.apply_chat_template(
-                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
-                )
-                for p, r in zip(prompts, responses, strict=True)
-            ]
-            enc = tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)
-        else:
-            enc = tok(prompts, responses, truncation="longest_first", max_length=self.max_length)
-        return enc["input_ids"]
+        return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
 
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Raw reward logits, float64, one per (prompt, response) pair, in input order."""

@@ -17,9 +17,9 @@ from loop.ml.reward_model import (
     REWARD_META_FILE,
     RewardTrainSettings,
     agreement_with,
-    encode_for_scoring,
     evaluate_reward_model,
     read_reward_result,
+    reward_training_dataset,
     split_pairs,
     train_reward_model,
 )
@@ -105,7 +105,7 @@ def test_checkpoint_reloads_in_reward_scorer_with_raw_logits(trained, toy):
     scorer = RewardScorer(str(ckpt), max_length=128, batch_size=4)
     scores = scorer.score(prompts, responses)
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    ids = encode_for_scoring(tokenizer, prompts, responses, 128)
+    ids = reward_training_dataset(tokenizer, heldout, 128)["chosen_ids"]
     assert ids == scorer._encode(prompts, responses)  # training saw what selection scores
     scorer.close()
     model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()

@@ -1,0 +1,151 @@
+"""The one module that imports trl (1.16): building DPOConfig / RewardConfig and running the two trainers.
+
+Callers (loop.ml.dpo, loop.ml.reward_model) prepare models and datasets and publish the checkpoint; here the
+TRL-specific knobs are set and every run comes back as one TrainerRun. trl, torch and peft are imported inside
+the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loop.ml.dpo import TrainingSettings
+    from loop.ml.reward_model import RewardTrainSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerRun:
+    """What a trainer run returns: the trained (plain, LoRA-merged) model and how the run went."""
+
+    model: Any
+    steps: int
+    train_loss: float
+    seconds: float
+
+
+def _checkpointing_off(config_cls: type) -> dict[str, bool]:
+    """TRL turns activation checkpointing on by default, which only slows small models down; transformers 5.24
+    renamed the argument (the old name still works there but warns)."""
+    names = {f.name for f in fields(config_cls)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: False}
+
+
+def _common_args(output_dir: str, *, bf16: bool, seed: int) -> dict[str, Any]:
+    """Arguments both trainer configs take the same way."""
+    import torch
+
+    return {
+        "output_dir": output_dir,
+        # TRL defaults bf16=True, which raises on a CPU without use_cpu; fp32 needs bf16=False explicitly.
+        "bf16": bf16,
+        "use_cpu": not torch.cuda.is_available(),
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": False,  # a progress bar
+    }
+
+
+def dpo_config(settings: TrainingSettings, output_dir: str):
+    """DPOConfig for one run; the loss is logged every logging_steps (TRL default 10)."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        beta=settings.beta,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        max_length=settings.max_length,
+        loss_type=[settings.loss_type],
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        **_checkpointing_off(DPOConfig),
+        **_common_args(output_dir, bf16=settings.dtype == "bfloat16", seed=settings.seed),
+    )
+
+
+def _lora_config(settings: TrainingSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_dpo_trainer(
+    model, ref_model, tokenizer, dataset, settings: TrainingSettings, *, output_dir: str
+) -> TrainerRun:
+    """DPOTrainer on a conversational preference dataset; LoRA adapters are merged into the returned model."""
+    from trl import DPOTrainer
+
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=dpo_config(settings, output_dir),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(settings) if settings.lora else None,
+    )
+    run = _train(trainer, "DPO")
+    if settings.lora:
+        return TrainerRun(run.model.merge_and_unload(), run.steps, run.train_loss, run.seconds)
+    return run
+
+
+def reward_config(settings: RewardTrainSettings, output_dir: str, n_train: int):
+    """RewardConfig for one run on n_train pairs: one loss/accuracy log line per epoch."""
+    from trl import RewardConfig
+
+    return RewardConfig(
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        max_length=None,  # callers truncate like RewardScorer; TRL would drop (not truncate) longer pairs
+        logging_steps=max(1, math.ceil(n_train / settings.batch_size)),
+        **_checkpointing_off(RewardConfig),
+        **_common_args(output_dir, bf16=settings.dtype == "bfloat16", seed=settings.seed),
+    )
+
+
+def run_reward_trainer(
+    model, tokenizer, dataset, settings: RewardTrainSettings, *, output_dir: str
+) -> TrainerRun:
+    """RewardTrainer (Bradley-Terry) on a dataset already tokenized into chosen_ids/rejected_ids."""
+    from trl import RewardTrainer
+
+    trainer = RewardTrainer(
+        model=model,
+        args=reward_config(settings, output_dir, len(dataset)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    return _train(trainer, "reward model")
+
+
+def _train(trainer, what: str) -> TrainerRun:
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    steps, loss = int(output.global_step), float(output.training_loss)
+    log.info(
+        "%s: %d steps in %.1f s (%.2f s/step), mean loss %.4f",
+        what,
+        steps,
+        seconds,
+        seconds / max(steps, 1),
+        loss,
+    )
+    return TrainerRun(trainer.model, steps, loss, seconds)
