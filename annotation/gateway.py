@@ -20,6 +20,7 @@ from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, reques
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
 from storage import items as repo
+from storage.statuses import ItemStatus
 
 _LOG = logging.getLogger(__name__)
 MAX_BATCH = 500  # Argilla's limit per bulk upsert
@@ -267,10 +268,10 @@ def _aggregate(session, items: dict, stored: dict, need: int, report: PullReport
     changes = []
     for item in items.values():
         decision = decide(answers.get(item.id, []), need)
-        status = "pushed" if decision.status == "waiting" else decision.status
-        if decision.status == "decided":
+        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
+        if status == ItemStatus.DECIDED:
             report.decided += 1
-        elif decision.status == "undecided":
+        elif status == ItemStatus.UNDECIDED:
             report.undecided += 1
         else:
             report.waiting += 1

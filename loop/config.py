@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from loop.acquisition.strategies import Strategy
 from storage.errors import PvarLoopError
 
 CONFIG_FILENAME = "pvar-loop.toml"
@@ -75,7 +76,9 @@ class RewardConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    strategy: Literal["pvar", "low-pvar", "reward-gap", "random", "full"] = "pvar"
+    strategy: Literal[
+        Strategy.PVAR, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.RANDOM, Strategy.FULL
+    ] = Strategy.PVAR
     budget: int = Field(64, ge=0, description="Labels (prompts) per round; 0 pauses new rounds.")
     seed: int = 0
 

@@ -169,29 +169,35 @@ def _rounds_done(uow) -> int:
     from sqlalchemy import func, select
 
     from storage.models import Round
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        return session.scalar(select(func.count()).where(Round.status == "done")) or 0
+        return session.scalar(select(func.count()).where(Round.status == RoundStatus.DONE)) or 0
 
 
 def _failed_reason(uow) -> str | None:
     from sqlalchemy import select
 
     from storage.models import Round
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        return session.scalar(select(Round.reason).where(Round.status.in_(("failed", "cancelled"))).limit(1))
+        return session.scalar(
+            select(Round.reason).where(Round.status.in_(RoundStatus.freeing_states())).limit(1)
+        )
 
 
 def _retry_reason(uow) -> str | None:
     """The open round's last step error, if its last attempt failed (the scheduler retries it every tick)."""
     from sqlalchemy import select
 
-    from loop.rounds.state import OPEN
     from storage.models import Round
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        reason = session.scalar(select(Round.reason).where(Round.status.in_(OPEN)).limit(1))
+        reason = session.scalar(
+            select(Round.reason).where(Round.status.in_(RoundStatus.open_states())).limit(1)
+        )
     return reason if reason and reason.startswith("last attempt failed") else None
 
 

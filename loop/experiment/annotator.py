@@ -20,6 +20,7 @@ from loop.config import Config
 from storage import items as repo
 from storage.db import UnitOfWork
 from storage.models import Prompt
+from storage.statuses import ItemStatus
 
 SIM_RECORD_PREFIX = "sim-"  # argilla_record_id of a simulated push: no Argilla record exists
 
@@ -78,7 +79,7 @@ def _aggregate(session, round_id: int, stored: dict, need: int) -> None:
     changes = []
     for item in repo.pushed_items(session, round_id):
         decision = decide(answers.get(item.id, []), need)
-        status = "pushed" if decision.status == "waiting" else decision.status
+        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
         if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
             changes.append((item.id, status, decision.choice, decision.votes))
     repo.set_outcomes(session, changes)

@@ -14,15 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import agreement
+from loop.acquisition.strategies import Strategy
 from storage import queries
 from storage.models import AnnotationItem, Evaluation, Label, PromptScore, Round
+from storage.statuses import ItemStatus
 
 PVAR = "pvar"
-# Item states that mean "was sent to the annotators"; resolved ones have a decision (or none possible).
-PUSHED_STATES = ("pushed", "decided", "undecided")
-RESOLVED_STATES = ("decided", "undecided")
 # Display order of arms: the method, the baseline, the controls, then anything else by name.
-STRATEGY_ORDER = ("pvar", "random", "low-pvar", "reward-gap", "full")
+STRATEGY_ORDER = (Strategy.PVAR, Strategy.RANDOM, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.FULL)
 
 
 @dataclass
@@ -190,10 +189,10 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
         if r is None:
             continue
         r.items += 1
-        r.pushed += status in PUSHED_STATES
-        r.pending += status == "pending"
-        r.undecided += status == "undecided"
-        if status == "decided":
+        r.pushed += status.is_pushed
+        r.pending += status == ItemStatus.PENDING
+        r.undecided += status == ItemStatus.UNDECIDED
+        if status == ItemStatus.DECIDED:
             r.decided += 1
             r.ties += decision == "tie"
     votes: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))

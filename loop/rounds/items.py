@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import select_in
 from storage.models import AnnotationItem, Generation, RewardScore
+from storage.statuses import ItemStatus
 from storage.upsert import upsert
 
 
@@ -83,7 +84,7 @@ def create_items(
                 "generation_a_id": best.id,
                 "generation_b_id": worst.id,
                 "swapped": swap_flag(seed, iid),
-                "status": "pending",
+                "status": ItemStatus.PENDING,
                 "votes": {},
             }
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from loop.acquisition.strategies import STRATEGIES
+from loop.acquisition.strategies import Strategy
 from storage.errors import PvarLoopError
 from storage.models import LoopSetting, OperatorAction, Round
 from storage.upsert import upsert
@@ -38,10 +38,10 @@ def parse_budget(raw: str | int) -> int:
     return value
 
 
-def parse_strategy(raw: str) -> str:
-    if raw not in STRATEGIES:
-        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(STRATEGIES)}")
-    return raw
+def parse_strategy(raw: str) -> Strategy:
+    if raw not in tuple(Strategy):
+        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(Strategy)}")
+    return Strategy(raw)
 
 
 def next_round_number(session: Session, arm: str = "main") -> int:
@@ -87,14 +87,16 @@ def setting_for_round(session: Session, key: str, number: int, default: str, arm
 class RoundPlan:
     number: int
     budget: int
-    strategy: str
+    strategy: Strategy
 
 
-def plan_for(session: Session, number: int, *, budget: int, strategy: str, arm: str = "main") -> RoundPlan:
+def plan_for(
+    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = "main"
+) -> RoundPlan:
     return RoundPlan(
         number=number,
         budget=int(setting_for_round(session, "budget", number, str(budget), arm)),
-        strategy=setting_for_round(session, "strategy", number, strategy, arm),
+        strategy=Strategy(setting_for_round(session, "strategy", number, strategy, arm)),
     )
 
 

@@ -17,6 +17,7 @@ from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.items import DecidedPair, decided_items
 from storage.models import AnnotationItem, Checkpoint, Round, TrainingRun
+from storage.statuses import ItemStatus, RoundStatus
 
 log = logging.getLogger("pvar_loop.training")
 
@@ -55,7 +56,7 @@ def _training_rounds(session, cfg: Config, rnd: Round) -> list[int]:
     return list(
         session.scalars(
             select(Round.id).where(
-                Round.arm == rnd.arm, Round.number <= rnd.number, Round.status != "cancelled"
+                Round.arm == rnd.arm, Round.number <= rnd.number, Round.status != RoundStatus.CANCELLED
             )
         )
     )
@@ -63,11 +64,16 @@ def _training_rounds(session, cfg: Config, rnd: Round) -> list[int]:
 
 def _check_collected(session, rnd: Round) -> None:
     """Refuse a round whose collection is still open and has items without a decision."""
-    if rnd.status not in ("pushed", "collecting", "scored", "planned"):
+    if rnd.status not in (
+        RoundStatus.PUSHED,
+        RoundStatus.COLLECTING,
+        RoundStatus.SCORED,
+        RoundStatus.PLANNED,
+    ):
         return
     open_items = session.scalar(
         select(func.count()).where(
-            AnnotationItem.round_id == rnd.id, AnnotationItem.status.not_in(("decided", "undecided"))
+            AnnotationItem.round_id == rnd.id, AnnotationItem.status.not_in(ItemStatus.settled_states())
         )
     )
     if open_items:
