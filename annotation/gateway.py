@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from annotation.aggregate import Agreement, agreement, decide
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
@@ -164,17 +163,9 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
     return list(records.values())
 
 
-def _utc(when: datetime | None) -> datetime | None:
-    """Naive timestamps (Argilla's, SQLite's) are UTC: compare them as such."""
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
-
-
 def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
-    return (old.choice, old.rationale, _utc(old.submitted_at)) == (
-        new.choice,
-        new.rationale,
-        _utc(new.submitted_at),
-    )
+    # Both timestamps are aware UTC: the stored one via storage.types.UTCDateTime, Argilla's via the parser.
+    return (old.choice, old.rationale, old.submitted_at) == (new.choice, new.rationale, new.submitted_at)
 
 
 def pull_labels(

@@ -14,6 +14,7 @@ from typing import Any
 from annotation.aggregate import CHOICES
 from annotation.dataset import QUESTION, RATIONALE
 from storage.items import ItemContent
+from storage.types import as_utc
 
 _FLIP = {"a": "b", "b": "a"}
 
@@ -67,7 +68,7 @@ def _timestamp(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text)
+        return as_utc(datetime.fromisoformat(text))  # Argilla's timestamps are naive UTC
     except ValueError:
         return None
 

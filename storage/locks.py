@@ -20,10 +20,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def acquire(engine: Engine, name: str, holder: str, stale_after: float) -> None:
     """Take the lease or raise LockHeld naming the holder (compare-and-swap: racing takers can't both win)."""
     with engine.begin() as conn:
@@ -40,7 +36,7 @@ def acquire(engine: Engine, name: str, holder: str, stale_after: float) -> None:
                 return
             except IntegrityError:
                 raise LockHeld(f"another scheduler took the {name!r} lock just now") from None
-        age = (now - _aware(row.heartbeat_at)).total_seconds()
+        age = (now - row.heartbeat_at).total_seconds()
         if row.holder != holder and age < stale_after:
             raise LockHeld(
                 f"a scheduler is already running on this database: {row.holder} "

@@ -19,10 +19,6 @@ from storage.models import AnnotationItem, Evaluation, Label, Round, TrainingRun
 FORMAT_VERSION = 1
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def round_result(session: Session, rnd: Round, reference: str) -> dict:
     """One round of one arm: labels, decisions, training and evaluation as stored."""
     items = dict(
@@ -60,7 +56,7 @@ def round_result(session: Session, rnd: Round, reference: str) -> dict:
             .order_by(Evaluation.id.desc())
             .limit(1)
         )
-    start, end = _aware(rnd.created_at), _aware(rnd.finished_at)
+    start, end = rnd.created_at, rnd.finished_at
     return {
         "number": rnd.number,
         "round_id": rnd.id,

@@ -62,11 +62,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes even for timezone=True columns; they are stored in UTC.
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def open_round(session: Session, arm: str = "main") -> Round | None:
     return session.scalar(
         select(Round)
@@ -278,7 +273,7 @@ def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, st
     decided = counts.get(ItemStatus.DECIDED, 0)
     if total and settled == total:
         return (True, "") if decided else (False, "every item answered but none decided (ties/discards only)")
-    deadline = _aware(rnd.deadline_at)
+    deadline = rnd.deadline_at
     if deadline and _now() >= deadline:
         if decided >= max(cfg.scheduler.min_decided, 1):
             return True, ""
