@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from annotation.aggregate import Agreement, agreement, decide
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
@@ -20,6 +21,7 @@ from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
 from storage import items as repo
 from storage.statuses import ItemStatus
+from storage.types import as_utc
 
 _LOG = logging.getLogger(__name__)
 MAX_BATCH = 500  # Argilla's limit per bulk upsert
@@ -164,8 +166,16 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
 
 
 def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
-    # Both timestamps are aware UTC: the stored one via storage.types.UTCDateTime, Argilla's via the parser.
-    return (old.choice, old.rationale, old.submitted_at) == (new.choice, new.rationale, new.submitted_at)
+    # The stored timestamp reads back aware (storage.types.UTCDateTime); Argilla's are naive UTC.
+    return (old.choice, old.rationale, _utc(old.submitted_at)) == (
+        new.choice,
+        new.rationale,
+        _utc(new.submitted_at),
+    )
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else as_utc(when)
 
 
 def pull_labels(

@@ -14,7 +14,6 @@ from typing import Any
 from annotation.aggregate import CHOICES
 from annotation.dataset import QUESTION, RATIONALE
 from storage.items import ItemContent
-from storage.types import as_utc
 
 _FLIP = {"a": "b", "b": "a"}
 
@@ -68,7 +67,7 @@ def _timestamp(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return as_utc(datetime.fromisoformat(text))  # Argilla's timestamps are naive UTC
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
 
