@@ -241,3 +241,19 @@ def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> l
         chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
         out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
     return out
+
+
+def label_choices(session: Session) -> list[tuple[int, str, str, str]]:
+    """(round id, item id, annotator, choice) of every stored label."""
+    stmt = select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice).join(
+        AnnotationItem, AnnotationItem.id == Label.item_id
+    )
+    return [tuple(row) for row in session.execute(stmt).all()]
+
+
+def item_prompt_ids(session: Session) -> dict[int, list[str]]:
+    """{round id: prompt ids of its annotation items}."""
+    out: dict[int, list[str]] = {}
+    for round_id, prompt_id in session.execute(select(AnnotationItem.round_id, AnnotationItem.prompt_id)):
+        out.setdefault(round_id, []).append(prompt_id)
+    return out

@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from annotation.aggregate import decide
 from annotation.simulated.judges import Judge, LookupJudge, RewardJudge
 from loop.config import Config
 from storage import items as repo
 from storage.db import UnitOfWork
-from storage.models import Prompt
+from storage.prompts import constraints_by_text
 from storage.statuses import ItemStatus
 
 SIM_RECORD_PREFIX = "sim-"  # argilla_record_id of a simulated push: no Argilla record exists
@@ -110,7 +108,7 @@ def verifier_annotation(uow: UnitOfWork, *, seed: int = 0, tie_margin: float = 1
     from loop.evaluation.verifier import verify
 
     with uow() as session:
-        constraints = {p.text: (p.meta or {}).get("constraints") for p in session.scalars(select(Prompt))}
+        constraints = constraints_by_text(session)
     if not any(constraints.values()):
         raise ValueError("no prompt carries metadata.constraints: the verifier annotator cannot judge them")
 

@@ -30,17 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import Strategy
 from loop.config import Config
-from loop.rounds.state import Services, cancel_round, open_round, start_round, tick
+from loop.rounds.state import Services, cancel_round, start_round, tick
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.items import DecidedPair
-from storage.models import Round, TrainingRun
+from storage.models import Round
+from storage.rounds import open_round, round_by_number, round_status
 from storage.statuses import RoundStatus
+from storage.training_runs import latest_finished_run_of
 
 log = logging.getLogger("pvar_loop.experiment")
 
@@ -138,17 +139,9 @@ def step_matched_pairs(reference_arm: str, seed: int = 0):
     def select_pairs(session: Session, rnd: Round, pairs: list[DecidedPair]) -> list[DecidedPair]:
         from loop.rounds.training import NoTrainingSignal
 
-        ref = session.scalar(
-            select(TrainingRun)
-            .join(Round, Round.id == TrainingRun.round_id)
-            .where(Round.arm == reference_arm, Round.number == rnd.number, TrainingRun.status == "done")
-            .order_by(TrainingRun.id.desc())
-            .limit(1)
-        )
+        ref = latest_finished_run_of(session, reference_arm, rnd.number)
         if ref is None:
-            ref_round = session.scalar(
-                select(Round).where(Round.arm == reference_arm, Round.number == rnd.number)
-            )
+            ref_round = round_by_number(session, rnd.number, reference_arm)
             if ref_round is None or not ref_round.status.is_closed:
                 raise ExperimentError(
                     f"arm {rnd.arm} round {rnd.number}: reference arm {reference_arm} has not finished its "
@@ -214,25 +207,14 @@ def mark_disagreement(
     """Store, per scored train prompt of (checkpoint, reward model), whether the annotator would see a difference
     in the pair a round would show (best vs worst by reward; loop.rounds.items). Returns the prompts marked."""
     from loop.rounds.items import best_and_worst
-    from storage.models import Prompt, PromptScore
+    from storage.models import PromptScore
     from storage.prompts import prompt_texts
-    from storage.scores import DISAGREE, PVAR
+    from storage.scores import DISAGREE, scored_train_prompt_ids
     from storage.upsert import upsert
 
     reward_model = cfg.reward.model
     with uow() as session:
-        ids = list(
-            session.scalars(
-                select(PromptScore.prompt_id)
-                .join(Prompt, Prompt.id == PromptScore.prompt_id)
-                .where(
-                    PromptScore.checkpoint_id == checkpoint_id,
-                    PromptScore.reward_model == reward_model,
-                    PromptScore.metric == PVAR,
-                    Prompt.split == "train",
-                )
-            )
-        )
+        ids = scored_train_prompt_ids(session, checkpoint_id, reward_model)
         pairs = best_and_worst(session, ids, checkpoint_id, reward_model)
         texts = prompt_texts(session, ids)
         rows = [
@@ -291,9 +273,7 @@ def run_round(
         if rnd is None:
             raise ExperimentError(f"arm {arm.name}: {message}")
         with uow() as session:
-            round_id = session.scalar(
-                select(Round.id).where(Round.arm == arm.name, Round.number == rnd.number)
-            )
+            round_id = round_by_number(session, rnd.number, arm.name).id
             if prepare_round is not None:
                 prepare_round(session, session.get(Round, round_id))
     last = None
@@ -332,9 +312,7 @@ def run_experiment(
     for number in range(1, plan.rounds + 1):
         for arm in arms:
             with uow() as session:
-                done = session.scalar(
-                    select(Round.status).where(Round.arm == arm.name, Round.number == number)
-                )
+                done = round_status(session, number, arm.name)
             if done is not None and done.is_closed:
                 continue
             t0 = time.perf_counter()

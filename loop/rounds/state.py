@@ -16,15 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from loop.rounds.operator_settings import next_round_number, plan_for, record_action
+from loop.rounds.operator_settings import plan_for, record_action
 from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
-from storage.models import AnnotationItem, Round
+from storage.models import Round
+from storage.rounds import (
+    item_status_counts,
+    latest_trained_policy,
+    next_round_number,
+    open_round,
+    round_by_number,
+)
 from storage.statuses import ItemStatus, RoundStatus
 
 log = logging.getLogger("pvar_loop.rounds")
@@ -62,23 +68,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_round(session: Session, arm: str = "main") -> Round | None:
-    return session.scalar(
-        select(Round)
-        .where(Round.arm == arm, Round.status.in_(RoundStatus.open_states()))
-        .order_by(Round.number)
-    )
-
-
 def latest_policy(session: Session, cfg: Config, arm: str = "main") -> str:
     """The newest trained checkpoint of the arm, else the initial policy."""
-    done = session.scalar(
-        select(Round.policy_out)
-        .where(Round.arm == arm, Round.status == RoundStatus.DONE, Round.policy_out.is_not(None))
-        .order_by(Round.number.desc())
-        .limit(1)
-    )
-    return done or ensure_initial_checkpoint(session, cfg.policy.model)
+    return latest_trained_policy(session, arm) or ensure_initial_checkpoint(session, cfg.policy.model)
 
 
 def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round | None, str]:
@@ -117,7 +109,7 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round 
 
 def cancel_round(uow: UnitOfWork, number: int, reason: str, arm: str = "main") -> str:
     with uow() as session:
-        rnd = session.scalar(select(Round).where(Round.arm == arm, Round.number == number))
+        rnd = round_by_number(session, number, arm)
         if rnd is None:
             raise RoundError(f"no round {number}")
         if rnd.status.is_closed:
@@ -166,10 +158,10 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
     if status == RoundStatus.PLANNED:
         services.score(cfg, uow, policy_in, round_id)
         with uow() as session:
+            items = _plan_items(session, cfg, _load(session, round_id))
+        _crash_point(status)
+        with uow() as session:
             rnd = _load(session, round_id)
-            items = _plan_items(session, cfg, rnd)
-            session.commit()
-            _crash_point(status)
             if items == 0:
                 _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
             else:
@@ -181,21 +173,23 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
             _move(_load(session, round_id), RoundStatus.PUSHED)
     elif status == RoundStatus.PUSHED:
         with uow() as session:
-            rnd = _load(session, round_id)
-            rnd.deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
-            session.commit()
-            _crash_point(status)
-            _move(rnd, RoundStatus.COLLECTING)
+            _load(session, round_id).deadline_at = _now() + timedelta(
+                hours=cfg.scheduler.collect_deadline_hours
+            )
+        _crash_point(status)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.COLLECTING)
     elif status == RoundStatus.COLLECTING:
         services.pull(cfg, uow, round_id)
         with uow() as session:
             rnd = _load(session, round_id)
             ready, why = collection_done(session, cfg, rnd)
-            if ready:
-                _crash_point(status)
-                _move(rnd, RoundStatus.TRAINING)
-            elif rnd.reason != why:
+            if not ready and rnd.reason != why:
                 rnd.reason = why  # `status` shows why the round waits
+        if ready:
+            _crash_point(status)
+            with uow() as session:
+                _move(_load(session, round_id), RoundStatus.TRAINING)
     elif status == RoundStatus.TRAINING:
         checkpoint = services.train(cfg, uow, round_id)
         if checkpoint is not None:
@@ -220,7 +214,7 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
 
 def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     """Select and create this round's items, unless an earlier (crashed) run of this step already did."""
-    existing = session.scalar(select(func.count()).where(AnnotationItem.round_id == rnd.id)) or 0
+    existing = sum(item_status_counts(session, rnd.id).values())
     if existing:
         return existing
     from loop.rounds.items import create_items
@@ -261,13 +255,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
 
 def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
     """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
-    counts = dict(
-        session.execute(
-            select(AnnotationItem.status, func.count())
-            .where(AnnotationItem.round_id == rnd.id)
-            .group_by(AnnotationItem.status)
-        ).all()
-    )
+    counts = item_status_counts(session, rnd.id)
     total = sum(counts.values())
     settled = sum(counts.get(s, 0) for s in ItemStatus.settled_states())
     decided = counts.get(ItemStatus.DECIDED, 0)
