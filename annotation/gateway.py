@@ -13,13 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from annotation.aggregate import Agreement, agreement, decide
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
 from storage import items as repo
+from storage.statuses import ItemStatus
+from storage.types import as_utc
 
 _LOG = logging.getLogger(__name__)
 MAX_BATCH = 500  # Argilla's limit per bulk upsert
@@ -163,17 +165,17 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
     return list(records.values())
 
 
-def _utc(when: datetime | None) -> datetime | None:
-    """Naive timestamps (Argilla's, SQLite's) are UTC: compare them as such."""
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
-
-
 def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
+    # The stored timestamp reads back aware (storage.types.UTCDateTime); Argilla's are naive UTC.
     return (old.choice, old.rationale, _utc(old.submitted_at)) == (
         new.choice,
         new.rationale,
         _utc(new.submitted_at),
     )
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else as_utc(when)
 
 
 def pull_labels(
@@ -267,10 +269,10 @@ def _aggregate(session, items: dict, stored: dict, need: int, report: PullReport
     changes = []
     for item in items.values():
         decision = decide(answers.get(item.id, []), need)
-        status = "pushed" if decision.status == "waiting" else decision.status
-        if decision.status == "decided":
+        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
+        if status == ItemStatus.DECIDED:
             report.decided += 1
-        elif decision.status == "undecided":
+        elif status == ItemStatus.UNDECIDED:
             report.undecided += 1
         else:
             report.waiting += 1

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from loop.acquisition.strategies import Strategy
 from storage.errors import PvarLoopError
 
 CONFIG_FILENAME = "pvar-loop.toml"
@@ -138,8 +139,11 @@ class RewardTrainingConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    strategy: Literal["pvar", "low-pvar", "reward-gap", "random", "full"] = Field(
-        "pvar", description="Which prompts go to annotators: highest PVar, a baseline, or the whole pool."
+    strategy: Literal[
+        Strategy.PVAR, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.RANDOM, Strategy.FULL
+    ] = Field(
+        Strategy.PVAR,
+        description="Which prompts go to annotators: highest PVar, a baseline, or the whole pool.",
     )
     budget: int = Field(64, ge=0, description="Labels (prompts) per round; 0 pauses new rounds.")
     seed: int = Field(

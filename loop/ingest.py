@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.errors import PvarLoopError
 from storage.models import Prompt
+from storage.prompts import existing_prompt_ids
 from storage.upsert import upsert
 
 SPLITS = ("train", "eval")
@@ -270,7 +270,7 @@ def _flush(session: Session, batch: list[dict], report: IngestReport) -> None:
     if not batch:
         return
     ids = [r["id"] for r in batch]
-    present = set(session.scalars(select(Prompt.id).where(Prompt.id.in_(ids))))
+    present = existing_prompt_ids(session, ids)
     new = [r for r in batch if r["id"] not in present]
     report.already_present += len(present)
     upsert(session, Prompt, [{**r, "created_at": datetime.now(UTC)} for r in new])

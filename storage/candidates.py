@@ -10,9 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Checkpoint, Label, Prompt, PromptScore, Round
 from storage.scores import DISAGREE, PVAR, REWARD_GAP
-
-# Round states whose annotation items no longer hold their prompts.
-CLOSED_ROUND_STATES = ("cancelled", "failed")
+from storage.statuses import RoundStatus
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ def taken_prompt_ids(arm: str = "main") -> Select:
     in_open_round = (
         select(AnnotationItem.prompt_id)
         .join(Round, Round.id == AnnotationItem.round_id)
-        .where(Round.arm == arm, Round.status.not_in(CLOSED_ROUND_STATES))
+        .where(Round.arm == arm, Round.status.not_in(RoundStatus.freeing_states()))
     )
     labelled = (
         select(AnnotationItem.prompt_id)

@@ -15,9 +15,8 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, RewardScore, Round
+from storage.statuses import ItemStatus
 from storage.upsert import upsert
-
-PUSHED_STATES = ("pushed", "decided", "undecided")
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class ItemState:
     id: str
     round_id: int
     swapped: bool
-    status: str
+    status: ItemStatus
     decision: str | None
     votes: dict[str, Any]
     argilla_record_id: str | None
@@ -92,7 +91,9 @@ def items_to_push(
         .order_by(AnnotationItem.id)
     )
     if not include_pushed:
-        stmt = stmt.where(or_(AnnotationItem.status == "pending", AnnotationItem.argilla_record_id.is_(None)))
+        stmt = stmt.where(
+            or_(AnnotationItem.status == ItemStatus.PENDING, AnnotationItem.argilla_record_id.is_(None))
+        )
     rows = session.execute(stmt).all()
     if not rows:
         return []
@@ -156,8 +157,8 @@ def mark_pushed(session: Session, record_ids: Mapping[str, str]) -> int:
     )
     session.execute(
         update(AnnotationItem)
-        .where(AnnotationItem.id.in_(list(record_ids)), AnnotationItem.status == "pending")
-        .values(status="pushed")
+        .where(AnnotationItem.id.in_(list(record_ids)), AnnotationItem.status == ItemStatus.PENDING)
+        .values(status=ItemStatus.PUSHED)
     )
     return len(record_ids)
 
@@ -212,7 +213,9 @@ def upsert_labels(session: Session, rows: Sequence[LabelRow]) -> int:
     )
 
 
-def set_outcomes(session: Session, outcomes: Iterable[tuple[str, str, str | None, dict[str, int]]]) -> int:
+def set_outcomes(
+    session: Session, outcomes: Iterable[tuple[str, ItemStatus, str | None, dict[str, int]]]
+) -> int:
     """(item id, status, decision, votes) per item; returns how many were written."""
     params = [{"id": i, "status": s, "decision": d, "votes": v} for i, s, d, v in outcomes]
     if params:
@@ -228,7 +231,7 @@ def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> l
         .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
         .join(ga, ga.id == AnnotationItem.generation_a_id)
         .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .where(AnnotationItem.status == "decided", AnnotationItem.decision.in_(("a", "b")))
+        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(("a", "b")))
         .order_by(AnnotationItem.round_id, AnnotationItem.id)
     )
     if round_ids is not None:
@@ -237,4 +240,20 @@ def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> l
     for item, prompt, text_a, text_b in session.execute(stmt):
         chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
         out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
+    return out
+
+
+def label_choices(session: Session) -> list[tuple[int, str, str, str]]:
+    """(round id, item id, annotator, choice) of every stored label."""
+    stmt = select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice).join(
+        AnnotationItem, AnnotationItem.id == Label.item_id
+    )
+    return [tuple(row) for row in session.execute(stmt).all()]
+
+
+def item_prompt_ids(session: Session) -> dict[int, list[str]]:
+    """{round id: prompt ids of its annotation items}."""
+    out: dict[int, list[str]] = {}
+    for round_id, prompt_id in session.execute(select(AnnotationItem.round_id, AnnotationItem.prompt_id)):
+        out.setdefault(round_id, []).append(prompt_id)
     return out

@@ -21,10 +21,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def acquire(
     engine: Engine, name: str, holder: str, stale_after: float, *, clock: Callable[[], datetime] = _now
 ) -> None:
@@ -44,7 +40,7 @@ def acquire(
                 return
             except IntegrityError:
                 raise LockHeld(f"another scheduler took the {name!r} lock just now") from None
-        age = (now - _aware(row.heartbeat_at)).total_seconds()
+        age = (now - row.heartbeat_at).total_seconds()
         if row.holder != holder and age < stale_after:
             raise LockHeld(
                 f"a scheduler is already running on this database: {row.holder} "

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -19,6 +18,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.statuses import ItemStatus, RoundStatus
+from storage.types import StrEnumType, UTCDateTime
 
 # Deterministic constraint names: Alembic can then drop/alter them on every backend.
 NAMING = {
@@ -38,7 +40,7 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
 
 
 class Prompt(Base):
@@ -119,10 +121,12 @@ class Round(Base):
         String(100), default="main", comment="experiment arm; 'main' in production"
     )
     number: Mapped[int]
-    status: Mapped[str] = mapped_column(String(20), default="planned", index=True)
+    status: Mapped[RoundStatus] = mapped_column(
+        StrEnumType(RoundStatus, 20), default=RoundStatus.PLANNED, index=True
+    )
     reason: Mapped[str | None] = mapped_column(Text, comment="why cancelled/failed/waiting")
     budget: Mapped[int]
-    strategy: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str] = mapped_column(String(32))  # a loop.acquisition.strategies.Strategy value
     seed: Mapped[int] = mapped_column(default=0)
     policy_in: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     policy_out: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
@@ -145,8 +149,8 @@ class AnnotationItem(Base):
     generation_b_id: Mapped[int] = mapped_column(ForeignKey("generations.id"), comment="lowest reward")
     swapped: Mapped[bool] = mapped_column(Boolean, default=False, comment="b shown as 'response_a'")
     argilla_record_id: Mapped[str | None] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(
-        String(20), default="pending", comment="pending|pushed|decided|undecided"
+    status: Mapped[ItemStatus] = mapped_column(
+        StrEnumType(ItemStatus, 20), default=ItemStatus.PENDING, comment="pending|pushed|decided|undecided"
     )
     decision: Mapped[str | None] = mapped_column(String(8), comment="a|b|tie after aggregation")
     votes: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -12,6 +13,8 @@ from sqlalchemy.orm import Session
 from storage.db import select_in
 from storage.models import Prompt, PromptScore
 from storage.scores import DONE_METRICS
+
+TRAIN, EVAL = "train", "eval"  # Prompt.split values
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,29 @@ def prompt_texts(session: Session, prompt_ids: Sequence[str]) -> dict[str, str]:
         session, lambda chunk: select(Prompt.id, Prompt.text).where(Prompt.id.in_(chunk)), prompt_ids
     )
     return dict(rows)
+
+
+def existing_prompt_ids(session: Session, prompt_ids: Sequence[str]) -> set[str]:
+    """The ids among `prompt_ids` that are stored already."""
+    rows = select_in(session, lambda chunk: select(Prompt.id).where(Prompt.id.in_(chunk)), prompt_ids)
+    return {pid for (pid,) in rows}
+
+
+def eval_prompt_texts(session: Session) -> list[str]:
+    """Texts of the eval split, by id (a stable order for win-rate runs)."""
+    return list(session.scalars(select(Prompt.text).where(Prompt.split == EVAL).order_by(Prompt.id)))
+
+
+def constraints_by_text(
+    session: Session, *, split: str | None = None, prompt_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """{prompt text: its metadata's verifier `constraints` (None when it has none)} of one split, of the given
+    prompts, or of every prompt."""
+    stmt = select(Prompt.text, Prompt.meta)
+    if split is not None:
+        stmt = stmt.where(Prompt.split == split)
+    if prompt_ids is None:
+        rows = session.execute(stmt).all()
+    else:
+        rows = select_in(session, lambda chunk: stmt.where(Prompt.id.in_(chunk)), prompt_ids)
+    return {text: (meta.get("constraints") if isinstance(meta, dict) else None) for text, meta in rows}

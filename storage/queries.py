@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import AnnotationItem, Evaluation, Label, OperatorAction, Prompt, PromptScore, Round
+from storage import rounds as round_repo
+from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore
 
 
 def pool_summary(session: Session) -> dict[str, Any]:
@@ -27,17 +28,7 @@ def pool_summary(session: Session) -> dict[str, Any]:
 
 
 def rounds_summary(session: Session) -> list[dict[str, Any]]:
-    labels = dict(
-        session.execute(
-            select(AnnotationItem.round_id, func.count(Label.id))
-            .join(Label, Label.item_id == AnnotationItem.id)
-            .group_by(AnnotationItem.round_id)
-        ).all()
-    )
-    items = dict(
-        session.execute(select(AnnotationItem.round_id, func.count()).group_by(AnnotationItem.round_id)).all()
-    )
-    rows = session.scalars(select(Round).order_by(Round.arm, Round.number)).all()
+    counts = round_repo.round_counts(session)  # the per-round numbers report and experiment show too
     return [
         {
             "arm": r.arm,
@@ -46,12 +37,12 @@ def rounds_summary(session: Session) -> list[dict[str, Any]]:
             "reason": r.reason,
             "strategy": r.strategy,
             "budget": r.budget,
-            "items": items.get(r.id, 0),
-            "labels": labels.get(r.id, 0),
+            "items": counts.get(r.id, round_repo.RoundCounts()).items,
+            "labels": counts.get(r.id, round_repo.RoundCounts()).labels,
             "policy_in": r.policy_in,
             "policy_out": r.policy_out,
         }
-        for r in rows
+        for r in round_repo.all_rounds(session)
     ]
 
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from storage.db import select_in
-from storage.models import Generation, PromptScore, RewardScore
+from storage.models import Generation, Prompt, PromptScore, RewardScore
 from storage.upsert import upsert
 
 # Metrics written per prompt. A prompt counts as scored for (checkpoint, reward model) once it has a pvar row,
@@ -117,3 +117,84 @@ def reward_scores_for(
     for prompt_id, index, score in rows:
         out.setdefault(prompt_id, []).append((index, score))
     return {p: sorted(v) for p, v in out.items()}
+
+
+def score_counts(session: Session, metric: str = PVAR) -> list[tuple[str, str, int | None, int]]:
+    """(checkpoint, reward model, asking round or None, number of prompts) with a `metric` score."""
+    stmt = (
+        select(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id, func.count())
+        .where(PromptScore.metric == metric)
+        .group_by(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id)
+    )
+    return [tuple(row) for row in session.execute(stmt).all()]
+
+
+def score_values(
+    session: Session, checkpoint_id: str, reward_model: str, metric: str = PVAR
+) -> dict[str, float]:
+    """{prompt_id: value} of one metric for (checkpoint, reward model)."""
+    stmt = select(PromptScore.prompt_id, PromptScore.value).where(
+        PromptScore.checkpoint_id == checkpoint_id,
+        PromptScore.reward_model == reward_model,
+        PromptScore.metric == metric,
+    )
+    return dict(session.execute(stmt).all())
+
+
+def scored_generations(
+    session: Session, prompt_ids: Sequence[str], checkpoint_id: str, reward_model: str
+) -> list[tuple[Generation, float]]:
+    """(generation, reward) of the prompts' samples under one policy and reward model, by prompt and index."""
+    return select_in(
+        session,
+        lambda chunk: (
+            select(Generation, RewardScore.score)
+            .join(RewardScore, RewardScore.generation_id == Generation.id)
+            .where(
+                Generation.checkpoint_id == checkpoint_id,
+                RewardScore.reward_model == reward_model,
+                Generation.prompt_id.in_(chunk),
+            )
+            .order_by(Generation.prompt_id, Generation.sample_index)
+        ),
+        prompt_ids,
+    )
+
+
+def scored_train_prompt_ids(session: Session, checkpoint_id: str, reward_model: str) -> list[str]:
+    """Train prompts with a PVar score for (checkpoint, reward model)."""
+    return list(
+        session.scalars(
+            select(PromptScore.prompt_id)
+            .join(Prompt, Prompt.id == PromptScore.prompt_id)
+            .where(
+                PromptScore.checkpoint_id == checkpoint_id,
+                PromptScore.reward_model == reward_model,
+                PromptScore.metric == PVAR,
+                Prompt.split == "train",
+            )
+        )
+    )
+
+
+def max_samples_per_prompt(session: Session, checkpoint_id: str) -> int | None:
+    """The most generations any prompt has under the checkpoint (None without generations)."""
+    per_prompt = (
+        select(func.count().label("n"))
+        .where(Generation.checkpoint_id == checkpoint_id)
+        .group_by(Generation.prompt_id)
+        .subquery()
+    )
+    return session.scalar(select(func.max(per_prompt.c.n)))
+
+
+def train_samples(session: Session, checkpoint_id: str) -> list[tuple[str, dict[str, Any], int, str]]:
+    """(prompt text, prompt metadata, sample index, response) of every train prompt's generations under the
+    checkpoint, by prompt id and sample index."""
+    stmt = (
+        select(Prompt.text, Prompt.meta, Generation.sample_index, Generation.text)
+        .join(Generation, Generation.prompt_id == Prompt.id)
+        .where(Generation.checkpoint_id == checkpoint_id, Prompt.split == "train")
+        .order_by(Prompt.id, Generation.sample_index)
+    )
+    return [tuple(row) for row in session.execute(stmt).all()]

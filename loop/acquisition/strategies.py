@@ -12,13 +12,29 @@ earlier rounds. When k exceeds the pool, the whole pool is returned and the call
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 
 import numpy as np
 
 from loop.acquisition.pvar import RewardsInput, preference_variance, reward_gap
 
-__all__ = ["STRATEGIES", "CandidateScores", "Strategy", "select", "top_k"]
+__all__ = ["STRATEGIES", "CandidateScores", "Strategy", "StrategySpec", "select", "top_k"]
+
+
+class Strategy(StrEnum):
+    """The names of the arms: what config, CLI, operator settings, experiments and the `rounds.strategy` column
+    hold (members are their strings, so stored values are unchanged)."""
+
+    PVAR = "pvar"
+    LOW_PVAR = "low-pvar"
+    REWARD_GAP = "reward-gap"
+    RANDOM = "random"
+    RANDOM_DISAGREE = "random-disagree"
+    FULL = "full"
+
+    def __repr__(self) -> str:  # 'pvar', as the plain strings printed before: messages stay the same
+        return repr(self.value)
 
 
 @dataclass(frozen=True)
@@ -82,10 +98,10 @@ ScoreFn = Callable[[CandidateScores, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
-class Strategy:
+class StrategySpec:
     """A named arm: `score` ranks candidates (higher first); uses_k=False means it takes the whole pool."""
 
-    name: str
+    name: Strategy
     score: ScoreFn
     uses_k: bool
     description: str
@@ -122,21 +138,27 @@ def _score_full(c: CandidateScores, rng: np.random.Generator) -> np.ndarray:
     return np.zeros(len(c))
 
 
-STRATEGIES: MappingProxyType[str, Strategy] = MappingProxyType(
+STRATEGIES: MappingProxyType[Strategy, StrategySpec] = MappingProxyType(
     {
         s.name: s
         for s in (
-            Strategy("pvar", _score_pvar, True, "top-k highest preference variance (the method)"),
-            Strategy("low-pvar", _score_low_pvar, True, "bottom-k preference variance (negative control)"),
-            Strategy("reward-gap", _score_reward_gap, True, "top-k max-min reward (competing heuristic)"),
-            Strategy("random", _score_random, True, "uniformly random k prompts (baseline)"),
-            Strategy(
-                "random-disagree",
+            StrategySpec(Strategy.PVAR, _score_pvar, True, "top-k highest preference variance (the method)"),
+            StrategySpec(
+                Strategy.LOW_PVAR, _score_low_pvar, True, "bottom-k preference variance (negative control)"
+            ),
+            StrategySpec(
+                Strategy.REWARD_GAP, _score_reward_gap, True, "top-k max-min reward (competing heuristic)"
+            ),
+            StrategySpec(Strategy.RANDOM, _score_random, True, "uniformly random k prompts (baseline)"),
+            StrategySpec(
+                Strategy.RANDOM_DISAGREE,
                 _score_random_disagree,
                 True,
                 "uniformly random k among prompts whose samples disagree (control: tie avoidance only)",
             ),
-            Strategy("full", _score_full, False, "every candidate; k is validated but otherwise ignored"),
+            StrategySpec(
+                Strategy.FULL, _score_full, False, "every candidate; k is validated but otherwise ignored"
+            ),
         )
     }
 )

@@ -48,19 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
     """Decided pairs and, per prompt text, the verifier constraints its metadata carries (if any)."""
-    from sqlalchemy import select
-
     from storage.items import decided_items
-    from storage.models import Prompt
+    from storage.prompts import constraints_by_text
 
     with uow() as session:
         pairs = decided_items(session)
-        ids = {p.prompt_id for p in pairs}
-        constraints = {
-            text: meta["constraints"]
-            for text, meta in session.execute(select(Prompt.text, Prompt.meta).where(Prompt.id.in_(ids)))
-            if isinstance(meta, dict) and meta.get("constraints")
-        }
+        found = constraints_by_text(session, prompt_ids=[p.prompt_id for p in pairs])
+        constraints = {text: c for text, c in found.items() if c}
     return pairs, constraints
 
 

@@ -9,17 +9,10 @@ from loop.cli.common import UserError, add_command, open_uow
 
 
 def _round_id(uow, number: int | None) -> tuple[int, int]:
-    from sqlalchemy import select
-
-    from storage.models import AnnotationItem, Round
+    from storage.rounds import latest_labelled_round, round_by_number
 
     with uow() as session:
-        stmt = select(Round).where(Round.arm == "main")
-        if number is None:
-            stmt = stmt.where(Round.id.in_(select(AnnotationItem.round_id))).order_by(Round.number.desc())
-        else:
-            stmt = stmt.where(Round.number == number)
-        rnd = session.scalars(stmt.limit(1)).first()
+        rnd = latest_labelled_round(session) if number is None else round_by_number(session, number)
         if rnd is None:
             raise UserError(f"no round {number}" if number is not None else "no round has labels yet")
         return rnd.id, rnd.number

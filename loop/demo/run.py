@@ -166,32 +166,28 @@ def verifier_judge(db_prompts: dict[str, list], seed: int, allow_ties: bool = Tr
 
 
 def _rounds_done(uow) -> int:
-    from sqlalchemy import func, select
-
-    from storage.models import Round
+    from storage.rounds import count_rounds
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        return session.scalar(select(func.count()).where(Round.status == "done")) or 0
+        return count_rounds(session, RoundStatus.DONE)
 
 
 def _failed_reason(uow) -> str | None:
-    from sqlalchemy import select
-
-    from storage.models import Round
+    from storage.rounds import first_reason
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        return session.scalar(select(Round.reason).where(Round.status.in_(("failed", "cancelled"))).limit(1))
+        return first_reason(session, RoundStatus.freeing_states())
 
 
 def _retry_reason(uow) -> str | None:
     """The open round's last step error, if its last attempt failed (the scheduler retries it every tick)."""
-    from sqlalchemy import select
-
-    from loop.rounds.state import OPEN
-    from storage.models import Round
+    from storage.rounds import first_reason
+    from storage.statuses import RoundStatus
 
     with uow() as session:
-        reason = session.scalar(select(Round.reason).where(Round.status.in_(OPEN)).limit(1))
+        reason = first_reason(session, RoundStatus.open_states())
     return reason if reason and reason.startswith("last attempt failed") else None
 
 
@@ -345,12 +341,10 @@ def run_demo(
 
 
 def _constraints_by_prompt(uow) -> dict[str, list]:
-    from sqlalchemy import select
-
-    from storage.models import Prompt
+    from storage.prompts import constraints_by_text
 
     with uow() as session:
-        return {p.text: (p.meta or {}).get("constraints") for p in session.scalars(select(Prompt))}
+        return constraints_by_text(session)
 
 
 def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeout_s: float) -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from annotation.aggregate import decide
 from annotation.simulated.judges import Judge, LookupJudge, RewardJudge
 from loop.config import Config
 from storage import items as repo
 from storage.db import UnitOfWork
-from storage.models import Prompt
+from storage.prompts import constraints_by_text
+from storage.statuses import ItemStatus
 
 SIM_RECORD_PREFIX = "sim-"  # argilla_record_id of a simulated push: no Argilla record exists
 
@@ -78,7 +77,7 @@ def _aggregate(session, round_id: int, stored: dict, need: int) -> None:
     changes = []
     for item in repo.pushed_items(session, round_id):
         decision = decide(answers.get(item.id, []), need)
-        status = "pushed" if decision.status == "waiting" else decision.status
+        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
         if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
             changes.append((item.id, status, decision.choice, decision.votes))
     repo.set_outcomes(session, changes)
@@ -109,7 +108,7 @@ def verifier_annotation(uow: UnitOfWork, *, seed: int = 0, tie_margin: float = 1
     from loop.evaluation.verifier import verify
 
     with uow() as session:
-        constraints = {p.text: (p.meta or {}).get("constraints") for p in session.scalars(select(Prompt))}
+        constraints = constraints_by_text(session)
     if not any(constraints.values()):
         raise ValueError("no prompt carries metadata.constraints: the verifier annotator cannot judge them")
 

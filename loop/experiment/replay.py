@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotation.simulated.judges import LookupJudge
@@ -26,9 +25,9 @@ from loop.experiment.annotator import lookup_annotation
 from loop.experiment.runner import ArmSpec, ExperimentError, ExperimentPlan, run_experiment
 from loop.ingest import prompt_id
 from storage.db import UnitOfWork
-from storage.models import Checkpoint, Generation, Prompt, Round
+from storage.models import Checkpoint, Prompt, Round
 from storage.prompts import count_train_prompts
-from storage.scores import add_generations
+from storage.scores import add_generations, max_samples_per_prompt, train_samples
 from storage.upsert import upsert
 
 DATASET_CHECKPOINT = "dataset"
@@ -134,12 +133,7 @@ def ingest_ultrafeedback_style(
 
 def lookup_judge(session: Session) -> LookupJudge:
     """Every pair of a prompt's dataset completions decided by their ratings (equal ratings tie)."""
-    rows = session.execute(
-        select(Prompt.text, Prompt.meta, Generation.sample_index, Generation.text)
-        .join(Generation, Generation.prompt_id == Prompt.id)
-        .where(Generation.checkpoint_id == DATASET_CHECKPOINT, Prompt.split == "train")
-        .order_by(Prompt.id, Generation.sample_index)
-    ).all()
+    rows = train_samples(session, DATASET_CHECKPOINT)
     by_prompt: dict[str, list[tuple[str, float]]] = {}
     for text, meta, index, response in rows:
         by_prompt.setdefault(text, []).append((response, float(meta["ratings"][index])))
@@ -172,13 +166,7 @@ def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int
             f"replay rounds score the dataset's completions, not checkpoint {checkpoint_id}"
         )
     with uow() as session:
-        per_prompt = (
-            select(func.count().label("n"))
-            .where(Generation.checkpoint_id == DATASET_CHECKPOINT)
-            .group_by(Generation.prompt_id)
-            .subquery()
-        )
-        k = session.scalar(select(func.max(per_prompt.c.n)))
+        k = max_samples_per_prompt(session, DATASET_CHECKPOINT)
     r = cfg.reward
     scorer = RewardScorer(
         reward_model_id(cfg),

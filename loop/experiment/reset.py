@@ -13,22 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select, update
-
+from storage.arms import delete_arm
 from storage.db import UnitOfWork
-from storage.models import (
-    AnnotationItem,
-    Checkpoint,
-    Evaluation,
-    Generation,
-    Label,
-    LoopSetting,
-    OperatorAction,
-    PromptScore,
-    RewardScore,
-    Round,
-    TrainingRun,
-)
+from storage.models import OperatorAction
 
 log = logging.getLogger("pvar_loop.experiment")
 
@@ -47,31 +34,11 @@ def reset_arm(uow: UnitOfWork, arm: str, *, data_dir: Path, actor: str = "experi
     if arm == "main":
         raise ValueError("arm 'main' is the production history; it is never reset")
     with uow() as session:
-        rounds = list(session.scalars(select(Round.id).where(Round.arm == arm)))
-        if not rounds:
+        deleted = delete_arm(session, arm)
+        if deleted is None:
             raise ValueError(f"no rounds for arm {arm!r}; nothing to reset")
-        ckpts = session.execute(
-            select(Checkpoint.id, Checkpoint.path).where(Checkpoint.round_id.in_(rounds))
-        ).all()
+        rounds, ckpts, labels = deleted.rounds, deleted.checkpoints, deleted.labels
         ckpt_ids = [c for c, _ in ckpts]
-        gens = select(Generation.id).where(Generation.checkpoint_id.in_(ckpt_ids))
-        items = select(AnnotationItem.id).where(AnnotationItem.round_id.in_(rounds))
-        labels = session.execute(delete(Label).where(Label.item_id.in_(items))).rowcount
-        session.execute(delete(AnnotationItem).where(AnnotationItem.round_id.in_(rounds)))
-        session.execute(delete(RewardScore).where(RewardScore.generation_id.in_(gens)))
-        session.execute(delete(PromptScore).where(PromptScore.checkpoint_id.in_(ckpt_ids)))
-        # Scores of shared checkpoints (the initial policy) that this arm's rounds asked for stay, unlinked.
-        session.execute(update(PromptScore).where(PromptScore.round_id.in_(rounds)).values(round_id=None))
-        session.execute(delete(Evaluation).where(Evaluation.checkpoint_id.in_(ckpt_ids)))
-        session.execute(
-            delete(TrainingRun).where(
-                or_(TrainingRun.round_id.in_(rounds), TrainingRun.checkpoint_id.in_(ckpt_ids))
-            )
-        )
-        session.execute(delete(Round).where(Round.id.in_(rounds)))
-        session.execute(delete(Generation).where(Generation.checkpoint_id.in_(ckpt_ids)))
-        session.execute(delete(Checkpoint).where(Checkpoint.id.in_(ckpt_ids)))
-        session.execute(delete(LoopSetting).where(LoopSetting.arm == arm))
         session.add(
             OperatorAction(
                 actor=actor,

@@ -9,58 +9,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
+from storage import rounds as round_repo
 from storage.checkpoints import initial_checkpoint_id
-from storage.models import AnnotationItem, Evaluation, Label, Round, TrainingRun
+from storage.evaluations import latest_evaluation
+from storage.models import Round
+from storage.rounds import RoundCounts
+from storage.training_runs import latest_finished_run
 
 FORMAT_VERSION = 1
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def round_result(session: Session, rnd: Round, reference: str) -> dict:
-    """One round of one arm: labels, decisions, training and evaluation as stored."""
-    items = dict(
-        session.execute(
-            select(AnnotationItem.status, func.count())
-            .where(AnnotationItem.round_id == rnd.id)
-            .group_by(AnnotationItem.status)
-        ).all()
-    )
-    decisions = dict(
-        session.execute(
-            select(AnnotationItem.decision, func.count())
-            .where(AnnotationItem.round_id == rnd.id, AnnotationItem.status == "decided")
-            .group_by(AnnotationItem.decision)
-        ).all()
-    )
-    labels = session.scalar(
-        select(func.count())
-        .select_from(Label)
-        .join(AnnotationItem, AnnotationItem.id == Label.item_id)
-        .where(AnnotationItem.round_id == rnd.id)
-    )
-    run = session.scalar(
-        select(TrainingRun)
-        .where(TrainingRun.round_id == rnd.id, TrainingRun.status == "done")
-        .order_by(TrainingRun.id.desc())
-        .limit(1)
-    )
+def round_result(session: Session, rnd: Round, reference: str, c: RoundCounts) -> dict:
+    """One round of one arm: its counts (storage.rounds.round_counts), training and evaluation as stored."""
+    run = latest_finished_run(session, rnd.id)
     trained = run is not None and rnd.policy_out == run.checkpoint_id
-    ev = None
-    if trained:
-        ev = session.scalar(
-            select(Evaluation)
-            .where(Evaluation.checkpoint_id == rnd.policy_out, Evaluation.reference_id == reference)
-            .order_by(Evaluation.id.desc())
-            .limit(1)
-        )
-    start, end = _aware(rnd.created_at), _aware(rnd.finished_at)
+    ev = latest_evaluation(session, rnd.policy_out, reference) if trained else None
+    start, end = rnd.created_at, rnd.finished_at
     return {
         "number": rnd.number,
         "round_id": rnd.id,
@@ -71,11 +38,11 @@ def round_result(session: Session, rnd: Round, reference: str) -> dict:
         "seed": rnd.seed,
         "policy_in": rnd.policy_in,
         "policy_out": rnd.policy_out,
-        "items": sum(items.values()),
-        "labels": labels or 0,
-        "decided_ab": decisions.get("a", 0) + decisions.get("b", 0),
-        "ties": decisions.get("tie", 0),
-        "undecided": items.get("undecided", 0),
+        "items": c.items,
+        "labels": c.labels,
+        "decided_ab": c.decided_ab,
+        "ties": c.ties,
+        "undecided": c.undecided,
         "train_pairs": run.label_count if trained else None,
         "train_steps": (run.metrics or {}).get("steps") if trained else None,
         "evaluation": None
@@ -107,10 +74,11 @@ def collect_results(session: Session, cfg: Config, arms: Sequence, meta: dict) -
         "arms": {},
     }
     for arm in arms:
-        rounds = session.scalars(select(Round).where(Round.arm == arm.name).order_by(Round.number)).all()
+        rounds = round_repo.all_rounds(session, arm.name)
+        counts = round_repo.round_counts(session, [r.id for r in rounds])
         rows, cumulative = [], 0
         for rnd in rounds:
-            row = round_result(session, rnd, reference)
+            row = round_result(session, rnd, reference, counts.get(rnd.id, RoundCounts()))
             cumulative += row["labels"]
             row["cumulative_labels"] = cumulative
             rows.append(row)

@@ -30,16 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loop.acquisition.strategies import STRATEGIES
+from loop.acquisition.strategies import Strategy
 from loop.config import Config
-from loop.rounds.state import CLOSED, Services, cancel_round, open_round, start_round, tick
+from loop.rounds.state import Services, cancel_round, start_round, tick
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.items import DecidedPair
-from storage.models import Round, TrainingRun
+from storage.models import Round
+from storage.rounds import open_round, round_by_number, round_status
+from storage.statuses import RoundStatus
+from storage.training_runs import latest_finished_run_of
 
 log = logging.getLogger("pvar_loop.experiment")
 
@@ -57,32 +59,33 @@ class ArmSpec:
     """
 
     name: str
-    strategy: str
+    strategy: Strategy
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or self.name == "main":
             raise ExperimentError(f"arm name {self.name!r} is reserved or empty; production uses 'main'")
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in tuple(Strategy):
             raise ExperimentError(
-                f"arm {self.name}: unknown strategy {self.strategy!r}; allowed: {', '.join(STRATEGIES)}"
+                f"arm {self.name}: unknown strategy {self.strategy!r}; allowed: {', '.join(Strategy)}"
             )
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
         unknown = set(self.options) - {"match_steps_to", "training"}
         if unknown:
             raise ExperimentError(f"arm {self.name}: unknown option(s) {', '.join(sorted(unknown))}")
 
 
 DEFAULT_ARMS: tuple[ArmSpec, ...] = (
-    ArmSpec("pvar", "pvar"),
-    ArmSpec("random-s0", "random", 0),
-    ArmSpec("random-s1", "random", 1),
-    ArmSpec("random-s2", "random", 2),
-    ArmSpec("low-pvar", "low-pvar"),
-    ArmSpec("reward-gap", "reward-gap"),
-    ArmSpec("full", "full"),
-    ArmSpec("random-disagree", "random-disagree"),
-    ArmSpec("pvar-matched", "pvar", 0, {"match_steps_to": "random-s0"}),
+    ArmSpec("pvar", Strategy.PVAR),
+    ArmSpec("random-s0", Strategy.RANDOM, 0),
+    ArmSpec("random-s1", Strategy.RANDOM, 1),
+    ArmSpec("random-s2", Strategy.RANDOM, 2),
+    ArmSpec("low-pvar", Strategy.LOW_PVAR),
+    ArmSpec("reward-gap", Strategy.REWARD_GAP),
+    ArmSpec("full", Strategy.FULL),
+    ArmSpec("random-disagree", Strategy.RANDOM_DISAGREE),
+    ArmSpec("pvar-matched", Strategy.PVAR, 0, {"match_steps_to": "random-s0"}),
 )
 
 
@@ -136,18 +139,10 @@ def step_matched_pairs(reference_arm: str, seed: int = 0):
     def select_pairs(session: Session, rnd: Round, pairs: list[DecidedPair]) -> list[DecidedPair]:
         from loop.rounds.training import NoTrainingSignal
 
-        ref = session.scalar(
-            select(TrainingRun)
-            .join(Round, Round.id == TrainingRun.round_id)
-            .where(Round.arm == reference_arm, Round.number == rnd.number, TrainingRun.status == "done")
-            .order_by(TrainingRun.id.desc())
-            .limit(1)
-        )
+        ref = latest_finished_run_of(session, reference_arm, rnd.number)
         if ref is None:
-            ref_round = session.scalar(
-                select(Round).where(Round.arm == reference_arm, Round.number == rnd.number)
-            )
-            if ref_round is None or ref_round.status not in CLOSED:
+            ref_round = round_by_number(session, rnd.number, reference_arm)
+            if ref_round is None or not ref_round.status.is_closed:
                 raise ExperimentError(
                     f"arm {rnd.arm} round {rnd.number}: reference arm {reference_arm} has not finished its "
                     "round yet (run it first)"
@@ -212,25 +207,14 @@ def mark_disagreement(
     """Store, per scored train prompt of (checkpoint, reward model), whether the annotator would see a difference
     in the pair a round would show (best vs worst by reward; loop.rounds.items). Returns the prompts marked."""
     from loop.rounds.items import best_and_worst
-    from storage.models import Prompt, PromptScore
+    from storage.models import PromptScore
     from storage.prompts import prompt_texts
-    from storage.scores import DISAGREE, PVAR
+    from storage.scores import DISAGREE, scored_train_prompt_ids
     from storage.upsert import upsert
 
     reward_model = cfg.reward.model
     with uow() as session:
-        ids = list(
-            session.scalars(
-                select(PromptScore.prompt_id)
-                .join(Prompt, Prompt.id == PromptScore.prompt_id)
-                .where(
-                    PromptScore.checkpoint_id == checkpoint_id,
-                    PromptScore.reward_model == reward_model,
-                    PromptScore.metric == PVAR,
-                    Prompt.split == "train",
-                )
-            )
-        )
+        ids = scored_train_prompt_ids(session, checkpoint_id, reward_model)
         pairs = best_and_worst(session, ids, checkpoint_id, reward_model)
         texts = prompt_texts(session, ids)
         rows = [
@@ -261,7 +245,7 @@ def services_for(arm: ArmSpec, annotator, score=None, disagree=None) -> Services
     from loop.rounds import steps
 
     score = score or steps.score
-    if arm.strategy == "random-disagree" and disagree is not None:
+    if arm.strategy == Strategy.RANDOM_DISAGREE and disagree is not None:
         plain_score = score
 
         def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
@@ -279,7 +263,7 @@ def services_for(arm: ArmSpec, annotator, score=None, disagree=None) -> Services
 
 def run_round(
     uow: UnitOfWork, cfg: Config, arm: ArmSpec, services: Services, prepare_round=None
-) -> tuple[int, str]:
+) -> tuple[int, RoundStatus]:
     """Plan the arm's next round and drive it to a closed state. Returns (round id, final status)."""
     with uow() as session:
         current = open_round(session, arm.name)
@@ -289,9 +273,7 @@ def run_round(
         if rnd is None:
             raise ExperimentError(f"arm {arm.name}: {message}")
         with uow() as session:
-            round_id = session.scalar(
-                select(Round.id).where(Round.arm == arm.name, Round.number == rnd.number)
-            )
+            round_id = round_by_number(session, rnd.number, arm.name).id
             if prepare_round is not None:
                 prepare_round(session, session.get(Round, round_id))
     last = None
@@ -300,11 +282,11 @@ def run_round(
         with uow() as session:
             rnd = session.get(Round, round_id)
             status, number = rnd.status, rnd.number
-        if status in CLOSED:
+        if status.is_closed:
             return round_id, status
         if status == last:  # the simulated annotator answered everything and the round still cannot move
             cancel_round(uow, number, f"experiment: round stuck in {status}: {rnd.reason}", arm=arm.name)
-            return round_id, "cancelled"
+            return round_id, RoundStatus.CANCELLED
         last = status
 
 
@@ -330,10 +312,8 @@ def run_experiment(
     for number in range(1, plan.rounds + 1):
         for arm in arms:
             with uow() as session:
-                done = session.scalar(
-                    select(Round.status).where(Round.arm == arm.name, Round.number == number)
-                )
-            if done in CLOSED:
+                done = round_status(session, number, arm.name)
+            if done is not None and done.is_closed:
                 continue
             t0 = time.perf_counter()
             acfg = arm_config(cfg, arm, plan.budget)

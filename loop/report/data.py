@@ -10,19 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import agreement
-from storage import queries
-from storage.models import AnnotationItem, Evaluation, Label, PromptScore, Round
+from loop.acquisition.strategies import Strategy
+from storage import evaluations, queries, scores
+from storage import items as items_repo
+from storage import rounds as rounds_repo
+from storage.models import Evaluation, Round
 
-PVAR = "pvar"
-# Item states that mean "was sent to the annotators"; resolved ones have a decision (or none possible).
-PUSHED_STATES = ("pushed", "decided", "undecided")
-RESOLVED_STATES = ("decided", "undecided")
+PVAR = scores.PVAR
 # Display order of arms: the method, the baseline, the controls, then anything else by name.
-STRATEGY_ORDER = ("pvar", "random", "low-pvar", "reward-gap", "full")
+STRATEGY_ORDER = (Strategy.PVAR, Strategy.RANDOM, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.FULL)
 
 
 @dataclass
@@ -122,7 +121,7 @@ class ReportData:
 
 def collect(session: Session) -> ReportData:
     """Read everything the report shows. Empty tables give empty lists, never an error."""
-    rounds = [_round_row(r) for r in session.scalars(select(Round)).all()]
+    rounds = [_round_row(r) for r in rounds_repo.all_rounds(session)]
     arms = _arm_strategies(rounds)
     rounds.sort(key=lambda r: (_arm_rank(r.arm, arms), r.number))
     _add_items_and_labels(session, rounds)
@@ -182,33 +181,19 @@ def _arm_rank(arm: str, arms: dict[str, str]) -> tuple[int, int, str]:
 
 
 def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
-    by_id = {r.id: r for r in rounds}
-    for round_id, status, decision in session.execute(
-        select(AnnotationItem.round_id, AnnotationItem.status, AnnotationItem.decision)
-    ).all():
-        r = by_id.get(round_id)
-        if r is None:
-            continue
-        r.items += 1
-        r.pushed += status in PUSHED_STATES
-        r.pending += status == "pending"
-        r.undecided += status == "undecided"
-        if status == "decided":
-            r.decided += 1
-            r.ties += decision == "tie"
+    counts = rounds_repo.round_counts(session, [r.id for r in rounds])
+    for r in rounds:
+        c = counts.get(r.id, rounds_repo.RoundCounts())
+        r.items, r.pushed, r.pending, r.labels = c.items, c.pushed, c.pending, c.labels
+        r.decided, r.ties, r.undecided = c.decided, c.ties, c.undecided
     votes: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     annotators: dict[int, set[str]] = defaultdict(set)
-    for round_id, item_id, annotator, choice in session.execute(
-        select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice).join(
-            AnnotationItem, AnnotationItem.id == Label.item_id
-        )
-    ).all():
+    for round_id, item_id, annotator, choice in items_repo.label_choices(session):
         votes[round_id][item_id].append(choice)
         annotators[round_id].add(annotator)
     cum: dict[str, tuple[int, int]] = {}
     for r in rounds:  # sorted by arm, then number
         item_votes = list(votes.get(r.id, {}).values())
-        r.labels = sum(len(v) for v in item_votes)
         r.annotators = len(annotators.get(r.id, ()))
         agr = agreement(item_votes)
         r.agreement_items, r.pairwise_agreement, r.fleiss_kappa = agr.items, agr.pairwise, agr.fleiss_kappa
@@ -223,22 +208,14 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
 
 def _add_pvar(session: Session, rounds: list[RoundRow]) -> dict[str, PvarPool]:
     """Attach to each round the PVar pool of its input policy and where its selected prompts fall in it."""
-    counts = session.execute(
-        select(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id, func.count())
-        .where(PromptScore.metric == PVAR)
-        .group_by(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id)
-    ).all()
+    counts = scores.score_counts(session, PVAR)
     per_checkpoint: dict[str, Counter[str]] = defaultdict(Counter)
     per_round: dict[int, Counter[str]] = defaultdict(Counter)
     for checkpoint_id, reward_model, round_id, n in counts:
         per_checkpoint[checkpoint_id][reward_model] += n
         if round_id is not None:
             per_round[round_id][(checkpoint_id, reward_model)] += n
-    item_prompts: dict[int, list[str]] = defaultdict(list)
-    for round_id, prompt_id in session.execute(
-        select(AnnotationItem.round_id, AnnotationItem.prompt_id)
-    ).all():
-        item_prompts[round_id].append(prompt_id)
+    item_prompts = items_repo.item_prompt_ids(session)
 
     pools: dict[str, PvarPool] = {}
     by_prompt: dict[str, dict[str, float]] = {}
@@ -250,23 +227,15 @@ def _add_pvar(session: Session, rounds: list[RoundRow]) -> dict[str, PvarPool]:
         reward_model = own[0] if own else _most_common(per_checkpoint[r.policy_in])
         key = f"{r.policy_in} | {reward_model}"
         if key not in pools:
-            scores = dict(
-                session.execute(
-                    select(PromptScore.prompt_id, PromptScore.value).where(
-                        PromptScore.checkpoint_id == r.policy_in,
-                        PromptScore.reward_model == reward_model,
-                        PromptScore.metric == PVAR,
-                    )
-                ).all()
-            )
-            values = sorted(float(v) for v in scores.values())
+            values_by_prompt = scores.score_values(session, r.policy_in, reward_model, PVAR)
+            values = sorted(float(v) for v in values_by_prompt.values())
             pools[key] = PvarPool(
                 key, r.policy_in, reward_model, values, float(np.mean(values)), float(np.median(values))
             )
-            by_prompt[key] = scores
-        pool, scores = pools[key], by_prompt[key]
+            by_prompt[key] = values_by_prompt
+        pool, pool_values = pools[key], by_prompt[key]
         prompts = item_prompts.get(r.id, [])
-        selected = sorted(float(scores[p]) for p in prompts if p in scores)
+        selected = sorted(float(pool_values[p]) for p in prompts if p in pool_values)
         r.pvar = RoundPvar(
             pool=key,
             reward_model=reward_model,
@@ -303,7 +272,7 @@ def _eval_point(e: Evaluation) -> EvalPoint:
 def _add_evals(session: Session, rounds: list[RoundRow]) -> tuple[str | None, str | None, list[list[str]]]:
     """Pick the (reference, judge) most rounds were evaluated with, and attach that eval to each round."""
     checkpoints = {c for r in rounds for c in (r.policy_in, r.policy_out) if c}
-    evals = [e for e in session.scalars(select(Evaluation)).all() if e.checkpoint_id in checkpoints]
+    evals = [e for e in evaluations.all_evaluations(session) if e.checkpoint_id in checkpoints]
     pairs = Counter((e.reference_id, e.judge) for e in evals)
     if not pairs:
         return None, None, []
@@ -328,13 +297,7 @@ def _curves(
         first = r.arm not in curves
         points = curves.setdefault(r.arm, [])
         if first and r.policy_in:
-            start = session.scalar(
-                select(Evaluation).where(
-                    Evaluation.checkpoint_id == r.policy_in,
-                    Evaluation.reference_id == reference,
-                    Evaluation.judge == judge,
-                )
-            )
+            start = evaluations.find_evaluation(session, r.policy_in, reference, judge)
             if start is not None:
                 points.append(CurvePoint(None, 0, 0, _eval_point(start)))
         if r.eval is not None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from loop.config import Config
 from loop.rounds.training import TrainingDataError
 from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
-from storage.models import Checkpoint, Evaluation, Prompt
+from storage.evaluations import find_evaluation
+from storage.models import Checkpoint, Evaluation
+from storage.prompts import EVAL, constraints_by_text, eval_prompt_texts
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,7 @@ def judge_for(cfg: Config, session):
     if cfg.evaluation.judge == "verifier":
         from loop.evaluation.verifier import verify
 
-        constraints = {
-            p.text: (p.meta or {}).get("constraints")
-            for p in session.scalars(select(Prompt).where(Prompt.split == "eval"))
-        }
+        constraints = constraints_by_text(session, split=EVAL)
         missing = [t for t, c in constraints.items() if not c]
         if missing:
             raise TrainingDataError(
@@ -50,16 +47,10 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         if ckpt is None:
             raise TrainingDataError(f"no checkpoint {checkpoint_id!r}; see `pvar-loop status`")
         judge_id, judge = judge_for(cfg, session)
-        existing = session.scalar(
-            select(Evaluation).where(
-                Evaluation.checkpoint_id == checkpoint_id,
-                Evaluation.reference_id == reference,
-                Evaluation.judge == judge_id,
-            )
-        )
+        existing = find_evaluation(session, checkpoint_id, reference, judge_id)
         if existing is not None:
             return existing
-        prompts = list(session.scalars(select(Prompt.text).where(Prompt.split == "eval").order_by(Prompt.id)))
+        prompts = eval_prompt_texts(session)
         ref_path, policy_path = session.get(Checkpoint, reference).path, ckpt.path
     if not prompts:
         raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")

@@ -7,11 +7,11 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.db import select_in
-from storage.models import AnnotationItem, Generation, RewardScore
+from storage.models import AnnotationItem, Generation
+from storage.scores import scored_generations
+from storage.statuses import ItemStatus
 from storage.upsert import upsert
 
 
@@ -32,20 +32,7 @@ def swap_flag(seed: int, item: str) -> bool:
 
 def best_and_worst(session: Session, prompt_ids: Sequence[str], checkpoint_id: str, reward_model: str):
     """prompt_id -> (best Generation, worst Generation); prompts whose samples all tie are left out."""
-    rows = select_in(
-        session,
-        lambda chunk: (
-            select(Generation, RewardScore.score)
-            .join(RewardScore, RewardScore.generation_id == Generation.id)
-            .where(
-                Generation.checkpoint_id == checkpoint_id,
-                RewardScore.reward_model == reward_model,
-                Generation.prompt_id.in_(chunk),
-            )
-            .order_by(Generation.prompt_id, Generation.sample_index)
-        ),
-        prompt_ids,
-    )
+    rows = scored_generations(session, prompt_ids, checkpoint_id, reward_model)
     by_prompt: dict[str, list[tuple[Generation, float]]] = defaultdict(list)
     for gen, score in rows:
         by_prompt[gen.prompt_id].append((gen, score))
@@ -83,7 +70,7 @@ def create_items(
                 "generation_a_id": best.id,
                 "generation_b_id": worst.id,
                 "swapped": swap_flag(seed, iid),
-                "status": "pending",
+                "status": ItemStatus.PENDING,
                 "votes": {},
             }
         )

@@ -8,12 +8,13 @@ import os
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from loop.acquisition.strategies import STRATEGIES
+from loop.acquisition.strategies import Strategy
+from storage import settings
 from storage.errors import PvarLoopError
-from storage.models import LoopSetting, OperatorAction, Round
+from storage.models import LoopSetting, OperatorAction
+from storage.rounds import next_round_number
 from storage.upsert import upsert
 
 SETTING_KEYS = ("budget", "strategy")
@@ -38,14 +39,10 @@ def parse_budget(raw: str | int) -> int:
     return value
 
 
-def parse_strategy(raw: str) -> str:
-    if raw not in STRATEGIES:
-        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(STRATEGIES)}")
-    return raw
-
-
-def next_round_number(session: Session, arm: str = "main") -> int:
-    return (session.scalar(select(func.max(Round.number)).where(Round.arm == arm)) or 0) + 1
+def parse_strategy(raw: str) -> Strategy:
+    if raw not in tuple(Strategy):
+        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(Strategy)}")
+    return Strategy(raw)
 
 
 def set_setting(session: Session, key: str, value: str, *, from_round: int | None, arm: str = "main") -> int:
@@ -74,12 +71,7 @@ def set_setting(session: Session, key: str, value: str, *, from_round: int | Non
 
 def setting_for_round(session: Session, key: str, number: int, default: str, arm: str = "main") -> str:
     """The latest value set for a round at or before `number`, else the config default."""
-    value = session.scalar(
-        select(LoopSetting.value)
-        .where(LoopSetting.arm == arm, LoopSetting.key == key, LoopSetting.from_round <= number)
-        .order_by(LoopSetting.from_round.desc(), LoopSetting.id.desc())
-        .limit(1)
-    )
+    value = settings.setting_for_round(session, key, number, arm)
     return default if value is None else value
 
 
@@ -87,14 +79,16 @@ def setting_for_round(session: Session, key: str, number: int, default: str, arm
 class RoundPlan:
     number: int
     budget: int
-    strategy: str
+    strategy: Strategy
 
 
-def plan_for(session: Session, number: int, *, budget: int, strategy: str, arm: str = "main") -> RoundPlan:
+def plan_for(
+    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = "main"
+) -> RoundPlan:
     return RoundPlan(
         number=number,
         budget=int(setting_for_round(session, "budget", number, str(budget), arm)),
-        strategy=setting_for_round(session, "strategy", number, strategy, arm),
+        strategy=Strategy(setting_for_round(session, "strategy", number, strategy, arm)),
     )
 
 

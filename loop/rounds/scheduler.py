@@ -46,13 +46,15 @@ def tick_job(config_path: str | None) -> None:
 
 def poll_job(config_path: str | None) -> None:
     """Pull labels of a collecting round between ticks, so `status` stays current."""
-    from loop.rounds.state import Services, open_round
+    from loop.rounds.state import Services
+    from storage.rounds import open_round
+    from storage.statuses import RoundStatus
 
     cfg, uow = _context(config_path)
     try:
         with uow() as session:
             rnd = open_round(session)
-            round_id = rnd.id if rnd is not None and rnd.status == "collecting" else None
+            round_id = rnd.id if rnd is not None and rnd.status == RoundStatus.COLLECTING else None
         if round_id is not None:
             Services.default().pull(cfg, uow, round_id)
     finally:

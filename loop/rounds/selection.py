@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from loop.acquisition.strategies import STRATEGIES, CandidateScores, select
+from loop.acquisition.strategies import STRATEGIES, CandidateScores, Strategy, select
 from storage.candidates import candidate_scores, count_scored, scored_pairs
 from storage.errors import PvarLoopError
 from storage.prompts import count_unscored, prompt_texts
@@ -31,7 +31,7 @@ class Pick:
 
 @dataclass(frozen=True)
 class Selection:
-    strategy: str
+    strategy: Strategy
     budget: int
     seed: int
     checkpoint_id: str
@@ -66,14 +66,15 @@ def choose(
     *,
     checkpoint_id: str,
     reward_model: str,
-    strategy: str,
+    strategy: Strategy | str,
     budget: int,
     seed: int,
     arm: str = "main",
 ) -> Selection:
     """Rank the scored pool still free for `arm` with `strategy` and keep the best `budget` (all for 'full')."""
     if strategy not in STRATEGIES:
-        raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(Strategy)}")
+    strategy = Strategy(strategy)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise SelectionError(f"budget must be a non-negative integer, got {budget!r}")
     rows = candidate_scores(session, checkpoint_id, reward_model, arm)

@@ -16,20 +16,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from loop.rounds.operator_settings import next_round_number, plan_for, record_action
+from loop.rounds.operator_settings import plan_for, record_action
 from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
-from storage.models import AnnotationItem, Round
+from storage.models import Round
+from storage.rounds import (
+    item_status_counts,
+    latest_trained_policy,
+    next_round_number,
+    open_round,
+    round_by_number,
+)
+from storage.statuses import ItemStatus, RoundStatus
 
 log = logging.getLogger("pvar_loop.rounds")
-
-OPEN = ("planned", "scored", "pushed", "collecting", "training", "evaluated")
-CLOSED = ("done", "cancelled", "failed")
 
 
 class RoundError(PvarLoopError, ValueError):
@@ -64,26 +68,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes even for timezone=True columns; they are stored in UTC.
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def open_round(session: Session, arm: str = "main") -> Round | None:
-    return session.scalar(
-        select(Round).where(Round.arm == arm, Round.status.in_(OPEN)).order_by(Round.number)
-    )
-
-
 def latest_policy(session: Session, cfg: Config, arm: str = "main") -> str:
     """The newest trained checkpoint of the arm, else the initial policy."""
-    done = session.scalar(
-        select(Round.policy_out)
-        .where(Round.arm == arm, Round.status == "done", Round.policy_out.is_not(None))
-        .order_by(Round.number.desc())
-        .limit(1)
-    )
-    return done or ensure_initial_checkpoint(session, cfg.policy.model)
+    return latest_trained_policy(session, arm) or ensure_initial_checkpoint(session, cfg.policy.model)
 
 
 def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round | None, str]:
@@ -101,7 +88,7 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round 
         rnd = Round(
             arm=arm,
             number=number,
-            status="planned",
+            status=RoundStatus.PLANNED,
             budget=plan.budget,
             strategy=plan.strategy,
             seed=cfg.selection.seed + number,
@@ -122,17 +109,17 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round 
 
 def cancel_round(uow: UnitOfWork, number: int, reason: str, arm: str = "main") -> str:
     with uow() as session:
-        rnd = session.scalar(select(Round).where(Round.arm == arm, Round.number == number))
+        rnd = round_by_number(session, number, arm)
         if rnd is None:
             raise RoundError(f"no round {number}")
-        if rnd.status in CLOSED:
+        if rnd.status.is_closed:
             raise RoundError(f"round {number} is already {rnd.status}")
-        _move(rnd, "cancelled", reason=reason)
+        _move(rnd, RoundStatus.CANCELLED, reason=reason)
         record_action(session, "cancel round", {"round": number, "reason": reason, "arm": arm})
     return f"round {number} cancelled; its prompts are free for later rounds"
 
 
-def _move(rnd: Round, status: str, reason: str | None = None) -> None:
+def _move(rnd: Round, status: RoundStatus, reason: str | None = None) -> None:
     log.info(
         "round %s/%s: %s -> %s%s",
         rnd.arm,
@@ -144,11 +131,11 @@ def _move(rnd: Round, status: str, reason: str | None = None) -> None:
     )
     rnd.status = status
     rnd.reason = reason
-    if status in CLOSED:
+    if status.is_closed:
         rnd.finished_at = _now()
 
 
-def _crash_point(status: str) -> None:
+def _crash_point(status: RoundStatus) -> None:
     """Test hook: PVAR_LOOP_FAULT_AT=<status> kills the process after that step's work, before its status
     moves (the worst moment: work done, not recorded as done)."""
     if os.environ.get("PVAR_LOOP_FAULT_AT") == status:
@@ -163,45 +150,47 @@ def _load(session: Session, round_id: int) -> Round:
     return rnd
 
 
-def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> str:
+def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> RoundStatus:
     """Advance one round by at most one state. Returns the status it is in afterwards."""
     with uow() as session:
         rnd = _load(session, round_id)
         status, policy_in = rnd.status, rnd.policy_in
-    if status == "planned":
+    if status == RoundStatus.PLANNED:
         services.score(cfg, uow, policy_in, round_id)
         with uow() as session:
+            items = _plan_items(session, cfg, _load(session, round_id))
+        _crash_point(status)
+        with uow() as session:
             rnd = _load(session, round_id)
-            items = _plan_items(session, cfg, rnd)
-            session.commit()
-            _crash_point(status)
             if items == 0:
-                _move(rnd, "cancelled", reason="no selectable prompts left in the pool")
+                _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
             else:
-                _move(rnd, "scored")
-    elif status == "scored":
+                _move(rnd, RoundStatus.SCORED)
+    elif status == RoundStatus.SCORED:
         services.push(cfg, uow, round_id)
         _crash_point(status)
         with uow() as session:
-            _move(_load(session, round_id), "pushed")
-    elif status == "pushed":
+            _move(_load(session, round_id), RoundStatus.PUSHED)
+    elif status == RoundStatus.PUSHED:
         with uow() as session:
-            rnd = _load(session, round_id)
-            rnd.deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
-            session.commit()
-            _crash_point(status)
-            _move(rnd, "collecting")
-    elif status == "collecting":
+            _load(session, round_id).deadline_at = _now() + timedelta(
+                hours=cfg.scheduler.collect_deadline_hours
+            )
+        _crash_point(status)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.COLLECTING)
+    elif status == RoundStatus.COLLECTING:
         services.pull(cfg, uow, round_id)
         with uow() as session:
             rnd = _load(session, round_id)
             ready, why = collection_done(session, cfg, rnd)
-            if ready:
-                _crash_point(status)
-                _move(rnd, "training")
-            elif rnd.reason != why:
+            if not ready and rnd.reason != why:
                 rnd.reason = why  # `status` shows why the round waits
-    elif status == "training":
+        if ready:
+            _crash_point(status)
+            with uow() as session:
+                _move(_load(session, round_id), RoundStatus.TRAINING)
+    elif status == RoundStatus.TRAINING:
         checkpoint = services.train(cfg, uow, round_id)
         if checkpoint is not None:
             services.evaluate(cfg, uow, checkpoint)
@@ -211,21 +200,21 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> str
             rnd.policy_out = checkpoint or rnd.policy_in
             _move(
                 rnd,
-                "evaluated",
+                RoundStatus.EVALUATED,
                 reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
             )
-    elif status == "evaluated":
+    elif status == RoundStatus.EVALUATED:
         _crash_point(status)
         with uow() as session:
             rnd = _load(session, round_id)
-            _move(rnd, "done", reason=rnd.reason)
+            _move(rnd, RoundStatus.DONE, reason=rnd.reason)
     with uow() as session:
         return _load(session, round_id).status
 
 
 def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     """Select and create this round's items, unless an earlier (crashed) run of this step already did."""
-    existing = session.scalar(select(func.count()).where(AnnotationItem.round_id == rnd.id)) or 0
+    existing = sum(item_status_counts(session, rnd.id).values())
     if existing:
         return existing
     from loop.rounds.items import create_items
@@ -266,19 +255,13 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
 
 def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
     """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
-    counts = dict(
-        session.execute(
-            select(AnnotationItem.status, func.count())
-            .where(AnnotationItem.round_id == rnd.id)
-            .group_by(AnnotationItem.status)
-        ).all()
-    )
+    counts = item_status_counts(session, rnd.id)
     total = sum(counts.values())
-    settled = counts.get("decided", 0) + counts.get("undecided", 0)
-    decided = counts.get("decided", 0)
+    settled = sum(counts.get(s, 0) for s in ItemStatus.settled_states())
+    decided = counts.get(ItemStatus.DECIDED, 0)
     if total and settled == total:
         return (True, "") if decided else (False, "every item answered but none decided (ties/discards only)")
-    deadline = _aware(rnd.deadline_at)
+    deadline = rnd.deadline_at
     if deadline and _now() >= deadline:
         if decided >= max(cfg.scheduler.min_decided, 1):
             return True, ""
@@ -311,12 +294,12 @@ def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", ma
             log.exception("round step failed")
             _fail_or_retry(uow, round_id, e)
             raise
-        if after == before or after in CLOSED:
+        if after == before or after.is_closed:
             return f"round {round_id}: {after}"
     return "tick step limit reached"
 
 
-def _status(uow: UnitOfWork, round_id: int) -> str:
+def _status(uow: UnitOfWork, round_id: int) -> RoundStatus:
     with uow() as session:
         return _load(session, round_id).status
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loop.config import Config
@@ -16,7 +15,10 @@ from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.items import DecidedPair, decided_items
-from storage.models import AnnotationItem, Checkpoint, Round, TrainingRun
+from storage.models import Checkpoint, Round, TrainingRun
+from storage.rounds import item_status_counts, round_ids_up_to
+from storage.statuses import RoundStatus
+from storage.training_runs import DONE, finished_run
 
 log = logging.getLogger("pvar_loop.training")
 
@@ -39,24 +41,19 @@ def training_settings(cfg: Config):
 def _training_rounds(session, cfg: Config, rnd: Round) -> list[int]:
     if not cfg.training.cumulative:
         return [rnd.id]
-    return list(
-        session.scalars(
-            select(Round.id).where(
-                Round.arm == rnd.arm, Round.number <= rnd.number, Round.status != "cancelled"
-            )
-        )
-    )
+    return round_ids_up_to(session, rnd.number, rnd.arm)
 
 
 def _check_collected(session, rnd: Round) -> None:
     """Refuse a round whose collection is still open and has items without a decision."""
-    if rnd.status not in ("pushed", "collecting", "scored", "planned"):
+    if rnd.status not in (
+        RoundStatus.PUSHED,
+        RoundStatus.COLLECTING,
+        RoundStatus.SCORED,
+        RoundStatus.PLANNED,
+    ):
         return
-    open_items = session.scalar(
-        select(func.count()).where(
-            AnnotationItem.round_id == rnd.id, AnnotationItem.status.not_in(("decided", "undecided"))
-        )
-    )
+    open_items = sum(n for status, n in item_status_counts(session, rnd.id).items() if not status.is_settled)
     if open_items:
         raise TrainingDataError(
             f"round {rnd.number} is still {rnd.status}: {open_items} of its items have no decided label yet; "
@@ -93,13 +90,7 @@ def train_round(
 
         prefs = [PreferencePair(p.prompt, p.chosen, p.rejected) for p in pairs]
         data_hash = training_data_hash(prefs)
-        done = session.scalar(
-            select(TrainingRun).where(
-                TrainingRun.round_id == round_id,
-                TrainingRun.data_hash == data_hash,
-                TrainingRun.status == "done",
-            )
-        )
+        done = finished_run(session, round_id, data_hash)
         if done is not None:
             log.info("round %s: already trained on this data -> %s", rnd.number, done.checkpoint_id)
             return done.checkpoint_id
@@ -135,7 +126,7 @@ def train_round(
                 round_id=round_id,
                 data_hash=data_hash,
                 label_count=len(prefs),
-                status="done",
+                status=DONE,
                 checkpoint_id=checkpoint_id,
                 settings=asdict(settings),
                 metrics={"steps": result.steps, "train_loss": result.train_loss, "seconds": result.seconds},

@@ -1,0 +1,39 @@
+"""Repository for training runs (one per round and training-data hash). Takes a Session; never commits."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Round, TrainingRun
+
+DONE = "done"  # TrainingRun.status of a run whose checkpoint is registered
+
+
+def finished_run(session: Session, round_id: int, data_hash: str) -> TrainingRun | None:
+    """The done run of this round on exactly this training data, if any (training is idempotent on it)."""
+    return session.scalar(
+        select(TrainingRun).where(
+            TrainingRun.round_id == round_id, TrainingRun.data_hash == data_hash, TrainingRun.status == DONE
+        )
+    )
+
+
+def latest_finished_run(session: Session, round_id: int) -> TrainingRun | None:
+    return session.scalar(
+        select(TrainingRun)
+        .where(TrainingRun.round_id == round_id, TrainingRun.status == DONE)
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    )
+
+
+def latest_finished_run_of(session: Session, arm: str, number: int) -> TrainingRun | None:
+    """The newest done run of round `number` of `arm`."""
+    return session.scalar(
+        select(TrainingRun)
+        .join(Round, Round.id == TrainingRun.round_id)
+        .where(Round.arm == arm, Round.number == number, TrainingRun.status == DONE)
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    )
