@@ -71,8 +71,9 @@ def count_tokens(model_dir: Path, pairs: list) -> int:
 
 def run_one(args: argparse.Namespace) -> None:
     """Child: train one configuration and print a JSON line with its figures."""
-    from loop.ml.dpo import TrainingSettings, train_dpo
+    from loop.ml.dpo import train_dpo
     from loop.ml.offline_models import load_smollm2
+    from loop.ml.settings import TrainingSettings
 
     model_dir = load_smollm2(Path(args.cache_dir))
     pairs = synthetic_pairs(args.pairs)

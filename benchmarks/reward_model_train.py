@@ -156,12 +156,8 @@ def main() -> None:
     import torch
 
     from loop.ml.offline_models import load_minilm_reward_backbone
-    from loop.ml.reward_model import (
-        RewardTrainSettings,
-        evaluate_reward_model,
-        split_pairs,
-        train_reward_model,
-    )
+    from loop.ml.reward_model import evaluate_reward_model, split_pairs, train_reward_model
+    from loop.ml.settings import RewardTrainSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -61,7 +61,7 @@ def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
 def _settings(cfg, args: argparse.Namespace):
     """[reward_training] with the command line's overrides; batch size and truncation are [reward]'s, so the
     model is trained on the inputs it will score."""
-    from loop.ml.reward_model import RewardTrainSettings
+    from loop.ml.settings import RewardTrainSettings
 
     t = cfg.reward_training
     return RewardTrainSettings(

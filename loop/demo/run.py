@@ -230,7 +230,7 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
     from loop.demo.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
     from loop.evaluation.verifier import gold_by_prompt
     from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
-    from loop.ml.reward_model import RewardTrainSettings
+    from loop.ml.settings import RewardTrainSettings
 
     say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
     policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)

@@ -11,11 +11,10 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from loop.config import TrainDtype, TrainingConfig, check_settings, setting
+from loop.ml.settings import TrainingSettings
 from storage.errors import PvarLoopError
 
 # Written into every checkpoint so a re-run can recover what produced it (see read_train_result).
@@ -24,53 +23,6 @@ TRAIN_META_FILE = "pvar_training.json"
 
 class TrainingError(PvarLoopError, RuntimeError):
     """DPO training or checkpointing failed; the message keeps the underlying library's error."""
-
-
-@dataclass
-class TrainingSettings:
-    """Knobs for one DPO run: the [training] keys of loop.config.TrainingConfig that DPO reads, with that
-    section's defaults, help text and validation (checked on construction; errors name the bad field).
-
-    dtype "bfloat16" means bf16 autocast (weights stay fp32, checkpoints are saved in fp32); on CPU it runs
-    with use_cpu=True and pays off on CPUs with bf16 instructions (avx512_bf16/AMX).
-    """
-
-    beta: float = setting(TrainingConfig, "beta")
-    learning_rate: float = setting(TrainingConfig, "learning_rate")
-    epochs: int = setting(TrainingConfig, "epochs")
-    batch_size: int = setting(TrainingConfig, "batch_size")
-    gradient_accumulation_steps: int = setting(TrainingConfig, "gradient_accumulation_steps")
-    max_length: int = setting(TrainingConfig, "max_length")
-    loss_type: str = setting(TrainingConfig, "loss_type")
-    lora: bool = setting(TrainingConfig, "lora")
-    lora_r: int = setting(TrainingConfig, "lora_r")
-    lora_alpha: int = setting(TrainingConfig, "lora_alpha")
-    lora_dropout: float = setting(TrainingConfig, "lora_dropout")
-    lora_target_modules: str | list[str] = setting(TrainingConfig, "lora_target_modules")
-    precompute_ref_log_probs: bool = setting(TrainingConfig, "precompute_ref_log_probs")
-    dtype: TrainDtype = setting(TrainingConfig, "dtype")
-    seed: int = setting(TrainingConfig, "seed")
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-
-    @classmethod
-    def from_config(cls, training: TrainingConfig) -> TrainingSettings:
-        """The settings a [training] section asks for (its loop-level keys, e.g. warm_start, left out)."""
-        return cls(**training.model_dump(include={f.name for f in fields(cls)}))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable) for storing alongside a run."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingSettings:
-        """Inverse of to_dict; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainingSettings: unknown key(s) {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from loop.config import (
-    RewardConfig,
-    RewardTrainingConfig,
-    TrainDtype,
-    TrainingConfig,
-    check_settings,
-    setting,
-)
+from loop.ml.settings import RewardTrainSettings
 from storage.errors import PvarLoopError
 
 # Written into every checkpoint so a re-run can report what produced it without retraining.
@@ -44,28 +37,6 @@ class Pair(Protocol):
     prompt: str
     chosen: str
     rejected: str
-
-
-@dataclass
-class RewardTrainSettings:
-    """Knobs for one reward-model run, with the defaults, help text and validation of the config keys that
-    `pvar-loop reward-model train` reads them from (checked on construction; errors name the bad field).
-
-    batch_size and max_length are [reward]'s: sequences are truncated at max_length tokens, the same
-    truncation RewardScorer applies at scoring time. dtype "bfloat16" is bf16 autocast (weights and checkpoint
-    stay fp32); it takes [training] dtype's values, and the CLI derives it from [reward] dtype.
-    """
-
-    learning_rate: float = setting(RewardTrainingConfig, "learning_rate")
-    epochs: int = setting(RewardTrainingConfig, "epochs")
-    batch_size: int = setting(RewardConfig, "batch_size")
-    max_length: int = setting(RewardConfig, "max_length")
-    dtype: TrainDtype = setting(TrainingConfig, "dtype")
-    heldout_fraction: float = setting(RewardTrainingConfig, "heldout_fraction")
-    seed: int = setting(RewardTrainingConfig, "seed")
-
-    def __post_init__(self) -> None:
-        check_settings(self)
 
 
 @dataclass(frozen=True)

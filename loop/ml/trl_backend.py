@@ -14,8 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from loop.ml.dpo import TrainingSettings
-    from loop.ml.reward_model import RewardTrainSettings
+    from loop.ml.settings import RewardTrainSettings, TrainingSettings
 
 log = logging.getLogger(__name__)
 

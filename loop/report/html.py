@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from loop.report.verdict import baseline_spread
 
 if TYPE_CHECKING:
-    from loop.report.data import EvalPoint, ReportData, RoundRow
+    from loop.report.contents import EvalPoint, ReportData, RoundRow
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0;

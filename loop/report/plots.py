@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from loop.report.data import ReportData, RoundRow
+    from loop.report.contents import ReportData, RoundRow
 
 # One colour per strategy so the method and its baseline read at a glance in every plot.
 STRATEGY_COLOURS = {

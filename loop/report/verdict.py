@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from loop.report.data import CurvePoint, ReportData
+    from loop.report.contents import CurvePoint, ReportData
 
 METHOD, BASELINE = "pvar", "random"
 

@@ -33,7 +33,7 @@ class NoTrainingSignal(TrainingDataError):
 
 def training_settings(cfg: Config):
     """The DPO settings of [training] (loop.ml.dpo.TrainingSettings mirrors that section's keys)."""
-    from loop.ml.dpo import TrainingSettings
+    from loop.ml.settings import TrainingSettings
 
     return TrainingSettings.from_config(cfg.training)
 

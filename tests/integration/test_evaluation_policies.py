@@ -4,9 +4,10 @@ import pytest
 
 from loop.evaluation.verifier import verify
 from loop.evaluation.win_rate import evaluate_policies
-from loop.ml.dpo import PreferencePair, TrainingSettings, train_dpo
+from loop.ml.dpo import PreferencePair, train_dpo
 from loop.ml.generation import TransformersGenerator
 from loop.ml.rewards import RewardScorer
+from loop.ml.settings import TrainingSettings
 
 EVAL_PROMPTS = [f"Task {i}: describe thing number {i} in a few words." for i in range(64)]
 

@@ -15,7 +15,6 @@ from loop.cli.app import main
 from loop.ml.dpo import PreferencePair
 from loop.ml.reward_model import (
     REWARD_META_FILE,
-    RewardTrainSettings,
     agreement_with,
     evaluate_reward_model,
     read_reward_result,
@@ -24,6 +23,7 @@ from loop.ml.reward_model import (
     train_reward_model,
 )
 from loop.ml.rewards import RewardScorer
+from loop.ml.settings import RewardTrainSettings
 from storage.models import AnnotationItem, Prompt
 from tests.integration.annotation_setup import make_round_items
 

@@ -14,7 +14,8 @@ from loop.demo.seed_reward_model import (
     label_seed_pool,
     read_seed_prompts,
 )
-from loop.ml.reward_model import RewardTrainSettings, read_reward_result
+from loop.ml.reward_model import read_reward_result
+from loop.ml.settings import RewardTrainSettings
 
 SAMPLING = SampleSettings(k=4, max_new_tokens=8, dtype="float32", temperature=1.0, top_p=1.0)
 FAST = RewardTrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, max_length=64, dtype="float32")

@@ -13,12 +13,12 @@ from loop.ml.dpo import (
     TRAIN_META_FILE,
     PreferencePair,
     TrainingError,
-    TrainingSettings,
     dpo_reward_margin,
     read_train_result,
     train_dpo,
     training_data_hash,
 )
+from loop.ml.settings import TrainingSettings
 
 TOPICS = ["lists", "tuples", "sets", "files", "loops", "classes", "strings", "numbers"]
 PAIRS = [

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from loop.ml.dpo import PreferencePair, TrainingSettings, build_preference_dataset
+from loop.ml.dpo import PreferencePair, build_preference_dataset
 from loop.ml.loading import load_causal_lm, load_reward_base, load_tokenizer
-from loop.ml.reward_model import RewardTrainSettings, reward_training_dataset
+from loop.ml.reward_model import reward_training_dataset
+from loop.ml.settings import RewardTrainSettings, TrainingSettings
 from loop.ml.trl_backend import TrainerRun, run_dpo_trainer, run_reward_trainer
 
 PAIRS = [

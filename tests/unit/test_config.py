@@ -20,8 +20,7 @@ from loop.config import (
     parse_config,
 )
 from loop.demo.seed_reward_model import SampleSettings
-from loop.ml.dpo import TrainingSettings
-from loop.ml.reward_model import RewardTrainSettings
+from loop.ml.settings import RewardTrainSettings, TrainingSettings
 
 
 def _write(tmp_path, text):

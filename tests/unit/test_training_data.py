@@ -3,12 +3,8 @@
 import pytest
 
 from loop.config import DPO_LOSS_TYPES, TrainingConfig
-from loop.ml.dpo import (
-    PreferencePair,
-    TrainingSettings,
-    build_preference_dataset,
-    training_data_hash,
-)
+from loop.ml.dpo import PreferencePair, build_preference_dataset, training_data_hash
+from loop.ml.settings import TrainingSettings
 
 PAIRS = [
     PreferencePair("What is 2+2?", "4", "5"),
