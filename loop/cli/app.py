@@ -17,8 +17,6 @@ from storage.errors import PvarLoopError
 # Order of the groups in `--help`.
 COMMAND_MODULES = (project, scoring, annotation, training, rounds, report, demo, reward_model, experiment)
 
-log = logging.getLogger("loop")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -33,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Every module logs to logging.getLogger(__name__), so these three loggers hold all of our output.
+PACKAGE_LOGGERS = ("loop", "annotation", "storage")
+
+
 def configure_logging(verbose: bool) -> None:
+    """Our packages at INFO (DEBUG with --verbose); chatty libraries at WARNING unless --verbose."""
+    for name in PACKAGE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from storage.errors import PvarLoopError
 
-log = logging.getLogger("pvar_loop.demo")
+log = logging.getLogger(__name__)
 
 MARKER = ".pvar-loop-demo"
 

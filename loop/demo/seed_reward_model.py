@@ -26,7 +26,7 @@ from loop.config import GenerationConfig, PolicyConfig, RunDtype, check_settings
 from loop.ml.dpo import PreferencePair
 from storage.errors import PvarLoopError
 
-log = logging.getLogger("pvar_loop.seed_reward_model")
+log = logging.getLogger(__name__)
 
 Annotate = Callable[[str, str, str], str]  # (prompt, a, b) -> "a" | "b" | "tie"
 

@@ -17,7 +17,7 @@ from storage.arms import delete_arm
 from storage.db import UnitOfWork
 from storage.models import OperatorAction
 
-log = logging.getLogger("pvar_loop.experiment")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

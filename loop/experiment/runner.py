@@ -43,7 +43,7 @@ from storage.rounds import open_round, round_by_number, round_status
 from storage.statuses import RoundStatus
 from storage.training_runs import latest_finished_run_of
 
-log = logging.getLogger("pvar_loop.experiment")
+log = logging.getLogger(__name__)
 
 
 class ExperimentError(PvarLoopError, ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from loop.config import Config, load_config
 
-log = logging.getLogger("pvar_loop.scheduler")
+log = logging.getLogger(__name__)
 
 LOCK = "scheduler"
 TICK_JOB, POLL_JOB = "pvar-loop-tick", "pvar-loop-poll"

@@ -33,7 +33,7 @@ from storage.rounds import (
 )
 from storage.statuses import ItemStatus, RoundStatus
 
-log = logging.getLogger("pvar_loop.rounds")
+log = logging.getLogger(__name__)
 
 
 class RoundError(PvarLoopError, ValueError):

@@ -9,7 +9,7 @@ import logging
 from loop.config import Config
 from storage.db import UnitOfWork
 
-log = logging.getLogger("pvar_loop.rounds")
+log = logging.getLogger(__name__)
 
 
 def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:

@@ -20,7 +20,7 @@ from storage.rounds import item_status_counts, round_ids_up_to
 from storage.statuses import RoundStatus
 from storage.training_runs import DONE, finished_run
 
-log = logging.getLogger("pvar_loop.training")
+log = logging.getLogger(__name__)
 
 
 class TrainingDataError(PvarLoopError, ValueError):
