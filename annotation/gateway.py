@@ -19,7 +19,7 @@ from annotation.aggregate import Agreement, agreement, decide
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
-from storage import items as repo
+from storage.repositories import items as repo
 from storage.statuses import ItemStatus
 from storage.types import as_utc
 

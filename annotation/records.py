@@ -13,7 +13,7 @@ from typing import Any
 
 from annotation.aggregate import CHOICES
 from annotation.dataset import QUESTION, RATIONALE
-from storage.items import ItemContent
+from storage.repositories.items import ItemContent
 
 _FLIP = {"a": "b", "b": "a"}
 

@@ -1,7 +1,7 @@
 """Benchmark: push N annotation items (default 10,000) to a local Argilla stack and pull N responses back.
 
 Starts its own stack (annotation/stack/local_stack.py) and SQLite database in a temp dir, builds N items with
-loop.rounds.items.create_items, then times:
+loop.rounds.pairing.create_items, then times:
   push      push_items, batches of 500 (the Argilla maximum)       -> records/s
   bot       an annotator bot answering --bot records (POST /api/v1/me/responses/bulk)  -> responses/s
   answer    the other N - bot responses written with the records bulk endpoint (PUT .../records/bulk with
@@ -28,7 +28,7 @@ from annotation.gateway import fetch_records, pull_labels, push_items
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from annotation.stack.local_stack import start_stack, stop_stack
-from loop.rounds.items import create_items
+from loop.rounds.pairing import create_items
 from storage.db import UnitOfWork, make_engine
 from storage.migrate import upgrade
 from storage.models import Checkpoint, Generation, Prompt, RewardScore, Round

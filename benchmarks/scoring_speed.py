@@ -120,10 +120,10 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
 
     from loop.ingest import prompt_id
     from loop.rounds.scoring import score_pool
-    from storage.checkpoints import ensure_initial_checkpoint
     from storage.db import UnitOfWork, make_engine
     from storage.migrate import upgrade
     from storage.models import Generation, Prompt
+    from storage.repositories.checkpoints import ensure_initial_checkpoint
     from storage.upsert import upsert
 
     with tempfile.TemporaryDirectory(prefix="pvar-bench-") as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loop.rounds.training import TrainingDataError
-from storage.items import decided_items
+from storage.repositories.items import decided_items
 
 
 def export_preferences(session, out: Path) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import PvarLoopError
 from storage.models import Prompt
-from storage.prompts import existing_prompt_ids
+from storage.repositories.prompts import existing_prompt_ids
 from storage.upsert import upsert
 
 SPLITS = ("train", "eval")

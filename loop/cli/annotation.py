@@ -127,7 +127,7 @@ def cmd_annotators(args: argparse.Namespace) -> int:
 
 
 def _round_id(uow, number: int, arm: str) -> int:
-    from storage.items import round_id_for
+    from storage.repositories.items import round_id_for
 
     with uow() as session:
         rid = round_id_for(session, number, arm)

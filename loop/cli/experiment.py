@@ -1,5 +1,5 @@
 """`pvar-loop experiment`: compare selection arms on one pool with a simulated annotator (never Argilla), or
-replay a rated dataset (top X% by PVar vs full). Registered by loop.cli.app._load_extensions."""
+replay a rated dataset (top X% by PVar vs full)."""
 
 from __future__ import annotations
 

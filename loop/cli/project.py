@@ -88,8 +88,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from storage import queries
     from storage.db import UnitOfWork
+    from storage.repositories import queries
 
     cfg = config_from(args)
     with UnitOfWork(open_engine(cfg))() as session:

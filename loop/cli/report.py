@@ -1,4 +1,4 @@
-"""`pvar-loop report`: sub-command registered by loop.cli.app._load_extensions."""
+"""`pvar-loop report`: write the HTML report (plots and report.json) built from the database."""
 
 from __future__ import annotations
 

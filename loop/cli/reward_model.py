@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
     """Decided pairs and, per prompt text, the verifier constraints its metadata carries (if any)."""
-    from storage.items import decided_items
-    from storage.prompts import constraints_by_text
+    from storage.repositories.items import decided_items
+    from storage.repositories.prompts import constraints_by_text
 
     with uow() as session:
         pairs = decided_items(session)

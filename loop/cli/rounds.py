@@ -51,7 +51,7 @@ def cmd_strategy(args: argparse.Namespace) -> int:
 
 def _set(args: argparse.Namespace, key: str, value: str) -> int:
     from loop.rounds.operator_settings import set_setting
-    from storage.prompts import count_train_prompts
+    from storage.repositories.prompts import count_train_prompts
 
     _, uow = open_uow(args)
     with uow() as session:
@@ -69,7 +69,7 @@ def _set(args: argparse.Namespace, key: str, value: str) -> int:
 
 def cmd_round(args: argparse.Namespace) -> int:
     from loop.rounds.state import cancel_round, start_round
-    from storage import queries
+    from storage.repositories import queries
 
     cfg, uow = open_uow(args)
     if args.round_command == "start":

@@ -1,4 +1,4 @@
-"""`pvar-loop score` and `pvar-loop select`: sub-commands registered by loop.cli.app._load_extensions."""
+"""`pvar-loop score` and `pvar-loop select`."""
 
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from loop.rounds.scoring import reward_model_id
     from loop.rounds.selection import choose
-    from storage.checkpoints import initial_checkpoint_id
     from storage.db import UnitOfWork
+    from storage.repositories.checkpoints import initial_checkpoint_id
 
     cfg = config_from(args)
     sel = cfg.selection

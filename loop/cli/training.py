@@ -9,7 +9,7 @@ from loop.cli.common import UserError, add_command, open_uow
 
 
 def _round_id(uow, number: int | None) -> tuple[int, int]:
-    from storage.rounds import latest_labelled_round, round_by_number
+    from storage.repositories.rounds import latest_labelled_round, round_by_number
 
     with uow() as session:
         rnd = latest_labelled_round(session) if number is None else round_by_number(session, number)
@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from loop.rounds.evaluating import evaluate_checkpoint
-    from storage.checkpoints import latest_checkpoint
+    from storage.repositories.checkpoints import latest_checkpoint
 
     cfg, uow = open_uow(args)
     checkpoint = args.checkpoint
@@ -59,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
-    from storage.checkpoints import latest_checkpoint
+    from storage.repositories.checkpoints import latest_checkpoint
 
     _, uow = open_uow(args)
     with uow() as session:

@@ -166,7 +166,7 @@ def verifier_judge(db_prompts: dict[str, list], seed: int, allow_ties: bool = Tr
 
 
 def _rounds_done(uow) -> int:
-    from storage.rounds import count_rounds
+    from storage.repositories.rounds import count_rounds
     from storage.statuses import RoundStatus
 
     with uow() as session:
@@ -174,7 +174,7 @@ def _rounds_done(uow) -> int:
 
 
 def _failed_reason(uow) -> str | None:
-    from storage.rounds import first_reason
+    from storage.repositories.rounds import first_reason
     from storage.statuses import RoundStatus
 
     with uow() as session:
@@ -183,7 +183,7 @@ def _failed_reason(uow) -> str | None:
 
 def _retry_reason(uow) -> str | None:
     """The open round's last step error, if its last attempt failed (the scheduler retries it every tick)."""
-    from storage.rounds import first_reason
+    from storage.repositories.rounds import first_reason
     from storage.statuses import RoundStatus
 
     with uow() as session:
@@ -341,7 +341,7 @@ def run_demo(
 
 
 def _constraints_by_prompt(uow) -> dict[str, list]:
-    from storage.prompts import constraints_by_text
+    from storage.repositories.prompts import constraints_by_text
 
     with uow() as session:
         return constraints_by_text(session)

@@ -4,7 +4,7 @@ and item decisions exactly as `annotation.gateway.pull_labels` would store them.
 Experiments simulate the annotator so that many arms can be compared cheaply and reproducibly; production
 labels always come through Argilla (loop/rounds/steps.py push/pull). Only the transport differs: the judge sees
 the pair as Argilla would show it (after the position swap), its answer is mapped back to our orientation, and
-the same aggregation (annotation.aggregate.decide) and repository functions (storage.items) are used.
+the same aggregation (annotation.aggregate.decide) and repository functions (storage.repositories.items) are used.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from annotation.aggregate import decide
 from annotation.simulated.judges import Judge, LookupJudge, RewardJudge
 from loop.config import Config
-from storage import items as repo
 from storage.db import UnitOfWork
-from storage.prompts import constraints_by_text
+from storage.repositories import items as repo
+from storage.repositories.prompts import constraints_by_text
 from storage.statuses import ItemStatus
 
 SIM_RECORD_PREFIX = "sim-"  # argilla_record_id of a simulated push: no Argilla record exists

@@ -26,8 +26,8 @@ from loop.experiment.runner import ArmSpec, ExperimentError, ExperimentPlan, run
 from loop.ingest import prompt_id
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Prompt, Round
-from storage.prompts import count_train_prompts
-from storage.scores import add_generations, max_samples_per_prompt, train_samples
+from storage.repositories.prompts import count_train_prompts
+from storage.repositories.scores import add_generations, max_samples_per_prompt, train_samples
 from storage.upsert import upsert
 
 DATASET_CHECKPOINT = "dataset"

@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.arms import delete_arm
 from storage.db import UnitOfWork
 from storage.models import OperatorAction
+from storage.repositories.arms import delete_arm
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,18 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from storage import rounds as round_repo
-from storage.checkpoints import initial_checkpoint_id
-from storage.evaluations import latest_evaluation
 from storage.models import Round
-from storage.rounds import RoundCounts
-from storage.training_runs import latest_finished_run
+from storage.repositories import rounds as round_repo
+from storage.repositories.checkpoints import initial_checkpoint_id
+from storage.repositories.evaluations import latest_evaluation
+from storage.repositories.rounds import RoundCounts
+from storage.repositories.training_runs import latest_finished_run
 
 FORMAT_VERSION = 1
 
 
 def round_result(session: Session, rnd: Round, reference: str, c: RoundCounts) -> dict:
-    """One round of one arm: its counts (storage.rounds.round_counts), training and evaluation as stored."""
+    """One round of one arm: its counts (storage.repositories.rounds.round_counts), training and evaluation as stored."""
     run = latest_finished_run(session, rnd.id)
     trained = run is not None and rnd.policy_out == run.checkpoint_id
     ev = latest_evaluation(session, rnd.policy_out, reference) if trained else None

@@ -3,7 +3,7 @@ the same label budget per round, judged by the same simulated annotator, evaluat
 
 An arm is rounds of the ordinary round state machine (loop/rounds/state.py) under `rounds.arm = <arm name>`: round N
 of an arm starts from that arm's round N-1 checkpoint, and an arm only excludes prompts it took itself
-(storage.repositories.taken_prompt_ids), so two arms may pick the same prompt. The annotator is in-process
+(storage.repositories.candidates.taken_prompt_ids), so two arms may pick the same prompt. The annotator is in-process
 (loop/experiment/annotator.py), never Argilla.
 
 Controls that separate "PVar avoids ties" from "PVar picks more informative pairs":
@@ -37,11 +37,11 @@ from loop.config import Config
 from loop.rounds.state import Services, cancel_round, start_round, tick
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
-from storage.items import DecidedPair
 from storage.models import Round
-from storage.rounds import open_round, round_by_number, round_status
+from storage.repositories.items import DecidedPair
+from storage.repositories.rounds import open_round, round_by_number, round_status
+from storage.repositories.training_runs import latest_finished_run_of
 from storage.statuses import RoundStatus
-from storage.training_runs import latest_finished_run_of
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,11 @@ def mark_disagreement(
     cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int, differs: Callable[[str, str, str], bool]
 ) -> int:
     """Store, per scored train prompt of (checkpoint, reward model), whether the annotator would see a difference
-    in the pair a round would show (best vs worst by reward; loop.rounds.items). Returns the prompts marked."""
-    from loop.rounds.items import best_and_worst
+    in the pair a round would show (best vs worst by reward; loop.rounds.pairing). Returns the prompts marked."""
+    from loop.rounds.pairing import best_and_worst
     from storage.models import PromptScore
-    from storage.prompts import prompt_texts
-    from storage.scores import DISAGREE, scored_train_prompt_ids
+    from storage.repositories.prompts import prompt_texts
+    from storage.repositories.scores import DISAGREE, scored_train_prompt_ids
     from storage.upsert import upsert
 
     reward_model = cfg.reward.model

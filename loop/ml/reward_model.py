@@ -32,7 +32,7 @@ class RewardTrainingError(PvarLoopError, RuntimeError):
 
 
 class Pair(Protocol):
-    """Anything with prompt/chosen/rejected text: storage.items.DecidedPair, loop.ml.dpo.PreferencePair."""
+    """Anything with prompt/chosen/rejected text: storage.repositories.items.DecidedPair, loop.ml.dpo.PreferencePair."""
 
     prompt: str
     chosen: str

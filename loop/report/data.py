@@ -14,10 +14,10 @@ from annotation.aggregate import agreement
 from loop.acquisition.strategies import Strategy
 from loop.report.contents import CurvePoint, EvalPoint, PvarPool, ReportData, RoundPvar, RoundRow
 from loop.report.verdict import verdict
-from storage import evaluations, queries, scores
-from storage import items as items_repo
-from storage import rounds as rounds_repo
 from storage.models import Evaluation, Round
+from storage.repositories import evaluations, queries, scores
+from storage.repositories import items as items_repo
+from storage.repositories import rounds as rounds_repo
 
 PVAR = scores.PVAR
 # Display order of arms: the method, the baseline, the controls, then anything else by name.

@@ -7,11 +7,11 @@ import logging
 
 from loop.config import Config
 from loop.rounds.training import TrainingDataError
-from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
-from storage.evaluations import find_evaluation
 from storage.models import Checkpoint, Evaluation
-from storage.prompts import EVAL, constraints_by_text, eval_prompt_texts
+from storage.repositories.checkpoints import ensure_initial_checkpoint
+from storage.repositories.evaluations import find_evaluation
+from storage.repositories.prompts import EVAL, constraints_by_text, eval_prompt_texts
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import Strategy
-from storage import settings
 from storage.errors import PvarLoopError
 from storage.models import LoopSetting, OperatorAction
-from storage.rounds import next_round_number
+from storage.repositories import settings
+from storage.repositories.rounds import next_round_number
 from storage.upsert import upsert
 
 SETTING_KEYS = ("budget", "strategy")

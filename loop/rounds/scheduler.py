@@ -47,7 +47,7 @@ def tick_job(config_path: str | None) -> None:
 def poll_job(config_path: str | None) -> None:
     """Pull labels of a collecting round between ticks, so `status` stays current."""
     from loop.rounds.state import Services
-    from storage.rounds import open_round
+    from storage.repositories.rounds import open_round
     from storage.statuses import RoundStatus
 
     cfg, uow = _context(config_path)

@@ -21,10 +21,10 @@ import numpy as np
 
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
-from storage.checkpoints import ensure_initial_checkpoint, get_checkpoint
 from storage.errors import PvarLoopError
-from storage.prompts import PromptRow, count_unscored, unscored_prompts
-from storage.scores import (
+from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
+from storage.repositories.prompts import PromptRow, count_unscored, unscored_prompts
+from storage.repositories.scores import (
     EXCLUDED,
     PVAR,
     REWARD_GAP,

@@ -11,9 +11,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import STRATEGIES, CandidateScores, Strategy, select
-from storage.candidates import candidate_scores, count_scored, scored_pairs
 from storage.errors import PvarLoopError
-from storage.prompts import count_unscored, prompt_texts
+from storage.repositories.candidates import candidate_scores, count_scored, scored_pairs
+from storage.repositories.prompts import count_unscored, prompt_texts
 
 
 class SelectionError(PvarLoopError, ValueError):

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from loop.config import Config
 from loop.rounds.operator_settings import plan_for, record_action
-from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.models import Round
-from storage.rounds import (
+from storage.repositories.checkpoints import ensure_initial_checkpoint
+from storage.repositories.rounds import (
     item_status_counts,
     latest_trained_policy,
     next_round_number,
@@ -217,7 +217,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     existing = sum(item_status_counts(session, rnd.id).values())
     if existing:
         return existing
-    from loop.rounds.items import create_items
+    from loop.rounds.pairing import create_items
     from loop.rounds.scoring import reward_model_id
     from loop.rounds.selection import choose
 

@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from storage.checkpoints import ensure_initial_checkpoint
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
-from storage.items import DecidedPair, decided_items
 from storage.models import Checkpoint, Round, TrainingRun
-from storage.rounds import item_status_counts, round_ids_up_to
+from storage.repositories.checkpoints import ensure_initial_checkpoint
+from storage.repositories.items import DecidedPair, decided_items
+from storage.repositories.rounds import item_status_counts, round_ids_up_to
+from storage.repositories.training_runs import DONE, finished_run
 from storage.statuses import RoundStatus
-from storage.training_runs import DONE, finished_run
 
 log = logging.getLogger(__name__)
 

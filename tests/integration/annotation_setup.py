@@ -1,12 +1,12 @@
 """Rows for annotation tests: prompts, a checkpoint, K=3 scored generations per prompt, a round, and its items
-built by the real loop.rounds.items.create_items (best vs worst reward, seeded swap)."""
+built by the real loop.rounds.pairing.create_items (best vs worst reward, seeded swap)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
-from loop.rounds.items import create_items
+from loop.rounds.pairing import create_items
 from storage.models import AnnotationItem, Checkpoint, Generation, Prompt, PromptScore, RewardScore, Round
 from storage.upsert import upsert
 

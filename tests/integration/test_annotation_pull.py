@@ -11,8 +11,8 @@ from sqlalchemy import select
 from annotation.dataset import ensure_dataset, handle_for
 from annotation.gateway import pull_labels, push_items
 from annotation.records import flip
-from storage.items import decided_items
 from storage.models import AnnotationItem, Label
+from storage.repositories.items import decided_items
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items
 from tests.integration.argilla_helpers import annotator, owner, respond, unique

@@ -131,7 +131,7 @@ def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experimen
     """The control's "disagree" is the annotator's view of the shown pair (stored per scored pool), not pvar > 0,
     which a continuous reward model satisfies almost everywhere."""
     from storage.models import PromptScore
-    from storage.scores import DISAGREE
+    from storage.repositories.scores import DISAGREE
 
     uow, *_ = experiment
     taken: set[str] = set()

@@ -1,4 +1,4 @@
-"""`status`, `report` and `experiment` show the same per-round numbers: all read storage.rounds.round_counts."""
+"""`status`, `report` and `experiment` show the same per-round numbers: all read storage.repositories.rounds.round_counts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from loop.config import parse_config
 from loop.experiment.results import collect_results
 from loop.experiment.runner import ArmSpec
 from loop.report.data import collect
-from storage import queries
-from storage import rounds as round_repo
 from storage.models import AnnotationItem, Checkpoint, Generation, Label, Prompt, Round
-from storage.rounds import RoundCounts
+from storage.repositories import queries
+from storage.repositories import rounds as round_repo
+from storage.repositories.rounds import RoundCounts
 from storage.statuses import ItemStatus, RoundStatus
 
 ARM = "exp-a"

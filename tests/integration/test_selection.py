@@ -13,11 +13,11 @@ from sqlalchemy import select, update
 from loop.config import parse_config
 from loop.rounds.scoring import score_with_config
 from loop.rounds.selection import SelectionError, choose
-from storage.checkpoints import initial_checkpoint_id
 from storage.db import UnitOfWork, make_engine, select_in
 from storage.migrate import upgrade
 from storage.models import AnnotationItem, Generation, Label, Prompt, Round
-from storage.prompts import prompt_texts
+from storage.repositories.checkpoints import initial_checkpoint_id
+from storage.repositories.prompts import prompt_texts
 from storage.upsert import upsert
 from tests.integration.scoring_project import make_project, prompts
 

@@ -10,7 +10,7 @@ import pytest
 from annotation.api import Backoff
 from annotation.records import Answer, Rejected, flip, parse_response, to_record
 from annotation.simulated.judges import LookupJudge, RewardJudge
-from storage.items import ItemContent
+from storage.repositories.items import ItemContent
 
 
 def _item(swapped: bool) -> ItemContent:

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage import rounds as round_repo
 from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore
+from storage.repositories import rounds as round_repo
 
 
 def pool_summary(session: Session) -> dict[str, Any]:

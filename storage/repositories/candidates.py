@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Checkpoint, Label, Prompt, PromptScore, Round
-from storage.scores import DISAGREE, PVAR, REWARD_GAP
+from storage.repositories.scores import DISAGREE, PVAR, REWARD_GAP
 from storage.statuses import RoundStatus
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import select_in
 from storage.models import Prompt, PromptScore
-from storage.scores import DONE_METRICS
+from storage.repositories.scores import DONE_METRICS
 
 TRAIN, EVAL = "train", "eval"  # Prompt.split values
 

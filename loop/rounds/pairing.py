@@ -1,5 +1,6 @@
-"""Turn selected prompts into annotation items: the highest- vs lowest-reward response of the policy's samples
-(the UltraFeedback-binarised convention), with a seeded, recorded choice of which one Argilla shows as "A"."""
+"""Pairing: a round's selected prompts become annotation items, the highest- vs lowest-reward response of the
+policy's samples (the UltraFeedback-binarised convention), with a seeded, recorded choice of which one Argilla
+shows as "A"."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Generation
-from storage.scores import scored_generations
+from storage.repositories.scores import scored_generations
 from storage.statuses import ItemStatus
 from storage.upsert import upsert
 
