@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -134,6 +135,36 @@ def run_worker(queues: list[str]) -> None:
     Worker(queues, connection=REDIS_CONNECTION).work(logging_level="INFO")
 
 
+def create_owner(username: str, workspace: str) -> None:
+    """The owner user, member of `workspace` (created if missing). Its password and API key come from the
+    environment: the stock `database users create` takes them as arguments (visible in `ps`) and prints the
+    key to its log. An existing owner is kept."""
+    from argilla_server.cli.database.users.utils import get_or_new_workspace
+    from argilla_server.contexts import accounts
+    from argilla_server.database import AsyncSessionLocal
+    from argilla_server.models import User, UserRole
+
+    password = os.environ.pop("PVAR_LOOP_OWNER_PASSWORD")
+    api_key = os.environ.pop("PVAR_LOOP_OWNER_API_KEY")
+
+    async def create() -> str:
+        async with AsyncSessionLocal() as session:
+            if await accounts.get_user_by_username(session, username):
+                return f"owner {username!r} exists; kept"
+            await User.create(
+                session,
+                first_name="Owner",
+                username=username,
+                role=UserRole.owner,
+                password_hash=accounts.hash_password(password),
+                api_key=api_key,
+                workspaces=[await get_or_new_workspace(session, workspace)],
+            )
+            return f"owner {username!r} created, member of workspace {workspace!r}"
+
+    print(asyncio.run(create()), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,9 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     server.add_argument("--no-access-log", action="store_true")
     worker = sub.add_parser("worker", help="run the Argilla background-job worker")
     worker.add_argument("--queue", action="append", dest="queues", help="queue name (repeatable)")
+    owner = sub.add_parser("create-owner", help="create the owner (secrets from the environment)")
+    owner.add_argument("--username", required=True)
+    owner.add_argument("--workspace", required=True)
     args = parser.parse_args(argv)
     if args.command == "server":
         run_server(args.host, args.port, access_log=not args.no_access_log)
+    elif args.command == "create-owner":
+        create_owner(args.username, args.workspace)
     else:
         # Argilla's own worker listens on these two queues.
         run_worker(args.queues or ["default", "high"])

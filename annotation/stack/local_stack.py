@@ -2,16 +2,21 @@
 
 Argilla's server lives in its own venv (its pins clash with the ML stack); this module only launches
 processes and talks HTTP, so it imports nothing from argilla_server. osmem keeps its index in memory, so every
-start uses a fresh SQLite database too. Everything the stack writes stays under `root`:
+start uses a fresh SQLite database too. Everything the stack writes stays under `root` (mode 700; its
+processes run with umask 077, so what they write is 600: the database holds every user's API key):
 
-    root/stack.json   state (mode 600): pids + start times, ports, URL, owner credentials
-    root/logs/        one log per process and per set-up command (kept after stop)
+    root/stack.json   state (mode 600): pids + start times, ports, URL, owner credentials, Redis password
+    root/logs/        one log per process and per set-up command (kept after stop; no secret is logged)
     root/home/        ARGILLA_HOME_PATH with the SQLite database (removed on stop)
+    root/redis/       redis.conf with the password Redis requires (removed on stop)
     root/tmp/         TMPDIR of every process; Argilla copies its UI there on each start (removed on stop)
+
+Secrets reach processes through the environment or a 600 file, never the command line (visible in `ps`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,12 +30,14 @@ from annotation.stack.processes import ProcessRef, is_alive, rss_bytes, terminat
 from annotation.stack.services import (
     ArgillaPrerequisiteError,
     ArgillaStackError,
+    OwnerAccount,
     api_answers,
     argilla_venv,
     check_port_free,
-    create_owner_args,
+    create_owner,
     free_port,
     http_status,
+    prepare_root,
     prerequisites,
     redis_answers,
     run_cli,
@@ -78,6 +85,7 @@ class StackInfo:
     venv: Path
     started_in_s: float = 0.0
     auth_secret: str = ""  # ARGILLA_AUTH_SECRET_KEY, signs UI sessions
+    redis_password: str = ""  # Redis refuses clients without it
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,7 @@ def load_stack(root: Path) -> StackInfo:
             venv=Path(data["venv"]),
             started_in_s=float(data.get("started_in_s", 0.0)),
             auth_secret=data.get("auth_secret", ""),
+            redis_password=data.get("redis_password", ""),
         )
     except FileNotFoundError as e:
         raise ArgillaStackError(f"no local Argilla stack recorded under {root} ({path} missing)") from e
@@ -164,27 +173,27 @@ def start_stack(
     python, redis_bin, osmem_bin = prerequisites(venv)
     if port is not None:
         check_port_free(port)
-    for sub in ("logs", "home", "tmp", "redis"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    prepare_root(root)
     (root / "home" / "argilla.db").unlink(missing_ok=True)  # the in-memory index starts empty too
     ports = {"redis": free_port(), "osmem": free_port(), "server": port or free_port()}
-    auth_secret = secrets.token_hex(32)
-    env = service_env(root, venv, ports, auth_secret)
+    auth_secret, redis_password = secrets.token_hex(32), secrets.token_urlsafe(24)
+    env = service_env(root, venv, ports, auth_secret, redis_password)
     logs = root / "logs"
     url = f"http://127.0.0.1:{ports['server']}"
     api_key, password = f"owner.{secrets.token_urlsafe(24)}", secrets.token_urlsafe(16)
     started: dict[str, ProcessRef] = {}
     try:
-        started["redis"] = spawn_redis(root, redis_bin, env, ports["redis"])
+        started["redis"] = spawn_redis(root, redis_bin, env, ports["redis"], redis_password)
         started["osmem"] = spawn_osmem(root, osmem_bin, env, ports["osmem"])
         run_cli("migrate", python, ["database", "migrate"], env, root)  # overlaps redis/osmem start-up
         _LOG.info("argilla stack: database migrated after %.1f s", time.monotonic() - t0)
-        wait_until("redis", lambda: redis_answers(ports["redis"]), started["redis"], logs / "redis.log", 30)
+        redis_up = functools.partial(redis_answers, ports["redis"], redis_password)
+        wait_until("redis", redis_up, started["redis"], logs / "redis.log", 30)
         osmem_url = f"http://127.0.0.1:{ports['osmem']}/"
         wait_until("osmem", lambda: http_status(osmem_url) == 200, started["osmem"], logs / "osmem.log", 30)
         # The server boots while the owner is created: the API key is only needed once it answers.
         started["server"] = spawn_server(root, python, env, ports["server"])
-        run_cli("create-owner", python, create_owner_args(username, password, api_key, workspace), env, root)
+        create_owner(python, env, root, OwnerAccount(username, password, api_key, workspace))
         _LOG.info(
             "argilla stack: owner %r and workspace %r created after %.1f s",
             username,
@@ -200,7 +209,18 @@ def start_stack(
         raise
     elapsed = round(time.monotonic() - t0, 2)
     info = StackInfo(
-        root, url, api_key, username, password, workspace, ports, started, venv, elapsed, auth_secret
+        root,
+        url,
+        api_key,
+        username,
+        password,
+        workspace,
+        ports,
+        started,
+        venv,
+        elapsed,
+        auth_secret,
+        redis_password,
     )
     _write_state(info)
     _LOG.info("argilla stack: %s answers after %.1f s (state in %s)", url, elapsed, root / STATE_FILE)
@@ -220,7 +240,9 @@ def start_server(root: Path, timeout: float = 120.0) -> StackInfo:
         raise ArgillaStackError(
             f"the Argilla server under {root} is still running (pid {info.processes['server'].pid})"
         )
-    env = service_env(info.root, info.venv, info.ports, info.auth_secret or secrets.token_hex(32))
+    env = service_env(
+        info.root, info.venv, info.ports, info.auth_secret or secrets.token_hex(32), info.redis_password
+    )
     ref = spawn_server(info.root, info.venv / "bin" / "python", env, info.ports["server"])
     try:
         wait_for_api(info.url, info.api_key, ref, info.root / "logs" / "server.log", timeout)

@@ -87,7 +87,8 @@ def children(ref: ProcessRef) -> list[ProcessRef]:
 def spawn(name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> ProcessRef:
     """Start `cmd` in its own session (it outlives the caller and ignores its Ctrl-C), output to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -96,6 +97,7 @@ def spawn(name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, log_path
             env=env,
             cwd=cwd,
             start_new_session=True,
+            umask=0o077,  # what it writes (databases, temp copies, logs) is private to this user
         )
     _POPENS[proc.pid] = proc
     ticks = start_ticks(proc.pid)

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from annotation.stack.processes import ProcessRef, is_alive, spawn, tail
@@ -20,6 +21,10 @@ from storage.errors import PvarLoopError
 
 ENGINE_NAME = "opensearch-noscript"  # registered by annotation/stack/argilla_engine.py
 ENGINE_SCRIPT = Path(__file__).with_name("argilla_engine.py")
+# Files created by stack processes: private to this user (Argilla's DB holds every user's API key).
+PRIVATE_UMASK = 0o077
+# How the owner's secrets reach the launcher's `create-owner` (the environment, never argv).
+OWNER_PASSWORD_ENV, OWNER_API_KEY_ENV = "PVAR_LOOP_OWNER_PASSWORD", "PVAR_LOOP_OWNER_API_KEY"
 VENV_ENV = "PVAR_LOOP_ARGILLA_VENV"
 REDIS_ENV = "PVAR_LOOP_REDIS_SERVER"
 INSTALL_HINT = (
@@ -85,10 +90,13 @@ def check_port_free(port: int) -> None:
             raise ArgillaStackError(f"port {port} for the Argilla server is not free: {e}") from e
 
 
-def service_env(root: Path, venv: Path, ports: dict[str, int], auth_secret: str) -> dict[str, str]:
+def service_env(
+    root: Path, venv: Path, ports: dict[str, int], auth_secret: str, redis_password: str
+) -> dict[str, str]:
     """Environment of every stack process: Argilla settings, offline HF, TMPDIR inside root.
 
-    A fixed ARGILLA_AUTH_SECRET_KEY keeps UI sign-ins valid across server restarts (default: random).
+    A fixed ARGILLA_AUTH_SECRET_KEY keeps UI sign-ins valid across server restarts (default: random). Secrets
+    travel in the environment (readable only by this user), never on a command line.
     """
     env = {
         k: v
@@ -109,7 +117,7 @@ def service_env(root: Path, venv: Path, ports: dict[str, int], auth_secret: str)
         ARGILLA_HOME_PATH=str(root / "home"),
         ARGILLA_DATABASE_URL=f"sqlite+aiosqlite:///{db}?check_same_thread=False",
         ARGILLA_DATABASE_SQLITE_TIMEOUT="30",
-        ARGILLA_REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0",
+        ARGILLA_REDIS_URL=f"redis://:{redis_password}@127.0.0.1:{ports['redis']}/0",
         ARGILLA_ELASTICSEARCH=f"http://127.0.0.1:{ports['osmem']}",
         ARGILLA_SEARCH_ENGINE=ENGINE_NAME,
         ARGILLA_AUTH_SECRET_KEY=auth_secret,
@@ -127,11 +135,11 @@ def http_status(url: str, headers: dict[str, str] | None = None) -> int | None:
         return None
 
 
-def redis_answers(port: int) -> bool:
+def redis_answers(port: int, password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            return s.recv(32) == b"+OK\r\n+PONG\r\n"
     except OSError:
         return False
 
@@ -166,7 +174,7 @@ def run_cli(name: str, python: Path, args: list[str], env: dict[str, str], root:
     tmp = root / "tmp" / f"cli-{name}"
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        with open(log, "ab") as out:
+        with open_private_log(log) as out:
             code = subprocess.run(
                 [str(python), "-P", "-m", "argilla_server", *args],
                 stdin=subprocess.DEVNULL,
@@ -175,6 +183,7 @@ def run_cli(name: str, python: Path, args: list[str], env: dict[str, str], root:
                 env={**env, "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)},
                 cwd=root,
                 timeout=300,
+                umask=PRIVATE_UMASK,
             ).returncode
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -194,20 +203,78 @@ def spawn_worker(root: Path, python: Path, env: dict[str, str]) -> ProcessRef:
     return spawn("worker", cmd, env=env, cwd=root, log_path=root / "logs" / "worker.log")
 
 
-def spawn_redis(root: Path, binary: str, env: dict[str, str], port: int) -> ProcessRef:
-    """Redis for Argilla's job queue; no persistence (the stack is rebuilt from scratch each start)."""
-    cmd = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+def spawn_redis(root: Path, binary: str, env: dict[str, str], port: int, password: str) -> ProcessRef:
+    """Redis for Argilla's job queue; no persistence (the stack is rebuilt from scratch each start).
+
+    Argilla's worker unpickles the jobs it finds in Redis, so Redis requires a password; it is in a config
+    file only this user can read (a `--requirepass` argument would show in `ps`)."""
+    conf = root / "redis" / "redis.conf"
+    write_private(conf, f"requirepass {password}\n")
+    cmd = [binary, str(conf), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     cmd += ["--dir", str(root / "redis")]
     return spawn("redis", cmd, env=env, cwd=root, log_path=root / "logs" / "redis.log")
 
 
 def spawn_osmem(root: Path, binary: str, env: dict[str, str], port: int) -> ProcessRef:
-    """The in-memory OpenSearch emulator; --no-stdin-watch keeps it alive after its parent exits."""
+    """The in-memory OpenSearch emulator; --no-stdin-watch keeps it alive after its parent exits.
+
+    osmem has no authentication option: it listens on the loopback interface only (production deployments use
+    Elasticsearch with its own security, deploy/argilla-compose.yaml)."""
     cmd = [binary, "--addr", f"127.0.0.1:{port}", "--no-stdin-watch", "--no-ja"]
     return spawn("osmem", cmd, env=env, cwd=root, log_path=root / "logs" / "osmem.log")
 
 
-def create_owner_args(username: str, password: str, api_key: str, workspace: str) -> list[str]:
-    """`argilla_server database users create` arguments for the owner (also creates the workspace)."""
-    args = ["database", "users", "create", "--first-name", "Owner", "--username", username]
-    return [*args, "--password", password, "--role", "owner", "--api-key", api_key, "--workspace", workspace]
+@dataclass(frozen=True)
+class OwnerAccount:
+    """The stack's owner user, member of the project's workspace."""
+
+    username: str
+    password: str
+    api_key: str
+    workspace: str
+
+
+def create_owner(python: Path, env: dict[str, str], root: Path, owner: OwnerAccount) -> None:
+    """The owner user and the workspace, created by the launcher from secrets passed in its environment (the
+    stock `argilla_server database users create` wants them as arguments, and prints the API key)."""
+    secrets_env = {OWNER_PASSWORD_ENV: owner.password, OWNER_API_KEY_ENV: owner.api_key}
+    log = root / "logs" / "create-owner.log"
+    args = ["create-owner", "--username", owner.username, "--workspace", owner.workspace]
+    with open_private_log(log) as out:
+        code = subprocess.run(
+            [str(python), "-P", str(ENGINE_SCRIPT), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**env, **secrets_env},
+            cwd=root,
+            timeout=300,
+            umask=PRIVATE_UMASK,
+        ).returncode
+    if code != 0:
+        raise ArgillaStackError(f"creating the Argilla owner failed ({code}); {log}:\n{tail(log)}")
+
+
+def prepare_root(root: Path) -> None:
+    """The stack directory and its parts, private to this user: they hold Argilla's database (every user's API
+    key), the owner's credentials and the Redis password."""
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    for sub in ("logs", "home", "tmp", "redis"):
+        (root / sub).mkdir(mode=0o700, exist_ok=True)
+        (root / sub).chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only this user can read (mode 0600 from the start, replaced atomically)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def open_private_log(path: Path):
+    """Open a log for appending, created 0600 (logs may quote Argilla's output)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
