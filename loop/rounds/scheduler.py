@@ -39,7 +39,6 @@ def tick_job(config_path: str | None, holder: str | None = None) -> None:
     """Advance the open round as far as it goes now (or start the next one). `holder` (absent in jobs stored
     before fencing, which `run` replaces at start) is the lease this work is fenced by."""
     from loop.rounds.state import Services, tick
-
     from storage.locks import LeaseLost
 
     cfg, uow = _context(config_path, holder)
