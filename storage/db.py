@@ -36,10 +36,15 @@ def make_engine(url: str) -> Engine:
 
 
 class UnitOfWork:
-    """One transaction per command or job: commits on success, rolls back on any error."""
+    """One transaction per command or job: commits on success, rolls back on any error.
 
-    def __init__(self, engine: Engine) -> None:
+    `fence`, when given, runs inside the transaction just before each commit and raises to refuse it: the
+    scheduler passes a check that it still holds its lease (storage.locks.lease_fence), so a process that lost
+    the lease records nothing more."""
+
+    def __init__(self, engine: Engine, fence: Callable[[Session], None] | None = None) -> None:
         self.engine = engine
+        self.fence = fence
         self._factory = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
@@ -47,6 +52,9 @@ class UnitOfWork:
         session = self._factory()
         try:
             yield session
+            if self.fence is not None:
+                session.flush()  # this transaction's writes take their locks before the lease is checked
+                self.fence(session)
             session.commit()
         except BaseException:
             session.rollback()

@@ -88,6 +88,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from loop.rounds.operator_settings import new_rounds_status
+    from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
     from storage.repositories import queries
 
@@ -100,6 +102,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "labels": queries.label_count(session),
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
+            "scheduler": scheduler_status(session, cfg),
+            "new_rounds": new_rounds_status(session, cfg),
         }
     if args.json:
         print_json(status)
@@ -111,6 +115,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"unscored {pool['train_unscored']}"
     )
     print(f"labels collected: {status['labels']}")
+    print(_scheduler_line(status["scheduler"]))
+    new = status["new_rounds"]
+    if new["paused"]:
+        print(f"new rounds: paused ({new['why']})")
+    else:
+        print(f"new rounds: round {new['next_round']} next, {new['strategy']} budget {new['budget']}")
     for r in status["rounds"]:
         why = f" ({r['reason']})" if r["reason"] else ""
         print(
@@ -125,6 +135,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     for a in status["operator_actions"]:
         print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
     return 0
+
+
+def _scheduler_line(s: dict) -> str:
+    if s["state"] == "not running":
+        return "scheduler: not running (`pvar-loop run` starts it; or advance rounds by hand)"
+    if s["state"] == "stale":
+        return (
+            f"scheduler: stale lease held by {s['holder']} (no heartbeat for {s['heartbeat_age_s']:.0f} s: "
+            "presumed dead; the next `pvar-loop run` takes over)"
+        )
+    return (
+        f"scheduler: running, {s['holder']} (heartbeat {s['heartbeat_age_s']:.0f} s ago, since {s['since']})"
+    )
 
 
 def _database_url(cfg) -> str:

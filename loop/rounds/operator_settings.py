@@ -94,3 +94,16 @@ def plan_for(
 
 def record_action(session: Session, action: str, payload: dict) -> None:
     session.add(OperatorAction(actor=actor(), action=action, payload=payload))
+
+
+def new_rounds_status(session: Session, cfg, arm: str = "main") -> dict:
+    """Whether the scheduler may start the next round, and with which budget and strategy; why not if paused."""
+    number = next_round_number(session, arm)
+    plan = plan_for(session, number, budget=cfg.selection.budget, strategy=cfg.selection.strategy, arm=arm)
+    if plan.budget == 0:
+        return {
+            "paused": True,
+            "why": f"budget is 0 from round {number}; `pvar-loop budget set N` resumes",
+            "next_round": number,
+        }
+    return {"paused": False, "next_round": number, "budget": plan.budget, "strategy": str(plan.strategy)}

@@ -25,32 +25,39 @@ LOCK = "scheduler"
 TICK_JOB, POLL_JOB = "pvar-loop-tick", "pvar-loop-poll"
 
 
-def _context(config_path: str | None):
+def _context(config_path: str | None, holder: str | None):
+    """Config and a unit of work whose every commit checks that `holder` still holds the lease (fencing)."""
     from storage.db import UnitOfWork, make_engine
+    from storage.locks import lease_fence
 
     cfg = load_config(Path(config_path) if config_path else None)
-    return cfg, UnitOfWork(make_engine(cfg.database_url))
+    fence = lease_fence(LOCK, holder) if holder else None
+    return cfg, UnitOfWork(make_engine(cfg.database_url), fence=fence)
 
 
-def tick_job(config_path: str | None) -> None:
-    """Advance the open round as far as it goes now (or start the next one)."""
+def tick_job(config_path: str | None, holder: str | None = None) -> None:
+    """Advance the open round as far as it goes now (or start the next one). `holder` (absent in jobs stored
+    before fencing, which `run` replaces at start) is the lease this work is fenced by."""
     from loop.rounds.state import Services, tick
+    from storage.locks import LeaseLost
 
-    cfg, uow = _context(config_path)
+    cfg, uow = _context(config_path, holder)
     try:
         message = tick(uow, cfg, Services.default())
         log.info("tick: %s", message, extra={"event": "tick"})
+    except LeaseLost as e:  # the heartbeat thread stops the scheduler; this job records nothing more
+        log.error("%s", e, extra={"event": "lease lost"})
     finally:
         uow.engine.dispose()
 
 
-def poll_job(config_path: str | None) -> None:
+def poll_job(config_path: str | None, holder: str | None = None) -> None:
     """Pull labels of a collecting round between ticks, so `status` stays current."""
     from loop.rounds.state import Services
     from storage.repositories.rounds import open_round
     from storage.statuses import RoundStatus
 
-    cfg, uow = _context(config_path)
+    cfg, uow = _context(config_path, holder)
     try:
         with uow() as session:
             rnd = open_round(session)
@@ -70,6 +77,31 @@ class BusyJobFilter(logging.Filter):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
+
+
+def heartbeat_interval(tick_seconds: int) -> float:
+    """Seconds between lease renewals; a lease silent for three of them is presumed dead."""
+    return max(1.0, min(10.0, tick_seconds / 3))
+
+
+def scheduler_status(session, cfg: Config) -> dict:
+    """Whether a scheduler drives this database: running (holder, heartbeat age), stale or not running."""
+    from datetime import UTC, datetime
+
+    from storage.repositories.queries import scheduler_lease
+
+    lease = scheduler_lease(session, LOCK)
+    if lease is None:
+        return {"state": "not running"}
+    age = (datetime.now(UTC) - lease.heartbeat_at).total_seconds()
+    stale = age >= 3 * heartbeat_interval(cfg.scheduler.tick_seconds)
+    return {
+        "state": "stale" if stale else "running",
+        "holder": lease.holder,
+        "heartbeat_at": lease.heartbeat_at.isoformat(timespec="seconds"),
+        "heartbeat_age_s": round(age, 1),
+        "since": lease.acquired_at.isoformat(timespec="seconds"),
+    }
 
 
 def holder_name() -> str:
@@ -140,7 +172,7 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     engine = make_engine(cfg.database_url)
     ensure_at_head(engine)
     s = cfg.scheduler
-    heartbeat_every = max(1.0, min(10.0, s.tick_seconds / 3))
+    heartbeat_every = heartbeat_interval(s.tick_seconds)
     stale_after = heartbeat_every * 3
     holder = holder_name()
     stop = StopFlag()
@@ -165,7 +197,7 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     scheduler = None
     try:
         if once:
-            tick_job(config_path)
+            tick_job(config_path, holder)
             return 0
         scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
@@ -183,7 +215,7 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
             seconds=s.tick_seconds,
             id=TICK_JOB,
             replace_existing=True,
-            args=[config_path],
+            args=[config_path, holder],
             next_run_time=_soon(),
         )
         scheduler.add_job(

@@ -22,6 +22,7 @@ from loop.config import Config
 from loop.rounds.operator_settings import plan_for, record_action
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
+from storage.locks import LeaseLost
 from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.rounds import (
@@ -290,6 +291,8 @@ def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", ma
         before = _status(uow, round_id)
         try:
             after = step(uow, cfg, round_id, services)
+        except LeaseLost:
+            raise  # another scheduler drives the rounds now: record nothing, not even this failure
         except Exception as e:
             log.exception("round step failed")
             _fail_or_retry(uow, round_id, e)

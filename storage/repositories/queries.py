@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore
+from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore, SchedulerLock
 from storage.repositories import rounds as round_repo
 
 
@@ -70,3 +70,8 @@ def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
 
 def label_count(session: Session) -> int:
     return session.scalar(select(func.count(Label.id))) or 0
+
+
+def scheduler_lease(session: Session, name: str = "scheduler") -> SchedulerLock | None:
+    """The scheduler lease row (holder, heartbeat), or None when no scheduler holds one."""
+    return session.get(SchedulerLock, name)

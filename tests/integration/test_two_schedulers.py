@@ -37,7 +37,7 @@ def _two_schedulers(tmp_path, tiny_models, url: str) -> None:
         assert "--wait" in refused.stderr
         second = project.popen("run", "--wait", log=tmp_path / "second.log")
         try:
-            time.sleep(2)
+            _wait_for(lambda: "waiting" in (tmp_path / "second.log").read_text(), 60, "the second to wait")
             assert f":{first.pid}:" in holder_of(engine, "scheduler")  # still the first one's
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
