@@ -49,7 +49,6 @@ def push_items(
     *,
     batch_size: int = 250,
     include_pushed: bool = False,
-    reward_model: str | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
@@ -61,9 +60,7 @@ def push_items(
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
     t0 = time.perf_counter()
     with uow() as session:
-        items = repo.items_to_push(
-            session, round_id, include_pushed=include_pushed, reward_model=reward_model
-        )
+        items = repo.items_to_push(session, round_id, include_pushed=include_pushed)
     report = PushReport(round_id, items=len(items))
     path = f"/api/v1/datasets/{dataset.id}/records/bulk"
     for start in range(0, len(items), batch_size):
