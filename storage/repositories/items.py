@@ -15,7 +15,7 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
-from storage.statuses import ItemStatus
+from storage.statuses import ItemStatus, RoundStatus
 from storage.upsert import upsert
 
 
@@ -69,6 +69,28 @@ class DecidedPair:
 
 def round_id_for(session: Session, number: int, arm: str = "main") -> int | None:
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
+
+
+def round_min_submitted(session: Session, round_id: int, configured: int) -> int:
+    """The answers per item the round needs: the value it recorded at its first step, else `configured`,
+    recorded now (so a later change of the setting applies from the next round on)."""
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise LookupError(f"round id {round_id} does not exist")
+    if rnd.min_submitted is None:
+        rnd.min_submitted = configured
+    return rnd.min_submitted
+
+
+def collecting_rounds(session: Session, round_id: int | None = None) -> dict[int, int | None]:
+    """{round id: recorded min_submitted} of the rounds (of one, or of all) whose decisions still follow the
+    answers (RoundStatus.collects); the items of every other round keep their decisions."""
+    stmt = select(Round.id, Round.min_submitted).where(
+        Round.status.in_([s for s in RoundStatus if s.collects])
+    )
+    if round_id is not None:
+        stmt = stmt.where(Round.id == round_id)
+    return dict(session.execute(stmt).all())
 
 
 def items_to_push(session: Session, round_id: int, *, include_pushed: bool = False) -> list[ItemContent]:
