@@ -1,8 +1,9 @@
 """The Argilla dataset annotators work in: a pairwise preference question over two responses to a prompt.
 
 `ensure_dataset` is idempotent: it creates the dataset once and finds it again afterwards, so every command
-(push, pull, the bot) can call it. Metadata (round, strategy, PVar, rewards, swap) is hidden from annotators:
-it would tell them which response the reward model prefers.
+(push, pull, the bot) can call it. Metadata (round, strategy, PVar) is hidden in the annotators' UI; the
+rewards and the A/B swap are not metadata at all (they stay in our database), because Argilla's API returns a
+record's metadata to annotators too, and they would tell which response the reward model prefers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ LABELS = {
     "b": "Response B is better",
     "tie": "Both are about equally good (or equally bad)",
 }
-METADATA = ("round", "strategy", "pvar", "reward_a", "reward_b", "swapped")
+METADATA = ("round", "strategy", "pvar")
 
 GUIDELINES = """\
 ## Which response is better?
@@ -105,11 +106,6 @@ def build_settings(client, min_submitted: int):
             rg.IntegerMetadataProperty(name="round", title="Round", **hidden),
             rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
             rg.FloatMetadataProperty(name="pvar", title="Preference variance", **hidden),
-            rg.FloatMetadataProperty(name="reward_a", title="Reward of response A", **hidden),
-            rg.FloatMetadataProperty(name="reward_b", title="Reward of response B", **hidden),
-            rg.TermsMetadataProperty(
-                name="swapped", title="A/B swapped", options=["true", "false"], **hidden
-            ),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )

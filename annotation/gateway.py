@@ -4,7 +4,10 @@ Push: records go out in batches; each batch Argilla accepted is committed to our
 `pushed`) at once, and records carry our item id as external id, so a push interrupted anywhere (before,
 during or after a batch) is finished by running it again: nothing lost, nothing duplicated.
 Pull: every annotator's submitted and discarded responses become labels (a/b mapped back through the swap
-flag); each item is then re-aggregated. Anything malformed on the Argilla side is reported and skipped.
+flag); each item of a round that still collects is then re-aggregated with the overlap (min_submitted) its
+round started with. Once a round's collection has ended its decisions are the record of what was trained on:
+answers arriving later are stored and reported (late labels), never re-decided. Anything malformed on the
+Argilla side is reported and skipped.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ def push_items(
     *,
     batch_size: int = 250,
     include_pushed: bool = False,
-    reward_model: str | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
@@ -61,9 +63,7 @@ def push_items(
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
     t0 = time.perf_counter()
     with uow() as session:
-        items = repo.items_to_push(
-            session, round_id, include_pushed=include_pushed, reward_model=reward_model
-        )
+        items = repo.items_to_push(session, round_id, include_pushed=include_pushed)
     report = PushReport(round_id, items=len(items))
     path = f"/api/v1/datasets/{dataset.id}/records/bulk"
     for start in range(0, len(items), batch_size):
@@ -124,9 +124,11 @@ class PullReport:
     updated_labels: int = 0
     unchanged_labels: int = 0
     items_changed: int = 0  # items whose status, decision or votes changed
-    decided: int = 0  # of the items in scope, after this pull
+    decided: int = 0  # of the items in scope whose round still collects, after this pull
     undecided: int = 0
     waiting: int = 0
+    closed_items: int = 0  # items in scope whose round's collection ended: decisions kept as they are
+    late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
     skipped: list[Skipped] = field(default_factory=list)
     agreement: Agreement | None = None
     seconds: float = 0.0
@@ -186,18 +188,27 @@ def pull_labels(
     min_submitted: int | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> PullReport:
-    """Read every response of the dataset, upsert labels and re-aggregate the items (of one round or all).
+    """Read every response of the dataset, upsert labels and re-aggregate the items (of one round or all)
+    whose round still collects; the others keep their decisions (their new answers count as late labels).
 
-    An item needs `min_submitted` answers (default: the dataset's overlap) before it is decided or undecided.
+    An item needs its round's min_submitted answers before it is decided or undecided: the value the round
+    recorded when it started; a round without one records `min_submitted` (default: the dataset's overlap).
     Pulling again without new answers changes nothing.
     """
     t0 = time.perf_counter()
-    need = dataset.min_submitted if min_submitted is None else min_submitted
+    fallback = dataset.min_submitted if min_submitted is None else min_submitted
     users = _users(dataset, backoff)
     records = fetch_records(dataset, backoff)
     report = PullReport(records=len(records))
     with uow() as session:
         items = {i.id: i for i in repo.pushed_items(session, round_id)}
+        in_scope = {i.round_id for i in items.values()}
+        need = {
+            rid: repo.round_min_submitted(session, rid, fallback)
+            for rid in repo.collecting_rounds(session, round_id)
+            if rid in in_scope
+        }
+        report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
         stored = repo.labels_of(session, round_id)
         known: set[str] | None = None
         seen: set[str] = set()
@@ -233,6 +244,8 @@ def pull_labels(
                     continue
                 else:
                     report.updated_labels += 1
+                if item.round_id not in need:
+                    report.late_labels += 1
                 writes.append(row)
                 stored[(item.id, annotator)] = row
         for missing in sorted(set(items) - seen):
@@ -245,11 +258,12 @@ def pull_labels(
     if len(report.skipped) > 20:
         _LOG.warning("pull skipped %d more records (see the PullReport)", len(report.skipped) - 20)
     _LOG.info(
-        "pulled %d responses of %d records: %d new labels, %d updated, %d items changed, %d skipped",
+        "pulled %d responses of %d records: %d new labels, %d updated (%d late), %d items changed, %d skipped",
         report.responses,
         report.records,
         report.new_labels,
         report.updated_labels,
+        report.late_labels,
         report.items_changed,
         len(report.skipped),
     )
@@ -260,15 +274,18 @@ def _label(item_id: str, annotator: str, answer: Answer) -> repo.LabelRow:
     return repo.LabelRow(item_id, annotator, answer.choice, answer.rationale, answer.submitted_at)
 
 
-def _aggregate(session, items: dict, stored: dict, need: int, report: PullReport) -> None:
-    """Majority vote per item in scope; write only the items whose outcome changed."""
+def _aggregate(session, items: dict, stored: dict, need: dict[int, int], report: PullReport) -> None:
+    """Majority vote per item of a collecting round (`need`: its min_submitted); write only the items whose
+    outcome changed. Agreement covers every item in scope."""
     answers: dict[str, list[str]] = {}
     for (item_id, _annotator), row in stored.items():
         if item_id in items:
             answers.setdefault(item_id, []).append(row.choice)
     changes = []
     for item in items.values():
-        decision = decide(answers.get(item.id, []), need)
+        if item.round_id not in need:
+            continue  # its round's collection ended: the decision is what was trained on
+        decision = decide(answers.get(item.id, []), need[item.round_id])
         status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
         if status == ItemStatus.DECIDED:
             report.decided += 1

@@ -2,7 +2,9 @@
 
 The record's external id is our item id (a content hash), so pushing an item again updates its record.
 `swapped` decides which generation Argilla shows as "response_a"; an annotator's "a"/"b" is about what they
-saw, and is mapped back through the same flag (the mapping is its own inverse).
+saw, and is mapped back through the same flag (the mapping is its own inverse). The rewards and the swap flag
+stay in our database: Argilla returns a record's metadata to every user who may read the record, annotators
+included, and either value would tell them which response the reward model prefers.
 """
 
 from __future__ import annotations
@@ -26,15 +28,9 @@ def flip(choice: str, swapped: bool) -> str:
 def to_record(item: ItemContent) -> dict[str, Any]:
     """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk."""
     shown_a, shown_b = (item.text_b, item.text_a) if item.swapped else (item.text_a, item.text_b)
-    reward_a, reward_b = (item.reward_b, item.reward_a) if item.swapped else (item.reward_a, item.reward_b)
-    metadata = {
-        "round": item.round_number,
-        "strategy": item.strategy,
-        "pvar": item.pvar,
-        "reward_a": reward_a,  # of the response SHOWN as A, so an operator reading the UI is not misled
-        "reward_b": reward_b,
-        "swapped": "true" if item.swapped else "false",
-    }
+    # Nothing that orders the two responses: an upsert replaces the metadata, so re-sending a record
+    # pushed by an older version (with rewards and the swap flag) removes them.
+    metadata = {"round": item.round_number, "strategy": item.strategy, "pvar": item.pvar}
     return {
         "external_id": item.id,
         "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},

@@ -44,9 +44,11 @@ def connect_client(cfg: Config):
     return connect(url, key)
 
 
-def connect_dataset(cfg: Config):
-    """The configured preference dataset, created on first use."""
+def connect_dataset(cfg: Config, min_submitted: int | None = None):
+    """The configured preference dataset, created on first use, its overlap set to `min_submitted` (the
+    collecting round's; default `[argilla] min_submitted`)."""
     from annotation.dataset import ensure_dataset
 
     a = cfg.argilla
-    return ensure_dataset(connect_client(cfg), a.dataset, a.workspace, a.min_submitted)
+    overlap = a.min_submitted if min_submitted is None else min_submitted
+    return ensure_dataset(connect_client(cfg), a.dataset, a.workspace, overlap)

@@ -158,7 +158,11 @@ class ArgillaConfig(_Section):
     )
     workspace: str = Field("pvar-loop", description="Argilla workspace holding the dataset and annotators.")
     dataset: str = Field("pvar-preferences", description="Argilla dataset the rounds push records to.")
-    min_submitted: int = Field(1, ge=1, description="Annotators who must answer a record (overlap).")
+    min_submitted: int = Field(
+        1,
+        ge=1,
+        description="Annotators who must answer a record (overlap); a change applies from the next round on.",
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

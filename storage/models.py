@@ -128,6 +128,9 @@ class Round(Base):
     budget: Mapped[int]
     strategy: Mapped[str] = mapped_column(String(32))  # a loop.acquisition.strategies.Strategy value
     seed: Mapped[int] = mapped_column(default=0)
+    min_submitted: Mapped[int | None] = mapped_column(
+        comment="[argilla] min_submitted the round collects with, recorded at its first step (NULL: not yet)"
+    )
     policy_in: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     policy_out: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

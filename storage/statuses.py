@@ -31,6 +31,12 @@ class RoundStatus(StrEnum):
         return self in (RoundStatus.DONE, RoundStatus.CANCELLED, RoundStatus.FAILED)
 
     @property
+    def collects(self) -> bool:
+        """Its items' decisions still follow the answers. From training on (and once closed) they are the
+        record of what was trained on: later answers are stored and reported, never re-decided."""
+        return self in (RoundStatus.PLANNED, RoundStatus.SCORED, RoundStatus.PUSHED, RoundStatus.COLLECTING)
+
+    @property
     def frees_prompts(self) -> bool:
         """A cancelled or failed round gives its (unlabelled) prompts back to the pool; a done one does not."""
         return self in (RoundStatus.CANCELLED, RoundStatus.FAILED)

@@ -142,14 +142,17 @@ def cmd_push(args: argparse.Namespace) -> int:
     from annotation.dataset import ensure_dataset
     from annotation.gateway import push_items
     from storage.db import UnitOfWork
+    from storage.repositories.items import round_min_submitted
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
     rid = _round_id(uow, args.round, args.arm)
     if args.batch_size > 500:
         raise UserError(f"--batch-size {args.batch_size}: Argilla accepts at most 500 records per request")
+    with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
+        overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
-    dataset = ensure_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace, cfg.argilla.min_submitted)
+    dataset = ensure_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace, overlap)
     with tqdm(desc="push", unit="record", disable=None) as bar:
 
         def progress(r) -> None:
@@ -197,6 +200,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         "decided": report.decided,
         "undecided": report.undecided,
         "waiting": report.waiting,
+        "closed_items": report.closed_items,
+        "late_labels": report.late_labels,
         "pairwise_agreement": report.agreement.pairwise if report.agreement else None,
         "fleiss_kappa": report.agreement.fleiss_kappa if report.agreement else None,
         "skipped": [
@@ -214,6 +219,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
         f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
         f"answers ({report.items_changed} changed by this pull)"
     )
+    if report.closed_items:
+        print(
+            f"{report.closed_items} items of rounds past collection keep the decisions they were trained on"
+            f"{f'; {report.late_labels} late answers on them stored, not counted' if report.late_labels else ''}"
+        )
     for s in report.skipped[:20]:
         print(f"skipped {s.record[:16]}{f' ({s.annotator})' if s.annotator else ''}: {s.reason}")
     if len(report.skipped) > 20:

@@ -12,10 +12,20 @@ from storage.db import UnitOfWork
 log = logging.getLogger(__name__)
 
 
+def min_submitted(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
+    """The round's annotator overlap: `[argilla] min_submitted` as it was at the round's first step (recorded
+    then), so a change of the setting applies from the next round on."""
+    from storage.repositories.items import round_min_submitted
+
+    with uow() as session:
+        return round_min_submitted(session, round_id, cfg.argilla.min_submitted)
+
+
 def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
     """Score every unscored train prompt under the round's policy (a new checkpoint rescores the pool)."""
     from loop.rounds.scoring import score_with_config
 
+    min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
     report = score_with_config(cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, progress=False)
     log.info("round id %s: %s", round_id, report.summary())
 
@@ -24,7 +34,7 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import push_items
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg)
+    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))  # the dataset follows the round
     push_items(uow, dataset, round_id)
 
 
@@ -32,8 +42,8 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import pull_labels
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg)
-    report = pull_labels(uow, dataset, round_id=round_id, min_submitted=cfg.argilla.min_submitted)
+    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))
+    report = pull_labels(uow, dataset, round_id=round_id)
     log.info("round id %s: pulled %s", round_id, report)
 
 

@@ -14,14 +14,15 @@ from typing import Any
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, RewardScore, Round
-from storage.statuses import ItemStatus
+from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
+from storage.statuses import ItemStatus, RoundStatus
 from storage.upsert import upsert
 
 
 @dataclass(frozen=True)
 class ItemContent:
-    """Everything a record shows or carries as metadata, in OUR orientation (a = generation_a)."""
+    """Everything a record shows or carries as metadata, in OUR orientation (a = generation_a), and the swap
+    flag that decides which side shows which (it stays in our database, as do the rewards)."""
 
     id: str
     round_number: int
@@ -30,8 +31,6 @@ class ItemContent:
     prompt: str
     text_a: str
     text_b: str
-    reward_a: float | None
-    reward_b: float | None
     pvar: float | None
     argilla_record_id: str | None
 
@@ -72,13 +71,32 @@ def round_id_for(session: Session, number: int, arm: str = "main") -> int | None
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
 
 
-def items_to_push(
-    session: Session, round_id: int, *, include_pushed: bool = False, reward_model: str | None = None
-) -> list[ItemContent]:
+def round_min_submitted(session: Session, round_id: int, configured: int) -> int:
+    """The answers per item the round needs: the value it recorded at its first step, else `configured`,
+    recorded now (so a later change of the setting applies from the next round on)."""
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise LookupError(f"round id {round_id} does not exist")
+    if rnd.min_submitted is None:
+        rnd.min_submitted = configured
+    return rnd.min_submitted
+
+
+def collecting_rounds(session: Session, round_id: int | None = None) -> dict[int, int | None]:
+    """{round id: recorded min_submitted} of the rounds (of one, or of all) whose decisions still follow the
+    answers (RoundStatus.collects); the items of every other round keep their decisions."""
+    stmt = select(Round.id, Round.min_submitted).where(
+        Round.status.in_([s for s in RoundStatus if s.collects])
+    )
+    if round_id is not None:
+        stmt = stmt.where(Round.id == round_id)
+    return dict(session.execute(stmt).all())
+
+
+def items_to_push(session: Session, round_id: int, *, include_pushed: bool = False) -> list[ItemContent]:
     """Items of a round not yet in Argilla (all of them with include_pushed), ordered by id.
 
-    Rewards come from `reward_model` or, when None, from the latest score of each generation; PVar from the
-    round's input policy (any reward model's latest value).
+    PVar comes from the round's input policy (any reward model's latest value).
     """
     ga, gb = aliased(Generation), aliased(Generation)
     stmt = (
@@ -97,7 +115,6 @@ def items_to_push(
     rows = session.execute(stmt).all()
     if not rows:
         return []
-    rewards = _round_rewards(session, round_id, reward_model)
     pvars = _round_pvars(session, round_id, rows[0][6])
     return [
         ItemContent(
@@ -108,31 +125,11 @@ def items_to_push(
             prompt=prompt,
             text_a=text_a,
             text_b=text_b,
-            reward_a=rewards.get(item.generation_a_id),
-            reward_b=rewards.get(item.generation_b_id),
             pvar=pvars.get(item.prompt_id),
             argilla_record_id=item.argilla_record_id,
         )
         for item, prompt, text_a, text_b, number, strategy, _ in rows
     ]
-
-
-def _round_rewards(session: Session, round_id: int, reward_model: str | None) -> dict[int, float]:
-    stmt = (
-        select(RewardScore.generation_id, RewardScore.score)
-        .join(
-            AnnotationItem,
-            or_(
-                RewardScore.generation_id == AnnotationItem.generation_a_id,
-                RewardScore.generation_id == AnnotationItem.generation_b_id,
-            ),
-        )
-        .where(AnnotationItem.round_id == round_id)
-        .order_by(RewardScore.id)  # the latest score wins below
-    )
-    if reward_model is not None:
-        stmt = stmt.where(RewardScore.reward_model == reward_model)
-    return dict(session.execute(stmt).all())
 
 
 def _round_pvars(session: Session, round_id: int, checkpoint_id: str | None) -> dict[str, float]:

@@ -9,11 +9,13 @@ from sqlalchemy import select, update
 from annotation.api import AnnotationSyncError
 from annotation.dataset import LABELS, METADATA, ensure_dataset, open_dataset
 from annotation.gateway import PushReport, push_items
+from annotation.simulated.bot import AnnotatorBot
+from annotation.simulated.judges import LookupJudge
 from annotation.stack.local_stack import start_server, stop_server
 from storage.models import AnnotationItem
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import FAST, external_ids, owner, record_count, unique
+from tests.integration.argilla_helpers import FAST, annotator, external_ids, owner, record_count, unique
 
 pytestmark = pytest.mark.argilla
 
@@ -87,8 +89,7 @@ def test_pushing_a_round_twice_leaves_one_record_per_item(argilla_stack: Argilla
         "response_a": shown_a,
         "response_b": items.best[lost[0]] if items.swapped[lost[0]] else items.worst[lost[0]],
     }
-    assert record["metadata"]["swapped"] == str(items.swapped[lost[0]]).lower()
-    assert record["metadata"]["round"] == 1 and record["metadata"]["strategy"] == "pvar"
+    assert record["metadata"] == {"round": 1, "strategy": "pvar", "pvar": record["metadata"]["pvar"]}
 
 
 def test_push_interrupted_by_a_server_stop_completes_after_restart(argilla_stack: ArgillaTarget, uow) -> None:
@@ -132,3 +133,51 @@ def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(AnnotationSyncError, match="unreachable after 3 attempts") as err:
         connect("http://127.0.0.1:9", "key", backoff=FAST)
     assert isinstance(err.value.__cause__, httpx.ConnectError)
+
+
+REVEALING = ("reward_a", "reward_b", "swapped")  # which response the reward model prefers
+
+
+def test_annotators_cannot_read_rewards_or_the_swap(argilla_stack: ArgillaTarget, uow) -> None:
+    items = make_round_items(uow, 4)
+    dataset = ensure_dataset(owner(argilla_stack), unique("ds-secret"), argilla_stack.workspace)
+    http = dataset.http
+    # A dataset and a record made by an older pvar-loop: rewards and the swap flag as hidden metadata.
+    for name, kind in (("reward_a", "float"), ("reward_b", "float"), ("swapped", "terms")):
+        settings = {"type": kind} | ({"values": ["true", "false"]} if kind == "terms" else {})
+        r = http.post(
+            f"/api/v1/datasets/{dataset.id}/metadata-properties",
+            json={"name": name, "title": name, "settings": settings, "visible_for_annotators": False},
+        )
+        assert r.status_code in (201, 409), r.text  # 409: this version still declares it
+    old = items.item_ids[0]
+    leaked = {"round": 1, "strategy": "pvar", "reward_a": 2.0, "reward_b": 0.0, "swapped": "false"}
+    r = http.put(
+        f"/api/v1/datasets/{dataset.id}/records/bulk",
+        json={
+            "items": [
+                {
+                    "external_id": old,
+                    "fields": {"prompt": "p", "response_a": "x", "response_b": "y"},
+                    "metadata": leaked,
+                }
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    push_items(uow, dataset, items.round_id, include_pushed=True)  # re-sends every record, the old one too
+
+    who = annotator(argilla_stack, "curious")
+    as_annotator = {"X-Argilla-Api-Key": who.api_key}
+    with uow() as s:
+        stored = {i.id: (i.argilla_record_id, i.swapped) for i in s.scalars(select(AnnotationItem))}
+    for item_id, (record_id, swapped) in stored.items():
+        got = httpx.get(f"{argilla_stack.url}/api/v1/records/{record_id}", headers=as_annotator)
+        assert got.status_code == 200, got.text
+        metadata = got.json()["metadata"] or {}
+        assert not set(REVEALING) & set(metadata), (item_id, metadata)
+        assert swapped == items.swapped[item_id]  # the swap flag lives in our database
+    with AnnotatorBot(argilla_stack.url, who.api_key, LookupJudge({})) as bot:
+        queue = bot.pending(dataset.id, limit=50)  # what the annotation UI lists
+    assert len(queue) == 4
+    assert not any(set(REVEALING) & set(r.get("metadata") or {}) for r in queue)

@@ -22,8 +22,6 @@ def _item(swapped: bool) -> ItemContent:
         prompt="Why is the sky blue?",
         text_a="Rayleigh scattering.",
         text_b="Because it is.",
-        reward_a=1.5,
-        reward_b=-0.5,
         pvar=0.25,
         argilla_record_id=None,
     )
@@ -47,23 +45,14 @@ def test_record_shows_the_pair_in_swap_order_with_hidden_metadata() -> None:
     }
     assert swapped["fields"]["response_a"] == "Because it is."
     assert swapped["fields"]["response_b"] == "Rayleigh scattering."
-    assert plain["metadata"] == {
-        "round": 2,
-        "strategy": "pvar",
-        "pvar": 0.25,
-        "reward_a": 1.5,
-        "reward_b": -0.5,
-        "swapped": "false",
-    }
-    # Rewards follow what is shown, so an operator reading the UI sees the right number per side.
-    assert (swapped["metadata"]["reward_a"], swapped["metadata"]["reward_b"]) == (-0.5, 1.5)
-    assert swapped["metadata"]["swapped"] == "true"
+    # Nothing in the metadata says which side the reward model prefers (annotators can read it).
+    assert plain["metadata"] == swapped["metadata"] == {"round": 2, "strategy": "pvar", "pvar": 0.25}
 
 
 def test_missing_scores_are_left_out_of_metadata() -> None:
     item = _item(False)
-    bare = ItemContent(**{**item.__dict__, "pvar": None, "reward_a": None, "reward_b": None})
-    assert set(to_record(bare)["metadata"]) == {"round", "strategy", "swapped"}
+    bare = ItemContent(**{**item.__dict__, "pvar": None})
+    assert set(to_record(bare)["metadata"]) == {"round", "strategy"}
 
 
 def _response(status: str, **values) -> dict:
