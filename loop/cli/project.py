@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from loop.cli.common import add_command, config_from, open_engine, print_json
@@ -83,6 +84,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             skip_invalid=args.skip_invalid,
         )
     write_reject_report(report, cfg.paths.data_dir / "rejects")
+    for warning in report.warnings:
+        print(f"warning: {Path(args.file).name}: {warning}", file=sys.stderr)
+    if report.warning_count > len(report.warnings):
+        print(f"warning: ... and {report.warning_count - len(report.warnings)} more", file=sys.stderr)
     print(report.summary())
     return 0
 
