@@ -50,7 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"wrote {target}")
     cfg = config_from(argparse.Namespace(config=str(target)))
     cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_engine(cfg, check_head=False)
+    engine = open_engine(cfg, check_head=False, create=True)
     upgrade(engine)
     print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
     return 0
@@ -59,7 +59,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from storage import migrate
 
-    engine = open_engine(config_from(args), check_head=False)
+    engine = open_engine(config_from(args), check_head=False, create=args.db_command == "upgrade")
     if args.db_command == "upgrade":
         migrate.upgrade(engine, args.revision)
     elif args.db_command == "downgrade":
