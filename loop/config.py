@@ -67,7 +67,10 @@ TrainDtype = Literal["float32", "bfloat16"]
 
 
 class PathsConfig(_Section):
-    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the SQLite DB, checkpoints and reports live.")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR,
+        description="Where the SQLite DB, checkpoints and reports live; relative to this file's directory.",
+    )
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -325,7 +328,20 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    _anchor_data_dir(raw, path)
     return parse_config(raw, str(path), env)
+
+
+def _anchor_data_dir(raw: dict, config_path: Path) -> None:
+    """A relative [paths] data_dir (the default included) belongs to the config file's project: resolve it
+    against the file's directory, not the working directory. PVAR_LOOP_DATA_DIR, applied afterwards, is the
+    shell's and stays relative to the working directory. A value of the wrong type is left to validation."""
+    paths = raw.get("paths", {})
+    if not isinstance(paths, dict):
+        return
+    data_dir = paths.get("data_dir", str(DEFAULT_DATA_DIR))
+    if isinstance(data_dir, str) and not Path(data_dir).is_absolute():
+        raw["paths"] = {**paths, "data_dir": str(config_path.resolve().parent / data_dir)}
 
 
 def setting(section: type[BaseModel], key: str) -> Any:

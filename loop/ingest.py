@@ -30,6 +30,10 @@ FORMATS = ("jsonl", "csv", "parquet", "datasets")
 BATCH = 5000
 MAX_REPORTED = 20
 _WS = re.compile(r"\s+")
+# Characters that draw nothing: controls, format characters (zero-width space/joiners, BOM, word joiner, bidi
+# marks, tags), separators, and the "filler" letters and blanks some fonts render as empty space.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zs", "Zl", "Zp"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u180e\u2800\u3164\uffa0")
 
 
 class IngestError(PvarLoopError, ValueError):
@@ -51,6 +55,8 @@ class IngestReport:
     already_present: int = 0
     rejects: list[Reject] = field(default_factory=list)
     reject_report: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # "line 9: ...", the first MAX_REPORTED
+    warning_count: int = 0
 
     def summary(self) -> str:
         text = (
@@ -59,6 +65,8 @@ class IngestReport:
         )
         if self.rejects:
             text += f", rejected {len(self.rejects)} invalid rows"
+        if self.warning_count:
+            text += f"; {self.warning_count} ids reused for different prompts (both kept)"
         if self.reject_report:
             text += f" (see {self.reject_report})"
         return text
@@ -119,15 +127,35 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict | Reject]]:
         raise IngestError(
             f"{path}: line {line}: invalid UTF-8 at byte {e.start}; nothing was written"
         ) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "prompt" not in reader.fieldnames:
-        raise IngestError(f"{path}: line 1: no 'prompt' column (columns: {reader.fieldnames})")
-    for row in reader:
-        where = f"line {reader.line_num}"
-        if None in row:
+    # strict: a quote that is never closed, or closed in the middle of a field, is an error instead of a field
+    # that silently swallows the following lines.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise IngestError(f"{path}: line 1: malformed CSV header: {e}") from None
+    if not header or "prompt" not in header:
+        raise IngestError(f"{path}: line 1: no 'prompt' column (columns: {header})")
+    last = reader.line_num
+    while True:
+        start = last + 1  # a quoted field may span lines: a row is named by the line it starts on
+        where = f"line {start}"
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            last = reader.line_num
+            yield where, _csv_reject(where, str(e), start, last)
+            continue
+        last = reader.line_num
+        if not values:
+            continue  # a blank line
+        if len(values) > len(header):
             yield where, Reject(where, "more values than header columns")
             continue
-        record: dict[str, Any] = {k: v for k, v in row.items() if k not in ("metadata",)}
+        row = dict(zip(header, values + [None] * (len(header) - len(values)), strict=True))
+        record: dict[str, Any] = {k: v for k, v in row.items() if k != "metadata"}
         if row.get("metadata"):
             try:
                 record["metadata"] = json.loads(row["metadata"])
@@ -135,6 +163,17 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict | Reject]]:
                 yield where, Reject(where, f"metadata column is not JSON: {e.msg}")
                 continue
         yield where, record
+
+
+def _csv_reject(where: str, error: str, start: int, end: int) -> Reject:
+    lines = f"line {start}" if start == end else f"lines {start}-{end}"
+    if error == "unexpected end of data":
+        return Reject(
+            where, f"unterminated quoted field: its quote is never closed ({lines}, to the end of the file)"
+        )
+    return Reject(
+        where, f"malformed CSV: {error} on line {end}, a quote closed mid-field ({lines} not loaded)"
+    )
 
 
 def _read_table_rows(rows: Iterator[dict]) -> Iterator[tuple[str, dict | Reject]]:
@@ -175,14 +214,58 @@ def _read_datasets(path: Path, split: str) -> Iterator[tuple[str, dict | Reject]
     yield from _read_table_rows(iter(ds))
 
 
+def _unstorable(value: Any) -> str | None:
+    """Why `value` (a string, or the strings in a JSON-like structure) cannot be stored as text, else None.
+
+    NUL is refused by PostgreSQL text and JSON (and SQLite would keep a prompt no tokenizer expects); a lone
+    surrogate (JSON "\\ud800") is not Unicode and cannot be encoded as UTF-8 at all."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (
+                f"contains a lone surrogate (\\u{ord(value[e.start]):04x}), which is not valid Unicode text"
+            )
+        return None
+    if isinstance(value, dict):
+        return next((why for item in value.items() if (why := _unstorable(item))), None)
+    if isinstance(value, list | tuple):
+        return next((why for item in value if (why := _unstorable(item))), None)
+    return None
+
+
+def _visible(text: str) -> bool:
+    """Whether the text draws anything: a prompt of zero-width or blank characters is an invisible task."""
+    return any(
+        not ch.isspace()
+        and ch not in _BLANK_LETTERS
+        and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
+        and not ("\ufe00" <= ch <= "\ufe0f" or "\U000e0100" <= ch <= "\U000e01ef")  # variation selectors
+        for ch in text
+    )
+
+
 def _to_row(record: dict, where: str, *, split: str, source: str, max_chars: int) -> dict | Reject:
     text = record.get("prompt")
     if text is None:
         return Reject(where, "missing 'prompt'")
     if not isinstance(text, str):
         return Reject(where, f"'prompt' must be a string, got {type(text).__name__}")
+    extra = {k: v for k, v in record.items() if k not in ("prompt", "id", "metadata")}
+    for name, value in (("prompt", text), ("id", record.get("id")), ("metadata", record.get("metadata"))):
+        if why := _unstorable(value):
+            return Reject(where, f"'{name}' {why}")
+    for name, value in extra.items():
+        if why := _unstorable(name) or _unstorable(value):
+            return Reject(where, f"column {name!r} {why}")
     if not text.strip():
         return Reject(where, "empty 'prompt'")
+    if not _visible(text):
+        return Reject(
+            where, "'prompt' has no visible characters (only zero-width, blank or control characters)"
+        )
     if len(text) > max_chars:
         return Reject(
             where,
@@ -196,7 +279,6 @@ def _to_row(record: dict, where: str, *, split: str, source: str, max_chars: int
         meta = {}
     if not isinstance(meta, dict):
         return Reject(where, f"'metadata' must be an object, got {type(meta).__name__}")
-    extra = {k: v for k, v in record.items() if k not in ("prompt", "id", "metadata")}
     return {
         "id": prompt_id(text),
         "text": text.strip(),
@@ -233,6 +315,7 @@ def ingest_file(
     fmt = detect_format(path)
     report = IngestReport(path=path)
     seen: set[str] = set()
+    first_prompt: dict[str, str] = {}  # source id -> prompt id of its first row
     batch: list[dict] = []
     try:
         for where, item in _reader(path, fmt, split):
@@ -245,6 +328,8 @@ def ingest_file(
             if isinstance(row, Reject):
                 report.rejects.append(row)
                 continue
+            if row["source_id"] is not None:
+                _check_source_id(row, where, first_prompt, report)
             if row["id"] in seen:
                 report.duplicates_in_file += 1
                 continue
@@ -255,6 +340,11 @@ def ingest_file(
     except OSError as e:
         raise IngestError(f"{path}: cannot read: {e}") from e
     if report.rejects and not skip_invalid:
+        if len(report.rejects) == 1:
+            [r] = report.rejects
+            raise IngestError(
+                f"{path}: {r.where}: {r.reason}; nothing was written (use --skip-invalid to load the rest)"
+            )
         shown = "\n  ".join(f"{path}: {r.where}: {r.reason}" for r in report.rejects[:MAX_REPORTED])
         more = len(report.rejects) - MAX_REPORTED
         tail = f"\n  ... and {more} more" if more > 0 else ""
@@ -264,6 +354,16 @@ def ingest_file(
         )
     _flush(session, batch, report)
     return report
+
+
+def _check_source_id(row: dict, where: str, first_prompt: dict[str, str], report: IngestReport) -> None:
+    """Warn when a source id comes back with a different prompt: both are kept (ids are not identity here)."""
+    if first_prompt.setdefault(row["source_id"], row["id"]) != row["id"]:
+        report.warning_count += 1
+        if len(report.warnings) < MAX_REPORTED:
+            report.warnings.append(
+                f"{where}: id {row['source_id']!r} was already used by an earlier row for a different prompt"
+            )
 
 
 def _flush(session: Session, batch: list[dict], report: IngestReport) -> None:

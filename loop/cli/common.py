@@ -52,15 +52,32 @@ def config_from(args: argparse.Namespace):
     return load_config(Path(args.config) if args.config else None)
 
 
-def open_engine(cfg, *, check_head: bool = True):
-    """The configured database; refuses one whose schema is not at the Alembic head unless told not to."""
+def open_engine(cfg, *, check_head: bool = True, create: bool = False):
+    """The configured database; refuses one whose schema is not at the Alembic head unless told not to.
+
+    Only `create` (init, db upgrade) may bring a SQLite file into being: any other command, above all the
+    read-only ones (status, report), says there is none and how to create it, and leaves no empty file."""
     from storage.db import make_engine
     from storage.migrate import ensure_at_head
 
+    if not create:
+        _refuse_missing_sqlite(cfg.database_url)
     engine = make_engine(cfg.database_url)
     if check_head:
         ensure_at_head(engine)
     return engine
+
+
+def _refuse_missing_sqlite(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).exists():
+        raise UserError(
+            f"no database at {parsed.database}; create it with `pvar-loop init` (or `pvar-loop db upgrade`)"
+        )
 
 
 def open_uow(args: argparse.Namespace):

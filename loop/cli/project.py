@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from loop.cli.common import add_command, config_from, open_engine, print_json
@@ -49,7 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"wrote {target}")
     cfg = config_from(argparse.Namespace(config=str(target)))
     cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_engine(cfg, check_head=False)
+    engine = open_engine(cfg, check_head=False, create=True)
     upgrade(engine)
     print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
     return 0
@@ -58,7 +59,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from storage import migrate
 
-    engine = open_engine(config_from(args), check_head=False)
+    engine = open_engine(config_from(args), check_head=False, create=args.db_command == "upgrade")
     if args.db_command == "upgrade":
         migrate.upgrade(engine, args.revision)
     elif args.db_command == "downgrade":
@@ -83,6 +84,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             skip_invalid=args.skip_invalid,
         )
     write_reject_report(report, cfg.paths.data_dir / "rejects")
+    for warning in report.warnings:
+        print(f"warning: {Path(args.file).name}: {warning}", file=sys.stderr)
+    if report.warning_count > len(report.warnings):
+        print(f"warning: ... and {report.warning_count - len(report.warnings)} more", file=sys.stderr)
     print(report.summary())
     return 0
 

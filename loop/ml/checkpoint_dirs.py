@@ -2,23 +2,32 @@
 
 A checkpoint is written into a hidden sibling scratch dir, gets a meta JSON saying what produced it, and is
 renamed into place: readers never see half a checkpoint, an existing one is never overwritten, and a re-run
-can read the meta instead of retraining. A killed process may leave a ".<name>.partial-*" sibling, safe to
-delete.
+can read the meta instead of retraining. A killed process leaves its ".<name>.partial-*" sibling behind: each
+scratch dir is flock()ed while in use (the kernel drops the lock when its process dies), and the next training
+that starts in the same directory removes every unlocked one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 TRAINER_SUBDIR = "trainer"  # the trainer's own output_dir inside the scratch dir (logs, nothing we keep)
 CHECKPOINT_SUBDIR = "checkpoint"
+PARTIAL_MARK = ".partial-"
+# A scratch dir is unlocked for the instant between mkdtemp and flock: younger unlocked ones are left alone.
+STALE_AFTER_SECONDS = 60.0
 
 
 def claim_output_dir(output_dir: str | os.PathLike, who: str) -> Path:
@@ -27,17 +36,52 @@ def claim_output_dir(output_dir: str | os.PathLike, who: str) -> Path:
     if output_dir.exists():
         raise FileExistsError(f"{who}: checkpoint directory {output_dir} already exists; not overwriting it")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch_dirs(output_dir.parent)
     return output_dir
 
 
 @contextmanager
 def scratch_dir(output_dir: Path) -> Iterator[Path]:
-    """A hidden temp dir next to output_dir (same filesystem, so the final rename is atomic); removed on exit."""
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    """A hidden temp dir next to output_dir (same filesystem, so the final rename is atomic), locked while in
+    use; removed on exit."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}{PARTIAL_MARK}", dir=output_dir.parent))
+    fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_stale_scratch_dirs(parent: Path) -> list[Path]:
+    """Remove the ".<name>.partial-*" dirs in `parent` that no live process holds (left by killed trainings,
+    or by versions that did not lock them); returns the removed paths."""
+    removed = []
+    for path in sorted(parent.glob(f".*{PARTIAL_MARK}*")):
+        if not path.is_dir() or path.is_symlink() or _in_use(path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d scratch dir(s) of interrupted trainings in %s", len(removed), parent)
+    return removed
+
+
+def _in_use(scratch: Path) -> bool:
+    try:
+        if time.time() - scratch.stat().st_mtime < STALE_AFTER_SECONDS:
+            return True  # perhaps created an instant ago and not locked yet
+        fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return True  # vanished meanwhile, or unreadable: not ours to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor drops a lock taken here
+    return False
 
 
 def trainer_dir(scratch: Path) -> str:

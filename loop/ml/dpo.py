@@ -106,7 +106,8 @@ def train_dpo(
     weights before saving, so every checkpoint is a plain transformers model.
 
     The checkpoint is written to a hidden sibling temp dir and renamed into place, so a crash never leaves a
-    half-written output_dir (a killed process may leave a hidden ".<name>.partial-*" sibling, safe to delete).
+    half-written output_dir (a killed process leaves a hidden ".<name>.partial-*" sibling, which the next training
+    started in the same directory removes).
     An existing output_dir is an error (FileExistsError), raised before any training: checkpoints are never
     overwritten; read_train_result recovers what produced an existing one.
     """

@@ -183,7 +183,8 @@ def train_reward_model(
 
     Accuracy (and agreement with `judge` on the held-out pairs) is measured with RewardScorer on the saved
     checkpoint before it is moved into place. The checkpoint is written to a hidden sibling temp dir and
-    renamed, so a crash never leaves a half-written output_dir; an existing output_dir is a FileExistsError
+    renamed, so a crash never leaves a half-written output_dir (the next training started there removes the
+    scratch dir a killed one left); an existing output_dir is a FileExistsError
     raised before any training (read_reward_result reports what produced it).
     """
     from loop.ml.checkpoint_dirs import (

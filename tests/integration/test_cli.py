@@ -81,3 +81,53 @@ def test_experiment_reset_of_an_unknown_or_production_arm_exits_2(tmp_path, monk
     assert "--reset-arm pvar: no rounds for arm 'pvar'; nothing to reset" in capsys.readouterr().err
     assert main(["experiment", "--reset-arm", "main"]) == 2
     assert "production history" in capsys.readouterr().err
+
+
+def _project_env() -> dict[str, str]:
+    """The environment without the overrides that would take the database or data dir out of the config."""
+    return {k: v for k, v in os.environ.items() if k not in ("PVAR_LOOP_DATABASE_URL", "PVAR_LOOP_DATA_DIR")}
+
+
+def _run_in_project(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=_project_env(),
+        timeout=120,
+    )
+
+
+def test_relative_data_dir_resolves_against_the_config_file(tmp_path):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    config = project / "pvar-loop.toml"
+    config.write_text('[paths]\ndata_dir = "data"\n')
+    r = _run_in_project("--config", "../project/pvar-loop.toml", "init", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert (project / "data" / "pvar-loop.db").is_file() and not (elsewhere / "data").exists()
+    (elsewhere / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": 1}\n')
+    r = _run_in_project("--config", str(config), "ingest", "p.jsonl", "--skip-invalid", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert len(list((project / "data" / "rejects").iterdir())) == 1
+    r = _run_in_project("--config", str(config), "status", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["database"] == f"sqlite:///{project / 'data' / 'pvar-loop.db'}"
+    assert status["pool"]["prompts"] == {"train": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "project"]
+
+
+def test_read_only_commands_never_create_a_database(tmp_path):
+    (tmp_path / "pvar-loop.toml").write_text('[paths]\ndata_dir = "data"\n')
+    for command in (["status"], ["report"], ["db", "current"]):
+        r = _run_in_project(*command, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        [line] = r.stderr.strip().splitlines()
+        assert f"no database at {tmp_path / 'data' / 'pvar-loop.db'}" in line and "pvar-loop init" in line
+        assert not (tmp_path / "data").exists(), command
+    r = _run_in_project("db", "upgrade", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _run_in_project("status", cwd=tmp_path).returncode == 0

@@ -2,6 +2,10 @@
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +225,44 @@ def test_completion_logprobs_do_not_depend_on_batching(tiny_models):
     # More completion tokens, each near-uniform over the vocabulary (~ -7.6 nats): a much lower total.
     longer = completion_logprobs(tiny_models.policy_dir, prompts[:1], [completions[0] + " and more words"])
     assert longer[0] < one_by_one[0]
+
+
+KILLED_TRAINING = """
+import sys
+from loop.ml.dpo import PreferencePair, train_dpo
+from loop.ml.settings import TrainingSettings
+pairs = [PreferencePair(prompt=f"q{i}", chosen="a good answer", rejected="no") for i in range(32)]
+settings = TrainingSettings(learning_rate=5e-5, epochs=10_000, batch_size=8, lora=False, dtype="float32")
+train_dpo(pairs, policy_dir=sys.argv[1], reference_dir=sys.argv[1], output_dir=sys.argv[2], settings=settings)
+"""
+
+
+def test_the_next_training_removes_what_a_killed_one_left(tiny_models, tmp_path):
+    out = tmp_path / "checkpoints" / "round-1"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_TRAINING, str(tiny_models.policy_dir), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.parent.glob(".round-1.partial-*/trainer")) and time.monotonic() < deadline:
+            assert child.poll() is None, "the training ended before it could be killed"
+            time.sleep(0.5)
+        time.sleep(2)  # mid-training
+    finally:
+        child.kill()
+        child.wait()
+    [left] = list(out.parent.glob(".round-1.partial-*"))
+    assert (left / "trainer").is_dir() and not out.exists()
+    old = time.time() - 3600  # (scratch dirs younger than a minute are spared: one may be being created)
+    os.utime(left, (old, old))
+    result = train_dpo(
+        PAIRS,
+        policy_dir=tiny_models.policy_dir,
+        reference_dir=tiny_models.policy_dir,
+        output_dir=out,
+        settings=FAST,
+    )
+    assert result.checkpoint_dir == out and (out / TRAIN_META_FILE).is_file()
+    assert [p.name for p in out.parent.iterdir()] == ["round-1"]  # the killed run's scratch dir is gone

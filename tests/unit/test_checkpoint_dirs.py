@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +80,51 @@ def test_read_checkpoint_meta_refuses_missing_or_malformed_meta(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="JSON object"):
         read_checkpoint_meta(tmp_path, "meta.json")
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_start_removes_the_scratch_dirs_of_killed_trainings_only(tmp_path):
+    parent = tmp_path / "checkpoints"
+    parent.mkdir()
+    # a training SIGKILLed mid-way: its scratch dir (with the trainer's files) outlives it
+    code = (
+        "import sys, time; from pathlib import Path; from loop.ml.checkpoint_dirs import scratch_dir\n"
+        "with scratch_dir(Path(sys.argv[1])) as s:\n"
+        "    (s / 'trainer').mkdir(); (s / 'trainer' / 'optimizer.pt').write_bytes(b'x' * 1000)\n"
+        "    print(s, flush=True); time.sleep(600)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(parent / "round-1")], stdout=subprocess.PIPE, text=True
+    )
+    killed = Path(child.stdout.readline().strip())
+    child.kill()
+    child.wait()
+    assert killed.is_dir() and killed.name.startswith(".round-1.partial-")
+    _age(killed, 3600)
+    # one left by an older pvar-loop (no lock), and what must stay: a checkpoint, other hidden things
+    legacy = parent / ".round-0.partial-abc123"
+    (legacy / "checkpoint").mkdir(parents=True)
+    _age(legacy, 3600)
+    (parent / "round-0").mkdir()
+    (parent / ".cache").mkdir()
+    (parent / ".notes.partial-1").write_text("a file, not a scratch dir")
+    with scratch_dir(parent / "round-9") as running:  # a training still running (this process): kept
+        _age(running, 3600)
+        out = claim_output_dir(parent / "round-2", "test")
+        assert out == parent / "round-2" and not out.exists()
+        assert sorted(p.name for p in parent.iterdir()) == sorted(
+            [".cache", ".notes.partial-1", "round-0", running.name]
+        )
+    assert sorted(p.name for p in parent.iterdir()) == [".cache", ".notes.partial-1", "round-0"]
+
+
+def test_a_scratch_dir_just_being_created_is_not_taken_for_a_stale_one(tmp_path):
+    """Between mkdtemp and taking its lock a scratch dir is unlocked for an instant: young ones are kept."""
+    fresh = tmp_path / ".round-1.partial-new"
+    fresh.mkdir()
+    claim_output_dir(tmp_path / "round-2", "test")
+    assert fresh.is_dir()

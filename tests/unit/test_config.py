@@ -40,7 +40,8 @@ def test_default_template_round_trips(tmp_path):
     text = default_config_toml()
     parsed = tomllib.loads(text)
     assert set(parsed) >= {"generation", "reward", "selection", "argilla", "training"}
-    assert load_config(_write(tmp_path, text), env={}) == parse_config({}, env={})
+    defaults_here = {"paths": {"data_dir": str(tmp_path / ".pvar-loop")}}  # relative to the config file
+    assert load_config(_write(tmp_path, text), env={}) == parse_config(defaults_here, env={})
 
 
 def test_unknown_key_lists_allowed(tmp_path):
@@ -73,6 +74,26 @@ def test_bad_values_name_the_key(tmp_path, text, key):
 def test_invalid_toml_names_file(tmp_path):
     with pytest.raises(ConfigError, match="pvar-loop.toml: not valid TOML"):
         load_config(_write(tmp_path, "[generation\n"), env={})
+
+
+def test_relative_data_dir_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    path = _write(tmp_path / "project", '[paths]\ndata_dir = "data"\n')
+    cfg = load_config(Path("../project/pvar-loop.toml"), env={})
+    assert cfg.paths.data_dir == tmp_path / "project" / "data"
+    assert cfg.database_url == f"sqlite:///{tmp_path / 'project' / 'data' / 'pvar-loop.db'}"
+    # the default data dir of a config file sits next to it too; an absolute one is kept as it is
+    assert load_config(_write(tmp_path / "project", ""), env={}).paths.data_dir == path.parent / ".pvar-loop"
+    _write(tmp_path / "project", f'[paths]\ndata_dir = "{tmp_path / "abs"}"\n')
+    assert load_config(path, env={}).paths.data_dir == tmp_path / "abs"
+    # the environment's value is the shell's: relative to the working directory, as before
+    assert load_config(path, env={"PVAR_LOOP_DATA_DIR": "envdata"}).paths.data_dir == Path("envdata")
+    # a bad value is still reported by validation, naming the key
+    _write(tmp_path / "project", "[paths]\ndata_dir = 3\n")
+    with pytest.raises(ConfigError, match=r"\[paths\] data_dir"):
+        load_config(path, env={})
 
 
 def test_env_overrides_and_secret_not_echoed(tmp_path):
