@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loop.config import Config, load_config
@@ -207,6 +209,29 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     finally:
         beat.stopped.set()
         release(engine, LOCK, holder)
+        engine.dispose()
+
+
+@contextmanager
+def by_hand(cfg: Config) -> Iterator[None]:
+    """Hold the scheduler lease (with a heartbeat) while a by-hand command moves a round: one driver per
+    database, whether it is `pvar-loop run` or an operator. LockHeld names the running scheduler."""
+    from storage.db import make_engine
+    from storage.locks import acquire, release
+
+    engine = make_engine(cfg.database_url)
+    heartbeat_every = max(1.0, min(10.0, cfg.scheduler.tick_seconds / 3))
+    holder = f"by-hand:{holder_name()}"
+    try:
+        acquire(engine, LOCK, holder, heartbeat_every * 3)
+        beat = Heartbeat(engine, holder, heartbeat_every, lambda: None)
+        beat.start()
+        try:
+            yield
+        finally:
+            beat.stopped.set()
+            release(engine, LOCK, holder)
+    finally:
         engine.dispose()
 
 
