@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from loop.cli.common import UserError, add_command, config_from, open_engine, positive_int, print_json
+from storage.statuses import RoundStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -149,6 +150,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     rid = _round_id(uow, args.round, args.arm)
     if args.batch_size > 500:
         raise UserError(f"--batch-size {args.batch_size}: Argilla accepts at most 500 records per request")
+    status = _refuse_unplanned_push(uow, rid, args.round, args.arm)
     with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
         overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
@@ -170,7 +172,37 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
         )
     print(f"annotate at {dataset.annotation_url}")
+    if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
+        _open_collection(cfg, uow, rid, args.round)
     return 0
+
+
+def _refuse_unplanned_push(uow, round_id: int, number: int, arm: str) -> RoundStatus:
+    """A round whose items are not selected yet has nothing to push: name the command that selects them."""
+    from loop.rounds.state import NEXT_WORK, advance_command
+    from storage.models import Round
+
+    with uow() as session:
+        status = session.get(Round, round_id).status
+    if status == RoundStatus.PLANNED:
+        raise UserError(
+            f"round {arm}/{number} is planned: it has no items until the pool is scored and its top slice "
+            f"selected; run `{advance_command(number, arm)}` ({NEXT_WORK[status]})"
+        )
+    return status
+
+
+def _open_collection(cfg, uow, round_id: int, number: int) -> None:
+    """After a by-hand push, move the round on as the scheduler would (scored -> pushed -> collecting; the
+    step's own push finds nothing left to send)."""
+    from loop.cli.common import holding_lease
+    from loop.rounds.state import Services, drive
+
+    with holding_lease(cfg, uow):
+        status = drive(
+            uow, cfg, round_id, Services.default(), through=(RoundStatus.SCORED, RoundStatus.PUSHED)
+        )
+    print(f"round {number} is now {status}; next: `pvar-loop round status` shows what it waits for")
 
 
 def cmd_pull(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.errors import PvarLoopError
@@ -90,3 +91,17 @@ def open_uow(args: argparse.Namespace):
 
 def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+@contextmanager
+def holding_lease(cfg, uow=None) -> Iterator[None]:
+    """The scheduler lease while a by-hand command moves a round (one driver per database; `uow`'s commits are
+    fenced by it meanwhile); a running scheduler is named in a one-line error."""
+    from loop.rounds.scheduler import by_hand
+    from storage.locks import LockHeld
+
+    try:
+        with by_hand(cfg, uow):
+            yield
+    except LockHeld as e:
+        raise UserError(f"{e}; it moves the rounds by itself: stop it to work by hand") from None

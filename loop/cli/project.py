@@ -93,17 +93,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from loop.cli.rounds import describe_next, rounds_with_next
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
     from storage.repositories import queries
 
     cfg = config_from(args)
-    with UnitOfWork(open_engine(cfg))() as session:
+    uow = UnitOfWork(open_engine(cfg))
+    rounds = rounds_with_next(cfg, uow, arm=None)  # live numbers and the next by-hand command
+    with uow() as session:
         status = {
             "database": _database_url(cfg),
             "pool": queries.pool_summary(session),
-            "rounds": queries.rounds_summary(session),
+            "rounds": rounds,
             "labels": queries.label_count(session),
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
@@ -130,8 +133,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         why = f" ({r['reason']})" if r["reason"] else ""
         print(
             f"round {r['arm']}/{r['number']}: {r['status']}{why}; {r['strategy']} budget {r['budget']}, "
-            f"{r['items']} items, {r['labels']} labels"
+            f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['labels']} labels"
         )
+        if r["next"] is not None:
+            print(f"  {describe_next(r['next'])}")
     for e in status["evaluations"]:
         print(
             f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from loop.cli.common import UserError, add_command, config_from, open_uow, print_json
+from loop.cli.common import UserError, add_command, config_from, holding_lease, open_uow, print_json
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,7 +69,6 @@ def _set(args: argparse.Namespace, key: str, value: str) -> int:
 
 def cmd_round(args: argparse.Namespace) -> int:
     from loop.rounds.state import cancel_round, start_round
-    from storage.repositories import queries
 
     cfg, uow = open_uow(args)
     if args.round_command == "start":
@@ -79,21 +78,70 @@ def cmd_round(args: argparse.Namespace) -> int:
                 from loop.rounds.operator_settings import record_action
 
                 record_action(session, "start round", {"round": rnd.number})
+            message += f"\nnext: {_next_line(cfg, uow, rnd.number)}"
         print(message)
         return 0 if rnd is not None else 1
     if args.round_command == "cancel":
         print(cancel_round(uow, args.number, args.reason))
         return 0
-    with uow() as session:
-        rounds = queries.rounds_summary(session)
+    if args.round_command == "advance":
+        return _advance(args, cfg, uow)
+    rounds = rounds_with_next(cfg, uow)
     if args.json:
         print_json(rounds)
-    for r in [] if args.json else rounds:
-        why = f" - {r['reason']}" if r["reason"] else ""
-        print(
-            f"round {r['number']}: {r['status']}{why} ({r['strategy']}, budget {r['budget']}, "
-            f"{r['items']} items, {r['labels']} labels)"
-        )
+        return 0
+    for r in rounds:
+        print(f"round {r['number']}: {r['status']} ({r['strategy']}, budget {r['budget']}, {_numbers(r)})")
+        if r["reason"]:
+            print(f"  {r['reason']}")
+        if r["next"] is not None:
+            print(f"  {describe_next(r['next'])}")
+    if not any(r["next"] for r in rounds):
+        print("no open round; next: pvar-loop round start")
+    return 0
+
+
+def rounds_with_next(cfg, uow, arm: str | None = "main") -> list[dict]:
+    """rounds_summary rows (of one arm, or all), each with `next`: the by-hand command of an open round and
+    why it waits, computed now from the items (None for a closed round)."""
+    from dataclasses import asdict
+
+    from loop.rounds.state import next_step
+    from storage.repositories import queries
+    from storage.repositories.rounds import round_by_number
+
+    with uow() as session:
+        rows = [r for r in queries.rounds_summary(session) if arm is None or r["arm"] == arm]
+        for r in rows:
+            nxt = next_step(session, cfg, round_by_number(session, r["number"], r["arm"]))
+            r["next"] = asdict(nxt) if nxt else None
+    return rows
+
+
+def _numbers(r: dict) -> str:
+    return f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['labels']} labels"
+
+
+def describe_next(nxt: dict) -> str:
+    line = f"next: {nxt['command']} ({nxt['does']})"
+    return line + (f"; waits: {nxt['waits']}" if nxt["waits"] else "")
+
+
+def _next_line(cfg, uow, number: int) -> str:
+    row = next(r for r in rounds_with_next(cfg, uow) if r["number"] == number)
+    return describe_next(row["next"])[len("next: ") :] if row["next"] else "pvar-loop round start"
+
+
+def _advance(args: argparse.Namespace, cfg, uow) -> int:
+    """One step of round N, the scheduler's own (see loop.rounds.state.advance_round)."""
+    from loop.rounds.state import Services, advance_round
+
+    with holding_lease(cfg, uow):
+        before, after = advance_round(uow, cfg, args.number, Services.default(), arm=args.arm)
+    row = next(r for r in rounds_with_next(cfg, uow, args.arm) if r["number"] == args.number)
+    moved = f"{before} -> {after}" if after != before else f"still {after}"
+    print(f"round {args.number}: {moved}" + (f" ({row['reason']})" if row["reason"] else ""))
+    print(describe_next(row["next"]) if row["next"] else "next: pvar-loop round start")
     return 0
 
 
@@ -116,8 +164,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = add_command(sub, "round", cmd_round, help="start, cancel or list rounds")
     sp = s.add_subparsers(dest="round_command", required=True)
     sp.add_parser("start", help="start the next round now (the scheduler does this by itself)")
+    p = sp.add_parser(
+        "advance", help="do the open round's next step by hand (exactly what the scheduler would do next)"
+    )
+    p.add_argument("number", type=int)
+    p.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
     p = sp.add_parser("cancel", help="cancel an open round; its prompts become selectable again")
     p.add_argument("number", type=int)
     p.add_argument("--reason", default="cancelled by operator")
-    p = sp.add_parser("status", help="list rounds and why an open one waits")
+    p = sp.add_parser("status", help="list rounds, the next by-hand command and why an open one waits")
     p.add_argument("--json", action="store_true")

@@ -5,46 +5,97 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loop.cli.common import UserError, add_command, open_uow
+from loop.cli.common import UserError, add_command, holding_lease, open_uow
+from storage.statuses import RoundStatus
 
 
-def _round_id(uow, number: int | None) -> tuple[int, int]:
+def _round(uow, number: int | None):
     from storage.repositories.rounds import latest_labelled_round, round_by_number
 
     with uow() as session:
         rnd = latest_labelled_round(session) if number is None else round_by_number(session, number)
         if rnd is None:
-            raise UserError(f"no round {number}" if number is not None else "no round has labels yet")
-        return rnd.id, rnd.number
+            raise UserError(
+                f"no round {number}"
+                if number is not None
+                else "no round has labels yet (`pvar-loop round status` names the next step)"
+            )
+        return rnd.id, rnd.number, rnd.status
+
+
+# The stages a by-hand `train` runs, as the scheduler does: collection check, DPO + evaluation, closing.
+TRAIN_STAGES = (RoundStatus.COLLECTING, RoundStatus.TRAINING, RoundStatus.EVALUATED)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from loop.rounds.training import train_round
 
     cfg, uow = open_uow(args)
-    round_id, number = _round_id(uow, args.round)
-    checkpoint = train_round(cfg, uow, round_id)
-    print(f"round {number}: checkpoint {checkpoint}")
+    round_id, number, status = _round(uow, args.round)
+    if status.is_closed:  # a retrain: a new checkpoint, the round's record stays as it was
+        checkpoint = train_round(cfg, uow, round_id)
+        print(f"round {number} ({status}, unchanged): checkpoint {checkpoint}")
+        return 0
+    if status not in TRAIN_STAGES:
+        from loop.rounds.state import NEXT_WORK, advance_command
+
+        raise UserError(
+            f"round {number} is {status}: its labels are not collected yet; next: "
+            f"`{advance_command(number)}` ({NEXT_WORK[status]})"
+        )
+    return _finish_round(cfg, uow, round_id, number)
+
+
+def _finish_round(cfg, uow, round_id: int, number: int) -> int:
+    """Run the open round's remaining steps exactly as the scheduler would, then say what they recorded."""
+    from loop.rounds.state import Services, drive
+    from storage.models import Round
+    from storage.repositories.evaluations import evaluations_of
+
+    with holding_lease(cfg, uow):
+        status = drive(uow, cfg, round_id, Services.default(), through=TRAIN_STAGES)
+    with uow() as session:
+        rnd = session.get(Round, round_id)
+        if status == RoundStatus.COLLECTING:
+            from loop.rounds.state import collection_done
+
+            _, why = collection_done(session, cfg, rnd)
+            raise UserError(f"round {number} cannot be trained yet: {rnd.reason or why}; nothing was trained")
+        policy, reason = rnd.policy_out, rnd.reason
+        evals = evaluations_of(session, policy) if policy != rnd.policy_in else []
+    print(f"round {number}: {status}; policy {policy}" + (f" ({reason})" if reason else ""))
+    for ev in evals:
+        _print_eval(ev)
     return 0
+
+
+def _print_eval(ev) -> None:
+    print(
+        f"{ev.checkpoint_id} vs {ev.reference_id}: win rate {ev.win_rate:.3f} [{ev.ci_low:.3f}, "
+        f"{ev.ci_high:.3f}] on {ev.n_prompts} eval prompts ({ev.judge})"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from loop.rounds.evaluating import evaluate_checkpoint
+    from storage.models import Checkpoint, Round
     from storage.repositories.checkpoints import latest_checkpoint
 
     cfg, uow = open_uow(args)
     checkpoint = args.checkpoint
-    if checkpoint is None:
-        with uow() as session:
+    with uow() as session:
+        if checkpoint is None:
             latest = latest_checkpoint(session)
             if latest is None:
                 raise UserError("no trained checkpoint yet (run `pvar-loop train`)")
             checkpoint = latest.id
-    ev = evaluate_checkpoint(cfg, uow, checkpoint)
-    print(
-        f"{checkpoint} vs {ev.reference_id}: win rate {ev.win_rate:.3f} [{ev.ci_low:.3f}, {ev.ci_high:.3f}] "
-        f"on {ev.n_prompts} eval prompts ({ev.judge})"
-    )
+        ckpt = session.get(Checkpoint, checkpoint)
+        rnd = session.get(Round, ckpt.round_id) if ckpt is not None and ckpt.round_id else None
+        open_stage = rnd is not None and rnd.status in (RoundStatus.TRAINING, RoundStatus.EVALUATED)
+        round_id, number = (rnd.id, rnd.number) if rnd is not None else (None, None)
+    if open_stage:  # the round's training is recorded: evaluating finishes it, as the scheduler would
+        return _finish_round(cfg, uow, round_id, number)
+    _print_eval(evaluate_checkpoint(cfg, uow, checkpoint))
     return 0
 
 

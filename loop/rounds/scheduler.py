@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loop.config import Config, load_config
@@ -239,6 +241,35 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
     finally:
         beat.stopped.set()
         release(engine, LOCK, holder)
+        engine.dispose()
+
+
+@contextmanager
+def by_hand(cfg: Config, uow=None) -> Iterator[None]:
+    """Hold the scheduler lease (with a heartbeat) while a by-hand command moves a round: one driver per
+    database, whether it is `pvar-loop run` or an operator. LockHeld names the running scheduler. While held,
+    `uow`'s commits are fenced by the lease like the scheduler's (a by-hand step that lost it records nothing)."""
+    from storage.db import make_engine
+    from storage.locks import acquire, lease_fence, release
+
+    engine = make_engine(cfg.database_url)
+    heartbeat_every = heartbeat_interval(cfg.scheduler.tick_seconds)
+    holder = f"by-hand:{holder_name()}"
+    try:
+        acquire(engine, LOCK, holder, heartbeat_every * 3)
+        beat = Heartbeat(engine, holder, heartbeat_every, lambda: None)
+        beat.start()
+        fence_before = uow.fence if uow is not None else None
+        if uow is not None:
+            uow.fence = lease_fence(LOCK, holder)
+        try:
+            yield
+        finally:
+            if uow is not None:
+                uow.fence = fence_before
+            beat.stopped.set()
+            release(engine, LOCK, holder)
+    finally:
         engine.dispose()
 
 

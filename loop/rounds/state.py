@@ -185,8 +185,11 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
         with uow() as session:
             rnd = _load(session, round_id)
             ready, why = collection_done(session, cfg, rnd)
-            if not ready and rnd.reason != why:
-                rnd.reason = why  # `status` shows why the round waits
+            # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
+            # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
+            blocked = None if ready or why.startswith(PROGRESS) else why
+            if rnd.reason != blocked:
+                rnd.reason = blocked
         if ready:
             _crash_point(status)
             with uow() as session:
@@ -254,6 +257,9 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     return written
 
 
+PROGRESS = "collecting:"  # how collection_done's "not yet, but moving" answer starts
+
+
 def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
     """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
     counts = item_status_counts(session, rnd.id)
@@ -272,7 +278,7 @@ def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, st
         )
     return (
         False,
-        f"collecting: {settled} of {total} items answered, {decided} decided; "
+        f"{PROGRESS} {settled} of {total} items answered, {decided} decided; "
         f"deadline {deadline:%Y-%m-%d %H:%M} UTC",
     )
 
@@ -289,14 +295,7 @@ def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", ma
                 return message
             continue
         before = _status(uow, round_id)
-        try:
-            after = step(uow, cfg, round_id, services)
-        except LeaseLost:
-            raise  # another scheduler drives the rounds now: record nothing, not even this failure
-        except Exception as e:
-            log.exception("round step failed")
-            _fail_or_retry(uow, round_id, e)
-            raise
+        after = _recorded_step(uow, cfg, round_id, services)
         if after == before or after.is_closed:
             return f"round {round_id}: {after}"
     return "tick step limit reached"
@@ -311,3 +310,85 @@ def _fail_or_retry(uow: UnitOfWork, round_id: int, error: Exception) -> None:
     # Transient errors (Argilla down, a killed process) are retried by the next tick; the reason says why.
     with uow() as session:
         _load(session, round_id).reason = f"last attempt failed: {type(error).__name__}: {error}"[:2000]
+
+
+def _recorded_step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> RoundStatus:
+    """One step, its failure recorded on the round (what `status` shows) before it propagates."""
+    try:
+        return step(uow, cfg, round_id, services)
+    except LeaseLost:
+        raise  # another scheduler drives the rounds now: record nothing, not even this failure
+    except Exception as e:
+        if isinstance(e, PvarLoopError):  # a user-fixable error: its message says it all
+            log.error("round step failed: %s", e)
+        else:
+            log.exception("round step failed")
+        _fail_or_retry(uow, round_id, e)
+        raise
+
+
+# What the next step of a round in each open state does (`round status`, `round advance`).
+NEXT_WORK = {
+    RoundStatus.PLANNED: "score the pool with the round's policy, select and pair the top slice",
+    RoundStatus.SCORED: "push the items to Argilla",
+    RoundStatus.PUSHED: "open collection (the deadline starts)",
+    RoundStatus.COLLECTING: "pull the answers; on to training once collection is complete",
+    RoundStatus.TRAINING: "DPO on the decided labels, then evaluate the new policy",
+    RoundStatus.EVALUATED: "close the round; the next one samples with its policy",
+}
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The by-hand command that does a round's next step, what it does, and why it cannot move yet (if so)."""
+
+    command: str
+    does: str
+    waits: str | None = None
+
+
+def advance_command(number: int, arm: str = "main") -> str:
+    return f"pvar-loop round advance {number}" + ("" if arm == "main" else f" --arm {arm}")
+
+
+def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
+    """Computed from the database now (never a stored message): None for a closed round."""
+    if rnd.status.is_closed:
+        return None
+    waits = None
+    if rnd.status == RoundStatus.COLLECTING:
+        ready, why = collection_done(session, cfg, rnd)
+        waits = None if ready else why
+    return NextStep(advance_command(rnd.number, rnd.arm), NEXT_WORK[rnd.status], waits)
+
+
+def advance_round(
+    uow: UnitOfWork, cfg: Config, number: int, services: Services, arm: str = "main"
+) -> tuple[RoundStatus, RoundStatus]:
+    """`pvar-loop round advance N`: exactly the step the scheduler's tick would run next on round N (the same
+    function, failures recorded the same way). The caller holds the scheduler lease. Returns (before, after)."""
+    with uow() as session:
+        rnd = round_by_number(session, number, arm)
+        if rnd is None:
+            raise RoundError(f"no round {number}" + ("" if arm == "main" else f" in arm {arm}"))
+        if rnd.status.is_closed:
+            raise RoundError(
+                f"round {number} is {rnd.status}: a closed round does not move; `pvar-loop round start` "
+                "opens the next one"
+            )
+        round_id, before = rnd.id, rnd.status
+    return before, _recorded_step(uow, cfg, round_id, services)
+
+
+def drive(
+    uow: UnitOfWork, cfg: Config, round_id: int, services: Services, through: tuple[RoundStatus, ...]
+) -> RoundStatus:
+    """Step the round while it is in one of `through` and still moves (what a tick does): the by-hand
+    `train`/`evaluate`/`push` run the remaining steps of their stage this way. Returns the final status."""
+    status = _status(uow, round_id)
+    while status in through:
+        after = _recorded_step(uow, cfg, round_id, services)
+        if after == status:
+            break
+        status = after
+    return status

@@ -32,3 +32,12 @@ def latest_evaluation(session: Session, checkpoint_id: str, reference_id: str) -
         .order_by(Evaluation.id.desc())
         .limit(1)
     )
+
+
+def evaluations_of(session: Session, checkpoint_id: str) -> list[Evaluation]:
+    """Every stored evaluation of one checkpoint, oldest first."""
+    return list(
+        session.scalars(
+            select(Evaluation).where(Evaluation.checkpoint_id == checkpoint_id).order_by(Evaluation.id)
+        )
+    )

@@ -29,6 +29,7 @@ def pool_summary(session: Session) -> dict[str, Any]:
 
 def rounds_summary(session: Session) -> list[dict[str, Any]]:
     counts = round_repo.round_counts(session)  # the per-round numbers report and experiment show too
+    none = round_repo.RoundCounts()
     return [
         {
             "arm": r.arm,
@@ -37,8 +38,10 @@ def rounds_summary(session: Session) -> list[dict[str, Any]]:
             "reason": r.reason,
             "strategy": r.strategy,
             "budget": r.budget,
-            "items": counts.get(r.id, round_repo.RoundCounts()).items,
-            "labels": counts.get(r.id, round_repo.RoundCounts()).labels,
+            "items": counts.get(r.id, none).items,
+            "answered": counts.get(r.id, none).answered,
+            "decided": counts.get(r.id, none).decided,
+            "labels": counts.get(r.id, none).labels,
             "policy_in": r.policy_in,
             "policy_out": r.policy_out,
         }

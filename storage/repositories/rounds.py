@@ -27,6 +27,11 @@ class RoundCounts:
     undecided: int = 0  # answered by enough annotators without a majority
     labels: int = 0  # annotator answers, discards included: the labelling effort
 
+    @property
+    def answered(self) -> int:
+        """Items answered by enough annotators (decided or undecided): what collection waits for."""
+        return self.decided + self.undecided
+
 
 def round_counts(session: Session, round_ids: Sequence[int] | None = None) -> dict[int, RoundCounts]:
     """RoundCounts per round id (of `round_ids`, or of every round with items or labels)."""

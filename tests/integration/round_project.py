@@ -48,7 +48,10 @@ def make_project(
     dataset: str = "rounds",
     n_train: int = 12,
     budget: int = 4,
+    ingest: bool = True,
 ) -> Project:
+    """Config, prompt files (prompts/train.jsonl, prompts/eval.jsonl) and, unless `ingest` is False (a test
+    that runs `init`/`ingest` itself), a migrated database holding them."""
     train, evals = write_demo_prompts(root / "prompts", n_train=n_train, n_eval=4, seed=3)
     config = root / "pvar-loop.toml"
     config.write_text(f"""
@@ -94,6 +97,8 @@ collect_deadline_hours = 1.0
     if argilla is not None:
         env |= {"PVAR_LOOP_ARGILLA_URL": argilla.url, "PVAR_LOOP_ARGILLA_API_KEY": argilla.api_key}
     project = Project(root, config, env)
+    if not ingest:
+        return project
     for args in (["db", "upgrade"], ["ingest", str(train)], ["ingest", str(evals), "--split", "eval"]):
         r = project.cli(*args)
         assert r.returncode == 0, r.stderr
