@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from loop.cli.app import main
+from storage.migrate import head_revision
 
 
 def _run(*args, cwd, env=None):
@@ -42,7 +43,7 @@ def test_commands_refuse_unmigrated_database(tmp_path):
     r = _run("status", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "pvar-loop init" in r.stderr
     r = _run("db", "upgrade", cwd=tmp_path, env=env)
-    assert r.returncode == 0 and "current revision: 0001" in r.stdout
+    assert r.returncode == 0 and f"current revision: {head_revision()}" in r.stdout
     assert _run("status", cwd=tmp_path, env=env).returncode == 0
 
 
