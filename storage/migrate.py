@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from storage.db import translate_errors
 from storage.errors import PvarLoopError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -14,6 +15,10 @@ SCRIPT_LOCATION = REPO_ROOT / "alembic"
 
 class DatabaseNotAtHead(PvarLoopError, RuntimeError):
     """The database schema is older (or newer) than this code expects."""
+
+
+class MigrationError(PvarLoopError, RuntimeError):
+    """Alembic refused a migration (e.g. an unknown target revision); the message keeps its reason."""
 
 
 def _config(engine: Engine):
@@ -25,29 +30,48 @@ def _config(engine: Engine):
     return cfg
 
 
-def _with_connection(engine: Engine, fn) -> None:
+def _with_connection(engine: Engine, revision: str, fn) -> None:
+    from alembic.util import CommandError
+
+    _refuse_newer(engine)
     cfg = _config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        fn(cfg)
+    try:
+        with translate_errors(engine), engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            fn(cfg)
+    except CommandError as e:
+        where = engine.url.render_as_string(hide_password=True)
+        raise MigrationError(f"cannot migrate database {where} to revision {revision!r}: {e}") from e
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
-    _with_connection(engine, lambda cfg: command.upgrade(cfg, revision))
+    _with_connection(engine, revision, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
-    _with_connection(engine, lambda cfg: command.downgrade(cfg, revision))
+    _with_connection(engine, revision, lambda cfg: command.downgrade(cfg, revision))
 
 
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config_for_scripts()).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every revision this code has a migration for."""
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(_config_for_scripts()).walk_revisions()}
+
+
+def is_newer(revision: str | None) -> bool:
+    """A revision this code does not know: written by a newer pvar-loop (revisions are never deleted)."""
+    return revision is not None and revision not in known_revisions()
 
 
 def _config_for_scripts():
@@ -61,8 +85,24 @@ def _config_for_scripts():
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as conn:
+    with translate_errors(engine), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _newer_message(engine: Engine, current: str) -> str:
+    where = engine.url.render_as_string(hide_password=True)
+    head = head_revision()
+    return (
+        f"database {where} is at revision {current}, which is newer than this pvar-loop (its newest is "
+        f"{head}): it was migrated by a newer pvar-loop; use that version, or its `pvar-loop db downgrade "
+        f"{head}` to come back to this one"
+    )
+
+
+def _refuse_newer(engine: Engine) -> None:
+    current = current_revision(engine)
+    if is_newer(current):
+        raise DatabaseNotAtHead(_newer_message(engine, current))
 
 
 def ensure_at_head(engine: Engine) -> None:
@@ -75,6 +115,8 @@ def ensure_at_head(engine: Engine) -> None:
         raise DatabaseNotAtHead(
             f"database {where} has no pvar-loop schema; run `pvar-loop init` or `pvar-loop db upgrade`"
         )
+    if is_newer(current):
+        raise DatabaseNotAtHead(_newer_message(engine, current))
     raise DatabaseNotAtHead(
         f"database {where} is at revision {current}, this version of pvar-loop needs {head}; "
         "run `pvar-loop db upgrade` (back up PostgreSQL first)"

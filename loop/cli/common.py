@@ -54,16 +54,22 @@ def config_from(args: argparse.Namespace):
 
 
 def open_engine(cfg, *, check_head: bool = True, create: bool = False):
-    """The configured database; refuses one whose schema is not at the Alembic head unless told not to.
+    """The configured database, connected once (a bad URL, an unreachable server, a corrupt or read-only file is
+    an error naming the config key); refuses one whose schema is not at the Alembic head unless told not to.
 
     Only `create` (init, db upgrade) may bring a SQLite file into being: any other command, above all the
     read-only ones (status, report), says there is none and how to create it, and leaves no empty file."""
-    from storage.db import make_engine
+    from storage.db import DatabaseUnusable, check_connection, make_engine
     from storage.migrate import ensure_at_head
 
     if not create:
         _refuse_missing_sqlite(cfg.database_url)
-    engine = make_engine(cfg.database_url)
+    try:
+        engine = make_engine(cfg.database_url)
+        check_connection(engine)
+    except DatabaseUnusable as e:
+        key = "[database] url" if cfg.database.url else "[paths] data_dir"
+        raise DatabaseUnusable(f"{key}: {e}") from e
     if check_head:
         ensure_at_head(engine)
     return engine

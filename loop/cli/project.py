@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loop.cli.common import add_command, config_from, open_engine, print_json
+from loop.cli.common import UserError, add_command, config_from, open_engine, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,11 +45,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"{target} exists; keeping it (use --force to overwrite)")
     else:
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(default_config_toml(), encoding="utf-8")
-        tmp.replace(target)
+        try:
+            tmp.write_text(default_config_toml(), encoding="utf-8")
+            tmp.replace(target)
+        except OSError as e:
+            raise UserError(f"cannot write config {target}: {e.strerror or e}") from e
         print(f"wrote {target}")
     cfg = config_from(argparse.Namespace(config=str(target)))
-    cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"[paths] data_dir: cannot create {cfg.paths.data_dir}: {e.strerror or e}") from e
     engine = open_engine(cfg, check_head=False, create=True)
     upgrade(engine)
     print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
@@ -65,7 +71,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.db_command == "downgrade":
         migrate.downgrade(engine, args.revision)
     current = migrate.current_revision(engine)
-    print(f"current revision: {current or '(empty database)'}; head: {migrate.head_revision()}")
+    newer = " (newer than this pvar-loop)" if migrate.is_newer(current) else ""
+    print(f"current revision: {current or '(empty database)'}{newer}; head: {migrate.head_revision()}")
     return 0
 
 

@@ -6,7 +6,15 @@ import argparse
 import json
 import logging
 
-from loop.cli.common import UserError, add_command, config_from, holding_lease, open_uow, print_json
+from loop.cli.common import (
+    UserError,
+    add_command,
+    config_from,
+    holding_lease,
+    open_engine,
+    open_uow,
+    print_json,
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for h in logging.getLogger().handlers:
             h.setFormatter(JsonFormatter())
     cfg = config_from(args)
+    open_engine(cfg).dispose()  # a missing, unusable or unmigrated database: one line, and no empty file
     try:
         return run_scheduler(cfg, args.config, wait=args.wait, once=args.once)
     except LockHeld as e:

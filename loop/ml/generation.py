@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from loop.ml.loading import (
     ModelLoadError,
-    check_model_ref,
+    check_causal_lm,
     has_chat_template,
     load_causal_lm,
     load_tokenizer,
@@ -220,7 +220,7 @@ class VllmGenerator:
     ) -> None:
         _check_knobs(temperature, top_p, max_new_tokens, batch_size)
         torch_dtype(dtype)  # validates the name; vLLM takes the string itself
-        check_model_ref(model)
+        check_causal_lm(model)
         try:
             import vllm
         except ImportError as e:

@@ -1,8 +1,9 @@
 """Loading (and releasing) tokenizers and models: every from_pretrained of the project goes through here.
 
 One place for the checks every caller needs: a local model path must exist, a tokenizer must have a pad token
-(batching), a reward model must have exactly one output logit, and errors name the model and keep the
-library's message. torch/transformers are imported inside the functions, so importing this module is cheap.
+(batching), a policy must have a causal-LM head and a reward model a one-logit sequence-classification head
+(check_causal_lm/check_reward_model, which callers also run up front naming the config key), and errors name
+the model and keep the library's message. torch/transformers are imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -43,6 +44,74 @@ def check_model_ref(model: ModelRef) -> None:
         raise ModelLoadError(f"model directory {model!r} does not exist or is not a directory")
 
 
+def _model_config(model: ModelRef, what: str) -> Any:
+    from transformers import AutoConfig
+
+    check_model_ref(model)
+    try:
+        return AutoConfig.from_pretrained(str(model))
+    except Exception as e:
+        raise ModelLoadError(f"{what}: could not load the config of {str(model)!r}: {e}") from e
+
+
+def _class_names(mapping: Any) -> set[str]:
+    """The model class names of a transformers auto mapping (values are a name or a tuple of names)."""
+    names: set[str] = set()
+    for value in mapping.values():
+        names.update(value if isinstance(value, list | tuple) else [value])
+    return names
+
+
+def _head_matches(config: Any, mapping: Any) -> bool:
+    """Whether the weights' own class (config.architectures) is one of `mapping`'s, else (a config without
+    architectures) whether the model type has such a class at all."""
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return bool(set(architectures) & _class_names(mapping))
+    return getattr(config, "model_type", None) in mapping
+
+
+def _architectures(config: Any) -> str:
+    return ", ".join(getattr(config, "architectures", None) or []) or f"model type {config.model_type!r}"
+
+
+def check_causal_lm(model: ModelRef, what: str = "policy") -> None:
+    """Refuse a directory whose weights have no causal-LM head (a sequence classifier, an encoder): loaded as a
+    causal LM it would get a fresh random head, sample noise and train a bogus checkpoint. `what` names where
+    the model comes from in the error (a config key, a checkpoint)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = _model_config(model, what)
+    if not _head_matches(config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        raise ModelLoadError(
+            f"{what}: {str(model)!r} is not a causal language model ({_architectures(config)}); a policy needs "
+            "a causal-LM head, e.g. LlamaForCausalLM"
+        )
+
+
+def check_reward_model(model: ModelRef, what: str = "reward model") -> Any:
+    """Refuse a directory without a one-logit sequence-classification head, checked before the weights load: a
+    causal LM or a multi-class head would otherwise load with a fresh random head and score noise. Returns the
+    model's config."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    config = _model_config(model, what)
+    needs = (
+        "a reward model needs a one-logit sequence-classification head (e.g. LlamaForSequenceClassification"
+    )
+    if not _head_matches(config, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES):
+        raise ModelLoadError(
+            f"{what}: {str(model)!r} is not a sequence classifier ({_architectures(config)}); {needs}, "
+            "num_labels=1)"
+        )
+    if config.num_labels != 1:
+        raise ModelLoadError(
+            f"{what}: {str(model)!r} has num_labels={config.num_labels} in its config; {needs}, num_labels=1: "
+            "exactly one output logit)"
+        )
+    return config
+
+
 def ensure_pad_token(tokenizer: Any) -> None:
     """Batching needs a pad token; models without one pad with EOS (the usual convention)."""
     if tokenizer.pad_token is None:
@@ -69,9 +138,9 @@ def load_tokenizer(model: ModelRef) -> Any:
 
 
 def load_causal_lm(model: ModelRef, dtype: str = "float32", device: str | None = None) -> Any:
-    """A causal LM in `dtype` (a DTYPES name), moved to `device` when given."""
+    """A causal LM in `dtype` (a DTYPES name), moved to `device` when given; other heads are refused."""
     dt = torch_dtype(dtype)
-    check_model_ref(model)
+    check_causal_lm(model)
     from transformers import AutoModelForCausalLM
 
     try:
@@ -90,19 +159,10 @@ def load_reward_model(model: ModelRef, dtype: str = "float32", device: str = "cp
     fresh random head and score noise.
     """
     dt = torch_dtype(dtype)
-    check_model_ref(model)
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     name = str(model)
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except Exception as e:
-        raise ModelLoadError(f"could not load reward model config {name!r}: {e}") from e
-    if config.num_labels != 1:
-        raise ModelLoadError(
-            f"reward model {name!r} has num_labels={config.num_labels} in its config; a reward model "
-            "needs exactly one output logit (num_labels=1)"
-        )
+    config = check_reward_model(name)
     tokenizer = load_tokenizer(name)
     try:
         rm = AutoModelForSequenceClassification.from_pretrained(name, config=config, dtype=dt)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from loop.config import Config
-from loop.rounds.training import TrainingDataError
+from loop.rounds.training import TrainingDataError, check_policies
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation
 from storage.repositories.checkpoints import ensure_initial_checkpoint
@@ -29,9 +29,11 @@ def judge_for(cfg: Config, session):
                 f"{len(missing)} have none (e.g. {missing[0][:60]!r})"
             )
         return "verifier", lambda prompt, response: verify(response, constraints[prompt])
+    from loop.ml.loading import check_reward_model
     from loop.ml.rewards import RewardScorer
 
     r = cfg.reward
+    check_reward_model(r.model, "[reward] model")
     return f"reward:{r.model}", RewardScorer(
         r.model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
     )
@@ -46,6 +48,9 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         ckpt = session.get(Checkpoint, checkpoint_id)
         if ckpt is None:
             raise TrainingDataError(f"no checkpoint {checkpoint_id!r}; see `pvar-loop status`")
+        check_policies(
+            {reference: session.get(Checkpoint, reference).path, checkpoint_id: ckpt.path}, reference
+        )
         judge_id, judge = judge_for(cfg, session)
         existing = find_evaluation(session, checkpoint_id, reference, judge_id)
         if existing is not None:

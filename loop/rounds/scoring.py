@@ -330,17 +330,21 @@ def score_with_config(
     """Build generator and reward scorer from the config and score the pool: the one path the CLI and the
     round runner share. Without checkpoint_id the initial policy (policy.model) is scored."""
     from loop.ml.generation import make_generator
+    from loop.ml.loading import check_causal_lm, check_reward_model
     from loop.ml.rewards import RewardScorer
 
     with uow() as session:
         if checkpoint_id is None:
             model = cfg.policy.model
+            check_causal_lm(model, "[policy] model")
             checkpoint_id = ensure_initial_checkpoint(session, model)
         else:
             checkpoint = get_checkpoint(session, checkpoint_id)
             if checkpoint is None:
                 raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
             model = checkpoint.path
+            check_causal_lm(model, f"checkpoint {checkpoint_id!r}")
+        check_reward_model(reward_model_id(cfg), "[reward] model")
     g = cfg.generation
     device = _device()
     scorer = RewardScorer(

@@ -38,6 +38,17 @@ def training_settings(cfg: Config):
     return TrainingSettings.from_config(cfg.training)
 
 
+def check_policies(paths: dict[str, str], initial: str) -> None:
+    """Refuse, before anything is sampled or trained, a checkpoint (id -> path) without a causal-LM head; the
+    error names `[policy] model` for the initial policy and the checkpoint id for the others."""
+    from loop.ml.loading import check_causal_lm
+
+    for checkpoint_id, path in paths.items():
+        check_causal_lm(
+            path, "[policy] model" if checkpoint_id == initial else f"checkpoint {checkpoint_id!r}"
+        )
+
+
 def _training_rounds(session, cfg: Config, rnd: Round) -> list[int]:
     if not cfg.training.cumulative:
         return [rnd.id]
@@ -98,6 +109,7 @@ def train_round(
         base_id = rnd.policy_in if cfg.training.warm_start and rnd.policy_in else initial
         base_path = session.get(Checkpoint, base_id).path
         reference_path = session.get(Checkpoint, initial).path
+        check_policies({initial: reference_path, base_id: base_path}, initial)
         checkpoint_id = f"{rnd.arm}-r{rnd.number}-{data_hash[:12]}"
         arm, number = rnd.arm, rnd.number
     out_dir = cfg.paths.data_dir / "checkpoints" / checkpoint_id

@@ -53,10 +53,14 @@ def test_postgres_up_down_up(postgres_url):
     _round_trip(postgres_url)
 
 
-def test_refuses_database_behind_head(sqlite_url):
+def test_refuses_database_at_an_unknown_revision_as_newer(sqlite_url):
     engine = make_engine(sqlite_url)
     upgrade(engine)
     with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'old0'")
-    with pytest.raises(DatabaseNotAtHead, match="pvar-loop db upgrade"):
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zz99'")
+    with pytest.raises(DatabaseNotAtHead, match="revision zz99, which is newer than this pvar-loop"):
         ensure_at_head(engine)
+    for migrate in (upgrade, lambda e: downgrade(e, "base")):
+        with pytest.raises(DatabaseNotAtHead, match="newer"):
+            migrate(engine)
+    assert current_revision(engine) == "zz99"

@@ -392,8 +392,8 @@ def test_scorer_rejects_bad_input_and_non_reward_models(
     assert scorer.score([], []).shape == (0,)
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         scorer.score(["a", "b"], ["c"])
-    with pytest.raises(ModelLoadError, match="num_labels=2"):
-        RewardScorer(str(tiny_models.policy_dir))  # a causal LM config: no one-logit head
+    with pytest.raises(ModelLoadError, match="is not a sequence classifier"):
+        RewardScorer(str(tiny_models.policy_dir))  # a causal LM: no one-logit classification head
     closed = RewardScorer(str(tiny_models.reward_dir))
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
