@@ -78,7 +78,12 @@ def open_engine(cfg, *, check_head: bool = True, create: bool = False):
 def _refuse_missing_sqlite(url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # make_engine names the malformed URL
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return
     if not Path(parsed.database).exists():
