@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from loop.cli.app import main
-from storage.models import AnnotationItem, Label
+from storage.models import AnnotationItem, Label, Round
+from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items
 from tests.integration.argilla_helpers import external_ids, unique
@@ -38,6 +39,8 @@ def test_annotators_push_pull_commands(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     items = make_round_items(uow, 6)
+    with uow() as s:  # its items are selected: the round collects (a planned round has nothing to push)
+        s.execute(update(Round).where(Round.id == items.round_id).values(status=RoundStatus.COLLECTING))
     config = _project(tmp_path, monkeypatch, sqlite_url, unique("ds-cli"), argilla_stack.workspace)
     cli = ["--config", str(config)]
 
