@@ -2,7 +2,9 @@
 
 Push: records go out in batches; each batch Argilla accepted is committed to our DB (record id, status
 `pushed`) at once, and records carry our item id as external id, so a push interrupted anywhere (before,
-during or after a batch) is finished by running it again: nothing lost, nothing duplicated.
+during or after a batch) is finished by running it again: nothing lost, nothing duplicated. Our "pushed" flag
+is checked against Argilla: an item whose record is gone there (deleted, or a stack whose data was lost) is
+sent again and re-created under the same external id (our item id; Argilla gives it a new record UUID).
 Pull: every annotator's submitted and discarded responses become labels (a/b mapped back through the swap
 flag); each item of a round that still collects is then re-aggregated with the overlap (min_submitted) its
 round started with. Once a round's collection has ended its decisions are the record of what was trained on:
@@ -37,6 +39,7 @@ class PushReport:
     items: int = 0  # items this push had to send
     pushed: int = 0  # records Argilla accepted (created or updated)
     repushed: int = 0  # of those, items that already had a record id (their record was updated)
+    recreated: int = 0  # items recorded as pushed whose record was no longer in Argilla (sent again)
     batches: int = 0
     seconds: float = 0.0
 
@@ -55,7 +58,8 @@ def push_items(
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
-    """Send the round's unpushed items (every item with include_pushed) as records, batch by batch.
+    """Send the round's unpushed items (every item with include_pushed) as records, batch by batch; items
+    recorded as pushed whose record Argilla no longer has are sent too (`recreated`).
 
     `on_batch` is called after each batch is committed to our DB (progress display, tests).
     """
@@ -63,8 +67,19 @@ def push_items(
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
     t0 = time.perf_counter()
     with uow() as session:
-        items = repo.items_to_push(session, round_id, include_pushed=include_pushed)
-    report = PushReport(round_id, items=len(items))
+        every = repo.items_to_push(session, round_id, include_pushed=True)
+        todo = {i.id for i in repo.items_to_push(session, round_id)}
+    recorded = [i for i in every if i.argilla_record_id is not None]
+    present = _external_ids(dataset, backoff) if recorded else set()
+    gone = {i.id for i in recorded if i.id not in present}
+    items = [i for i in every if include_pushed or i.id in todo or i.id in gone]
+    report = PushReport(round_id, items=len(items), recreated=len(gone))
+    if gone:
+        _LOG.warning(
+            "round %d: %d items recorded as pushed have no record in Argilla; re-creating them",
+            round_id,
+            len(gone),
+        )
     path = f"/api/v1/datasets/{dataset.id}/records/bulk"
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
@@ -98,10 +113,11 @@ def push_items(
             on_batch(report)
     report.seconds = time.perf_counter() - t0
     _LOG.info(
-        "pushed %d records of round %d (%d again) in %d batches, %.0f records/s",
+        "pushed %d records of round %d (%d again, %d re-created) in %d batches, %.0f records/s",
         report.pushed,
         round_id,
         report.repushed,
+        report.recreated,
         report.batches,
         report.per_second,
     )
@@ -143,8 +159,11 @@ def _users(dataset: DatasetHandle, backoff: Backoff) -> dict[str, str]:
     return {u["id"]: u["username"] for u in data["items"]}
 
 
-def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE) -> list[dict]:
-    """Every record of the dataset with all users' responses (needs an owner or admin key)."""
+def fetch_records(
+    dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE, *, responses: bool = True
+) -> list[dict]:
+    """Every record of the dataset, with all users' responses unless `responses` is False (needs an owner or
+    admin key)."""
     path = f"/api/v1/datasets/{dataset.id}/records"
     records: dict[str, dict] = {}
     # Argilla pages by offset over records ordered by insertion time; records of one bulk can tie, and
@@ -153,7 +172,7 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
     for _ in range(3):
         offset, total = 0, None
         while total is None or offset < total:
-            params = {"include": "responses", "offset": offset, "limit": page}
+            params = {"offset": offset, "limit": page} | ({"include": "responses"} if responses else {})
             data = request_json(
                 dataset.http, "GET", path, params=params, what="list records", backoff=backoff
             )
@@ -165,6 +184,11 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
         if len(records) >= (total or 0):
             break
     return list(records.values())
+
+
+def _external_ids(dataset: DatasetHandle, backoff: Backoff) -> set[str]:
+    """External ids (our item ids) of every record the dataset has now."""
+    return {r.get("external_id") for r in fetch_records(dataset, backoff, responses=False)}
 
 
 def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:

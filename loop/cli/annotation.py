@@ -171,6 +171,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"pushed {report.pushed} items of round {args.arm}/{args.round} to {dataset.workspace}/"
             f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
         )
+    if report.recreated:
+        print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
     print(f"annotate at {dataset.annotation_url}")
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
