@@ -10,6 +10,10 @@ flag); each item of a round that still collects is then re-aggregated with the o
 round started with. Once a round's collection has ended its decisions are the record of what was trained on:
 answers arriving later are stored and reported (late labels), never re-decided. Anything malformed on the
 Argilla side is reported and skipped.
+Withdraw: the waiting records of a cancelled (or failed) round leave the annotators' queue: their answers so
+far are pulled first (kept, counted as labels on cancelled rounds), then the records are deleted from Argilla.
+Every push and pull withdraws what a cancel could not (Argilla unreachable then), before anything else, so a
+prompt a later round selects again is never waiting in the queue twice.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from annotation.aggregate import Agreement, agreement, decide
-from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
+from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
 from storage.repositories import items as repo
@@ -31,6 +35,7 @@ from storage.types import as_utc
 _LOG = logging.getLogger(__name__)
 MAX_BATCH = 500  # Argilla's limit per bulk upsert
 PAGE = 1000  # Argilla's limit per record listing
+DELETE_BATCH = 100  # Argilla's limit per record deletion
 
 
 @dataclass
@@ -40,6 +45,7 @@ class PushReport:
     pushed: int = 0  # records Argilla accepted (created or updated)
     repushed: int = 0  # of those, items that already had a record id (their record was updated)
     recreated: int = 0  # items recorded as pushed whose record was no longer in Argilla (sent again)
+    withdrawn: int = 0  # waiting records of cancelled rounds deleted from Argilla first
     batches: int = 0
     seconds: float = 0.0
 
@@ -66,6 +72,7 @@ def push_items(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
     t0 = time.perf_counter()
+    withdrawn = withdraw_cancelled(uow, dataset, backoff=backoff).withdrawn
     with uow() as session:
         every = repo.items_to_push(session, round_id, include_pushed=True)
         todo = {i.id for i in repo.items_to_push(session, round_id)}
@@ -73,7 +80,7 @@ def push_items(
     present = _external_ids(dataset, backoff) if recorded else set()
     gone = {i.id for i in recorded if i.id not in present}
     items = [i for i in every if include_pushed or i.id in todo or i.id in gone]
-    report = PushReport(round_id, items=len(items), recreated=len(gone))
+    report = PushReport(round_id, items=len(items), recreated=len(gone), withdrawn=withdrawn)
     if gone:
         _LOG.warning(
             "round %d: %d items recorded as pushed have no record in Argilla; re-creating them",
@@ -124,6 +131,48 @@ def push_items(
     return report
 
 
+@dataclass
+class WithdrawReport:
+    rounds: list[int] = field(default_factory=list)  # ids of the cancelled rounds that had waiting records
+    withdrawn: int = 0  # records deleted from Argilla
+    labels: int = 0  # answers on them stored first (new or changed)
+
+
+def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> WithdrawReport:
+    """Take the waiting records of cancelled/failed rounds out of the annotators' queue: pull their answers
+    (kept, never re-decided), then delete the records from Argilla and forget their record ids. Idempotent;
+    an error leaves what is not deleted yet for the next call."""
+    with uow() as session:
+        todo = repo.records_to_withdraw(session)
+    report = WithdrawReport(rounds=sorted(todo))
+    path = f"/api/v1/datasets/{dataset.id}/records"
+    for round_id, records in todo.items():
+        pulled = pull_labels(uow, dataset, round_id, backoff=backoff)
+        report.labels += pulled.new_labels + pulled.updated_labels
+        pairs = list(records.items())
+        for start in range(0, len(pairs), DELETE_BATCH):
+            chunk = pairs[start : start + DELETE_BATCH]
+            request(
+                dataset.http,
+                "DELETE",
+                path,
+                params={"ids": ",".join(rid for _, rid in chunk)},
+                what=f"withdraw {len(chunk)} records of cancelled round id {round_id}",
+                backoff=backoff,
+            )
+            with uow() as session:
+                repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
+            report.withdrawn += len(chunk)
+    if report.withdrawn:
+        _LOG.info(
+            "withdrew %d waiting records of cancelled rounds (ids %s) from Argilla; %d answers stored first",
+            report.withdrawn,
+            report.rounds,
+            report.labels,
+        )
+    return report
+
+
 @dataclass(frozen=True)
 class Skipped:
     record: str  # our item id when known, else Argilla's record id
@@ -145,6 +194,7 @@ class PullReport:
     waiting: int = 0
     closed_items: int = 0  # items in scope whose round's collection ended: decisions kept as they are
     late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
+    cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
     skipped: list[Skipped] = field(default_factory=list)
     agreement: Agreement | None = None
     seconds: float = 0.0
@@ -233,6 +283,7 @@ def pull_labels(
             if rid in in_scope
         }
         report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
+        cancelled = repo.freed_round_ids(session)
         stored = repo.labels_of(session, round_id)
         known: set[str] | None = None
         seen: set[str] = set()
@@ -270,6 +321,7 @@ def pull_labels(
                     report.updated_labels += 1
                 if item.round_id not in need:
                     report.late_labels += 1
+                    report.cancelled_labels += item.round_id in cancelled
                 writes.append(row)
                 stored[(item.id, annotator)] = row
         for missing in sorted(set(items) - seen):
