@@ -2,12 +2,18 @@
 
 Push: records go out in batches; each batch Argilla accepted is committed to our DB (record id, status
 `pushed`) at once, and records carry our item id as external id, so a push interrupted anywhere (before,
-during or after a batch) is finished by running it again: nothing lost, nothing duplicated.
+during or after a batch) is finished by running it again: nothing lost, nothing duplicated. Our "pushed" flag
+is checked against Argilla: an item whose record is gone there (deleted, or a stack whose data was lost) is
+sent again and re-created under the same external id (our item id; Argilla gives it a new record UUID).
 Pull: every annotator's submitted and discarded responses become labels (a/b mapped back through the swap
 flag); each item of a round that still collects is then re-aggregated with the overlap (min_submitted) its
 round started with. Once a round's collection has ended its decisions are the record of what was trained on:
 answers arriving later are stored and reported (late labels), never re-decided. Anything malformed on the
 Argilla side is reported and skipped.
+Withdraw: the waiting records of a cancelled (or failed) round leave the annotators' queue: their answers so
+far are pulled first (kept, counted as labels on cancelled rounds), then the records are deleted from Argilla.
+Every push and pull withdraws what a cancel could not (Argilla unreachable then), before anything else, so a
+prompt a later round selects again is never waiting in the queue twice.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from annotation.aggregate import Agreement, agreement, decide
-from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
+from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
 from storage.repositories import items as repo
@@ -29,6 +35,7 @@ from storage.types import as_utc
 _LOG = logging.getLogger(__name__)
 MAX_BATCH = 500  # Argilla's limit per bulk upsert
 PAGE = 1000  # Argilla's limit per record listing
+DELETE_BATCH = 100  # Argilla's limit per record deletion
 
 
 @dataclass
@@ -37,6 +44,8 @@ class PushReport:
     items: int = 0  # items this push had to send
     pushed: int = 0  # records Argilla accepted (created or updated)
     repushed: int = 0  # of those, items that already had a record id (their record was updated)
+    recreated: int = 0  # items recorded as pushed whose record was no longer in Argilla (sent again)
+    withdrawn: int = 0  # waiting records of cancelled rounds deleted from Argilla first
     batches: int = 0
     seconds: float = 0.0
 
@@ -55,16 +64,29 @@ def push_items(
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
-    """Send the round's unpushed items (every item with include_pushed) as records, batch by batch.
+    """Send the round's unpushed items (every item with include_pushed) as records, batch by batch; items
+    recorded as pushed whose record Argilla no longer has are sent too (`recreated`).
 
     `on_batch` is called after each batch is committed to our DB (progress display, tests).
     """
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
     t0 = time.perf_counter()
+    withdrawn = withdraw_cancelled(uow, dataset, backoff=backoff).withdrawn
     with uow() as session:
-        items = repo.items_to_push(session, round_id, include_pushed=include_pushed)
-    report = PushReport(round_id, items=len(items))
+        every = repo.items_to_push(session, round_id, include_pushed=True)
+        todo = {i.id for i in repo.items_to_push(session, round_id)}
+    recorded = [i for i in every if i.argilla_record_id is not None]
+    present = _external_ids(dataset, backoff) if recorded else set()
+    gone = {i.id for i in recorded if i.id not in present}
+    items = [i for i in every if include_pushed or i.id in todo or i.id in gone]
+    report = PushReport(round_id, items=len(items), recreated=len(gone), withdrawn=withdrawn)
+    if gone:
+        _LOG.warning(
+            "round %d: %d items recorded as pushed have no record in Argilla; re-creating them",
+            round_id,
+            len(gone),
+        )
     path = f"/api/v1/datasets/{dataset.id}/records/bulk"
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
@@ -98,13 +120,56 @@ def push_items(
             on_batch(report)
     report.seconds = time.perf_counter() - t0
     _LOG.info(
-        "pushed %d records of round %d (%d again) in %d batches, %.0f records/s",
+        "pushed %d records of round %d (%d again, %d re-created) in %d batches, %.0f records/s",
         report.pushed,
         round_id,
         report.repushed,
+        report.recreated,
         report.batches,
         report.per_second,
     )
+    return report
+
+
+@dataclass
+class WithdrawReport:
+    rounds: list[int] = field(default_factory=list)  # ids of the cancelled rounds that had waiting records
+    withdrawn: int = 0  # records deleted from Argilla
+    labels: int = 0  # answers on them stored first (new or changed)
+
+
+def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> WithdrawReport:
+    """Take the waiting records of cancelled/failed rounds out of the annotators' queue: pull their answers
+    (kept, never re-decided), then delete the records from Argilla and forget their record ids. Idempotent;
+    an error leaves what is not deleted yet for the next call."""
+    with uow() as session:
+        todo = repo.records_to_withdraw(session)
+    report = WithdrawReport(rounds=sorted(todo))
+    path = f"/api/v1/datasets/{dataset.id}/records"
+    for round_id, records in todo.items():
+        pulled = pull_labels(uow, dataset, round_id, backoff=backoff)
+        report.labels += pulled.new_labels + pulled.updated_labels
+        pairs = list(records.items())
+        for start in range(0, len(pairs), DELETE_BATCH):
+            chunk = pairs[start : start + DELETE_BATCH]
+            request(
+                dataset.http,
+                "DELETE",
+                path,
+                params={"ids": ",".join(rid for _, rid in chunk)},
+                what=f"withdraw {len(chunk)} records of cancelled round id {round_id}",
+                backoff=backoff,
+            )
+            with uow() as session:
+                repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
+            report.withdrawn += len(chunk)
+    if report.withdrawn:
+        _LOG.info(
+            "withdrew %d waiting records of cancelled rounds (ids %s) from Argilla; %d answers stored first",
+            report.withdrawn,
+            report.rounds,
+            report.labels,
+        )
     return report
 
 
@@ -129,6 +194,7 @@ class PullReport:
     waiting: int = 0
     closed_items: int = 0  # items in scope whose round's collection ended: decisions kept as they are
     late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
+    cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
     skipped: list[Skipped] = field(default_factory=list)
     agreement: Agreement | None = None
     seconds: float = 0.0
@@ -143,8 +209,11 @@ def _users(dataset: DatasetHandle, backoff: Backoff) -> dict[str, str]:
     return {u["id"]: u["username"] for u in data["items"]}
 
 
-def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE) -> list[dict]:
-    """Every record of the dataset with all users' responses (needs an owner or admin key)."""
+def fetch_records(
+    dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE, *, responses: bool = True
+) -> list[dict]:
+    """Every record of the dataset, with all users' responses unless `responses` is False (needs an owner or
+    admin key)."""
     path = f"/api/v1/datasets/{dataset.id}/records"
     records: dict[str, dict] = {}
     # Argilla pages by offset over records ordered by insertion time; records of one bulk can tie, and
@@ -153,7 +222,7 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
     for _ in range(3):
         offset, total = 0, None
         while total is None or offset < total:
-            params = {"include": "responses", "offset": offset, "limit": page}
+            params = {"offset": offset, "limit": page} | ({"include": "responses"} if responses else {})
             data = request_json(
                 dataset.http, "GET", path, params=params, what="list records", backoff=backoff
             )
@@ -165,6 +234,11 @@ def fetch_records(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, pa
         if len(records) >= (total or 0):
             break
     return list(records.values())
+
+
+def _external_ids(dataset: DatasetHandle, backoff: Backoff) -> set[str]:
+    """External ids (our item ids) of every record the dataset has now."""
+    return {r.get("external_id") for r in fetch_records(dataset, backoff, responses=False)}
 
 
 def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
@@ -209,6 +283,7 @@ def pull_labels(
             if rid in in_scope
         }
         report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
+        cancelled = repo.freed_round_ids(session)
         stored = repo.labels_of(session, round_id)
         known: set[str] | None = None
         seen: set[str] = set()
@@ -246,6 +321,7 @@ def pull_labels(
                     report.updated_labels += 1
                 if item.round_id not in need:
                     report.late_labels += 1
+                    report.cancelled_labels += item.round_id in cancelled
                 writes.append(row)
                 stored[(item.id, annotator)] = row
         for missing in sorted(set(items) - seen):

@@ -8,9 +8,10 @@ from loop.rounds.training import TrainingDataError
 from storage.repositories.items import decided_items
 
 
-def export_preferences(session, out: Path) -> int:
-    """Write decided pairs as a TRL-ready conversational preference dataset (.jsonl or .parquet)."""
-    pairs = decided_items(session)
+def export_preferences(session, out: Path, *, include_cancelled: bool = False) -> int:
+    """Write decided pairs as a TRL-ready conversational preference dataset (.jsonl or .parquet); the pairs
+    of cancelled/failed rounds only with `include_cancelled`."""
+    pairs = decided_items(session, include_cancelled=include_cancelled)
     rows = [
         {
             "prompt": [{"role": "user", "content": p.prompt}],

@@ -171,6 +171,10 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"pushed {report.pushed} items of round {args.arm}/{args.round} to {dataset.workspace}/"
             f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
         )
+    if report.withdrawn:
+        print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
+    if report.recreated:
+        print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
     print(f"annotate at {dataset.annotation_url}")
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
@@ -184,6 +188,11 @@ def _refuse_unplanned_push(uow, round_id: int, number: int, arm: str) -> RoundSt
 
     with uow() as session:
         status = session.get(Round, round_id).status
+    if status.frees_prompts:
+        raise UserError(
+            f"round {arm}/{number} is {status}: its waiting records were taken out of Argilla and its prompts "
+            "freed for later rounds; nothing to push"
+        )
     if status == RoundStatus.PLANNED:
         raise UserError(
             f"round {arm}/{number} is planned: it has no items until the pool is scored and its top slice "
@@ -207,7 +216,7 @@ def _open_collection(cfg, uow, round_id: int, number: int) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from annotation.dataset import open_dataset
-    from annotation.gateway import pull_labels
+    from annotation.gateway import pull_labels, withdraw_cancelled
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -220,6 +229,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             f"Argilla dataset {cfg.argilla.workspace}/{cfg.argilla.dataset} does not exist yet: "
             "push a round first"
         )
+    withdrawn = withdraw_cancelled(uow, dataset)  # what a cancel could not remove (Argilla was down)
     report = pull_labels(uow, dataset, rid)
     summary = {
         "records": report.records,
@@ -234,6 +244,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         "waiting": report.waiting,
         "closed_items": report.closed_items,
         "late_labels": report.late_labels,
+        "cancelled_labels": report.cancelled_labels + withdrawn.labels,
+        "withdrawn": withdrawn.withdrawn,
         "pairwise_agreement": report.agreement.pairwise if report.agreement else None,
         "fleiss_kappa": report.agreement.fleiss_kappa if report.agreement else None,
         "skipped": [
@@ -255,6 +267,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
         print(
             f"{report.closed_items} items of rounds past collection keep the decisions they were trained on"
             f"{f'; {report.late_labels} late answers on them stored, not counted' if report.late_labels else ''}"
+        )
+    if withdrawn.withdrawn:
+        print(
+            f"withdrew {withdrawn.withdrawn} waiting records of cancelled rounds from Argilla "
+            f"({withdrawn.labels} answers on them stored first)"
+        )
+    if report.cancelled_labels + withdrawn.labels:
+        print(
+            f"{report.cancelled_labels + withdrawn.labels} answers on items of cancelled rounds stored, marked "
+            "by their round: not trained on or exported (`export --include-cancelled` includes them)"
         )
     for s in report.skipped[:20]:
         print(f"skipped {s.record[:16]}{f' ({s.annotator})' if s.annotator else ''}: {s.reason}")

@@ -91,7 +91,9 @@ def cmd_round(args: argparse.Namespace) -> int:
         print(message)
         return 0 if rnd is not None else 1
     if args.round_command == "cancel":
-        print(cancel_round(uow, args.number, args.reason))
+        with holding_lease(cfg, uow):  # a by-hand transition: not while a scheduler works on the round
+            print(cancel_round(uow, args.number, args.reason))
+        print(_withdraw_after_cancel(cfg, uow))
         return 0
     if args.round_command == "advance":
         return _advance(args, cfg, uow)
@@ -108,6 +110,28 @@ def cmd_round(args: argparse.Namespace) -> int:
     if not any(r["next"] for r in rounds):
         print("no open round; next: pvar-loop round start")
     return 0
+
+
+def _withdraw_after_cancel(cfg, uow) -> str:
+    """Take the cancelled round's waiting records out of the annotators' queue (answers so far are stored
+    first). The cancel stands when Argilla cannot be reached: the next push or pull (by hand or by the
+    scheduler) withdraws them before anything else."""
+    from loop.rounds.steps import withdraw
+    from storage.errors import PvarLoopError
+
+    try:
+        report = withdraw(cfg, uow)
+    except PvarLoopError as e:
+        return (
+            f"warning: its records stay in Argilla's queue for now ({e}); the next `pvar-loop push` or "
+            "`pull` (or the scheduler's) removes them"
+        )
+    if report is None or not report.withdrawn:
+        return "no records of it were waiting in Argilla"
+    return (
+        f"withdrew {report.withdrawn} waiting records from Argilla ({report.labels} answers on them stored "
+        "first; kept, not trained on)"
+    )
 
 
 def rounds_with_next(cfg, uow, arm: str | None = "main") -> list[dict]:
@@ -178,7 +202,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("number", type=int)
     p.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
-    p = sp.add_parser("cancel", help="cancel an open round; its prompts become selectable again")
+    p = sp.add_parser(
+        "cancel",
+        help="cancel an open round: its waiting records leave Argilla, its prompts become selectable again",
+    )
     p.add_argument("number", type=int)
     p.add_argument("--reason", default="cancelled by operator")
     p = sp.add_parser("status", help="list rounds, the next by-hand command and why an open one waits")

@@ -32,6 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, uow = open_uow(args)
     round_id, number, status = _round(uow, args.round)
+    if status.frees_prompts:
+        raise UserError(
+            f"round {number} is {status}: its labels are kept but never trained on (`pvar-loop export "
+            "--include-cancelled` writes them out); nothing was trained"
+        )
     if status.is_closed:  # a retrain: a new checkpoint, the round's record stays as it was
         checkpoint = train_round(cfg, uow, round_id)
         print(f"round {number} ({status}, unchanged): checkpoint {checkpoint}")
@@ -104,8 +109,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _, uow = open_uow(args)
     with uow() as session:
-        n = export_preferences(session, Path(args.out))
-    print(f"wrote {n} preference pairs to {args.out} (TRL conversational format: prompt/chosen/rejected)")
+        n = export_preferences(session, Path(args.out), include_cancelled=args.include_cancelled)
+    print(
+        f"wrote {n} preference pairs to {args.out} (TRL conversational format: prompt/chosen/rejected)"
+        + (", cancelled rounds included" if args.include_cancelled else "")
+    )
     return 0
 
 
@@ -133,6 +141,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--format", choices=["trl"], default="trl")
     s.add_argument("out", help="output file (.jsonl or .parquet)")
+    s.add_argument(
+        "--include-cancelled",
+        action="store_true",
+        help="also the decided pairs of cancelled (or failed) rounds, left out by default",
+    )
     add_command(
         sub, "export-model", cmd_export_model, help="print the directory of the latest trained checkpoint"
     )

@@ -39,12 +39,29 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
-    from annotation.gateway import pull_labels
+    from annotation.gateway import pull_labels, withdraw_cancelled
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))
+    withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     report = pull_labels(uow, dataset, round_id=round_id)
     log.info("round id %s: pulled %s", round_id, report)
+
+
+def withdraw(cfg: Config, uow: UnitOfWork):
+    """Take the waiting records of cancelled rounds out of Argilla (annotation.gateway.withdraw_cancelled);
+    None when there is nothing to withdraw (Argilla is not contacted) or no dataset yet."""
+    from storage.repositories.items import records_to_withdraw
+
+    with uow() as session:
+        if not records_to_withdraw(session):
+            return None
+    from annotation.dataset import open_dataset
+    from annotation.gateway import withdraw_cancelled
+    from loop.argilla_client import connect_client
+
+    dataset = open_dataset(connect_client(cfg), cfg.argilla.dataset, cfg.argilla.workspace)
+    return None if dataset is None else withdraw_cancelled(uow, dataset)
 
 
 def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:

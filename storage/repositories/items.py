@@ -93,6 +93,41 @@ def collecting_rounds(session: Session, round_id: int | None = None) -> dict[int
     return dict(session.execute(stmt).all())
 
 
+def freed_round_ids(session: Session) -> set[int]:
+    """Ids of cancelled (or failed) rounds: their prompts are free again, their labels are kept but not
+    trained on or exported by default (RoundStatus.frees_prompts)."""
+    return set(session.scalars(select(Round.id).where(Round.status.in_(RoundStatus.freeing_states()))))
+
+
+def records_to_withdraw(session: Session) -> dict[int, dict[str, str]]:
+    """{round id: {item id: Argilla record id}} of the items of cancelled/failed rounds whose record may still
+    wait in the annotators' queue (in Argilla, not settled)."""
+    stmt = (
+        select(AnnotationItem.round_id, AnnotationItem.id, AnnotationItem.argilla_record_id)
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .where(
+            Round.status.in_(RoundStatus.freeing_states()),
+            AnnotationItem.argilla_record_id.is_not(None),
+            AnnotationItem.status.in_((ItemStatus.PENDING, ItemStatus.PUSHED)),
+        )
+        .order_by(AnnotationItem.round_id, AnnotationItem.id)
+    )
+    out: dict[int, dict[str, str]] = {}
+    for round_id, item_id, record_id in session.execute(stmt):
+        out.setdefault(round_id, {})[item_id] = record_id
+    return out
+
+
+def mark_withdrawn(session: Session, item_ids: Sequence[str]) -> int:
+    """The items' records were deleted from Argilla: forget the record ids (labels and statuses stay)."""
+    if not item_ids:
+        return 0
+    session.execute(
+        update(AnnotationItem).where(AnnotationItem.id.in_(list(item_ids))).values(argilla_record_id=None)
+    )
+    return len(item_ids)
+
+
 def items_to_push(session: Session, round_id: int, *, include_pushed: bool = False) -> list[ItemContent]:
     """Items of a round not yet in Argilla (all of them with include_pushed), ordered by id.
 
@@ -220,8 +255,11 @@ def set_outcomes(
     return len(params)
 
 
-def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> list[DecidedPair]:
-    """Pairs with a decided a/b preference (ties and undecided items carry no training signal)."""
+def decided_items(
+    session: Session, round_ids: Sequence[int] | None = None, *, include_cancelled: bool = False
+) -> list[DecidedPair]:
+    """Pairs with a decided a/b preference (ties and undecided items carry no training signal). Items of
+    cancelled/failed rounds are left out unless `include_cancelled` (an operator's explicit choice)."""
     ga, gb = aliased(Generation), aliased(Generation)
     stmt = (
         select(AnnotationItem, Prompt.text, ga.text, gb.text)
@@ -233,6 +271,10 @@ def decided_items(session: Session, round_ids: Sequence[int] | None = None) -> l
     )
     if round_ids is not None:
         stmt = stmt.where(AnnotationItem.round_id.in_(list(round_ids)))
+    if not include_cancelled:
+        stmt = stmt.join(Round, Round.id == AnnotationItem.round_id).where(
+            Round.status.not_in(RoundStatus.freeing_states())
+        )
     out = []
     for item, prompt, text_a, text_b in session.execute(stmt):
         chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
