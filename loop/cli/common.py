@@ -77,7 +77,6 @@ def open_engine(cfg, *, check_head: bool = True, create: bool = False):
 
 def _refuse_missing_sqlite(url: str) -> None:
     from sqlalchemy.engine import make_url
-
     from sqlalchemy.exc import ArgumentError
 
     try:
