@@ -12,6 +12,8 @@ import json
 import os
 import re
 import signal
+import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,26 @@ def _pull(cli: list[str], capsys) -> dict:
 def _labels(uow) -> list[tuple[str, str]]:
     with uow() as s:
         return sorted(s.execute(select(Label.item_id, Label.annotator)).tuples())
+
+
+def _assert_still_private(root: Path) -> None:
+    """What the stack keeps secret stays secret across restarts: 0700 root, 0600 files, no secret in logs or on
+    command lines, Redis wants its password."""
+    info = load_stack(root)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    private = [root / "stack.json", root / "home" / "argilla.db", root / "redis" / "redis.conf"]
+    private += list((root / "logs").iterdir())
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in private} == {"0o600"}
+    secrets_ = [info.api_key, info.password, info.redis_password]
+    assert not [
+        p for p in (root / "logs").iterdir() if any(x in p.read_text(errors="replace") for x in secrets_)
+    ]
+    for ref in info.processes.values():
+        cmdline = Path(f"/proc/{ref.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert not any(x in cmdline for x in secrets_), ref.name
+    with socket.create_connection(("127.0.0.1", info.ports["redis"]), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(64).startswith(b"-NOAUTH")
 
 
 def test_answers_survive_down_up_and_a_crash(tmp_path, monkeypatch, sqlite_url, uow, capsys) -> None:
@@ -104,6 +126,7 @@ def test_answers_survive_down_up_and_a_crash(tmp_path, monkeypatch, sqlite_url, 
         assert "crashed" in out and "pvar-loop argilla up" in out
         assert main([*cli, "argilla", "up"]) == 0, capsys.readouterr().err
         assert "recovered" in capsys.readouterr().out
+        _assert_still_private(root)
         with AnnotatorBot(stack.url, ann.api_key, judge) as bot:
             assert len(bot.pending(dataset_id)) == 1
             assert bot.run(dataset_id).submitted == 1
