@@ -161,7 +161,7 @@ def main() -> None:
         try:
             run(args, Path(tmp), results)
         finally:
-            stop_stack(Path(tmp) / "stack")
+            stop_stack(Path(tmp) / "stack", purge=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

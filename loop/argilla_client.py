@@ -29,6 +29,10 @@ def argilla_target(cfg: Config) -> tuple[str, str]:
             info = load_stack(root)
         except ArgillaStackError as e:
             raise ArgillaConfigError(str(e)) from e
+        if info.stopped:
+            raise ArgillaConfigError(
+                f"the local Argilla stack under {root} is stopped (its data is kept): `pvar-loop argilla up`"
+            )
         return info.url, info.api_key
     raise ArgillaConfigError(
         "no Argilla API key: set PVAR_LOOP_ARGILLA_API_KEY (and PVAR_LOOP_ARGILLA_URL) or [argilla] api_key, "

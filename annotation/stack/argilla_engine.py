@@ -8,6 +8,7 @@ Run ONLY with the Argilla server's own venv (it imports argilla_server, whose pi
 
     <argilla-venv>/bin/python -P annotation/stack/argilla_engine.py server --host 127.0.0.1 --port 6900
     <argilla-venv>/bin/python -P annotation/stack/argilla_engine.py worker
+    <argilla-venv>/bin/python -P annotation/stack/argilla_engine.py reindex
 
 with ARGILLA_SEARCH_ENGINE=opensearch-noscript. Self-contained on purpose: no imports from this project.
 """
@@ -165,6 +166,34 @@ def create_owner(username: str, workspace: str) -> None:
     print(asyncio.run(create()), flush=True)
 
 
+def reindex() -> None:
+    """Rebuild the search index of every published dataset from Argilla's database (records, responses,
+    suggestions, vectors), with Argilla's own Reindexer (what `argilla_server search-engine reindex` runs).
+    osmem keeps its index in memory: a restarted stack needs this before the UI and the API see records again.
+    Drafts have no index (publishing creates it), so they are left alone."""
+    from argilla_server.cli.search_engine.reindex import Reindexer
+    from argilla_server.database import AsyncSessionLocal
+    from argilla_server.enums import DatasetStatus
+    from argilla_server.models import Dataset
+    from argilla_server.search_engine import get_search_engine
+    from sqlalchemy import select
+
+    async def run() -> tuple[int, int]:
+        datasets = records = 0
+        async with AsyncSessionLocal() as db:
+            ids = (await db.scalars(select(Dataset.id).filter_by(status=DatasetStatus.ready))).all()
+            async for engine in get_search_engine():
+                for dataset_id in ids:
+                    dataset = await Reindexer.reindex_dataset(db, engine, dataset_id)
+                    async for batch in Reindexer.reindex_dataset_records(db, engine, dataset):
+                        records += len(batch)
+                    datasets += 1
+        return datasets, records
+
+    datasets, records = asyncio.run(run())
+    print(f"reindexed {records} records of {datasets} datasets", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,11 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     owner = sub.add_parser("create-owner", help="create the owner (secrets from the environment)")
     owner.add_argument("--username", required=True)
     owner.add_argument("--workspace", required=True)
+    sub.add_parser("reindex", help="rebuild the search index of every published dataset from the database")
     args = parser.parse_args(argv)
     if args.command == "server":
         run_server(args.host, args.port, access_log=not args.no_access_log)
     elif args.command == "create-owner":
         create_owner(args.username, args.workspace)
+    elif args.command == "reindex":
+        reindex()
     else:
         # Argilla's own worker listens on these two queues.
         run_worker(args.queues or ["default", "high"])

@@ -40,6 +40,7 @@ from annotation.stack.services import (
     prepare_root,
     prerequisites,
     redis_answers,
+    reindex,
     run_cli,
     service_env,
     spawn_osmem,
@@ -86,6 +87,7 @@ class StackInfo:
     started_in_s: float = 0.0
     auth_secret: str = ""  # ARGILLA_AUTH_SECRET_KEY, signs UI sessions
     redis_password: str = ""  # Redis refuses clients without it
+    stopped: bool = False  # stopped by stop_stack (data kept); False with dead processes means a crash
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,27 @@ class StackStatus:
     url: str | None
     api_ok: bool
     processes: dict[str, ProcessStatus] = field(default_factory=dict)
+    stopped: bool = False  # stopped cleanly by stop_stack, data kept
 
     @property
     def running(self) -> bool:
         return self.api_ok and bool(self.processes) and all(p.alive for p in self.processes.values())
+
+    @property
+    def state(self) -> str:
+        """absent (nothing recorded), running, stopped (by stop_stack; data kept), or crashed (a process died,
+        or the API does not answer, without a stop: start_stack recovers it in place)."""
+        if self.url is None:
+            return "absent"
+        if self.running:
+            return "running"
+        if self.stopped and not any(p.alive for p in self.processes.values()):
+            return "stopped"
+        return "crashed"
+
+    @property
+    def dead(self) -> list[str]:
+        return [p.name for p in self.processes.values() if not p.alive]
 
     @property
     def total_rss_bytes(self) -> int:
@@ -142,6 +161,7 @@ def load_stack(root: Path) -> StackInfo:
             started_in_s=float(data.get("started_in_s", 0.0)),
             auth_secret=data.get("auth_secret", ""),
             redis_password=data.get("redis_password", ""),
+            stopped=bool(data.get("stopped", False)),
         )
     except FileNotFoundError as e:
         raise ArgillaStackError(f"no local Argilla stack recorded under {root} ({path} missing)") from e
@@ -157,30 +177,38 @@ def start_stack(
     username: str = "owner",
     timeout: float = 180.0,
 ) -> StackInfo:
-    """Start Redis, osmem, a freshly migrated Argilla (owner user + workspace), its server and worker.
+    """Start Redis, osmem, Argilla (migrated database, owner user + workspace), its server and worker.
 
-    Blocks until the API authenticates the owner's key. Ports are chosen free unless `port` (the server's)
-    is given. Raises ArgillaStackError if a stack already runs under `root`; on any failure everything
-    started so far is stopped again.
+    A stack recorded under `root` that was stopped, or crashed (some or all of its processes dead), is
+    restarted in place: what is left of its processes is stopped, its database kept, the search index rebuilt
+    from it, and the same URL (when the port is still free), owner and keys are used again. Blocks until the
+    API authenticates the owner's key. Ports are chosen free unless `port` (the server's) is given. Raises
+    ArgillaStackError if the stack already runs; on any failure everything started so far is stopped again
+    (the data stays).
     """
     t0 = time.monotonic()
     root = Path(root).resolve()
-    if (root / STATE_FILE).exists():
-        if any(is_alive(ref) for ref in load_stack(root).processes.values()):
-            raise ArgillaStackError(f"a local Argilla stack already runs under {root}; stop_stack() it first")
-        _remove_runtime_files(root)  # stale state from a crashed stack
+    previous = _previous_stack(root)
     venv = argilla_venv()
     python, redis_bin, osmem_bin = prerequisites(venv)
     if port is not None:
         check_port_free(port)
+    shutil.rmtree(root / "tmp", ignore_errors=True)  # a crashed stack's UI copies
     prepare_root(root)
-    (root / "home" / "argilla.db").unlink(missing_ok=True)  # the in-memory index starts empty too
-    ports = {"redis": free_port(), "osmem": free_port(), "server": port or free_port()}
-    auth_secret, redis_password = secrets.token_hex(32), secrets.token_urlsafe(24)
+    old = previous.ports if previous else {}
+    ports = {name: _reuse_port(old.get(name)) for name in ("redis", "osmem")}
+    ports["server"] = port or _reuse_port(old.get("server"))
+    if previous is not None:
+        auth_secret = previous.auth_secret or secrets.token_hex(32)
+        redis_password = previous.redis_password or secrets.token_urlsafe(24)
+        username, workspace = previous.username, previous.workspace
+        api_key, password = previous.api_key, previous.password
+    else:
+        auth_secret, redis_password = secrets.token_hex(32), secrets.token_urlsafe(24)
+        api_key, password = f"owner.{secrets.token_urlsafe(24)}", secrets.token_urlsafe(16)
     env = service_env(root, venv, ports, auth_secret, redis_password)
     logs = root / "logs"
     url = f"http://127.0.0.1:{ports['server']}"
-    api_key, password = f"owner.{secrets.token_urlsafe(24)}", secrets.token_urlsafe(16)
     started: dict[str, ProcessRef] = {}
     try:
         started["redis"] = spawn_redis(root, redis_bin, env, ports["redis"], redis_password)
@@ -191,15 +219,21 @@ def start_stack(
         wait_until("redis", redis_up, started["redis"], logs / "redis.log", 30)
         osmem_url = f"http://127.0.0.1:{ports['osmem']}/"
         wait_until("osmem", lambda: http_status(osmem_url) == 200, started["osmem"], logs / "osmem.log", 30)
-        # The server boots while the owner is created: the API key is only needed once it answers.
-        started["server"] = spawn_server(root, python, env, ports["server"])
-        create_owner(python, env, root, OwnerAccount(username, password, api_key, workspace))
-        _LOG.info(
-            "argilla stack: owner %r and workspace %r created after %.1f s",
-            username,
-            workspace,
-            time.monotonic() - t0,
-        )
+        if previous is not None:
+            # The index is rebuilt before the server answers: no request sees (or writes to) a missing one.
+            reindex(python, env, root)
+            _LOG.info("argilla stack: search index rebuilt after %.1f s", time.monotonic() - t0)
+            started["server"] = spawn_server(root, python, env, ports["server"])
+        else:
+            # The server boots while the owner is created: the API key is only needed once it answers.
+            started["server"] = spawn_server(root, python, env, ports["server"])
+            create_owner(python, env, root, OwnerAccount(username, password, api_key, workspace))
+            _LOG.info(
+                "argilla stack: owner %r and workspace %r created after %.1f s",
+                username,
+                workspace,
+                time.monotonic() - t0,
+            )
         wait_for_api(url, api_key, started["server"], logs / "server.log", timeout)
         # Only background jobs need the worker (queued jobs wait in Redis): on 2 cores, booting it
         # alongside the server and the owner CLI would only slow all three down.
@@ -225,6 +259,45 @@ def start_stack(
     _write_state(info)
     _LOG.info("argilla stack: %s answers after %.1f s (state in %s)", url, elapsed, root / STATE_FILE)
     return info
+
+
+def _previous_stack(root: Path) -> StackInfo | None:
+    """The stack recorded under `root` if it is stopped or crashed (what is left of it is stopped here);
+    None if there is none. Refuses a running stack, and a database without the state that holds its owner's
+    credentials."""
+    if not (root / STATE_FILE).exists():
+        if (root / "home" / "argilla.db").exists():
+            raise ArgillaStackError(
+                f"{root / 'home' / 'argilla.db'} holds an Argilla database but {root / STATE_FILE} (its owner "
+                "key) is missing; `pvar-loop argilla down --purge` deletes it"
+            )
+        return None
+    previous = load_stack(root)
+    alive = [ref for ref in previous.processes.values() if is_alive(ref)]
+    if alive and len(alive) == len(previous.processes) and api_answers(previous.url, previous.api_key):
+        raise ArgillaStackError(
+            f"a local Argilla stack already runs under {root} at {previous.url} "
+            "(`pvar-loop argilla down` stops it)"
+        )
+    if alive:
+        _LOG.warning(
+            "argilla stack under %s: %s still running, stopped before the restart",
+            root,
+            ", ".join(ref.name for ref in alive),
+        )
+        _terminate_in_order(previous.processes, 10.0, root)
+    return previous
+
+
+def _reuse_port(port: int | None) -> int:
+    """The stack's previous port while it is free (bookmarked URLs keep working), else a free one."""
+    if port is not None:
+        try:
+            check_port_free(port)
+            return port
+        except ArgillaStackError:
+            _LOG.warning("port %d is taken now: the restarted stack uses another one", port)
+    return free_port()
 
 
 def stop_server(root: Path, timeout: float = 10.0) -> None:
@@ -270,26 +343,39 @@ def stack_status(root: Path) -> StackStatus:
     for name, ref in info.processes.items():
         alive = is_alive(ref)
         processes[name] = ProcessStatus(name, ref.pid, alive, rss_bytes(ref.pid) if alive else 0)
-    return StackStatus(url=info.url, api_ok=api_answers(info.url, info.api_key), processes=processes)
+    api_ok = any(p.alive for p in processes.values()) and api_answers(info.url, info.api_key)
+    return StackStatus(url=info.url, api_ok=api_ok, processes=processes, stopped=info.stopped)
 
 
-def stop_stack(root: Path, timeout: float = 10.0) -> list[str]:
-    """Stop exactly the processes start_stack recorded, then delete the DB and temp files (logs stay).
+def stop_stack(root: Path, timeout: float = 10.0, *, purge: bool = False) -> list[str]:
+    """Stop exactly the processes start_stack recorded; the data stays for the next start (logs too).
 
-    Returns the names of the processes that were still running. A no-op when nothing is recorded.
+    purge=True deletes the stack's database, state and temp files as well (logs stay). Returns the names of
+    the processes that were still running. A no-op when nothing is recorded.
     """
     root = Path(root).resolve()
     if not (root / STATE_FILE).exists():
+        if purge:
+            _remove_runtime_files(root)
         return []
-    procs = load_stack(root).processes
+    info = load_stack(root)
+    stopped = _terminate_in_order(info.processes, timeout, root)
+    if purge:
+        _remove_runtime_files(root)
+    else:
+        shutil.rmtree(root / "tmp", ignore_errors=True)
+        _write_state(replace(info, stopped=True))
+    return [ref.name for ref in stopped]
+
+
+def _terminate_in_order(procs: dict[str, ProcessRef], timeout: float, root: Path) -> list[ProcessRef]:
     try:
         # Clients of Redis/osmem first, so they shut down cleanly.
         stopped = terminate([procs[n] for n in ("server", "worker") if n in procs], timeout)
         stopped += terminate([procs[n] for n in ("osmem", "redis") if n in procs], timeout)
     except RuntimeError as e:
         raise ArgillaStackError(f"stopping the stack under {root}: {e}") from e
-    _remove_runtime_files(root)
-    return [ref.name for ref in stopped]
+    return stopped
 
 
 def _remove_runtime_files(root: Path) -> None:

@@ -83,7 +83,10 @@ def free_port() -> int:
 
 
 def check_port_free(port: int) -> None:
+    """Refuse a port something listens on. SO_REUSEADDR as the servers themselves bind: a port the stack's
+    own server left in TIME_WAIT a moment ago is free for its restart."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:
@@ -204,7 +207,7 @@ def spawn_worker(root: Path, python: Path, env: dict[str, str]) -> ProcessRef:
 
 
 def spawn_redis(root: Path, binary: str, env: dict[str, str], port: int, password: str) -> ProcessRef:
-    """Redis for Argilla's job queue; no persistence (the stack is rebuilt from scratch each start).
+    """Redis for Argilla's job queue; no persistence (queued jobs are short-lived; the data is in the DB).
 
     Argilla's worker unpickles the jobs it finds in Redis, so Redis requires a password; it is in a config
     file only this user can read (a `--requirepass` argument would show in `ps`)."""
@@ -238,21 +241,37 @@ def create_owner(python: Path, env: dict[str, str], root: Path, owner: OwnerAcco
     """The owner user and the workspace, created by the launcher from secrets passed in its environment (the
     stock `argilla_server database users create` wants them as arguments, and prints the API key)."""
     secrets_env = {OWNER_PASSWORD_ENV: owner.password, OWNER_API_KEY_ENV: owner.api_key}
-    log = root / "logs" / "create-owner.log"
     args = ["create-owner", "--username", owner.username, "--workspace", owner.workspace]
-    with open_private_log(log) as out:
-        code = subprocess.run(
-            [str(python), "-P", str(ENGINE_SCRIPT), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**env, **secrets_env},
-            cwd=root,
-            timeout=300,
-            umask=PRIVATE_UMASK,
-        ).returncode
+    run_launcher("create-owner", python, args, {**env, **secrets_env}, root)
+
+
+def reindex(python: Path, env: dict[str, str], root: Path) -> None:
+    """Rebuild the in-memory search index from Argilla's database, through the launcher so the script-free
+    engine is the one Argilla's Reindexer writes with (a restarted osmem starts empty)."""
+    run_launcher("reindex", python, ["reindex"], env, root)
+
+
+def run_launcher(name: str, python: Path, args: list[str], env: dict[str, str], root: Path) -> None:
+    """One command of annotation/stack/argilla_engine.py, output to logs/<name>.log, in a private temp dir."""
+    log = root / "logs" / f"{name}.log"
+    tmp = root / "tmp" / f"cli-{name}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_private_log(log) as out:
+            code = subprocess.run(
+                [str(python), "-P", str(ENGINE_SCRIPT), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**env, "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)},
+                cwd=root,
+                timeout=300,
+                umask=PRIVATE_UMASK,
+            ).returncode
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if code != 0:
-        raise ArgillaStackError(f"creating the Argilla owner failed ({code}); {log}:\n{tail(log)}")
+        raise ArgillaStackError(f"`argilla_engine.py {name}` failed ({code}); {log}:\n{tail(log)}")
 
 
 def prepare_root(root: Path) -> None:

@@ -25,7 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "up", help="start Redis, the search engine, Argilla and its worker; print how to sign in"
     )
     up.add_argument("--port", type=positive_int, help="server port (default: a free one)")
-    a.add_parser("down", help="stop the processes `up` started and delete the stack's database")
+    down = a.add_parser(
+        "down",
+        help="stop the processes `up` started; the data stays for the next `up` (refused while answers "
+        "are unpulled)",
+    )
+    down.add_argument("--force", action="store_true", help="stop even though answers are not pulled yet")
+    down.add_argument(
+        "--purge", action="store_true", help="also delete the stack's data: records, answers, users"
+    )
     a.add_parser("status", help="processes, memory and whether the API answers").add_argument(
         "--json", action="store_true"
     )
@@ -64,8 +72,15 @@ def cmd_argilla(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     root = stack_root(cfg)
     if args.argilla_command == "up":
+        before = stack_status(root).state
         info = start_stack(root, port=args.port, workspace=cfg.argilla.workspace)
-        print(f"Argilla is up at {info.url} (started in {info.started_in_s:.0f} s)")
+        how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before)
+        print(
+            f"Argilla is up at {info.url} ({how} with its data, search index rebuilt, in "
+            f"{info.started_in_s:.0f} s)"
+            if how
+            else f"Argilla is up at {info.url} (started in {info.started_in_s:.0f} s)"
+        )
         print(
             f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
             f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
@@ -73,17 +88,24 @@ def cmd_argilla(args: argparse.Namespace) -> int:
         )
         print(
             f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
-            "(readable by you only). Stop with `pvar-loop argilla down`."
+            "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
         )
     elif args.argilla_command == "down":
-        stopped = stop_stack(root)
+        if not args.force:
+            _refuse_unpulled(cfg, root, purge=args.purge)
+        stopped = stop_stack(root, purge=args.purge)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"no local Argilla stack running under {root}")
+        if args.purge:
+            print(f"deleted the stack's data under {root} (logs kept)")
+        elif (root / "home" / "argilla.db").exists():
+            print("its data stays: `pvar-loop argilla up` starts it again; `--purge` deletes it")
     else:
         status = stack_status(root)
         if args.json:
             print_json(
                 {
                     "url": status.url,
+                    "state": status.state,
                     "api_ok": status.api_ok,
                     "running": status.running,
                     "processes": {
@@ -92,16 +114,56 @@ def cmd_argilla(args: argparse.Namespace) -> int:
                     },
                 }
             )
-        elif status.url is None:
+        elif status.state == "absent":
             print(f"no local Argilla stack under {root}")
+        elif status.state == "stopped":
+            print(f"{status.url}: stopped, data kept; `pvar-loop argilla up` starts it again")
         else:
-            state = "running" if status.running else "NOT running"
-            print(f"{status.url}: {state} (API ok: {status.api_ok})")
+            if status.running:
+                print(f"{status.url}: running (API ok)")
+            else:
+                dead = ", ".join(status.dead) or "none"
+                print(
+                    f"{status.url}: crashed or stale (not running: {dead}; API ok: {status.api_ok}); "
+                    "`pvar-loop argilla up` recovers it in place, keeping every answer"
+                )
             for p in status.processes.values():
                 state = f"{p.rss_bytes / 2**20:.0f} MiB" if p.alive else "dead"
                 print(f"  {p.name:<7} pid {p.pid:<8} {state}")
-        return 0 if status.url is None or status.running else 1
+        return 1 if status.state == "crashed" else 0
     return 0
+
+
+def _refuse_unpulled(cfg, root, *, purge: bool) -> None:
+    """`argilla down` keeps the data, but answers still only in Argilla are at risk (a purge deletes them):
+    refuse, naming how many, until `pull` stored them."""
+    from annotation.api import connect
+    from annotation.dataset import open_dataset
+    from annotation.stack.local_stack import load_stack, stack_status
+    from annotation.unpulled import unpulled_answers
+    from storage.db import UnitOfWork
+
+    status = stack_status(root)
+    if status.url is None:
+        return
+    if not status.api_ok:
+        if purge and (root / "home" / "argilla.db").exists():
+            raise UserError(
+                f"the local Argilla stack under {root} is not running, so its unpulled answers cannot be "
+                "counted: `pvar-loop argilla up` and `pvar-loop pull` first, or `--purge --force` deletes them"
+            )
+        return  # nothing to count and nothing deleted: the data stays
+    info = load_stack(root)
+    dataset = open_dataset(connect(info.url, info.api_key), cfg.argilla.dataset, cfg.argilla.workspace)
+    if dataset is None:
+        return
+    count = unpulled_answers(UnitOfWork(open_engine(cfg)), dataset)
+    if count:
+        then = "delete them with the stack's data" if purge else "stop anyway (the data stays)"
+        raise UserError(
+            f"{count} submitted answers in Argilla dataset {dataset.workspace}/{dataset.name} are not pulled "
+            f"into the database yet: run `pvar-loop pull` first, or add --force to {then}"
+        )
 
 
 def cmd_annotators(args: argparse.Namespace) -> int:

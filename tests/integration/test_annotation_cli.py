@@ -107,4 +107,6 @@ def test_argilla_up_status_down(tmp_path, monkeypatch, sqlite_url, capsys) -> No
         assert main([*cli, "argilla", "down"]) == 0
     assert "stopped: " in capsys.readouterr().out
     assert main([*cli, "argilla", "status"]) == 0
+    assert "stopped, data kept" in capsys.readouterr().out
+    assert main([*cli, "argilla", "down", "--purge", "--force"]) == 0
     assert sorted(p.name for p in (tmp_path / "data" / "argilla").iterdir()) == ["logs"]

@@ -97,7 +97,7 @@ def test_private_stack_restarts_server_and_stops_without_leftovers(tmp_path: Pat
         client = rg.Argilla(api_url=restarted.url, api_key=restarted.api_key)
         assert client.workspaces("ws-private") is not None
     finally:
-        stopped = stop_stack(tmp_path)
+        stopped = stop_stack(tmp_path, purge=True)
 
     refs = [*info.processes.values(), restarted.processes["server"]]
     assert not [r for r in refs if is_alive(r)]

@@ -1,0 +1,39 @@
+"""Answers in Argilla that `pull` has not stored yet: what stopping or deleting a stack would put at risk."""
+
+from __future__ import annotations
+
+from annotation.api import DEFAULT_BACKOFF, Backoff, request_json
+from annotation.dataset import DatasetHandle
+from annotation.gateway import fetch_records
+from annotation.records import Answer, parse_response
+from storage.repositories import items as repo
+from storage.types import as_utc
+
+
+def unpulled_answers(uow, dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> int:
+    """How many submitted or discarded responses on our items have no stored label yet, or a newer one
+    than the stored label (drafts and records unknown to our database are not answers `pull` stores)."""
+    users = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
+    names = {u["id"]: u["username"] for u in users["items"]}
+    records = fetch_records(dataset, backoff)
+    with uow() as session:
+        known = repo.known_item_ids(session)
+        stored = {key: row.submitted_at for key, row in repo.labels_of(session).items()}
+    count = 0
+    for record in records:
+        item_id = record.get("external_id")
+        if item_id not in known:
+            continue
+        for response in record.get("responses") or []:
+            answer = parse_response(response, swapped=False)  # only its status and time matter here
+            if not isinstance(answer, Answer):
+                continue
+            annotator = names.get(response.get("user_id"), f"user-{response.get('user_id')}")
+            when = stored.get((item_id, annotator), False)
+            if when is False or _utc(when) != _utc(answer.submitted_at):
+                count += 1
+    return count
+
+
+def _utc(when):
+    return None if when is None else as_utc(when)
