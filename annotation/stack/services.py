@@ -169,29 +169,9 @@ def wait_for_api(url: str, api_key: str, ref: ProcessRef, log: Path, timeout: fl
 
 
 def run_cli(name: str, python: Path, args: list[str], env: dict[str, str], root: Path) -> None:
-    """One Argilla CLI command (each imports the whole app, ~4 s); output to logs/<name>.log.
-
-    Each call copies Argilla's UI into its temp dir: give it a private one and delete it right after.
-    """
-    log = root / "logs" / f"{name}.log"
-    tmp = root / "tmp" / f"cli-{name}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        with open_private_log(log) as out:
-            code = subprocess.run(
-                [str(python), "-P", "-m", "argilla_server", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**env, "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)},
-                cwd=root,
-                timeout=300,
-                umask=PRIVATE_UMASK,
-            ).returncode
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if code != 0:
-        raise ArgillaStackError(f"`argilla_server {args[0]} {args[1]}` failed ({code}); {log}:\n{tail(log)}")
+    """One Argilla CLI command (each imports the whole app, ~4 s); output to logs/<name>.log."""
+    cmd = [str(python), "-P", "-m", "argilla_server", *args]
+    _run_set_up_command(name, cmd, env, root, f"argilla_server {args[0]} {args[1]}")
 
 
 def spawn_server(root: Path, python: Path, env: dict[str, str], port: int) -> ProcessRef:
@@ -252,14 +232,21 @@ def reindex(python: Path, env: dict[str, str], root: Path) -> None:
 
 
 def run_launcher(name: str, python: Path, args: list[str], env: dict[str, str], root: Path) -> None:
-    """One command of annotation/stack/argilla_engine.py, output to logs/<name>.log, in a private temp dir."""
+    """One command of annotation/stack/argilla_engine.py, output to logs/<name>.log."""
+    cmd = [str(python), "-P", str(ENGINE_SCRIPT), *args]
+    _run_set_up_command(name, cmd, env, root, f"argilla_engine.py {name}")
+
+
+def _run_set_up_command(name: str, cmd: list[str], env: dict[str, str], root: Path, what: str) -> None:
+    """Run a set-up command to completion, output to logs/<name>.log. Each Argilla process copies Argilla's UI
+    into its temp dir: give it a private one and delete it right after."""
     log = root / "logs" / f"{name}.log"
     tmp = root / "tmp" / f"cli-{name}"
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         with open_private_log(log) as out:
             code = subprocess.run(
-                [str(python), "-P", str(ENGINE_SCRIPT), *args],
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -271,7 +258,7 @@ def run_launcher(name: str, python: Path, args: list[str], env: dict[str, str], 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if code != 0:
-        raise ArgillaStackError(f"`argilla_engine.py {name}` failed ({code}); {log}:\n{tail(log)}")
+        raise ArgillaStackError(f"`{what}` failed ({code}); {log}:\n{tail(log)}")
 
 
 def prepare_root(root: Path) -> None:
