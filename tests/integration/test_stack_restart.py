@@ -52,7 +52,7 @@ def _pull(cli: list[str], capsys) -> dict:
 
 def _labels(uow) -> list[tuple[str, str]]:
     with uow() as s:
-        return sorted(s.execute(select(Label.item_id, Label.annotator)).tuples())
+        return sorted((item, who) for item, who in s.execute(select(Label.item_id, Label.annotator)))
 
 
 def _assert_still_private(root: Path) -> None:
