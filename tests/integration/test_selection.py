@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from sqlalchemy import select, update
 
-from loop.config import parse_config
+from loop.config import load_config, parse_config
 from loop.rounds.scoring import score_with_config
 from loop.rounds.selection import SelectionError, choose
 from storage.db import UnitOfWork, make_engine, select_in
@@ -22,7 +22,7 @@ from storage.upsert import upsert
 from tests.integration.scoring_project import make_project, prompts
 
 N_PROMPTS = 10
-PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text"}
+PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text", "audit"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,8 @@ def test_json_shape_and_pvar_ranking(project, capsys):
         "taken",
         "unscored",
         "shortfall",
+        "audit_fraction",
+        "audits",
         "selected",
     }
     scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
@@ -147,6 +149,71 @@ def test_random_arm_is_reproducible_under_a_seed(project, capsys):
 
     assert pick(7) == pick(7)
     assert len({tuple(pick(s)) for s in range(5)}) > 1
+
+
+def test_pvar_budget_keeps_an_audit_slice_drawn_outside_the_top(project, capsys, tmp_path):
+    """Budget 5 at the default audit_fraction 0.1: 0.5 rounds half up to 1 audit pick, drawn at random (seeded)
+    from the prompts the top-4 PVar slice left; other strategies have no audit slice."""
+    scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
+    by_pvar = sorted(scored, key=scored.get, reverse=True)
+    drawn = set()
+    for seed in range(6):
+        out = _select(project, capsys, "--strategy", "pvar", "--budget", "5", "--seed", str(seed))
+        picks = out["selected"]
+        assert (out["audit_fraction"], out["audits"], len(picks)) == (0.1, 1, 5)
+        assert [p["audit"] for p in picks] == [False] * 4 + [True]
+        top = [p["prompt_id"] for p in picks[:4]]
+        assert sorted(scored[p] for p in top) == sorted(scored[p] for p in by_pvar[:4])
+        assert picks[4]["prompt_id"] not in top and picks[4]["rank"] == 5
+        drawn.add(picks[4]["prompt_id"])
+        again = _select(project, capsys, "--strategy", "pvar", "--budget", "5", "--seed", str(seed))
+        assert again["selected"] == picks
+    assert len(drawn) > 1  # the seed moves the draw
+    out = _select(project, capsys, "--strategy", "reward-gap", "--budget", "5")
+    assert out["audits"] == 0 and not any(p["audit"] for p in out["selected"])
+
+    capsys.readouterr()
+    assert project.cli("select", "--strategy", "pvar", "--budget", "5") == 0
+    text = capsys.readouterr().out
+    assert "1 of them (marked 'audit') drawn at random" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["rank", "pvar", "gap", "pick"])
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [r[3] for r in rows] == ["top"] * 4 + ["audit"]
+
+    off = tmp_path / "no-audit.toml"  # the template's config is shared: change a copy
+    off.write_text(project.config.read_text() + "\n[selection]\naudit_fraction = 0.0\n", encoding="utf-8")
+    out = _select(type(project)(project.root, off, project.db), capsys, "--strategy", "pvar", "--budget", "5")
+    assert out["audits"] == 0 and [p["pvar"] for p in out["selected"]] == [scored[p] for p in by_pvar[:5]]
+
+
+def test_planned_round_records_its_audit_items(project):
+    """The round runner's planning writes the audit flag on the items: 1 of a budget of 5 (pvar), the very
+    prompt `select` shows as audit for the round's seed."""
+    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.state import _plan_items
+
+    cfg = load_config(project.config, env={"PVAR_LOOP_DATABASE_URL": f"sqlite:///{project.db}"})
+    checkpoint = initial_checkpoint_id(cfg.policy.model)
+    uow = _uow(project)
+    with uow() as s:
+        shown = choose(
+            s,
+            checkpoint_id=checkpoint,
+            reward_model=reward_model_id(cfg),
+            strategy="pvar",
+            budget=5,
+            seed=3,
+            audit_fraction=cfg.selection.audit_fraction,
+        )
+    with uow() as s:
+        rnd = Round(number=1, budget=5, strategy="pvar", seed=3, policy_in=checkpoint)
+        s.add(rnd)
+        s.flush()
+        written = _plan_items(s, cfg, rnd)
+    rows = dict(project.query("SELECT prompt_id, audit FROM annotation_items"))
+    assert written == len(rows) == 5 and sum(rows.values()) == 1
+    assert {p for p, a in rows.items() if a} == {p.prompt_id for p in shown.picks if p.audit}
 
 
 def test_select_errors_exit_2_without_traceback(tmp_path, tiny_models, capsys):
