@@ -152,8 +152,8 @@ def test_random_arm_is_reproducible_under_a_seed(project, capsys):
 
 
 def test_pvar_budget_keeps_an_audit_slice_drawn_outside_the_top(project, capsys, tmp_path):
-    """Budget 5 at the default audit_fraction 0.1: 0.5 rounds half up to 1 audit pick, drawn at random (seeded)
-    from the prompts the top-4 PVar slice left; other strategies have no audit slice."""
+    """Budget 5 at the default audit_fraction 0.1: 0.5 rounds half up to 1 audit pick, drawn at random
+    (seeded) from the prompts the top-4 PVar slice left; other strategies have no audit slice."""
     scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
     by_pvar = sorted(scored, key=scored.get, reverse=True)
     drawn = set()
@@ -294,3 +294,59 @@ def test_score_and_select_on_postgres(postgres_url, tiny_models):
             choose(s, checkpoint_id="other", reward_model=cfg.reward.model, strategy="pvar", budget=1, seed=0)
     assert [p.prompt_id for p in sel.picks if p.prompt_id == scored[0]] == [] and sel.taken == 1
     engine.dispose()
+
+
+def test_status_and_report_compare_pvar_with_audit_items(project, capsys, tmp_path):
+    """A planned round's outcomes written through the repositories: status (text and --json) and the report
+    give the same sentence; the numbers are those of the items in the database."""
+    from loop.evaluation.audit import newcombe
+    from loop.rounds.state import _plan_items
+    from storage.repositories.items import set_outcomes
+    from storage.statuses import ItemStatus
+
+    capsys.readouterr()
+    assert project.cli("status", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["audit"]["sentence"] == (
+        "Audit: cannot tell yet whether PVar items carry more signal than random ones: no audit item has an "
+        "outcome yet."
+    )
+    cfg = load_config(project.config, env={"PVAR_LOOP_DATABASE_URL": f"sqlite:///{project.db}"})
+    uow = _uow(project)
+    with uow() as s:
+        rnd = Round(
+            number=1, budget=5, strategy="pvar", seed=3, policy_in=initial_checkpoint_id(cfg.policy.model)
+        )
+        s.add(rnd)
+        s.flush()
+        _plan_items(s, cfg, rnd)
+        items = s.scalars(select(AnnotationItem)).all()
+        outcomes = [
+            (i.id, ItemStatus.UNDECIDED, None, {"a": 1, "b": 1})
+            if i.audit
+            else (i.id, ItemStatus.DECIDED, "a", {"a": 2})
+            for i in items
+        ]
+        assert set_outcomes(s, outcomes) == 5
+    lo, hi = newcombe(4, 4, 0, 1)
+    expected = (
+        f"PVar items: 100% decided vs 0% for audit items, +100 pts [{100 * lo:+.0f}, {100 * hi:+.0f}] "
+        "over 1 round"
+    )
+
+    assert project.cli("status", "--json") == 0
+    audit = json.loads(capsys.readouterr().out)["audit"]
+    assert audit["sentence"].startswith(expected)
+    cum = audit["cumulative"]
+    assert (cum["pvar"]["decided"]["x"], cum["pvar"]["decided"]["n"]) == (4, 4)
+    assert (cum["audit"]["decided"]["x"], cum["audit"]["decided"]["n"]) == (0, 1)
+    assert (cum["pvar"]["rm_agreement"]["x"], cum["pvar"]["rm_agreement"]["n"]) == (4, 4)
+    assert (cum["audit"]["annotator_agreement"]["x"], cum["audit"]["annotator_agreement"]["n"]) == (0, 1)
+    assert [r["round"] for r in audit["rounds"]] == [1]
+    assert project.cli("status") == 0
+    assert audit["sentence"] in capsys.readouterr().out
+
+    out = tmp_path / "report"
+    assert project.cli("report", "--out", str(out)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["audit"]["sentence"] == audit["sentence"]
+    assert audit["sentence"] in (out / "index.html").read_text()
