@@ -234,7 +234,8 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         budget=rnd.budget,
         seed=rnd.seed,
         arm=rnd.arm,
-        audit_fraction=cfg.selection.audit_fraction,
+        # Production rounds only: an experiment arm's strategy must stay pure, arms compare strategies already.
+        audit_fraction=cfg.selection.audit_fraction if rnd.arm == "main" else 0.0,
     )
     if chosen.shortfall:
         log.warning(

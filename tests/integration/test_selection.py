@@ -215,6 +215,15 @@ def test_planned_round_records_its_audit_items(project):
     assert written == len(rows) == 5 and sum(rows.values()) == 1
     assert {p for p, a in rows.items() if a} == {p.prompt_id for p in shown.picks if p.audit}
 
+    # An experiment arm's pvar round stays pure pvar: the arms are the comparison there.
+    with uow() as s:
+        rnd = Round(number=1, arm="exp-pvar", budget=5, strategy="pvar", seed=3, policy_in=checkpoint)
+        s.add(rnd)
+        s.flush()
+        assert _plan_items(s, cfg, rnd) == 5
+        arm_id = rnd.id
+    assert project.count("SELECT COUNT(*) FROM annotation_items WHERE round_id = ? AND audit", arm_id) == 0
+
 
 def test_select_errors_exit_2_without_traceback(tmp_path, tiny_models, capsys):
     fresh = make_project(tmp_path, tiny_models.policy_dir, tiny_models.reward_dir, 3)
