@@ -152,6 +152,13 @@ class SelectionConfig(_Section):
     seed: int = Field(
         0, description="Round seed (plus the round number): tie-breaks, the random strategy, A/B sides."
     )
+    audit_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of a pvar round's budget (rounded half up) drawn at random from the prompts PVar "
+        "did not pick, to compare PVar labels with random ones; 0 disables.",
+    )
 
 
 class ArgillaConfig(_Section):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -151,6 +152,9 @@ class AnnotationItem(Base):
     generation_a_id: Mapped[int] = mapped_column(ForeignKey("generations.id"), comment="highest reward")
     generation_b_id: Mapped[int] = mapped_column(ForeignKey("generations.id"), comment="lowest reward")
     swapped: Mapped[bool] = mapped_column(Boolean, default=False, comment="b shown as 'response_a'")
+    audit: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), comment="drawn at random outside the strategy's picks"
+    )
     argilla_record_id: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[ItemStatus] = mapped_column(
         StrEnumType(ItemStatus, 20), default=ItemStatus.PENDING, comment="pending|pushed|decided|undecided"

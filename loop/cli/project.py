@@ -101,10 +101,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from loop.cli.rounds import describe_next, rounds_with_next
+    from loop.evaluation.audit import audit_summary
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
     from storage.repositories import queries
+    from storage.repositories.items import audit_outcomes
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
@@ -119,6 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "operator_actions": queries.recent_actions(session),
             "scheduler": scheduler_status(session, cfg),
             "new_rounds": new_rounds_status(session, cfg),
+            "audit": audit_summary(audit_outcomes(session)),
         }
     if args.json:
         print_json(status)
@@ -130,6 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"unscored {pool['train_unscored']}"
     )
     print(f"labels collected: {status['labels']}")
+    print(status["audit"]["sentence"])
     print(_scheduler_line(status["scheduler"]))
     new = status["new_rounds"]
     if new["paused"]:

@@ -100,6 +100,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             strategy=strategy,
             budget=budget,
             seed=seed,
+            audit_fraction=sel.audit_fraction,
         )
     if args.json:
         print_json(selection.as_dict())
@@ -108,15 +109,21 @@ def cmd_select(args: argparse.Namespace) -> int:
         f"{strategy}, budget {budget}, seed {seed}: {len(selection.picks)} of {selection.pool} free scored "
         f"prompts ({selection.taken} taken by rounds or labelled, {selection.unscored} not scored yet)"
     )
+    if selection.audits:
+        print(
+            f"{selection.audits} of them (marked 'audit') drawn at random from the prompts {strategy} did not "
+            f"pick ([selection] audit_fraction = {selection.audit_fraction})"
+        )
     if selection.shortfall:
         print(
             f"note: the budget {budget} is larger than the pool of {selection.pool} free scored prompts; "
             f"all {selection.pool} would be selected ({selection.shortfall} short)"
         )
     if selection.picks:
-        print(f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'prompt id':<12}  prompt")
+        print(f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'pick':<5}  {'prompt id':<12}  prompt")
     for p in selection.picks:
         text = " ".join(p.text.split())
         text = text if len(text) <= 60 else text[:57] + "..."
-        print(f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {p.prompt_id[:12]:<12}  {text}")
+        pick = "audit" if p.audit else "top"
+        print(f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {pick:<5}  {p.prompt_id[:12]:<12}  {text}")
     return 0

@@ -97,6 +97,7 @@ class ReportData:
     other_eval_pairs: list[list[str]]  # (reference, judge) pairs left out of the curves
     curves: dict[str, list[CurvePoint]]
     verdict: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)  # PVar vs audit picks (loop.evaluation.audit)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from annotation.aggregate import agreement
 from loop.acquisition.strategies import Strategy
+from loop.evaluation.audit import audit_summary
 from loop.report.contents import CurvePoint, EvalPoint, PvarPool, ReportData, RoundPvar, RoundRow
 from loop.report.verdict import verdict
 from storage.models import Evaluation, Round
@@ -46,6 +47,7 @@ def collect(session: Session) -> ReportData:
         curves=curves,
     )
     data.verdict = verdict(data)
+    data.audit = audit_summary(items_repo.audit_outcomes(session))
     return data
 
 

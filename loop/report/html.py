@@ -204,6 +204,15 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
         f"<p>{escape(verdict.get('headline', ''))}</p></section>",
         _comparison_table(verdict),
     ]
+    if data.audit:
+        parts.append(
+            '<section class="audit"><h2>Live audit: PVar picks vs random audit picks</h2>'
+            f"<p>{escape(data.audit['sentence'])}</p>"
+            '<p class="note">Each pvar round labels a share of its budget ([selection] audit_fraction) '
+            "drawn at random from the prompts PVar did not pick; decided = a or b (not tie, not undecided); "
+            "95% interval of the difference by Newcombe's method. Per round, annotator and reward-model agreement: "
+            "report.json, key audit.</p></section>"
+        )
     if data.other_eval_pairs:
         others = "; ".join(f"{ref} / {judge}" for ref, judge in data.other_eval_pairs)
         parts.append(

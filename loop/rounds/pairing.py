@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -54,8 +54,10 @@ def create_items(
     checkpoint_id: str,
     reward_model: str,
     seed: int,
+    audit: Collection[str] = (),
 ) -> tuple[int, list[str]]:
-    """Insert one item per selected prompt (idempotent). Returns (items written, prompts skipped as ties)."""
+    """Insert one item per selected prompt (idempotent), flagged `audit` for the prompts in `audit` (the
+    random audit slice). Returns (items written, prompts skipped as ties)."""
     pairs = best_and_worst(session, prompt_ids, checkpoint_id, reward_model)
     rows = []
     for pid in prompt_ids:
@@ -71,6 +73,7 @@ def create_items(
                 "generation_a_id": best.id,
                 "generation_b_id": worst.id,
                 "swapped": swap_flag(seed, iid),
+                "audit": pid in audit,
                 "status": ItemStatus.PENDING,
                 "votes": {},
             }

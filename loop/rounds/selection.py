@@ -1,4 +1,5 @@
-"""Pick a round's prompts: the free scored pool of one (checkpoint, reward model) ranked by a strategy.
+"""Pick a round's prompts: the free scored pool of one (checkpoint, reward model) ranked by a strategy, plus
+(pvar rounds) an audit slice drawn at random from the prompts the strategy left, to check PVar's value live.
 
 Reads only; the round runner records the choice, `pvar-loop select` shows it.
 """
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
+from loop.acquisition.audit import audit_count, draw_audit
 from loop.acquisition.strategies import STRATEGIES, CandidateScores, Strategy, select
 from storage.errors import PvarLoopError
 from storage.repositories.candidates import candidate_scores, count_scored, scored_pairs
@@ -27,6 +29,7 @@ class Pick:
     pvar: float
     reward_gap: float
     text: str
+    audit: bool = False  # drawn at random from the prompts the strategy did not pick
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class Selection:
     taken: int  # scored prompts held by open rounds or already labelled
     unscored: int  # train prompts without a score for this checkpoint and reward model
     picks: list[Pick]
+    audit_fraction: float = 0.0
+
+    @property
+    def audits(self) -> int:
+        return sum(p.audit for p in self.picks)
 
     @property
     def shortfall(self) -> int:
@@ -57,6 +65,8 @@ class Selection:
             "taken": self.taken,
             "unscored": self.unscored,
             "shortfall": self.shortfall,
+            "audit_fraction": self.audit_fraction,
+            "audits": self.audits,
             "selected": [p.__dict__ for p in self.picks],
         }
 
@@ -70,8 +80,12 @@ def choose(
     budget: int,
     seed: int,
     arm: str = "main",
+    audit_fraction: float = 0.0,
 ) -> Selection:
-    """Rank the scored pool still free for `arm` with `strategy` and keep the best `budget` (all for 'full')."""
+    """Rank the scored pool still free for `arm` with `strategy` and keep the best `budget` (all for 'full').
+
+    With the pvar strategy, audit_count(budget, audit_fraction) of the budget are instead drawn uniformly (same
+    seeded Generator) from the pool the top slice left; they come last, marked audit=True."""
     if strategy not in STRATEGIES:
         raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(Strategy)}")
     strategy = Strategy(strategy)
@@ -90,12 +104,15 @@ def choose(
             np.array([r.reward_gap for r in rows]),
             np.array([r.disagree > 0 for r in rows]) if known else None,
         )
-        order = select(strategy, candidates, budget, np.random.default_rng(seed))
-        chosen = [rows[i] for i in order.tolist()]
-        texts = prompt_texts(session, [r.prompt_id for r in chosen])
+        rng = np.random.default_rng(seed)
+        n_audit = audit_count(budget, audit_fraction) if strategy == Strategy.PVAR else 0
+        order = select(strategy, candidates, budget - n_audit, rng)
+        audit = draw_audit(len(rows), order, n_audit, rng)
+        chosen = [(rows[i], False) for i in order.tolist()] + [(rows[i], True) for i in audit.tolist()]
+        texts = prompt_texts(session, [r.prompt_id for r, _ in chosen])
         picks = [
-            Pick(rank, r.prompt_id, r.pvar, r.reward_gap, texts[r.prompt_id])
-            for rank, r in enumerate(chosen, start=1)
+            Pick(rank, r.prompt_id, r.pvar, r.reward_gap, texts[r.prompt_id], is_audit)
+            for rank, (r, is_audit) in enumerate(chosen, start=1)
         ]
     return Selection(
         strategy=strategy,
@@ -107,6 +124,7 @@ def choose(
         taken=scored - len(rows),
         unscored=count_unscored(session, checkpoint_id, reward_model),
         picks=picks,
+        audit_fraction=audit_fraction if strategy == Strategy.PVAR else 0.0,
     )
 
 

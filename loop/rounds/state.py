@@ -234,6 +234,8 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         budget=rnd.budget,
         seed=rnd.seed,
         arm=rnd.arm,
+        # Production rounds only: an experiment arm's strategy must stay pure, arms compare strategies already.
+        audit_fraction=cfg.selection.audit_fraction if rnd.arm == "main" else 0.0,
     )
     if chosen.shortfall:
         log.warning(
@@ -249,6 +251,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         checkpoint_id=rnd.policy_in,
         reward_model=reward_model,
         seed=rnd.seed,
+        audit={p.prompt_id for p in chosen.picks if p.audit},
     )
     if ties:
         log.info(

@@ -296,3 +296,40 @@ def item_prompt_ids(session: Session) -> dict[int, list[str]]:
     for round_id, prompt_id in session.execute(select(AnnotationItem.round_id, AnnotationItem.prompt_id)):
         out.setdefault(round_id, []).append(prompt_id)
     return out
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    round_number: int
+    audit: bool
+    status: str  # decided | undecided
+    decision: str | None  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
+    votes: dict[str, int]
+
+
+def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
+    """Items with an outcome (decided or undecided) of the arm's pvar rounds that hold audit items, cancelled
+    and failed rounds left out: what the PVar-vs-audit comparison counts."""
+    audited = select(AnnotationItem.round_id).where(AnnotationItem.audit.is_(True)).distinct()
+    stmt = (
+        select(
+            Round.number,
+            AnnotationItem.audit,
+            AnnotationItem.status,
+            AnnotationItem.decision,
+            AnnotationItem.votes,
+        )
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .where(
+            Round.arm == arm,
+            Round.strategy == "pvar",
+            Round.status.not_in(RoundStatus.freeing_states()),
+            AnnotationItem.round_id.in_(audited),
+            AnnotationItem.status.in_((ItemStatus.DECIDED, ItemStatus.UNDECIDED)),
+        )
+        .order_by(Round.number, AnnotationItem.id)
+    )
+    return [
+        ItemOutcome(number, bool(audit), str(status), decision, dict(votes or {}))
+        for number, audit, status, decision, votes in session.execute(stmt)
+    ]

@@ -65,3 +65,19 @@ def test_quick_demo_runs_two_rounds_and_reports(tmp_path):
         p["eval"]["checkpoint_id"]: p["eval"]["win_rate"] for p in report["curves"]["main"] if p.get("eval")
     }
     assert curve == {cid: e.win_rate for cid, e in evals.items()}
+
+    # The audit slice: budget 8 at audit_fraction 0.1 -> 1 audit item per round (0.8 rounded half up); status
+    # and the report give the same one-sentence answer.
+    with uow() as s:
+        assert s.scalar(select(func.count()).where(AnnotationItem.audit.is_(True))) == 2
+    st = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "--config", str(data / "pvar-loop.toml"), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert st.returncode == 0, st.stderr[-3000:]
+    sentence = json.loads(st.stdout)["audit"]["sentence"]
+    assert sentence == report["audit"]["sentence"] and sentence in html
+    assert sentence.startswith(("PVar items:", "Audit: cannot tell yet"))

@@ -181,3 +181,42 @@ def test_annotators_cannot_read_rewards_or_the_swap(argilla_stack: ArgillaTarget
         queue = bot.pending(dataset.id, limit=50)  # what the annotation UI lists
     assert len(queue) == 4
     assert not any(set(REVEALING) & set(r.get("metadata") or {}) for r in queue)
+
+
+def test_audit_items_look_like_any_other_record(argilla_stack: ArgillaTarget, uow) -> None:
+    """The audit slice is labelled blind: through an annotator's key, an audit item's record has the same
+    fields, metadata keys and values (round, strategy) as the others, and sits in the same queue."""
+    items = make_round_items(uow, 6)
+    audit = set(items.item_ids[1::3])
+    with uow() as s:
+        s.execute(update(AnnotationItem).where(AnnotationItem.id.in_(audit)).values(audit=True))
+    dataset = ensure_dataset(owner(argilla_stack), unique("ds-audit"), argilla_stack.workspace)
+    assert push_items(uow, dataset, items.round_id).pushed == 6
+
+    who = annotator(argilla_stack, "blind")
+    as_annotator = {"X-Argilla-Api-Key": who.api_key}
+    with uow() as s:
+        stored = {i.id: (i.argilla_record_id, i.audit) for i in s.scalars(select(AnnotationItem))}
+    assert {i for i, (_, a) in stored.items() if a} == audit and len(audit) == 2
+    shapes = {}
+    for record_id, is_audit in stored.values():
+        got = httpx.get(f"{argilla_stack.url}/api/v1/records/{record_id}", headers=as_annotator)
+        assert got.status_code == 200, got.text
+        record = got.json()
+        metadata = record["metadata"] or {}
+        assert "audit" not in metadata and "audit" not in str(record["fields"]).lower()
+        shape = (
+            tuple(sorted(record)),
+            tuple(sorted(record["fields"])),
+            tuple(sorted(metadata)),
+            metadata.get("round"),
+            metadata.get("strategy"),
+        )  # NOT the "pvar" value: annotators can read it, and an audit pick's is below the round's cut
+        shapes.setdefault(shape, set()).add(is_audit)
+    assert list(shapes.values()) == [{False, True}]  # one shape, audit and non-audit records alike
+    with AnnotatorBot(argilla_stack.url, who.api_key, LookupJudge({})) as bot:
+        queue = bot.pending(dataset.id, limit=50)
+    ids = {rid: iid for iid, (rid, _) in stored.items()}
+    # All in the queue; the records go out in item-id (content hash) order, so the audit picks' last ranks in
+    # the selection do not reach Argilla either.
+    assert sorted(ids[r["id"]] for r in queue) == sorted(stored)

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from sqlalchemy import select, update
 
-from loop.config import parse_config
+from loop.config import load_config, parse_config
 from loop.rounds.scoring import score_with_config
 from loop.rounds.selection import SelectionError, choose
 from storage.db import UnitOfWork, make_engine, select_in
@@ -22,7 +22,7 @@ from storage.upsert import upsert
 from tests.integration.scoring_project import make_project, prompts
 
 N_PROMPTS = 10
-PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text"}
+PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text", "audit"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,8 @@ def test_json_shape_and_pvar_ranking(project, capsys):
         "taken",
         "unscored",
         "shortfall",
+        "audit_fraction",
+        "audits",
         "selected",
     }
     scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
@@ -147,6 +149,80 @@ def test_random_arm_is_reproducible_under_a_seed(project, capsys):
 
     assert pick(7) == pick(7)
     assert len({tuple(pick(s)) for s in range(5)}) > 1
+
+
+def test_pvar_budget_keeps_an_audit_slice_drawn_outside_the_top(project, capsys, tmp_path):
+    """Budget 5 at the default audit_fraction 0.1: 0.5 rounds half up to 1 audit pick, drawn at random
+    (seeded) from the prompts the top-4 PVar slice left; other strategies have no audit slice."""
+    scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
+    by_pvar = sorted(scored, key=scored.get, reverse=True)
+    drawn = set()
+    for seed in range(6):
+        out = _select(project, capsys, "--strategy", "pvar", "--budget", "5", "--seed", str(seed))
+        picks = out["selected"]
+        assert (out["audit_fraction"], out["audits"], len(picks)) == (0.1, 1, 5)
+        assert [p["audit"] for p in picks] == [False] * 4 + [True]
+        top = [p["prompt_id"] for p in picks[:4]]
+        assert sorted(scored[p] for p in top) == sorted(scored[p] for p in by_pvar[:4])
+        assert picks[4]["prompt_id"] not in top and picks[4]["rank"] == 5
+        drawn.add(picks[4]["prompt_id"])
+        again = _select(project, capsys, "--strategy", "pvar", "--budget", "5", "--seed", str(seed))
+        assert again["selected"] == picks
+    assert len(drawn) > 1  # the seed moves the draw
+    out = _select(project, capsys, "--strategy", "reward-gap", "--budget", "5")
+    assert out["audits"] == 0 and not any(p["audit"] for p in out["selected"])
+
+    capsys.readouterr()
+    assert project.cli("select", "--strategy", "pvar", "--budget", "5") == 0
+    text = capsys.readouterr().out
+    assert "1 of them (marked 'audit') drawn at random" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["rank", "pvar", "gap", "pick"])
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [r[3] for r in rows] == ["top"] * 4 + ["audit"]
+
+    off = tmp_path / "no-audit.toml"  # the template's config is shared: change a copy
+    off.write_text(project.config.read_text() + "\n[selection]\naudit_fraction = 0.0\n", encoding="utf-8")
+    out = _select(type(project)(project.root, off, project.db), capsys, "--strategy", "pvar", "--budget", "5")
+    assert out["audits"] == 0 and [p["pvar"] for p in out["selected"]] == [scored[p] for p in by_pvar[:5]]
+
+
+def test_planned_round_records_its_audit_items(project):
+    """The round runner's planning writes the audit flag on the items: 1 of a budget of 5 (pvar), the very
+    prompt `select` shows as audit for the round's seed."""
+    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.state import _plan_items
+
+    cfg = load_config(project.config, env={"PVAR_LOOP_DATABASE_URL": f"sqlite:///{project.db}"})
+    checkpoint = initial_checkpoint_id(cfg.policy.model)
+    uow = _uow(project)
+    with uow() as s:
+        shown = choose(
+            s,
+            checkpoint_id=checkpoint,
+            reward_model=reward_model_id(cfg),
+            strategy="pvar",
+            budget=5,
+            seed=3,
+            audit_fraction=cfg.selection.audit_fraction,
+        )
+    with uow() as s:
+        rnd = Round(number=1, budget=5, strategy="pvar", seed=3, policy_in=checkpoint)
+        s.add(rnd)
+        s.flush()
+        written = _plan_items(s, cfg, rnd)
+    rows = dict(project.query("SELECT prompt_id, audit FROM annotation_items"))
+    assert written == len(rows) == 5 and sum(rows.values()) == 1
+    assert {p for p, a in rows.items() if a} == {p.prompt_id for p in shown.picks if p.audit}
+
+    # An experiment arm's pvar round stays pure pvar: the arms are the comparison there.
+    with uow() as s:
+        rnd = Round(number=1, arm="exp-pvar", budget=5, strategy="pvar", seed=3, policy_in=checkpoint)
+        s.add(rnd)
+        s.flush()
+        assert _plan_items(s, cfg, rnd) == 5
+        arm_id = rnd.id
+    assert project.count("SELECT COUNT(*) FROM annotation_items WHERE round_id = ? AND audit", arm_id) == 0
 
 
 def test_select_errors_exit_2_without_traceback(tmp_path, tiny_models, capsys):
@@ -227,3 +303,59 @@ def test_score_and_select_on_postgres(postgres_url, tiny_models):
             choose(s, checkpoint_id="other", reward_model=cfg.reward.model, strategy="pvar", budget=1, seed=0)
     assert [p.prompt_id for p in sel.picks if p.prompt_id == scored[0]] == [] and sel.taken == 1
     engine.dispose()
+
+
+def test_status_and_report_compare_pvar_with_audit_items(project, capsys, tmp_path):
+    """A planned round's outcomes written through the repositories: status (text and --json) and the report
+    give the same sentence; the numbers are those of the items in the database."""
+    from loop.evaluation.audit import newcombe
+    from loop.rounds.state import _plan_items
+    from storage.repositories.items import set_outcomes
+    from storage.statuses import ItemStatus
+
+    capsys.readouterr()
+    assert project.cli("status", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["audit"]["sentence"] == (
+        "Audit: cannot tell yet whether PVar items carry more signal than random ones: no audit item has an "
+        "outcome yet."
+    )
+    cfg = load_config(project.config, env={"PVAR_LOOP_DATABASE_URL": f"sqlite:///{project.db}"})
+    uow = _uow(project)
+    with uow() as s:
+        rnd = Round(
+            number=1, budget=5, strategy="pvar", seed=3, policy_in=initial_checkpoint_id(cfg.policy.model)
+        )
+        s.add(rnd)
+        s.flush()
+        _plan_items(s, cfg, rnd)
+        items = s.scalars(select(AnnotationItem)).all()
+        outcomes = [
+            (i.id, ItemStatus.UNDECIDED, None, {"a": 1, "b": 1})
+            if i.audit
+            else (i.id, ItemStatus.DECIDED, "a", {"a": 2})
+            for i in items
+        ]
+        assert set_outcomes(s, outcomes) == 5
+    lo, hi = newcombe(4, 4, 0, 1)
+    expected = (
+        f"PVar items: 100% decided vs 0% for audit items, +100 pts [{100 * lo:+.0f}, {100 * hi:+.0f}] "
+        "over 1 round"
+    )
+
+    assert project.cli("status", "--json") == 0
+    audit = json.loads(capsys.readouterr().out)["audit"]
+    assert audit["sentence"].startswith(expected)
+    cum = audit["cumulative"]
+    assert (cum["pvar"]["decided"]["x"], cum["pvar"]["decided"]["n"]) == (4, 4)
+    assert (cum["audit"]["decided"]["x"], cum["audit"]["decided"]["n"]) == (0, 1)
+    assert (cum["pvar"]["rm_agreement"]["x"], cum["pvar"]["rm_agreement"]["n"]) == (4, 4)
+    assert (cum["audit"]["annotator_agreement"]["x"], cum["audit"]["annotator_agreement"]["n"]) == (0, 1)
+    assert [r["round"] for r in audit["rounds"]] == [1]
+    assert project.cli("status") == 0
+    assert audit["sentence"] in capsys.readouterr().out
+
+    out = tmp_path / "report"
+    assert project.cli("report", "--out", str(out)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["audit"]["sentence"] == audit["sentence"]
+    assert audit["sentence"] in (out / "index.html").read_text()

@@ -64,6 +64,9 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ('[selection]\nbudget = "ten"\n', "[selection] budget"),
         ("[selection]\nbudget = -1\n", "[selection] budget"),
         ("[generation]\ntop_p = 1.5\n", "[generation] top_p"),
+        ("[selection]\naudit_fraction = 1.0\n", "[selection] audit_fraction"),
+        ("[selection]\naudit_fraction = -0.1\n", "[selection] audit_fraction"),
+        ('[selection]\naudit_fraction = "10%"\n', "[selection] audit_fraction"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):

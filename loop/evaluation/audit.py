@@ -1,0 +1,143 @@
+"""Do PVar-picked labels carry more signal than random (audit) ones? Per round and cumulative, with 95%
+intervals: Wilson per group, Newcombe's hybrid score interval (his method 10) for the difference.
+
+Pure: takes one outcome per item (storage.repositories.items.audit_outcomes) and returns numbers and one
+sentence; numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from annotation.aggregate import CHOICES, agreement
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson(x: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for x successes out of n (n = 0: the uninformative [0, 1])."""
+    if n == 0:
+        return 0.0, 1.0
+    if not 0 <= x <= n:
+        raise ValueError(f"need 0 <= x <= n, got x={x}, n={n}")
+    p = x / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    return float(max((centre - half) / denom, 0.0)), float(min((centre + half) / denom, 1.0))
+
+
+def newcombe(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for p1 - p2 from the two Wilson intervals."""
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson(x1, n1, z)
+    l2, u2 = wilson(x2, n2, z)
+    d = p1 - p2
+    return (
+        float(d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)),
+        float(d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)),
+    )
+
+
+class ItemOutcome(Protocol):
+    round_number: int
+    audit: bool
+    status: str  # decided | undecided (items still waiting are not passed in)
+    decision: str | None  # a | b | tie; "a" = the selection reward model's higher-reward response won
+    votes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Rate:
+    x: int
+    n: int
+
+    @property
+    def value(self) -> float | None:
+        return self.x / self.n if self.n else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "n": self.n, "rate": self.value, "ci": list(wilson(self.x, self.n))}
+
+
+def _diff(pvar: Rate, audit: Rate) -> dict[str, Any] | None:
+    if not (pvar.n and audit.n):
+        return None
+    return {"diff": pvar.value - audit.value, "ci": list(newcombe(pvar.x, pvar.n, audit.x, audit.n))}
+
+
+def _votes(votes: dict[str, int]) -> list[str]:
+    return [c for c in CHOICES for _ in range(int(votes.get(c, 0)))]
+
+
+def compare(items: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """Three measures, PVar-picked vs audit: decided (a/b, not tie or undecided) among items with an outcome;
+    annotator agreement (items whose voters all agree, among items with 2+ votes; also aggregate.py's pairwise
+    agreement and Fleiss' kappa); reward-model agreement (decision "a") among decided a/b items."""
+    out: dict[str, Any] = {}
+    groups = {"pvar": [i for i in items if not i.audit], "audit": [i for i in items if i.audit]}
+    rates: dict[str, dict[str, Rate]] = {}
+    for name, group in groups.items():
+        decided = [i for i in group if i.status == "decided" and i.decision in ("a", "b")]
+        voted = [_votes(i.votes) for i in group]
+        multi = [v for v in voted if len(v) >= 2]
+        agr = agreement(voted)
+        rates[name] = {
+            "decided": Rate(len(decided), len(group)),
+            "annotator_agreement": Rate(sum(len(set(v)) == 1 for v in multi), len(multi)),
+            "rm_agreement": Rate(sum(i.decision == "a" for i in decided), len(decided)),
+        }
+        out[name] = {k: r.as_dict() for k, r in rates[name].items()}
+        out[name]["annotator_agreement"].update(pairwise=agr.pairwise, fleiss_kappa=agr.fleiss_kappa)
+    out["difference"] = {k: _diff(rates["pvar"][k], rates["audit"][k]) for k in rates["pvar"]}
+    return out
+
+
+def audit_summary(items: Iterable[ItemOutcome]) -> dict[str, Any]:
+    """Per round and cumulative comparison plus the one-sentence answer (`sentence`)."""
+    items = list(items)
+    rounds = sorted({i.round_number for i in items})
+    cumulative = compare(items)
+    return {
+        "rounds": [
+            {"round": r, **compare([i for i in items if i.round_number == r])}
+            for r in rounds
+            if any(i.audit for i in items if i.round_number == r)
+        ],
+        "cumulative": cumulative,
+        "sentence": sentence(cumulative, len(rounds)),
+    }
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+def _pts(v: float) -> str:
+    return f"{100 * v:+.0f}"
+
+
+def sentence(cumulative: dict[str, Any], rounds: int) -> str:
+    """Whether PVar-selected labels carry more signal (decided rate) than random ones so far, honestly."""
+    pvar, audit = cumulative["pvar"]["decided"], cumulative["audit"]["decided"]
+    cannot = "Audit: cannot tell yet whether PVar items carry more signal than random ones"
+    if audit["n"] == 0:
+        return f"{cannot}: no audit item has an outcome yet."
+    if pvar["n"] == 0:
+        return f"{cannot}: no PVar item has an outcome yet."
+    d = cumulative["difference"]["decided"]
+    lo, hi = d["ci"]
+    over = f"over {rounds} round{'s' if rounds != 1 else ''}"
+    facts = (
+        f"PVar items: {_pct(pvar['rate'])} decided vs {_pct(audit['rate'])} for audit items, "
+        f"{_pts(d['diff'])} pts [{_pts(lo)}, {_pts(hi)}] {over}"
+    )
+    if lo > 0:
+        return f"{facts}: PVar-selected labels carry more signal than random ones so far."
+    if hi < 0:
+        return f"{facts}: PVar-selected labels carry less signal than random ones so far."
+    return f"{facts}: cannot tell yet, the interval contains 0."
