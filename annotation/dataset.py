@@ -26,7 +26,7 @@ LABELS = {
     "b": "Response B is better",
     "tie": "Both are about equally good (or equally bad)",
 }
-METADATA = ("round", "strategy", "pvar")
+METADATA = ("round", "strategy")
 
 GUIDELINES = """\
 ## Which response is better?
@@ -105,7 +105,6 @@ def build_settings(client, min_submitted: int):
         metadata=[
             rg.IntegerMetadataProperty(name="round", title="Round", **hidden),
             rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
-            rg.FloatMetadataProperty(name="pvar", title="Preference variance", **hidden),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )

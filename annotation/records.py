@@ -28,13 +28,13 @@ def flip(choice: str, swapped: bool) -> str:
 def to_record(item: ItemContent) -> dict[str, Any]:
     """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk."""
     shown_a, shown_b = (item.text_b, item.text_a) if item.swapped else (item.text_a, item.text_b)
-    # Nothing that orders the two responses: an upsert replaces the metadata, so re-sending a record
-    # pushed by an older version (with rewards and the swap flag) removes them.
-    metadata = {"round": item.round_number, "strategy": item.strategy, "pvar": item.pvar}
+    # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
+    # metadata through the API): no rewards, no swap flag, no PVar. An upsert replaces the metadata, so
+    # re-sending a record pushed by an older version removes them.
     return {
         "external_id": item.id,
         "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},
-        "metadata": {k: v for k, v in metadata.items() if v is not None},
+        "metadata": {"round": item.round_number, "strategy": item.strategy},
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
+from storage.models import AnnotationItem, Generation, Label, Prompt, Round
 from storage.statuses import ItemStatus, RoundStatus
 from storage.upsert import upsert
 
@@ -31,7 +31,6 @@ class ItemContent:
     prompt: str
     text_a: str
     text_b: str
-    pvar: float | None
     argilla_record_id: str | None
 
 
@@ -150,7 +149,6 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
     rows = session.execute(stmt).all()
     if not rows:
         return []
-    pvars = _round_pvars(session, round_id, rows[0][6])
     return [
         ItemContent(
             id=item.id,
@@ -160,23 +158,10 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
             prompt=prompt,
             text_a=text_a,
             text_b=text_b,
-            pvar=pvars.get(item.prompt_id),
             argilla_record_id=item.argilla_record_id,
         )
         for item, prompt, text_a, text_b, number, strategy, _ in rows
     ]
-
-
-def _round_pvars(session: Session, round_id: int, checkpoint_id: str | None) -> dict[str, float]:
-    stmt = (
-        select(PromptScore.prompt_id, PromptScore.value)
-        .join(AnnotationItem, AnnotationItem.prompt_id == PromptScore.prompt_id)
-        .where(AnnotationItem.round_id == round_id, PromptScore.metric == "pvar")
-        .order_by(PromptScore.id)
-    )
-    if checkpoint_id is not None:
-        stmt = stmt.where(PromptScore.checkpoint_id == checkpoint_id)
-    return dict(session.execute(stmt).all())
 
 
 def mark_pushed(session: Session, record_ids: Mapping[str, str]) -> int:

@@ -22,7 +22,6 @@ def _item(swapped: bool) -> ItemContent:
         prompt="Why is the sky blue?",
         text_a="Rayleigh scattering.",
         text_b="Because it is.",
-        pvar=0.25,
         argilla_record_id=None,
     )
 
@@ -45,14 +44,9 @@ def test_record_shows_the_pair_in_swap_order_with_hidden_metadata() -> None:
     }
     assert swapped["fields"]["response_a"] == "Because it is."
     assert swapped["fields"]["response_b"] == "Rayleigh scattering."
-    # Nothing in the metadata says which side the reward model prefers (annotators can read it).
-    assert plain["metadata"] == swapped["metadata"] == {"round": 2, "strategy": "pvar", "pvar": 0.25}
-
-
-def test_missing_scores_are_left_out_of_metadata() -> None:
-    item = _item(False)
-    bare = ItemContent(**{**item.__dict__, "pvar": None})
-    assert set(to_record(bare)["metadata"]) == {"round", "strategy"}
+    # Nothing in the metadata says which side the reward model prefers, nor how high the prompt's PVar is (an
+    # audit pick's is below the round's cut): annotators can read metadata through Argilla's API.
+    assert plain["metadata"] == swapped["metadata"] == {"round": 2, "strategy": "pvar"}
 
 
 def _response(status: str, **values) -> dict:
