@@ -157,9 +157,11 @@ def train_dpo(
             "train_loss": run.train_loss,
             "seconds": run.seconds,
             "data_hash": data_hash,
+            "n_pairs": len(pairs),
+            "policy": str(policy_dir),
+            "reference": str(reference_dir),
+            "settings": settings.to_dict(),
         }
-        meta |= {"n_pairs": len(pairs), "policy": str(policy_dir), "reference": str(reference_dir)}
-        meta["settings"] = settings.to_dict()
         publish_checkpoint(checkpoint, output_dir, TRAIN_META_FILE, meta, "train_dpo")
     return result
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from loop.rounds.pairing import create_items
 from storage.models import AnnotationItem, Checkpoint, Generation, Prompt, PromptScore, RewardScore, Round
+from storage.statuses import RoundStatus
 from storage.upsert import upsert
 
 REWARD_MODEL = "test-rm"
@@ -30,9 +31,17 @@ def prompt_id(text: str) -> str:
 
 
 def make_round_items(
-    uow, n: int, *, round_number: int = 1, seed: int = 0, strategy: str = "pvar", tag: str = ""
+    uow,
+    n: int,
+    *,
+    round_number: int = 1,
+    seed: int = 0,
+    strategy: str = "pvar",
+    tag: str = "",
+    status: RoundStatus = RoundStatus.PLANNED,
 ) -> RoundItems:
-    """Insert n prompts with 3 generations each (rewards 0.1*i + {0, 1, 2}) and a round with n items."""
+    """Insert n prompts with 3 generations each (rewards 0.1*i + {0, 1, 2}) and a round with n items, in
+    `status` (COLLECTING for a round the CLI pushes by hand: a planned round has nothing to push yet)."""
     texts = [f"{tag}Question {round_number}.{i}: explain topic {i} briefly." for i in range(n)]
     pids = [prompt_id(t) for t in texts]
     with uow() as s:
@@ -45,7 +54,9 @@ def make_round_items(
                 for p, t in zip(pids, texts, strict=True)
             ],
         )
-        rnd = Round(number=round_number, budget=n, strategy=strategy, seed=seed, policy_in=CHECKPOINT)
+        rnd = Round(
+            number=round_number, budget=n, strategy=strategy, seed=seed, policy_in=CHECKPOINT, status=status
+        )
         s.add(rnd)
         s.flush()
         gens = [

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from loop.cli.app import main
-from storage.models import AnnotationItem, Label, Round
+from storage.models import AnnotationItem, Label
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items
@@ -38,9 +38,7 @@ def test_annotators_push_pull_commands(
     argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    items = make_round_items(uow, 6)
-    with uow() as s:  # its items are selected: the round collects (a planned round has nothing to push)
-        s.execute(update(Round).where(Round.id == items.round_id).values(status=RoundStatus.COLLECTING))
+    items = make_round_items(uow, 6, status=RoundStatus.COLLECTING)
     config = _project(tmp_path, monkeypatch, sqlite_url, unique("ds-cli"), argilla_stack.workspace)
     cli = ["--config", str(config)]
 

@@ -43,12 +43,6 @@ def _overlap_in_argilla(stack: ArgillaTarget, dataset_id: str) -> int:
     return r.json()["distribution"]["min_submitted"]
 
 
-def _collecting(uow, round_id: int) -> None:
-    """The round's items are selected and it collects (a planned round has nothing to push yet)."""
-    with uow() as s:
-        s.execute(update(Round).where(Round.id == round_id).values(status=RoundStatus.COLLECTING))
-
-
 def _min_submitted(uow, round_id: int) -> int | None:
     with uow() as s:
         return s.get(Round, round_id).min_submitted
@@ -66,8 +60,7 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
     first, second = annotator(argilla_stack, "first"), annotator(argilla_stack, "second")
 
     # Round 1 collects with min_submitted = 1: one answer per item decides it.
-    one = make_round_items(uow, 4, round_number=1)
-    _collecting(uow, one.round_id)
+    one = make_round_items(uow, 4, round_number=1, status=RoundStatus.COLLECTING)
     assert main([*cli, "push", "--round", "1"]) == 0
     assert _min_submitted(uow, one.round_id) == 1
     for _, _, _, record_id in _items(uow, one.round_id).values():
@@ -81,8 +74,7 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
 
     # The operator raises the overlap to 2; round 2 is the first to collect with it, and the dataset follows.
     _config(config, name, workspace, min_submitted=2)
-    two = make_round_items(uow, 2, round_number=2, tag="r2 ")
-    _collecting(uow, two.round_id)
+    two = make_round_items(uow, 2, round_number=2, tag="r2 ", status=RoundStatus.COLLECTING)
     assert main([*cli, "push", "--round", "2"]) == 0
     out = capsys.readouterr().out
     dataset_id = out.split("/dataset/")[1].split("/")[0]

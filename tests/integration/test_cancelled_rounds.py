@@ -37,11 +37,6 @@ def _project(tmp_path: Path, monkeypatch, sqlite_url: str, stack: ArgillaTarget)
     return ["--config", str(config)]
 
 
-def _collecting(uow, round_id: int) -> None:
-    with uow() as s:  # collecting: a by-hand push does not move it
-        s.get(Round, round_id).status = RoundStatus.COLLECTING
-
-
 def _push(cli: list[str], number: int, capsys) -> tuple[str, str]:
     assert main([*cli, "push", "--round", str(number)]) == 0
     out = capsys.readouterr().out
@@ -66,8 +61,7 @@ def _export(cli: list[str], out: Path, *flags: str) -> list[dict]:
 def test_cancel_withdraws_waiting_records_and_keeps_answers_out_of_training(
     argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    items = make_round_items(uow, 4)
-    _collecting(uow, items.round_id)
+    items = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
     cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack)
     dataset_id, _ = _push(cli, 1, capsys)
     records = _records(uow)
@@ -103,8 +97,7 @@ def test_cancel_withdraws_waiting_records_and_keeps_answers_out_of_training(
 def test_cancel_while_argilla_is_down_is_finished_by_the_next_pull(
     argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    items = make_round_items(uow, 3)
-    _collecting(uow, items.round_id)
+    items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
     cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack)
     dataset_id, _ = _push(cli, 1, capsys)
     records = _records(uow)
@@ -132,8 +125,7 @@ def test_cancel_while_argilla_is_down_is_finished_by_the_next_pull(
 def test_reselected_prompts_are_never_waiting_twice(
     argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    items = make_round_items(uow, 3)
-    _collecting(uow, items.round_id)
+    items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
     cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack)
     dataset_id, _ = _push(cli, 1, capsys)
     monkeypatch.setenv("PVAR_LOOP_ARGILLA_URL", f"http://127.0.0.1:{free_port()}")
@@ -145,7 +137,9 @@ def test_reselected_prompts_are_never_waiting_twice(
         prompt_ids = list(
             s.scalars(select(AnnotationItem.prompt_id).where(AnnotationItem.round_id == items.round_id))
         )
-        rnd = Round(number=2, budget=3, strategy="pvar", seed=1, policy_in=CHECKPOINT)
+        rnd = Round(
+            number=2, budget=3, strategy="pvar", seed=1, policy_in=CHECKPOINT, status=RoundStatus.COLLECTING
+        )
         s.add(rnd)
         s.flush()
         create_items(
@@ -157,7 +151,6 @@ def test_reselected_prompts_are_never_waiting_twice(
             seed=1,
         )
         round2 = rnd.id
-    _collecting(uow, round2)
     _, out = _push(cli, 2, capsys)
     assert "withdrew 3 waiting records of cancelled rounds from Argilla first" in out, out
     with uow() as s:
