@@ -1,0 +1,61 @@
+"""`pvar-loop sweep`: the powered label-efficiency experiment (PVar vs random across selection-RM quality,
+budgets and seeds; loop/experiment/sweep.py) and its report, regenerated from the database."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loop.cli.common import add_command, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from loop.experiment.sweep import PROFILES
+
+    s = add_command(
+        sub,
+        "sweep",
+        cmd_sweep,
+        help="the powered experiment: PVar vs random over selection-RM quality, budgets and seeds",
+        description="Simulated annotator on the demo world (never Argilla); every eval sample is stored, and "
+        "`sweep report` redoes the analysis from the database.",
+    )
+    sw = s.add_subparsers(dest="sweep_command", required=True)
+    run = sw.add_parser("run", help="set up the world once, then run every cell not finished yet")
+    run.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="standard",
+        help="standard: about 2 h on a 2-core CPU; large: a GPU machine (scripts/sweep-gpu); tiny: tests",
+    )
+    run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
+    run.add_argument(
+        "--model-cache", default="data/models", help="converted SmolLM2/MiniLM (default data/models)"
+    )
+    run.add_argument("--resume", action="store_true", help="finish the sweep in --data-dir (kept as it is)")
+    run.add_argument("--out", help="also write the report here (e.g. docs/experiment-results.md)")
+    rep = sw.add_parser("report", help="regenerate the results document and plots from the database")
+    rep.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
+    rep.add_argument(
+        "--out", default="docs/experiment-results.md", help="Markdown file; plots go to img/ beside it"
+    )
+    rep.add_argument(
+        "--bootstrap", type=positive_int, default=2000, help="bootstrap replicates (default 2000)"
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from loop.experiment.sweep import PROFILES
+    from loop.experiment.sweep_run import run, write_report
+
+    data_dir = Path(args.data_dir)
+    if args.sweep_command == "run":
+        statuses = run(data_dir, PROFILES[args.profile], Path(args.model_cache), resume=args.resume)
+        done = sum(s == "done" for s in statuses.values())
+        print(f"sweep: {done} of {len(statuses)} cells done")
+        out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"
+        path, _ = write_report(data_dir, out)
+    else:
+        path, _ = write_report(data_dir, Path(args.out), n_boot=args.bootstrap)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,167 @@
+"""The sweep's selection reward models, each scoring the SAME stored pool samples of the initial policy.
+
+- learned, one per seed: seed 0 is the world's MiniLM RM (loop/demo/run.py trains it on annotator labels of the
+  seed pool); seed s > 0 trains the same base on the same labels with training seed s (another RM draw).
+- stand-in-<agreement>, one per seed: gold + noise (loop/experiment/standin.py) with sigma calibrated on the
+  pool's samples to the target agreement, the noise drawn with the seed.
+Scores are stored under each RM's id (RewardScore.reward_model), so selection, pairing and the report read them
+like any reward model's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from loop.config import Config
+from loop.experiment.standin import (
+    StandInRewardModel,
+    gold_gaps,
+    measured_agreement,
+    noise_for_agreement,
+    standin_id,
+)
+from loop.experiment.sweep import LEARNED, SelectionRMs, SweepProfile
+from storage.db import UnitOfWork
+from storage.repositories.checkpoints import ensure_initial_checkpoint
+from storage.repositories.prompts import TRAIN, constraints_by_text, prompt_texts
+from storage.repositories.scores import scored_generations, scored_train_prompt_ids, train_samples
+
+log = logging.getLogger(__name__)
+
+ScoreService = Callable[[Config, UnitOfWork, str, int | None], None]
+
+
+def pool_gold(uow: UnitOfWork):
+    from loop.evaluation.verifier import gold_by_prompt
+
+    with uow() as session:
+        return gold_by_prompt(constraints_by_text(session, split=TRAIN))
+
+
+def learned_rm_dir(data_dir: Path, seed: int) -> Path:
+    return data_dir / "reward-models" / ("seed-rm" if seed == 0 else f"seed-rm-s{seed}")
+
+
+def train_learned_rm(data_dir: Path, model_cache: Path, seed: int, gold, *, max_length: int) -> Path:
+    """Another draw of the learned RM: the world's seed labels, training seed `seed` (once; kept on disk)."""
+    from loop.ml.dpo import PreferencePair
+    from loop.ml.offline_models import load_minilm_reward_backbone
+    from loop.ml.reward_model import train_reward_model
+    from loop.ml.settings import RewardTrainSettings
+
+    out = learned_rm_dir(data_dir, seed)
+    if out.exists():
+        return out
+    labels = data_dir / "reward-models" / "seed-rm-seed-labels.jsonl"
+    pairs = [PreferencePair(**json.loads(line)) for line in labels.read_text(encoding="utf-8").splitlines()]
+    result = train_reward_model(
+        pairs,
+        base_dir=load_minilm_reward_backbone(model_cache),
+        output_dir=out,
+        settings=RewardTrainSettings(
+            learning_rate=1e-4, epochs=4, batch_size=16, max_length=max_length, dtype="float32", seed=seed
+        ),
+        judge=gold,
+    )
+    log.info("learned RM seed %d: held-out agreement with the verifier %s", seed, result.judge_agreement)
+    return Path(result.checkpoint_dir)
+
+
+def standin_service(sigma: float, seed: int, model_id: str, gold) -> ScoreService:
+    """A round's score step for a stand-in RM: its scores of the stored initial samples (generates only what is
+    missing, which after the first RM is nothing)."""
+
+    def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int | None) -> None:
+        from loop.ml.generation import make_generator
+        from loop.rounds.scoring import _device, score_pool
+
+        g = cfg.generation
+        generator = make_generator(
+            g.backend,
+            model=cfg.policy.model,
+            dtype=cfg.policy.dtype,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            max_new_tokens=g.max_new_tokens,
+            batch_size=g.batch_size,
+            device=_device(),
+        )
+        try:
+            score_pool(
+                uow,
+                generator,
+                StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id),
+                checkpoint_id=checkpoint_id,
+                k=g.k,
+                seed=g.seed,
+                batch_size=g.batch_size,
+                progress=False,
+                round_id=round_id,
+            )
+        finally:
+            generator.close()
+
+    return score
+
+
+def rm_agreement(uow: UnitOfWork, checkpoint_id: str, reward_model: str, gold) -> tuple[float | None, int]:
+    """Measured agreement of one RM's stored scores with the gold, on the pool's within-prompt pairs."""
+    with uow() as session:
+        ids = scored_train_prompt_ids(session, checkpoint_id, reward_model)
+        texts = prompt_texts(session, ids)
+        samples: dict[str, list[tuple[str, float]]] = {}
+        for gen, score in scored_generations(session, ids, checkpoint_id, reward_model):
+            samples.setdefault(texts[gen.prompt_id], []).append((gen.text, score))
+    return measured_agreement(samples, gold)
+
+
+def prepare_selection_rms(
+    cfg: Config, uow: UnitOfWork, p: SweepProfile, data_dir: Path, model_cache: Path
+) -> tuple[SelectionRMs, Callable[[str, int], ScoreService]]:
+    """Sample and score the pool with every selection RM (idempotent) and return their ids and score services.
+
+    The first scoring pass samples the pool with the initial policy; every later RM reuses those samples."""
+    from loop.rounds import steps
+    from loop.rounds.scoring import score_with_config
+
+    gold = pool_gold(uow)
+    with uow() as session:
+        initial = ensure_initial_checkpoint(session, cfg.policy.model)
+    ids: dict[tuple[str, int], str] = {}
+    services: dict[tuple[str, int], ScoreService] = {}
+    facts: dict[str, dict] = {}
+    if p.learned:
+        for seed in p.seeds:
+            path = str(train_learned_rm(data_dir, model_cache, seed, gold, max_length=cfg.reward.max_length))
+            ids[(LEARNED, seed)] = path
+            rcfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"model": path})})
+            log.info(score_with_config(rcfg, uow, checkpoint_id=initial, progress=False).summary())
+            services[(LEARNED, seed)] = steps.score
+    if p.standins:
+        if not ids:  # no learned RM sampled the pool yet: a stand-in pass samples it
+            first = standin_service(1.0, p.seeds[0], "standin-calibration", gold)
+            first(cfg, uow, initial, None)
+        with uow() as session:
+            by_prompt: dict[str, list[float]] = {}
+            for text, _meta, _, response in train_samples(session, initial):
+                by_prompt.setdefault(text, []).append(gold(text, response))
+        gaps = gold_gaps([v for v in by_prompt.values() if None not in v])
+        for target in p.standins:
+            sigma = noise_for_agreement(gaps, target)
+            key = f"standin-{target:.2f}"
+            facts[key] = {"target_agreement": target, "sigma": sigma, "gold_pairs": int(gaps.size)}
+            for seed in p.seeds:
+                model_id = standin_id(target, seed)
+                ids[(key, seed)] = model_id
+                services[(key, seed)] = standin_service(sigma, seed, model_id, gold)
+                services[(key, seed)](cfg, uow, initial, None)
+    for (key, seed), model_id in ids.items():
+        agreement, n = rm_agreement(uow, initial, model_id, gold)
+        facts.setdefault(key, {}).setdefault("measured", {})[str(seed)] = {"agreement": agreement, "pairs": n}
+        log.info(
+            "selection RM %s seed %d: agreement with the gold %s on %d pool pairs", key, seed, agreement, n
+        )
+    return SelectionRMs(ids=ids, facts=facts), lambda rm, seed: services[(rm, seed)]

@@ -1,0 +1,223 @@
+"""The powered label-efficiency experiment: an RM-quality sweep in the paper's offline design.
+
+The pool is sampled ONCE with the initial policy (K responses per prompt, stored), and every selection reward
+model scores those same samples: stand-in RMs of controlled agreement with the annotator's gold
+(loop/experiment/standin.py) and learned MiniLM RMs (one per seed: the RM draw is part of what a seed varies).
+A cell is (RM, strategy, seed, budget): its arm selects `budget` prompts (pvar: top PVar under that RM; random:
+uniform with that seed), the in-process annotator labels the pair the RM shows (best vs worst by that RM), and
+DPO trains from the initial policy with that seed; the checkpoint is evaluated on the eval split with several
+samples per prompt against the initial policy (whose samples are cached). Each cell is one round of the ordinary
+round state machine under its own arm name, so a killed sweep resumes where it stopped (closed rounds are kept)
+and every number stays in the database for `pvar-loop sweep report` to re-analyse.
+
+Cells run headline-first (the largest budget for every RM), then the smaller budgets of the curve RM, so an
+interrupted sweep already answers the main question.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from loop.acquisition.strategies import Strategy
+from loop.config import Config
+from loop.demo.run import FULL, QUICK, Profile
+from loop.experiment.runner import ArmSpec, ExperimentError, arm_config, run_round, services_for
+from storage.db import UnitOfWork
+from storage.repositories.rounds import round_status
+
+log = logging.getLogger(__name__)
+
+LEARNED = "learned"
+ARMS = (Strategy.PVAR, Strategy.RANDOM)
+
+
+@dataclass(frozen=True)
+class SweepProfile:
+    """The sweep's size. world: the demo world it runs in (pool, eval split, seed pool for the learned RM,
+    K, sampling and DPO settings)."""
+
+    name: str
+    world: Profile
+    budgets: tuple[int, ...]
+    seeds: tuple[int, ...]
+    standins: tuple[float, ...]  # target agreements of the stand-in RMs
+    learned: bool  # also the learned MiniLM RM (one per seed)
+    curve_rm: str  # the RM whose arms run at every budget ("learned" or e.g. "standin-0.75")
+    samples_per_prompt: int  # eval samples per eval prompt
+    batch_size: int  # generation batch (pool sampling and evaluation)
+    backend: str = "transformers"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if sorted(set(self.budgets)) != list(self.budgets) or not self.budgets or self.budgets[0] < 1:
+            raise ExperimentError(
+                f"profile {self.name}: budgets must be ascending and >= 1, got {self.budgets}"
+            )
+        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
+            raise ExperimentError(f"profile {self.name}: seeds must be distinct, got {self.seeds}")
+        if self.curve_rm not in self.rm_keys:
+            raise ExperimentError(
+                f"profile {self.name}: curve_rm {self.curve_rm!r} is not one of {self.rm_keys}"
+            )
+
+    @property
+    def rm_keys(self) -> tuple[str, ...]:
+        return tuple(f"standin-{a:.2f}" for a in self.standins) + ((LEARNED,) if self.learned else ())
+
+
+# Sized from measured costs on the project's 2-core CPU (docs/experiment-results.md "Compute"): ~0.15 s per
+# sampled response at batch 32 and ~10 s per DPO step; 42 cells fit the 2-hour budget.
+STANDARD = SweepProfile(
+    name="standard",
+    world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=160, n_seed=384, budget=64, epochs=2),
+    budgets=(8, 16, 32, 64),
+    seeds=(0, 1, 2),
+    standins=(0.6, 0.75, 0.9),
+    learned=True,
+    curve_rm="standin-0.75",
+    samples_per_prompt=4,
+    batch_size=32,
+    note="2-core CPU, about 2 hours",
+)
+# For a GPU machine (scripts/sweep-gpu): the same design at the scale the issue asks for and beyond.
+LARGE = SweepProfile(
+    name="large",
+    world=dataclasses.replace(
+        FULL,
+        name="sweep-large",
+        n_train=2000,
+        n_eval=500,
+        n_seed=1536,
+        budget=400,
+        epochs=2,
+        max_new_tokens=64,
+    ),
+    budgets=(25, 50, 100, 200, 400),
+    seeds=(0, 1, 2, 3, 4),
+    standins=(0.6, 0.7, 0.8, 0.9),
+    learned=True,
+    curve_rm="learned",
+    samples_per_prompt=8,
+    batch_size=128,
+    note="one GPU, a few hours",
+)
+# Tests only: tiny random models, seconds per cell.
+TINY = SweepProfile(
+    name="tiny",
+    world=dataclasses.replace(QUICK, name="sweep-tiny", n_train=24, n_eval=6, budget=4, max_new_tokens=8),
+    budgets=(2, 4),
+    seeds=(0, 1),
+    standins=(0.75,),
+    learned=False,
+    curve_rm="standin-0.75",
+    samples_per_prompt=2,
+    batch_size=8,
+)
+PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    rm: str
+    strategy: Strategy
+    seed: int
+    budget: int
+
+    @property
+    def arm(self) -> str:
+        return f"{self.strategy}.{self.rm}.s{self.seed}.b{self.budget}"
+
+    @classmethod
+    def parse(cls, arm: str) -> Cell | None:
+        """The cell an arm name encodes, or None for an arm that is not a sweep cell."""
+        parts = arm.split(".")
+        if len(parts) < 4 or not parts[-2].startswith("s") or not parts[-1].startswith("b"):
+            return None
+        try:
+            strategy = Strategy(parts[0])
+            seed, budget = int(parts[-2][1:]), int(parts[-1][1:])
+        except ValueError:
+            return None
+        return cls(".".join(parts[1:-2]), strategy, seed, budget)
+
+
+def cells(p: SweepProfile) -> Iterator[Cell]:
+    """Headline first (largest budget, every RM), then the curve RM's smaller budgets, largest first."""
+    top = p.budgets[-1]
+    for rm in (p.curve_rm, *[r for r in p.rm_keys if r != p.curve_rm]):
+        for seed in p.seeds:
+            for strategy in ARMS:
+                yield Cell(rm, strategy, seed, top)
+    for budget in reversed(p.budgets[:-1]):
+        for seed in p.seeds:
+            for strategy in ARMS:
+                yield Cell(p.curve_rm, strategy, seed, budget)
+
+
+def sweep_config(cfg: Config, p: SweepProfile) -> Config:
+    """The world's config with the sweep's sampling/evaluation settings (applied in code, so --resume sees the
+    same settings without rewriting the file)."""
+    generation = cfg.generation.model_copy(update={"batch_size": p.batch_size, "backend": p.backend})
+    evaluation = cfg.evaluation.model_copy(
+        update={"judge": "verifier", "samples_per_prompt": p.samples_per_prompt}
+    )
+    return cfg.model_copy(update={"generation": generation, "evaluation": evaluation})
+
+
+@dataclass
+class SelectionRMs:
+    """The reward_model id of each (RM key, seed) and what the report needs to know about each RM."""
+
+    ids: dict[tuple[str, int], str]
+    facts: dict[str, dict]
+
+    def id(self, rm: str, seed: int) -> str:
+        return self.ids[(rm, seed)]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomically (temp file + rename): an interrupted sweep never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_cells(
+    cfg: Config,
+    uow: UnitOfWork,
+    p: SweepProfile,
+    rms: SelectionRMs,
+    annotator,
+    scorer_for: Callable[[str, int], Callable],
+    *,
+    on_cell: Callable[[Cell, str, float], None] | None = None,
+) -> dict[str, str]:
+    """Run every cell whose round is not closed yet (a rerun resumes); returns {arm: final status}."""
+    statuses = {}
+    for cell in cells(p):
+        with uow() as session:
+            done = round_status(session, 1, cell.arm)
+        if done is not None and done.is_closed:
+            statuses[cell.arm] = str(done)
+            continue
+        arm = ArmSpec(cell.arm, cell.strategy, cell.seed, {"training": {"seed": cell.seed}})
+        acfg = arm_config(cfg, arm, cell.budget)
+        reward = acfg.reward.model_copy(update={"model": rms.id(cell.rm, cell.seed)})
+        acfg = acfg.model_copy(update={"reward": reward})
+        t0 = time.perf_counter()
+        _, status = run_round(
+            uow, acfg, arm, services_for(arm, annotator, score=scorer_for(cell.rm, cell.seed))
+        )
+        wall = time.perf_counter() - t0
+        statuses[cell.arm] = str(status)
+        log.info("cell %s: %s in %.0f s", cell.arm, status, wall)
+        if on_cell is not None:
+            on_cell(cell, str(status), wall)
+    return statuses

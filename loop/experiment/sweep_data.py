@@ -1,0 +1,77 @@
+"""Read a sweep back from the database: per cell, its label counts and the per-eval-prompt mean judge score of
+its policy (the stored evaluation samples), so every figure of the report can be recomputed from the evidence.
+
+A cell whose round trained no checkpoint (no a/b decision among its labels) kept the initial policy: its scores
+are the initial policy's, which is what an operator would have deployed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from loop.experiment.sweep import Cell
+from storage.repositories import rounds as round_repo
+from storage.repositories.evaluations import find_evaluation, per_prompt_means
+from storage.repositories.rounds import RoundCounts
+from storage.statuses import RoundStatus
+
+JUDGE = "verifier"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    status: str
+    labels: int
+    decided_ab: int
+    ties: int
+    trained: bool
+    means: (
+        dict[str, float] | None
+    )  # eval prompt id -> mean judge score of the cell's policy; None: not evaluated
+    win_rate: float | None
+    wall_s: float | None
+
+
+def reference_means(session: Session, reference_id: str) -> dict[str, float] | None:
+    """The initial policy's per-prompt means, from any evaluation against it (they share the cached samples)."""
+    for rnd in round_repo.all_rounds(session):
+        if rnd.policy_out and rnd.policy_out != reference_id:
+            ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
+            if ev is not None:
+                return per_prompt_means(session, ev.id, side="reference")
+    return None
+
+
+def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult], dict[str, float] | None]:
+    """Every sweep cell in the database (arms that parse as cells), and the initial policy's means."""
+    ref = reference_means(session, reference_id)
+    rounds = [r for r in round_repo.all_rounds(session) if r.number == 1 and Cell.parse(r.arm)]
+    counts = round_repo.round_counts(session, [r.id for r in rounds])
+    out = []
+    for rnd in rounds:
+        c = counts.get(rnd.id, RoundCounts())
+        trained = bool(rnd.policy_out) and rnd.policy_out != rnd.policy_in
+        means, win = None, None
+        if trained:
+            ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
+            if ev is not None:
+                means, win = per_prompt_means(session, ev.id, side="policy"), ev.win_rate
+        elif rnd.status == RoundStatus.DONE:
+            means, win = ref, 0.5  # no training signal: the policy stayed the initial one
+        start, end = rnd.created_at, rnd.finished_at
+        out.append(
+            CellResult(
+                cell=Cell.parse(rnd.arm),
+                status=str(rnd.status),
+                labels=c.labels,
+                decided_ab=c.decided_ab,
+                ties=c.ties,
+                trained=trained,
+                means=means,
+                win_rate=win,
+                wall_s=(end - start).total_seconds() if start and end else None,
+            )
+        )
+    return out, ref

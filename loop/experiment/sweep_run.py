@@ -1,0 +1,151 @@
+"""`pvar-loop sweep run`: set up the world (once), the selection RMs (once), run the cells (resumable), write the
+report. Run facts (profile, timings, RM calibration) live in <data dir>/experiment/sweep.json next to the
+database that holds every result."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from loop.experiment.runner import ExperimentError
+from loop.experiment.sweep import SweepProfile, run_cells, sweep_config, write_json
+
+FACTS = Path("experiment") / "sweep.json"
+
+
+def _profile_facts(p: SweepProfile) -> dict:
+    w = p.world
+    return {
+        "name": p.name,
+        "n_train": w.n_train,
+        "n_eval": w.n_eval,
+        "n_seed": w.n_seed,
+        "k": w.k,
+        "max_new_tokens": w.max_new_tokens,
+        "budgets": list(p.budgets),
+        "seeds": list(p.seeds),
+        "standins": list(p.standins),
+        "learned": p.learned,
+        "curve_rm": p.curve_rm,
+        "samples_per_prompt": p.samples_per_prompt,
+    }
+
+
+def read_facts(data_dir: Path) -> dict:
+    path = data_dir / FACTS
+    if not path.exists():
+        raise ExperimentError(
+            f"{data_dir} holds no sweep ({FACTS} is missing): run `pvar-loop sweep run` first"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} CPU cores ({platform.machine()})"
+
+
+def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say=print) -> dict:
+    """The sweep's facts: a new world (never over an existing sweep) or the one --resume continues."""
+    from loop.demo.run import prepare_world
+
+    path = data_dir / FACTS
+    if path.exists():
+        if not resume:
+            raise ExperimentError(
+                f"{data_dir} holds a sweep already: add --resume to finish it, or choose another --data-dir"
+            )
+        facts = json.loads(path.read_text(encoding="utf-8"))
+        if facts["profile"]["name"] != p.name:
+            raise ExperimentError(
+                f"--profile {p.name}: {data_dir} holds a {facts['profile']['name']!r} sweep; resume it with "
+                f"--profile {facts['profile']['name']}"
+            )
+        return facts
+    if resume:
+        raise ExperimentError(f"--resume: {data_dir} holds no sweep to resume ({FACTS} is missing)")
+    t0 = time.perf_counter()
+    world = prepare_world(data_dir, p.world, model_cache, say=say)
+    facts = {
+        "profile": _profile_facts(p),
+        "config": str(world.config),
+        "config_name": os.path.relpath(world.config),
+        "command": f"pvar-loop sweep run --profile {p.name} --data-dir {os.path.relpath(data_dir)}",
+        "selection_rm_training": world.seed_summary,
+        "machine": _machine(),
+        "setup_s": time.perf_counter() - t0,
+        "wall_s": time.perf_counter() - t0,
+        "rms": {},
+    }
+    write_json(path, facts)
+    return facts
+
+
+def run(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say=print) -> dict:
+    """Everything `pvar-loop sweep run` does; returns {arm: status}."""
+    from loop.config import load_config
+    from loop.experiment.annotator import verifier_annotation
+    from loop.experiment.selection_rms import prepare_selection_rms
+    from storage.db import UnitOfWork, make_engine
+
+    data_dir = data_dir.resolve()
+    facts = start_or_resume(data_dir, p, model_cache, resume=resume, say=say)
+    cfg = sweep_config(load_config(Path(facts["config"])), p)
+    uow = UnitOfWork(make_engine(cfg.database_url))
+    t0 = time.perf_counter()
+    rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
+    facts["rms"] = rms.facts
+    facts["setup_s"] += time.perf_counter() - t0
+    facts["wall_s"] += time.perf_counter() - t0
+    write_json(data_dir / FACTS, facts)
+    say(f"[sweep] selection RMs ready: {', '.join(sorted(rms.facts))}")
+
+    def on_cell(cell, status: str, wall: float) -> None:
+        facts["wall_s"] += wall
+        write_json(data_dir / FACTS, facts)
+        say(f"[sweep] {cell.arm}: {status} in {wall:.0f} s (total {facts['wall_s'] / 60:.0f} min)")
+
+    return run_cells(cfg, uow, p, rms, verifier_annotation(uow), scorer_for, on_cell=on_cell)
+
+
+def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+    """Regenerate the results document (and its plots, next to it under img/) from the database."""
+    from loop.config import load_config
+    from loop.experiment.sweep_analysis import analyse
+    from loop.experiment.sweep_data import collect_cells
+    from loop.experiment.sweep_report import markdown, plot_curve, plot_dose_response
+    from storage.db import UnitOfWork, make_engine
+    from storage.repositories.checkpoints import initial_checkpoint_id
+
+    data_dir = data_dir.resolve()
+    facts = read_facts(data_dir)
+    cfg = load_config(Path(facts["config"]))
+    uow = UnitOfWork(make_engine(cfg.database_url))
+    with uow() as session:
+        results, ref = collect_cells(session, initial_checkpoint_id(cfg.policy.model))
+    if not results:
+        raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
+    agreements = {}
+    for rm, f in facts["rms"].items():
+        vals = [m["agreement"] for m in f.get("measured", {}).values() if m["agreement"] is not None]
+        agreements[rm] = sum(vals) / len(vals) if vals else None
+    prof = facts["profile"]
+    analysis = analyse(
+        results, budgets=prof["budgets"], curve_rm=prof["curve_rm"], agreements=agreements, n_boot=n_boot
+    )
+    initial = None if not ref else sum(ref.values()) / len(ref)
+    analysis["initial_mean"] = initial
+    out = out.resolve()
+    img = out.parent / "img"
+    stem = out.stem
+    curve = plot_curve(analysis, initial, img / f"{stem}-curve.png")
+    dose = plot_dose_response(analysis, img / f"{stem}-rm-quality.png")
+    rel = {k: os.path.relpath(v, out.parent) for k, v in (("curve", curve), ("dose", dose))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(markdown(analysis, facts, rel), encoding="utf-8")
+    tmp.replace(out)
+    write_json(out.with_suffix(".json"), {"facts": facts, "analysis": analysis})
+    return out, analysis

@@ -1,0 +1,148 @@
+"""The RM-quality sweep's pure parts: stand-in RMs of calibrated agreement, the cell grid, the statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from loop.acquisition.strategies import Strategy
+from loop.experiment.runner import ExperimentError
+from loop.experiment.standin import (
+    StandInError,
+    StandInRewardModel,
+    expected_agreement,
+    gold_gaps,
+    measured_agreement,
+    noise_for_agreement,
+)
+from loop.experiment.sweep import STANDARD, TINY, Cell, cells
+from loop.experiment.sweep_analysis import Bootstrap, analyse
+from loop.experiment.sweep_data import CellResult
+
+
+def _gold(prompt: str, response: str) -> float:
+    return float(response.count("x")) / 4
+
+
+@pytest.mark.parametrize("target", [0.6, 0.75, 0.9])
+def test_standin_noise_is_calibrated_to_the_target_agreement(target: float) -> None:
+    rng = np.random.default_rng(0)
+    samples = {
+        f"p{i}": [("x" * int(rng.integers(0, 5)) + f"-{j}", 0.0) for j in range(4)] for i in range(300)
+    }
+    gaps = gold_gaps([[_gold(p, t) for t, _ in rows] for p, rows in samples.items()])
+    sigma = noise_for_agreement(gaps, target)
+    assert expected_agreement(gaps, sigma) == pytest.approx(target, abs=1e-6)
+    rm = StandInRewardModel(_gold, sigma=sigma, seed=3, model_id="s")
+    scored = {
+        p: list(zip([t for t, _ in rows], rm.score([p] * len(rows), [t for t, _ in rows]), strict=True))
+        for p, rows in samples.items()
+    }
+    measured, n = measured_agreement(scored, _gold)
+    assert n == gaps.size
+    assert measured == pytest.approx(target, abs=0.03)  # one noise draw over ~1,300 pairs
+
+
+def test_standin_scores_are_deterministic_per_seed_and_differ_across_seeds() -> None:
+    a = StandInRewardModel(_gold, sigma=0.5, seed=0, model_id="a").score(["p", "q"], ["xx", "x"])
+    again = StandInRewardModel(_gold, sigma=0.5, seed=0, model_id="a").score(["p", "q"], ["xx", "x"])
+    other = StandInRewardModel(_gold, sigma=0.5, seed=1, model_id="a").score(["p", "q"], ["xx", "x"])
+    assert np.array_equal(a, again)
+    assert not np.allclose(a, other)
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 0.3])
+def test_standin_agreement_out_of_range_is_an_error(target: float) -> None:
+    with pytest.raises(StandInError, match="agreement must be in"):
+        noise_for_agreement(np.array([0.5]), target)
+
+
+def test_standin_without_distinguishable_pairs_is_an_error() -> None:
+    with pytest.raises(StandInError, match="no sample pair"):
+        noise_for_agreement(gold_gaps([[0.5, 0.5, 0.5]]), 0.75)
+
+
+def test_cell_names_round_trip_and_other_arms_are_not_cells() -> None:
+    c = Cell("standin-0.75", Strategy.PVAR, 2, 64)
+    assert Cell.parse(c.arm) == c
+    assert Cell.parse("random-s0") is None
+    assert Cell.parse("main") is None
+    assert Cell.parse("bogus.x.s1.b2") is None
+
+
+def test_cells_run_the_headline_first_and_cover_the_grid() -> None:
+    grid = list(cells(STANDARD))
+    top = STANDARD.budgets[-1]
+    n_rms = len(STANDARD.rm_keys)
+    per = len(STANDARD.seeds) * 2
+    assert len(grid) == len(set(grid)) == n_rms * per + (len(STANDARD.budgets) - 1) * per
+    assert all(c.budget == top for c in grid[: n_rms * per])
+    assert {c.rm for c in grid[n_rms * per :]} == {STANDARD.curve_rm}
+    assert grid[0].rm == STANDARD.curve_rm
+
+
+def test_profile_validation_names_the_bad_setting() -> None:
+    with pytest.raises(ExperimentError, match="curve_rm"):
+        dataclasses.replace(TINY, curve_rm="learned")
+    with pytest.raises(ExperimentError, match="budgets"):
+        dataclasses.replace(TINY, budgets=(4, 2))
+
+
+def _result(rm: str, strategy: Strategy, seed: int, budget: int, means: dict[str, float]) -> CellResult:
+    return CellResult(
+        Cell(rm, strategy, seed, budget), "done", budget, budget // 2, budget // 2, True, means, 0.5, 1.0
+    )
+
+
+def _world(pvar_level, random_level, prompts=40, seeds=3, budgets=(8, 16, 32, 64), noise=0.0):
+    rng = np.random.default_rng(1)
+    out = []
+    for s in range(seeds):
+        for b in budgets:
+            for strategy, level in ((Strategy.PVAR, pvar_level), (Strategy.RANDOM, random_level)):
+                means = {f"p{i}": level(b) + noise * rng.standard_normal() for i in range(prompts)}
+                out.append(_result("rm", strategy, s, b, means))
+    return out
+
+
+def test_constant_gap_gives_a_zero_width_paired_interval() -> None:
+    results = _world(lambda b: 0.5 + b / 1000, lambda b: 0.4 + b / 1000)
+    a = analyse(results, budgets=(8, 16, 32, 64), curve_rm="rm", agreements={"rm": 0.8}, n_boot=200)
+    for d in a["differences"]:
+        assert d["mean"] == pytest.approx(0.1)
+        assert d["low"] == pytest.approx(0.1) and d["high"] == pytest.approx(0.1)
+    assert a["dose_response"] == [d for d in a["differences"] if d["budget"] == 64]
+
+
+def test_labels_to_reach_interpolates_on_the_pvar_curve() -> None:
+    # pvar: 0.30, 0.40, 0.50, 0.60 at 8..64 labels; random reaches 0.45 at 64 -> pvar needs 24 labels
+    pvar = {8: 0.3, 16: 0.4, 32: 0.5, 64: 0.6}
+    results = _world(lambda b: pvar[b], lambda b: 0.45)
+    h = analyse(results, budgets=(8, 16, 32, 64), curve_rm="rm", agreements={}, n_boot=200)["headline"]
+    assert h["labels"] == pytest.approx(24.0)
+    assert h["low"] == pytest.approx(24.0) and h["high"] == pytest.approx(24.0)
+    assert h["share_reached"] == 1.0
+    assert h["saving"] == pytest.approx(1 - 24 / 64)
+
+
+def test_pvar_that_never_reaches_random_says_so() -> None:
+    results = _world(lambda b: 0.3, lambda b: 0.5)
+    h = analyse(results, budgets=(8, 16, 32, 64), curve_rm="rm", agreements={}, n_boot=200)["headline"]
+    assert h["labels"] is None and h["share_reached"] == 0.0
+
+
+def test_seed_to_seed_variance_widens_the_interval() -> None:
+    def spread(seed_sd: float) -> float:
+        out = []
+        for s in range(4):
+            shift = seed_sd * (s - 1.5)
+            for strategy, level in ((Strategy.PVAR, 0.5 + shift), (Strategy.RANDOM, 0.4)):
+                out.append(
+                    _result("rm", strategy, s, 64, {f"p{i}": level + 0.01 * (i % 3) for i in range(30)})
+                )
+        d = Bootstrap(out, n_boot=400).difference(("rm", "pvar", 64), ("rm", "random", 64))
+        return d.high - d.low
+
+    assert spread(0.05) > spread(0.0) + 0.02
