@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -208,7 +210,35 @@ class Evaluation(Base):
     ci_low: Mapped[float]
     ci_high: Mapped[float]
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reference_key: Mapped[str | None] = mapped_column(
+        String(HASH_LEN), index=True, comment="hash of what the reference's samples depend on (the cache key)"
+    )
+    reference_samples_id: Mapped[int | None] = mapped_column(
+        ForeignKey("evaluations.id"), comment="evaluation whose reference rows this one reuses; NULL: its own"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationSample(Base):
+    """One sampled response of an evaluation: the policy's or the reference's sample_index-th response to an
+    eval prompt, with its sampling seed and the judge's score. The evidence behind an Evaluation's means."""
+
+    __tablename__ = "evaluation_samples"
+    __table_args__ = (
+        UniqueConstraint(
+            "evaluation_id", "prompt_id", "side", "sample_index", name="uq_evaluation_samples_sample"
+        ),
+        CheckConstraint("side IN ('policy', 'reference')", name="side"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"), index=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
+    side: Mapped[str] = mapped_column(String(16), comment="policy|reference")
+    sample_index: Mapped[int]
+    seed: Mapped[int] = mapped_column(BigInteger, comment="seed the generator drew this sample index with")
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int]
+    score: Mapped[float] = mapped_column(Float, comment="the evaluation's judge score")
 
 
 class LoopSetting(Base):

@@ -64,3 +64,56 @@ def test_refuses_database_at_an_unknown_revision_as_newer(sqlite_url):
         with pytest.raises(DatabaseNotAtHead, match="newer"):
             migrate(engine)
     assert current_revision(engine) == "zz99"
+
+
+def _evaluation_samples_round_trip(url: str) -> None:
+    """0004 on a database with an evaluation: the evaluation keeps its means (no key, no rows); samples can
+    be written; downgrading drops them and the new columns, upgrading again restores an empty table."""
+    engine = make_engine(url)
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO checkpoints (id, path, label_count, created_at) VALUES ('c', 'p', 0, '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO prompts (id, text, source, split, metadata, created_at) "
+            "VALUES ('q', 'Q?', 't', 'eval', '{}', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO evaluations (id, checkpoint_id, reference_id, judge, n_prompts, win_rate, ci_low, "
+            "ci_high, details, created_at) VALUES (1, 'c', 'c', 'verifier', 1, 0.5, 0.5, 0.5, "
+            "'{\"policy_mean\": 0.25}', '2026-01-01')"
+        )
+    upgrade(engine)
+    with engine.begin() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT win_rate, reference_key, reference_samples_id FROM evaluations WHERE id = 1"
+        ).one()
+        assert tuple(row) == (0.5, None, None)
+        conn.exec_driver_sql(
+            "INSERT INTO evaluation_samples (evaluation_id, prompt_id, side, sample_index, seed, text, "
+            "n_tokens, score) VALUES (1, 'q', 'policy', 0, 9223372036854775807, 'a', 1, 0.5)"
+        )
+    with pytest.raises(Exception, match="(?i)check|constraint"), engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO evaluation_samples (evaluation_id, prompt_id, side, sample_index, seed, text, "
+            "n_tokens, score) VALUES (1, 'q', 'judge', 0, 1, 'a', 1, 0.5)"
+        )
+    downgrade(engine, "0003")
+    assert "evaluation_samples" not in inspect(engine).get_table_names()
+    assert "reference_key" not in {c["name"] for c in inspect(engine).get_columns("evaluations")}
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT win_rate FROM evaluations WHERE id = 1").scalar() == 0.5
+    upgrade(engine)
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM evaluation_samples").scalar() == 0
+    engine.dispose()
+
+
+def test_sqlite_evaluation_samples_up_down_up(sqlite_url):
+    _evaluation_samples_round_trip(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_postgres_evaluation_samples_up_down_up(postgres_url):
+    _evaluation_samples_round_trip(postgres_url)
