@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model-cache", default="data/models", help="converted SmolLM2/MiniLM (default data/models)"
     )
     run.add_argument("--resume", action="store_true", help="finish the sweep in --data-dir (kept as it is)")
+    run.add_argument(
+        "--max-cells",
+        type=positive_int,
+        help="run at most this many cells now (time-boxing; --resume goes on)",
+    )
     run.add_argument("--out", help="also write the report here (e.g. docs/experiment-results.md)")
     rep = sw.add_parser("report", help="regenerate the results document and plots from the database")
     rep.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
@@ -50,7 +55,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir)
     if args.sweep_command == "run":
-        statuses = run(data_dir, PROFILES[args.profile], Path(args.model_cache), resume=args.resume)
+        statuses = run(
+            data_dir,
+            PROFILES[args.profile],
+            Path(args.model_cache),
+            resume=args.resume,
+            max_cells=args.max_cells,
+        )
         done = sum(s == "done" for s in statuses.values())
         print(f"sweep: {done} of {len(statuses)} cells done")
         out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"

@@ -198,15 +198,21 @@ def run_cells(
     scorer_for: Callable[[str, int], Callable],
     *,
     on_cell: Callable[[Cell, str, float], None] | None = None,
+    max_cells: int | None = None,
 ) -> dict[str, str]:
-    """Run every cell whose round is not closed yet (a rerun resumes); returns {arm: final status}."""
-    statuses = {}
+    """Run every cell whose round is not closed yet (a rerun resumes), at most max_cells of them this time;
+    returns {arm: status} of every cell ("not run" for those left for later)."""
+    statuses, ran = {}, 0
     for cell in cells(p):
         with uow() as session:
             done = round_status(session, 1, cell.arm)
         if done is not None and done.is_closed:
             statuses[cell.arm] = str(done)
             continue
+        if max_cells is not None and ran >= max_cells:
+            statuses[cell.arm] = "not run"
+            continue
+        ran += 1
         arm = ArmSpec(cell.arm, cell.strategy, cell.seed, {"training": {"seed": cell.seed}})
         acfg = arm_config(cfg, arm, cell.budget)
         reward = acfg.reward.model_copy(update={"model": rms.id(cell.rm, cell.seed)})

@@ -83,7 +83,15 @@ def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resum
     return facts
 
 
-def run(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say=print) -> dict:
+def run(
+    data_dir: Path,
+    p: SweepProfile,
+    model_cache: Path,
+    *,
+    resume: bool,
+    max_cells: int | None = None,
+    say=print,
+) -> dict:
     """Everything `pvar-loop sweep run` does; returns {arm: status}."""
     from loop.config import load_config
     from loop.experiment.annotator import verifier_annotation
@@ -107,7 +115,9 @@ def run(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say
         write_json(data_dir / FACTS, facts)
         say(f"[sweep] {cell.arm}: {status} in {wall:.0f} s (total {facts['wall_s'] / 60:.0f} min)")
 
-    return run_cells(cfg, uow, p, rms, verifier_annotation(uow), scorer_for, on_cell=on_cell)
+    return run_cells(
+        cfg, uow, p, rms, verifier_annotation(uow), scorer_for, on_cell=on_cell, max_cells=max_cells
+    )
 
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
