@@ -233,6 +233,12 @@ class EvaluationConfig(_Section):
         description="Win-rate judge: the [reward] model, or the rule verifier (eval prompts' constraints).",
     )
     max_new_tokens: int = Field(128, gt=0, description="Longest response sampled per eval prompt, in tokens.")
+    samples_per_prompt: int = Field(
+        4,
+        ge=1,
+        description="Responses sampled per eval prompt from the policy and from the reference (each judged; "
+        "stored as evidence). More samples, tighter per-prompt means; evaluation time grows in proportion.",
+    )
     n_bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the win rate's 95% interval.")
     seed: int = Field(1, description="Seed for evaluation sampling and the bootstrap.")
 

@@ -1,4 +1,10 @@
-"""Judge-agnostic evaluation: head-to-head win rate of a policy against the reference, with a bootstrap CI.
+"""Judge-agnostic evaluation: head-to-head win rate of a policy against the reference and both sides' mean
+judge score, each with a bootstrap CI over prompts.
+
+Each side samples samples_per_prompt responses per eval prompt; sample i is drawn with a seed that depends on
+(evaluation seed, side, i) only (sample_seeds), so every checkpoint evaluated with one seed draws its i-th
+samples with the same seeds (common random numbers across checkpoints), while the policy and the reference
+draw independently of each other.
 
 A judge says how good a response is, higher is better: a rule verifier's 0/1 or a reward model's raw score.
 It is either a callable judge(prompt, response) -> float or a batch scorer with score(prompts, responses)
@@ -13,12 +19,12 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from loop.config import EvaluationConfig, GenerationConfig, PolicyConfig
+from loop.evaluation.paired import Interval, mean_interval
 
 
 class BatchJudge(Protocol):
@@ -39,24 +45,25 @@ class WinRate:
 
 
 def win_rate(
-    policy_scores: Sequence[float],
-    reference_scores: Sequence[float],
+    policy_scores: Sequence[float] | Sequence[Sequence[float]],
+    reference_scores: Sequence[float] | Sequence[Sequence[float]],
     *,
     n_bootstrap: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
     tie_tolerance: float = 0.0,
 ) -> WinRate:
-    """Win rate of the policy over the reference from paired per-prompt judge scores.
+    """Win rate of the policy over the reference from paired judge scores: one per prompt, or a row per prompt
+    of samples (policy sample i meets reference sample i; a prompt's outcome is the mean over its samples).
 
     Prompts are the resampling unit of the bootstrap. Scores within tie_tolerance of each other are a tie.
     """
     policy = np.asarray(policy_scores, dtype=float)
     reference = np.asarray(reference_scores, dtype=float)
-    if policy.ndim != 1 or policy.shape != reference.shape:
+    if policy.ndim not in (1, 2) or policy.shape != reference.shape:
         raise ValueError(
-            f"win_rate: policy_scores and reference_scores must be 1-D and the same length, "
-            f"got shapes {policy.shape} and {reference.shape}"
+            f"win_rate: policy_scores and reference_scores must be 1-D (prompts) or 2-D (prompts x samples) "
+            f"and the same shape, got shapes {policy.shape} and {reference.shape}"
         )
     if policy.size == 0:
         raise ValueError("win_rate: no scores given (need at least one prompt)")
@@ -71,6 +78,8 @@ def win_rate(
 
     diff = policy - reference
     outcomes = np.where(np.abs(diff) <= tie_tolerance, 0.5, np.where(diff > 0, 1.0, 0.0))
+    if outcomes.ndim == 2:
+        outcomes = outcomes.mean(axis=1)
     rng = np.random.default_rng(seed)
     n = outcomes.size
     means = outcomes[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
@@ -82,33 +91,63 @@ def win_rate(
 
 
 @dataclass(frozen=True)
+class SideSamples:
+    """One model's samples on the eval prompts: texts[p][i] is prompt p's sample i, drawn with seeds[i],
+    n_tokens[p][i] long, judged scores[p][i]."""
+
+    texts: list[list[str]]
+    n_tokens: list[list[int]]
+    scores: list[list[float]]
+    seeds: list[int]
+
+    @property
+    def per_prompt_means(self) -> list[float]:
+        return [sum(row) / len(row) for row in self.scores]
+
+    @property
+    def mean(self) -> float:
+        means = self.per_prompt_means
+        return sum(means) / len(means)
+
+
+@dataclass(frozen=True)
 class PolicyEvaluation:
-    """Responses, judge scores and the resulting win rate of one policy-vs-reference evaluation."""
+    """Samples, judge scores, win rate and mean scores of one policy-vs-reference evaluation."""
 
     win_rate: WinRate
+    policy_score: Interval  # mean judge score of the policy's samples, bootstrap over prompts
+    reference_score: Interval
     prompts: list[str]
-    policy_responses: list[str]
-    reference_responses: list[str]
-    policy_scores: list[float]
-    reference_scores: list[float]
+    policy: SideSamples
+    reference: SideSamples
+    reference_reused: bool  # the reference's samples were given (already sampled and judged), not drawn
 
 
 # Config defaults of the knobs evaluate_policies takes (one source of truth: loop.config).
 _EVALUATION, _GENERATION, _POLICY = EvaluationConfig(), GenerationConfig(), PolicyConfig()
 
+SIDES = ("policy", "reference")
 
-def sampling_seeds(seed: int) -> tuple[int, int]:
-    """Two independent generator seeds (policy, reference) derived from one evaluation seed."""
-    policy_state, reference_state = (s.generate_state(1)[0] for s in np.random.SeedSequence(seed).spawn(2))
-    return int(policy_state), int(reference_state)
+
+def sample_seeds(seed: int, side: str, n: int) -> list[int]:
+    """The generator seed of each sample index of one side: a 63-bit hash of (evaluation seed, side, index),
+    so sample i does not depend on how many samples are drawn, and every checkpoint's policy side shares
+    them (common random numbers), while the reference side draws independently."""
+    if side not in SIDES:
+        raise ValueError(f"sample_seeds: side must be one of {SIDES}, got {side!r}")
+    return [
+        int.from_bytes(hashlib.sha256(f"{seed}:{side}:{i}".encode()).digest()[:8], "big") >> 1
+        for i in range(n)
+    ]
 
 
 def evaluate_policies(
     eval_prompts: Sequence[str],
     policy_dir: str | os.PathLike,
-    reference_dir: str | os.PathLike,
+    reference_dir: str | os.PathLike | None,
     judge: Judge,
     *,
+    samples_per_prompt: int = _EVALUATION.samples_per_prompt,
     max_new_tokens: int = _EVALUATION.max_new_tokens,
     temperature: float = _GENERATION.temperature,
     top_p: float = _GENERATION.top_p,
@@ -118,19 +157,23 @@ def evaluate_policies(
     device: str = "cpu",
     seed: int = _EVALUATION.seed,
     n_bootstrap: int = _EVALUATION.n_bootstrap,
+    reference: SideSamples | None = None,
 ) -> PolicyEvaluation:
-    """Sample one response per prompt from each model, judge both, and return the policy's win rate.
+    """Sample samples_per_prompt responses per prompt from each model, judge them all, and return the
+    policy's win rate (sample i against sample i) and both sides' mean scores.
 
     The defaults are the config's ([evaluation], [generation] sampling, [policy] dtype), as
-    loop.rounds.evaluating passes them.
+    loop.rounds.evaluating passes them. `reference`, when given, is the reference's samples from an earlier
+    evaluation made the same way: the reference is then neither loaded nor judged (reference_dir unused).
 
-    Policy and reference sample with independent seeds (see sampling_seeds), so evaluating the reference
+    Policy and reference sample with independent seeds (see sample_seeds), so evaluating the reference
     against itself measures pure sampling noise: its CI should contain 0.5.
     """
     prompts = list(eval_prompts)
     if not prompts:
         raise ValueError("evaluate_policies: no evaluation prompts given")
-    policy_seed, reference_seed = sampling_seeds(seed)
+    if samples_per_prompt < 1:
+        raise ValueError(f"evaluate_policies: samples_per_prompt must be >= 1, got {samples_per_prompt}")
     knobs = {
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
@@ -140,19 +183,55 @@ def evaluate_policies(
         "backend": backend,
         "device": device,
     }
-    policy_responses = _sample_one_each(policy_dir, prompts, seed=policy_seed, **knobs)
-    reference_responses = _reference_responses(reference_dir, prompts, seed=reference_seed, **knobs)
-    policy_scores = _judge_all(judge, prompts, policy_responses)
-    reference_scores = _judge_all(judge, prompts, reference_responses)
-    result = win_rate(policy_scores, reference_scores, n_bootstrap=n_bootstrap, seed=seed)
+    policy = _sample_side(policy_dir, prompts, judge, sample_seeds(seed, "policy", samples_per_prompt), knobs)
+    reused = reference is not None
+    if reference is None:
+        if reference_dir is None:
+            raise ValueError("evaluate_policies: give reference_dir or the reference's samples")
+        seeds = sample_seeds(seed, "reference", samples_per_prompt)
+        reference = _sample_side(reference_dir, prompts, judge, seeds, knobs)
+    elif len(reference.scores) != len(prompts) or any(len(r) != samples_per_prompt for r in reference.scores):
+        raise ValueError(
+            f"evaluate_policies: the given reference samples are not {len(prompts)} prompts x "
+            f"{samples_per_prompt} samples"
+        )
     return PolicyEvaluation(
-        win_rate=result,
+        win_rate=win_rate(policy.scores, reference.scores, n_bootstrap=n_bootstrap, seed=seed),
+        policy_score=mean_interval(policy.per_prompt_means, n_boot=n_bootstrap, seed=seed),
+        reference_score=mean_interval(reference.per_prompt_means, n_boot=n_bootstrap, seed=seed),
         prompts=prompts,
-        policy_responses=policy_responses,
-        reference_responses=reference_responses,
-        policy_scores=policy_scores,
-        reference_scores=reference_scores,
+        policy=policy,
+        reference=reference,
+        reference_reused=reused,
     )
+
+
+def _sample_side(model_dir, prompts: list[str], judge: Judge, seeds: list[int], knobs: dict) -> SideSamples:
+    """len(seeds) samples per prompt (one generate call per sample index and seed), judged in one pass."""
+    from loop.ml.generation import make_generator
+
+    generator = make_generator(knobs["backend"], model=str(model_dir), **_without(knobs, "backend"))
+    try:
+        draws = [generator.generate(prompts, k=1, seed=s) for s in seeds]  # draws[i][p][0]
+    finally:
+        generator.close()  # free one model before the other is loaded
+    samples = [[draws[i][p][0] for i in range(len(seeds))] for p in range(len(prompts))]
+    n = len(seeds)
+    flat_scores = _judge_all(
+        judge,
+        [p for p in prompts for _ in range(n)],
+        [s.text for row in samples for s in row],
+    )
+    return SideSamples(
+        texts=[[s.text for s in row] for row in samples],
+        n_tokens=[[s.n_tokens for s in row] for row in samples],
+        scores=[flat_scores[p * n : (p + 1) * n] for p in range(len(prompts))],
+        seeds=list(seeds),
+    )
+
+
+def _without(knobs: dict, key: str) -> dict:
+    return {k: v for k, v in knobs.items() if k != key}
 
 
 def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[float]:
@@ -171,46 +250,6 @@ def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[f
     for i, score in enumerate(scores):
         if not math.isfinite(score):
             raise ValueError(
-                f"evaluate_policies: judge returned {score} for prompt #{i} ({prompts[i][:60]!r})"
+                f"evaluate_policies: judge returned {score} for response #{i} ({prompts[i][:60]!r})"
             )
     return scores
-
-
-_REFERENCE_CACHE: dict[tuple, list[str]] = {}
-_REFERENCE_CACHE_SIZE = 4
-
-
-def _reference_responses(model_dir, prompts: list[str], **knobs) -> list[str]:
-    """The reference's samples, memoised in-process: every round's evaluation samples the same reference on the
-    same prompts with the same seed, and sampling is deterministic for that, so one draw serves them all (the
-    scheduler and `pvar-loop experiment` evaluate many checkpoints in one process). The key includes the
-    weights' modification times, so a reference rewritten in place is sampled again."""
-    path = Path(model_dir)
-    stamps = (
-        tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.glob("*.safetensors")))
-        if path.is_dir()
-        else ()
-    )
-    digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
-    key = (
-        str(path.resolve()) if path.exists() else str(model_dir),
-        stamps,
-        digest,
-        tuple(sorted(knobs.items())),
-    )
-    if key not in _REFERENCE_CACHE:
-        if len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
-            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-        _REFERENCE_CACHE[key] = _sample_one_each(model_dir, prompts, **knobs)
-    return list(_REFERENCE_CACHE[key])
-
-
-def _sample_one_each(model_dir, prompts: list[str], *, seed: int, backend: str, **knobs) -> list[str]:
-    from loop.ml.generation import make_generator
-
-    generator = make_generator(backend, model=str(model_dir), **knobs)
-    try:
-        samples = generator.generate(prompts, k=1, seed=seed)
-    finally:
-        generator.close()  # free one model before the other is loaded
-    return [per_prompt[0].text for per_prompt in samples]

@@ -1,17 +1,22 @@
-"""Evaluating a round's checkpoint: win rate against the initial policy on the eval split, judged by the
-rule-based verifier or a reward model, stored once per (checkpoint, reference, judge)."""
+"""Evaluating a round's checkpoint against the initial policy on the eval split, judged by the rule-based
+verifier or a reward model, stored once per (checkpoint, reference, judge) with every sampled response as
+evidence (evaluation_samples). The reference is sampled and judged once per reference_key and its rows are
+reused by every later evaluation made the same way."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
 
 from loop.config import Config
 from loop.rounds.training import TrainingDataError, check_policies
 from storage.db import UnitOfWork
-from storage.models import Checkpoint, Evaluation
+from storage.models import Checkpoint, Evaluation, EvaluationSample
 from storage.repositories.checkpoints import ensure_initial_checkpoint
-from storage.repositories.evaluations import find_evaluation
-from storage.repositories.prompts import EVAL, constraints_by_text, eval_prompt_texts
+from storage.repositories.evaluations import add_samples, cached_reference, find_evaluation
+from storage.repositories.prompts import EVAL, constraints_by_text, eval_prompts
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,91 @@ def judge_for(cfg: Config, session):
     )
 
 
+def _weights_stamp(model: str) -> list:
+    """Names, sizes and modification times of a local model's weight files (a model rewritten in place gets
+    a new stamp); [] for a hub id."""
+    path = Path(model)
+    if not path.is_dir():
+        return []
+    files = sorted(f for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _sampling_knobs(cfg: Config) -> dict:
+    """What evaluate_policies samples with, as evaluate_checkpoint passes it."""
+    e, g = cfg.evaluation, cfg.generation
+    return {
+        "samples_per_prompt": e.samples_per_prompt,
+        "max_new_tokens": e.max_new_tokens,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "batch_size": g.batch_size,
+        "dtype": cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
+        "seed": e.seed,
+        "backend": g.backend,
+    }
+
+
+def reference_key(
+    cfg: Config, session, reference: str, reference_path: str, judge_id: str, prompt_ids: list[str]
+) -> str:
+    """Hash of everything the reference's judged samples depend on: the reference model (and its weights),
+    the judge (and the RM's weights, or the eval prompts' constraints), the eval prompts in order and the
+    sampling settings and seed. Equal keys: the stored reference rows can be reused."""
+    if cfg.evaluation.judge == "verifier":
+        judge_state = sorted(
+            (t, json.dumps(c, sort_keys=True)) for t, c in constraints_by_text(session, split=EVAL).items()
+        )
+    else:
+        judge_state = _weights_stamp(cfg.reward.model)
+    parts = {
+        "reference": reference,
+        "reference_path": reference_path,
+        "reference_weights": _weights_stamp(reference_path),
+        "judge": judge_id,
+        "judge_state": judge_state,
+        "prompts": prompt_ids,
+        "sampling": _sampling_knobs(cfg),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _side_from_rows(rows: list[EvaluationSample], prompt_ids: list[str], n: int):
+    """The reference's SideSamples from stored rows, or None when they do not cover prompts x samples."""
+    from loop.evaluation.win_rate import SideSamples
+
+    by_key = {(r.prompt_id, r.sample_index): r for r in rows}
+    if any((p, i) not in by_key for p in prompt_ids for i in range(n)):
+        return None
+    grid = [[by_key[(p, i)] for i in range(n)] for p in prompt_ids]
+    return SideSamples(
+        texts=[[r.text for r in row] for row in grid],
+        n_tokens=[[r.n_tokens for r in row] for row in grid],
+        scores=[[r.score for r in row] for row in grid],
+        seeds=[r.seed for r in grid[0]],
+    )
+
+
+def _sample_rows(side: str, samples, prompt_ids: list[str]) -> list[dict]:
+    return [
+        {
+            "prompt_id": pid,
+            "side": side,
+            "sample_index": i,
+            "seed": samples.seeds[i],
+            "text": samples.texts[p][i],
+            "n_tokens": samples.n_tokens[p][i],
+            "score": samples.scores[p][i],
+        }
+        for p, pid in enumerate(prompt_ids)
+        for i in range(len(samples.seeds))
+    ]
+
+
 def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
-    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge)."""
+    """Win rate and mean judge score of a checkpoint against the initial policy on the eval split (stored
+    once per judge, with its samples)."""
+    from loop.evaluation.paired import paired_difference
     from loop.evaluation.win_rate import evaluate_policies
 
     with uow() as session:
@@ -55,27 +143,32 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         existing = find_evaluation(session, checkpoint_id, reference, judge_id)
         if existing is not None:
             return existing
-        prompts = eval_prompt_texts(session)
+        prompts = eval_prompts(session)
         ref_path, policy_path = session.get(Checkpoint, reference).path, ckpt.path
+        prompt_ids = [pid for pid, _ in prompts]
+        key = reference_key(cfg, session, reference, ref_path, judge_id, prompt_ids)
+        cached = cached_reference(session, key)
+        knobs = _sampling_knobs(cfg)
+        ref_samples = _side_from_rows(cached[1], prompt_ids, knobs["samples_per_prompt"]) if cached else None
+        owner = cached[0] if ref_samples is not None else None
     if not prompts:
         raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
-    e, g = cfg.evaluation, cfg.generation
     result = evaluate_policies(
-        prompts,
+        [text for _, text in prompts],
         policy_path,
         ref_path,
         judge,
-        max_new_tokens=e.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        dtype=cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
-        seed=e.seed,
-        n_bootstrap=e.n_bootstrap,
-        backend=g.backend,
+        n_bootstrap=cfg.evaluation.n_bootstrap,
+        reference=ref_samples,
+        **knobs,
     )
-    w = result.win_rate
-    n = len(result.policy_scores)
+    w, pol, ref = result.win_rate, result.policy_score, result.reference_score
+    diff = paired_difference(
+        dict(zip(prompt_ids, result.policy.per_prompt_means, strict=True)),
+        dict(zip(prompt_ids, result.reference.per_prompt_means, strict=True)),
+        n_boot=cfg.evaluation.n_bootstrap,
+        seed=cfg.evaluation.seed,
+    )
     row = Evaluation(
         checkpoint_id=checkpoint_id,
         reference_id=reference,
@@ -84,20 +177,43 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         win_rate=w.value,
         ci_low=w.ci_low,
         ci_high=w.ci_high,
+        reference_key=key,
+        reference_samples_id=owner,
         details={
-            "policy_mean": sum(result.policy_scores) / n,
-            "reference_mean": sum(result.reference_scores) / n,
+            "samples_per_prompt": knobs["samples_per_prompt"],
+            "policy_mean": pol.mean,
+            "policy_ci_low": pol.low,
+            "policy_ci_high": pol.high,
+            "reference_mean": ref.mean,
+            "reference_ci_low": ref.low,
+            "reference_ci_high": ref.high,
+            # paired over prompts: policy minus reference mean judge score
+            "mean_diff": diff.mean,
+            "mean_diff_ci_low": diff.low,
+            "mean_diff_ci_high": diff.high,
         },
     )
     with uow() as session:
         session.add(row)
+        session.flush()
+        rows = _sample_rows("policy", result.policy, prompt_ids)
+        if owner is None:
+            rows += _sample_rows("reference", result.reference, prompt_ids)
+        add_samples(session, row.id, rows)
     log.info(
-        "evaluated %s vs %s: win rate %.3f [%.3f, %.3f] (%s)",
+        "evaluated %s vs %s: win rate %.3f [%.3f, %.3f], mean score %.3f [%.3f, %.3f] vs %.3f (%s, %d x %d%s)",
         checkpoint_id,
         reference,
         w.value,
         w.ci_low,
         w.ci_high,
+        pol.mean,
+        pol.low,
+        pol.high,
+        ref.mean,
         judge_id,
+        len(prompt_ids),
+        knobs["samples_per_prompt"],
+        ", reference samples reused" if owner is not None else "",
     )
     return row

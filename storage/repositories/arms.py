@@ -20,6 +20,7 @@ from storage.models import (
     Round,
     TrainingRun,
 )
+from storage.repositories.evaluations import delete_evaluations
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
     session.execute(delete(PromptScore).where(PromptScore.checkpoint_id.in_(ckpt_ids)))
     # Scores of shared checkpoints (the initial policy) that this arm's rounds asked for stay, unlinked.
     session.execute(update(PromptScore).where(PromptScore.round_id.in_(rounds)).values(round_id=None))
-    session.execute(delete(Evaluation).where(Evaluation.checkpoint_id.in_(ckpt_ids)))
+    # Their samples too; reference samples that other arms' evaluations reuse move to one of those first.
+    evals = session.scalars(select(Evaluation.id).where(Evaluation.checkpoint_id.in_(ckpt_ids))).all()
+    delete_evaluations(session, evals)
     session.execute(
         delete(TrainingRun).where(
             or_(TrainingRun.round_id.in_(rounds), TrainingRun.checkpoint_id.in_(ckpt_ids))

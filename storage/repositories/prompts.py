@@ -76,6 +76,12 @@ def eval_prompt_texts(session: Session) -> list[str]:
     return list(session.scalars(select(Prompt.text).where(Prompt.split == EVAL).order_by(Prompt.id)))
 
 
+def eval_prompts(session: Session) -> list[tuple[str, str]]:
+    """(id, text) of the eval split, by id: the same order as eval_prompt_texts."""
+    rows = session.execute(select(Prompt.id, Prompt.text).where(Prompt.split == EVAL).order_by(Prompt.id))
+    return [(pid, text) for pid, text in rows]
+
+
 def constraints_by_text(
     session: Session, *, split: str | None = None, prompt_ids: Sequence[str] | None = None
 ) -> dict[str, Any]:

@@ -26,27 +26,39 @@ def test_reference_against_itself_is_a_coin_flip(tiny_models):
             top_p=1.0,
             dtype="float32",
             seed=0,
+            samples_per_prompt=1,  # 64 prompts are power enough here; more samples only cost time
         )
     finally:
         scorer.close()
     assert result.win_rate.n == len(EVAL_PROMPTS)
     assert result.win_rate.ci_low <= 0.5 <= result.win_rate.ci_high
     # Independent seeds: the two sides really drew different samples.
-    assert sum(a != b for a, b in zip(result.policy_responses, result.reference_responses, strict=True)) > 50
-    assert len(set(result.policy_scores)) > 1  # a continuous judge, not all ties
+    policy, reference = result.policy.texts, result.reference.texts
+    assert sum(a != b for a, b in zip(policy, reference, strict=True)) > 50
+    assert len({s for row in result.policy.scores for s in row}) > 1  # a continuous judge, not all ties
+    # Same model: the mean-score interval of one side contains the other side's mean.
+    assert result.policy_score.low <= result.reference_score.mean <= result.policy_score.high
 
 
 def test_judge_may_be_a_plain_callable(tiny_models):
     prompts = EVAL_PROMPTS[:8]
     result = evaluate_policies(
-        prompts, tiny_models.policy_dir, tiny_models.policy_dir, lambda p, r: float(len(r)), max_new_tokens=6
+        prompts,
+        tiny_models.policy_dir,
+        tiny_models.policy_dir,
+        lambda p, r: float(len(r)),
+        max_new_tokens=6,
+        samples_per_prompt=3,
     )
-    assert result.policy_scores == [float(len(r)) for r in result.policy_responses]
-    assert result.reference_scores == [float(len(r)) for r in result.reference_responses]
+    for side in (result.policy, result.reference):
+        assert [len(row) for row in side.texts] == [3] * len(prompts) and len(side.seeds) == 3
+        assert side.scores == [[float(len(t)) for t in row] for row in side.texts]
+    means = [sum(len(t) for t in row) / 3 for row in result.policy.texts]
+    assert result.policy_score.mean == pytest.approx(sum(means) / len(means))
 
 
 def test_non_finite_judge_scores_are_rejected(tiny_models):
-    with pytest.raises(ValueError, match="prompt #0"):
+    with pytest.raises(ValueError, match="response #0"):
         evaluate_policies(
             EVAL_PROMPTS[:2],
             tiny_models.policy_dir,
@@ -56,13 +68,11 @@ def test_non_finite_judge_scores_are_rejected(tiny_models):
         )
 
 
-def test_reference_samples_are_drawn_once_per_process(tiny_models, monkeypatch):
-    """Every round's evaluation samples the same reference on the same prompts: the second evaluation loads
-    only the policy, and gets exactly the responses a fresh draw would give."""
-    import loop.evaluation.win_rate as evaluation
+def test_given_reference_samples_are_not_drawn_again_and_policy_seeds_are_shared(tiny_models, monkeypatch):
+    """With the reference's samples given, only the policy is loaded; two evaluations with one seed draw the
+    policy's samples with the same seeds (common random numbers), so the same model gives the same samples."""
     import loop.ml.generation as generation
 
-    monkeypatch.setattr(evaluation, "_REFERENCE_CACHE", {})
     loaded = []
     real = generation.make_generator
     monkeypatch.setattr(
@@ -70,16 +80,21 @@ def test_reference_samples_are_drawn_once_per_process(tiny_models, monkeypatch):
     )
     prompts = EVAL_PROMPTS[:6]
 
-    def run():
+    def run(reference=None):
         return evaluate_policies(prompts, tiny_models.policy_dir, tiny_models.policy_dir,
-                                 lambda p, r: float(len(r)), max_new_tokens=5, seed=3)  # fmt: skip
+                                 lambda p, r: float(len(r)), max_new_tokens=5, seed=3,
+                                 samples_per_prompt=2, reference=reference)  # fmt: skip
 
-    first, second = run(), run()
-    assert len(loaded) == 3  # policy, reference, policy
-    assert first.reference_responses == second.reference_responses
-    monkeypatch.setattr(evaluation, "_REFERENCE_CACHE", {})
-    assert run().reference_responses == first.reference_responses  # a fresh draw: the same samples
-    assert len(loaded) == 5
+    first = run()
+    assert len(loaded) == 2 and not first.reference_reused
+    second = run(reference=first.reference)
+    assert len(loaded) == 3 and second.reference_reused  # the policy only
+    assert second.reference == first.reference
+    assert second.policy == first.policy  # same seeds per sample index, same model: same draws
+    assert first.policy.seeds != first.reference.seeds
+    with pytest.raises(ValueError, match="6 prompts x 3 samples"):
+        evaluate_policies(prompts, tiny_models.policy_dir, None, lambda p, r: 0.0, max_new_tokens=2,
+                          samples_per_prompt=3, reference=first.reference)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -126,6 +141,7 @@ def test_dpo_toward_a_verifier_beats_the_reference(tiny_models, tmp_path):
         top_p=1.0,
         dtype="float32",
         seed=1,
+        samples_per_prompt=2,
     )
     assert result.win_rate.value > 0.5
     assert result.win_rate.ci_low > 0.5

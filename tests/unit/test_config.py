@@ -199,6 +199,7 @@ def test_evaluation_defaults_are_the_config_defaults():
     cfg = Config()
     expected = {
         "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "samples_per_prompt": cfg.evaluation.samples_per_prompt,
         "seed": cfg.evaluation.seed,
         "n_bootstrap": cfg.evaluation.n_bootstrap,
         "temperature": cfg.generation.temperature,

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loop.evaluation.win_rate import sampling_seeds, win_rate
+from loop.evaluation.win_rate import sample_seeds, win_rate
 
 scores = st.lists(st.integers(min_value=-3, max_value=3), min_size=1, max_size=40)
 
@@ -68,9 +68,10 @@ def test_different_seeds_resample_differently():
     ("policy", "reference", "match"),
     [
         ([], [], "no scores"),
-        ([1.0, 2.0], [1.0], "same length"),
+        ([1.0, 2.0], [1.0], "same shape"),
         ([float("nan")], [1.0], "finite"),
-        ([[1.0]], [[1.0]], "1-D"),
+        ([[[1.0]]], [[[1.0]]], "1-D"),
+        ([[1.0, 2.0]], [[1.0]], "same shape"),
     ],
 )
 def test_bad_scores_are_rejected(policy, reference, match):
@@ -87,8 +88,19 @@ def test_bad_knobs_are_rejected():
         win_rate([1.0], [0.0], tie_tolerance=-1)
 
 
-def test_sampling_seeds_are_distinct_and_reproducible():
-    assert sampling_seeds(0) == sampling_seeds(0)
-    policy_seed, reference_seed = sampling_seeds(0)
-    assert policy_seed != reference_seed
-    assert sampling_seeds(1) != sampling_seeds(0)
+def test_sample_seeds_are_per_side_and_index_and_reproducible():
+    policy, reference = sample_seeds(0, "policy", 4), sample_seeds(0, "reference", 4)
+    assert policy == sample_seeds(0, "policy", 4)
+    assert len(set(policy + reference)) == 8  # independent sides, distinct sample indices
+    assert sample_seeds(0, "policy", 2) == policy[:2]  # sample i does not depend on how many are drawn
+    assert sample_seeds(1, "policy", 4) != policy
+    assert all(0 <= s < 2**63 for s in policy)
+    with pytest.raises(ValueError, match="side"):
+        sample_seeds(0, "judge", 1)
+
+
+def test_samples_are_compared_index_by_index_and_averaged_per_prompt():
+    # prompt 0: win, loss -> 0.5; prompt 1: win, tie -> 0.75; the bootstrap resamples the 2 prompts
+    result = win_rate([[2.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [0.0, 1.0]], n_bootstrap=500)
+    assert result.value == pytest.approx(0.625) and result.n == 2
+    assert result.ci_low == pytest.approx(0.5) and result.ci_high == pytest.approx(0.75)
