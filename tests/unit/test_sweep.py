@@ -35,14 +35,17 @@ def test_standin_noise_is_calibrated_to_the_target_agreement(target: float) -> N
     gaps = gold_gaps([[_gold(p, t) for t, _ in rows] for p, rows in samples.items()])
     sigma = noise_for_agreement(gaps, target)
     assert expected_agreement(gaps, sigma) == pytest.approx(target, abs=1e-6)
-    rm = StandInRewardModel(_gold, sigma=sigma, seed=3, model_id="s")
-    scored = {
-        p: list(zip([t for t, _ in rows], rm.score([p] * len(rows), [t for t, _ in rows]), strict=True))
-        for p, rows in samples.items()
-    }
-    measured, n = measured_agreement(scored, _gold)
-    assert n == gaps.size
-    assert measured == pytest.approx(target, abs=0.03)  # one noise draw over ~1,300 pairs
+    measured = []
+    for seed in range(5):  # one draw varies by ~0.015 around the target (pairs share noise terms)
+        rm = StandInRewardModel(_gold, sigma=sigma, seed=seed, model_id="s")
+        scored = {
+            p: list(zip([t for t, _ in rows], rm.score([p] * len(rows), [t for t, _ in rows]), strict=True))
+            for p, rows in samples.items()
+        }
+        agreement, n = measured_agreement(scored, _gold)
+        assert n == gaps.size
+        measured.append(agreement)
+    assert np.mean(measured) == pytest.approx(target, abs=0.02)
 
 
 def test_standin_scores_are_deterministic_per_seed_and_differ_across_seeds() -> None:
