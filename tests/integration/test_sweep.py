@@ -93,23 +93,31 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
 
     # The report's numbers are the stored samples' numbers: recompute one curve point from the rows.
     point = next(p for p in analysis["curve"]["pvar"] if p["budget"] == TINY.budgets[-1])
+
+    def mean_of(rows) -> float:
+        by_prompt: dict[str, list[float]] = {}
+        for pid, score in rows:
+            by_prompt.setdefault(pid, []).append(score)
+        return float(np.mean([np.mean(v) for v in by_prompt.values()]))
+
     with uow() as session:
+        sample = select(EvaluationSample.prompt_id, EvaluationSample.score)
+        initial = mean_of(session.execute(sample.where(EvaluationSample.side == "reference")).all())
         means = []
         for arm, (_, _, policy_out) in done["rounds"].items():
             c = Cell.parse(arm)
             if (c.rm, str(c.strategy), c.budget) != (TINY.curve_rm, "pvar", TINY.budgets[-1]):
                 continue
             ev = session.scalar(select(Evaluation).where(Evaluation.checkpoint_id == policy_out))
+            if ev is None:  # no a/b label: the cell kept the initial policy
+                means.append(initial)
+                continue
             rows = session.execute(
-                select(EvaluationSample.prompt_id, EvaluationSample.score).where(
-                    EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy"
-                )
+                sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
             ).all()
-            by_prompt: dict[str, list[float]] = {}
-            for pid, score in rows:
-                by_prompt.setdefault(pid, []).append(score)
-            means.append(np.mean([np.mean(v) for v in by_prompt.values()]))
+            means.append(mean_of(rows))
     assert point["mean"] == pytest.approx(float(np.mean(means)))
+    assert analysis["initial_mean"] == pytest.approx(initial)
 
 
 def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> None:
