@@ -49,8 +49,10 @@ def _machine() -> str:
 
 def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say=print) -> dict:
     """The sweep's facts: a new world (never over an existing sweep) or the one --resume continues."""
+    from loop.config import load_config
     from loop.demo.run import prepare_world
 
+    data_dir_arg, data_dir = data_dir, data_dir.resolve()
     path = data_dir / FACTS
     if path.exists():
         if not resume:
@@ -71,8 +73,9 @@ def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resum
     facts = {
         "profile": _profile_facts(p),
         "config": str(world.config),
-        "config_name": os.path.relpath(world.config),
-        "command": f"pvar-loop sweep run --profile {p.name} --data-dir {os.path.relpath(data_dir)}",
+        "data_dir_arg": str(data_dir_arg),
+        "policy": Path(load_config(world.config).policy.model).name,
+        "command": f"pvar-loop sweep run --profile {p.name} --data-dir {data_dir_arg}",
         "selection_rm_training": world.seed_summary,
         "machine": _machine(),
         "setup_s": time.perf_counter() - t0,
@@ -98,8 +101,8 @@ def run(
     from loop.experiment.selection_rms import prepare_selection_rms
     from storage.db import UnitOfWork, make_engine
 
-    data_dir = data_dir.resolve()
     facts = start_or_resume(data_dir, p, model_cache, resume=resume, say=say)
+    data_dir = data_dir.resolve()
     cfg = sweep_config(load_config(Path(facts["config"])), p)
     uow = UnitOfWork(make_engine(cfg.database_url))
     t0 = time.perf_counter()
