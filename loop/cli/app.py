@@ -11,11 +11,33 @@ import logging
 import os
 import sys
 
-from loop.cli import annotation, demo, experiment, project, report, reward_model, rounds, scoring, training
+from loop.cli import (
+    annotation,
+    annotators,
+    demo,
+    experiment,
+    project,
+    report,
+    reward_model,
+    rounds,
+    scoring,
+    training,
+)
 from storage.errors import PvarLoopError
 
 # Order of the groups in `--help`.
-COMMAND_MODULES = (project, scoring, annotation, training, rounds, report, demo, reward_model, experiment)
+COMMAND_MODULES = (
+    project,
+    scoring,
+    annotation,
+    annotators,
+    training,
+    rounds,
+    report,
+    demo,
+    reward_model,
+    experiment,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
