@@ -1,7 +1,7 @@
 """The Argilla dataset annotators work in: a pairwise preference question over two responses to a prompt.
 
 `ensure_dataset` is idempotent: it creates the dataset once and finds it again afterwards, so every command
-(push, pull, the bot) can call it. Metadata (round, strategy, PVar) is hidden in the annotators' UI; the
+(push, pull, the bot) can call it. Metadata (round, strategy, the prompt's source id) is hidden in the annotators' UI; the
 rewards and the A/B swap are not metadata at all (they stay in our database), because Argilla's API returns a
 record's metadata to annotators too, and they would tell which response the reward model prefers.
 """
@@ -26,7 +26,8 @@ LABELS = {
     "b": "Response B is better",
     "tie": "Both are about equally good (or equally bad)",
 }
-METADATA = ("round", "strategy")
+SOURCE_ID = "source_id"  # the prompt's id in the operator's own data (Prompt.source_id), when it had one
+METADATA = ("round", "strategy", SOURCE_ID)
 
 GUIDELINES = """\
 ## Which response is better?
@@ -105,6 +106,7 @@ def build_settings(client, min_submitted: int):
         metadata=[
             rg.IntegerMetadataProperty(name="round", title="Round", **hidden),
             rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
+            rg.TermsMetadataProperty(name=SOURCE_ID, title="Source id", **hidden),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )
@@ -152,8 +154,39 @@ def _distribution(dataset: dict) -> int:
     return int((dataset.get("distribution") or {}).get("min_submitted") or 1)
 
 
+def _add_source_id_property(http: httpx.Client, dataset: dict) -> None:
+    """Datasets created before records carried `source_id` lack its metadata property, and refuse records
+    with metadata they do not declare: add it (hidden from annotators, like the others)."""
+    have = request_json(
+        http,
+        "GET",
+        f"/api/v1/me/datasets/{dataset['id']}/metadata-properties",
+        what="dataset metadata properties",
+    )["items"]
+    if any(m["name"] == SOURCE_ID for m in have):
+        return
+    body = {
+        "name": SOURCE_ID,
+        "title": "Source id",
+        "settings": {"type": "terms"},
+        "visible_for_annotators": False,
+    }
+    try:
+        request_json(
+            http,
+            "POST",
+            f"/api/v1/datasets/{dataset['id']}/metadata-properties",
+            json=body,
+            what=f"add metadata property {SOURCE_ID!r}",
+        )
+    except AnnotationSyncError as e:
+        if e.status_code != 409:  # 409: another process added it meanwhile
+            raise
+
+
 def _reuse(client, dataset: dict, workspace: str, min_submitted: int) -> DatasetHandle:
     _check_schema(client.http_client, dataset)
+    _add_source_id_property(client.http_client, dataset)
     actual = _distribution(dataset)
     if actual != min_submitted:
         try:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from annotation.aggregate import CHOICES
-from annotation.dataset import QUESTION, RATIONALE
+from annotation.dataset import QUESTION, RATIONALE, SOURCE_ID
 from storage.repositories.items import ItemContent
 
 _FLIP = {"a": "b", "b": "a"}
@@ -31,10 +31,13 @@ def to_record(item: ItemContent) -> dict[str, Any]:
     # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
     # metadata through the API): no rewards, no swap flag, no PVar. An upsert replaces the metadata, so
     # re-sending a record pushed by an older version removes them.
+    metadata: dict[str, Any] = {"round": item.round_number, "strategy": item.strategy}
+    if item.source_id is not None:  # the operator's own id of the prompt, so they can find it in Argilla
+        metadata[SOURCE_ID] = item.source_id
     return {
         "external_id": item.id,
         "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},
-        "metadata": {"round": item.round_number, "strategy": item.strategy},
+        "metadata": metadata,
     }
 
 

@@ -1,6 +1,9 @@
-"""Answers in Argilla that `pull` has not stored yet: what stopping or deleting a stack would put at risk."""
+"""Answers in Argilla that `pull` has not stored yet: what stopping or deleting a stack, or removing an
+annotator's account, would put at risk."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from annotation.api import DEFAULT_BACKOFF, Backoff, request_json
 from annotation.dataset import DatasetHandle
@@ -10,16 +13,30 @@ from storage.repositories import items as repo
 from storage.types import as_utc
 
 
+@dataclass(frozen=True)
+class AnswerCount:
+    in_argilla: int  # submitted or discarded responses on our items
+    unpulled: int  # of them: no stored label yet, or a newer one than the stored label
+
+
 def unpulled_answers(uow, dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> int:
     """How many submitted or discarded responses on our items have no stored label yet, or a newer one
     than the stored label (drafts and records unknown to our database are not answers `pull` stores)."""
+    return count_answers(uow, dataset, backoff=backoff).unpulled
+
+
+def count_answers(
+    uow, dataset: DatasetHandle, annotator: str | None = None, *, backoff: Backoff = DEFAULT_BACKOFF
+) -> AnswerCount:
+    """Answers on our items in the dataset (of one annotator, by username, or of everyone), and how many of
+    them `pull` has not stored yet."""
     users = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
     names = {u["id"]: u["username"] for u in users["items"]}
     records = fetch_records(dataset, backoff)
     with uow() as session:
         known = repo.known_item_ids(session)
         stored = {key: row.submitted_at for key, row in repo.labels_of(session).items()}
-    count = 0
+    total = unpulled = 0
     for record in records:
         item_id = record.get("external_id")
         if item_id not in known:
@@ -28,11 +45,14 @@ def unpulled_answers(uow, dataset: DatasetHandle, backoff: Backoff = DEFAULT_BAC
             answer = parse_response(response, swapped=False)  # only its status and time matter here
             if not isinstance(answer, Answer):
                 continue
-            annotator = names.get(response.get("user_id"), f"user-{response.get('user_id')}")
-            when = stored.get((item_id, annotator), False)
+            who = names.get(response.get("user_id"), f"user-{response.get('user_id')}")
+            if annotator is not None and who != annotator:
+                continue
+            total += 1
+            when = stored.get((item_id, who), False)
             if when is False or _utc(when) != _utc(answer.submitted_at):
-                count += 1
-    return count
+                unpulled += 1
+    return AnswerCount(total, unpulled)
 
 
 def _utc(when):

@@ -162,7 +162,11 @@ class SelectionConfig(_Section):
 
 
 class ArgillaConfig(_Section):
-    url: str = Field("http://127.0.0.1:6900", description="Argilla server (env PVAR_LOOP_ARGILLA_URL).")
+    url: str = Field(
+        "http://127.0.0.1:6900",
+        description="Argilla server (env PVAR_LOOP_ARGILLA_URL); `pvar-loop argilla up` starts the local one "
+        "on its port.",
+    )
     api_key: SecretStr | None = Field(
         None, description="Owner API key; set PVAR_LOOP_ARGILLA_API_KEY rather than writing it here."
     )

@@ -1,26 +1,33 @@
-"""`pvar-loop export`: the decided preference pairs as a TRL-ready dataset file."""
+"""`pvar-loop export`: the decided preference pairs as a TRL-ready dataset file.
+
+TRL reads prompt/chosen/rejected (conversational); the other columns keep what the labels say about each
+pair (who answered, why, which round, where the prompt came from) and are ignored by its trainers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from loop.rounds.training import TrainingDataError
-from storage.repositories.items import decided_items
+from storage.repositories.exports import ExportPair, exported_pairs
+
+TRL_COLUMNS = ("prompt", "chosen", "rejected")
+# `decision` of a row: the annotators preferred `chosen`, or judged both equally good (`--include-ties`;
+# then chosen/rejected are just the two responses and must not be trained on as a preference).
+PREFERRED, TIE = "preferred", "tie"
 
 
-def export_preferences(session, out: Path, *, include_cancelled: bool = False) -> int:
+def export_preferences(
+    session, out: Path, *, include_cancelled: bool = False, include_ties: bool = False
+) -> int:
     """Write decided pairs as a TRL-ready conversational preference dataset (.jsonl or .parquet); the pairs
-    of cancelled/failed rounds only with `include_cancelled`."""
-    pairs = decided_items(session, include_cancelled=include_cancelled)
+    of cancelled/failed rounds only with `include_cancelled`, ties only with `include_ties`."""
+    if out.suffix not in (".jsonl", ".json", ".parquet"):
+        raise TrainingDataError(f"{out}: use a .jsonl or .parquet file name")
     rows = [
-        {
-            "prompt": [{"role": "user", "content": p.prompt}],
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-            "round_id": p.round_id,
-            "prompt_id": p.prompt_id,
-        }
-        for p in pairs
+        export_row(p)
+        for p in exported_pairs(session, include_cancelled=include_cancelled, include_ties=include_ties)
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -29,11 +36,31 @@ def export_preferences(session, out: Path, *, include_cancelled: bool = False) -
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), tmp)
-    elif out.suffix in (".jsonl", ".json"):
+    else:
         import json
 
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    else:
-        raise TrainingDataError(f"{out}: use a .jsonl or .parquet file name")
     tmp.replace(out)
     return len(rows)
+
+
+def export_row(p: ExportPair) -> dict[str, Any]:
+    """One pair: TRL's columns, then per annotator (same order) their answer relative to chosen/rejected and
+    their rationale (None when they gave none)."""
+    first_is_chosen = p.decision != "b"  # a tie keeps our order: a (the higher reward) first
+    chosen, rejected = (p.text_a, p.text_b) if first_is_chosen else (p.text_b, p.text_a)
+    side = {"a": "chosen", "b": "rejected"} if first_is_chosen else {"a": "rejected", "b": "chosen"}
+    return {
+        "prompt": [{"role": "user", "content": p.prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "decision": TIE if p.decision == "tie" else PREFERRED,
+        "annotators": [lb.annotator for lb in p.labels],
+        "choices": [side.get(lb.choice, lb.choice) for lb in p.labels],  # chosen|rejected|tie|discard
+        "rationales": [lb.rationale for lb in p.labels],
+        "round": p.round_number,
+        "arm": p.arm,
+        "round_id": p.round_id,
+        "prompt_id": p.prompt_id,
+        "source_id": p.source_id,
+    }

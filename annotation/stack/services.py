@@ -37,6 +37,14 @@ class ArgillaStackError(PvarLoopError, RuntimeError):
     """The local Argilla stack could not be started, reached or stopped."""
 
 
+class PortTakenError(ArgillaStackError):
+    """The port asked for the Argilla server is in use (`port` says which)."""
+
+    def __init__(self, message: str, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
 class ArgillaPrerequisiteError(ArgillaStackError):
     """Something the stack needs (server venv, redis-server, osmem binary) is not installed."""
 
@@ -90,7 +98,7 @@ def check_port_free(port: int) -> None:
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:
-            raise ArgillaStackError(f"port {port} for the Argilla server is not free: {e}") from e
+            raise PortTakenError(f"port {port} for the Argilla server is not free: {e}", port) from e
 
 
 def service_env(

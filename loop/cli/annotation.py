@@ -1,8 +1,9 @@
-"""`pvar-loop argilla up|down|status`, `annotators add`, `push` and `pull`: registered by loop.cli.app.
+"""`pvar-loop argilla up|down|status`, `push` and `pull` (`annotators` is in loop.cli.annotators): registered
+by loop.cli.app.
 
 Which Argilla: [argilla] url/api_key (or PVAR_LOOP_ARGILLA_URL / PVAR_LOOP_ARGILLA_API_KEY); without a key,
 the local stack that `argilla up` started under <data_dir>/argilla (its state file holds the owner key).
-Keys and passwords are never logged; `annotators add` prints the new credentials once, on stdout.
+Keys and passwords are never logged.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = a.add_parser(
         "up", help="start Redis, the search engine, Argilla and its worker; print how to sign in"
     )
-    up.add_argument("--port", type=positive_int, help="server port (default: a free one)")
+    up.add_argument(
+        "--port", type=positive_int, help="server port (default: the port of [argilla] url, e.g. 6900)"
+    )
     down = a.add_parser(
         "down",
         help="stop the processes `up` started; the data stays for the next `up` (refused while answers "
@@ -37,12 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_parser("status", help="processes, memory and whether the API answers").add_argument(
         "--json", action="store_true"
     )
-
-    s = add_command(sub, "annotators", cmd_annotators, help="annotator accounts in the Argilla workspace")
-    an = s.add_subparsers(dest="annotators_command", required=True)
-    add = an.add_parser("add", help="create an annotator and print its credentials (once)")
-    add.add_argument("name", help="username: letters, digits, - and _")
-    add.add_argument("--first-name", help="display name (default: the username)")
 
     s = add_command(sub, "push", cmd_push, help="send a round's annotation items to Argilla (safe to re-run)")
     s.add_argument("--round", type=positive_int, required=True, metavar="N", help="round number")
@@ -66,15 +63,21 @@ def _client(cfg):
 
 
 def cmd_argilla(args: argparse.Namespace) -> int:
-    from annotation.stack.local_stack import stack_status, start_stack, stop_stack
+    from annotation.stack.local_stack import stack_status, stop_stack
     from loop.argilla_client import stack_root
 
     cfg = config_from(args)
     root = stack_root(cfg)
     if args.argilla_command == "up":
-        before = stack_status(root).state
-        info = start_stack(root, port=args.port, workspace=cfg.argilla.workspace)
-        how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before)
+        before = stack_status(root)
+        if before.state == "running":  # one stack per data_dir: say where it is instead of a second one
+            print(
+                f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
+                "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
+            )
+            return 0
+        info = _start_on_configured_port(cfg, root, args.port)
+        how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
         print(
             f"Argilla is up at {info.url} ({how} with its data, search index rebuilt, in "
             f"{info.started_in_s:.0f} s)"
@@ -134,6 +137,31 @@ def cmd_argilla(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_on_configured_port(cfg, root, port: int | None):
+    """start_stack on --port, else on the port of [argilla] url (the URL the rest of the config and the
+    annotators' bookmarks use), else on a free one; a taken port is refused, naming where it came from."""
+    from urllib.parse import urlsplit
+
+    from annotation.stack.local_stack import start_stack
+    from annotation.stack.services import PortTakenError
+
+    source = "--port"
+    if port is None:
+        try:
+            port = urlsplit(cfg.argilla.url).port
+        except ValueError as e:
+            raise UserError(f"[argilla] url {cfg.argilla.url!r}: {e}") from e
+        source = f"[argilla] url ({cfg.argilla.url}; env PVAR_LOOP_ARGILLA_URL)"
+    try:
+        return start_stack(root, port=port, workspace=cfg.argilla.workspace)
+    except PortTakenError as e:
+        raise UserError(
+            f"port {e.port} from {source} is taken by another process (another Argilla?): stop it, or set "
+            "[argilla] url to a free port (or pass --port); `pvar-loop argilla status` shows this "
+            "project's stack"
+        ) from e
+
+
 def _refuse_unpulled(cfg, root, *, purge: bool) -> None:
     """`argilla down` keeps the data, but answers still only in Argilla are at risk (a purge deletes them):
     refuse, naming how many, until `pull` stored them."""
@@ -164,29 +192,6 @@ def _refuse_unpulled(cfg, root, *, purge: bool) -> None:
             f"{count} submitted answers in Argilla dataset {dataset.workspace}/{dataset.name} are not pulled "
             f"into the database yet: run `pvar-loop pull` first, or add --force to {then}"
         )
-
-
-def cmd_annotators(args: argparse.Namespace) -> int:
-    from annotation.annotators import create_annotator
-    from annotation.api import AnnotationSyncError
-
-    cfg = config_from(args)
-    client = _client(cfg)
-    try:
-        cred = create_annotator(
-            client.http_client, args.name, cfg.argilla.workspace, first_name=args.first_name
-        )
-    except (AnnotationSyncError, ValueError) as e:
-        raise UserError(str(e)) from e
-    url = str(client.api_url).rstrip("/")
-    # Printed once, to stdout only: Argilla keeps no readable copy of the password.
-    print(f"created annotator {cred.username!r} in workspace {cred.workspace!r}")
-    print(f"  sign in at: {url}/sign-in")
-    print(f"  username:   {cred.username}")
-    print(f"  password:   {cred.password}")
-    print(f"  API key:    {cred.api_key}   (for scripts and the annotator bot)")
-    print("Store these now; they are not shown again.")
-    return 0
 
 
 def _round_id(uow, number: int, arm: str) -> int:

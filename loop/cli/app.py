@@ -13,6 +13,7 @@ import sys
 
 from loop.cli import (
     annotation,
+    annotators,
     demo,
     experiment,
     project,
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     project,
     scoring,
     annotation,
+    annotators,
     training,
     rounds,
     report,

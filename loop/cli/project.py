@@ -117,6 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "pool": queries.pool_summary(session),
             "rounds": rounds,
             "labels": queries.label_count(session),
+            "annotators": queries.answers_per_annotator(session),
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
             "scheduler": scheduler_status(session, cfg),
@@ -133,6 +134,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"unscored {pool['train_unscored']}"
     )
     print(f"labels collected: {status['labels']}")
+    for line in _annotator_lines(status):
+        print(line)
     print(status["audit"]["sentence"])
     print(_scheduler_line(status["scheduler"]))
     new = status["new_rounds"]
@@ -156,6 +159,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     for a in status["operator_actions"]:
         print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
     return 0
+
+
+def _annotator_lines(status: dict) -> list[str]:
+    """Who answered how much (pulled answers in our database; `pull` first for the latest)."""
+    return [
+        f"  annotator {a['username']}: {a['submitted']} submitted, {a['discarded']} discarded"
+        for a in status["annotators"]
+    ]
 
 
 def _scheduler_line(s: dict) -> str:

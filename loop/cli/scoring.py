@@ -119,11 +119,24 @@ def cmd_select(args: argparse.Namespace) -> int:
             f"note: the budget {budget} is larger than the pool of {selection.pool} free scored prompts; "
             f"all {selection.pool} would be selected ({selection.shortfall} short)"
         )
+    # The source id (the operator's own, from ingest) is what they recognise; the hash only identifies it here.
+    width = max([9, *(len(p.source_id or "-") for p in selection.picks)])
+    width = min(width, 24)
     if selection.picks:
-        print(f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'pick':<5}  {'prompt id':<12}  prompt")
+        print(
+            f"{'rank':>4}  {'pvar':>8}  {'gap':>8}  {'pick':<5}  {'source id':<{width}}  {'prompt id':<12}  prompt"
+        )
     for p in selection.picks:
         text = " ".join(p.text.split())
         text = text if len(text) <= 60 else text[:57] + "..."
         pick = "audit" if p.audit else "top"
-        print(f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {pick:<5}  {p.prompt_id[:12]:<12}  {text}")
+        source = _fit(p.source_id or "-", width)
+        print(
+            f"{p.rank:>4}  {p.pvar:8.5f}  {p.reward_gap:8.4f}  {pick:<5}  {source:<{width}}  "
+            f"{p.prompt_id[:12]:<12}  {text}"
+        )
     return 0
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -109,10 +109,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _, uow = open_uow(args)
     with uow() as session:
-        n = export_preferences(session, Path(args.out), include_cancelled=args.include_cancelled)
+        n = export_preferences(
+            session,
+            Path(args.out),
+            include_cancelled=args.include_cancelled,
+            include_ties=args.include_ties,
+        )
+    extra = [
+        *(["cancelled rounds included"] if args.include_cancelled else []),
+        *(["ties included (decision 'tie')"] if args.include_ties else []),
+    ]
     print(
-        f"wrote {n} preference pairs to {args.out} (TRL conversational format: prompt/chosen/rejected)"
-        + (", cancelled rounds included" if args.include_cancelled else "")
+        f"wrote {n} preference pairs to {args.out} (TRL conversational format: prompt/chosen/rejected, plus "
+        "decision, annotators, choices, rationales, round, arm, prompt_id, source_id)"
+        + "".join(f", {e}" for e in extra)
     )
     return 0
 
@@ -145,6 +155,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--include-cancelled",
         action="store_true",
         help="also the decided pairs of cancelled (or failed) rounds, left out by default",
+    )
+    s.add_argument(
+        "--include-ties",
+        action="store_true",
+        help="also the pairs the annotators judged a tie (decision 'tie'), e.g. for reward-model data; "
+        "drop them for DPO",
     )
     add_command(
         sub, "export-model", cmd_export_model, help="print the directory of the latest trained checkpoint"

@@ -15,7 +15,7 @@ from loop.acquisition.audit import audit_count, draw_audit
 from loop.acquisition.strategies import STRATEGIES, CandidateScores, Strategy, select
 from storage.errors import PvarLoopError
 from storage.repositories.candidates import candidate_scores, count_scored, scored_pairs
-from storage.repositories.prompts import count_unscored, prompt_texts
+from storage.repositories.prompts import count_unscored, prompt_texts, source_ids
 
 
 class SelectionError(PvarLoopError, ValueError):
@@ -30,6 +30,7 @@ class Pick:
     reward_gap: float
     text: str
     audit: bool = False  # drawn at random from the prompts the strategy did not pick
+    source_id: str | None = None  # the prompt's id in the operator's data (set at ingest)
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ def choose(
         audit = draw_audit(len(rows), order, n_audit, rng)
         chosen = [(rows[i], False) for i in order.tolist()] + [(rows[i], True) for i in audit.tolist()]
         texts = prompt_texts(session, [r.prompt_id for r, _ in chosen])
+        sources = source_ids(session, [r.prompt_id for r, _ in chosen])
         picks = [
-            Pick(rank, r.prompt_id, r.pvar, r.reward_gap, texts[r.prompt_id], is_audit)
+            Pick(rank, r.prompt_id, r.pvar, r.reward_gap, texts[r.prompt_id], is_audit, sources[r.prompt_id])
             for rank, (r, is_audit) in enumerate(chosen, start=1)
         ]
     return Selection(

@@ -32,6 +32,7 @@ class ItemContent:
     text_a: str
     text_b: str
     argilla_record_id: str | None
+    source_id: str | None = None  # the prompt's id in the operator's data (Prompt.source_id)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
     """
     ga, gb = aliased(Generation), aliased(Generation)
     stmt = (
-        select(AnnotationItem, Prompt.text, ga.text, gb.text, Round.number, Round.strategy, Round.policy_in)
+        select(AnnotationItem, Prompt.text, Prompt.source_id, ga.text, gb.text, Round.number, Round.strategy)
         .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
         .join(ga, ga.id == AnnotationItem.generation_a_id)
         .join(gb, gb.id == AnnotationItem.generation_b_id)
@@ -159,8 +160,9 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
             text_a=text_a,
             text_b=text_b,
             argilla_record_id=item.argilla_record_id,
+            source_id=source_id,
         )
-        for item, prompt, text_a, text_b, number, strategy, _ in rows
+        for item, prompt, source_id, text_a, text_b, number, strategy in rows
     ]
 
 

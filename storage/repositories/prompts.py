@@ -65,6 +65,14 @@ def prompt_texts(session: Session, prompt_ids: Sequence[str]) -> dict[str, str]:
     return dict(rows)
 
 
+def source_ids(session: Session, prompt_ids: Sequence[str]) -> dict[str, str | None]:
+    """{prompt id: the id the prompt had in the operator's data (set at ingest; None when it had none)}."""
+    rows = select_in(
+        session, lambda chunk: select(Prompt.id, Prompt.source_id).where(Prompt.id.in_(chunk)), prompt_ids
+    )
+    return dict(rows)
+
+
 def existing_prompt_ids(session: Session, prompt_ids: Sequence[str]) -> set[str]:
     """The ids among `prompt_ids` that are stored already."""
     rows = select_in(session, lambda chunk: select(Prompt.id).where(Prompt.id.in_(chunk)), prompt_ids)

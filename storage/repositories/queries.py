@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore, SchedulerLock
@@ -68,6 +68,21 @@ def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
     rows = session.scalars(select(OperatorAction).order_by(OperatorAction.id.desc()).limit(limit)).all()
     return [
         {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "payload": a.payload} for a in rows
+    ]
+
+
+def answers_per_annotator(session: Session) -> list[dict[str, Any]]:
+    """[{username, submitted, discarded}] of every annotator with a label in OUR database (pulled answers;
+    a removed Argilla user keeps their rows here), by username."""
+    discarded = func.sum(case((Label.choice == "discard", 1), else_=0))
+    rows = session.execute(
+        select(Label.annotator, func.count(Label.id), discarded)
+        .group_by(Label.annotator)
+        .order_by(Label.annotator)
+    ).all()
+    return [
+        {"username": who, "submitted": total - (gone or 0), "discarded": gone or 0}
+        for who, total, gone in rows
     ]
 
 

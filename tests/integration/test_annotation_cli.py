@@ -22,11 +22,15 @@ from tests.integration.argilla_helpers import external_ids, unique
 pytestmark = pytest.mark.argilla
 
 
-def _project(tmp_path: Path, monkeypatch, sqlite_url: str, dataset: str, workspace: str) -> Path:
+def _project(
+    tmp_path: Path, monkeypatch, sqlite_url: str, dataset: str, workspace: str, port: int | None = None
+) -> Path:
+    """A config; `port` becomes [argilla] url's (the one `argilla up` uses: never 6900 in tests)."""
     config = tmp_path / "pvar-loop.toml"
+    url = f'url = "http://127.0.0.1:{port}"\n' if port else ""
     config.write_text(
         f'[paths]\ndata_dir = "{tmp_path / "data"}"\n\n'
-        f'[argilla]\nworkspace = "{workspace}"\ndataset = "{dataset}"\nmin_submitted = 1\n'
+        f'[argilla]\n{url}workspace = "{workspace}"\ndataset = "{dataset}"\nmin_submitted = 1\n'
     )
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
     monkeypatch.delenv("PVAR_LOOP_ARGILLA_URL", raising=False)
@@ -81,7 +85,10 @@ def test_annotators_push_pull_commands(
 
 @pytest.mark.slow
 def test_argilla_up_status_down(tmp_path, monkeypatch, sqlite_url, capsys) -> None:
-    config = _project(tmp_path, monkeypatch, sqlite_url, "ds", "ws-cli")
+    from annotation.stack.services import free_port
+
+    port = free_port()
+    config = _project(tmp_path, monkeypatch, sqlite_url, "ds", "ws-cli", port)
     cli = ["--config", str(config)]
     assert main([*cli, "argilla", "status"]) == 0
     assert "no local Argilla stack" in capsys.readouterr().out
@@ -90,11 +97,15 @@ def test_argilla_up_status_down(tmp_path, monkeypatch, sqlite_url, capsys) -> No
         out, err = capsys.readouterr()
         assert code == 0, err
         url = re.search(r"Argilla is up at (\S+)", out).group(1)
+        assert url == f"http://127.0.0.1:{port}"  # the port of [argilla] url
         assert f"{url}/sign-in" in out and "stack.json" in out
         state = json.loads((tmp_path / "data" / "argilla" / "stack.json").read_text())
         assert state["api_key"] not in out and state["password"] not in out
-        assert main([*cli, "argilla", "up"]) == 2
-        assert "already runs" in capsys.readouterr().err
+        assert main([*cli, "argilla", "up"]) == 0  # already up: says where, starts nothing
+        out = capsys.readouterr().out
+        assert f"Argilla is already up at {url}" in out and "nothing started" in out
+        assert "`pvar-loop argilla status`" in out and "`pvar-loop status`" in out
+        assert json.loads((tmp_path / "data" / "argilla" / "stack.json").read_text()) == state
         assert main([*cli, "argilla", "status", "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["running"] and set(status["processes"]) == {"redis", "osmem", "server", "worker"}

@@ -22,7 +22,7 @@ from storage.upsert import upsert
 from tests.integration.scoring_project import make_project, prompts
 
 N_PROMPTS = 10
-PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text", "audit"}
+PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text", "audit", "source_id"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,26 @@ def test_json_shape_and_pvar_ranking(project, capsys):
     gaps = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'reward_gap'"))
     top_gap = _select(project, capsys, "--strategy", "reward-gap", "--budget", "2")["selected"]
     assert [p["reward_gap"] for p in top_gap] == sorted(gaps.values(), reverse=True)[:2]
+
+
+def test_select_shows_the_operators_own_prompt_ids(project, capsys):
+    """The source id ingest stored (the row's 'id') is shown next to the hash, in the table and the JSON."""
+    uow = _uow(project)
+    with uow() as s:
+        prompts_ = s.scalars(select(Prompt).order_by(Prompt.id)).all()
+        for i, p in enumerate(prompts_):
+            p.source_id = None if i == 0 else f"ticket-{i:03d}"
+        sources = {p.id: p.source_id for p in prompts_}
+    picks = _select(project, capsys, "--strategy", "full")["selected"]
+    assert {p["prompt_id"]: p["source_id"] for p in picks} == sources
+    capsys.readouterr()
+    assert project.cli("select", "--strategy", "full") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("rank"))
+    assert header.index("source id") < header.index("prompt id")
+    for p in picks:
+        row = next(line for line in lines if p["prompt_id"][:12] in line)
+        assert (p["source_id"] or "-") in row.split()
 
 
 def test_open_round_excludes_its_prompts_and_cancel_frees_them(project, capsys):

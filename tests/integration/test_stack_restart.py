@@ -23,6 +23,7 @@ from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from annotation.stack.local_stack import load_stack, stop_stack
 from annotation.stack.processes import is_alive
+from annotation.stack.services import free_port
 from loop.cli.app import main
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
@@ -35,9 +36,11 @@ pytestmark = [pytest.mark.argilla, pytest.mark.slow]
 
 def _project(tmp_path: Path, monkeypatch, sqlite_url: str) -> Path:
     config = tmp_path / "pvar-loop.toml"
+    port = free_port()  # `argilla up` uses [argilla] url's port: never 6900 in tests
     config.write_text(
         f'[paths]\ndata_dir = "{tmp_path / "data"}"\n\n'
-        '[argilla]\nworkspace = "ws-restart"\ndataset = "ds-restart"\nmin_submitted = 1\n'
+        f'[argilla]\nurl = "http://127.0.0.1:{port}"\nworkspace = "ws-restart"\ndataset = "ds-restart"\n'
+        "min_submitted = 1\n"
     )
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
     monkeypatch.delenv("PVAR_LOOP_ARGILLA_URL", raising=False)

@@ -1,0 +1,160 @@
+"""`pvar-loop annotators add|list|remove|reset-password`: annotator accounts in the project's Argilla workspace,
+and how many answers of each are pulled into our database. Registered by loop.cli.app.
+
+Which Argilla: as every Argilla command (loop.argilla_client). Passwords and keys are never logged or stored by
+us: `add` and `reset-password` print them once, on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from loop.cli.common import UserError, add_command, config_from, open_engine, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = add_command(sub, "annotators", cmd_annotators, help="annotator accounts in the Argilla workspace")
+    an = s.add_subparsers(dest="annotators_command", required=True)
+    add = an.add_parser("add", help="create an annotator and print its credentials (once)")
+    add.add_argument("name", help="username: letters, digits, - and _")
+    add.add_argument("--first-name", help="display name (default: the username)")
+    an.add_parser(
+        "list", help="the workspace's users and how many answers of each are pulled into the database"
+    ).add_argument("--json", action="store_true")
+    rm = an.add_parser(
+        "remove",
+        help="delete an annotator's account (or, if other workspaces share it, take it out of ours); "
+        "answers already pulled stay in the database",
+    )
+    rm.add_argument("name", help="username")
+    rm.add_argument(
+        "--force",
+        action="store_true",
+        help="remove even though some of their answers are not pulled yet (Argilla deletes them)",
+    )
+    reset = an.add_parser("reset-password", help="give an annotator a new password and print it (once)")
+    reset.add_argument("name", help="username")
+
+
+def cmd_annotators(args: argparse.Namespace) -> int:
+    from annotation.api import AnnotationSyncError
+    from loop.argilla_client import connect_client
+
+    cfg = config_from(args)
+    client = connect_client(cfg)
+    handlers = {
+        "add": _annotators_add,
+        "list": _annotators_list,
+        "remove": _annotators_remove,
+        "reset-password": _annotators_reset_password,
+    }
+    try:
+        return handlers[args.annotators_command](args, cfg, client)
+    except (AnnotationSyncError, ValueError) as e:
+        raise UserError(str(e)) from e
+
+
+def _annotators_add(args, cfg, client) -> int:
+    from annotation.annotators import create_annotator
+
+    cred = create_annotator(client.http_client, args.name, cfg.argilla.workspace, first_name=args.first_name)
+    url = str(client.api_url).rstrip("/")
+    # Printed once, to stdout only: Argilla keeps no readable copy of the password.
+    print(f"created annotator {cred.username!r} in workspace {cred.workspace!r}")
+    print(f"  sign in at: {url}/sign-in")
+    print(f"  username:   {cred.username}")
+    print(f"  password:   {cred.password}")
+    print(f"  API key:    {cred.api_key}   (for scripts and the annotator bot)")
+    print("Store these now; they are not shown again.")
+    return 0
+
+
+def _annotators_list(args, cfg, client) -> int:
+    """Argilla's members of the workspace, with the answers of each pulled into OUR database (also those
+    of annotators removed since)."""
+    from annotation.annotators import workspace_members
+    from storage.db import UnitOfWork
+    from storage.repositories.queries import answers_per_annotator
+
+    members = workspace_members(client.http_client, cfg.argilla.workspace)
+    with UnitOfWork(open_engine(cfg))() as session:
+        pulled = {a["username"]: a for a in answers_per_annotator(session)}
+    none = {"submitted": 0, "discarded": 0}
+    rows = [
+        {
+            "username": m.username,
+            "role": m.role,
+            "in_workspace": True,
+            **_counts(pulled.get(m.username, none)),
+        }
+        for m in members
+    ]
+    known = {m.username for m in members}
+    rows += [
+        {"username": who, "role": None, "in_workspace": False, **_counts(a)}
+        for who, a in pulled.items()
+        if who not in known
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"users of Argilla workspace {cfg.argilla.workspace!r} (answers pulled into the database):")
+    for r in rows:
+        role = r["role"] if r["in_workspace"] else "removed (not in the workspace)"
+        print(f"  {r['username']:<24} {role:<12} {r['submitted']} submitted, {r['discarded']} discarded")
+    return 0
+
+
+def _counts(answers: dict) -> dict:
+    return {"submitted": answers["submitted"], "discarded": answers["discarded"]}
+
+
+def _annotators_remove(args, cfg, client) -> int:
+    from annotation.annotators import find_annotator, remove_annotator
+    from annotation.dataset import open_dataset
+    from annotation.unpulled import AnswerCount, count_answers
+    from storage.db import UnitOfWork
+
+    http = client.http_client
+    member = find_annotator(http, args.name, cfg.argilla.workspace)
+    dataset = open_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace)
+    uow = UnitOfWork(open_engine(cfg))
+    answers = count_answers(uow, dataset, member.username) if dataset is not None else AnswerCount(0, 0)
+    if answers.unpulled and not args.force:
+        raise UserError(
+            f"annotator {member.username!r} has {answers.unpulled} answers in Argilla dataset "
+            f"{cfg.argilla.workspace}/{cfg.argilla.dataset} not pulled into the database yet: run "
+            "`pvar-loop pull` first, or add --force to remove them (Argilla deletes them with the account)"
+        )
+    deleted = remove_annotator(http, member, cfg.argilla.workspace)
+    kept = answers.in_argilla - answers.unpulled
+    if deleted:
+        print(
+            f"deleted annotator {member.username!r}: the account and its API key no longer work; Argilla "
+            f"deleted its {answers.in_argilla} responses in the dataset with it"
+        )
+    else:
+        print(
+            f"removed annotator {member.username!r} from workspace {cfg.argilla.workspace!r} (the account is "
+            f"kept: other workspaces use it); its {answers.in_argilla} responses stay in Argilla"
+        )
+    print(
+        f"{kept} of their answers were pulled and stay in the database (labels, decisions, export)"
+        + (f"; {answers.unpulled} not pulled are lost (--force)" if answers.unpulled and deleted else "")
+    )
+    return 0
+
+
+def _annotators_reset_password(args, cfg, client) -> int:
+    from annotation.annotators import find_annotator, reset_password
+
+    member = find_annotator(client.http_client, args.name, cfg.argilla.workspace)
+    password = reset_password(client.http_client, member)
+    url = str(client.api_url).rstrip("/")
+    # Printed once, to stdout only: neither Argilla (a hash) nor our database keeps it.
+    print(f"new password for annotator {member.username!r} (the old one no longer works):")
+    print(f"  sign in at: {url}/sign-in")
+    print(f"  username:   {member.username}")
+    print(f"  password:   {password}")
+    print("Store it now; it is not shown again. Their API key is unchanged.")
+    return 0
