@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from loop.config import EvaluationConfig, GenerationConfig, PolicyConfig
+from loop.config import Config, EvaluationConfig, GenerationConfig, PolicyConfig
 
 
 class BatchJudge(Protocol):
@@ -71,6 +71,17 @@ def win_rate(
 
     diff = policy - reference
     outcomes = np.where(np.abs(diff) <= tie_tolerance, 0.5, np.where(diff > 0, 1.0, 0.0))
+    return outcome_win_rate(outcomes, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+
+
+def outcome_win_rate(
+    outcomes: Sequence[float], *, n_bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> WinRate:
+    """Mean of per-prompt outcomes in [0, 1] (win 1, tie 0.5, loss 0; a human evaluation's mean vote) with
+    its percentile-bootstrap interval, prompts as the resampling unit."""
+    outcomes = np.asarray(outcomes, dtype=float)
+    if outcomes.ndim != 1 or outcomes.size == 0:
+        raise ValueError(f"outcome_win_rate: need a non-empty 1-D sequence, got shape {outcomes.shape}")
     rng = np.random.default_rng(seed)
     n = outcomes.size
     means = outcomes[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
@@ -130,7 +141,6 @@ def evaluate_policies(
     prompts = list(eval_prompts)
     if not prompts:
         raise ValueError("evaluate_policies: no evaluation prompts given")
-    policy_seed, reference_seed = sampling_seeds(seed)
     knobs = {
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
@@ -140,8 +150,9 @@ def evaluate_policies(
         "backend": backend,
         "device": device,
     }
-    policy_responses = _sample_one_each(policy_dir, prompts, seed=policy_seed, **knobs)
-    reference_responses = _reference_responses(reference_dir, prompts, seed=reference_seed, **knobs)
+    policy_responses, reference_responses = sample_both(
+        prompts, policy_dir, reference_dir, seed=seed, **knobs
+    )
     policy_scores = _judge_all(judge, prompts, policy_responses)
     reference_scores = _judge_all(judge, prompts, reference_responses)
     result = win_rate(policy_scores, reference_scores, n_bootstrap=n_bootstrap, seed=seed)
@@ -153,6 +164,29 @@ def evaluate_policies(
         policy_scores=policy_scores,
         reference_scores=reference_scores,
     )
+
+
+def sampling_knobs(cfg: Config) -> dict:
+    """How evaluation samples one response per prompt ([evaluation], [generation], [policy] dtype)."""
+    g = cfg.generation
+    return {
+        "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "batch_size": g.batch_size,
+        "dtype": cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
+        "backend": g.backend,
+    }
+
+
+def sample_both(
+    prompts: list[str], policy_dir, reference_dir, *, seed: int, **knobs
+) -> tuple[list[str], list[str]]:
+    """One response per prompt from the policy and from the reference, with independent seeds derived from
+    `seed` (the reference's memoised: see _reference_responses)."""
+    policy_seed, reference_seed = sampling_seeds(seed)
+    policy_responses = _sample_one_each(policy_dir, prompts, seed=policy_seed, **knobs)
+    return policy_responses, _reference_responses(reference_dir, prompts, seed=reference_seed, **knobs)
 
 
 def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[float]:

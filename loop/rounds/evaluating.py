@@ -1,11 +1,13 @@
 """Evaluating a round's checkpoint: win rate against the initial policy on the eval split, judged by the
-rule-based verifier or a reward model, stored once per (checkpoint, reference, judge)."""
+rule-based verifier, a reward model or the annotators (loop.rounds.human_evaluation), stored once per
+(checkpoint, reference, judge)."""
 
 from __future__ import annotations
 
 import logging
 
-from loop.config import Config
+from loop.config import JUDGES, Config
+from loop.evaluation.human import HUMAN
 from loop.rounds.training import TrainingDataError, check_policies
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation
@@ -33,15 +35,24 @@ def judge_for(cfg: Config, session):
     from loop.ml.rewards import RewardScorer
 
     r = cfg.reward
-    check_reward_model(r.model, "[reward] model")
-    return f"reward:{r.model}", RewardScorer(
-        r.model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
+    own = cfg.evaluation.judge not in JUDGES  # a reward model of its own, named by id or directory
+    model, key = (cfg.evaluation.judge, "[evaluation] judge") if own else (r.model, "[reward] model")
+    check_reward_model(model, key)
+    return f"reward:{model}", RewardScorer(
+        model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
     )
 
 
-def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
-    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge)."""
-    from loop.evaluation.win_rate import evaluate_policies
+def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation | str:
+    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge). A
+    human evaluation not answered enough yet returns a line saying what it waits for instead."""
+    if cfg.judge_warning:
+        log.warning("%s", cfg.judge_warning)
+    if cfg.evaluation.judge == HUMAN:
+        from loop.rounds.human_evaluation import evaluate_by_humans
+
+        return evaluate_by_humans(cfg, uow, checkpoint_id)
+    from loop.evaluation.win_rate import evaluate_policies, sampling_knobs
 
     with uow() as session:
         reference = ensure_initial_checkpoint(session, cfg.policy.model)
@@ -59,20 +70,9 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         ref_path, policy_path = session.get(Checkpoint, reference).path, ckpt.path
     if not prompts:
         raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
-    e, g = cfg.evaluation, cfg.generation
+    e = cfg.evaluation
     result = evaluate_policies(
-        prompts,
-        policy_path,
-        ref_path,
-        judge,
-        max_new_tokens=e.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        dtype=cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
-        seed=e.seed,
-        n_bootstrap=e.n_bootstrap,
-        backend=g.backend,
+        prompts, policy_path, ref_path, judge, seed=e.seed, n_bootstrap=e.n_bootstrap, **sampling_knobs(cfg)
     )
     w = result.win_rate
     n = len(result.policy_scores)
