@@ -58,11 +58,13 @@ def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> str | None:
 
 
 def _sides(cfg: Config, checkpoint_id: str, n: int) -> list[str]:
-    """Which side ('a' or 'b') shows the checkpoint's response, per prompt: seeded, one draw per checkpoint."""
+    """Which side ('a' or 'b') shows the checkpoint's response, per prompt: a seeded random permutation of
+    half a, half b, so a position bias of the annotators cancels out instead of adding noise."""
     import numpy as np
 
     rng = np.random.default_rng([cfg.evaluation.seed, zlib.crc32(checkpoint_id.encode())])
-    return ["b" if flip else "a" for flip in rng.random(n) < 0.5]
+    balanced = ["a", "b"] * (n // 2) + (["a"] if n % 2 else [])
+    return [str(side) for side in rng.permutation(balanced)]
 
 
 def _prepare(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str) -> None:

@@ -82,3 +82,12 @@ def test_report_warns_when_its_judge_selected_the_labels():
     assert "selected the labels" in judge_warning("reward:rm-1", {"rm-1"})
     assert judge_warning("reward:rm-2", {"rm-1"}) is None
     assert judge_warning("human", {"rm-1"}) is None and judge_warning(None, set()) is None
+
+
+def test_sides_are_a_seeded_balanced_permutation():
+    from loop.rounds.human_evaluation import _sides
+
+    cfg = parse_config({}, env={})
+    sides = _sides(cfg, "main-r1-abc", 9)
+    assert sides == _sides(cfg, "main-r1-abc", 9) and sorted(sides) == ["a"] * 5 + ["b"] * 4
+    assert any(_sides(cfg, f"main-r{i}-abc", 8) != _sides(cfg, "main-r1-abc", 8) for i in range(2, 6))
