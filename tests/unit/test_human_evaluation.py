@@ -91,3 +91,11 @@ def test_sides_are_a_seeded_balanced_permutation():
     sides = _sides(cfg, "main-r1-abc", 9)
     assert sides == _sides(cfg, "main-r1-abc", 9) and sorted(sides) == ["a"] * 5 + ["b"] * 4
     assert any(_sides(cfg, f"main-r{i}-abc", 8) != _sides(cfg, "main-r1-abc", 8) for i in range(2, 6))
+
+
+def test_an_experiment_refuses_the_human_judge():
+    from loop.experiment.runner import ExperimentError, run_experiment
+
+    cfg = parse_config({"evaluation": {"judge": "human"}}, env={})
+    with pytest.raises(ExperimentError, match=r'\[evaluation\] judge = "human"'):
+        run_experiment(cfg, uow=None, plan=None, annotator=None)
