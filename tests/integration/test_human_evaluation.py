@@ -162,3 +162,16 @@ def test_human_evaluation_round(tmp_path, tiny_models, argilla_stack):
     project.config.write_text(text.replace('judge = "human"', 'judge = "reward"'))
     status = project.cli("status")
     assert "warning: [evaluation] judge = 'reward' is the selection reward model" in status.stdout
+
+
+@pytest.mark.parametrize(("judge", "warned"), [("reward", True), ("verifier", False), ("human", False)])
+def test_evaluation_logs_a_warning_when_the_judge_is_the_selection_reward_model(uow, caplog, judge, warned):
+    from loop.config import parse_config
+    from loop.rounds.evaluating import evaluate_checkpoint
+    from loop.rounds.training import TrainingDataError
+
+    cfg = parse_config({"evaluation": {"judge": judge}}, env={})
+    with caplog.at_level("WARNING"), pytest.raises(TrainingDataError, match="no checkpoint 'nope'"):
+        evaluate_checkpoint(cfg, uow, "nope")
+    logged = [r for r in caplog.records if r.levelname == "WARNING" and "selection reward model" in r.message]
+    assert bool(logged) is warned
