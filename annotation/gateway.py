@@ -87,29 +87,17 @@ def push_items(
             round_id,
             len(gone),
         )
-    path = f"/api/v1/datasets/{dataset.id}/records/bulk"
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         what = f"push round {round_id}, items {start + 1}-{start + len(batch)} of {len(items)}"
         try:
-            data = request_json(
-                dataset.http,
-                "PUT",
-                path,
-                json={"items": [to_record(i) for i in batch]},
-                what=what,
-                backoff=backoff,
-            )
+            record_ids = upsert_records(dataset, [to_record(i) for i in batch], what=what, backoff=backoff)
         except AnnotationSyncError as e:
             raise AnnotationSyncError(
                 f"push of round {round_id} stopped: {report.pushed} of {len(items)} items are in Argilla and "
                 f"recorded; run the push again to send the rest. Cause: {e}",
                 e.status_code,
             ) from e
-        record_ids = {r.get("external_id"): r["id"] for r in data.get("items", [])}
-        missing = [i.id for i in batch if i.id not in record_ids]
-        if missing:
-            raise AnnotationSyncError(f"{what}: Argilla did not return records for {len(missing)} items")
         with uow() as session:
             repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in batch})
         report.pushed += len(batch)
@@ -129,6 +117,25 @@ def push_items(
         report.per_second,
     )
     return report
+
+
+def upsert_records(
+    dataset: DatasetHandle, records: list[dict], *, what: str, backoff: Backoff = DEFAULT_BACKOFF
+) -> dict[str, str]:
+    """One bulk upsert (at most MAX_BATCH records, keyed by external id) -> {external id: record id}."""
+    data = request_json(
+        dataset.http,
+        "PUT",
+        f"/api/v1/datasets/{dataset.id}/records/bulk",
+        json={"items": records},
+        what=what,
+        backoff=backoff,
+    )
+    record_ids = {r.get("external_id"): str(r["id"]) for r in data.get("items", [])}
+    missing = [r["external_id"] for r in records if r["external_id"] not in record_ids]
+    if missing:
+        raise AnnotationSyncError(f"{what}: Argilla did not return records for {len(missing)} items")
+    return record_ids
 
 
 @dataclass
@@ -204,7 +211,8 @@ class PullReport:
         return bool(self.new_labels or self.updated_labels or self.items_changed)
 
 
-def _users(dataset: DatasetHandle, backoff: Backoff) -> dict[str, str]:
+def usernames(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> dict[str, str]:
+    """Argilla user id -> username (who answered a response)."""
     data = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
     return {u["id"]: u["username"] for u in data["items"]}
 
@@ -271,7 +279,7 @@ def pull_labels(
     """
     t0 = time.perf_counter()
     fallback = dataset.min_submitted if min_submitted is None else min_submitted
-    users = _users(dataset, backoff)
+    users = usernames(dataset, backoff)
     records = fetch_records(dataset, backoff)
     report = PullReport(records=len(records))
     with uow() as session:

@@ -25,20 +25,28 @@ def flip(choice: str, swapped: bool) -> str:
     return _FLIP.get(choice, choice) if swapped else choice
 
 
+def record_json(
+    external_id: str, prompt: str, text_a: str, text_b: str, swapped: bool, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON of a pairwise record for PUT /api/v1/datasets/{id}/records/bulk: `text_a` is shown as
+    "response_a" unless `swapped`."""
+    shown_a, shown_b = (text_b, text_a) if swapped else (text_a, text_b)
+    return {
+        "external_id": external_id,
+        "fields": {"prompt": prompt, "response_a": shown_a, "response_b": shown_b},
+        "metadata": metadata,
+    }
+
+
 def to_record(item: ItemContent) -> dict[str, Any]:
-    """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk."""
-    shown_a, shown_b = (item.text_b, item.text_a) if item.swapped else (item.text_a, item.text_b)
+    """The JSON of an annotation item's record."""
     # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
     # metadata through the API): no rewards, no swap flag, no PVar. An upsert replaces the metadata, so
     # re-sending a record pushed by an older version removes them.
     metadata: dict[str, Any] = {"round": item.round_number, "strategy": item.strategy}
     if item.source_id is not None:  # the operator's own id of the prompt, so they can find it in Argilla
         metadata[SOURCE_ID] = item.source_id
-    return {
-        "external_id": item.id,
-        "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},
-        "metadata": metadata,
-    }
+    return record_json(item.id, item.prompt, item.text_a, item.text_b, item.swapped, metadata)
 
 
 @dataclass(frozen=True)

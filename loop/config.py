@@ -231,10 +231,20 @@ class TrainingConfig(_Section):
         return v
 
 
+JUDGES = ("reward", "verifier", "human")  # any other [evaluation] judge value names a reward model
+
+
 class EvaluationConfig(_Section):
-    judge: Literal["reward", "verifier"] = Field(
+    judge: str = Field(
         "reward",
-        description="Win-rate judge: the [reward] model, or the rule verifier (eval prompts' constraints).",
+        description='Win-rate judge: "reward" (the [reward] model, which selection trains the policy to '
+        'please: biased), a reward model id or directory of its own, "verifier" (eval prompts\' constraints) '
+        'or "human" (pairwise comparisons in Argilla, dataset "<[argilla] dataset>-eval").',
+    )
+    human_prompts: int = Field(
+        50,
+        ge=1,
+        description='Eval prompts (first N by id) a judge = "human" evaluation asks annotators about.',
     )
     max_new_tokens: int = Field(128, gt=0, description="Longest response sampled per eval prompt, in tokens.")
     samples_per_prompt: int = Field(
@@ -274,10 +284,36 @@ class Config(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
 
     @property
+    def judge_is_selection_model(self) -> bool:
+        """[evaluation] judge scores with the [reward] model itself: the policy was trained on labels that
+        model picked, so its win rate is flattering (a biased judge)."""
+        judge = self.evaluation.judge
+        return judge == "reward" or _same_model(judge, self.reward.model)
+
+    @property
+    def judge_warning(self) -> str | None:
+        """One line for logs, `status` and the report when the judge is biased; None otherwise."""
+        if not self.judge_is_selection_model:
+            return None
+        return (
+            f"[evaluation] judge = {self.evaluation.judge!r} is the selection reward model ([reward] model = "
+            f"{self.reward.model!r}): the policy is trained to please it, so its win rates flatter the policy; "
+            'prefer judge = "human", "verifier" or another reward model'
+        )
+
+    @property
     def database_url(self) -> str:
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.paths.data_dir / 'pvar-loop.db').resolve()}"
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two model references (hub ids or directories) that name the same model."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _describe(error: dict, source: str) -> str:

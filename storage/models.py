@@ -241,6 +241,31 @@ class EvaluationSample(Base):
     score: Mapped[float] = mapped_column(Float, comment="the evaluation's judge score")
 
 
+class EvalComparison(Base):
+    """One eval prompt of a human evaluation ([evaluation] judge = "human"): a response of the checkpoint and
+    one of the reference, shown in Argilla with the checkpoint's on side `policy_side` (drawn at random with
+    [evaluation] seed, recorded here only). `id` is a content hash and the Argilla record's external id, so a
+    re-push updates instead of duplicating."""
+
+    __tablename__ = "eval_comparisons"
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "reference_id", "prompt_id", name="uq_eval_comparisons_key"),
+    )
+    id: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"), index=True)
+    reference_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
+    policy_text: Mapped[str] = mapped_column(Text)
+    reference_text: Mapped[str] = mapped_column(Text)
+    policy_side: Mapped[str] = mapped_column(String(1), comment="a|b: where Argilla shows the checkpoint's")
+    min_submitted: Mapped[int] = mapped_column(comment="answers needed (the round's overlap)")
+    argilla_record_id: Mapped[str | None] = mapped_column(String(100))
+    answers: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, comment="annotator -> policy|reference|tie|discard (the swap undone)"
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LoopSetting(Base):
     """Operator-set values (budget, strategy) that apply from a given round on."""
 

@@ -10,13 +10,15 @@ from enum import StrEnum
 
 
 class RoundStatus(StrEnum):
-    """planned -> scored -> pushed -> collecting -> training -> evaluated -> done (or cancelled / failed)."""
+    """planned -> scored -> pushed -> collecting -> training [-> evaluating] -> evaluated -> done (or
+    cancelled / failed)."""
 
     PLANNED = "planned"
     SCORED = "scored"
     PUSHED = "pushed"
     COLLECTING = "collecting"
     TRAINING = "training"
+    EVALUATING = "evaluating"  # waits for a human evaluation's answers ([evaluation] judge = "human")
     EVALUATED = "evaluated"
     DONE = "done"
     CANCELLED = "cancelled"

@@ -123,6 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "scheduler": scheduler_status(session, cfg),
             "new_rounds": new_rounds_status(session, cfg),
             "audit": audit_summary(audit_outcomes(session)),
+            "judge_warning": cfg.judge_warning,
         }
     if args.json:
         print_json(status)
@@ -156,6 +157,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
             f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] n={e['n']} ({e['judge']})"
         )
+    if status["judge_warning"]:
+        print(f"warning: {status['judge_warning']}")
     for a in status["operator_actions"]:
         print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
     return 0

@@ -24,7 +24,7 @@ def _round(uow, number: int | None):
 
 
 # The stages a by-hand `train` runs, as the scheduler does: collection check, DPO + evaluation, closing.
-TRAIN_STAGES = (RoundStatus.COLLECTING, RoundStatus.TRAINING, RoundStatus.EVALUATED)
+TRAIN_STAGES = (RoundStatus.COLLECTING, RoundStatus.TRAINING, RoundStatus.EVALUATING, RoundStatus.EVALUATED)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -66,6 +66,14 @@ def _finish_round(cfg, uow, round_id: int, number: int) -> int:
 
             _, why = collection_done(session, cfg, rnd)
             raise UserError(f"round {number} cannot be trained yet: {rnd.reason or why}; nothing was trained")
+        if status == RoundStatus.EVALUATING:
+            from loop.rounds.state import next_step
+
+            waits = next_step(session, cfg, rnd).waits
+            print(
+                f"round {number}: evaluating; policy {rnd.policy_out}: {waits}; run this again once answered"
+            )
+            return 0
         policy, reason = rnd.policy_out, rnd.reason
         evals = evaluations_of(session, policy) if policy != rnd.policy_in else []
     print(f"round {number}: {status}; policy {policy}" + (f" ({reason})" if reason else ""))
@@ -96,11 +104,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             checkpoint = latest.id
         ckpt = session.get(Checkpoint, checkpoint)
         rnd = session.get(Round, ckpt.round_id) if ckpt is not None and ckpt.round_id else None
-        open_stage = rnd is not None and rnd.status in (RoundStatus.TRAINING, RoundStatus.EVALUATED)
+        open_stage = rnd is not None and rnd.status in TRAIN_STAGES[1:]
         round_id, number = (rnd.id, rnd.number) if rnd is not None else (None, None)
     if open_stage:  # the round's training is recorded: evaluating finishes it, as the scheduler would
         return _finish_round(cfg, uow, round_id, number)
-    _print_eval(evaluate_checkpoint(cfg, uow, checkpoint))
+    result = evaluate_checkpoint(cfg, uow, checkpoint)
+    if isinstance(result, str):  # a human evaluation still waiting for answers
+        print(f"{checkpoint}: {result}; run this again once answered")
+    else:
+        _print_eval(result)
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from loop.config import EvaluationConfig, GenerationConfig, PolicyConfig
+from loop.config import Config, EvaluationConfig, GenerationConfig, PolicyConfig
 from loop.evaluation.paired import Interval, mean_interval
 
 
@@ -80,6 +80,17 @@ def win_rate(
     outcomes = np.where(np.abs(diff) <= tie_tolerance, 0.5, np.where(diff > 0, 1.0, 0.0))
     if outcomes.ndim == 2:
         outcomes = outcomes.mean(axis=1)
+    return outcome_win_rate(outcomes, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+
+
+def outcome_win_rate(
+    outcomes: Sequence[float], *, n_bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> WinRate:
+    """Mean of per-prompt outcomes in [0, 1] (win 1, tie 0.5, loss 0; a human evaluation's mean vote) with
+    its percentile-bootstrap interval, prompts as the resampling unit."""
+    outcomes = np.asarray(outcomes, dtype=float)
+    if outcomes.ndim != 1 or outcomes.size == 0:
+        raise ValueError(f"outcome_win_rate: need a non-empty 1-D sequence, got shape {outcomes.shape}")
     rng = np.random.default_rng(seed)
     n = outcomes.size
     means = outcomes[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
@@ -232,6 +243,38 @@ def _sample_side(model_dir, prompts: list[str], judge: Judge, seeds: list[int], 
 
 def _without(knobs: dict, key: str) -> dict:
     return {k: v for k, v in knobs.items() if k != key}
+
+
+def sampling_knobs(cfg: Config) -> dict:
+    """How evaluation samples ([evaluation], [generation], [policy] dtype), as evaluate_policies takes it."""
+    g = cfg.generation
+    return {
+        "max_new_tokens": cfg.evaluation.max_new_tokens,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "batch_size": g.batch_size,
+        "dtype": cfg.policy.dtype if cfg.policy.dtype != "auto" else "float32",
+        "backend": g.backend,
+    }
+
+
+def sample_both(
+    prompts: list[str], policy_dir, reference_dir, *, seed: int, **knobs
+) -> tuple[list[str], list[str]]:
+    """One response per prompt from the policy and from the reference (a human evaluation's pair), with the
+    seeds multi-sample evaluation uses for sample 0 of each side."""
+    knobs = {"device": "cpu", **knobs}
+    sides = []
+    for side, model_dir in (("policy", policy_dir), ("reference", reference_dir)):
+        from loop.ml.generation import make_generator
+
+        generator = make_generator(knobs["backend"], model=str(model_dir), **_without(knobs, "backend"))
+        try:
+            drawn = generator.generate(prompts, k=1, seed=sample_seeds(seed, side, 1)[0])
+        finally:
+            generator.close()
+        sides.append([per_prompt[0].text for per_prompt in drawn])
+    return sides[0], sides[1]
 
 
 def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[float]:

@@ -306,6 +306,11 @@ def run_experiment(
     """
     from loop.experiment.results import collect_results, write_results
 
+    if cfg.evaluation.judge == "human":
+        raise ExperimentError(
+            '[evaluation] judge = "human" waits for people; an experiment labels with a simulated annotator '
+            'and evaluates every round at once: set judge = "verifier" or a reward model for it'
+        )
     arms = plan.arms
     disagree = plan.disagree or getattr(annotator, "differs", None)
     meta = {"rounds": plan.rounds, "budget": plan.budget, "arms": [a.__dict__ for a in arms]}

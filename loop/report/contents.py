@@ -98,6 +98,7 @@ class ReportData:
     curves: dict[str, list[CurvePoint]]
     verdict: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)  # PVar vs audit picks (loop.evaluation.audit)
+    judge_warning: str | None = None  # the curves' judge is the selection reward model (a biased judge)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

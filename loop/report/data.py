@@ -47,8 +47,22 @@ def collect(session: Session) -> ReportData:
         curves=curves,
     )
     data.verdict = verdict(data)
+    data.judge_warning = judge_warning(judge, queries.selection_reward_models(session))
     data.audit = audit_summary(items_repo.audit_outcomes(session))
     return data
+
+
+def judge_warning(judge: str | None, selection_models: set[str]) -> str | None:
+    """A line when the curves' judge is a reward model that also selected the labels: the policy is trained
+    to please it, so its win rates flatter the policy."""
+    model = judge.removeprefix("reward:") if judge and judge.startswith("reward:") else None
+    if model is None or model not in selection_models:
+        return None
+    return (
+        f"Warning: the win rates are judged by {model}, the reward model that selected the labels; the "
+        'policy is trained to please it, so they flatter the policy ([evaluation] judge = "human", '
+        '"verifier" or another reward model avoids this).'
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -213,6 +213,8 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
             "95% interval of the difference by Newcombe's method. Per round, annotator and reward-model agreement: "
             "report.json, key audit.</p></section>"
         )
+    if data.judge_warning:
+        parts.append(f'<p class="note judge-warning">{escape(data.judge_warning)}</p>')
     if data.other_eval_pairs:
         others = "; ".join(f"{ref} / {judge}" for ref, judge in data.other_eval_pairs)
         parts.append(

@@ -1,7 +1,7 @@
 """Evaluating a round's checkpoint against the initial policy on the eval split, judged by the rule-based
-verifier or a reward model, stored once per (checkpoint, reference, judge) with every sampled response as
-evidence (evaluation_samples). The reference is sampled and judged once per reference_key and its rows are
-reused by every later evaluation made the same way."""
+verifier, a reward model or the annotators (loop.rounds.human_evaluation), stored once per (checkpoint,
+reference, judge) with every sampled response as evidence (evaluation_samples). The reference is sampled
+and judged once per reference_key and its rows are reused by every later evaluation made the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import json
 import logging
 from pathlib import Path
 
-from loop.config import Config
+from loop.config import JUDGES, Config
+from loop.evaluation.human import HUMAN
 from loop.rounds.training import TrainingDataError, check_policies
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation, EvaluationSample
@@ -38,9 +39,11 @@ def judge_for(cfg: Config, session):
     from loop.ml.rewards import RewardScorer
 
     r = cfg.reward
-    check_reward_model(r.model, "[reward] model")
-    return f"reward:{r.model}", RewardScorer(
-        r.model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
+    own = cfg.evaluation.judge not in JUDGES  # a reward model of its own, named by id or directory
+    model, key = (cfg.evaluation.judge, "[evaluation] judge") if own else (r.model, "[reward] model")
+    check_reward_model(model, key)
+    return f"reward:{model}", RewardScorer(
+        model, dtype=r.dtype, max_length=r.max_length, batch_size=r.batch_size
     )
 
 
@@ -79,8 +82,9 @@ def reference_key(
         judge_state = sorted(
             (t, json.dumps(c, sort_keys=True)) for t, c in constraints_by_text(session, split=EVAL).items()
         )
-    else:
-        judge_state = _weights_stamp(cfg.reward.model)
+    else:  # the judging reward model's weights: its own, or the selection RM's
+        own = cfg.evaluation.judge not in JUDGES
+        judge_state = _weights_stamp(cfg.evaluation.judge if own else cfg.reward.model)
     parts = {
         "reference": reference,
         "reference_path": reference_path,
@@ -125,9 +129,16 @@ def _sample_rows(side: str, samples, prompt_ids: list[str]) -> list[dict]:
     ]
 
 
-def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
+def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation | str:
     """Win rate and mean judge score of a checkpoint against the initial policy on the eval split (stored
-    once per judge, with its samples)."""
+    once per judge, with its samples). A human evaluation not answered enough yet returns a line saying what
+    it waits for instead."""
+    if cfg.judge_warning:
+        log.warning("%s", cfg.judge_warning)
+    if cfg.evaluation.judge == HUMAN:
+        from loop.rounds.human_evaluation import evaluate_by_humans
+
+        return evaluate_by_humans(cfg, uow, checkpoint_id)
     from loop.evaluation.paired import paired_difference
     from loop.evaluation.win_rate import evaluate_policies
 

@@ -1,6 +1,7 @@
 """The round state machine, persisted in the `rounds` table.
 
     planned -> scored -> pushed -> collecting -> training -> evaluated -> done      (or cancelled / failed)
+                                                   training -> evaluating -> evaluated  ([evaluation] judge = "human")
 
 Each step does its (idempotent) work first and moves the status last, in its own transaction. A crash anywhere
 leaves the round in the state whose work was interrupted; the next tick redoes that work, and because every
@@ -50,7 +51,7 @@ class Services:
     push: Callable[[Config, UnitOfWork, int], None]
     pull: Callable[[Config, UnitOfWork, int], None]
     train: Callable[[Config, UnitOfWork, int], str | None]
-    evaluate: Callable[[Config, UnitOfWork, str], None]
+    evaluate: Callable[[Config, UnitOfWork, str], str | None]  # a str: what a human evaluation waits for
 
     @classmethod
     def default(cls) -> Services:
@@ -196,17 +197,26 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
                 _move(_load(session, round_id), RoundStatus.TRAINING)
     elif status == RoundStatus.TRAINING:
         checkpoint = services.train(cfg, uow, round_id)
-        if checkpoint is not None:
-            services.evaluate(cfg, uow, checkpoint)
+        waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
         _crash_point(status)
         with uow() as session:
             rnd = _load(session, round_id)
             rnd.policy_out = checkpoint or rnd.policy_in
-            _move(
-                rnd,
-                RoundStatus.EVALUATED,
-                reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
-            )
+            if waiting:  # a human evaluation: its comparisons are in Argilla, the answers are not yet
+                _move(rnd, RoundStatus.EVALUATING)
+            else:
+                _move(
+                    rnd,
+                    RoundStatus.EVALUATED,
+                    reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
+                )
+    elif status == RoundStatus.EVALUATING:
+        with uow() as session:
+            checkpoint = _load(session, round_id).policy_out
+        if not services.evaluate(cfg, uow, checkpoint):
+            _crash_point(status)
+            with uow() as session:
+                _move(_load(session, round_id), RoundStatus.EVALUATED)
     elif status == RoundStatus.EVALUATED:
         _crash_point(status)
         with uow() as session:
@@ -337,6 +347,7 @@ NEXT_WORK = {
     RoundStatus.PUSHED: "open collection (the deadline starts)",
     RoundStatus.COLLECTING: "pull the answers; on to training once collection is complete",
     RoundStatus.TRAINING: "DPO on the decided labels, then evaluate the new policy",
+    RoundStatus.EVALUATING: "pull the human evaluation's answers; on once every comparison is answered",
     RoundStatus.EVALUATED: "close the round; the next one samples with its policy",
 }
 
@@ -362,6 +373,10 @@ def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
     if rnd.status == RoundStatus.COLLECTING:
         ready, why = collection_done(session, cfg, rnd)
         waits = None if ready else why
+    elif rnd.status == RoundStatus.EVALUATING:
+        from loop.rounds.human_evaluation import evaluation_waits
+
+        waits = evaluation_waits(session, cfg, rnd.policy_out)
     return NextStep(advance_command(rnd.number, rnd.arm), NEXT_WORK[rnd.status], waits)
 
 

@@ -75,7 +75,10 @@ def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:
         return None
 
 
-def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> None:
+def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> str | None:
+    """None once the checkpoint's evaluation is stored; a human evaluation still waiting for answers returns
+    what it waits for (the round stays `evaluating`)."""
     from loop.rounds.evaluating import evaluate_checkpoint
 
-    evaluate_checkpoint(cfg, uow, checkpoint_id)
+    result = evaluate_checkpoint(cfg, uow, checkpoint_id)
+    return result if isinstance(result, str) else None

@@ -64,6 +64,11 @@ def evaluations_summary(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def selection_reward_models(session: Session) -> set[str]:
+    """The reward models the pool was scored with for selection (PromptScore.reward_model)."""
+    return set(session.scalars(select(PromptScore.reward_model).distinct()))
+
+
 def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
     rows = session.scalars(select(OperatorAction).order_by(OperatorAction.id.desc()).limit(limit)).all()
     return [

@@ -16,6 +16,7 @@ STORED_ROUND_STATUSES = [
     "pushed",
     "collecting",
     "training",
+    "evaluating",
     "evaluated",
     "done",
     "cancelled",
@@ -39,7 +40,7 @@ def test_enum_values_are_the_stored_strings(enum, stored):
 
 
 def test_round_groups():
-    assert RoundStatus.open_states() == tuple(STORED_ROUND_STATUSES[:6])
+    assert RoundStatus.open_states() == tuple(STORED_ROUND_STATUSES[:7])
     assert set(RoundStatus.closed_states()) == {"done", "cancelled", "failed"}
     assert set(RoundStatus.freeing_states()) == {"cancelled", "failed"}
     assert not set(RoundStatus.open_states()) & set(RoundStatus.closed_states())

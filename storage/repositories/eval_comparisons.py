@@ -1,0 +1,57 @@
+"""Repository for the comparisons of human evaluations (storage.models.EvalComparison). Takes a Session;
+never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storage.models import EvalComparison, Prompt
+from storage.repositories.prompts import EVAL
+from storage.upsert import upsert
+
+
+def eval_prompts(session: Session, limit: int) -> list[tuple[str, str]]:
+    """(id, text) of the first `limit` eval prompts by id: ids are content hashes, so this is a fixed sample
+    that does not depend on ingest order, the same for every checkpoint."""
+    stmt = select(Prompt.id, Prompt.text).where(Prompt.split == EVAL).order_by(Prompt.id).limit(limit)
+    return [(pid, text) for pid, text in session.execute(stmt).all()]
+
+
+def comparisons(session: Session, checkpoint_id: str, reference_id: str) -> list[EvalComparison]:
+    """The comparisons of one (checkpoint, reference) evaluation, in prompt-id order."""
+    return list(
+        session.scalars(
+            select(EvalComparison)
+            .where(EvalComparison.checkpoint_id == checkpoint_id, EvalComparison.reference_id == reference_id)
+            .order_by(EvalComparison.prompt_id)
+        )
+    )
+
+
+def add_comparisons(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert comparisons; one that exists already (same checkpoint, reference, prompt) is left as it was."""
+    return upsert(session, EvalComparison, rows, constraint="uq_eval_comparisons_key")
+
+
+def prompt_texts_of(session: Session, prompt_ids: Sequence[str]) -> dict[str, str]:
+    return dict(session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(list(prompt_ids)))).all())
+
+
+def mark_pushed(session: Session, record_ids: Mapping[str, str]) -> None:
+    """Store Argilla's record ids of pushed comparisons."""
+    if record_ids:
+        session.execute(
+            update(EvalComparison),
+            [{"id": cid, "argilla_record_id": rid} for cid, rid in record_ids.items()],
+        )
+
+
+def set_answers(session: Session, answers: Mapping[str, dict[str, str]]) -> int:
+    """Replace the answers of the given comparisons (annotator -> policy|reference|tie|discard)."""
+    if answers:
+        session.execute(update(EvalComparison), [{"id": cid, "answers": a} for cid, a in answers.items()])
+    return len(answers)
