@@ -6,10 +6,11 @@ then runs `loop.experiment.runner.run_experiment` for the arms: pvar, random ove
 two controls (random-disagree; pvar-matched, with random-s0's training steps). Every arm has its own policy
 lineage, the same pool, budget per round, simulated annotator (the rule verifier with Bradley-Terry noise; ties
 when both responses satisfy equally many constraints) and evaluation (win rate against the initial policy on
-the eval split, one sample per prompt, verifier judge, bootstrap 95% CI over prompts).
+the eval split, --eval-samples responses per prompt and side, verifier judge, bootstrap 95% CI over prompts;
+every sampled response is stored in evaluation_samples, and the initial policy is sampled once for all arms).
 
 Prints the selection RM's held-out agreement with the verifier, the table (labels, decided pairs, ties, DPO
-steps, win rate [CI], mean verifier score, wall time per arm and round) and the total wall time; writes the
+steps, win rate [CI], mean verifier score [CI], wall time per arm and round) and the total wall time; writes the
 results JSON and, with --markdown, the same table as Markdown. Resumable: rerun with --resume to finish the
 rounds an interrupted run left open (the data dir is kept).
 
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--model-cache", type=Path, default=Path("data/models"))
     ap.add_argument("--train", type=int, default=128, help="pool prompts")
     ap.add_argument("--eval", type=int, default=80, help="eval prompts")
+    ap.add_argument("--eval-samples", type=int, default=4, help="responses sampled per eval prompt and side")
     ap.add_argument("--seed-prompts", type=int, default=96, help="seed pool for the selection reward model")
     ap.add_argument("--budget", type=int, default=32, help="labels per round and arm")
     ap.add_argument("--rounds", type=int, default=2)
@@ -73,6 +75,7 @@ def main() -> None:
         n_seed=args.seed_prompts,
         budget=args.budget,
         max_new_tokens=args.max_new_tokens,
+        eval_samples=args.eval_samples,
     )
     t0 = time.perf_counter()
     data_dir = args.data_dir.resolve()
@@ -108,7 +111,8 @@ def main() -> None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
             f"Pool {args.train} prompts, eval {args.eval}, seed pool {args.seed_prompts}, budget {args.budget} "
-            f"per round, {args.rounds} rounds, K={profile.k}, max_new_tokens {args.max_new_tokens}.\n\n"
+            f"per round, {args.rounds} rounds, K={profile.k}, max_new_tokens {args.max_new_tokens}, "
+            f"{args.eval_samples} eval samples per prompt.\n\n"
             f"{facts['selection_rm']}\n\n{markdown_table(results)}\n\nWall time {wall:.0f} s.\n"
         )
 

@@ -47,6 +47,8 @@ def _print_round(row: dict) -> None:
     win = (
         f"win rate {ev['win_rate']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}]" if ev else "no evaluation"
     )
+    if ev and ev.get("policy_ci_low") is not None:
+        win += f", mean score {ev['policy_mean']:.3f} [{ev['policy_ci_low']:.3f}, {ev['policy_ci_high']:.3f}]"
     print(
         f"{row['arm']} round {row['number']}: {row['status']}, {row['labels']} labels "
         f"({row['decided_ab']} a/b, {row['ties']} ties), {win}",

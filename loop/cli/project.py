@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for e in status["evaluations"]:
         print(
             f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
-            f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] n={e['n']} ({e['judge']})"
+            f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]{score_text(e)} n={e['n']} ({e['judge']})"
         )
     if status["judge_warning"]:
         print(f"warning: {status['judge_warning']}")
@@ -170,6 +170,16 @@ def _annotator_lines(status: dict) -> list[str]:
         f"  annotator {a['username']}: {a['submitted']} submitted, {a['discarded']} discarded"
         for a in status["annotators"]
     ]
+
+
+def score_text(e: dict) -> str:
+    """ ", mean score m [l, h] vs r" of an evaluation summary; "" for one stored without mean scores."""
+    mean, (low, high) = e.get("score_mean"), e.get("score_ci") or (None, None)
+    if mean is None or low is None or high is None:
+        return ""
+    ref = e.get("reference_score_mean")
+    versus = "" if ref is None else f" vs {ref:.3f}"
+    return f", mean score {mean:.3f} [{low:.3f}, {high:.3f}]{versus}"
 
 
 def _scheduler_line(s: dict) -> str:

@@ -83,9 +83,16 @@ def _finish_round(cfg, uow, round_id: int, number: int) -> int:
 
 
 def _print_eval(ev) -> None:
+    d = ev.details or {}
+    score = ""
+    if d.get("policy_ci_low") is not None:
+        score = (
+            f", mean score {d['policy_mean']:.3f} [{d['policy_ci_low']:.3f}, {d['policy_ci_high']:.3f}] "
+            f"vs {d['reference_mean']:.3f} ({d.get('samples_per_prompt')} samples per prompt)"
+        )
     print(
         f"{ev.checkpoint_id} vs {ev.reference_id}: win rate {ev.win_rate:.3f} [{ev.ci_low:.3f}, "
-        f"{ev.ci_high:.3f}] on {ev.n_prompts} eval prompts ({ev.judge})"
+        f"{ev.ci_high:.3f}]{score} on {ev.n_prompts} eval prompts ({ev.judge})"
     )
 
 

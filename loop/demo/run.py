@@ -34,6 +34,7 @@ class Profile:
     budget: int
     k: int
     max_new_tokens: int
+    eval_samples: int  # [evaluation] samples_per_prompt: evaluation time grows in proportion
     learning_rate: float
     epochs: int
     dtype: str  # policy sampling and DPO (bf16 autocast on CPU)
@@ -50,6 +51,7 @@ QUICK = Profile(
     budget=8,
     k=4,
     max_new_tokens=16,
+    eval_samples=2,
     learning_rate=5e-5,
     epochs=2,
     dtype="float32",
@@ -67,6 +69,7 @@ FULL = Profile(
     budget=16,
     k=4,
     max_new_tokens=48,
+    eval_samples=2,  # 4 would double the demo's evaluation time; the demo shows the loop, not the effect
     learning_rate=2e-4,
     epochs=2,
     dtype="bfloat16",
@@ -138,6 +141,7 @@ dtype = "{p.dtype}"
 [evaluation]
 judge = "verifier"
 max_new_tokens = {p.max_new_tokens}
+samples_per_prompt = {p.eval_samples}
 n_bootstrap = 1000
 
 [scheduler]

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from loop.config import Config
-from storage.models import Round
+from storage.models import Evaluation, Round
 from storage.repositories import rounds as round_repo
 from storage.repositories.checkpoints import initial_checkpoint_id
 from storage.repositories.evaluations import latest_evaluation
@@ -20,6 +20,37 @@ from storage.repositories.rounds import RoundCounts
 from storage.repositories.training_runs import latest_finished_run
 
 FORMAT_VERSION = 1
+
+
+# Evaluation.details keys copied into the results: the mean judge score of the policy's and the reference's
+# responses (verifier: share of constraints met) with bootstrap CIs over prompts, and their paired difference.
+# Absent (None) for evaluations stored before evaluation_samples.
+DETAIL_KEYS = (
+    "samples_per_prompt",
+    "policy_mean",
+    "policy_ci_low",
+    "policy_ci_high",
+    "reference_mean",
+    "reference_ci_low",
+    "reference_ci_high",
+    "mean_diff",
+    "mean_diff_ci_low",
+    "mean_diff_ci_high",
+)
+
+
+def evaluation_result(ev: Evaluation) -> dict:
+    """An evaluation as stored; evaluation_id leads to its samples (storage.repositories.evaluations)."""
+    details = ev.details or {}
+    return {
+        "evaluation_id": ev.id,
+        "judge": ev.judge,
+        "n_prompts": ev.n_prompts,
+        "win_rate": ev.win_rate,
+        "ci_low": ev.ci_low,
+        "ci_high": ev.ci_high,
+        **{key: details.get(key) for key in DETAIL_KEYS},
+    }
 
 
 def round_result(session: Session, rnd: Round, reference: str, c: RoundCounts) -> dict:
@@ -45,18 +76,7 @@ def round_result(session: Session, rnd: Round, reference: str, c: RoundCounts) -
         "undecided": c.undecided,
         "train_pairs": run.label_count if trained else None,
         "train_steps": (run.metrics or {}).get("steps") if trained else None,
-        "evaluation": None
-        if ev is None
-        else {
-            "judge": ev.judge,
-            "n_prompts": ev.n_prompts,
-            "win_rate": ev.win_rate,
-            "ci_low": ev.ci_low,
-            "ci_high": ev.ci_high,
-            # mean judge score of the policy's and the reference's responses (verifier: share of constraints met)
-            "policy_mean": (ev.details or {}).get("policy_mean"),
-            "reference_mean": (ev.details or {}).get("reference_mean"),
-        },
+        "evaluation": None if ev is None else evaluation_result(ev),
         "wall_s": (end - start).total_seconds() if start and end else None,
     }
 
@@ -110,7 +130,7 @@ COLUMNS = (
     "pairs",
     "steps",
     "win rate [95% CI]",
-    "judge mean",
+    "judge mean [95% CI]",
     "wall s",
 )
 
@@ -121,7 +141,7 @@ def table_rows(results: dict) -> list[list[str]]:
         for r in arm["rounds"]:
             ev = r["evaluation"]
             win = f"{ev['win_rate']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}]" if ev else "-"
-            mean = ev.get("policy_mean") if ev else None
+            mean = _mean_text(ev) if ev else "-"
             rows.append(
                 [
                     name,
@@ -134,11 +154,18 @@ def table_rows(results: dict) -> list[list[str]]:
                     "-" if r["train_pairs"] is None else str(r["train_pairs"]),
                     "-" if r["train_steps"] is None else str(r["train_steps"]),
                     win,
-                    "-" if mean is None else f"{mean:.3f}",
+                    mean,
                     "-" if r["wall_s"] is None else f"{r['wall_s']:.1f}",
                 ]
             )
     return rows
+
+
+def _mean_text(ev: dict) -> str:
+    mean, low, high = ev.get("policy_mean"), ev.get("policy_ci_low"), ev.get("policy_ci_high")
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" if low is None or high is None else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def format_table(results: dict) -> str:

@@ -41,6 +41,11 @@ class EvalPoint:
     win_rate: float
     ci_low: float
     ci_high: float
+    # Mean judge score of the policy's samples with its bootstrap CI over prompts (None: stored before
+    # evaluations kept it).
+    score_mean: float | None = None
+    score_low: float | None = None
+    score_high: float | None = None
 
 
 @dataclass

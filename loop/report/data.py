@@ -185,7 +185,19 @@ def _mean_percentile(sorted_pool: list[float], selected: list[float]) -> float |
 
 
 def _eval_point(e: Evaluation) -> EvalPoint:
-    return EvalPoint(e.checkpoint_id, e.reference_id, e.judge, e.n_prompts, e.win_rate, e.ci_low, e.ci_high)
+    d = e.details or {}
+    return EvalPoint(
+        e.checkpoint_id,
+        e.reference_id,
+        e.judge,
+        e.n_prompts,
+        e.win_rate,
+        e.ci_low,
+        e.ci_high,
+        score_mean=d.get("policy_mean"),
+        score_low=d.get("policy_ci_low"),
+        score_high=d.get("policy_ci_high"),
+    )
 
 
 def _add_evals(session: Session, rounds: list[RoundRow]) -> tuple[str | None, str | None, list[list[str]]]:

@@ -63,10 +63,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _eval(e: EvalPoint | None) -> str:
-    # Non-breaking spaces: a narrow column wraps only before "n=".
-    return (
-        "–" if e is None else f"{e.win_rate:.3f}\u00a0[{e.ci_low:.3f},\u00a0{e.ci_high:.3f}] n={e.n_prompts}"
-    )
+    # Non-breaking spaces: a narrow column wraps only before "n=" and before the mean score.
+    if e is None:
+        return "–"
+    text = f"{e.win_rate:.3f}\u00a0[{e.ci_low:.3f},\u00a0{e.ci_high:.3f}] n={e.n_prompts}"
+    if e.score_mean is not None and e.score_low is not None and e.score_high is not None:
+        text += f"; mean\u00a0score\u00a0{e.score_mean:.3f}\u00a0[{e.score_low:.3f},\u00a0{e.score_high:.3f}]"
+    return text
 
 
 def _td(text: object, cls: str = "") -> str:
@@ -98,7 +101,7 @@ ROUND_COLUMNS = (
     ("selected PVar pct", True),
     ("policy in", False),
     ("policy out", False),
-    ("eval win rate", False),
+    ("eval win rate; mean score", False),
 )
 COMPARISON_COLUMNS = (
     ("round", True),

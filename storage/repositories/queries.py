@@ -59,6 +59,10 @@ def evaluations_summary(session: Session) -> list[dict[str, Any]]:
             "n": e.n_prompts,
             "win_rate": e.win_rate,
             "ci": [e.ci_low, e.ci_high],
+            # mean judge score of the policy's samples and its CI (None before evaluation_samples)
+            "score_mean": (e.details or {}).get("policy_mean"),
+            "score_ci": [(e.details or {}).get("policy_ci_low"), (e.details or {}).get("policy_ci_high")],
+            "reference_score_mean": (e.details or {}).get("reference_mean"),
         }
         for e in rows
     ]

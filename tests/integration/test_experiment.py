@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from loop.config import parse_config
 from loop.demo.world import write_demo_prompts
@@ -21,12 +21,14 @@ from storage.models import (
     AnnotationItem,
     Checkpoint,
     Evaluation,
+    EvaluationSample,
     Generation,
     Label,
     Prompt,
     Round,
     TrainingRun,
 )
+from storage.repositories.evaluations import evaluation_samples
 
 pytestmark = pytest.mark.slow  # one fixture runs 8 rounds of real (tiny) scoring, DPO and evaluation: ~90 s
 
@@ -50,7 +52,7 @@ def tiny_config(root, tiny_models, **extra):
             "lora": False,
             "dtype": "float32",
         },
-        "evaluation": {"judge": "verifier", "max_new_tokens": 8, "n_bootstrap": 200},
+        "evaluation": {"judge": "verifier", "max_new_tokens": 8, "n_bootstrap": 200, "samples_per_prompt": 2},
     }
     for section, values in extra.items():
         raw.setdefault(section, {}).update(values)
@@ -240,9 +242,41 @@ def test_results_file_matches_the_database(experiment):
                     assert r["evaluation"]["win_rate"] == ev.win_rate
                     assert r["evaluation"]["ci_low"] <= ev.win_rate <= r["evaluation"]["ci_high"]
                     assert r["evaluation"]["policy_mean"] == ev.details["policy_mean"]
+                    assert r["evaluation"]["evaluation_id"] == ev.id
+                    assert r["evaluation"]["samples_per_prompt"] == 2
+                    low, high = r["evaluation"]["policy_ci_low"], r["evaluation"]["policy_ci_high"]
+                    assert low <= ev.details["policy_mean"] <= high
                 assert r["wall_s"] > 0
     table = format_table(on_disk)
     assert all(arm in table for arm in ARMS) and "win rate" in table and "judge mean" in table
+
+
+def _reference_rows(session, evaluation_id):
+    return [r for r in evaluation_samples(session, evaluation_id) if r.side == "reference"]
+
+
+def test_every_arm_is_evaluated_against_one_reference_draw(experiment):
+    """The initial policy is sampled and judged once; every arm's evaluations reuse those rows."""
+    uow, *_ = experiment
+    with uow() as s:
+        evals = s.scalars(select(Evaluation)).all()
+        assert len(evals) >= 4 and len({e.reference_key for e in evals}) == 1
+        owners = [e.id for e in evals if e.reference_samples_id is None]
+        assert len(owners) == 1 and {e.reference_samples_id for e in evals} == {None, owners[0]}
+        reference = s.scalar(
+            select(func.count()).where(EvaluationSample.side == "reference").select_from(EvaluationSample)
+        )
+        assert reference == 3 * 2  # 3 eval prompts x 2 samples, once
+        for e in evals:
+            assert len(_reference_rows(s, e.id)) == 6
+            assert (
+                s.scalar(
+                    select(func.count()).where(
+                        EvaluationSample.evaluation_id == e.id, EvaluationSample.side == "policy"
+                    )
+                )
+                == 6
+            )
 
 
 def test_reset_arm_forgets_one_arm_and_keeps_the_others(experiment, tmp_path):
@@ -277,6 +311,16 @@ def test_reset_arm_forgets_one_arm_and_keeps_the_others(experiment, tmp_path):
     with copy() as s:
         assert s.scalar(select(func.count()).where(Checkpoint.id.like("pvar-matched-%"))) == 0
         assert s.scalar(select(OperatorAction).where(OperatorAction.action == "experiment.reset-arm"))
+        assert s.execute(text("PRAGMA foreign_key_check")).all() == []
+    # Forgetting the arm whose evaluation holds the shared reference rows hands them to a surviving one.
+    with copy() as s:
+        owner = s.scalar(select(Evaluation).where(Evaluation.reference_samples_id.is_(None)))
+        owner_arm = s.scalar(select(Round.arm).where(Round.policy_out == owner.checkpoint_id))
+    reset_arm(copy, owner_arm, data_dir=tmp_path)
+    with copy() as s:
+        survivors = s.scalars(select(Evaluation)).all()
+        assert survivors and owner.id not in {e.id for e in survivors}
+        assert all(len(_reference_rows(s, e.id)) == 6 for e in survivors)
         assert s.execute(text("PRAGMA foreign_key_check")).all() == []
     with pytest.raises(ValueError, match="no rounds for arm 'pvar-matched'"):
         reset_arm(copy, "pvar-matched", data_dir=tmp_path)

@@ -194,6 +194,7 @@ def test_train_and_evaluate_by_hand_move_the_round(tmp_path, tiny_models, argill
     assert rnd.policy_out and rnd.policy_out in out
     out = _ok(project.cli("evaluate"))
     assert rnd.policy_out in out
+    assert "mean score" in out and "(4 samples per prompt)" in out, out  # [evaluation] samples_per_prompt
     assert _count(uow, TrainingRun) == 1
     assert _count(uow, Evaluation) == 1 and _count(
         uow, Evaluation, Evaluation.checkpoint_id == rnd.policy_out
@@ -201,8 +202,12 @@ def test_train_and_evaluate_by_hand_move_the_round(tmp_path, tiny_models, argill
 
     status = json.loads(_ok(project.cli("status", "--json")))
     assert [e["checkpoint"] for e in status["evaluations"]] == [rnd.policy_out]
+    ev = status["evaluations"][0]
+    assert ev["score_ci"][0] <= ev["score_mean"] <= ev["score_ci"][1]
+    assert "mean score" in _ok(project.cli("status"))
     assert status["rounds"][0]["status"] == "done" and status["rounds"][0]["next"] is None
     _ok(project.cli("report"))
     report = json.loads((tmp_path / "data" / "report" / "report.json").read_text())
     assert "no evaluations yet" not in json.dumps(report["verdict"])
     assert [r["eval"]["checkpoint_id"] for r in report["rounds"]] == [rnd.policy_out]
+    assert report["rounds"][0]["eval"]["score_mean"] == ev["score_mean"]

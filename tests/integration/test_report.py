@@ -76,6 +76,8 @@ EVALS = {
     "random-1": (0.53, 0.45, 0.61),
     "random-2": (0.55, 0.47, 0.62),
 }
+# Mean judge scores with their CI (evaluations since evaluation_samples); the others predate them.
+SCORES = {"pvar-1": {"policy_mean": 0.41, "policy_ci_low": 0.35, "policy_ci_high": 0.47}}
 REASON = "budget <b>cut</b> & resumed"  # must reach the page escaped
 
 
@@ -170,6 +172,7 @@ def _populate(uow) -> None:
                     win_rate=wr,
                     ci_low=lo,
                     ci_high=hi,
+                    details=SCORES.get(ckpt, {}),
                 )
             )
         # One evaluation with another judge: listed, not mixed into the curves.
@@ -254,6 +257,8 @@ def test_rounds_table_rows(report):
         assert row[8] == str(sum(d.status == "undecided" for d in decisions))
         assert row[9] == "9" and row[12] == p_in and row[13] == p_out
         assert row[14].startswith(f"{EVALS[p_out][0]:.3f} [")
+    assert rows[("pvar", "1")][14].endswith("n=40; mean score 0.410 [0.350, 0.470]")
+    assert rows[("pvar", "2")][14].endswith("n=40")  # an evaluation without a mean score shows none
     # Database text is escaped: the reason shows as text, not as markup.
     assert rows[("random", "2")][2] == f"done ({REASON})"
     assert "&lt;b&gt;cut&lt;/b&gt; &amp; resumed" in html and "<b>cut</b>" not in html
@@ -279,6 +284,12 @@ def test_report_json_holds_the_inserted_numbers(report):
         wr, lo, hi = EVALS[p_out]
         assert (r["eval"]["win_rate"], r["eval"]["ci_low"], r["eval"]["ci_high"]) == (wr, lo, hi)
         assert r["eval"]["judge"] == JUDGE
+        score = SCORES.get(p_out, {})
+        assert (r["eval"]["score_mean"], r["eval"]["score_low"], r["eval"]["score_high"]) == (
+            score.get("policy_mean"),
+            score.get("policy_ci_low"),
+            score.get("policy_ci_high"),
+        )
         pool = data["pools"][r["pvar"]["pool"]]
         assert pool["reward_model"] == RM and pool["checkpoint_id"] == p_in
         assert pool["values"] == sorted(POOLS[p_in])

@@ -67,6 +67,7 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ("[selection]\naudit_fraction = 1.0\n", "[selection] audit_fraction"),
         ("[selection]\naudit_fraction = -0.1\n", "[selection] audit_fraction"),
         ('[selection]\naudit_fraction = "10%"\n', "[selection] audit_fraction"),
+        ("[evaluation]\nsamples_per_prompt = 0\n", "[evaluation] samples_per_prompt"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):
@@ -117,6 +118,7 @@ def test_demo_profiles_write_configs_that_load(tmp_path, name):
     cfg = load_config(path)
     assert (cfg.selection.budget, cfg.generation.k, cfg.training.lora) == (p.budget, p.k, p.lora)
     assert cfg.policy.dtype == cfg.training.dtype == p.dtype and cfg.evaluation.judge == "verifier"
+    assert cfg.evaluation.samples_per_prompt == p.eval_samples == 2  # the demo stays fast
     assert cfg.reward.model == str(tmp_path / "rm")
 
 
