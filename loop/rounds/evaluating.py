@@ -80,7 +80,8 @@ def reference_key(
             (t, json.dumps(c, sort_keys=True)) for t, c in constraints_by_text(session, split=EVAL).items()
         )
     else:
-        judge_state = _weights_stamp(cfg.reward.model)
+        r = cfg.reward
+        judge_state = [_weights_stamp(r.model), r.dtype, r.max_length]
     parts = {
         "reference": reference,
         "reference_path": reference_path,
