@@ -82,9 +82,10 @@ def reference_key(
         judge_state = sorted(
             (t, json.dumps(c, sort_keys=True)) for t, c in constraints_by_text(session, split=EVAL).items()
         )
-    else:  # the judging reward model's weights: its own, or the selection RM's
-        own = cfg.evaluation.judge not in JUDGES
-        judge_state = _weights_stamp(cfg.evaluation.judge if own else cfg.reward.model)
+    else:  # the judging reward model (its own, or the selection RM) and how it scores
+        r = cfg.reward
+        model = cfg.evaluation.judge if cfg.evaluation.judge not in JUDGES else r.model
+        judge_state = [_weights_stamp(model), r.dtype, r.max_length]
     parts = {
         "reference": reference,
         "reference_path": reference_path,

@@ -133,3 +133,28 @@ def test_other_sampling_settings_sample_the_reference_again(uow, project):
         two = {r.prompt_id: r.text for r in _rows(uow, first.id, "reference") if r.sample_index == 0}
         assert one == two
         assert s.get(Evaluation, second.id).details["samples_per_prompt"] == 1
+
+
+def test_samples_repository_refuses_unknown_sides_and_evaluations(uow):
+    from storage.errors import PvarLoopError
+    from storage.repositories.evaluations import EvaluationSamplesError, add_samples
+
+    with uow() as s:
+        s.add_all(
+            [Checkpoint(id="c", path="/c"), Prompt(id="q", text="Q?", source="t", split="eval", meta={})]
+        )
+        s.flush()
+        ev = Evaluation(
+            checkpoint_id="c", reference_id="c", judge="j", n_prompts=1, win_rate=0.5, ci_low=0.5, ci_high=0.5
+        )
+        s.add(ev)
+        s.flush()
+        row = {"prompt_id": "q", "sample_index": 0, "seed": 7, "text": "a", "n_tokens": 1, "score": 0.25}
+        assert add_samples(s, ev.id, [{**row, "side": "policy"}, {**row, "side": "reference"}]) == 2
+        assert per_prompt_means(s, ev.id) == {"q": 0.25} == per_prompt_means(s, ev.id, side="reference")
+        with pytest.raises(EvaluationSamplesError, match="side must be one of") as info:
+            add_samples(s, ev.id, [{**row, "side": "judge"}])
+        assert isinstance(info.value, PvarLoopError)
+        with pytest.raises(EvaluationSamplesError, match="no evaluation 999"):
+            per_prompt_means(s, 999)
+        assert [r.side for r in evaluation_samples(s, ev.id)] == ["policy", "reference"]
