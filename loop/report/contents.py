@@ -98,6 +98,8 @@ class ReportData:
     curves: dict[str, list[CurvePoint]]
     verdict: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)  # PVar vs audit picks (loop.evaluation.audit)
+    # Per round: the selection reward model's refresh ([reward] refresh; storage reward_refreshes rows)
+    reward_refresh: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
