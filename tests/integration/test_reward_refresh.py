@@ -192,6 +192,13 @@ def test_refresh_is_kept_when_agreement_holds_rejected_when_it_drops(
     refresh_round(cfg, uow, round1)
     with uow() as s:
         assert s.query(RewardRefresh).count() == 1
+    # A crash after the candidate was written but before its row: the re-run reuses it (no second training).
+    with uow() as s:
+        s.query(RewardRefresh).delete()
+    refresh_round(cfg, uow, round1)
+    again = _refresh(uow, round1)
+    assert (again.candidate_model, again.kept, again.new_agreement) == (candidate, True, first.new_agreement)
+    assert len(list((tmp_path / "data" / "reward-models").iterdir())) == 1
 
     # Round 2 scores the whole pool with the kept candidate (same policy: only the reward model changed).
     with uow() as s:
@@ -239,3 +246,31 @@ def test_refresh_is_kept_when_agreement_holds_rejected_when_it_drops(
     assert html.count("<td>kept</td>") == 1
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [r["kept"] for r in report["reward_refresh"]] == [True, False]
+
+
+def test_no_refresh_without_a_heldout_share_when_off_or_in_an_experiment_arm(uow, tmp_path, tiny_models):
+    """Few labels: nothing to judge a candidate on, so none is trained, and the row says why. Off, or an
+    experiment arm: no refresh at all, and selection keeps [reward] model."""
+    from loop.config import parse_config
+    from tests.integration.annotation_setup import make_round_items
+
+    raw = {"paths": {"data_dir": str(tmp_path / "data")}, "reward": {"model": str(tiny_models.reward_dir)}}
+    on = parse_config({**raw, "reward": {**raw["reward"], "refresh": "every_round"}}, env={})
+    off = parse_config(raw, env={})
+    one = make_round_items(uow, 1, status=RoundStatus.TRAINING)
+    _decide_and_train(uow, one.round_id)
+    other = make_round_items(uow, 1, round_number=2, tag="x", status=RoundStatus.TRAINING)
+    with uow() as s:
+        s.get(Round, other.round_id).arm = "random-s0"
+    _decide_and_train(uow, other.round_id)
+
+    refresh_round(off, uow, one.round_id)
+    refresh_round(on, uow, other.round_id)
+    assert _refresh(uow, one.round_id) is None and _refresh(uow, other.round_id) is None
+
+    refresh_round(on, uow, one.round_id)
+    row = _refresh(uow, one.round_id)
+    assert (row.kept, row.candidate_model, row.n_pairs, row.n_heldout, row.n_train) == (False, None, 1, 0, 0)
+    assert "too few distinct prompts to hold any out" in row.reason
+    assert _current(uow, on) == str(tiny_models.reward_dir)
+    assert not (tmp_path / "data" / "reward-models").exists()
