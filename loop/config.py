@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loop.acquisition.strategies import Strategy
 from storage.errors import PvarLoopError
@@ -125,6 +133,12 @@ class RewardConfig(_Section):
         1024, ge=2, description="Tokens of prompt+response kept (truncated beyond), in scoring and training."
     )
     batch_size: int = Field(16, gt=0, description="(prompt, response) pairs per forward pass.")
+    refresh: Literal["off", "every_round"] = Field(
+        "off",
+        description="every_round: after each round's labels are in, train a candidate from `model` on all "
+        "decided labels and select with it from the next round on if its agreement with the humans on the "
+        "held-out pairs ([reward_training] heldout_fraction) does not drop; off: always select with `model`.",
+    )
 
 
 class RewardTrainingConfig(_Section):
@@ -282,6 +296,15 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="after")
+    def _refresh_needs_heldout(self) -> Config:
+        if self.reward.refresh != "off" and self.reward_training.heldout_fraction == 0:
+            raise ValueError(
+                f'[reward] refresh = "{self.reward.refresh}" needs [reward_training] heldout_fraction > 0: '
+                "a refreshed reward model is kept only if it agrees with the humans on held-out labels"
+            )
+        return self
 
     @property
     def judge_is_selection_model(self) -> bool:

@@ -194,6 +194,30 @@ class TrainingRun(Base):
     finished_at: Mapped[datetime | None]
 
 
+class RewardRefresh(Base):
+    """One round's selection reward-model refresh ([reward] refresh): a candidate trained from `base_model` on
+    the decided labels so far, compared with the model in use on the same held-out labels. The row is written
+    once the comparison is done, so a round without one has not refreshed (a crash left the old model)."""
+
+    __tablename__ = "reward_refreshes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), unique=True)
+    base_model: Mapped[str] = mapped_column(String(500), comment="[reward] model the candidate started from")
+    previous_model: Mapped[str] = mapped_column(String(500), comment="selection RM before this refresh")
+    candidate_model: Mapped[str | None] = mapped_column(
+        String(500), comment="the candidate's directory (NULL: none trained)"
+    )
+    kept: Mapped[bool] = mapped_column(comment="the candidate selects from the next round on")
+    n_pairs: Mapped[int] = mapped_column(comment="decided a/b labels (all rounds so far)")
+    n_train: Mapped[int]
+    n_heldout: Mapped[int]
+    old_agreement: Mapped[float | None] = mapped_column(Float, comment="previous model on the held-out")
+    new_agreement: Mapped[float | None] = mapped_column(Float, comment="candidate on the held-out")
+    reason: Mapped[str | None] = mapped_column(Text, comment="why it was kept or not")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Evaluation(Base):
     __tablename__ = "evaluations"
     __table_args__ = (

@@ -107,6 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage.db import UnitOfWork
     from storage.repositories import queries
     from storage.repositories.items import audit_outcomes
+    from storage.repositories.reward_refreshes import refresh_rows
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
@@ -124,6 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "new_rounds": new_rounds_status(session, cfg),
             "audit": audit_summary(audit_outcomes(session)),
             "judge_warning": cfg.judge_warning,
+            "reward_refresh": refresh_rows(session),
         }
     if args.json:
         print_json(status)
@@ -152,6 +154,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         if r["next"] is not None:
             print(f"  {describe_next(r['next'])}")
+    for r in status["reward_refresh"]:
+        print(refresh_line(r))
     for e in status["evaluations"]:
         print(
             f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
@@ -180,6 +184,19 @@ def score_text(e: dict) -> str:
     ref = e.get("reference_score_mean")
     versus = "" if ref is None else f" vs {ref:.3f}"
     return f", mean score {mean:.3f} [{low:.3f}, {high:.3f}]{versus}"
+
+
+def refresh_line(r: dict) -> str:
+    """One reward-model refresh (storage.repositories.reward_refreshes.refresh_rows) as a status line."""
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    head = f"reward model refresh after round {r['round']}: {r['n_pairs']} decided labels, {r['n_heldout']} held out"
+    if r["candidate_model"] is None:
+        return f"{head}; not refreshed ({r['reason']})"
+    verdict = f"kept {r['candidate_model']}" if r["kept"] else f"not kept, {r['previous_model']} stays"
+    return f"{head}; agreement old {share(r['old_agreement'])}, new {share(r['new_agreement'])}: {verdict}"
 
 
 def _scheduler_line(s: dict) -> str:

@@ -59,21 +59,10 @@ def _labelled_pairs(uow) -> tuple[list, dict[str, list]]:
 
 
 def _settings(cfg, args: argparse.Namespace):
-    """[reward_training] with the command line's overrides; batch size and truncation are [reward]'s, so the
-    model is trained on the inputs it will score."""
-    from loop.ml.settings import RewardTrainSettings
+    """[reward_training] with the command line's overrides (the settings a round's refresh trains with)."""
+    from loop.rounds.reward_refresh import reward_train_settings
 
-    t = cfg.reward_training
-    return RewardTrainSettings(
-        learning_rate=args.lr if args.lr is not None else t.learning_rate,
-        epochs=args.epochs if args.epochs is not None else t.epochs,
-        batch_size=cfg.reward.batch_size,
-        max_length=cfg.reward.max_length,
-        # bf16 here is autocast: the checkpoint stays float32 whatever [reward] dtype scoring uses.
-        dtype="bfloat16" if cfg.reward.dtype == "bfloat16" else "float32",
-        heldout_fraction=t.heldout_fraction,
-        seed=t.seed,
-    )
+    return reward_train_settings(cfg, learning_rate=args.lr, epochs=args.epochs)
 
 
 def cmd_reward_model(args: argparse.Namespace) -> int:

@@ -81,7 +81,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.scoring import selection_reward_model
     from loop.rounds.selection import choose
     from storage.db import UnitOfWork
     from storage.repositories.checkpoints import initial_checkpoint_id
@@ -96,7 +96,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         selection = choose(
             session,
             checkpoint_id=checkpoint_id,
-            reward_model=reward_model_id(cfg),
+            reward_model=selection_reward_model(session, cfg),
             strategy=strategy,
             budget=budget,
             seed=seed,

@@ -23,6 +23,8 @@ from storage.errors import PvarLoopError
 log = logging.getLogger(__name__)
 
 MARKER = ".pvar-loop-demo"
+# The selection RM's training: the seed run before round 1 and every refresh after a round ([reward] refresh).
+RM_LEARNING_RATE, RM_EPOCHS = 1e-4, 4
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ seed = {rounds_seed}
 model = "{reward}"
 dtype = "float32"
 max_length = 256
+refresh = "every_round"
+
+[reward_training]
+learning_rate = {RM_LEARNING_RATE}
+epochs = {RM_EPOCHS}
 
 [selection]
 strategy = "pvar"
@@ -249,7 +256,12 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
         gold=gold_by_prompt(constraints),
         sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
         training=RewardTrainSettings(
-            learning_rate=1e-4, epochs=4, batch_size=16, max_length=256, dtype="float32", seed=0
+            learning_rate=RM_LEARNING_RATE,
+            epochs=RM_EPOCHS,
+            batch_size=16,
+            max_length=256,
+            dtype="float32",
+            seed=0,
         ),
     )
     agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"

@@ -167,7 +167,8 @@ def sweep_config(cfg: Config, p: SweepProfile) -> Config:
     evaluation = cfg.evaluation.model_copy(
         update={"judge": "verifier", "samples_per_prompt": p.samples_per_prompt}
     )
-    return cfg.model_copy(update={"generation": generation, "evaluation": evaluation})
+    reward = cfg.reward.model_copy(update={"refresh": "off"})  # each cell's selection RM is fixed
+    return cfg.model_copy(update={"generation": generation, "evaluation": evaluation, "reward": reward})
 
 
 @dataclass

@@ -104,6 +104,8 @@ class ReportData:
     verdict: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)  # PVar vs audit picks (loop.evaluation.audit)
     judge_warning: str | None = None  # the curves' judge is the selection reward model (a biased judge)
+    # Per round: the selection reward model's refresh ([reward] refresh; storage reward_refreshes rows)
+    reward_refresh: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

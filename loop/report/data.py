@@ -16,7 +16,7 @@ from loop.evaluation.audit import audit_summary
 from loop.report.contents import CurvePoint, EvalPoint, PvarPool, ReportData, RoundPvar, RoundRow
 from loop.report.verdict import verdict
 from storage.models import Evaluation, Round
-from storage.repositories import evaluations, queries, scores
+from storage.repositories import evaluations, queries, reward_refreshes, scores
 from storage.repositories import items as items_repo
 from storage.repositories import rounds as rounds_repo
 
@@ -49,6 +49,7 @@ def collect(session: Session) -> ReportData:
     data.verdict = verdict(data)
     data.judge_warning = judge_warning(judge, queries.selection_reward_models(session))
     data.audit = audit_summary(items_repo.audit_outcomes(session))
+    data.reward_refresh = reward_refreshes.refresh_rows(session)
     return data
 
 

@@ -151,6 +151,45 @@ def _rounds_table(rounds: list[RoundRow]) -> str:
     return f"<div class='scroll'><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
+REFRESH_COLUMNS = (
+    ("after round", True),
+    ("decided labels", True),
+    ("held out", True),
+    ("agreement old", True),
+    ("agreement new", True),
+    ("outcome", False),
+    ("selects next", False),
+)
+
+
+def _refresh_section(refreshes: list[dict]) -> str:
+    """One row per round's reward-model refresh: old vs new agreement with the humans on held-out labels."""
+    if not refreshes:
+        return ""
+    rows = []
+    for r in refreshes:
+        outcome = "kept" if r["kept"] else ("not trained" if r["candidate_model"] is None else "rejected")
+        rows.append(
+            "<tr>"
+            + _td(r["round"], "num")
+            + _td(r["n_pairs"], "num")
+            + _td(r["n_heldout"], "num")
+            + _td(_num(r["old_agreement"]), "num")
+            + _td(_num(r["new_agreement"]), "num")
+            + _td(outcome)
+            + _id_td(r["candidate_model"] if r["kept"] else r["previous_model"], keep=40)
+            + "</tr>"
+        )
+    return (
+        '<section class="refresh"><h2>Selection reward model refreshes</h2>'
+        f"<div class='scroll'><table><thead>{_header(REFRESH_COLUMNS)}</thead><tbody>{''.join(rows)}"
+        "</tbody></table></div>"
+        '<p class="note">[reward] refresh: after each round a candidate is trained on the decided labels so '
+        "far; agreement = share of held-out labels (never trained on) whose human choice the model scores "
+        "higher; the candidate is kept when its agreement does not drop.</p></section>"
+    )
+
+
 def _comparison_table(verdict: dict) -> str:
     rows = verdict.get("by_round") or []
     if not rows:
@@ -218,6 +257,7 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
         )
     if data.judge_warning:
         parts.append(f'<p class="note judge-warning">{escape(data.judge_warning)}</p>')
+    parts.append(_refresh_section(data.reward_refresh))
     if data.other_eval_pairs:
         others = "; ".join(f"{ref} / {judge}" for ref, judge in data.other_eval_pairs)
         parts.append(

@@ -22,6 +22,7 @@ import numpy as np
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
 from storage.errors import PvarLoopError
+from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
 from storage.repositories.prompts import PromptRow, count_unscored, unscored_prompts
 from storage.repositories.scores import (
@@ -318,6 +319,17 @@ def reward_model_id(cfg: Config) -> str:
     return cfg.reward.model
 
 
+def selection_reward_model(session, cfg: Config, arm: str = "main") -> str:
+    """The reward model production rounds score and select with: `[reward] model`, or, with `[reward] refresh`
+    on, the newest kept refresh candidate that started from it (loop.rounds.reward_refresh; a different
+    `[reward] model` starts over from itself). Experiment arms always use `[reward] model`."""
+    from storage.repositories.reward_refreshes import kept_reward_model
+
+    if cfg.reward.refresh == "off" or arm != "main":
+        return reward_model_id(cfg)
+    return kept_reward_model(session, cfg.reward.model) or reward_model_id(cfg)
+
+
 def score_with_config(
     cfg: Config,
     uow: UnitOfWork,
@@ -334,6 +346,8 @@ def score_with_config(
     from loop.ml.rewards import RewardScorer
 
     with uow() as session:
+        rnd = session.get(Round, round_id) if round_id is not None else None
+        reward_model = selection_reward_model(session, cfg, rnd.arm if rnd else "main")
         if checkpoint_id is None:
             model = cfg.policy.model
             check_causal_lm(model, "[policy] model")
@@ -344,11 +358,11 @@ def score_with_config(
                 raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
             model = checkpoint.path
             check_causal_lm(model, f"checkpoint {checkpoint_id!r}")
-        check_reward_model(reward_model_id(cfg), "[reward] model")
+        check_reward_model(reward_model, "[reward] model")
     g = cfg.generation
     device = _device()
     scorer = RewardScorer(
-        reward_model_id(cfg),
+        reward_model,
         dtype=cfg.reward.dtype,
         max_length=cfg.reward.max_length,
         batch_size=cfg.reward.batch_size,

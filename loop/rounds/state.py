@@ -52,6 +52,8 @@ class Services:
     pull: Callable[[Config, UnitOfWork, int], None]
     train: Callable[[Config, UnitOfWork, int], str | None]
     evaluate: Callable[[Config, UnitOfWork, str], str | None]  # a str: what a human evaluation waits for
+    # The selection reward model learns from the round's labels ([reward] refresh); None: never refreshes.
+    refresh_reward: Callable[[Config, UnitOfWork, int], None] | None = None
 
     @classmethod
     def default(cls) -> Services:
@@ -63,6 +65,7 @@ class Services:
             pull=steps.pull,
             train=steps.train,
             evaluate=steps.evaluate,
+            refresh_reward=steps.refresh_reward,
         )
 
 
@@ -196,6 +199,8 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
             with uow() as session:
                 _move(_load(session, round_id), RoundStatus.TRAINING)
     elif status == RoundStatus.TRAINING:
+        if services.refresh_reward is not None:  # once per round: a recorded refresh is not redone
+            services.refresh_reward(cfg, uow, round_id)
         checkpoint = services.train(cfg, uow, round_id)
         waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
         _crash_point(status)
@@ -232,10 +237,10 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     if existing:
         return existing
     from loop.rounds.pairing import create_items
-    from loop.rounds.scoring import reward_model_id
+    from loop.rounds.scoring import selection_reward_model
     from loop.rounds.selection import choose
 
-    reward_model = reward_model_id(cfg)
+    reward_model = selection_reward_model(session, cfg, rnd.arm)  # the one scoring used just before
     chosen = choose(
         session,
         checkpoint_id=rnd.policy_in,
@@ -346,7 +351,8 @@ NEXT_WORK = {
     RoundStatus.SCORED: "push the items to Argilla",
     RoundStatus.PUSHED: "open collection (the deadline starts)",
     RoundStatus.COLLECTING: "pull the answers; on to training once collection is complete",
-    RoundStatus.TRAINING: "DPO on the decided labels, then evaluate the new policy",
+    RoundStatus.TRAINING: "refresh the selection reward model if [reward] refresh is on, DPO on the decided "
+    "labels, then evaluate the new policy",
     RoundStatus.EVALUATING: "pull the human evaluation's answers; on once every comparison is answered",
     RoundStatus.EVALUATED: "close the round; the next one samples with its policy",
 }

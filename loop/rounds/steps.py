@@ -75,6 +75,14 @@ def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:
         return None
 
 
+def refresh_reward(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
+    """Retrain the selection reward model on the labels so far and keep it if it agrees with the humans at
+    least as well as the current one ([reward] refresh; a no-op when off or already done for this round)."""
+    from loop.rounds.reward_refresh import refresh_round
+
+    refresh_round(cfg, uow, round_id)
+
+
 def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> str | None:
     """None once the checkpoint's evaluation is stored; a human evaluation still waiting for answers returns
     what it waits for (the round stays `evaluating`)."""

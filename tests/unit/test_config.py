@@ -68,11 +68,26 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ("[selection]\naudit_fraction = -0.1\n", "[selection] audit_fraction"),
         ('[selection]\naudit_fraction = "10%"\n', "[selection] audit_fraction"),
         ("[evaluation]\nsamples_per_prompt = 0\n", "[evaluation] samples_per_prompt"),
+        ('[reward]\nrefresh = "always"\n', "[reward] refresh"),
+        ("[reward]\nrefresh = true\n", "[reward] refresh"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         load_config(_write(tmp_path, text), env={})
+
+
+def test_reward_refresh_defaults_off_and_needs_a_heldout_share(tmp_path):
+    assert load_config(_write(tmp_path, ""), env={}).reward.refresh == "off"
+    cfg = load_config(_write(tmp_path, '[reward]\nrefresh = "every_round"\n'), env={})
+    assert cfg.reward.refresh == "every_round"
+    with pytest.raises(ConfigError) as e:
+        text = '[reward]\nrefresh = "every_round"\n[reward_training]\nheldout_fraction = 0.0\n'
+        load_config(_write(tmp_path, text), env={})
+    assert "pvar-loop.toml" in str(e.value) and "[reward] refresh" in str(e.value)
+    assert "[reward_training] heldout_fraction > 0" in str(e.value)
+    with pytest.raises(ConfigError, match=r"\[reward\] refresh.*'off' or 'every_round'"):
+        load_config(_write(tmp_path, '[reward]\nrefresh = "on"\n'), env={})
 
 
 def test_invalid_toml_names_file(tmp_path):
@@ -120,6 +135,7 @@ def test_demo_profiles_write_configs_that_load(tmp_path, name):
     assert cfg.policy.dtype == cfg.training.dtype == p.dtype and cfg.evaluation.judge == "verifier"
     assert cfg.evaluation.samples_per_prompt == p.eval_samples == 2  # the demo stays fast
     assert cfg.reward.model == str(tmp_path / "rm")
+    assert cfg.reward.refresh == "every_round"  # the demo's selection RM learns from its annotators
 
 
 # --- one source of truth: help text on every key, the ml settings mirror the config ---------------------------
