@@ -118,6 +118,7 @@ def evaluate_policies(
     device: str = "cpu",
     seed: int = _EVALUATION.seed,
     n_bootstrap: int = _EVALUATION.n_bootstrap,
+    progress: bool = False,
 ) -> PolicyEvaluation:
     """Sample one response per prompt from each model, judge both, and return the policy's win rate.
 
@@ -140,8 +141,12 @@ def evaluate_policies(
         "backend": backend,
         "device": device,
     }
-    policy_responses = _sample_one_each(policy_dir, prompts, seed=policy_seed, **knobs)
-    reference_responses = _reference_responses(reference_dir, prompts, seed=reference_seed, **knobs)
+    policy_responses = _sample_one_each(
+        policy_dir, prompts, seed=policy_seed, progress=progress and "evaluating: policy", **knobs
+    )
+    reference_responses = _reference_responses(
+        reference_dir, prompts, seed=reference_seed, progress=progress and "evaluating: reference", **knobs
+    )
     policy_scores = _judge_all(judge, prompts, policy_responses)
     reference_scores = _judge_all(judge, prompts, reference_responses)
     result = win_rate(policy_scores, reference_scores, n_bootstrap=n_bootstrap, seed=seed)
@@ -180,7 +185,9 @@ _REFERENCE_CACHE: dict[tuple, list[str]] = {}
 _REFERENCE_CACHE_SIZE = 4
 
 
-def _reference_responses(model_dir, prompts: list[str], **knobs) -> list[str]:
+def _reference_responses(
+    model_dir, prompts: list[str], *, progress: str | bool = False, **knobs
+) -> list[str]:
     """The reference's samples, memoised in-process: every round's evaluation samples the same reference on the
     same prompts with the same seed, and sampling is deterministic for that, so one draw serves them all (the
     scheduler and `pvar-loop experiment` evaluate many checkpoints in one process). The key includes the
@@ -201,16 +208,28 @@ def _reference_responses(model_dir, prompts: list[str], **knobs) -> list[str]:
     if key not in _REFERENCE_CACHE:
         if len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
             _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-        _REFERENCE_CACHE[key] = _sample_one_each(model_dir, prompts, **knobs)
+        _REFERENCE_CACHE[key] = _sample_one_each(model_dir, prompts, progress=progress, **knobs)
     return list(_REFERENCE_CACHE[key])
 
 
-def _sample_one_each(model_dir, prompts: list[str], *, seed: int, backend: str, **knobs) -> list[str]:
+def _sample_one_each(
+    model_dir, prompts: list[str], *, seed: int, backend: str, progress: str | bool = False, **knobs
+) -> list[str]:
+    """One sample per prompt. With `progress` (the bar's label), the prompts go to the transformers generator a
+    batch at a time, the very batches it would cut itself, so the samples are the same with or without it."""
     from loop.ml.generation import make_generator
+    from loop.progress import progress as progress_bar
 
     generator = make_generator(backend, model=str(model_dir), **knobs)
+    # vLLM schedules its own batches (per-prompt seeds): one call, no bar.
+    step = knobs["batch_size"] if progress and backend == "transformers" else len(prompts)
+    samples = []
     try:
-        samples = generator.generate(prompts, k=1, seed=seed)
+        with progress_bar(len(prompts), str(progress), "prompt", enabled=bool(progress)) as bar:
+            for i in range(0, len(prompts), max(step, 1)):
+                chunk = prompts[i : i + step]
+                samples += generator.generate(chunk, k=1, seed=seed)
+                bar.update(len(chunk))
     finally:
         generator.close()  # free one model before the other is loaded
     return [per_prompt[0].text for per_prompt in samples]

@@ -39,8 +39,11 @@ def judge_for(cfg: Config, session):
     )
 
 
-def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation:
-    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge)."""
+def evaluate_checkpoint(
+    cfg: Config, uow: UnitOfWork, checkpoint_id: str, *, progress: bool = True
+) -> Evaluation:
+    """Win rate of a checkpoint against the initial policy on the eval split (stored once per judge). Progress:
+    a bar on a terminal, a periodic log line otherwise (loop.progress)."""
     from loop.evaluation.win_rate import evaluate_policies
 
     with uow() as session:
@@ -73,6 +76,7 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         seed=e.seed,
         n_bootstrap=e.n_bootstrap,
         backend=g.backend,
+        progress=progress,
     )
     w = result.win_rate
     n = len(result.policy_scores)

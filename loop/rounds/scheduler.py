@@ -46,11 +46,30 @@ def tick_job(config_path: str | None, holder: str | None = None) -> None:
     cfg, uow = _context(config_path, holder)
     try:
         message = tick(uow, cfg, Services.default())
-        log.info("tick: %s", message, extra={"event": "tick"})
+        log.log(_tick_level(uow, message), "tick: %s", message, extra={"event": "tick"})
     except LeaseLost as e:  # the heartbeat thread stops the scheduler; this job records nothing more
         log.error("%s", e, extra={"event": "lease lost"})
     finally:
         uow.engine.dispose()
+
+
+_idle_said: list[str] = []  # the last "why no round runs" logged at INFO, so it is said once, not every tick
+
+
+def _tick_level(uow, message: str) -> int:
+    """Round transitions are logged where they happen (loop.rounds.state), so a tick's own line is DEBUG; only
+    when no round is open (new rounds paused, the pool used up) is the reason said once at INFO."""
+    from storage.repositories.rounds import open_round
+
+    with uow() as session:
+        idle = open_round(session) is None
+    if not idle:
+        _idle_said.clear()
+        return logging.DEBUG
+    if _idle_said == [message]:
+        return logging.DEBUG
+    _idle_said[:] = [message]
+    return logging.INFO
 
 
 def poll_job(config_path: str | None, holder: str | None = None) -> None:
