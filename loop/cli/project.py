@@ -100,7 +100,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from loop.cli.rounds import describe_next, rounds_with_next
+    from loop.cli.rounds import rounds_with_next
+    from loop.cli.status_view import NO_AGREEMENT, render, round_agreements
     from loop.evaluation.audit import audit_summary
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
@@ -112,6 +113,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     uow = UnitOfWork(open_engine(cfg))
     rounds = rounds_with_next(cfg, uow, arm=None)  # live numbers and the next by-hand command
     with uow() as session:
+        agreements = round_agreements(queries.round_label_choices(session))
+        for r in rounds:
+            r["agreement"] = agreements.get((r["arm"], r["number"]), NO_AGREEMENT)
         status = {
             "database": _database_url(cfg),
             "pool": queries.pool_summary(session),
@@ -126,49 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
         return 0
-    pool = status["pool"]
-    print(f"database: {status['database']}")
-    print(
-        f"pool: {pool['prompts'] or 'empty'}; train scored {pool['train_scored']}, "
-        f"unscored {pool['train_unscored']}"
-    )
-    print(f"labels collected: {status['labels']}")
-    print(status["audit"]["sentence"])
-    print(_scheduler_line(status["scheduler"]))
-    new = status["new_rounds"]
-    if new["paused"]:
-        print(f"new rounds: paused ({new['why']})")
-    else:
-        print(f"new rounds: round {new['next_round']} next, {new['strategy']} budget {new['budget']}")
-    for r in status["rounds"]:
-        why = f" ({r['reason']})" if r["reason"] else ""
-        print(
-            f"round {r['arm']}/{r['number']}: {r['status']}{why}; {r['strategy']} budget {r['budget']}, "
-            f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['labels']} labels"
-        )
-        if r["next"] is not None:
-            print(f"  {describe_next(r['next'])}")
-    for e in status["evaluations"]:
-        print(
-            f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
-            f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] n={e['n']} ({e['judge']})"
-        )
-    for a in status["operator_actions"]:
-        print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
+    print("\n".join(render(status)))
     return 0
-
-
-def _scheduler_line(s: dict) -> str:
-    if s["state"] == "not running":
-        return "scheduler: not running (`pvar-loop run` starts it; or advance rounds by hand)"
-    if s["state"] == "stale":
-        return (
-            f"scheduler: stale lease held by {s['holder']} (no heartbeat for {s['heartbeat_age_s']:.0f} s: "
-            "presumed dead; the next `pvar-loop run` takes over)"
-        )
-    return (
-        f"scheduler: running, {s['holder']} (heartbeat {s['heartbeat_age_s']:.0f} s ago, since {s['since']})"
-    )
 
 
 def _database_url(cfg) -> str:
