@@ -105,3 +105,14 @@ def test_progress_off_a_terminal_is_a_periodic_log_line(caplog):
             bar.update(5)  # --no-progress: nothing at all
     lines = [r.getMessage() for r in caplog.records if r.name == "loop.progress"]
     assert len(lines) == 1 and lines[0].startswith("scoring: 5/10 prompts (50%), ")
+
+
+def test_a_tick_line_is_info_only_when_it_says_once_why_no_round_runs():
+    from loop.rounds.scheduler import _tick_level
+
+    paused = "budget is 0 for round 3: new rounds are paused (`pvar-loop budget set N`)"
+    assert _tick_level("round 2: collecting", idle=False) == logging.DEBUG  # transitions are logged already
+    assert _tick_level(paused, idle=True) == logging.INFO
+    assert _tick_level(paused, idle=True) == logging.DEBUG  # every later tick: not again
+    assert _tick_level("round 3: collecting", idle=False) == logging.DEBUG
+    assert _tick_level(paused, idle=True) == logging.INFO  # paused again after a round: said again
