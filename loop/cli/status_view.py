@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from loop.cli.rounds import describe_next
+
 ROUND_COLUMNS = (
     ("round", "<"),
     ("status", "<"),
@@ -125,8 +127,6 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
         if r["reason"]:
             out.append(f"    {r['reason']}")
         if r.get("next") is not None:
-            from loop.cli.rounds import describe_next
-
             out.append(f"    {describe_next(r['next'])}")
     return out
 
