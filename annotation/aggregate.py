@@ -46,6 +46,7 @@ class Agreement:
     items: int  # items with at least two votes (the only ones agreement is defined on)
     pairwise: float | None  # share of annotator pairs, per item, that gave the same answer
     fleiss_kappa: float | None  # chance-corrected; None when undefined (fewer than 2 items or no variation)
+    unanimous: float | None = None  # share of those items on which every vote was the same
 
 
 def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
@@ -55,6 +56,7 @@ def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
     if not rows:
         return Agreement(0, None, None)
     per_item, totals, n_votes = [], Counter(), 0
+    unanimous = sum(1 for r in rows if len(r) == 1) / len(rows)
     for r in rows:
         n = sum(r.values())
         per_item.append(sum(c * (c - 1) for c in r.values()) / (n * (n - 1)))
@@ -63,4 +65,4 @@ def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
     p_bar = sum(per_item) / len(per_item)
     p_e = sum((totals[c] / n_votes) ** 2 for c in CHOICES)
     kappa = None if len(rows) < 2 or p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
-    return Agreement(len(rows), p_bar, kappa)
+    return Agreement(len(rows), p_bar, kappa, unanimous)

@@ -55,6 +55,23 @@ class Backoff:
 DEFAULT_BACKOFF = Backoff()
 
 
+class SdkLoginFilter(logging.Filter):
+    """The Argilla SDK logs "Argilla: Logged in as ..." through the ROOT logger at INFO on every connect (each
+    scheduler poll and tick): no logger level can reach it, so this filter on the root logger moves it to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.getMessage().startswith("Argilla: Logged in as "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_sdk_login() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, SdkLoginFilter) for f in root.filters):
+        root.addFilter(SdkLoginFilter())
+
+
 def connect(url: str, api_key: str, *, timeout: int = TIMEOUT_S, backoff: Backoff = DEFAULT_BACKOFF):
     """An `argilla.Argilla` client whose key was checked against the server (GET /api/v1/me).
 
@@ -63,6 +80,7 @@ def connect(url: str, api_key: str, *, timeout: int = TIMEOUT_S, backoff: Backof
     import argilla as rg
     from argilla._exceptions import ArgillaCredentialsError, ArgillaError
 
+    quiet_sdk_login()
     last: Exception | None = None
     for delay in [*backoff.delays(), None]:
         try:

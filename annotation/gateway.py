@@ -341,7 +341,10 @@ def pull_labels(
         _LOG.warning("pull skipped %s%s: %s", s.record, f" ({s.annotator})" if s.annotator else "", s.reason)
     if len(report.skipped) > 20:
         _LOG.warning("pull skipped %d more records (see the PullReport)", len(report.skipped) - 20)
-    _LOG.info(
+    # A pull that found nothing new (most polls while annotators are away) is DEBUG: one INFO line per pull
+    # that changed something.
+    _LOG.log(
+        logging.INFO if report.changed or report.skipped else logging.DEBUG,
         "pulled %d responses of %d records: %d new labels, %d updated (%d late), %d items changed, %d skipped",
         report.responses,
         report.records,

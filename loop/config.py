@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from loop.acquisition.strategies import Strategy
+from loop.acquisition.strategies import PRODUCTION_STRATEGIES, Strategy
 from storage.errors import PvarLoopError
 
 CONFIG_FILENAME = "pvar-loop.toml"
@@ -156,11 +156,10 @@ class RewardTrainingConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    strategy: Literal[
-        Strategy.PVAR, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.RANDOM, Strategy.FULL
-    ] = Field(
+    strategy: Literal[PRODUCTION_STRATEGIES] = Field(  # experiment-only arms are refused here
         Strategy.PVAR,
-        description="Which prompts go to annotators: highest PVar, a baseline, or the whole pool.",
+        description="Which prompts go to annotators: highest PVar (pvar), a baseline (low-pvar, reward-gap, "
+        "random) or the whole pool (full); the experiment's random-disagree arm is not offered here.",
     )
     budget: int = Field(64, ge=0, description="Labels (prompts) per round; 0 pauses new rounds.")
     seed: int = Field(

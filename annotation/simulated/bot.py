@@ -135,5 +135,12 @@ class AnnotatorBot:
                     f"{self.username}: Argilla refused every response: {report.errors[:3]}"
                 )
         report.seconds = time.perf_counter() - t0
-        _LOG.info("%s answered %d records %s", self.username, report.submitted, dict(report.answers))
+        # An empty queue is the usual answer between rounds (the demo asks every 2 s): DEBUG.
+        _LOG.log(
+            logging.INFO if report.submitted else logging.DEBUG,
+            "%s answered %d records %s",
+            self.username,
+            report.submitted,
+            dict(report.answers),
+        )
         return report

@@ -19,7 +19,16 @@ import numpy as np
 
 from loop.acquisition.pvar import RewardsInput, preference_variance, reward_gap
 
-__all__ = ["STRATEGIES", "CandidateScores", "Strategy", "StrategySpec", "select", "top_k"]
+__all__ = [
+    "EXPERIMENT_ONLY",
+    "PRODUCTION_STRATEGIES",
+    "STRATEGIES",
+    "CandidateScores",
+    "Strategy",
+    "StrategySpec",
+    "select",
+    "top_k",
+]
 
 
 class Strategy(StrEnum):
@@ -35,6 +44,12 @@ class Strategy(StrEnum):
 
     def __repr__(self) -> str:  # 'pvar', as the plain strings printed before: messages stay the same
         return repr(self.value)
+
+
+# random-disagree needs the annotator's own view of which pairs tie, which only an experiment's simulated
+# annotator has: production rounds (config `[selection] strategy`, `strategy set`) take the others.
+EXPERIMENT_ONLY: frozenset[Strategy] = frozenset({Strategy.RANDOM_DISAGREE})
+PRODUCTION_STRATEGIES: tuple[Strategy, ...] = tuple(s for s in Strategy if s not in EXPERIMENT_ONLY)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--model-cache",
         default="data/models",
-        help="where SmolLM2 and MiniLM are converted once and kept across demo runs (default data/models)",
+        help="where the demo's models are kept across demo runs (outside --data-dir, which each demo empties): "
+        "the quick profile's tiny models; SmolLM2, MiniLM and the learned selection reward model "
+        "(default data/models)",
     )
     s.add_argument(
         "--timeout", type=float, default=1800, help="give up waiting for the rounds after this many seconds"

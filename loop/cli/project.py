@@ -100,7 +100,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from loop.cli.rounds import describe_next, rounds_with_next
+    from loop.cli.rounds import rounds_with_next
+    from loop.cli.status_view import NO_AGREEMENT, render, round_agreements
     from loop.evaluation.audit import audit_summary
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
@@ -113,6 +114,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     uow = UnitOfWork(open_engine(cfg))
     rounds = rounds_with_next(cfg, uow, arm=None)  # live numbers and the next by-hand command
     with uow() as session:
+        agreements = round_agreements(queries.round_label_choices(session))
+        for r in rounds:
+            r["agreement"] = agreements.get((r["arm"], r["number"]), NO_AGREEMENT)
         status = {
             "database": _database_url(cfg),
             "pool": queries.pool_summary(session),
@@ -130,86 +134,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
         return 0
-    pool = status["pool"]
-    print(f"database: {status['database']}")
-    print(
-        f"pool: {pool['prompts'] or 'empty'}; train scored {pool['train_scored']}, "
-        f"unscored {pool['train_unscored']}"
-    )
-    print(f"labels collected: {status['labels']}")
-    for line in _annotator_lines(status):
-        print(line)
-    print(status["audit"]["sentence"])
-    print(_scheduler_line(status["scheduler"]))
-    new = status["new_rounds"]
-    if new["paused"]:
-        print(f"new rounds: paused ({new['why']})")
-    else:
-        print(f"new rounds: round {new['next_round']} next, {new['strategy']} budget {new['budget']}")
-    for r in status["rounds"]:
-        why = f" ({r['reason']})" if r["reason"] else ""
-        print(
-            f"round {r['arm']}/{r['number']}: {r['status']}{why}; {r['strategy']} budget {r['budget']}, "
-            f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['labels']} labels"
-        )
-        if r["next"] is not None:
-            print(f"  {describe_next(r['next'])}")
-    for r in status["reward_refresh"]:
-        print(refresh_line(r))
-    for e in status["evaluations"]:
-        print(
-            f"eval {e['checkpoint']} vs {e['reference']}: win rate {e['win_rate']:.3f} "
-            f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]{score_text(e)} n={e['n']} ({e['judge']})"
-        )
-    if status["judge_warning"]:
-        print(f"warning: {status['judge_warning']}")
-    for a in status["operator_actions"]:
-        print(f"action {a['at']} {a['actor']}: {a['action']} {a['payload']}")
+    print("\n".join(render(status)))
     return 0
-
-
-def _annotator_lines(status: dict) -> list[str]:
-    """Who answered how much (pulled answers in our database; `pull` first for the latest)."""
-    return [
-        f"  annotator {a['username']}: {a['submitted']} submitted, {a['discarded']} discarded"
-        for a in status["annotators"]
-    ]
-
-
-def score_text(e: dict) -> str:
-    """ ", mean score m [l, h] vs r" of an evaluation summary; "" for one stored without mean scores."""
-    mean, (low, high) = e.get("score_mean"), e.get("score_ci") or (None, None)
-    if mean is None or low is None or high is None:
-        return ""
-    ref = e.get("reference_score_mean")
-    versus = "" if ref is None else f" vs {ref:.3f}"
-    return f", mean score {mean:.3f} [{low:.3f}, {high:.3f}]{versus}"
-
-
-def refresh_line(r: dict) -> str:
-    """One reward-model refresh (storage.repositories.reward_refreshes.refresh_rows) as a status line."""
-
-    def share(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    head = f"reward model refresh after round {r['round']}: {r['n_pairs']} decided labels, {r['n_heldout']} held out"
-    if r["candidate_model"] is None:
-        return f"{head}; not refreshed ({r['reason']})"
-    verdict = f"kept {r['candidate_model']}" if r["kept"] else f"not kept, {r['previous_model']} stays"
-    return f"{head}; agreement old {share(r['old_agreement'])}, new {share(r['new_agreement'])}: {verdict}"
-
-
-def _scheduler_line(s: dict) -> str:
-    if s["state"] == "not running":
-        return "scheduler: not running (`pvar-loop run` starts it; or advance rounds by hand)"
-    if s["state"] == "stale":
-        return (
-            f"scheduler: stale lease held by {s['holder']} (no heartbeat for {s['heartbeat_age_s']:.0f} s: "
-            "presumed dead; the next `pvar-loop run` takes over)"
-        )
-    return (
-        f"scheduler: running, {s['holder']} (heartbeat {s['heartbeat_age_s']:.0f} s ago, since {s['since']})"
-    )
 
 
 def _database_url(cfg) -> str:

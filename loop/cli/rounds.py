@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 
 from loop.cli.common import (
     UserError,
@@ -42,6 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_json:
         for h in logging.getLogger().handlers:
             h.setFormatter(JsonFormatter())
+    if not sys.stderr.isatty():
+        # Library progress bars (model loading, tokenizing, the DPO trainer) redraw with carriage returns: noise
+        # in a log file. Our own long steps log a progress line instead (loop.progress).
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cfg = config_from(args)
     open_engine(cfg).dispose()  # a missing, unusable or unmigrated database: one line, and no empty file
     try:

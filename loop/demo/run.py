@@ -8,6 +8,8 @@ asked-for rounds are done the demo stops it and writes the report.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -15,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from storage.errors import PvarLoopError
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 MARKER = ".pvar-loop-demo"
 # The selection RM's training: the seed run before round 1 and every refresh after a round ([reward] refresh).
 RM_LEARNING_RATE, RM_EPOCHS = 1e-4, 4
+TINY_MODELS = "tiny-random"  # the quick profile's models, under the model cache
 
 
 @dataclass(frozen=True)
@@ -217,16 +220,18 @@ def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -
     from loop.demo.world import write_demo_prompts
 
     data_dir = data_dir.resolve()
+    check_cache_outside(data_dir, Path(model_cache))
     fresh_dir(data_dir)
     files = write_demo_prompts(
         data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed
     )
+    cache = Path(model_cache).resolve()
     if p.n_seed:
-        policy, reward, summary = _learned_models(data_dir, p, Path(model_cache).resolve(), files[2], say)
+        policy, reward, summary = _learned_models(p, cache, files[2], say)
     else:
         from loop.ml.offline_models import build_tiny_models
 
-        models = build_tiny_models(data_dir / "models")
+        models = build_tiny_models(cache / TINY_MODELS)  # built once, reused by the next quick demo
         policy, reward, summary = models.policy_dir, models.reward_dir, None
     config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0)
     cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
@@ -236,8 +241,26 @@ def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -
     return World(config=config, cli=cli, env=env, seed_summary=summary)
 
 
-def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
-    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector."""
+def check_cache_outside(data_dir: Path, model_cache: Path) -> None:
+    """The next demo empties its data dir: a model cache inside it would be deleted with it."""
+    data_dir, cache = data_dir.resolve(), model_cache.resolve()
+    if cache == data_dir or cache.is_relative_to(data_dir):
+        raise DemoError(
+            f"--model-cache {model_cache} is inside --data-dir {data_dir}, which the next demo empties; "
+            "choose a cache outside it (default data/models)"
+        )
+
+
+def selection_rm_dir(cache: Path, p: Profile) -> Path:
+    """Where the full demo's selection reward model lives: in the model cache, like the models the demo's config
+    points at (the next demo empties its data dir, not the cache), one directory per profile recipe."""
+    recipe = hashlib.sha256(json.dumps(asdict(p), sort_keys=True).encode()).hexdigest()[:12]
+    return cache / "demo-selection-rm" / f"{p.name}-{recipe}"
+
+
+def _learned_models(p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
+    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector
+    (trained once per recipe into the model cache; a later demo reuses it)."""
     from loop.demo.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
     from loop.evaluation.verifier import gold_by_prompt
     from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
@@ -245,13 +268,19 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
 
     say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
     policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
+    out_dir = selection_rm_dir(cache, p)
+    summary_file = out_dir.parent / f"{out_dir.name}-summary.txt"
+    if out_dir.exists():  # published atomically by an earlier demo: a complete model
+        summary = summary_file.read_text().strip() if summary_file.exists() else "selection RM"
+        say(f"[demo] selection reward model from the model cache ({out_dir}; trained by an earlier demo)")
+        return policy, out_dir, f"{summary} (trained by an earlier demo, kept in {out_dir.parent})"
     constraints = {r["prompt"]: r["metadata"]["constraints"] for r in read_seed_prompts(seed_file)}
     say(f"[demo] training the selection reward model on bot labels of {p.n_seed} seed prompts ...")
     labels, result = bootstrap_reward_model(
         seed_file,
         policy=str(policy),
         base=str(base),
-        out_dir=data_dir / "reward-models" / "seed-rm",
+        out_dir=out_dir,
         annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
         gold=gold_by_prompt(constraints),
         sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
@@ -272,6 +301,7 @@ def _learned_models(data_dir: Path, p: Profile, cache: Path, seed_file: Path, sa
         f"samples); held-out accuracy {held}, agreement with the verifier {agree} on "
         f"{result.n_judged} held-out pairs; {result.steps} steps in {result.seconds:.0f} s"
     )
+    summary_file.write_text(summary + "\n")
     say(f"[demo] {summary}")
     return policy, Path(result.checkpoint_dir), summary
 

@@ -169,6 +169,7 @@ def evaluate_policies(
     seed: int = _EVALUATION.seed,
     n_bootstrap: int = _EVALUATION.n_bootstrap,
     reference: SideSamples | None = None,
+    progress: bool = False,
 ) -> PolicyEvaluation:
     """Sample samples_per_prompt responses per prompt from each model, judge them all, and return the
     policy's win rate (sample i against sample i) and both sides' mean scores.
@@ -178,7 +179,8 @@ def evaluate_policies(
     evaluation made the same way: the reference is then neither loaded nor judged (reference_dir unused).
 
     Policy and reference sample with independent seeds (see sample_seeds), so evaluating the reference
-    against itself measures pure sampling noise: its CI should contain 0.5.
+    against itself measures pure sampling noise: its CI should contain 0.5. With `progress`, each side shows
+    a bar on a terminal or a periodic log line (loop.progress), without changing the samples.
     """
     prompts = list(eval_prompts)
     if not prompts:
@@ -194,13 +196,16 @@ def evaluate_policies(
         "backend": backend,
         "device": device,
     }
-    policy = _sample_side(policy_dir, prompts, judge, sample_seeds(seed, "policy", samples_per_prompt), knobs)
+    policy_seeds = sample_seeds(seed, "policy", samples_per_prompt)
+    policy = _sample_side(policy_dir, prompts, judge, policy_seeds, knobs, progress and "evaluating: policy")
     reused = reference is not None
     if reference is None:
         if reference_dir is None:
             raise ValueError("evaluate_policies: give reference_dir or the reference's samples")
         seeds = sample_seeds(seed, "reference", samples_per_prompt)
-        reference = _sample_side(reference_dir, prompts, judge, seeds, knobs)
+        reference = _sample_side(
+            reference_dir, prompts, judge, seeds, knobs, progress and "evaluating: reference"
+        )
     elif len(reference.scores) != len(prompts) or any(len(r) != samples_per_prompt for r in reference.scores):
         raise ValueError(
             f"evaluate_policies: the given reference samples are not {len(prompts)} prompts x "
@@ -217,13 +222,30 @@ def evaluate_policies(
     )
 
 
-def _sample_side(model_dir, prompts: list[str], judge: Judge, seeds: list[int], knobs: dict) -> SideSamples:
-    """len(seeds) samples per prompt (one generate call per sample index and seed), judged in one pass."""
+def _sample_side(
+    model_dir, prompts: list[str], judge: Judge, seeds: list[int], knobs: dict, progress: str | bool = False
+) -> SideSamples:
+    """len(seeds) samples per prompt (one generate call per sample index and seed), judged in one pass.
+
+    With `progress` (the bar's label) the prompts go to the transformers generator a batch at a time, the very
+    batches it would cut itself, so the samples are the same with or without it; vLLM schedules its own
+    batches (per-prompt seeds): one call per seed."""
     from loop.ml.generation import make_generator
+    from loop.progress import progress as progress_bar
 
     generator = make_generator(knobs["backend"], model=str(model_dir), **_without(knobs, "backend"))
+    step = knobs["batch_size"] if progress and knobs["backend"] == "transformers" else len(prompts)
+    draws = []  # draws[i][p][0]: sample i of prompt p
     try:
-        draws = [generator.generate(prompts, k=1, seed=s) for s in seeds]  # draws[i][p][0]
+        total = len(prompts) * len(seeds)
+        with progress_bar(total, str(progress), "sample", enabled=bool(progress)) as bar:
+            for s in seeds:
+                drawn = []
+                for start in range(0, len(prompts), max(step, 1)):
+                    chunk = prompts[start : start + step]
+                    drawn += generator.generate(chunk, k=1, seed=s)
+                    bar.update(len(chunk))
+                draws.append(drawn)
     finally:
         generator.close()  # free one model before the other is loaded
     samples = [[draws[i][p][0] for i in range(len(seeds))] for p in range(len(prompts))]

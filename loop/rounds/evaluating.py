@@ -130,10 +130,12 @@ def _sample_rows(side: str, samples, prompt_ids: list[str]) -> list[dict]:
     ]
 
 
-def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation | str:
+def evaluate_checkpoint(
+    cfg: Config, uow: UnitOfWork, checkpoint_id: str, *, progress: bool = True
+) -> Evaluation | str:
     """Win rate and mean judge score of a checkpoint against the initial policy on the eval split (stored
     once per judge, with its samples). A human evaluation not answered enough yet returns a line saying what
-    it waits for instead."""
+    it waits for instead. Progress: a bar on a terminal, a periodic log line otherwise (loop.progress)."""
     if cfg.judge_warning:
         log.warning("%s", cfg.judge_warning)
     if cfg.evaluation.judge == HUMAN:
@@ -172,6 +174,7 @@ def evaluate_checkpoint(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eva
         judge,
         n_bootstrap=cfg.evaluation.n_bootstrap,
         reference=ref_samples,
+        progress=progress,
         **knobs,
     )
     w, pol, ref = result.win_rate, result.policy_score, result.reference_score

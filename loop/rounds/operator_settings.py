@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from loop.acquisition.strategies import Strategy
+from loop.acquisition.strategies import EXPERIMENT_ONLY, PRODUCTION_STRATEGIES, Strategy
 from storage.errors import PvarLoopError
 from storage.models import LoopSetting, OperatorAction
 from storage.repositories import settings
@@ -40,8 +40,16 @@ def parse_budget(raw: str | int) -> int:
 
 
 def parse_strategy(raw: str) -> Strategy:
-    if raw not in tuple(Strategy):
-        raise OperatorError(f"unknown strategy {raw!r}; allowed: {', '.join(Strategy)}")
+    """A production strategy (what config `[selection] strategy` accepts too); experiment-only arms are refused
+    by name, since their rounds would silently select like plain random."""
+    allowed = ", ".join(PRODUCTION_STRATEGIES)
+    if raw in EXPERIMENT_ONLY:
+        raise OperatorError(
+            f"strategy {raw!r} is an experiment-only arm (`pvar-loop experiment --arms {raw}`); "
+            f"production rounds allow: {allowed}"
+        )
+    if raw not in PRODUCTION_STRATEGIES:
+        raise OperatorError(f"unknown strategy {raw!r}; allowed: {allowed}")
     return Strategy(raw)
 
 

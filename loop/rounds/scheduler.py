@@ -45,12 +45,36 @@ def tick_job(config_path: str | None, holder: str | None = None) -> None:
 
     cfg, uow = _context(config_path, holder)
     try:
+        was_open = _round_open(uow)
         message = tick(uow, cfg, Services.default())
-        log.info("tick: %s", message, extra={"event": "tick"})
+        level = _tick_level(message, idle=not was_open and not _round_open(uow))
+        log.log(level, "tick: %s", message, extra={"event": "tick"})
     except LeaseLost as e:  # the heartbeat thread stops the scheduler; this job records nothing more
         log.error("%s", e, extra={"event": "lease lost"})
     finally:
         uow.engine.dispose()
+
+
+_idle_said: list[str] = []  # the last "why no round runs" logged at INFO, so it is said once, not every tick
+
+
+def _round_open(uow) -> bool:
+    from storage.repositories.rounds import open_round
+
+    with uow() as session:
+        return open_round(session) is not None
+
+
+def _tick_level(message: str, *, idle: bool) -> int:
+    """Round transitions are logged where they happen (loop.rounds.state), so a tick's own line is DEBUG; only
+    a tick that found no round to drive and could not start one (new rounds paused) says why, once, at INFO."""
+    if not idle:
+        _idle_said.clear()
+        return logging.DEBUG
+    if _idle_said == [message]:
+        return logging.DEBUG
+    _idle_said[:] = [message]
+    return logging.INFO
 
 
 def poll_job(config_path: str | None, holder: str | None = None) -> None:

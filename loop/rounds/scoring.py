@@ -146,10 +146,10 @@ def score_pool(
         todo = count_unscored(session, checkpoint_id, rm)
     todo = todo if limit is None else min(todo, limit)
 
-    from tqdm import tqdm
+    from loop.progress import progress as progress_bar
 
     start, cursor = time.perf_counter(), None
-    with tqdm(total=todo, unit="prompt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(todo, "scoring", "prompt", enabled=progress) as bar:
         while todo > 0:
             with uow() as session:
                 batch = unscored_prompts(
@@ -182,7 +182,8 @@ def score_pool(
         report.remaining = count_unscored(session, checkpoint_id, rm)
     for prompt_id, reason in report.excluded:
         log.warning("prompt %s excluded: %s", prompt_id, reason)
-    log.info(
+    # DEBUG: `pvar-loop score` prints the summary and a round's scoring step logs it once with its round.
+    log.debug(
         "%s (generation %.1f s, reward %.1f s, database %.1f s)",
         report.summary(),
         report.generate_s,

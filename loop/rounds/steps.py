@@ -26,7 +26,7 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
     from loop.rounds.scoring import score_with_config
 
     min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
-    report = score_with_config(cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, progress=False)
+    report = score_with_config(cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id)
     log.info("round id %s: %s", round_id, report.summary())
 
 
@@ -44,8 +44,8 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
 
     dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
-    report = pull_labels(uow, dataset, round_id=round_id)
-    log.info("round id %s: pulled %s", round_id, report)
+    report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
+    log.debug("round id %s: pulled %s", round_id, report)
 
 
 def withdraw(cfg: Config, uow: UnitOfWork):

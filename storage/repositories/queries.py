@@ -7,7 +7,16 @@ from typing import Any
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Evaluation, Label, OperatorAction, Prompt, PromptScore, SchedulerLock
+from storage.models import (
+    AnnotationItem,
+    Evaluation,
+    Label,
+    OperatorAction,
+    Prompt,
+    PromptScore,
+    Round,
+    SchedulerLock,
+)
 from storage.repositories import rounds as round_repo
 
 
@@ -93,6 +102,16 @@ def answers_per_annotator(session: Session) -> list[dict[str, Any]]:
         {"username": who, "submitted": total - (gone or 0), "discarded": gone or 0}
         for who, total, gone in rows
     ]
+
+
+def round_label_choices(session: Session) -> list[tuple[str, int, str, str]]:
+    """(arm, round number, item id, choice) of every stored label: per-round annotator agreement for `status`."""
+    stmt = (
+        select(Round.arm, Round.number, Label.item_id, Label.choice)
+        .join(AnnotationItem, AnnotationItem.id == Label.item_id)
+        .join(Round, Round.id == AnnotationItem.round_id)
+    )
+    return [tuple(row) for row in session.execute(stmt).all()]
 
 
 def label_count(session: Session) -> int:

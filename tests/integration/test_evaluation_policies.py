@@ -145,3 +145,28 @@ def test_dpo_toward_a_verifier_beats_the_reference(tiny_models, tmp_path):
     )
     assert result.win_rate.value > 0.5
     assert result.win_rate.ci_low > 0.5
+
+
+def test_progress_logs_lines_off_a_terminal_and_keeps_the_samples(tiny_models, monkeypatch, caplog):
+    """Issue 14 point 10: with progress on and stderr not a terminal (pytest captures it), evaluation logs
+    periodic progress lines; feeding the generator batch by batch draws exactly the samples of one call."""
+    import logging
+
+    import loop.progress
+
+    monkeypatch.setattr(loop.progress, "LOG_EVERY_S", 0.0)  # a line per batch
+    prompts, judge = EVAL_PROMPTS[:20], (lambda p, r: float(len(r)))
+    knobs = {"max_new_tokens": 4, "batch_size": 8, "seed": 5, "samples_per_prompt": 1}
+    plain = evaluate_policies(prompts, tiny_models.policy_dir, tiny_models.policy_dir, judge, **knobs)
+    with caplog.at_level(logging.INFO, logger="loop.progress"):
+        shown = evaluate_policies(
+            prompts, tiny_models.policy_dir, tiny_models.policy_dir, judge, progress=True, **knobs
+        )
+    assert shown.policy.texts == plain.policy.texts
+    assert shown.reference.texts == plain.reference.texts
+    lines = [r.getMessage() for r in caplog.records if r.name == "loop.progress"]
+    assert lines[:3] == [
+        "evaluating: policy: 8/20 samples (40%), " + lines[0].split(", ")[-1],
+        "evaluating: policy: 16/20 samples (80%), " + lines[1].split(", ")[-1],
+        "evaluating: policy: 20/20 samples (100%), " + lines[2].split(", ")[-1],
+    ]

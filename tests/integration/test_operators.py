@@ -49,6 +49,22 @@ def test_unknown_strategy_and_past_round(project, capsys):
     assert "applies from round 1 on" in capsys.readouterr().err
 
 
+def test_strategy_set_refuses_the_experiment_only_arm(project, capsys):
+    """Issue 14 point 13: `strategy set random-disagree` exits 2 naming the allowed strategies and records
+    nothing (the config refuses it too)."""
+    assert main(["strategy", "set", "random-disagree"]) == 2
+    err = capsys.readouterr().err
+    assert "'random-disagree' is an experiment-only arm" in err
+    assert "allow: pvar, low-pvar, reward-gap, random, full" in err
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["new_rounds"]["strategy"] == "pvar" and status["operator_actions"] == []
+    assert main(["strategy", "set", "reward-gap"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["new_rounds"]["strategy"] == "reward-gap"
+
+
 def test_budget_applies_from_next_round_and_actions_recorded(project, capsys):
     assert main(["budget", "set", "4"]) == 0
     assert main(["strategy", "set", "random", "--from-round", "2"]) == 0

@@ -46,9 +46,10 @@ def test_agreement_perfect_and_fleiss_reference():
     mixed = agreement([["a", "a", "b"], ["b", "b", "b"], ["a", "b", "tie"]])
     assert mixed.pairwise == pytest.approx(4 / 9)
     assert mixed.fleiss_kappa == pytest.approx(1 / 46)
+    assert perfect.unanimous == 1.0 and mixed.unanimous == pytest.approx(1 / 3)  # only (b,b,b) is unanimous
 
 
 def test_agreement_ignores_single_votes_and_discards():
     a = agreement([["a"], ["a", "discard"], ["b", "b", "discard"]])
-    assert a.items == 1 and a.pairwise == 1.0 and a.fleiss_kappa is None
-    assert agreement([]).items == 0
+    assert a.items == 1 and a.pairwise == 1.0 and a.fleiss_kappa is None and a.unanimous == 1.0
+    assert agreement([]).items == 0 and agreement([]).unanimous is None

@@ -57,3 +57,62 @@ def test_verbose_controls_every_package_logger():
             assert logging.getLogger(name).getEffectiveLevel() == level
     for name in PACKAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_apscheduler_is_quiet_unless_verbose():
+    """Issue 14 point 10: APScheduler's per-job INFO lines only with -v."""
+    for verbose, level in ((False, logging.WARNING), (True, logging.DEBUG)):
+        configure_logging(verbose)
+        assert logging.getLogger("apscheduler.executors.default").getEffectiveLevel() == level
+        assert logging.getLogger("apscheduler.scheduler").getEffectiveLevel() == level
+    configure_logging(False)
+    for name in PACKAGE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_the_argilla_sdk_login_line_goes_to_debug():
+    """The SDK logs "Logged in as" through the root logger on every connect: DEBUG unless the root logger is."""
+    from annotation.api import SdkLoginFilter
+
+    root = logging.getLogger()
+    before = root.level
+
+    def login() -> logging.LogRecord:
+        return logging.LogRecord("root", logging.INFO, __file__, 1, "Argilla: Logged in as owner", None, None)
+
+    try:
+        root.setLevel(logging.INFO)
+        record = login()
+        assert SdkLoginFilter().filter(record) is False and record.levelname == "DEBUG"
+        root.setLevel(logging.DEBUG)
+        assert SdkLoginFilter().filter(login()) is True
+        other = logging.LogRecord("root", logging.INFO, __file__, 1, "something else", None, None)
+        assert SdkLoginFilter().filter(other) is True and other.levelno == logging.INFO
+    finally:
+        root.setLevel(before)
+
+
+def test_progress_off_a_terminal_is_a_periodic_log_line(caplog):
+    from loop.progress import LogProgress, progress
+
+    assert isinstance(progress(10, "scoring", "prompt"), LogProgress)  # pytest's stderr is not a terminal
+    with caplog.at_level(logging.INFO, logger="loop.progress"):
+        with progress(10, "scoring", "prompt", every_s=3600) as bar:
+            bar.update(5)  # within the interval: no line
+        with progress(10, "scoring", "prompt", every_s=0) as bar:
+            bar.update(5)
+        with progress(10, "scoring", "prompt", enabled=False, every_s=0) as bar:
+            bar.update(5)  # --no-progress: nothing at all
+    lines = [r.getMessage() for r in caplog.records if r.name == "loop.progress"]
+    assert len(lines) == 1 and lines[0].startswith("scoring: 5/10 prompts (50%), ")
+
+
+def test_a_tick_line_is_info_only_when_it_says_once_why_no_round_runs():
+    from loop.rounds.scheduler import _tick_level
+
+    paused = "budget is 0 for round 3: new rounds are paused (`pvar-loop budget set N`)"
+    assert _tick_level("round 2: collecting", idle=False) == logging.DEBUG  # transitions are logged already
+    assert _tick_level(paused, idle=True) == logging.INFO
+    assert _tick_level(paused, idle=True) == logging.DEBUG  # every later tick: not again
+    assert _tick_level("round 3: collecting", idle=False) == logging.DEBUG
+    assert _tick_level(paused, idle=True) == logging.INFO  # paused again after a round: said again

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loop.acquisition.strategies import STRATEGIES, Strategy
+from loop.acquisition.strategies import EXPERIMENT_ONLY, PRODUCTION_STRATEGIES, STRATEGIES, Strategy
 from loop.config import ConfigError, parse_config
 from loop.rounds.operator_settings import OperatorError, parse_strategy
 from storage.statuses import ItemStatus, RoundStatus
@@ -77,3 +77,22 @@ def test_config_operator_settings_and_cli_use_the_strategy_enum():
     assert args.strategy == Strategy.RANDOM_DISAGREE
     with pytest.raises(SystemExit):
         build_parser().parse_args(["select", "--strategy", "best"])
+
+
+def test_production_strategies_are_one_list_for_config_and_operators():
+    """Issue 14 point 13: config and `strategy set` accept the same production strategies; the experiment-only
+    arm is refused by both, naming the allowed ones."""
+    from typing import get_args
+
+    from loop.config import SelectionConfig
+
+    assert set(PRODUCTION_STRATEGIES) | EXPERIMENT_ONLY == set(Strategy)
+    assert Strategy.RANDOM_DISAGREE not in PRODUCTION_STRATEGIES
+    assert get_args(SelectionConfig.model_fields["strategy"].annotation) == PRODUCTION_STRATEGIES
+    for name in PRODUCTION_STRATEGIES:
+        assert parse_config({"selection": {"strategy": name}}, env={}).selection.strategy is name
+        assert parse_strategy(name) is name
+    with pytest.raises(OperatorError) as e:
+        parse_strategy("random-disagree")
+    assert "experiment-only" in str(e.value)
+    assert "allow: pvar, low-pvar, reward-gap, random, full" in str(e.value)

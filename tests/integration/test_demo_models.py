@@ -1,0 +1,43 @@
+"""Issue 14 point 12: the demo keeps the models its config points at in --model-cache, in both profiles, so the
+next demo (which empties its data dir) never deletes a model a user's config may point at."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from loop.cli.app import main
+from loop.config import load_config
+from loop.demo.run import FULL, QUICK, prepare_world, selection_rm_dir
+
+
+def test_quick_demo_models_live_in_the_model_cache_and_survive_the_next_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache, data = tmp_path / "cache", tmp_path / "demo"
+    world = prepare_world(data, QUICK, cache, say=lambda _: None)
+    cfg = load_config(world.config)
+    policy, reward = cfg.policy.model, cfg.reward.model
+    for path in (policy, reward):
+        assert path.startswith(str(cache.resolve())), path  # not under the data dir the next demo empties
+    stamp = {p: (tmp_path / p).stat().st_mtime_ns for p in (policy, reward)}
+
+    (data / "user-notes.txt").write_text("written by the previous demo run's user")
+    again = prepare_world(data, QUICK, cache, say=lambda _: None)
+    assert not (data / "user-notes.txt").exists()  # the data dir was emptied for the new run
+    cfg = load_config(again.config)
+    assert (cfg.policy.model, cfg.reward.model) == (policy, reward)
+    assert {p: (tmp_path / p).stat().st_mtime_ns for p in (policy, reward)} == stamp  # kept, not rebuilt
+
+
+def test_a_model_cache_inside_the_data_dir_is_refused(tmp_path, capsys):
+    data = tmp_path / "demo"
+    code = main(["demo", "--quick", "--data-dir", str(data), "--model-cache", str(data / "models")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--model-cache" in err and "inside --data-dir" in err
+    assert not data.exists()  # refused before anything was written
+
+
+def test_the_full_demos_selection_reward_model_goes_to_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    where = selection_rm_dir(cache, FULL)
+    assert where.is_relative_to(cache) and where != selection_rm_dir(cache, replace(FULL, n_seed=8))

@@ -1,0 +1,110 @@
+"""Issue 14 point 11: `status` reads as a summary with a rounds table (no raw Python dicts); `--json` keeps every
+figure for machines, per-round annotator agreement included."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from loop.cli.app import main
+from loop.cli.status_view import render
+from storage.models import Label, Round
+from storage.statuses import RoundStatus
+from tests.integration.annotation_setup import make_round_items
+
+# item index -> votes: agree, disagree, agree (three annotators), one vote only (not counted)
+VOTES = [
+    {"alice": "a", "bob": "a"},
+    {"alice": "a", "bob": "b"},
+    {"alice": "tie", "bob": "tie", "carol": "tie"},
+    {"alice": "b"},
+]
+
+
+@pytest.fixture
+def project(sqlite_url, uow, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("PVAR_LOOP_ACTOR", "alice")
+    made = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
+    with uow() as s:
+        s.get(Round, made.round_id).deadline_at = datetime.now(UTC) + timedelta(hours=1)  # as collection sets
+        s.add_all(
+            Label(item_id=item, annotator=who, choice=choice)
+            for item, votes in zip(made.item_ids, VOTES, strict=True)
+            for who, choice in votes.items()
+        )
+    assert main(["budget", "set", "6"]) == 0
+    return made
+
+
+def _out(capsys, *args: str) -> str:
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+def test_json_carries_per_round_agreement(project, capsys):
+    status = json.loads(_out(capsys, "status", "--json"))
+    (rnd,) = status["rounds"]
+    agreement = rnd["agreement"]
+    assert agreement["items"] == 3  # items with 2+ votes
+    assert agreement["unanimous"] == pytest.approx(2 / 3)
+    assert agreement["pairwise"] == pytest.approx((1 + 0 + 1) / 3)
+    assert rnd["labels"] == 8 and status["labels"] == 8
+
+
+def test_human_status_is_a_summary_with_a_rounds_table(project, capsys):
+    text = _out(capsys, "status")
+    assert "{" not in text and "}" not in text, text  # no raw dicts (pool, payloads)
+    lines = text.splitlines()
+    assert "pool:       4 train prompts (4 scored, 0 unscored), 0 eval prompts" in lines, text
+    assert "labels:     8 collected" in lines
+    header = next(line for line in lines if line.split()[:2] == ["round", "status"])
+    assert header.split() == [
+        "round",
+        "status",
+        "strategy",
+        "budget",
+        "items",
+        "answered",
+        "decided",
+        "labels",
+        "agreement",
+    ]
+    row = next(line for line in lines if line.strip().startswith("main/1"))
+    cells = row.split()
+    assert cells[:5] == ["main/1", "collecting", "pvar", "4", "4"] and cells[7] == "8", row
+    assert row.endswith("67% of 3"), row
+    assert "next: pvar-loop round advance 1" in text
+    assert "new rounds: round 2 next, pvar budget 6" in lines
+    assert "scheduler: not running" in text
+    assert any(line.strip().endswith("alice: set budget (value 6, from_round 2, arm main)") for line in lines)
+    assert "annotators:" in text
+
+
+def test_annotators_render_one_line_each(project, capsys):
+    status = json.loads(_out(capsys, "status", "--json"))
+    status["annotators"] = [
+        {"username": "alice", "submitted": 3, "discarded": 1},
+        {"username": "bob", "submitted": 2, "discarded": 0},
+    ]
+    lines = render(status)
+    at = lines.index("annotators:")
+    assert lines[at + 1 : at + 3] == [
+        "  annotator alice: 3 submitted, 1 discarded",
+        "  annotator bob: 2 submitted, 0 discarded",
+    ]
+    status["annotators"] = []
+    assert "annotators: none yet (`pvar-loop annotators add NAME`)" in render(status)
+
+
+def test_empty_project_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PVAR_LOOP_DATABASE_URL", raising=False)
+    assert main(["init"]) == 0
+    text = _out(capsys, "status")
+    assert "pool:       empty (`pvar-loop ingest FILE`)" in text
+    assert "rounds: none yet" in text
