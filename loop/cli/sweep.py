@@ -10,7 +10,7 @@ from loop.cli.common import add_command, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from loop.experiment.sweep import PROFILES
+    from loop.experiment.sweep_profiles import PROFILES
 
     s = add_command(
         sub,
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from loop.experiment.sweep import PROFILES
+    from loop.experiment.sweep_profiles import PROFILES
     from loop.experiment.sweep_run import run, write_report
 
     data_dir = Path(args.data_dir)

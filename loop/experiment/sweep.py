@@ -16,7 +16,6 @@ interrupted sweep already answers the main question.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -26,100 +25,26 @@ from pathlib import Path
 
 from loop.acquisition.strategies import Strategy
 from loop.config import Config
-from loop.demo.run import FULL, QUICK, Profile
-from loop.experiment.runner import ArmSpec, ExperimentError, arm_config, run_round, services_for
+from loop.experiment.runner import ArmSpec, arm_config, run_round, services_for
+from loop.experiment.sweep_profiles import LEARNED, PROFILES, STANDARD, TINY, SweepProfile
 from storage.db import UnitOfWork
 from storage.repositories.rounds import round_status
 
 log = logging.getLogger(__name__)
 
-LEARNED = "learned"
 ARMS = (Strategy.PVAR, Strategy.RANDOM)
-
-
-@dataclass(frozen=True)
-class SweepProfile:
-    """The sweep's size. world: the demo world it runs in (pool, eval split, seed pool for the learned RM,
-    K, sampling and DPO settings)."""
-
-    name: str
-    world: Profile
-    budgets: tuple[int, ...]
-    seeds: tuple[int, ...]
-    standins: tuple[float, ...]  # target agreements of the stand-in RMs
-    learned: bool  # also the learned MiniLM RM (one per seed)
-    curve_rm: str  # the RM whose arms run at every budget ("learned" or e.g. "standin-0.75")
-    samples_per_prompt: int  # eval samples per eval prompt
-    batch_size: int  # generation batch (pool sampling and evaluation)
-    backend: str = "transformers"
-    note: str = ""
-
-    def __post_init__(self) -> None:
-        if sorted(set(self.budgets)) != list(self.budgets) or not self.budgets or self.budgets[0] < 1:
-            raise ExperimentError(
-                f"profile {self.name}: budgets must be ascending and >= 1, got {self.budgets}"
-            )
-        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
-            raise ExperimentError(f"profile {self.name}: seeds must be distinct, got {self.seeds}")
-        if self.curve_rm not in self.rm_keys:
-            raise ExperimentError(
-                f"profile {self.name}: curve_rm {self.curve_rm!r} is not one of {self.rm_keys}"
-            )
-
-    @property
-    def rm_keys(self) -> tuple[str, ...]:
-        return tuple(f"standin-{a:.2f}" for a in self.standins) + ((LEARNED,) if self.learned else ())
-
-
-# Sized from measured costs on the project's 2-core CPU (docs/experiment-results.md "Compute"): ~0.15 s per
-# sampled response at batch 32 and ~10 s per DPO step; 42 cells fit the 2-hour budget.
-STANDARD = SweepProfile(
-    name="standard",
-    world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=160, n_seed=384, budget=64, epochs=2),
-    budgets=(8, 16, 32, 64),
-    seeds=(0, 1, 2),
-    standins=(0.6, 0.75, 0.9),
-    learned=True,
-    curve_rm="standin-0.75",
-    samples_per_prompt=4,
-    batch_size=32,
-    note="2-core CPU, about 2 hours",
-)
-# For a GPU machine (scripts/sweep-gpu): the same design at the scale the issue asks for and beyond.
-LARGE = SweepProfile(
-    name="large",
-    world=dataclasses.replace(
-        FULL,
-        name="sweep-large",
-        n_train=2000,
-        n_eval=500,
-        n_seed=1536,
-        budget=400,
-        epochs=2,
-        max_new_tokens=64,
-    ),
-    budgets=(25, 50, 100, 200, 400),
-    seeds=(0, 1, 2, 3, 4),
-    standins=(0.6, 0.7, 0.8, 0.9),
-    learned=True,
-    curve_rm="learned",
-    samples_per_prompt=8,
-    batch_size=128,
-    note="one GPU, a few hours",
-)
-# Tests only: tiny random models, seconds per cell.
-TINY = SweepProfile(
-    name="tiny",
-    world=dataclasses.replace(QUICK, name="sweep-tiny", n_train=24, n_eval=6, budget=4, max_new_tokens=8),
-    budgets=(2, 4),
-    seeds=(0, 1),
-    standins=(0.75,),
-    learned=False,
-    curve_rm="standin-0.75",
-    samples_per_prompt=2,
-    batch_size=8,
-)
-PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY)}
+# Re-exported: the profiles live in a light module the CLI can import without the database stack.
+__all__ = [
+    "LEARNED",
+    "PROFILES",
+    "STANDARD",
+    "TINY",
+    "Cell",
+    "SweepProfile",
+    "cells",
+    "run_cells",
+    "sweep_config",
+]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from loop.acquisition.strategies import Strategy
-from loop.experiment.runner import ExperimentError
 from loop.experiment.standin import (
     StandInError,
     StandInRewardModel,
@@ -20,6 +19,7 @@ from loop.experiment.standin import (
 from loop.experiment.sweep import STANDARD, TINY, Cell, cells
 from loop.experiment.sweep_analysis import Bootstrap, analyse
 from loop.experiment.sweep_data import CellResult
+from loop.experiment.sweep_profiles import SweepProfileError
 
 
 def _gold(prompt: str, response: str) -> float:
@@ -87,9 +87,9 @@ def test_cells_run_the_headline_first_and_cover_the_grid() -> None:
 
 
 def test_profile_validation_names_the_bad_setting() -> None:
-    with pytest.raises(ExperimentError, match="curve_rm"):
+    with pytest.raises(SweepProfileError, match="curve_rm"):
         dataclasses.replace(TINY, curve_rm="learned")
-    with pytest.raises(ExperimentError, match="budgets"):
+    with pytest.raises(SweepProfileError, match="budgets"):
         dataclasses.replace(TINY, budgets=(4, 2))
 
 
