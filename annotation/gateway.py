@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -61,12 +61,16 @@ def push_items(
     *,
     batch_size: int = 250,
     include_pushed: bool = False,
+    order: Sequence[str] = (),
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
     """Send the round's unpushed items (every item with include_pushed) as records, batch by batch; items
     recorded as pushed whose record Argilla no longer has are sent too (`recreated`).
 
+    `order` lists item ids in the order annotators should label them: each record carries its place
+    (metadata `priority`, 1 first, over all the round's items, so a re-push keeps it) and records go out in
+    that order. Items it does not list come after, by id.
     `on_batch` is called after each batch is committed to our DB (progress display, tests).
     """
     if not 1 <= batch_size <= MAX_BATCH:
@@ -76,6 +80,8 @@ def push_items(
     with uow() as session:
         every = repo.items_to_push(session, round_id, include_pushed=True)
         todo = {i.id for i in repo.items_to_push(session, round_id)}
+    priority = _priorities(order, [i.id for i in every])
+    every.sort(key=lambda i: priority[i.id])
     recorded = [i for i in every if i.argilla_record_id is not None]
     present = _external_ids(dataset, backoff) if recorded else set()
     gone = {i.id for i in recorded if i.id not in present}
@@ -96,7 +102,7 @@ def push_items(
                 dataset.http,
                 "PUT",
                 path,
-                json={"items": [to_record(i) for i in batch]},
+                json={"items": [to_record(i, priority[i.id], dataset.layout) for i in batch]},
                 what=what,
                 backoff=backoff,
             )
@@ -129,6 +135,14 @@ def push_items(
         report.per_second,
     )
     return report
+
+
+def _priorities(order: Sequence[str], item_ids: list[str]) -> dict[str, int]:
+    """{item id: 1-based rank}: the ids of `order` that are the round's first, then the rest by id."""
+    known = set(item_ids)
+    ranked = list(dict.fromkeys(i for i in order if i in known))
+    ranked += sorted(known - set(ranked))
+    return {item_id: rank for rank, item_id in enumerate(ranked, start=1)}
 
 
 @dataclass
@@ -174,6 +188,56 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
 
 
 @dataclass(frozen=True)
+class RoundProgress:
+    """One round's records in Argilla: what the annotators' progress means for the current round (Argilla's
+    own progress bar counts every round of the shared dataset)."""
+
+    round_number: int
+    total: int
+    completed: int  # answered by the round's overlap (min_submitted)
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.completed
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.completed / self.total if self.total else 100.0
+
+
+def round_progress(
+    dataset: DatasetHandle, round_number: int, *, backoff: Backoff = DEFAULT_BACKOFF
+) -> RoundProgress:
+    """Completed and pending records of one round, counted by Argilla's search on the `round` metadata (the
+    same filter annotators use in the UI)."""
+    in_round = {
+        "type": "range",
+        "scope": {"entity": "metadata", "metadata_property": "round"},
+        "ge": round_number,
+        "le": round_number,
+    }
+
+    def count(status: str | None) -> int:
+        filters = [in_round]
+        if status is not None:
+            scope = {"entity": "record", "property": "status"}
+            filters.append({"type": "terms", "scope": scope, "values": [status]})
+        data = request_json(
+            dataset.http,
+            "POST",
+            f"/api/v1/datasets/{dataset.id}/records/search",
+            params={"limit": 1, "offset": 0},
+            json={"filters": {"and": filters}},
+            what=f"count {status or 'all'} records of round {round_number}",
+            backoff=backoff,
+            idempotent=True,  # a search
+        )
+        return int(data.get("total") or 0)
+
+    return RoundProgress(round_number, total=count(None), completed=count("completed"))
+
+
+@dataclass(frozen=True)
 class Skipped:
     record: str  # our item id when known, else Argilla's record id
     annotator: str | None
@@ -184,7 +248,8 @@ class Skipped:
 class PullReport:
     records: int = 0  # records read from Argilla
     responses: int = 0  # responses read, all statuses
-    drafts: int = 0  # unfinished responses (not labels yet)
+    drafts: int = 0  # saved as draft, not submitted: no answer, not stored as a label
+    drafts_by: dict[str, int] = field(default_factory=dict)  # annotator -> drafts
     new_labels: int = 0
     updated_labels: int = 0
     unchanged_labels: int = 0
@@ -304,8 +369,9 @@ def pull_labels(
             for response in responses:
                 annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
                 parsed = parse_response(response, item.swapped)
-                if parsed is None:
+                if parsed is None:  # a draft: not an answer until submitted, but the operator must see it
                     report.drafts += 1
+                    report.drafts_by[annotator] = report.drafts_by.get(annotator, 0) + 1
                     continue
                 if isinstance(parsed, Rejected):
                     report.skipped.append(Skipped(item.id, annotator, parsed.reason))
@@ -333,6 +399,12 @@ def pull_labels(
         _LOG.warning("pull skipped %s%s: %s", s.record, f" ({s.annotator})" if s.annotator else "", s.reason)
     if len(report.skipped) > 20:
         _LOG.warning("pull skipped %d more records (see the PullReport)", len(report.skipped) - 20)
+    if report.drafts:
+        _LOG.warning(
+            "%d drafts not submitted (%s): not answers, not stored",
+            report.drafts,
+            ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items())),
+        )
     _LOG.info(
         "pulled %d responses of %d records: %d new labels, %d updated (%d late), %d items changed, %d skipped",
         report.responses,

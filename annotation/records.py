@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from annotation.aggregate import CHOICES
-from annotation.dataset import QUESTION, RATIONALE
+from annotation.dataset import MARKDOWN, PAIR, PROMPT, QUESTION, RATIONALE, SIDE_BY_SIDE, STACKED
 from storage.repositories.items import ItemContent
 
 _FLIP = {"a": "b", "b": "a"}
@@ -25,17 +25,30 @@ def flip(choice: str, swapped: bool) -> str:
     return _FLIP.get(choice, choice) if swapped else choice
 
 
-def to_record(item: ItemContent) -> dict[str, Any]:
-    """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk."""
+def to_record(item: ItemContent, priority: int | None = None, layout: str = SIDE_BY_SIDE) -> dict[str, Any]:
+    """The JSON of a record for PUT /api/v1/datasets/{id}/records/bulk, with the fields of the dataset's
+    `layout`; `priority` (1 = label first) is the item's place in the round's queue."""
     shown_a, shown_b = (item.text_b, item.text_a) if item.swapped else (item.text_a, item.text_b)
+    if layout == MARKDOWN:
+        fields: dict[str, Any] = {PROMPT: item.prompt, STACKED[0]: shown_a, STACKED[1]: shown_b}
+    else:
+        fields = {PROMPT: item.prompt, PAIR: {"a": shown_a, "b": shown_b}}
     # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
-    # metadata through the API): no rewards, no swap flag, no PVar. An upsert replaces the metadata, so
-    # re-sending a record pushed by an older version removes them.
-    return {
-        "external_id": item.id,
-        "fields": {"prompt": item.prompt, "response_a": shown_a, "response_b": shown_b},
-        "metadata": {"round": item.round_number, "strategy": item.strategy},
-    }
+    # metadata through the API): no rewards, no swap flag, no PVar; the priority places audit picks at
+    # seeded random ranks among the others. An upsert replaces the metadata, so re-sending a record pushed
+    # by an older version removes them.
+    metadata: dict[str, Any] = {"round": item.round_number, "strategy": item.strategy}
+    if priority is not None:
+        metadata["priority"] = priority
+    return {"external_id": item.id, "fields": fields, "metadata": metadata}
+
+
+def shown_pair(fields: dict[str, Any]) -> tuple[str, str]:
+    """(response A, response B) as a record of either layout shows them."""
+    pair = fields.get(PAIR)
+    if isinstance(pair, dict):
+        return str(pair.get("a", "")), str(pair.get("b", ""))
+    return str(fields.get(STACKED[0], "")), str(fields.get(STACKED[1], ""))
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     from annotation.dataset import ensure_dataset
     from annotation.gateway import push_items
+    from loop.rounds.steps import push_order
     from storage.db import UnitOfWork
     from storage.repositories.items import round_min_submitted
 
@@ -216,7 +217,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
         overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
-    dataset = ensure_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace, overlap)
+    a = cfg.argilla
+    dataset = ensure_dataset(client, a.dataset, a.workspace, overlap, markdown=a.markdown)
+    order = push_order(cfg, uow, rid)
     with tqdm(desc="push", unit="record", disable=None) as bar:
 
         def progress(r) -> None:
@@ -224,7 +227,13 @@ def cmd_push(args: argparse.Namespace) -> int:
             bar.update(r.pushed - bar.n)
 
         report = push_items(
-            uow, dataset, rid, batch_size=args.batch_size, include_pushed=args.all, on_batch=progress
+            uow,
+            dataset,
+            rid,
+            batch_size=args.batch_size,
+            include_pushed=args.all,
+            order=order,
+            on_batch=progress,
         )
     if report.items == 0:
         print(f"round {args.arm}/{args.round}: nothing to push (every item is in Argilla; --all re-sends)")
@@ -237,7 +246,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    print(f"annotate at {dataset.annotation_url}")
+    print(f"annotate at {dataset.round_url(args.round)}  (this round, in priority order)")
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
     return 0
@@ -297,6 +306,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         "records": report.records,
         "responses": report.responses,
         "drafts": report.drafts,
+        "drafts_by_annotator": report.drafts_by,
         "new_labels": report.new_labels,
         "updated_labels": report.updated_labels,
         "unchanged_labels": report.unchanged_labels,
@@ -325,6 +335,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
         f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
         f"answers ({report.items_changed} changed by this pull)"
     )
+    if report.drafts:
+        who = ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items()))
+        print(
+            f"{report.drafts} draft{'s' if report.drafts != 1 else ''} not submitted ({who}): a draft is no "
+            "answer and is not stored; it also left its annotator's Pending queue, so ask them to submit it "
+            "(Argilla's Draft filter lists them)"
+        )
     if report.closed_items:
         print(
             f"{report.closed_items} items of rounds past collection keep the decisions they were trained on"
