@@ -9,8 +9,9 @@ rules above them; `[argilla] markdown = true` instead creates the Markdown layou
 rendered by Argilla's sanitising Markdown renderer; also the layout of datasets made by older versions).
 Annotators may see and filter two metadata: `round` (to work on the current round) and `priority` (1 = label
 first; the annotation link sorts on it). The strategy is hidden; rewards, the A/B swap, PVar and the audit flag
-are not metadata at all (they stay in our database): Argilla's API returns visible metadata to annotators, and
-they would tell which response the reward model prefers, or which records are the audit slice.
+are not metadata at all (they stay in our database): Argilla's API returns a record's metadata, hidden or
+not, to annotators, and they would tell which response the reward model prefers, or which records are the
+audit slice.
 """
 
 from __future__ import annotations

@@ -288,6 +288,7 @@ def _open_collection(cfg, uow, round_id: int, number: int) -> None:
 def cmd_pull(args: argparse.Namespace) -> int:
     from annotation.dataset import open_dataset
     from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.progress import round_progress
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -302,11 +303,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
         )
     withdrawn = withdraw_cancelled(uow, dataset)  # what a cancel could not remove (Argilla was down)
     report = pull_labels(uow, dataset, rid)
+    # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
+    progress = round_progress(dataset, args.round) if args.round else None
     summary = {
         "records": report.records,
         "responses": report.responses,
         "drafts": report.drafts,
         "drafts_by_annotator": report.drafts_by,
+        "round_progress": None
+        if progress is None
+        else {"total": progress.total, "completed": progress.completed, "pending": progress.pending},
         "new_labels": report.new_labels,
         "updated_labels": report.updated_labels,
         "unchanged_labels": report.unchanged_labels,
@@ -335,6 +341,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
         f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
         f"answers ({report.items_changed} changed by this pull)"
     )
+    if progress is not None:
+        print(
+            f"round {args.round} in Argilla: {progress.completed} of {progress.total} records completed "
+            f"({progress.percent:.0f}%), {progress.pending} left"
+        )
     if report.drafts:
         who = ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items()))
         print(

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from annotation.dataset import ensure_dataset
-from annotation.gateway import push_items, round_progress
+from annotation.gateway import push_items
+from annotation.progress import round_progress
 from loop.rounds.priority import priority_order
 from storage.models import AnnotationItem, Generation
 from storage.repositories.items import round_item_scores

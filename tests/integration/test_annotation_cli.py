@@ -79,6 +79,7 @@ def test_annotators_push_pull_commands(
     pulled = json.loads(capsys.readouterr().out)
     assert (pulled["new_labels"], pulled["decided"], pulled["skipped"]) == (6, 6, [])
     assert (pulled["drafts"], pulled["drafts_by_annotator"]) == (1, {drafter.username: 1})
+    assert pulled["round_progress"] == {"total": 6, "completed": 6, "pending": 0}
     assert main([*cli, "pull"]) == 0
     out = capsys.readouterr().out
     assert "0 new labels" in out

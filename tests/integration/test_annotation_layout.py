@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from annotation.dataset import MARKDOWN, SIDE_BY_SIDE, ensure_dataset, open_dataset
-from annotation.gateway import pull_labels, push_items, round_progress
+from annotation.gateway import pull_labels, push_items
+from annotation.progress import round_progress
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from storage.models import AnnotationItem, Label
