@@ -1,9 +1,17 @@
 """The Argilla dataset annotators work in: a pairwise preference question over two responses to a prompt.
 
 `ensure_dataset` is idempotent: it creates the dataset once and finds it again afterwards, so every command
-(push, pull, the bot) can call it. Metadata (round, strategy, the prompt's source id) is hidden in the annotators' UI; the
-rewards and the A/B swap are not metadata at all (they stay in our database), because Argilla's API returns a
-record's metadata to annotators too, and they would tell which response the reward model prefers.
+(push, pull, the bot) can call it.
+
+What annotators see: the prompt, then responses A and B side by side as plain text (a CustomField whose
+Handlebars template escapes the model output, so "<b>x</b>" or a code fence shows literally), with the short
+rules above them; `[argilla] markdown = true` instead creates the Markdown layout (three stacked TextFields,
+rendered by Argilla's sanitising Markdown renderer; also the layout of datasets made by older versions).
+Annotators may see and filter two metadata: `round` (to work on the current round) and `priority` (1 = label
+first; the annotation link sorts on it). The strategy and the prompt's source id (the operator's own id) are hidden; rewards, the A/B swap, PVar and the audit flag
+are not metadata at all (they stay in our database): Argilla's API returns a record's metadata, hidden or
+not, to annotators, and they would tell which response the reward model prefers, or which records are the
+audit slice.
 """
 
 from __future__ import annotations
@@ -18,7 +26,10 @@ from annotation.api import AnnotationSyncError, request_json
 
 _LOG = logging.getLogger(__name__)
 
-FIELDS = ("prompt", "response_a", "response_b")
+PROMPT = "prompt"
+PAIR = "responses"  # the side-by-side CustomField: {"a": shown A, "b": shown B}
+STACKED = ("response_a", "response_b")  # the Markdown layout's TextFields
+SIDE_BY_SIDE, MARKDOWN = "side-by-side", "markdown"  # DatasetHandle.layout
 QUESTION = "preference"
 RATIONALE = "rationale"
 LABELS = {
@@ -27,7 +38,14 @@ LABELS = {
     "tie": "Both are about equally good (or equally bad)",
 }
 SOURCE_ID = "source_id"  # the prompt's id in the operator's own data (Prompt.source_id), when it had one
-METADATA = ("round", "strategy", SOURCE_ID)
+METADATA = ("round", "strategy", "priority", SOURCE_ID)
+VISIBLE_METADATA = ("round", "priority")  # filterable / sortable by annotators
+
+RULES = (
+    "Pick the response a careful user would rather receive: correct and honest first, then helpful, then "
+    "clear. Choose Tie only when neither is clearly better (not when both are merely fine or both long). "
+    "Length and the A/B order mean nothing."
+)
 
 GUIDELINES = """\
 ## Which response is better?
@@ -39,12 +57,34 @@ Pick the response a careful user would rather receive:
 2. **Helpful**: it answers what was asked, completely, without padding.
 3. **Clear and safe**: readable, and it refuses only what should be refused.
 
-Choose **tie** only when neither response is clearly better. Do not prefer a response for being longer.
+Choose **Tie** only when neither response is clearly better: not when both are merely fine, not when
+both are long. Do not prefer a response for being longer.
 The order of A and B is random: do not read anything into it.
 
 Press **Discard** when the prompt itself cannot be judged (unreadable, empty, not a request) or when you
 cannot judge it (you lack the expertise): discarded records do not count as votes.
 The rationale is optional; one sentence on why helps us audit disagreements.
+
+Responses are shown as plain text: code fences, `<tags>` and Markdown appear exactly as the model wrote them.
+Work through the queue in **priority** order (the link you were given sorts by it; priority 1 first) and
+filter on the current **round**. **Save as draft** is not an answer: a draft leaves your Pending queue but is
+not counted until you submit it.
+"""
+
+_PLAIN_TEXT = "white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;margin:0;font:inherit"
+# Handlebars' {{...}} escapes HTML, so model output is text here whatever it contains.
+PAIR_TEMPLATE = f"""\
+<div class="pvar-rules" style="margin:0 0 12px;padding:6px 10px;border-left:3px solid #7a7a7a">{RULES}</div>
+<div class="pvar-pair" style="display:flex;gap:16px;align-items:stretch">
+  <section id="pvar-response-a" style="flex:1 1 0;min-width:0;border:1px solid #ccc;border-radius:6px;padding:8px">
+    <h4 style="margin:0 0 8px">Response A</h4>
+    <div class="pvar-text" style="{_PLAIN_TEXT}">{{{{record.fields.{PAIR}.a}}}}</div>
+  </section>
+  <section id="pvar-response-b" style="flex:1 1 0;min-width:0;border:1px solid #ccc;border-radius:6px;padding:8px">
+    <h4 style="margin:0 0 8px">Response B</h4>
+    <div class="pvar-text" style="{_PLAIN_TEXT}">{{{{record.fields.{PAIR}.b}}}}</div>
+  </section>
+</div>
 """
 
 
@@ -58,6 +98,7 @@ class DatasetHandle:
     workspace: str
     min_submitted: int
     created: bool = False
+    layout: str = SIDE_BY_SIDE  # or MARKDOWN: which fields its records carry
 
     @property
     def http(self) -> httpx.Client:
@@ -69,28 +110,44 @@ class DatasetHandle:
 
     @property
     def annotation_url(self) -> str:
-        """Where an annotator opens the dataset in the web UI."""
-        return f"{self.url}/dataset/{self.id}/annotation-mode"
+        """Where an annotator opens the dataset in the web UI (in priority order)."""
+        return f"{self.url}/dataset/{self.id}/annotation-mode?{SORT_BY_PRIORITY}"
+
+    def round_url(self, round_number: int) -> str:
+        """The annotation page filtered on one round, in priority order: what to send annotators."""
+        return f"{self.annotation_url}&metadata=round.ge{round_number}.le{round_number}"
 
 
-def build_settings(client, min_submitted: int):
-    """Settings of the preference dataset (`min_submitted` annotators must answer each record)."""
+# The web UI keeps its sort and filters in the query string (sort=<entity>.<name>.<order>); without a sort
+# Argilla shows each annotator the queue in a per-user random order.
+SORT_BY_PRIORITY = "sort=metadata.priority.asc"
+
+
+def build_settings(client, min_submitted: int, *, markdown: bool = False):
+    """Settings of the preference dataset (`min_submitted` annotators must answer each record): the
+    side-by-side plain-text layout, or with `markdown` the stacked Markdown layout."""
     import argilla as rg
 
     if min_submitted < 1:
         raise ValueError(f"min_submitted must be >= 1, got {min_submitted}")
     hidden: dict[str, Any] = {"visible_for_annotators": False, "client": client}
+    shown: dict[str, Any] = {"visible_for_annotators": True, "client": client}
+    fields: list[Any] = [rg.TextField(name=PROMPT, title="Prompt", use_markdown=markdown, client=client)]
+    if markdown:
+        fields += [
+            rg.TextField(name=STACKED[0], title="Response A", use_markdown=True, client=client),
+            rg.TextField(name=STACKED[1], title="Response B", use_markdown=True, client=client),
+        ]
+    else:
+        fields.append(rg.CustomField(name=PAIR, title="Responses", template=PAIR_TEMPLATE, _client=client))
     return rg.Settings(
         guidelines=GUIDELINES,
-        fields=[
-            rg.TextField(name="prompt", title="Prompt", use_markdown=True, client=client),
-            rg.TextField(name="response_a", title="Response A", use_markdown=True, client=client),
-            rg.TextField(name="response_b", title="Response B", use_markdown=True, client=client),
-        ],
+        fields=fields,
         questions=[
             rg.LabelQuestion(
                 name=QUESTION,
                 title="Which response is better?",
+                description=RULES,
                 labels=LABELS,
                 required=True,
                 client=client,
@@ -104,9 +161,10 @@ def build_settings(client, min_submitted: int):
             ),
         ],
         metadata=[
-            rg.IntegerMetadataProperty(name="round", title="Round", **hidden),
+            rg.IntegerMetadataProperty(name="round", title="Round", **shown),
             rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
             rg.TermsMetadataProperty(name=SOURCE_ID, title="Source id", **hidden),
+            rg.IntegerMetadataProperty(name="priority", title="Priority (1 = first)", **shown),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )
@@ -130,14 +188,26 @@ def find_dataset(http: httpx.Client, name: str, workspace: str) -> dict | None:
     return next((d for d in items if d["name"] == name), None)
 
 
-def _check_schema(http: httpx.Client, dataset: dict) -> None:
-    """Refuse a same-named dataset that lacks what push and pull rely on (instead of failing mid-push)."""
+def _field_names(http: httpx.Client, dataset_id: str) -> set[str]:
+    data = request_json(http, "GET", f"/api/v1/datasets/{dataset_id}/fields", what="dataset fields")
+    return {f["name"] for f in data["items"]}
+
+
+def _layout(fields: set[str]) -> str:
+    return SIDE_BY_SIDE if PAIR in fields else MARKDOWN
+
+
+def _check_schema(http: httpx.Client, dataset: dict) -> str:
+    """The dataset's layout; refuses a same-named dataset that lacks what push and pull rely on (instead of
+    failing mid-push)."""
     path = f"/api/v1/datasets/{dataset['id']}"
-    fields = {f["name"] for f in request_json(http, "GET", f"{path}/fields", what="dataset fields")["items"]}
+    fields = _field_names(http, dataset["id"])
     questions = {
         q["name"] for q in request_json(http, "GET", f"{path}/questions", what="dataset questions")["items"]
     }
-    missing = [f"field {f!r}" for f in FIELDS if f not in fields]
+    layout = _layout(fields)
+    wanted = (PROMPT, PAIR) if layout == SIDE_BY_SIDE else (PROMPT, *STACKED)
+    missing = [f"field {f!r}" for f in wanted if f not in fields]
     missing += [f"question {q!r}" for q in (QUESTION,) if q not in questions]
     if missing:
         raise AnnotationSyncError(
@@ -148,6 +218,40 @@ def _check_schema(http: httpx.Client, dataset: dict) -> None:
         raise AnnotationSyncError(
             f"Argilla dataset {dataset['name']!r} is not published (status {dataset.get('status')!r})"
         )
+    return layout
+
+
+def _upgrade_metadata(http: httpx.Client, dataset: dict) -> None:
+    """Give a dataset made by an older version what annotators now filter and sort on: `round` visible to
+    them, a `priority` property (metadata properties, unlike fields, can be changed after publishing)."""
+    path = f"/api/v1/datasets/{dataset['id']}/metadata-properties"  # POST here, GET under /api/v1/me
+    listed = request_json(
+        http, "GET", f"/api/v1/me/datasets/{dataset['id']}/metadata-properties", what="metadata properties"
+    )["items"]
+    props = {p["name"]: p for p in listed}
+    for name in VISIBLE_METADATA:
+        prop = props.get(name)
+        if prop is None:
+            request_json(
+                http,
+                "POST",
+                path,
+                json={
+                    "name": name,
+                    "title": "Priority (1 = first)" if name == "priority" else name.title(),
+                    "settings": {"type": "integer"},
+                    "visible_for_annotators": True,
+                },
+                what=f"add metadata property {name!r}",
+            )
+        elif not prop.get("visible_for_annotators"):
+            request_json(
+                http,
+                "PATCH",
+                f"/api/v1/metadata-properties/{prop['id']}",
+                json={"visible_for_annotators": True},
+                what=f"show metadata property {name!r} to annotators",
+            )
 
 
 def _distribution(dataset: dict) -> int:
@@ -184,8 +288,19 @@ def _add_source_id_property(http: httpx.Client, dataset: dict) -> None:
             raise
 
 
-def _reuse(client, dataset: dict, workspace: str, min_submitted: int) -> DatasetHandle:
-    _check_schema(client.http_client, dataset)
+def _reuse(client, dataset: dict, workspace: str, min_submitted: int, markdown: bool) -> DatasetHandle:
+    layout = _check_schema(client.http_client, dataset)
+    if layout != (MARKDOWN if markdown else SIDE_BY_SIDE):
+        # Fields cannot change once a dataset is published: it keeps the layout it was created with.
+        _LOG.warning(
+            "Argilla dataset %s has the %s layout, [argilla] markdown = %s asks for %s; the dataset keeps its "
+            "layout (set another [argilla] dataset name to get the other one)",
+            dataset["name"],
+            layout,
+            str(markdown).lower(),
+            MARKDOWN if markdown else SIDE_BY_SIDE,
+        )
+    _upgrade_metadata(client.http_client, dataset)
     _add_source_id_property(client.http_client, dataset)
     actual = _distribution(dataset)
     if actual != min_submitted:
@@ -209,7 +324,7 @@ def _reuse(client, dataset: dict, workspace: str, min_submitted: int) -> Dataset
                 min_submitted,
                 e,
             )
-    return DatasetHandle(client, dataset["id"], dataset["name"], workspace, actual)
+    return DatasetHandle(client, dataset["id"], dataset["name"], workspace, actual, layout=layout)
 
 
 def open_dataset(client, name: str, workspace: str) -> DatasetHandle | None:
@@ -217,38 +332,45 @@ def open_dataset(client, name: str, workspace: str) -> DatasetHandle | None:
     found = find_dataset(client.http_client, name, workspace)
     if found is None:
         return None
-    _check_schema(client.http_client, found)
-    return DatasetHandle(client, found["id"], found["name"], workspace, _distribution(found))
+    layout = _check_schema(client.http_client, found)
+    return DatasetHandle(client, found["id"], found["name"], workspace, _distribution(found), layout=layout)
 
 
-def ensure_dataset(client, name: str, workspace: str, min_submitted: int = 1) -> DatasetHandle:
-    """The preference dataset `name` in `workspace`, created (and published) if it does not exist yet."""
+def ensure_dataset(
+    client, name: str, workspace: str, min_submitted: int = 1, *, markdown: bool = False
+) -> DatasetHandle:
+    """The preference dataset `name` in `workspace`, created (and published) if it does not exist yet, in the
+    side-by-side plain-text layout (the stacked Markdown layout with `markdown`). An existing dataset keeps
+    its layout and gets the metadata annotators filter and sort on."""
     from argilla._exceptions import ArgillaError
 
     existing = find_dataset(client.http_client, name, workspace)
     if existing is not None:
-        return _reuse(client, existing, workspace, min_submitted)
+        return _reuse(client, existing, workspace, min_submitted, markdown)
     import argilla as rg
 
-    dataset = rg.Dataset(
-        name=name, workspace=workspace, settings=build_settings(client, min_submitted), client=client
-    )
+    settings = build_settings(client, min_submitted, markdown=markdown)
+    dataset = rg.Dataset(name=name, workspace=workspace, settings=settings, client=client)
     try:
         dataset.create()
     except (ArgillaError, httpx.TransportError) as e:
         # Another process may have created it between our lookup and create: reuse theirs.
         existing = find_dataset(client.http_client, name, workspace)
         if existing is not None:
-            return _reuse(client, existing, workspace, min_submitted)
+            return _reuse(client, existing, workspace, min_submitted, markdown)
         raise AnnotationSyncError(f"creating Argilla dataset {name!r} in {workspace!r}: {e}") from e
     _LOG.info("created Argilla dataset %s/%s (%s)", workspace, name, dataset.id)
-    return DatasetHandle(client, str(dataset.id), name, workspace, min_submitted, created=True)
+    layout = MARKDOWN if markdown else SIDE_BY_SIDE
+    return DatasetHandle(client, str(dataset.id), name, workspace, min_submitted, created=True, layout=layout)
 
 
 def handle_for(client, dataset_id: str) -> DatasetHandle:
-    """A handle on an existing dataset by id (e.g. one an operator configured by hand)."""
+    """A handle on an existing dataset by id (e.g. one an operator configured by hand), given the metadata
+    push sends and annotators filter and sort on (`round` visible, `priority`)."""
     data = request_json(client.http_client, "GET", f"/api/v1/datasets/{dataset_id}", what="get dataset")
     ws = request_json(
         client.http_client, "GET", f"/api/v1/workspaces/{data['workspace_id']}", what="get workspace"
     )
-    return DatasetHandle(client, data["id"], data["name"], ws["name"], _distribution(data))
+    layout = _layout(_field_names(client.http_client, data["id"]))
+    _upgrade_metadata(client.http_client, data)
+    return DatasetHandle(client, data["id"], data["name"], ws["name"], _distribution(data), layout=layout)

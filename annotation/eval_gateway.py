@@ -31,7 +31,15 @@ def push_comparisons(
         rows = repo.comparisons(session, checkpoint_id, reference_id)
         prompts = repo.prompt_texts_of(session, [c.prompt_id for c in rows])
         records = [
-            record_json(c.id, prompts[c.prompt_id], c.policy_text, c.reference_text, c.policy_side == "b", {})
+            record_json(
+                c.id,
+                prompts[c.prompt_id],
+                c.policy_text,
+                c.reference_text,
+                c.policy_side == "b",
+                {},
+                dataset.layout,
+            )
             for c in rows
         ]
     sent = 0

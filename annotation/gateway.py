@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -61,12 +61,16 @@ def push_items(
     *,
     batch_size: int = 250,
     include_pushed: bool = False,
+    order: Sequence[str] = (),
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
 ) -> PushReport:
     """Send the round's unpushed items (every item with include_pushed) as records, batch by batch; items
     recorded as pushed whose record Argilla no longer has are sent too (`recreated`).
 
+    `order` lists item ids in the order annotators should label them: each record carries its place
+    (metadata `priority`, 1 first, over all the round's items, so a re-push keeps it) and records go out in
+    that order. Items it does not list come after, by id.
     `on_batch` is called after each batch is committed to our DB (progress display, tests).
     """
     if not 1 <= batch_size <= MAX_BATCH:
@@ -76,6 +80,8 @@ def push_items(
     with uow() as session:
         every = repo.items_to_push(session, round_id, include_pushed=True)
         todo = {i.id for i in repo.items_to_push(session, round_id)}
+    priority = _priorities(order, [i.id for i in every])
+    every.sort(key=lambda i: priority[i.id])
     recorded = [i for i in every if i.argilla_record_id is not None]
     present = _external_ids(dataset, backoff) if recorded else set()
     gone = {i.id for i in recorded if i.id not in present}
@@ -91,7 +97,8 @@ def push_items(
         batch = items[start : start + batch_size]
         what = f"push round {round_id}, items {start + 1}-{start + len(batch)} of {len(items)}"
         try:
-            record_ids = upsert_records(dataset, [to_record(i) for i in batch], what=what, backoff=backoff)
+            records = [to_record(i, priority[i.id], dataset.layout) for i in batch]
+            record_ids = upsert_records(dataset, records, what=what, backoff=backoff)
         except AnnotationSyncError as e:
             raise AnnotationSyncError(
                 f"push of round {round_id} stopped: {report.pushed} of {len(items)} items are in Argilla and "
@@ -136,6 +143,14 @@ def upsert_records(
     if missing:
         raise AnnotationSyncError(f"{what}: Argilla did not return records for {len(missing)} items")
     return record_ids
+
+
+def _priorities(order: Sequence[str], item_ids: list[str]) -> dict[str, int]:
+    """{item id: 1-based rank}: the ids of `order` that are the round's first, then the rest by id."""
+    known = set(item_ids)
+    ranked = list(dict.fromkeys(i for i in order if i in known))
+    ranked += sorted(known - set(ranked))
+    return {item_id: rank for rank, item_id in enumerate(ranked, start=1)}
 
 
 @dataclass
@@ -191,7 +206,8 @@ class Skipped:
 class PullReport:
     records: int = 0  # records read from Argilla
     responses: int = 0  # responses read, all statuses
-    drafts: int = 0  # unfinished responses (not labels yet)
+    drafts: int = 0  # saved as draft, not submitted: no answer, not stored as a label
+    drafts_by: dict[str, int] = field(default_factory=dict)  # annotator -> drafts
     new_labels: int = 0
     updated_labels: int = 0
     unchanged_labels: int = 0
@@ -312,8 +328,9 @@ def pull_labels(
             for response in responses:
                 annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
                 parsed = parse_response(response, item.swapped)
-                if parsed is None:
+                if parsed is None:  # a draft: not an answer until submitted, but the operator must see it
                     report.drafts += 1
+                    report.drafts_by[annotator] = report.drafts_by.get(annotator, 0) + 1
                     continue
                 if isinstance(parsed, Rejected):
                     report.skipped.append(Skipped(item.id, annotator, parsed.reason))
@@ -341,6 +358,13 @@ def pull_labels(
         _LOG.warning("pull skipped %s%s: %s", s.record, f" ({s.annotator})" if s.annotator else "", s.reason)
     if len(report.skipped) > 20:
         _LOG.warning("pull skipped %d more records (see the PullReport)", len(report.skipped) - 20)
+    if report.drafts:  # every poll sees a draft again until it is submitted: loud only with other news
+        _LOG.log(
+            logging.INFO if report.changed or report.skipped else logging.DEBUG,
+            "%d drafts not submitted (%s): not answers, not stored",
+            report.drafts,
+            ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items())),
+        )
     # A pull that found nothing new (most polls while annotators are away) is DEBUG: one INFO line per pull
     # that changed something.
     _LOG.log(

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from annotation.aggregate import CHOICES
-from annotation.dataset import QUESTION, RATIONALE, SOURCE_ID
+from annotation.dataset import MARKDOWN, PAIR, PROMPT, QUESTION, RATIONALE, SIDE_BY_SIDE, SOURCE_ID, STACKED
 from storage.repositories.items import ItemContent
 
 _FLIP = {"a": "b", "b": "a"}
@@ -26,27 +26,45 @@ def flip(choice: str, swapped: bool) -> str:
 
 
 def record_json(
-    external_id: str, prompt: str, text_a: str, text_b: str, swapped: bool, metadata: dict[str, Any]
+    external_id: str,
+    prompt: str,
+    text_a: str,
+    text_b: str,
+    swapped: bool,
+    metadata: dict[str, Any],
+    layout: str = SIDE_BY_SIDE,
 ) -> dict[str, Any]:
-    """The JSON of a pairwise record for PUT /api/v1/datasets/{id}/records/bulk: `text_a` is shown as
-    "response_a" unless `swapped`."""
+    """The JSON of a pairwise record for PUT /api/v1/datasets/{id}/records/bulk, with the fields of the
+    dataset's `layout`: `text_a` is shown as response A unless `swapped`."""
     shown_a, shown_b = (text_b, text_a) if swapped else (text_a, text_b)
-    return {
-        "external_id": external_id,
-        "fields": {"prompt": prompt, "response_a": shown_a, "response_b": shown_b},
-        "metadata": metadata,
-    }
+    if layout == MARKDOWN:
+        fields: dict[str, Any] = {PROMPT: prompt, STACKED[0]: shown_a, STACKED[1]: shown_b}
+    else:
+        fields = {PROMPT: prompt, PAIR: {"a": shown_a, "b": shown_b}}
+    return {"external_id": external_id, "fields": fields, "metadata": metadata}
 
 
-def to_record(item: ItemContent) -> dict[str, Any]:
-    """The JSON of an annotation item's record."""
+def to_record(item: ItemContent, priority: int | None = None, layout: str = SIDE_BY_SIDE) -> dict[str, Any]:
+    """The JSON of an annotation item's record; `priority` (1 = label first) is the item's place in the round's
+    queue."""
     # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
-    # metadata through the API): no rewards, no swap flag, no PVar. An upsert replaces the metadata, so
-    # re-sending a record pushed by an older version removes them.
+    # metadata through the API): no rewards, no swap flag, no PVar; the priority places audit picks at
+    # seeded random ranks among the others. An upsert replaces the metadata, so re-sending a record pushed
+    # by an older version removes them.
     metadata: dict[str, Any] = {"round": item.round_number, "strategy": item.strategy}
+    if priority is not None:
+        metadata["priority"] = priority
     if item.source_id is not None:  # the operator's own id of the prompt, so they can find it in Argilla
         metadata[SOURCE_ID] = item.source_id
-    return record_json(item.id, item.prompt, item.text_a, item.text_b, item.swapped, metadata)
+    return record_json(item.id, item.prompt, item.text_a, item.text_b, item.swapped, metadata, layout)
+
+
+def shown_pair(fields: dict[str, Any]) -> tuple[str, str]:
+    """(response A, response B) as a record of either layout shows them."""
+    pair = fields.get(PAIR)
+    if isinstance(pair, dict):
+        return str(pair.get("a", "")), str(pair.get("b", ""))
+    return str(fields.get(STACKED[0], "")), str(fields.get(STACKED[1], ""))
 
 
 @dataclass(frozen=True)

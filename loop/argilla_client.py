@@ -55,4 +55,4 @@ def connect_dataset(cfg: Config, min_submitted: int | None = None):
 
     a = cfg.argilla
     overlap = a.min_submitted if min_submitted is None else min_submitted
-    return ensure_dataset(connect_client(cfg), a.dataset, a.workspace, overlap)
+    return ensure_dataset(connect_client(cfg), a.dataset, a.workspace, overlap, markdown=a.markdown)

@@ -190,6 +190,12 @@ class ArgillaConfig(_Section):
         ge=1,
         description="Annotators who must answer a record (overlap); a change applies from the next round on.",
     )
+    markdown: bool = Field(
+        False,
+        description="Render prompts and responses as Markdown, stacked (Argilla's sanitising renderer), instead "
+        "of plain text with A and B side by side; applies when the dataset is created (an existing dataset "
+        "keeps its layout).",
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -14,20 +14,28 @@ from dataclasses import dataclass, field
 import httpx
 
 from annotation.api import DEFAULT_BACKOFF, TIMEOUT_S, AnnotationSyncError, Backoff, request_json
-from annotation.dataset import QUESTION
+from annotation.dataset import PROMPT, QUESTION
+from annotation.records import shown_pair
 from annotation.simulated.judges import ANSWERS, Judge
 
 _LOG = logging.getLogger(__name__)
 MAX_BULK = 100  # Argilla's limit per POST /api/v1/me/responses/bulk
 
-# The annotator's queue as the UI builds it: records it has not answered that still need answers.
+# The annotator's queue as the UI builds it (records it has not answered that still need answers), plus its
+# own drafts: a draft leaves the UI's Pending queue but is no answer, so the bot submits over it rather than
+# leave it behind. In priority order (1 first), as the annotation link sorts it.
 PENDING_QUERY = {
     "filters": {
         "and": [
-            {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["pending"]},
+            {
+                "type": "terms",
+                "scope": {"entity": "response", "property": "status"},
+                "values": ["pending", "draft"],
+            },
             {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]},
         ]
-    }
+    },
+    "sort": [{"scope": {"entity": "metadata", "metadata_property": "priority"}, "order": "asc"}],
 }
 
 
@@ -73,7 +81,7 @@ class AnnotatorBot:
         self.http.close()
 
     def pending(self, dataset_id: str, limit: int = MAX_BULK) -> list[dict]:
-        """Up to `limit` records in this annotator's queue (with their fields)."""
+        """Up to `limit` records in this annotator's queue and drafts (with their fields), priority first."""
         data = request_json(
             self.http,
             "POST",
@@ -88,9 +96,7 @@ class AnnotatorBot:
 
     def _response(self, record: dict) -> tuple[str, dict]:
         fields = record.get("fields") or {}
-        answer = self.judge(
-            fields.get("prompt", ""), fields.get("response_a", ""), fields.get("response_b", "")
-        )
+        answer = self.judge(str(fields.get(PROMPT, "")), *shown_pair(fields))
         if answer not in ANSWERS:
             raise ValueError(f"judge answered {answer!r}; expected one of {ANSWERS}")
         if answer == "discard":

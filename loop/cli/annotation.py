@@ -209,6 +209,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     from annotation.dataset import ensure_dataset
     from annotation.gateway import push_items
+    from loop.rounds.steps import push_order
     from storage.db import UnitOfWork
     from storage.repositories.items import round_min_submitted
 
@@ -221,7 +222,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
         overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
-    dataset = ensure_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace, overlap)
+    a = cfg.argilla
+    dataset = ensure_dataset(client, a.dataset, a.workspace, overlap, markdown=a.markdown)
+    order = push_order(cfg, uow, rid)
     with tqdm(desc="push", unit="record", disable=None) as bar:
 
         def progress(r) -> None:
@@ -229,7 +232,13 @@ def cmd_push(args: argparse.Namespace) -> int:
             bar.update(r.pushed - bar.n)
 
         report = push_items(
-            uow, dataset, rid, batch_size=args.batch_size, include_pushed=args.all, on_batch=progress
+            uow,
+            dataset,
+            rid,
+            batch_size=args.batch_size,
+            include_pushed=args.all,
+            order=order,
+            on_batch=progress,
         )
     if report.items == 0:
         print(f"round {args.arm}/{args.round}: nothing to push (every item is in Argilla; --all re-sends)")
@@ -242,7 +251,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    print(f"annotate at {dataset.annotation_url}")
+    print(f"annotate at {dataset.round_url(args.round)}  (this round, in priority order)")
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
     return 0
@@ -284,6 +293,7 @@ def _open_collection(cfg, uow, round_id: int, number: int) -> None:
 def cmd_pull(args: argparse.Namespace) -> int:
     from annotation.dataset import open_dataset
     from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.progress import round_progress
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -298,10 +308,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
         )
     withdrawn = withdraw_cancelled(uow, dataset)  # what a cancel could not remove (Argilla was down)
     report = pull_labels(uow, dataset, rid)
+    # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
+    progress = round_progress(dataset, args.round) if args.round else None
     summary = {
         "records": report.records,
         "responses": report.responses,
         "drafts": report.drafts,
+        "drafts_by_annotator": report.drafts_by,
+        "round_progress": None
+        if progress is None
+        else {"total": progress.total, "completed": progress.completed, "pending": progress.pending},
         "new_labels": report.new_labels,
         "updated_labels": report.updated_labels,
         "unchanged_labels": report.unchanged_labels,
@@ -330,6 +346,18 @@ def cmd_pull(args: argparse.Namespace) -> int:
         f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
         f"answers ({report.items_changed} changed by this pull)"
     )
+    if progress is not None:
+        print(
+            f"round {args.round} in Argilla: {progress.completed} of {progress.total} records completed "
+            f"({progress.percent:.0f}%), {progress.pending} left"
+        )
+    if report.drafts:
+        who = ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items()))
+        print(
+            f"{report.drafts} draft{'s' if report.drafts != 1 else ''} not submitted ({who}): a draft is no "
+            "answer and is not stored; it also left its annotator's Pending queue, so ask them to submit it "
+            "(Argilla's Draft filter lists them)"
+        )
     if report.closed_items:
         print(
             f"{report.closed_items} items of rounds past collection keep the decisions they were trained on"

@@ -30,12 +30,25 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
     log.info("round id %s: %s", round_id, report.summary())
 
 
+def push_order(cfg: Config, uow: UnitOfWork, round_id: int) -> list[str]:
+    """The round's item ids in the order annotators should label them (loop.rounds.priority)."""
+    from loop.rounds.priority import priority_order
+    from loop.rounds.scoring import reward_model_id
+    from storage.models import Round
+    from storage.repositories.items import round_item_scores
+
+    with uow() as session:
+        rnd = session.get(Round, round_id)
+        scores = round_item_scores(session, round_id, reward_model_id(cfg))
+        return priority_order(rnd.strategy, scores, rnd.seed)
+
+
 def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import push_items
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))  # the dataset follows the round
-    push_items(uow, dataset, round_id)
+    push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage.models import AnnotationItem, Generation, Label, Prompt, Round
+from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
+from storage.repositories.scores import PVAR, REWARD_GAP
 from storage.statuses import ItemStatus, RoundStatus
 from storage.upsert import upsert
 
@@ -163,6 +164,44 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
             source_id=source_id,
         )
         for item, prompt, source_id, text_a, text_b, number, strategy in rows
+    ]
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """What ranks an item in its round's queue: the scores it was selected on (None when not stored)."""
+
+    id: str
+    audit: bool
+    pvar: float | None
+    reward_gap: float | None
+
+
+def round_item_scores(session: Session, round_id: int, reward_model: str) -> list[ItemScores]:
+    """The round's items with the PVar and reward gap of their prompt under the round's input policy and
+    `reward_model`, ordered by item id."""
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise LookupError(f"round id {round_id} does not exist")
+    scores: dict[tuple[str, str], float] = {}
+    if rnd.policy_in is not None:
+        stmt = (
+            select(PromptScore.prompt_id, PromptScore.metric, PromptScore.value)
+            .join(AnnotationItem, AnnotationItem.prompt_id == PromptScore.prompt_id)
+            .where(
+                AnnotationItem.round_id == round_id,
+                PromptScore.checkpoint_id == rnd.policy_in,
+                PromptScore.reward_model == reward_model,
+                PromptScore.metric.in_((PVAR, REWARD_GAP)),
+            )
+        )
+        scores = {(pid, metric): value for pid, metric, value in session.execute(stmt)}
+    items = session.scalars(
+        select(AnnotationItem).where(AnnotationItem.round_id == round_id).order_by(AnnotationItem.id)
+    )
+    return [
+        ItemScores(i.id, i.audit, scores.get((i.prompt_id, PVAR)), scores.get((i.prompt_id, REWARD_GAP)))
+        for i in items
     ]
 
 

@@ -32,7 +32,11 @@ def test_bot_labels_every_pending_record_and_pull_stores_them(argilla_stack: Arg
         assert (bot.username, bot.role) == (who.username, "annotator")
         queue = bot.pending(dataset.id, limit=100)
         assert len(queue) == 12
-        assert all(not r.get("metadata") for r in queue)  # rewards and swap flags stay hidden
+        # Annotators see the round and the priority, nothing else: rewards and swap flags stay hidden.
+        assert all(set(r.get("metadata") or {}) == {"round", "priority"} for r in queue)
+        assert [r["metadata"]["priority"] for r in queue] == list(
+            range(1, 13)
+        )  # its queue, in priority order
         report = bot.run(dataset.id, batch_size=5)
         assert report.submitted == 12 and report.errors == []
         assert bot.pending(dataset.id) == []

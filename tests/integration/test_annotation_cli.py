@@ -17,7 +17,7 @@ from storage.models import AnnotationItem, Label
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import external_ids, unique
+from tests.integration.argilla_helpers import annotator, external_ids, respond, unique
 
 pytestmark = pytest.mark.argilla
 
@@ -70,15 +70,26 @@ def test_annotators_push_pull_commands(
     assert "nothing to push" in capsys.readouterr().out
     assert sorted(external_ids(argilla_stack, dataset_id)) == items.item_ids
 
+    # Another annotator saves a draft (a real one, through the API the UI uses) and never submits it.
+    drafter = annotator(argilla_stack, "drafter")
+    with uow() as s:
+        record_id = s.scalar(
+            select(AnnotationItem.argilla_record_id).where(AnnotationItem.id == items.item_ids[0])
+        )
+    respond(argilla_stack, drafter, record_id, "draft", preference="a")
     with AnnotatorBot(argilla_stack.url, api_key, RewardJudge(lambda _p, r: float(len(r)), seed=1)) as bot:
         assert bot.run(dataset_id).submitted == 6
     assert main([*cli, "pull", "--round", "1", "--json"]) == 0
     pulled = json.loads(capsys.readouterr().out)
     assert (pulled["new_labels"], pulled["decided"], pulled["skipped"]) == (6, 6, [])
+    assert (pulled["drafts"], pulled["drafts_by_annotator"]) == (1, {drafter.username: 1})
+    assert pulled["round_progress"] == {"total": 6, "completed": 6, "pending": 0}
     assert main([*cli, "pull"]) == 0
-    assert "0 new labels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 new labels" in out
+    assert f"1 draft not submitted ({drafter.username}: 1)" in out
     with uow() as s:
-        assert s.scalar(select(func.count(Label.id))) == 6
+        assert s.scalar(select(func.count(Label.id))) == 6  # the draft is not a label
         assert set(s.scalars(select(AnnotationItem.status))) == {"decided"}
     assert caplog.records and api_key not in caplog.text and argilla_stack.api_key not in caplog.text
 

@@ -7,14 +7,16 @@ import pytest
 from sqlalchemy import select, update
 
 from annotation.api import AnnotationSyncError
-from annotation.dataset import LABELS, METADATA, ensure_dataset, open_dataset
+from annotation.dataset import LABELS, METADATA, RULES, VISIBLE_METADATA, ensure_dataset, open_dataset
 from annotation.gateway import PushReport, push_items
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import LookupJudge
 from annotation.stack.local_stack import start_server, stop_server
+from loop.rounds.priority import priority_order
 from storage.models import AnnotationItem
+from storage.repositories.items import round_item_scores
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
+from tests.integration.annotation_setup import REWARD_MODEL, make_round_items
 from tests.integration.argilla_helpers import FAST, annotator, external_ids, owner, record_count, unique
 
 pytestmark = pytest.mark.argilla
@@ -39,16 +41,19 @@ def test_dataset_creation_is_idempotent(argilla_stack: ArgillaTarget) -> None:
     assert [d["id"] for d in same_name] == [first.id]
     dataset = http.get(f"/api/v1/datasets/{first.id}").json()
     assert dataset["status"] == "ready" and dataset["distribution"]["min_submitted"] == 2
-    assert "tie" in dataset["guidelines"]
-    fields = [f["name"] for f in http.get(f"/api/v1/datasets/{first.id}/fields").json()["items"]]
-    assert fields == ["prompt", "response_a", "response_b"]
+    assert "Choose **Tie** only when" in dataset["guidelines"]
+    fields = {f["name"]: f for f in http.get(f"/api/v1/datasets/{first.id}/fields").json()["items"]}
+    assert list(fields) == ["prompt", "responses"]  # A and B side by side in one custom field
+    assert fields["prompt"]["settings"] == {"type": "text", "use_markdown": False}
+    assert fields["responses"]["settings"]["type"] == "custom"
     questions = {q["name"]: q for q in http.get(f"/api/v1/datasets/{first.id}/questions").json()["items"]}
     pref = questions["preference"]
     assert pref["required"] and not questions["rationale"]["required"]
+    assert pref["description"] == RULES and "Choose Tie only when" in RULES
     assert {o["value"]: o["text"] for o in pref["settings"]["options"]} == LABELS
     meta = http.get(f"/api/v1/me/datasets/{first.id}/metadata-properties").json()["items"]
     assert {m["name"] for m in meta} == set(METADATA)
-    assert not any(m["visible_for_annotators"] for m in meta)
+    assert {m["name"] for m in meta if m["visible_for_annotators"]} == set(VISIBLE_METADATA)
 
 
 def test_pushing_a_round_twice_leaves_one_record_per_item(argilla_stack: ArgillaTarget, uow) -> None:
@@ -86,10 +91,13 @@ def test_pushing_a_round_twice_leaves_one_record_per_item(argilla_stack: Argilla
     shown_a = items.worst[lost[0]] if items.swapped[lost[0]] else items.best[lost[0]]
     assert record["fields"] == {
         "prompt": items.prompts[lost[0]],
-        "response_a": shown_a,
-        "response_b": items.best[lost[0]] if items.swapped[lost[0]] else items.worst[lost[0]],
+        "responses": {
+            "a": shown_a,
+            "b": items.best[lost[0]] if items.swapped[lost[0]] else items.worst[lost[0]],
+        },
     }
-    assert record["metadata"] == {"round": 1, "strategy": "pvar"}
+    # No push order given: priorities follow the item ids (lost[0] is the first).
+    assert record["metadata"] == {"round": 1, "strategy": "pvar", "priority": 1}
 
 
 def test_push_interrupted_by_a_server_stop_completes_after_restart(argilla_stack: ArgillaTarget, uow) -> None:
@@ -140,7 +148,10 @@ REVEALING = ("reward_a", "reward_b", "swapped")  # which response the reward mod
 
 def test_annotators_cannot_read_rewards_or_the_swap(argilla_stack: ArgillaTarget, uow) -> None:
     items = make_round_items(uow, 4)
-    dataset = ensure_dataset(owner(argilla_stack), unique("ds-secret"), argilla_stack.workspace)
+    # The Markdown layout is the one older versions created (prompt, response_a, response_b).
+    dataset = ensure_dataset(
+        owner(argilla_stack), unique("ds-secret"), argilla_stack.workspace, markdown=True
+    )
     http = dataset.http
     # A dataset and a record made by an older pvar-loop: rewards and the swap flag as hidden metadata.
     for name, kind in (("reward_a", "float"), ("reward_b", "float"), ("swapped", "terms")):
@@ -185,21 +196,23 @@ def test_annotators_cannot_read_rewards_or_the_swap(argilla_stack: ArgillaTarget
 
 def test_audit_items_look_like_any_other_record(argilla_stack: ArgillaTarget, uow) -> None:
     """The audit slice is labelled blind: through an annotator's key, an audit item's record has the same
-    fields, metadata keys and values (round, strategy) as the others, and sits in the same queue."""
+    fields, metadata keys and values (round, strategy) as the others, sits in the same queue, and its priority
+    is a place in it like any other."""
     items = make_round_items(uow, 6)
     audit = set(items.item_ids[1::3])
     with uow() as s:
         s.execute(update(AnnotationItem).where(AnnotationItem.id.in_(audit)).values(audit=True))
+        order = priority_order("pvar", round_item_scores(s, items.round_id, REWARD_MODEL), seed=0)
     dataset = ensure_dataset(owner(argilla_stack), unique("ds-audit"), argilla_stack.workspace)
-    assert push_items(uow, dataset, items.round_id).pushed == 6
+    assert push_items(uow, dataset, items.round_id, order=order).pushed == 6
 
     who = annotator(argilla_stack, "blind")
     as_annotator = {"X-Argilla-Api-Key": who.api_key}
     with uow() as s:
         stored = {i.id: (i.argilla_record_id, i.audit) for i in s.scalars(select(AnnotationItem))}
     assert {i for i, (_, a) in stored.items() if a} == audit and len(audit) == 2
-    shapes = {}
-    for record_id, is_audit in stored.values():
+    shapes, priorities = {}, {}
+    for item_id, (record_id, is_audit) in stored.items():
         got = httpx.get(f"{argilla_stack.url}/api/v1/records/{record_id}", headers=as_annotator)
         assert got.status_code == 200, got.text
         record = got.json()
@@ -209,13 +222,17 @@ def test_audit_items_look_like_any_other_record(argilla_stack: ArgillaTarget, uo
             tuple(sorted(record)),
             tuple(sorted(record["fields"])),
             tuple(sorted(metadata)),
-            tuple(sorted(metadata.items())),  # round and strategy only: no PVar to rank the picks by
+            # Visible: round and priority only (the strategy is hidden); no PVar to rank the picks by.
+            (metadata["round"], "strategy" in metadata),
         )
         shapes.setdefault(shape, set()).add(is_audit)
+        priorities[item_id] = metadata["priority"]
     assert list(shapes.values()) == [{False, True}]  # one shape, audit and non-audit records alike
+    assert sorted(priorities.values()) == [1, 2, 3, 4, 5, 6]
+    assert [priorities[i] for i in order] == [1, 2, 3, 4, 5, 6]
+    # The audit picks are not the last ranks (the selection puts them last): placed at seeded random ranks.
+    assert {priorities[i] for i in audit} != {5, 6}
     with AnnotatorBot(argilla_stack.url, who.api_key, LookupJudge({})) as bot:
         queue = bot.pending(dataset.id, limit=50)
     ids = {rid: iid for iid, (rid, _) in stored.items()}
-    # All in the queue; the records go out in item-id (content hash) order, so the audit picks' last ranks in
-    # the selection do not reach Argilla either.
-    assert sorted(ids[r["id"]] for r in queue) == sorted(stored)
+    assert [ids[r["id"]] for r in queue] == order  # the queue in priority order, audit picks among the rest

@@ -8,7 +8,8 @@ from datetime import datetime
 import pytest
 
 from annotation.api import Backoff
-from annotation.records import Answer, Rejected, flip, parse_response, to_record
+from annotation.dataset import MARKDOWN
+from annotation.records import Answer, Rejected, flip, parse_response, shown_pair, to_record
 from annotation.simulated.judges import LookupJudge, RewardJudge
 from storage.repositories.items import ItemContent
 
@@ -35,18 +36,28 @@ def test_flip_is_its_own_inverse(swapped: bool) -> None:
 
 
 def test_record_shows_the_pair_in_swap_order_with_hidden_metadata() -> None:
-    plain, swapped = to_record(_item(False)), to_record(_item(True))
+    plain, swapped = to_record(_item(False), 3), to_record(_item(True), 3)
     assert plain["external_id"] == swapped["external_id"] == "item-1"
     assert plain["fields"] == {
         "prompt": "Why is the sky blue?",
-        "response_a": "Rayleigh scattering.",
-        "response_b": "Because it is.",
+        "responses": {"a": "Rayleigh scattering.", "b": "Because it is."},
     }
-    assert swapped["fields"]["response_a"] == "Because it is."
-    assert swapped["fields"]["response_b"] == "Rayleigh scattering."
+    assert swapped["fields"]["responses"] == {"a": "Because it is.", "b": "Rayleigh scattering."}
+    assert shown_pair(swapped["fields"]) == ("Because it is.", "Rayleigh scattering.")
     # Nothing in the metadata says which side the reward model prefers, nor how high the prompt's PVar is (an
     # audit pick's is below the round's cut): annotators can read metadata through Argilla's API.
-    assert plain["metadata"] == swapped["metadata"] == {"round": 2, "strategy": "pvar"}
+    assert plain["metadata"] == swapped["metadata"] == {"round": 2, "strategy": "pvar", "priority": 3}
+
+
+def test_record_in_the_markdown_layout_has_stacked_fields() -> None:
+    record = to_record(_item(True), layout=MARKDOWN)
+    assert record["fields"] == {
+        "prompt": "Why is the sky blue?",
+        "response_a": "Because it is.",
+        "response_b": "Rayleigh scattering.",
+    }
+    assert shown_pair(record["fields"]) == ("Because it is.", "Rayleigh scattering.")
+    assert record["metadata"] == {"round": 2, "strategy": "pvar"}  # no priority given: none sent
 
 
 def _response(status: str, **values) -> dict:
