@@ -86,6 +86,17 @@ def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resum
     return facts
 
 
+def _sweep_uow(cfg):
+    """The sweep's own database, migrated to this version's schema (a sweep resumed after an upgrade of
+    pvar-loop goes on in place; the data dir belongs to the sweep, so migrating it is safe)."""
+    from storage.db import UnitOfWork, make_engine
+    from storage.migrate import upgrade
+
+    engine = make_engine(cfg.database_url)
+    upgrade(engine)
+    return UnitOfWork(engine)
+
+
 def run(
     data_dir: Path,
     p: SweepProfile,
@@ -99,12 +110,11 @@ def run(
     from loop.config import load_config
     from loop.experiment.annotator import verifier_annotation
     from loop.experiment.selection_rms import prepare_selection_rms
-    from storage.db import UnitOfWork, make_engine
 
     facts = start_or_resume(data_dir, p, model_cache, resume=resume, say=say)
     data_dir = data_dir.resolve()
     cfg = sweep_config(load_config(Path(facts["config"])), p)
-    uow = UnitOfWork(make_engine(cfg.database_url))
+    uow = _sweep_uow(cfg)
     t0 = time.perf_counter()
     rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
     facts["rms"] = rms.facts
@@ -129,13 +139,12 @@ def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path
     from loop.experiment.sweep_analysis import analyse
     from loop.experiment.sweep_data import collect_cells
     from loop.experiment.sweep_report import markdown, plot_curve, plot_dose_response
-    from storage.db import UnitOfWork, make_engine
     from storage.repositories.checkpoints import initial_checkpoint_id
 
     data_dir = data_dir.resolve()
     facts = read_facts(data_dir)
     cfg = load_config(Path(facts["config"]))
-    uow = UnitOfWork(make_engine(cfg.database_url))
+    uow = _sweep_uow(cfg)
     with uow() as session:
         results, ref = collect_cells(session, initial_checkpoint_id(cfg.policy.model))
     if not results:

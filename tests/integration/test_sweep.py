@@ -15,6 +15,7 @@ from loop.cli.app import main
 from loop.config import load_config
 from loop.experiment.sweep import TINY, Cell, cells
 from storage.db import UnitOfWork, make_engine
+from storage.migrate import current_revision, downgrade, head_revision
 from storage.models import Evaluation, EvaluationSample, Round
 
 pytestmark = pytest.mark.slow
@@ -36,9 +37,13 @@ def _sweep(tmp_path: Path, *args: str) -> int:
     )
 
 
-def _uow(tmp_path: Path) -> UnitOfWork:
+def _config(tmp_path: Path):
     facts = json.loads((tmp_path / "sweep" / "experiment" / "sweep.json").read_text())
-    return UnitOfWork(make_engine(load_config(Path(facts["config"])).database_url))
+    return load_config(Path(facts["config"]))
+
+
+def _uow(tmp_path: Path) -> UnitOfWork:
+    return UnitOfWork(make_engine(_config(tmp_path).database_url))
 
 
 def _snapshot(uow: UnitOfWork) -> dict:
@@ -78,8 +83,11 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
     assert per_side["policy"] == len(evaluated) * n_eval * TINY.samples_per_prompt
     assert per_side["reference"] == n_eval * TINY.samples_per_prompt
 
-    # Idempotent: a second --resume runs nothing.
+    # Idempotent: a second --resume runs nothing; it also brings a sweep made by an older schema to head.
+    engine = make_engine(_config(tmp_path).database_url)
+    downgrade(engine, "0004")
     assert _sweep(tmp_path, "--resume") == 0
+    assert current_revision(engine) == head_revision()
     assert _snapshot(uow) == done
 
     out = tmp_path / "docs" / "results.md"
