@@ -75,34 +75,18 @@ def standin_service(sigma: float, seed: int, model_id: str, gold) -> ScoreServic
     missing, which after the first RM is nothing)."""
 
     def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int | None) -> None:
-        from loop.ml.generation import make_generator
-        from loop.rounds.scoring import _device, score_pool
+        from loop.rounds.scoring import score_with_scorer
 
-        g = cfg.generation
-        generator = make_generator(
-            g.backend,
+        scorer = StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id)
+        score_with_scorer(
+            cfg,
+            uow,
+            scorer,
             model=cfg.policy.model,
-            dtype=cfg.policy.dtype,
-            temperature=g.temperature,
-            top_p=g.top_p,
-            max_new_tokens=g.max_new_tokens,
-            batch_size=g.batch_size,
-            device=_device(),
+            checkpoint_id=checkpoint_id,
+            progress=False,
+            round_id=round_id,
         )
-        try:
-            score_pool(
-                uow,
-                generator,
-                StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id),
-                checkpoint_id=checkpoint_id,
-                k=g.k,
-                seed=g.seed,
-                batch_size=g.batch_size,
-                progress=False,
-                round_id=round_id,
-            )
-        finally:
-            generator.close()
 
     return score
 

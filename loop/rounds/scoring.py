@@ -342,7 +342,6 @@ def score_with_config(
 ) -> ScoreReport:
     """Build generator and reward scorer from the config and score the pool: the one path the CLI and the
     round runner share. Without checkpoint_id the initial policy (policy.model) is scored."""
-    from loop.ml.generation import make_generator
     from loop.ml.loading import check_causal_lm, check_reward_model
     from loop.ml.rewards import RewardScorer
 
@@ -360,40 +359,66 @@ def score_with_config(
             model = checkpoint.path
             check_causal_lm(model, f"checkpoint {checkpoint_id!r}")
         check_reward_model(reward_model, "[reward] model")
-    g = cfg.generation
-    device = _device()
     scorer = RewardScorer(
         reward_model,
         dtype=cfg.reward.dtype,
         max_length=cfg.reward.max_length,
         batch_size=cfg.reward.batch_size,
-        device=device,
+        device=_device(),
     )
     try:
-        generator = make_generator(
-            g.backend,
+        return score_with_scorer(
+            cfg,
+            uow,
+            scorer,
             model=model,
-            dtype=cfg.policy.dtype,
-            temperature=g.temperature,
-            top_p=g.top_p,
-            max_new_tokens=g.max_new_tokens,
-            batch_size=g.batch_size,
-            device=device,
+            checkpoint_id=checkpoint_id,
+            limit=limit,
+            progress=progress,
+            round_id=round_id,
         )
-        try:
-            return score_pool(
-                uow,
-                generator,
-                scorer,
-                checkpoint_id=checkpoint_id,
-                k=g.k,
-                seed=g.seed,
-                batch_size=g.batch_size,
-                limit=limit,
-                progress=progress,
-                round_id=round_id,
-            )
-        finally:
-            generator.close()
     finally:
         scorer.close()
+
+
+def score_with_scorer(
+    cfg: Config,
+    uow: UnitOfWork,
+    scorer: ResponseScorer,
+    *,
+    model: str,
+    checkpoint_id: str,
+    limit: int | None = None,
+    progress: bool = True,
+    round_id: int | None = None,
+) -> ScoreReport:
+    """Score the pool under checkpoint_id (its weights at `model`) with any scorer, sampling with the
+    [generation] settings; the generator is built, used and closed here (stored samples are reused)."""
+    from loop.ml.generation import make_generator
+
+    g = cfg.generation
+    generator = make_generator(
+        g.backend,
+        model=model,
+        dtype=cfg.policy.dtype,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_new_tokens=g.max_new_tokens,
+        batch_size=g.batch_size,
+        device=_device(),
+    )
+    try:
+        return score_pool(
+            uow,
+            generator,
+            scorer,
+            checkpoint_id=checkpoint_id,
+            k=g.k,
+            seed=g.seed,
+            batch_size=g.batch_size,
+            limit=limit,
+            progress=progress,
+            round_id=round_id,
+        )
+    finally:
+        generator.close()

@@ -75,6 +75,7 @@ def test_a_dataset_with_the_old_schema_keeps_its_layout_and_gets_the_new_metadat
         "round": True,
         "strategy": False,
         "priority": True,
+        "source_id": False,
     }
     assert open_dataset(client, name, argilla_stack.workspace).layout == MARKDOWN
     assert ensure_dataset(client, name, argilla_stack.workspace).layout == MARKDOWN  # idempotent

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from annotation.dataset import open_dataset
+from annotation.records import shown_pair
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from loop.config import load_config
@@ -105,7 +106,8 @@ def test_human_evaluation_round(tmp_path, tiny_models, argilla_stack):
     )  # pushed twice, once each
     for c in rows:  # shown where the recorded side says, and nothing on the record tells which is which
         rec = records[c.id]
-        shown_policy = rec["fields"]["response_a" if c.policy_side == "a" else "response_b"]
+        shown_a, shown_b = shown_pair(rec["fields"])  # the dataset's side-by-side layout
+        shown_policy = shown_a if c.policy_side == "a" else shown_b
         assert shown_policy == c.policy_text
         assert rnd.policy_out not in json.dumps(rec) and "policy" not in json.dumps(rec["metadata"] or {})
 
