@@ -159,7 +159,7 @@ def test_human_evaluation_round(tmp_path, tiny_models, argilla_stack):
 
     status = project.cli("status")
     assert status.returncode == 0, status.stderr
-    assert f"eval {rnd.policy_out} vs {rnd.policy_in}: win rate {ev.win_rate:.3f}" in status.stdout
+    assert f"{rnd.policy_out} vs {rnd.policy_in}: win rate {ev.win_rate:.3f}" in status.stdout
     assert "(human)" in status.stdout and "warning: [evaluation] judge" not in status.stdout
     project.config.write_text(text.replace('judge = "human"', 'judge = "reward"'))
     status = project.cli("status")
