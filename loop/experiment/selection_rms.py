@@ -45,7 +45,17 @@ def learned_rm_dir(data_dir: Path, seed: int) -> Path:
     return data_dir / "reward-models" / ("seed-rm" if seed == 0 else f"seed-rm-s{seed}")
 
 
-def train_learned_rm(data_dir: Path, model_cache: Path, seed: int, gold, *, max_length: int) -> Path:
+def seed_gold(data_dir: Path):
+    """The verifier against the seed pool's own constraints: what the learned RM's held-out agreement is
+    measured with (the seed prompts are not in the database)."""
+    from loop.demo.seed_reward_model import read_seed_prompts
+    from loop.evaluation.verifier import gold_by_prompt
+
+    rows = read_seed_prompts(data_dir / "prompts" / "seed.jsonl")
+    return gold_by_prompt({r["prompt"]: r["metadata"]["constraints"] for r in rows})
+
+
+def train_learned_rm(data_dir: Path, model_cache: Path, seed: int, *, max_length: int) -> Path:
     """Another draw of the learned RM: the world's seed labels, training seed `seed` (once; kept on disk)."""
     from loop.ml.dpo import PreferencePair
     from loop.ml.offline_models import load_minilm_reward_backbone
@@ -64,9 +74,14 @@ def train_learned_rm(data_dir: Path, model_cache: Path, seed: int, gold, *, max_
         settings=RewardTrainSettings(
             learning_rate=1e-4, epochs=4, batch_size=16, max_length=max_length, dtype="float32", seed=seed
         ),
-        judge=gold,
+        judge=seed_gold(data_dir),
     )
-    log.info("learned RM seed %d: held-out agreement with the verifier %s", seed, result.judge_agreement)
+    log.info(
+        "learned RM seed %d: held-out agreement with the verifier %s on %d seed pairs",
+        seed,
+        result.judge_agreement,
+        result.n_judged,
+    )
     return Path(result.checkpoint_dir)
 
 
@@ -119,7 +134,7 @@ def prepare_selection_rms(
     facts: dict[str, dict] = {}
     if p.learned:
         for seed in p.seeds:
-            path = str(train_learned_rm(data_dir, model_cache, seed, gold, max_length=cfg.reward.max_length))
+            path = str(train_learned_rm(data_dir, model_cache, seed, max_length=cfg.reward.max_length))
             ids[(LEARNED, seed)] = path
             rcfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"model": path})})
             log.info(score_with_config(rcfg, uow, checkpoint_id=initial, progress=False).summary())
