@@ -67,6 +67,7 @@ class PairEvaluation:
     n: int
     judge_agreement: float | None = None
     n_judged: int = 0
+    correct: tuple[bool, ...] = ()  # per pair: chosen scored strictly above rejected (for paired comparisons)
 
 
 def in_heldout(prompt: str, fraction: float) -> bool:
@@ -153,7 +154,8 @@ def evaluate_reward_model(
         scorer.close()
     chosen, rejected = scores[:n].tolist(), scores[n:].tolist()
     agreement, n_judged = agreement_with(judge, pairs, chosen, rejected) if judge else (None, 0)
-    return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged)
+    correct = tuple(c > r for c, r in zip(chosen, rejected, strict=True))
+    return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged, correct)
 
 
 def reward_training_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):

@@ -4,6 +4,8 @@ When a production round's labels are in (the first work of its training step), a
 configured `[reward] model` (the starting point) on every decided a/b label of the main arm so far, except a
 held-out share of prompts (`[reward_training] heldout_fraction`, by prompt hash: a prompt held out once stays
 held out, so no candidate ever trains on the labels it is judged by, and the split is the same in every round).
+Until `[reward_training] refresh_min_heldout` pairs are held out no candidate is trained: agreement on a few
+pairs would keep or drop a model by chance.
 The candidate and the model selecting now are scored on the same held-out pairs through the selection path
 (RewardScorer); agreement = share of held-out pairs whose human choice scores strictly higher. The candidate is
 kept when its agreement is at least the old one's: on a tie it wins, since it has seen more labels and is no
@@ -97,11 +99,20 @@ def refresh_round(
         "n_train": len(train) if heldout else 0,
         "n_heldout": len(heldout),
     }
+    minimum = cfg.reward_training.refresh_min_heldout
     if not heldout:
         row |= {
             "candidate_model": None,
             "kept": False,
             "reason": f"{len(pairs)} decided labels on too few distinct prompts to hold any out; not refreshed",
+        }
+    elif len(heldout) < minimum:
+        row |= {
+            "n_train": 0,
+            "candidate_model": None,
+            "kept": False,
+            "reason": f"only {len(heldout)} held-out pairs, fewer than [reward_training] refresh_min_heldout = "
+            f"{minimum}: too few to tell a better model from a worse one; not refreshed",
         }
     else:
         candidate = _train_candidate(cfg, training_pairs(train) if training_pairs else train, number)
@@ -113,21 +124,28 @@ def refresh_round(
 
 def _compare(cfg: Config, previous: str, candidate: str, heldout: list) -> dict:
     """Agreement of both models with the humans on the held-out pairs, and which one selects next."""
+    from loop.evaluation.paired import mean_interval
     from loop.ml.reward_model import evaluate_reward_model
 
     r = cfg.reward
     measure = {"max_length": r.max_length, "batch_size": r.batch_size, "dtype": r.dtype}
-    old = evaluate_reward_model(previous, heldout, **measure).accuracy
-    new = evaluate_reward_model(candidate, heldout, **measure).accuracy
-    kept = new >= old  # both are numbers: held-out is not empty
+    old = evaluate_reward_model(previous, heldout, **measure)
+    new = evaluate_reward_model(candidate, heldout, **measure)
+    kept = new.accuracy >= old.accuracy  # both are numbers: held-out is not empty
+    # Same pairs for both models: the paired difference's interval says how much the verdict can be trusted.
+    diff = mean_interval([float(n) - float(o) for n, o in zip(new.correct, old.correct, strict=True)])
+    evidence = (
+        f"{new.accuracy:.3f} vs {old.accuracy:.3f}, difference {diff.mean:+.3f} "
+        f"[{diff.low:+.3f}, {diff.high:+.3f}] on {len(heldout)} held-out pairs"
+    )
     return {
         "candidate_model": candidate,
-        "old_agreement": old,
-        "new_agreement": new,
+        "old_agreement": old.accuracy,
+        "new_agreement": new.accuracy,
         "kept": kept,
-        "reason": "held-out agreement did not drop"
+        "reason": f"held-out agreement did not drop: {evidence}"
         if kept
-        else "held-out agreement dropped; old model stays",
+        else f"held-out agreement dropped; old model stays: {evidence}",
     }
 
 

@@ -61,6 +61,7 @@ refresh = "every_round"
 learning_rate = 1e-3
 epochs = 3
 heldout_fraction = 0.2
+refresh_min_heldout = 10
 [selection]
 budget = 4
 """)
@@ -185,6 +186,7 @@ def test_refresh_is_kept_when_agreement_holds_rejected_when_it_drops(
         first.new_agreement,
     )
     candidate = first.candidate_model
+    assert f"on {first.n_heldout} held-out pairs" in first.reason and "difference +" in first.reason
     assert candidate.startswith(str((tmp_path / "data" / "reward-models").resolve()))
     assert (Path(candidate) / "config.json").is_file()
     assert _current(uow, cfg) == candidate
@@ -274,3 +276,21 @@ def test_no_refresh_without_a_heldout_share_when_off_or_in_an_experiment_arm(uow
     assert "too few distinct prompts to hold any out" in row.reason
     assert _current(uow, on) == str(tiny_models.reward_dir)
     assert not (tmp_path / "data" / "reward-models").exists()
+
+
+def test_too_few_heldout_pairs_train_no_candidate_and_say_which_key(project, uow, tmp_path):
+    """Agreement on a handful of held-out pairs decides nothing (the demo once kept a model on 2 pairs,
+    1.000 -> 1.000): below [reward_training] refresh_min_heldout no candidate is trained and the row says why."""
+    _, cfg = project
+    cfg = cfg.model_copy(
+        update={"reward_training": cfg.reward_training.model_copy(update={"refresh_min_heldout": 40})}
+    )
+    round1 = _labelled_round(uow, cfg)
+    refresh_round(cfg, uow, round1)
+    row = _refresh(uow, round1)
+    assert row is not None and (row.kept, row.candidate_model) == (False, None)
+    assert 0 < row.n_heldout < 40 and row.n_train == 0 and row.n_pairs == N_TOY
+    assert "[reward_training] refresh_min_heldout = 40" in row.reason
+    assert f"only {row.n_heldout} held-out pairs" in row.reason
+    assert not (tmp_path / "data" / "reward-models").exists()
+    assert _current(uow, cfg) == cfg.reward.model

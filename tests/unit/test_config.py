@@ -70,6 +70,7 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ("[evaluation]\nsamples_per_prompt = 0\n", "[evaluation] samples_per_prompt"),
         ('[reward]\nrefresh = "always"\n', "[reward] refresh"),
         ("[reward]\nrefresh = true\n", "[reward] refresh"),
+        ("[reward_training]\nrefresh_min_heldout = 0\n", "[reward_training] refresh_min_heldout"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):
