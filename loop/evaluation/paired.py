@@ -15,7 +15,7 @@ eval_prompts_needed(0.26, 0.03) = 289 eval prompts (80 * (0.057 / h) ** 2 for ha
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -84,8 +84,54 @@ def paired_difference(
     return mean_interval(diff, n_boot=n_boot, seed=seed, level=level)
 
 
-def _seed_matrix(seeds: Sequence[Mapping[str, float]], prompts: list[str]) -> np.ndarray:
-    return np.array([[s[p] for p in prompts] for s in seeds], dtype=float)
+class SeedPooledBootstrap:
+    """Replicates of several arms' seed-pooled mean scores, all on the SAME prompt resamples.
+
+    arms: {key: one {prompt id: score} per seed}. Each replicate resamples the prompts once (shared by every
+    arm, so any two arms stay paired on prompts) and, within each arm, its seeds (seed-to-seed variance stays
+    in the interval). An arm's replicate is the mean over its resampled seeds of its mean over the resampled
+    prompts. Only prompts every seed of every arm has count; with none, every estimate is NaN.
+    """
+
+    def __init__(
+        self,
+        arms: Mapping[Hashable, Sequence[Mapping[str, float]]],
+        *,
+        n_boot: int = 2000,
+        seed: int = 0,
+        level: float = 0.95,
+    ):
+        _check_knobs("SeedPooledBootstrap", n_boot, level)
+        maps = [m for seeds in arms.values() for m in seeds]
+        self.prompts = sorted(set.intersection(*(set(m) for m in maps))) if maps else []
+        self.level = level
+        rng = np.random.default_rng(seed)
+        n = len(self.prompts)
+        prompt_pick = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
+        self.point: dict[Hashable, float] = {}
+        self.reps: dict[Hashable, np.ndarray] = {}
+        for key, seeds in arms.items():
+            if not seeds:
+                continue
+            m = np.array([[s[p] for p in self.prompts] for s in seeds], dtype=float)  # seeds x prompts
+            seed_pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+            per_seed = m[:, prompt_pick].mean(axis=2) if n else np.full((len(seeds), n_boot), np.nan)
+            self.point[key] = float(m.mean()) if n else float("nan")
+            self.reps[key] = np.take_along_axis(per_seed.T, seed_pick, axis=1).mean(axis=1)
+
+    def has(self, key: Hashable) -> bool:
+        return key in self.reps
+
+    def estimate(self, key: Hashable) -> Interval:
+        return self._of(self.point[key], self.reps[key])
+
+    def difference(self, a: Hashable, b: Hashable) -> Interval:
+        return self._of(self.point[a] - self.point[b], self.reps[a] - self.reps[b])
+
+    def _of(self, point: float, reps: np.ndarray) -> Interval:
+        if not self.prompts:
+            return Interval(point, float("nan"), float("nan"), 0)
+        return _interval(point, reps, len(self.prompts), self.level)
 
 
 def seed_pooled_difference(
@@ -96,37 +142,19 @@ def seed_pooled_difference(
     seed: int = 0,
     level: float = 0.95,
 ) -> Interval:
-    """Arm A minus arm B, each arm's per-prompt means averaged over its seeds, averaged over prompts.
-
-    Two-level bootstrap: each replicate resamples the seeds of each arm (with replacement, within the arm),
-    then the prompts (the same draw for both arms: they stay paired). So the interval carries seed-to-seed
-    variance as well as prompt variance. An arm with one seed contributes no seed variance: run >= 3.
-    Only prompts every seed of both arms has count.
-    """
-    _check_knobs("seed_pooled_difference", n_boot, level)
+    """Arm A minus arm B (SeedPooledBootstrap with two arms). An arm with one seed contributes no seed
+    variance: run >= 3. Only prompts every seed of both arms has count."""
     if not a_seeds or not b_seeds:
         raise EvaluationDataError(
             f"seed_pooled_difference: each arm needs at least one seed, got {len(a_seeds)} and {len(b_seeds)}"
         )
-    common = set(a_seeds[0])
-    for s in [*a_seeds, *b_seeds]:
-        common &= set(s)
-    prompts = sorted(common)
-    if not prompts:
+    boot = SeedPooledBootstrap({"a": a_seeds, "b": b_seeds}, n_boot=n_boot, seed=seed, level=level)
+    if not boot.prompts:
         raise EvaluationDataError(
             "seed_pooled_difference: no prompt id is shared by every seed of both arms; "
             "were they evaluated on the same eval split?"
         )
-    a, b = _seed_matrix(a_seeds, prompts), _seed_matrix(b_seeds, prompts)
-    point = float((a.mean(axis=0) - b.mean(axis=0)).mean())
-    rng = np.random.default_rng(seed)
-    n = len(prompts)
-    a_pick = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
-    b_pick = rng.integers(0, b.shape[0], size=(n_boot, b.shape[0]))
-    per_prompt = a[a_pick].mean(axis=1) - b[b_pick].mean(axis=1)  # (n_boot, n)
-    prompt_pick = rng.integers(0, n, size=(n_boot, n))
-    replicates = np.take_along_axis(per_prompt, prompt_pick, axis=1).mean(axis=1)
-    return _interval(point, replicates, n, level)
+    return boot.difference("a", "b")
 
 
 def eval_prompts_needed(sd_per_prompt_diff: float, half_width: float, level: float = 0.95) -> int:

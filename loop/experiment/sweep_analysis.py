@@ -16,6 +16,7 @@ import numpy as np
 
 from loop.acquisition.strategies import Strategy
 from loop.evaluation.efficiency import labels_to_reach, labels_to_reach_interval
+from loop.evaluation.paired import SeedPooledBootstrap
 from loop.experiment.sweep_data import CellResult
 
 Key = tuple[str, str, int]  # (rm, strategy, budget)
@@ -33,7 +34,7 @@ class Estimate:
 
 
 class Bootstrap:
-    """Replicates of every arm's seed-pooled mean score on shared prompt resamples."""
+    """Every arm's seed-pooled mean score, keyed (rm, strategy, budget), on shared prompt resamples."""
 
     def __init__(
         self, results: Sequence[CellResult], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
@@ -42,36 +43,21 @@ class Bootstrap:
         for r in results:
             if r.means:
                 by_key[(r.cell.rm, str(r.cell.strategy), r.cell.budget)].append(r.means)
-        prompts = sorted(set.intersection(*(set(m) for ms in by_key.values() for m in ms))) if by_key else []
-        self.prompts, self.level = prompts, level
-        rng = np.random.default_rng(seed)
-        n = len(prompts)
-        self._prompt_idx = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
-        self.point: dict[Key, float] = {}
-        self.reps: dict[Key, np.ndarray] = {}
-        self.seeds: dict[Key, int] = {}
-        for key, maps in sorted(by_key.items()):
-            m = np.array([[mp[p] for p in prompts] for mp in maps])  # seeds x prompts
-            self.point[key] = float(m.mean()) if n else float("nan")
-            self.seeds[key] = len(maps)
-            seed_idx = rng.integers(0, len(maps), size=(n_boot, len(maps)))
-            per_seed_prompt_means = m[:, self._prompt_idx].mean(axis=2)  # seeds x n_boot
-            self.reps[key] = np.take_along_axis(per_seed_prompt_means.T, seed_idx, axis=1).mean(axis=1)
-
-    def _interval(self, reps: np.ndarray) -> tuple[float, float]:
-        a = (1 - self.level) / 2
-        return float(np.quantile(reps, a)), float(np.quantile(reps, 1 - a))
+        self._boot = SeedPooledBootstrap(dict(sorted(by_key.items())), n_boot=n_boot, seed=seed, level=level)
+        self.prompts, self.level = self._boot.prompts, level
+        self.point, self.reps = self._boot.point, self._boot.reps  # the headline interpolates per replicate
+        self.seeds = {key: len(maps) for key, maps in by_key.items()}
 
     def estimate(self, key: Key) -> Estimate:
-        low, high = self._interval(self.reps[key])
-        return Estimate(self.point[key], low, high, self.seeds[key])
+        e = self._boot.estimate(key)
+        return Estimate(e.mean, e.low, e.high, self.seeds[key])
 
     def difference(self, a: Key, b: Key) -> Estimate:
-        low, high = self._interval(self.reps[a] - self.reps[b])
-        return Estimate(self.point[a] - self.point[b], low, high, min(self.seeds[a], self.seeds[b]))
+        d = self._boot.difference(a, b)
+        return Estimate(d.mean, d.low, d.high, min(self.seeds[a], self.seeds[b]))
 
     def has(self, key: Key) -> bool:
-        return key in self.reps
+        return self._boot.has(key)
 
 
 def _mean(values: list[float]) -> float | None:
