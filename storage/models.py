@@ -194,6 +194,20 @@ class TrainingRun(Base):
     finished_at: Mapped[datetime | None]
 
 
+class DpoMargin(Base):
+    """DPO's implicit reward margin on one trained-on label under one checkpoint:
+    beta * [(log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected)], pi_ref the initial policy.
+    Recorded for rounds with audit items, so PVar picks and audit picks can be compared on what DPO made of
+    them (loop.evaluation.audit)."""
+
+    __tablename__ = "dpo_margins"
+    __table_args__ = (UniqueConstraint("item_id", "checkpoint_id", name="uq_dpo_margins_item_checkpoint"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), index=True)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
+    margin: Mapped[float] = mapped_column(Float)
+
+
 class RewardRefresh(Base):
     """One round's selection reward-model refresh ([reward] refresh): a candidate trained from `base_model` on
     the decided labels so far, compared with the model in use on the same held-out labels. The row is written

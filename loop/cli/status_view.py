@@ -53,6 +53,8 @@ def render(status: dict) -> list[str]:
     lines.append(_scheduler_line(status["scheduler"]))
     lines.append(_new_rounds(status["new_rounds"]))
     lines.append(status["audit"]["sentence"])
+    if status["audit"].get("margin_sentence"):
+        lines.append(status["audit"]["margin_sentence"])
     lines += ["", *_rounds_table(status["rounds"])]
     if status["evaluations"]:
         lines += ["", "evaluations:"]

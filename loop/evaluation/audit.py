@@ -49,6 +49,7 @@ class ItemOutcome(Protocol):
     status: str  # decided | undecided (items still waiting are not passed in)
     decision: str | None  # a | b | tie; "a" = the selection reward model's higher-reward response won
     votes: dict[str, int]
+    dpo_margin: float | None  # DPO's implicit reward margin after training on it (None: not trained on yet)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,26 @@ def _diff(pvar: Rate, audit: Rate) -> dict[str, Any] | None:
     return {"diff": pvar.value - audit.value, "ci": list(newcombe(pvar.x, pvar.n, audit.x, audit.n))}
 
 
+def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    """Mean with a normal 95% interval (None below 2 values: no spread to measure)."""
+    n = len(values)
+    if n < 2:
+        return {"n": n, "mean": float(values[0]) if n else None, "ci": None}
+    x = np.asarray(values, dtype=float)
+    half = Z95 * x.std(ddof=1) / np.sqrt(n)
+    return {"n": n, "mean": float(x.mean()), "ci": [float(x.mean() - half), float(x.mean() + half)]}
+
+
+def _mean_diff(a: Sequence[float], b: Sequence[float]) -> dict[str, Any] | None:
+    """Welch: difference of means with a normal 95% interval from the two standard errors."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = float(xa.mean() - xb.mean())
+    half = Z95 * np.sqrt(xa.var(ddof=1) / xa.size + xb.var(ddof=1) / xb.size)
+    return {"diff": d, "ci": [float(d - half), float(d + half)]}
+
+
 def _votes(votes: dict[str, int]) -> list[str]:
     return [c for c in CHOICES for _ in range(int(votes.get(c, 0)))]
 
@@ -77,10 +98,12 @@ def _votes(votes: dict[str, int]) -> list[str]:
 def compare(items: Sequence[ItemOutcome]) -> dict[str, Any]:
     """Three measures, PVar-picked vs audit: decided (a/b, not tie or undecided) among items with an outcome;
     annotator agreement (items whose voters all agree, among items with 2+ votes; also aggregate.py's pairwise
-    agreement and Fleiss' kappa); reward-model agreement (decision "a") among decided a/b items."""
+    agreement and Fleiss' kappa); reward-model agreement (decision "a") among decided a/b items. Also DPO's
+    implicit reward margin on the trained-on items (mean, normal interval; Welch for the difference)."""
     out: dict[str, Any] = {}
     groups = {"pvar": [i for i in items if not i.audit], "audit": [i for i in items if i.audit]}
     rates: dict[str, dict[str, Rate]] = {}
+    margins = {k: [i.dpo_margin for i in g if i.dpo_margin is not None] for k, g in groups.items()}
     for name, group in groups.items():
         decided = [i for i in group if i.status == "decided" and i.decision in ("a", "b")]
         voted = [_votes(i.votes) for i in group]
@@ -93,7 +116,9 @@ def compare(items: Sequence[ItemOutcome]) -> dict[str, Any]:
         }
         out[name] = {k: r.as_dict() for k, r in rates[name].items()}
         out[name]["annotator_agreement"].update(pairwise=agr.pairwise, fleiss_kappa=agr.fleiss_kappa)
+        out[name]["dpo_margin"] = _mean_ci(margins[name])
     out["difference"] = {k: _diff(rates["pvar"][k], rates["audit"][k]) for k in rates["pvar"]}
+    out["difference"]["dpo_margin"] = _mean_diff(margins["pvar"], margins["audit"])
     return out
 
 
@@ -110,6 +135,7 @@ def audit_summary(items: Iterable[ItemOutcome]) -> dict[str, Any]:
         ],
         "cumulative": cumulative,
         "sentence": sentence(cumulative, len(rounds)),
+        "margin_sentence": margin_sentence(cumulative),
     }
 
 
@@ -141,3 +167,20 @@ def sentence(cumulative: dict[str, Any], rounds: int) -> str:
     if hi < 0:
         return f"{facts}: PVar-selected labels carry less signal than random ones so far."
     return f"{facts}: cannot tell yet, the interval contains 0."
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+
+
+def margin_sentence(cumulative: dict[str, Any]) -> str | None:
+    """DPO's implicit reward margin on PVar vs audit items after training; None before any margin exists."""
+    pvar, audit = cumulative["pvar"]["dpo_margin"], cumulative["audit"]["dpo_margin"]
+    if not (pvar["n"] and audit["n"]):
+        return None
+    text = (
+        f"DPO reward margin after training: PVar items {pvar['mean']:+.2f}{_interval(pvar['ci'])} (n={pvar['n']}) "
+        f"vs audit items {audit['mean']:+.2f}{_interval(audit['ci'])} (n={audit['n']})"
+    )
+    d = cumulative["difference"]["dpo_margin"]
+    return f"{text}, difference {d['diff']:+.2f}{_interval(d['ci'])}." if d else f"{text}."

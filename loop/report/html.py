@@ -250,7 +250,8 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
         parts.append(
             '<section class="audit"><h2>Live audit: PVar picks vs random audit picks</h2>'
             f"<p>{escape(data.audit['sentence'])}</p>"
-            '<p class="note">Each pvar round labels a share of its budget ([selection] audit_fraction) '
+            + (f"<p>{escape(data.audit['margin_sentence'])}</p>" if data.audit.get("margin_sentence") else "")
+            + '<p class="note">Each pvar round labels a share of its budget ([selection] audit_fraction) '
             "drawn at random from the prompts PVar did not pick; decided = a or b (not tie, not undecided); "
             "95% interval of the difference by Newcombe's method. Per round, annotator and reward-model agreement: "
             "report.json, key audit.</p></section>"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from loop.config import Config
+from loop.rounds.dpo_margins import record_margins
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.models import Checkpoint, Round, TrainingRun
@@ -102,16 +103,20 @@ def train_round(
         prefs = [PreferencePair(p.prompt, p.chosen, p.rejected) for p in pairs]
         data_hash = training_data_hash(prefs)
         done = finished_run(session, round_id, data_hash)
-        if done is not None:
-            log.info("round %s: already trained on this data -> %s", rnd.number, done.checkpoint_id)
-            return done.checkpoint_id
+        done_id = done.checkpoint_id if done is not None else None
         initial = ensure_initial_checkpoint(session, cfg.policy.model)
-        base_id = rnd.policy_in if cfg.training.warm_start and rnd.policy_in else initial
-        base_path = session.get(Checkpoint, base_id).path
-        reference_path = session.get(Checkpoint, initial).path
-        check_policies({initial: reference_path, base_id: base_path}, initial)
-        checkpoint_id = f"{rnd.arm}-r{rnd.number}-{data_hash[:12]}"
+        trained_rounds = sorted({p.round_id for p in pairs})
         arm, number = rnd.arm, rnd.number
+        if done_id is None:
+            base_id = rnd.policy_in if cfg.training.warm_start and rnd.policy_in else initial
+            base_path = session.get(Checkpoint, base_id).path
+            reference_path = session.get(Checkpoint, initial).path
+            check_policies({initial: reference_path, base_id: base_path}, initial)
+            checkpoint_id = f"{arm}-r{number}-{data_hash[:12]}"
+    if done_id is not None:  # a crash may have come between the checkpoint and its margins
+        log.info("round %s: already trained on this data -> %s", number, done_id)
+        record_margins(cfg, uow, trained_rounds, done_id, initial, pairs)
+        return done_id
     out_dir = cfg.paths.data_dir / "checkpoints" / checkpoint_id
     settings = training_settings(cfg)
     if out_dir.exists():  # trained before a crash, not yet registered
@@ -145,6 +150,7 @@ def train_round(
                 finished_at=datetime.now(UTC),
             )
         )
+    record_margins(cfg, uow, trained_rounds, checkpoint_id, initial, pairs)
     log.info(
         "round %s/%s: checkpoint %s (%s steps, %.1f s)",
         arm,

@@ -15,6 +15,7 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
+from storage.repositories.dpo_margins import latest_margins
 from storage.repositories.scores import PVAR, REWARD_GAP
 from storage.statuses import ItemStatus, RoundStatus
 from storage.upsert import upsert
@@ -331,6 +332,7 @@ class ItemOutcome:
     status: str  # decided | undecided
     decision: str | None  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
     votes: dict[str, int]
+    dpo_margin: float | None = None  # under the newest checkpoint trained on it (storage.models.DpoMargin)
 
 
 def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
@@ -339,6 +341,7 @@ def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
     audited = select(AnnotationItem.round_id).where(AnnotationItem.audit.is_(True)).distinct()
     stmt = (
         select(
+            AnnotationItem.id,
             Round.number,
             AnnotationItem.audit,
             AnnotationItem.status,
@@ -355,7 +358,8 @@ def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
         )
         .order_by(Round.number, AnnotationItem.id)
     )
+    margins = latest_margins(session)
     return [
-        ItemOutcome(number, bool(audit), str(status), decision, dict(votes or {}))
-        for number, audit, status, decision, votes in session.execute(stmt)
+        ItemOutcome(number, bool(audit), str(status), decision, dict(votes or {}), margins.get(item_id))
+        for item_id, number, audit, status, decision, votes in session.execute(stmt)
     ]

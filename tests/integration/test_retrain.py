@@ -10,7 +10,7 @@ from loop.config import parse_config
 from loop.export import export_preferences
 from loop.rounds.evaluating import evaluate_checkpoint
 from loop.rounds.training import TrainingDataError, train_round
-from storage.models import AnnotationItem, Checkpoint, Evaluation, Prompt, Round, TrainingRun
+from storage.models import AnnotationItem, Checkpoint, DpoMargin, Evaluation, Prompt, Round, TrainingRun
 from tests.integration.annotation_setup import CHECKPOINT, make_round_items
 
 
@@ -97,3 +97,50 @@ def test_export_loads_with_datasets(uow, tiny_models, tmp_path, suffix):
     builder = "json" if suffix == ".jsonl" else "parquet"
     ds = datasets.load_dataset(builder, data_files=str(out), split="train")
     assert ds.num_rows == 8 and ds[0]["chosen"][0]["role"] == "assistant"
+
+
+def test_margins_recorded_for_audit_rounds_and_compared_per_group(uow, cfg, tiny_models):
+    """A round with audit items: after DPO every decided a/b item has its implicit reward margin under the new
+    checkpoint, equal to beta * the policy-vs-initial log-ratio of chosen minus rejected; the audit summary
+    compares the groups. A round without audit items spends no forward passes on margins."""
+    import numpy as np
+
+    from loop.evaluation.audit import audit_summary
+    from loop.ml.logprobs import completion_logprobs
+    from storage.repositories.items import audit_outcomes, decided_items
+
+    items = _round(uow, tiny_models)
+    with uow() as s:
+        for i, item in enumerate(s.scalars(select(AnnotationItem).order_by(AnnotationItem.id))):
+            item.audit = i % 4 == 0
+            if i == 1:
+                item.decision = "tie"  # not trained on: no margin
+    checkpoint = train_round(cfg, uow, items.round_id)
+    with uow() as s:
+        margins = {m.item_id: m.margin for m in s.scalars(select(DpoMargin))}
+        pairs = decided_items(s, [items.round_id])
+        policy = s.get(Checkpoint, checkpoint).path
+        assert {m.checkpoint_id for m in s.scalars(select(DpoMargin))} == {checkpoint}
+    assert set(margins) == {p.item_id for p in pairs} and len(margins) == 7
+    prompts, texts = [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    ratio = completion_logprobs(policy, prompts, texts) - completion_logprobs(
+        tiny_models.policy_dir, prompts, texts
+    )
+    expected = cfg.training.beta * (ratio[:7] - ratio[7:])
+    assert np.allclose([margins[p.item_id] for p in pairs], expected, atol=1e-5)
+    assert np.mean(expected) > 0  # DPO widened the margins of what it trained on
+    train_round(cfg, uow, items.round_id)  # same data: nothing recorded twice
+    assert _count(uow, DpoMargin) == 7
+
+    with uow() as s:
+        summary = audit_summary(audit_outcomes(s))
+    got = summary["cumulative"]
+    assert got["pvar"]["dpo_margin"]["n"] + got["audit"]["dpo_margin"]["n"] == 7
+    assert got["audit"]["dpo_margin"]["n"] == 2
+    assert summary["margin_sentence"].startswith("DPO reward margin after training: PVar items ")
+
+
+def test_no_margins_without_audit_items(uow, cfg, tiny_models):
+    items = _round(uow, tiny_models)
+    train_round(cfg, uow, items.round_id)
+    assert _count(uow, DpoMargin) == 0

@@ -40,6 +40,7 @@ class Item:
     status: str
     decision: str | None
     votes: dict = field(default_factory=dict)
+    dpo_margin: float | None = None
 
 
 def _items(rnd, audit, a, b, tie, undecided):
@@ -81,3 +82,26 @@ def test_sentence_is_honest_when_it_cannot_tell():
     s = audit_summary(_items(1, False, 3, 1, 0, 1))
     assert "cannot tell yet" in s["sentence"] and "no audit item has an outcome yet" in s["sentence"]
     assert audit_summary([])["sentence"].startswith("Audit: cannot tell yet")
+
+
+def test_dpo_margin_per_group_with_welch_interval():
+    pvar = [Item(1, False, "decided", "a", {"a": 1}, m) for m in (0.5, 0.7, 0.9, 0.7)]
+    audit = [Item(1, True, "decided", "a", {"a": 1}, m) for m in (0.1, 0.3)]
+    untrained = [Item(1, True, "decided", "tie", {"tie": 1})]  # ties are not trained on: no margin
+    s = audit_summary(pvar + audit + untrained)
+    got = s["cumulative"]
+    assert (got["pvar"]["dpo_margin"]["n"], got["audit"]["dpo_margin"]["n"]) == (4, 2)
+    assert got["pvar"]["dpo_margin"]["mean"] == pytest.approx(0.7)
+    half_p = 1.959963984540054 * (0.0266667**0.5) / 2  # sd of (.5,.7,.9,.7) = sqrt(0.08/3)
+    assert got["pvar"]["dpo_margin"]["ci"] == pytest.approx([0.7 - half_p, 0.7 + half_p], rel=1e-4)
+    d = got["difference"]["dpo_margin"]
+    half = 1.959963984540054 * (0.0266667 / 4 + 0.02 / 2) ** 0.5
+    assert d["diff"] == pytest.approx(0.5) and d["ci"] == pytest.approx([0.5 - half, 0.5 + half], rel=1e-4)
+    assert s["margin_sentence"].startswith("DPO reward margin after training: PVar items +0.70 [")
+    assert "vs audit items +0.20 [" in s["margin_sentence"] and "difference +0.50 [" in s["margin_sentence"]
+
+
+def test_no_margin_sentence_before_training():
+    assert (
+        audit_summary(_items(1, False, 3, 1, 0, 1) + _items(1, True, 1, 1, 0, 1))["margin_sentence"] is None
+    )
