@@ -294,11 +294,8 @@ def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, st
             f"deadline passed with {decided} decided labels, fewer than [scheduler] min_decided = "
             f"{cfg.scheduler.min_decided}; waiting for annotators"
         )
-    return (
-        False,
-        f"{PROGRESS} {settled} of {total} items answered, {decided} decided; "
-        f"deadline {deadline:%Y-%m-%d %H:%M} UTC",
-    )
+    until = f"deadline {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "no deadline (waits for every answer)"
+    return False, f"{PROGRESS} {settled} of {total} items answered, {decided} decided; {until}"
 
 
 def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", max_steps: int = 20) -> str:

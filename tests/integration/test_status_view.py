@@ -108,3 +108,11 @@ def test_empty_project_status(tmp_path, monkeypatch, capsys):
     text = _out(capsys, "status")
     assert "pool:       empty (`pvar-loop ingest FILE`)" in text
     assert "rounds: none yet" in text
+
+
+def test_collecting_round_without_a_deadline_does_not_crash_status(project, uow, capsys):
+    """A round put in `collecting` by hand (or by an older version) has no deadline: status says so."""
+    with uow() as s:
+        s.get(Round, project.round_id).deadline_at = None
+    text = _out(capsys, "status")
+    assert "items answered" in text and "no deadline" in text
