@@ -312,7 +312,8 @@ def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", ma
         before = _status(uow, round_id)
         after = _recorded_step(uow, cfg, round_id, services)
         if after == before or after.is_closed:
-            return f"round {round_id}: {after}"
+            with uow() as session:
+                return f"round {_load(session, round_id).number}: {after}"
     return "tick step limit reached"
 
 
