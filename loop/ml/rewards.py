@@ -62,6 +62,41 @@ def readable_max_length(model: Any, tokenizer: Any, wanted: int, model_id: str) 
     return limit
 
 
+def is_decoder(config: Any) -> bool:
+    """Whether a classifier of this architecture reads a row's last token (Llama, Qwen, Gemma, GPT-2...)
+    rather than its first (BERT-style encoders, which also have a masked-LM class)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def read_alone(ids: list[int], own_pad_id: int | None) -> list[int]:
+    """The prefix of `ids` ending at the token a decoder classifier reads when given `ids` alone.
+
+    Without a pad id in its config it reads the last token; with one, the rightmost token that is not that id
+    (transformers' rule), so trailing pad tokens (e.g. a final eos when pad == eos) are not read. The model is
+    causal, so dropping them changes nothing else.
+    """
+    if own_pad_id is None:
+        return ids
+    end = len(ids)
+    while end > 1 and ids[end - 1] == own_pad_id:
+        end -= 1
+    return ids[:end]
+
+
+def unused_token_id(rows: list[list[int]], preferred: int | None, vocab_size: int) -> int:
+    """A token id to pad with that occurs in no row: `preferred` if possible, else the smallest free id."""
+    present = {t for r in rows for t in r}
+    if preferred is not None and preferred not in present:
+        return preferred
+    return next(i for i in range(vocab_size) if i not in present)
+
+
 class RewardScorer:
     """Scores (prompt, response) pairs with AutoModelForSequenceClassification (num_labels=1).
 
@@ -85,6 +120,9 @@ class RewardScorer:
         self.batch_size = batch_size
         self._model, self._tokenizer = load_reward_model(model, dtype, device)
         self.max_length = readable_max_length(self._model, self._tokenizer, max_length, model)
+        self._reads_last_token = is_decoder(self._model.config)
+        # The pad id the model's own config names (often eos, or none): what it reads alone depends on it.
+        self._own_pad_id = self._model.config.get_text_config().pad_token_id
 
     def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
@@ -114,9 +152,15 @@ class RewardScorer:
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
         import torch
 
-        width = max(len(r) for r in rows)
         pad = self._tokenizer.pad_token_id
-        # Right padding: BERT-style models read position 0, Llama-style ones the last non-pad token.
+        if self._reads_last_token:
+            rows = [read_alone(r, self._own_pad_id) for r in rows]
+            pad = unused_token_id(rows, pad, self._model.get_input_embeddings().num_embeddings)
+            # The model reads each row's rightmost token that is not config.pad_token_id; with a pad id that
+            # no row contains, that is the row's real last token even when it ends with eos == pad.
+            self._model.config.get_text_config().pad_token_id = pad
+        width = max(len(r) for r in rows)
+        # Right padding, so every row keeps the positions it has alone; BERT-style models read position 0.
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
         with torch.inference_mode():

@@ -66,10 +66,9 @@ def reference(chat_reward_models):
     return {name: model_card_scores(rm.path, PROMPTS, RESPONSES) for name, rm in chat_reward_models.items()}
 
 
-OLD_BUG = pytest.mark.xfail(strict=True, reason="scorer reads the token before the trailing pad (== eos)")
 VARIANTS = [
-    pytest.param("llama3-nopad-config-right", marks=OLD_BUG),
-    pytest.param("llama3-nopad-config-left", marks=OLD_BUG),
+    "llama3-nopad-config-right",
+    "llama3-nopad-config-left",
     "llama3-eos-pad-config-left",
     "llama3-eos-pad-config-right",
     "qwen-endoftext-pad-right",
