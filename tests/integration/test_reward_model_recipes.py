@@ -102,3 +102,66 @@ def test_batched_scores_equal_the_model_card_recipe(chat_reward_models, referenc
         assert all(ids[-1] == tokenizer.pad_token_id for ids in inputs)
     np.testing.assert_allclose(scores, expected, atol=1e-4, rtol=0)
     assert len(np.unique(np.round(expected, 5))) == len(PROMPTS)  # distinct inputs, distinct scores
+
+
+# ---- truncation: never a cut-off answer ---------------------------------------------------------------------
+
+LONG_PROMPT = (
+    "Please read this background carefully before you answer. " * 12 + "What is the capital of France?"
+)
+ANSWER = "The capital of France is Paris."
+
+
+def test_a_long_prompt_loses_its_start_and_the_whole_answer_is_read(chat_reward_models):
+    rm = chat_reward_models["llama3-nopad-config-right"]
+    scorer = RewardScorer(str(rm.path), max_length=48, batch_size=4)
+    try:
+        (ids,) = scorer._encode([LONG_PROMPT], [ANSWER])
+        scores = scorer.score([LONG_PROMPT, LONG_PROMPT], [ANSWER, ANSWER[:-1] + "!"])
+        tokenizer = scorer._tokenizer
+    finally:
+        scorer.close()
+    _, (whole,) = model_card_scores(rm.path, [LONG_PROMPT], [ANSWER])
+    assert len(whole) > 48 and len(ids) <= 48
+    text = tokenizer.decode(ids)
+    # One BOS, the user turn holds the END of the prompt, the assistant turn and its closing token are whole.
+    assert text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n")
+    assert text.count("<|begin_of_text|>") == 1
+    kept_prompt = text.split("<|end_header_id|>\n\n")[1].split("<|eot_id|>")[0]
+    assert 0 < len(kept_prompt) < len(LONG_PROMPT) and LONG_PROMPT.endswith(kept_prompt)
+    assert text.endswith(f"<|start_header_id|>assistant<|end_header_id|>\n\n{ANSWER}<|eot_id|>")
+    # The score is the recipe's on the kept conversation, and the answer's last token counts.
+    expected, _ = model_card_scores(rm.path, [kept_prompt], [ANSWER])
+    np.testing.assert_allclose(scores[0], expected[0], atol=1e-4, rtol=0)
+    assert abs(scores[0] - scores[1]) > 1e-6
+
+
+def test_an_answer_that_does_not_fit_alone_is_excluded_with_its_reason(
+    chat_reward_models, tiny_models, tmp_path
+):
+    long_answer = "Paris is the capital, and here is why, at length. " * 8
+    for path in (
+        chat_reward_models["qwen-endoftext-pad-right"].path,
+        _without_template(tiny_models, tmp_path),
+    ):
+        scorer = RewardScorer(str(path), max_length=40, batch_size=4)
+        try:
+            scores = scorer.score(["Capital?", "Capital?", LONG_PROMPT], [ANSWER, long_answer, ANSWER])
+            encoded = scorer._encode(["Capital?"], [long_answer])
+            exclusions = scorer.last_exclusions
+        finally:
+            scorer.close()
+        assert encoded == [None]
+        assert np.isfinite(scores[[0, 2]]).all() and np.isnan(scores[1])
+        assert list(exclusions) == [1]
+        assert "[reward] max_length=40" in exclusions[1]
+
+
+def _without_template(tiny_models, tmp_path: Path) -> Path:
+    """The tiny project RM as a text-pair model (no chat template, like BERT-style RMs)."""
+    import shutil
+
+    out = tmp_path / "text-pair-rm"
+    shutil.copytree(tiny_models.reward_dir, out)
+    (out / "chat_template.jinja").unlink()
+    return out
