@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from loop.ml.rewards import RewardScorer
+from tests.integration.reward_recipe import model_card_scores
 
 # Different lengths (so batches are padded), surrounding whitespace (Llama's template trims), a multi-line
 # answer, a one-character exchange.
@@ -39,26 +40,6 @@ RESPONSES = [
     "Sunlight scatters off the air's molecules, and blue light scatters the most.",
     "Fine.",
 ]
-
-
-def model_card_scores(model_dir: Path, prompts: list[str], responses: list[str]) -> tuple[np.ndarray, list]:
-    """The recipe, one conversation at a time: (raw logits, token ids the model read)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    scores, inputs = [], []
-    for prompt, response in zip(prompts, responses, strict=True):
-        conversation = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        if tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token):
-            text = text[len(tokenizer.bos_token) :]  # the tokenizer adds its own
-        ids = tokenizer(text, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            scores.append(model(input_ids=ids).logits[0][0].item())
-        inputs.append(ids[0].tolist())
-    return np.array(scores), inputs
 
 
 @pytest.fixture(scope="module")
