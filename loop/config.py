@@ -130,7 +130,11 @@ class RewardConfig(_Section):
         description="Scoring precision; `reward-model train` uses bf16 autocast when bfloat16, else float32.",
     )
     max_length: int = Field(
-        1024, ge=2, description="Tokens of prompt+response kept (truncated beyond), in scoring and training."
+        1024,
+        ge=2,
+        description="Tokens of prompt+response the reward model reads, in scoring and training: a longer "
+        "pair loses the start of its prompt; a response longer than this even without its prompt is not "
+        "scored (recorded as excluded, with the reason).",
     )
     batch_size: int = Field(16, gt=0, description="(prompt, response) pairs per forward pass.")
     refresh: Literal["off", "every_round"] = Field(

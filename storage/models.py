@@ -97,6 +97,21 @@ class RewardScore(Base):
     score: Mapped[float] = mapped_column(Float, comment="raw logit, no sigmoid")
 
 
+class RewardExclusion(Base):
+    """A sample a reward model gave no score, and why (its response alone is over [reward] max_length): it has
+    no reward_scores row and no part in its prompt's PVar; this row lets status and queries count them."""
+
+    __tablename__ = "reward_exclusions"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "reward_model", name="uq_reward_exclusions_generation_model"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
+    reward_model: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PromptScore(Base):
     """A per-prompt acquisition score (pvar, reward_gap) of one policy's K samples under one reward model."""
 

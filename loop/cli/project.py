@@ -109,6 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage.repositories import queries
     from storage.repositories.items import audit_outcomes
     from storage.repositories.reward_refreshes import refresh_rows
+    from storage.repositories.scores import reward_exclusion_counts
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
@@ -130,6 +131,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "audit": audit_summary(audit_outcomes(session)),
             "judge_warning": cfg.judge_warning,
             "reward_refresh": refresh_rows(session),
+            "reward_exclusions": [
+                {"checkpoint": c, "reward_model": rm, "reason": why, "samples": n}
+                for c, rm, why, n in reward_exclusion_counts(session)
+            ],
         }
     if args.json:
         print_json(status)

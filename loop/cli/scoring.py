@@ -65,6 +65,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 "scored": report.scored,
                 "excluded": [{"prompt_id": p, "reason": r} for p, r in report.excluded],
                 "skipped": [{"prompt_id": p, "reason": r} for p, r in report.skipped],
+                "responses_unread": report.responses_unread,
                 "batches": report.batches,
                 "tokens_generated": report.tokens_generated,
                 "elapsed_s": round(report.elapsed_s, 3),

@@ -67,6 +67,10 @@ def render(status: dict) -> list[str]:
         lines.append(f"warning: {status['judge_warning']}")
     if status["reward_refresh"]:
         lines += ["", *(refresh_line(r) for r in status["reward_refresh"])]
+    if status.get("reward_exclusions"):
+        lines += ["", "samples without a reward (left out of their prompt's PVar):"]
+        for x in status["reward_exclusions"]:
+            lines.append(f"  {x['samples']} of {x['checkpoint']} under {x['reward_model']}: {x['reason']}")
     if status["operator_actions"]:
         lines += ["", "recent operator actions:"]
         for a in status["operator_actions"]:

@@ -314,7 +314,9 @@ def _judge_all(judge: Judge, prompts: list[str], responses: list[str]) -> list[f
         )
     for i, score in enumerate(scores):
         if not math.isfinite(score):
+            why = getattr(judge, "last_exclusions", {}).get(i)  # RewardScorer says why it gave no score
             raise ValueError(
                 f"evaluate_policies: judge returned {score} for response #{i} ({prompts[i][:60]!r})"
+                + (f": {why}" if why else "")
             )
     return scores

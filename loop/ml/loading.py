@@ -170,9 +170,8 @@ def load_reward_model(model: ModelRef, dtype: str = "float32", device: str = "cp
     except Exception as e:
         raise ModelLoadError(f"could not load reward model {name!r}: {e}") from e
     rm.eval()
-    if rm.config.pad_token_id is None:
-        # decoder classifiers find each row's last token through pad_token_id
-        rm.config.pad_token_id = tokenizer.pad_token_id
+    # config.pad_token_id stays as shipped: it decides which token the model reads (RewardScorer batches
+    # with its own pad id so each row reads what it would alone).
     return rm, tokenizer
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +21,8 @@ from typing import Any, Protocol
 
 from loop.ml.settings import RewardTrainSettings
 from storage.errors import PvarLoopError
+
+log = logging.getLogger(__name__)
 
 # Written into every checkpoint so a re-run can report what produced it without retraining.
 REWARD_META_FILE = "pvar_reward_training.json"
@@ -153,6 +157,12 @@ def evaluate_reward_model(
     finally:
         scorer.close()
     chosen, rejected = scores[:n].tolist(), scores[n:].tolist()
+    # A response too long to read whole has no score (NaN): its pair is not measured.
+    readable = [i for i in range(n) if math.isfinite(chosen[i]) and math.isfinite(rejected[i])]
+    if len(readable) < n:
+        pairs = [pairs[i] for i in readable]
+        chosen, rejected = [chosen[i] for i in readable], [rejected[i] for i in readable]
+        n = len(readable)
     agreement, n_judged = agreement_with(judge, pairs, chosen, rejected) if judge else (None, 0)
     correct = tuple(c > r for c, r in zip(chosen, rejected, strict=True))
     return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged, correct)
@@ -161,7 +171,8 @@ def evaluate_reward_model(
 def reward_training_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int):
     """A datasets.Dataset already in RewardTrainer's processed form (chosen_ids/rejected_ids), encoded by
     loop.ml.rewards.encode_reward_inputs, the encoder RewardScorer uses: the model is trained on exactly the
-    inputs it will later score (TRL would concatenate prompt and response as plain text instead)."""
+    inputs it will later score (TRL would concatenate prompt and response as plain text instead). A pair with
+    a response too long to read whole is left out, as scoring leaves such a response out."""
     from datasets import Dataset
 
     from loop.ml.rewards import encode_reward_inputs
@@ -169,7 +180,21 @@ def reward_training_dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: i
     prompts = [p.prompt for p in pairs]
     chosen = encode_reward_inputs(tokenizer, prompts, [p.chosen for p in pairs], max_length)
     rejected = encode_reward_inputs(tokenizer, prompts, [p.rejected for p in pairs], max_length)
-    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+    kept = [(c, r) for c, r in zip(chosen, rejected, strict=True) if c is not None and r is not None]
+    if len(kept) < len(pairs):
+        log.warning(
+            "reward-model training: %d of %d pairs left out: a response is longer than [reward] "
+            "max_length=%d tokens even without its prompt",
+            len(pairs) - len(kept),
+            len(pairs),
+            max_length,
+        )
+    if pairs and not kept:
+        raise RewardTrainingError(
+            f"reward-model training: every pair has a response longer than [reward] max_length={max_length} "
+            "tokens; raise [reward] max_length"
+        )
+    return Dataset.from_dict({"chosen_ids": [c for c, _ in kept], "rejected_ids": [r for _, r in kept]})
 
 
 def train_reward_model(

@@ -20,12 +20,22 @@ log = logging.getLogger(__name__)
 
 def encode_reward_inputs(
     tokenizer: Any, prompts: list[str], responses: list[str], max_length: int
-) -> list[list[int]]:
+) -> list[list[int] | None]:
     """Token ids per (prompt, response), as a reward model reads them for scoring and for training.
 
-    The chat-formatted exchange when the tokenizer has a template (it holds the special tokens), truncated at
-    max_length; else a text pair, truncated longest-first.
+    The chat-formatted exchange when the tokenizer has a template (it holds the special tokens, BOS included),
+    else a text pair. A decoder RM reads the end, so an input over max_length loses the START of its prompt;
+    the whole response and the template's closing tokens are kept. None where the response alone (with an
+    empty prompt) does not fit: such an answer is never scored cut off.
     """
+    ids = _render_all(tokenizer, prompts, responses)
+    return [
+        row if len(row) <= max_length else _cut_prompt(tokenizer, p, r, row, max_length)
+        for p, r, row in zip(prompts, responses, ids, strict=True)
+    ]
+
+
+def _render_all(tokenizer: Any, prompts: list[str], responses: list[str]) -> list[list[int]]:
     if has_chat_template(tokenizer):
         texts = [
             tokenizer.apply_chat_template(
@@ -33,10 +43,25 @@ def encode_reward_inputs(
             )
             for p, r in zip(prompts, responses, strict=True)
         ]
-        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
-    else:
-        enc = tokenizer(prompts, responses, truncation="longest_first", max_length=max_length)
-    return enc["input_ids"]
+        # The template holds the special tokens (BOS included): adding the tokenizer's would double BOS.
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompts, responses)["input_ids"]
+
+
+def _cut_prompt(
+    tokenizer: Any, prompt: str, response: str, ids: list[int], max_length: int
+) -> list[int] | None:
+    """`ids` re-rendered with the prompt's first tokens dropped until it fits; None if even no prompt is too
+    long. Each try drops as many prompt tokens as the last one was over (re-tokenizing may merge differently)."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    keep = len(prompt_ids)
+    while keep > 0:
+        keep = max(0, keep - (len(ids) - max_length))
+        kept = tokenizer.decode(prompt_ids[len(prompt_ids) - keep :]) if keep else ""
+        ids = _render_all(tokenizer, [kept], [response])[0]
+        if len(ids) <= max_length:
+            return ids
+    return None
 
 
 def readable_max_length(model: Any, tokenizer: Any, wanted: int, model_id: str) -> int:
@@ -62,6 +87,41 @@ def readable_max_length(model: Any, tokenizer: Any, wanted: int, model_id: str) 
     return limit
 
 
+def is_decoder(config: Any) -> bool:
+    """Whether a classifier of this architecture reads a row's last token (Llama, Qwen, Gemma, GPT-2...)
+    rather than its first (BERT-style encoders, which also have a masked-LM class)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def read_alone(ids: list[int], own_pad_id: int | None) -> list[int]:
+    """The prefix of `ids` ending at the token a decoder classifier reads when given `ids` alone.
+
+    Without a pad id in its config it reads the last token; with one, the rightmost token that is not that id
+    (transformers' rule), so trailing pad tokens (e.g. a final eos when pad == eos) are not read. The model is
+    causal, so dropping them changes nothing else.
+    """
+    if own_pad_id is None:
+        return ids
+    end = len(ids)
+    while end > 1 and ids[end - 1] == own_pad_id:
+        end -= 1
+    return ids[:end]
+
+
+def unused_token_id(rows: list[list[int]], preferred: int | None, vocab_size: int) -> int:
+    """A token id to pad with that occurs in no row: `preferred` if possible, else the smallest free id."""
+    present = {t for r in rows for t in r}
+    if preferred is not None and preferred not in present:
+        return preferred
+    return next(i for i in range(vocab_size) if i not in present)
+
+
 class RewardScorer:
     """Scores (prompt, response) pairs with AutoModelForSequenceClassification (num_labels=1).
 
@@ -83,24 +143,46 @@ class RewardScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = model
         self.batch_size = batch_size
+        self.last_exclusions: dict[int, str] = {}  # of the last score() call: index -> why not scored
         self._model, self._tokenizer = load_reward_model(model, dtype, device)
         self.max_length = readable_max_length(self._model, self._tokenizer, max_length, model)
+        self._reads_last_token = is_decoder(self._model.config)
+        # The pad id the model's own config names (often eos, or none): what it reads alone depends on it.
+        self._own_pad_id = self._model.config.get_text_config().pad_token_id
 
-    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
+    @property
+    def too_long_reason(self) -> str:
+        return f"response longer than [reward] max_length={self.max_length} tokens even without its prompt"
+
+    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int] | None]:
         return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
 
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """Raw reward logits, float64, one per (prompt, response) pair, in input order."""
+        """Raw reward logits, float64, one per (prompt, response) pair, in input order.
+
+        NaN where the response is too long to be read whole (last_exclusions maps those indexes to the
+        reason); a longer prompt loses its start instead (encode_reward_inputs).
+        """
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         if self._model is None:
             raise RuntimeError(f"reward scorer for {self.model_id!r} was closed")
         if not prompts:
+            self.last_exclusions = {}
             return np.zeros(0, dtype=np.float64)
         start = time.perf_counter()
         ids = self._encode(prompts, responses)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        scores = np.empty(len(ids), dtype=np.float64)
+        self.last_exclusions = {i: self.too_long_reason for i, row in enumerate(ids) if row is None}
+        if self.last_exclusions:
+            log.warning(
+                "reward model %r: %d of %d responses not scored: %s",
+                self.model_id,
+                len(self.last_exclusions),
+                len(ids),
+                self.too_long_reason,
+            )
+        order = sorted((i for i, row in enumerate(ids) if row is not None), key=lambda i: len(ids[i]))
+        scores = np.full(len(ids), np.nan, dtype=np.float64)
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             scores[idx] = self._forward([ids[i] for i in idx])
@@ -114,9 +196,15 @@ class RewardScorer:
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
         import torch
 
-        width = max(len(r) for r in rows)
         pad = self._tokenizer.pad_token_id
-        # Right padding: BERT-style models read position 0, Llama-style ones the last non-pad token.
+        if self._reads_last_token:
+            rows = [read_alone(r, self._own_pad_id) for r in rows]
+            pad = unused_token_id(rows, pad, self._model.get_input_embeddings().num_embeddings)
+            # The model reads each row's rightmost token that is not config.pad_token_id; with a pad id that
+            # no row contains, that is the row's real last token even when it ends with eos == pad.
+            self._model.config.get_text_config().pad_token_id = pad
+        width = max(len(r) for r in rows)
+        # Right padding, so every row keeps the positions it has alone; BERT-style models read position 0.
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
         with torch.inference_mode():

@@ -68,8 +68,8 @@ class RewardTrainSettings:
     """Knobs for one reward-model run, with the defaults, help text and validation of the config keys that
     `pvar-loop reward-model train` reads them from (checked on construction; errors name the bad field).
 
-    batch_size and max_length are [reward]'s: sequences are truncated at max_length tokens, the same
-    truncation RewardScorer applies at scoring time. dtype "bfloat16" is bf16 autocast (weights and checkpoint
+    batch_size and max_length are [reward]'s: pairs are fitted into max_length tokens the way RewardScorer
+    fits them at scoring time (the prompt loses its start; a pair with a response too long is left out). dtype "bfloat16" is bf16 autocast (weights and checkpoint
     stay fp32); it takes [training] dtype's values, and the CLI derives it from [reward] dtype.
     """
 

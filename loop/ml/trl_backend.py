@@ -112,7 +112,7 @@ def reward_config(settings: RewardTrainSettings, output_dir: str, n_train: int):
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
-        max_length=None,  # callers truncate like RewardScorer; TRL would drop (not truncate) longer pairs
+        max_length=None,  # callers fit pairs into [reward] max_length as RewardScorer does (encode_reward_inputs)
         logging_steps=max(1, math.ceil(n_train / settings.batch_size)),
         **_checkpointing_off(RewardConfig),
         **_common_args(output_dir, bf16=settings.dtype == "bfloat16", seed=settings.seed),

@@ -33,6 +33,7 @@ from storage.repositories.scores import (
     add_generations,
     generations_for,
     upsert_prompt_scores,
+    upsert_reward_exclusions,
     upsert_reward_scores,
 )
 
@@ -74,6 +75,7 @@ class ScoreReport:
     responses_generated: int = 0
     tokens_generated: int = 0
     responses_rewarded: int = 0
+    responses_unread: int = 0  # too long for the reward model to read whole: no reward (reward_exclusions)
     generate_s: float = 0.0
     reward_s: float = 0.0
     write_s: float = 0.0
@@ -100,6 +102,8 @@ class ScoreReport:
         )
         if self.reused_prompts:
             text += f"; reused stored samples of {self.reused_prompts} prompts"
+        if self.responses_unread:
+            text += f"; {self.responses_unread} responses got no reward (too long for the reward model)"
         if self.excluded:
             text += f"; excluded {len(self.excluded)} prompts with fewer than 2 valid responses"
         if self.skipped:
@@ -116,6 +120,7 @@ class _Scored:
     new: set[int]  # indices generated in this run
     rewards: dict[int, float]  # sample_index -> raw logit, valid responses only
     reason: str | None = None  # why it cannot get a PVar
+    unread: dict[int, str] = field(default_factory=dict)  # sample_index -> why the reward model gave no score
 
 
 def score_pool(
@@ -241,16 +246,21 @@ def _generate_and_score(
         report.responses_rewarded += len(todo)
         if rewards.shape != (len(todo),):
             raise ScoringError(f"reward model returned {rewards.size} scores for {len(todo)} responses")
-        for (item, i), r in zip(todo, rewards.tolist(), strict=True):
+        unread = getattr(scorer, "last_exclusions", {})  # RewardScorer: responses it could not read whole
+        for n, ((item, i), r) in enumerate(zip(todo, rewards.tolist(), strict=True)):
             if math.isfinite(r):
                 item.rewards[i] = r
+            elif n in unread:
+                item.unread[i] = unread[n]
     for item in items:
         if len(item.rewards) < 2:
             blank = sum(1 for s in item.responses.values() if not s.text.strip())
             bad = sum(1 for s in item.responses.values() if s.text.strip()) - len(item.rewards)
+            too_long = len(item.unread)
             item.reason = (
                 f"{len(item.rewards)} valid responses of {k} needed >= 2 "
-                f"({k - len(item.responses)} missing, {blank} blank, {bad} with a non-finite reward)"
+                f"({k - len(item.responses)} missing, {blank} blank, {too_long} too long for the reward "
+                f"model, {bad - too_long} with a non-finite reward)"
             )
     return items
 
@@ -274,6 +284,7 @@ def _write_batch(
     add_generations(session, checkpoint_id, new_rows)
     stored = generations_for(session, checkpoint_id, [it.prompt_id for it in items])
     reward_rows: list[tuple[int, float]] = []
+    unread_rows: list[tuple[int, str]] = []
     score_rows: list[tuple[str, str, int, float]] = []
     for it in items:
         have = stored.get(it.prompt_id, {})
@@ -281,6 +292,7 @@ def _write_batch(
             # Another run stored different samples first: score those next time instead of mixing them.
             report.skipped.append((it.prompt_id, "its samples were written by another run meanwhile"))
             continue
+        unread_rows += [(have[i].id, why) for i, why in sorted(it.unread.items())]
         if it.reason is not None:
             report.excluded.append((it.prompt_id, it.reason))
             score_rows.append((it.prompt_id, EXCLUDED, k, float(len(it.rewards))))
@@ -294,6 +306,8 @@ def _write_batch(
         reward_rows += [(have[i].id, it.rewards[i]) for i in order]
         report.scored += 1
     upsert_reward_scores(session, rm, reward_rows)
+    upsert_reward_exclusions(session, rm, unread_rows)
+    report.responses_unread += len(unread_rows)
     upsert_prompt_scores(session, checkpoint_id, rm, score_rows, round_id=round_id)
 
 

@@ -16,6 +16,7 @@ from storage.models import (
     Label,
     LoopSetting,
     PromptScore,
+    RewardExclusion,
     RewardScore,
     Round,
     TrainingRun,
@@ -49,6 +50,7 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
     labels = session.execute(delete(Label).where(Label.item_id.in_(items))).rowcount
     session.execute(delete(AnnotationItem).where(AnnotationItem.round_id.in_(rounds)))
     session.execute(delete(RewardScore).where(RewardScore.generation_id.in_(gens)))
+    session.execute(delete(RewardExclusion).where(RewardExclusion.generation_id.in_(gens)))
     session.execute(delete(PromptScore).where(PromptScore.checkpoint_id.in_(ckpt_ids)))
     # Scores of shared checkpoints (the initial policy) that this arm's rounds asked for stay, unlinked.
     session.execute(update(PromptScore).where(PromptScore.round_id.in_(rounds)).values(round_id=None))

@@ -12,7 +12,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from storage.db import select_in
-from storage.models import Generation, Prompt, PromptScore, RewardScore
+from storage.models import Generation, Prompt, PromptScore, RewardExclusion, RewardScore
 from storage.upsert import upsert
 
 # Metrics written per prompt. A prompt counts as scored for (checkpoint, reward model) once it has a pvar row,
@@ -74,6 +74,36 @@ def upsert_reward_scores(session: Session, reward_model: str, scores: Sequence[t
     return upsert(
         session, RewardScore, rows, constraint="uq_reward_scores_generation_model", update=["score"]
     )
+
+
+def upsert_reward_exclusions(session: Session, reward_model: str, rows: Sequence[tuple[int, str]]) -> int:
+    """(generation_id, reason) of samples the reward model gave no score; a repeat keeps the newest reason."""
+    payload = [{"generation_id": g, "reward_model": reward_model, "reason": r} for g, r in rows]
+    return upsert(
+        session,
+        RewardExclusion,
+        payload,
+        constraint="uq_reward_exclusions_generation_model",
+        update=["reason"],
+    )
+
+
+def reward_exclusion_counts(
+    session: Session, checkpoint_id: str | None = None, reward_model: str | None = None
+) -> list[tuple[str, str, str, int]]:
+    """(checkpoint, reward model, reason, number of samples) the reward model gave no score, optionally for
+    one checkpoint and/or reward model."""
+    stmt = (
+        select(Generation.checkpoint_id, RewardExclusion.reward_model, RewardExclusion.reason, func.count())
+        .join(Generation, Generation.id == RewardExclusion.generation_id)
+        .group_by(Generation.checkpoint_id, RewardExclusion.reward_model, RewardExclusion.reason)
+        .order_by(Generation.checkpoint_id, RewardExclusion.reward_model, RewardExclusion.reason)
+    )
+    if checkpoint_id is not None:
+        stmt = stmt.where(Generation.checkpoint_id == checkpoint_id)
+    if reward_model is not None:
+        stmt = stmt.where(RewardExclusion.reward_model == reward_model)
+    return [tuple(row) for row in session.execute(stmt).all()]
 
 
 def upsert_prompt_scores(

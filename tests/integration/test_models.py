@@ -358,18 +358,16 @@ def test_batched_scores_match_unbatched_and_keep_input_order(tiny_models: TinyMo
     assert len(np.unique(np.round(scores, 6))) > 1  # different pairs, different scores
 
 
-def test_truncation_drops_tokens_beyond_max_length(tiny_models: TinyModels) -> None:
-    prompt, response = PROMPTS[1], "a fairly long answer " * 20
-    short = RewardScorer(str(tiny_models.reward_dir), max_length=16)
-    full = RewardScorer(str(tiny_models.reward_dir), max_length=1024)
+def test_truncation_keeps_the_end_of_the_answer(tiny_models: TinyModels) -> None:
+    prompt, response = PROMPTS[3] * 4, "a fairly short answer"
+    short = RewardScorer(str(tiny_models.reward_dir), max_length=32)
     try:
         cut = short.score([prompt, prompt], [response, response + " and a different ending"])
-        whole = full.score([prompt, prompt], [response, response + " and a different ending"])
+        (ids,) = short._encode([prompt], [response])
     finally:
         short.close()
-        full.close()
-    assert cut[0] == pytest.approx(cut[1], abs=1e-6)  # both cut inside the shared beginning
-    assert whole[0] != pytest.approx(whole[1], abs=1e-6)
+    assert len(ids) <= 32
+    assert cut[0] != pytest.approx(cut[1], abs=1e-6)  # the prompt's start went, not the answers' ends
 
 
 def test_scorer_without_chat_template_scores_text_pairs(tiny_models: TinyModels, tmp_path: Path) -> None:
@@ -419,7 +417,7 @@ def test_bfloat16_backends_run_and_stay_close_to_float32(tiny_models: TinyModels
 def test_max_length_is_capped_at_the_models_position_limit(
     tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prompt, response = PROMPTS[1], "word " * 700  # > 512 tokens, the tiny model's position table
+    prompt, response = "word " * 700, PROMPTS[1]  # > 512 tokens, the tiny model's position table
     with caplog.at_level(logging.WARNING, logger="loop.ml.rewards"):
         capped = RewardScorer(str(tiny_models.reward_dir), max_length=100_000)
     warnings = [r.getMessage() for r in caplog.records if r.name == "loop.ml.rewards"]
@@ -432,7 +430,8 @@ def test_max_length_is_capped_at_the_models_position_limit(
         with caplog.at_level(logging.DEBUG, logger="loop.ml.rewards"):
             score = capped.score([prompt], [response])
         np.testing.assert_allclose(score, expected, atol=1e-6, rtol=0)
-        assert len(capped._encode([prompt], [response])[0]) == 512
+        assert 500 < len(capped._encode([prompt], [response])[0]) <= 512
+        assert np.isfinite(score).all()
     finally:
         capped.close()
         exact.close()

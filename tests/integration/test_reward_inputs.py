@@ -17,7 +17,7 @@ PAIRS = [
     PreferencePair(f"Question {i}: what does {word} mean?", f"{word} is a word " * (i + 1), "I cannot say.")
     for i, word in enumerate(["river", "stone", "garden", "window", "letter"])
 ]
-MAX_LENGTH = 24  # short, so the longer responses are truncated
+MAX_LENGTH = 24  # short: the longer responses do not fit
 
 
 def _without_chat_template(model_dir: Path, out: Path) -> Path:
@@ -50,7 +50,10 @@ def test_training_encodes_pairs_exactly_as_scoring_does(tiny_models, tmp_path, t
         rejected = scorer._encode(prompts, [p.rejected for p in PAIRS])
     finally:
         scorer.close()
-    assert dataset["chosen_ids"] == chosen
-    assert dataset["rejected_ids"] == rejected
-    assert max(len(ids) for ids in chosen) == MAX_LENGTH  # truncation happened, and the same way
-    assert len({tuple(ids) for ids in chosen}) == len(PAIRS)
+    # Pairs with an answer too long to read whole are left out of training, as scoring leaves them out.
+    readable = [(c, r) for c, r in zip(chosen, rejected, strict=True) if c is not None and r is not None]
+    assert 0 < len(readable) < len(PAIRS)
+    assert dataset["chosen_ids"] == [c for c, _ in readable]
+    assert dataset["rejected_ids"] == [r for _, r in readable]
+    assert max(len(ids) for ids, _ in readable) <= MAX_LENGTH
+    assert len({tuple(ids) for ids, _ in readable}) == len(readable)
