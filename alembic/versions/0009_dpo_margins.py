@@ -1,7 +1,7 @@
 """dpo_margins: DPO's implicit reward margin per trained-on label and checkpoint (audit rounds)
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0009_dpo_margins
+Revises: 0008_score_exclusions
 
 A new table only.
 """
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0006"
+revision: str = "0009_dpo_margins"
+down_revision: str | None = "0008_score_exclusions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -71,7 +71,8 @@ class PairEvaluation:
     n: int
     judge_agreement: float | None = None
     n_judged: int = 0
-    correct: tuple[bool, ...] = ()  # per pair: chosen scored strictly above rejected (for paired comparisons)
+    # per input pair, in order: chosen scored strictly above rejected; None where a side could not be read
+    correct: tuple[bool | None, ...] = ()
 
 
 def in_heldout(prompt: str, fraction: float) -> bool:
@@ -158,13 +159,13 @@ def evaluate_reward_model(
         scorer.close()
     chosen, rejected = scores[:n].tolist(), scores[n:].tolist()
     # A response too long to read whole has no score (NaN): its pair is not measured.
-    readable = [i for i in range(n) if math.isfinite(chosen[i]) and math.isfinite(rejected[i])]
+    readable = {i for i in range(n) if math.isfinite(chosen[i]) and math.isfinite(rejected[i])}
+    correct = tuple(chosen[i] > rejected[i] if i in readable else None for i in range(n))
     if len(readable) < n:
-        pairs = [pairs[i] for i in readable]
-        chosen, rejected = [chosen[i] for i in readable], [rejected[i] for i in readable]
+        pairs = [pairs[i] for i in sorted(readable)]
+        chosen, rejected = [chosen[i] for i in sorted(readable)], [rejected[i] for i in sorted(readable)]
         n = len(readable)
     agreement, n_judged = agreement_with(judge, pairs, chosen, rejected) if judge else (None, 0)
-    correct = tuple(c > r for c, r in zip(chosen, rejected, strict=True))
     return PairEvaluation(pairwise_accuracy(chosen, rejected), n, agreement, n_judged, correct)
 
 

@@ -133,11 +133,10 @@ def _compare(cfg: Config, previous: str, candidate: str, heldout: list) -> dict:
     new = evaluate_reward_model(candidate, heldout, **measure)
     kept = new.accuracy >= old.accuracy  # both are numbers: held-out is not empty
     # Same pairs for both models: the paired difference's interval says how much the verdict can be trusted.
-    diff = mean_interval([float(n) - float(o) for n, o in zip(new.correct, old.correct, strict=True)])
-    evidence = (
-        f"{new.accuracy:.3f} vs {old.accuracy:.3f}, difference {diff.mean:+.3f} "
-        f"[{diff.low:+.3f}, {diff.high:+.3f}] on {len(heldout)} held-out pairs"
-    )
+    both = [(n, o) for n, o in zip(new.correct, old.correct, strict=True) if n is not None and o is not None]
+    diff = mean_interval([float(n) - float(o) for n, o in both]) if both else None
+    interval = f"difference {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] on " if diff else ""
+    evidence = f"{new.accuracy:.3f} vs {old.accuracy:.3f}, {interval}{len(heldout)} held-out pairs"
     return {
         "candidate_model": candidate,
         "old_agreement": old.accuracy,
