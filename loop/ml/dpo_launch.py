@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,12 +129,22 @@ def _run(cmd: list[str]) -> tuple[int, list[str]]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     try:
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+        # Its own process group, so that an interrupted parent takes the launcher and all its workers along.
+        proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, text=True, errors="replace", env=env, start_new_session=True
+        )
     except OSError as e:
         raise TrainingError(f"cannot start `accelerate launch` ({KEY}): {e}") from e
     assert proc.stderr is not None
-    with proc:
+    try:
         for line in proc.stderr:
             sys.stderr.write(line)
             tail.append(line.rstrip("\n"))
+        proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise
+    finally:
+        proc.stderr.close()
     return proc.returncode, list(tail)

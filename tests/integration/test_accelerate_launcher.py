@@ -3,6 +3,12 @@ configs/accelerate/cpu_one_process.yaml) and the round reads its checkpoint exac
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +16,7 @@ from sqlalchemy import select
 
 from loop.config import ConfigError, parse_config
 from loop.ml.dpo import TRAIN_META_FILE, PreferencePair, TrainingError, read_train_result
-from loop.ml.dpo_launch import train_dpo_accelerate
+from loop.ml.dpo_launch import DpoJob, train_dpo_accelerate, write_job
 from loop.ml.settings import TrainingSettings
 from loop.rounds.state import Services, step
 from storage.models import AnnotationItem, Checkpoint, Prompt, Round, TrainingRun
@@ -106,3 +112,36 @@ def test_a_missing_accelerate_config_is_a_config_error_before_launching(tiny_mod
             accelerate_config=tmp_path / "gone.yaml",
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_pairs_and_only_rank_0_publishes(tiny_models, tmp_path):
+    """What a multi-GPU launch does, on CPU: torchrun starts loop.ml.dpo_job twice (gloo; accelerate launch
+    runs CPU configs as one process, so it is called directly here)."""
+    (tmp_path / "job").mkdir()
+    out = tmp_path / "out" / "ck"
+    out.parent.mkdir()
+    pairs = [PreferencePair(f"Question {i}?", f"A helpful answer {i}.", "No.") for i in range(8)]
+    settings = TrainingSettings(learning_rate=5e-5, epochs=1, batch_size=2, lora=False, dtype="float32")
+    policy = str(tiny_models.policy_dir)
+    spec = write_job(tmp_path / "job", DpoJob(pairs, policy, policy, str(out), settings))
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    proc = subprocess.Popen(
+        [*run, "-m", "loop.ml.dpo_job", str(spec)], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "rank 1: 2 steps" in stderr and "rank 0: 2 steps" in stderr  # 8 pairs / (2 ranks x batch 2)
+    assert [p.name for p in out.parent.iterdir()] == ["ck"]  # one checkpoint, no scratch dir of either rank
+    assert json.loads((out / TRAIN_META_FILE).read_text())["steps"] == 2
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out)
