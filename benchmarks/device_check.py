@@ -9,6 +9,7 @@ Stages (each timed, each with its own time limit, a failure recorded and the nex
   dpo        loop.ml.dpo.train_dpo in this process: SmolLM2-135M + LoRA, bf16
   dpo-accelerate  the same run under `accelerate launch` (loop.ml.dpo_launch, configs/accelerate/multi_gpu.yaml,
              one process per visible GPU): what [training] launcher = "accelerate" runs
+Each stage gets --stage-timeout seconds (default 150) and all of them --total-timeout (default 420, i.e. 7 min).
 Exit codes: 0 all stages passed, 1 a stage failed, 3 no CUDA device (nothing was run).
 Usage (scripts/device-check sets up the venv first):
   python benchmarks/device_check.py [--prompts 64] [--k 4] [--skip ray] [--json results.json]
@@ -340,6 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip", action="append", default=[], choices=STAGES, help="leave a stage out (repeatable)"
     )
     ap.add_argument("--stage-timeout", type=int, default=150, help="seconds each stage may take")
+    ap.add_argument("--total-timeout", type=int, default=420, help="seconds all stages together may take")
     ap.add_argument(
         "--compile", action="store_true", help="let vLLM compile and capture CUDA graphs (slower start)"
     )
@@ -365,8 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     start = time.perf_counter()
     for name in STAGES:
-        if name not in args.skip:
-            run_stage(name, args.stage_timeout, work[name], results)
+        if name in args.skip:
+            continue
+        left = int(args.total_timeout - (time.perf_counter() - start))
+        if left < 10:  # the whole check stays inside its budget: later stages are reported, not started
+            results.append(
+                StageResult(name, error=f"not started: the {args.total_timeout} s budget is spent")
+            )
+            print(f"[device-check] {name}: FAILED (not started, budget spent)", flush=True)
+            continue
+        run_stage(name, min(args.stage_timeout, left), work[name], results)
     total = time.perf_counter() - start
     failed = [r.name for r in results if not r.ok]
     print(

@@ -77,3 +77,27 @@ def test_gpu_lock_pins_vllm_ray_and_the_cpu_stack():
     ]
     assert {n: gpu[n] for n in shared} == {n: cpu[n] for n in shared}
     assert all("cpu" not in v for v in gpu.values())  # no local CPU build pinned
+
+
+def _device_check_module(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "benchmarks" / "device_check.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_is_timed_and_a_failure_or_overrun_is_recorded_not_raised(monkeypatch):
+    import time
+
+    dc = _device_check_module(monkeypatch)
+    results = []
+    ok = dc.run_stage("fast", 5, lambda: {"items_per_s": 10.0}, results)
+    failed = dc.run_stage("broken", 5, lambda: 1 / 0, results)
+    slow = dc.run_stage("slow", 1, lambda: time.sleep(5), results)
+    assert ok.ok and ok.figures == {"items_per_s": 10.0} and ok.seconds >= 0
+    assert not failed.ok and failed.error.startswith("ZeroDivisionError")
+    assert not slow.ok and "ran past its limit of 1 s" in slow.error and slow.seconds < 3
+    assert [r.name for r in results] == ["fast", "broken", "slow"]
