@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -242,12 +243,44 @@ class TrainingConfig(_Section):
     seed: int = Field(0, ge=0, description="Seed for initialisation (LoRA) and data order.")
     cumulative: bool = Field(True, description="Train on labels of all rounds (else only the latest round).")
     warm_start: bool = Field(True, description="Start from the previous round's checkpoint.")
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        "inprocess",
+        description='Where DPO runs: "inprocess" (the loop\'s own process, one device) or "accelerate" (a '
+        "subprocess under `accelerate launch --config_file <accelerate_config>`: data-parallel over several "
+        "GPUs; same checkpoints).",
+    )
+    accelerate_config: Path | None = Field(
+        None,
+        description='accelerate config file for launcher = "accelerate" (the repository\'s '
+        "configs/accelerate/multi_gpu.yaml, or one `accelerate config` wrote); relative to this file's directory.",
+    )
+    num_processes: int | None = Field(
+        None, ge=1, description="Processes (one per GPU) `accelerate launch` starts; default: the file's own."
+    )
 
     @field_validator("loss_type")
     @classmethod
     def _known_loss(cls, v: str) -> str:
         if v not in DPO_LOSS_TYPES:
             raise ValueError(f"unknown loss type; TRL 1.16 DPO accepts {', '.join(DPO_LOSS_TYPES)}")
+        return v
+
+    @field_validator("accelerate_config", mode="before")
+    @classmethod
+    def _config_path_from_str(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _accelerate_config_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            if info.data.get("launcher") == "accelerate":
+                raise ValueError(
+                    'launcher = "accelerate" needs an accelerate config file here '
+                    "(e.g. configs/accelerate/multi_gpu.yaml)"
+                )
+        elif not v.expanduser().is_file():
+            raise ValueError(f"accelerate config file {str(v)!r} does not exist or is not a file")
         return v
 
     @field_validator("lora_target_modules")
@@ -420,6 +453,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
     _anchor_data_dir(raw, path)
+    _anchor_accelerate_config(raw, path)
     return parse_config(raw, str(path), env)
 
 
@@ -433,6 +467,16 @@ def _anchor_data_dir(raw: dict, config_path: Path) -> None:
     data_dir = paths.get("data_dir", str(DEFAULT_DATA_DIR))
     if isinstance(data_dir, str) and not Path(data_dir).is_absolute():
         raw["paths"] = {**paths, "data_dir": str(config_path.resolve().parent / data_dir)}
+
+
+def _anchor_accelerate_config(raw: dict, config_path: Path) -> None:
+    """A relative [training] accelerate_config names a file next to the config file, like data_dir."""
+    training = raw.get("training", {})
+    if not isinstance(training, dict):
+        return
+    value = training.get("accelerate_config")
+    if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        raw["training"] = {**training, "accelerate_config": str(config_path.resolve().parent / value)}
 
 
 def setting(section: type[BaseModel], key: str) -> Any:

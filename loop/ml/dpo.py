@@ -96,6 +96,7 @@ def train_dpo(
     reference_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     settings: TrainingSettings,
+    main_process: bool = True,
 ) -> TrainResult:
     """Warm-start from policy_dir, DPO-train against reference_dir, save a full checkpoint to output_dir.
 
@@ -110,6 +111,9 @@ def train_dpo(
     started in the same directory removes).
     An existing output_dir is an error (FileExistsError), raised before any training: checkpoints are never
     overwritten; read_train_result recovers what produced an existing one.
+
+    In a distributed run (loop.ml.dpo_job under `accelerate launch`) every process calls this; only the one
+    with main_process=True claims, saves and publishes output_dir, the others train and return.
     """
     from loop.ml.checkpoint_dirs import (
         claim_output_dir,
@@ -126,7 +130,7 @@ def train_dpo(
         raise ValueError("train_dpo: no preference pairs given (need at least one)")
     if not isinstance(settings, TrainingSettings):
         raise TypeError(f"train_dpo: settings must be TrainingSettings, got {type(settings).__name__}")
-    output_dir = claim_output_dir(output_dir, "train_dpo")
+    output_dir = claim_output_dir(output_dir, "train_dpo") if main_process else Path(output_dir)
     data_hash = training_data_hash(pairs)
     dataset = build_preference_dataset(pairs)
 
@@ -147,11 +151,13 @@ def train_dpo(
             )
         except Exception as e:
             raise TrainingError(f"DPO training failed: {type(e).__name__}: {e}") from e
+        result = TrainResult(output_dir, run.steps, run.train_loss, run.seconds, data_hash)
+        if not main_process:  # the main process of the distributed run saves the (identical) weights
+            return result
         try:
             checkpoint = save_checkpoint(run.model, tokenizer, scratch)
         except Exception as e:
             raise TrainingError(f"cannot save checkpoint for {output_dir}: {e}") from e
-        result = TrainResult(output_dir, run.steps, run.train_loss, run.seconds, data_hash)
         meta = {
             "steps": run.steps,
             "train_loss": run.train_loss,

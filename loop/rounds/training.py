@@ -73,6 +73,26 @@ def _check_collected(session, rnd: Round) -> None:
         )
 
 
+def _run_dpo(cfg: Config, prefs, policy_dir: str, reference_dir: str, output_dir, settings):
+    """DPO in this process or, with [training] launcher = "accelerate", under `accelerate launch`; both publish
+    the same checkpoint into output_dir and return the same TrainResult."""
+    kwargs = dict(
+        policy_dir=policy_dir, reference_dir=reference_dir, output_dir=output_dir, settings=settings
+    )
+    if cfg.training.launcher == "accelerate":
+        from loop.ml.dpo_launch import train_dpo_accelerate
+
+        return train_dpo_accelerate(
+            prefs,
+            accelerate_config=cfg.training.accelerate_config,
+            num_processes=cfg.training.num_processes,
+            **kwargs,
+        )
+    from loop.ml.dpo import train_dpo
+
+    return train_dpo(prefs, **kwargs)
+
+
 def train_round(
     cfg: Config,
     uow: UnitOfWork,
@@ -85,7 +105,7 @@ def train_round(
 
     `select_pairs` lets an experiment arm change which decided pairs feed DPO (e.g. loop.experiment.runner's
     step-matched control); production passes None and trains on all of them."""
-    from loop.ml.dpo import read_train_result, train_dpo, training_data_hash
+    from loop.ml.dpo import read_train_result, training_data_hash
 
     with uow() as session:
         rnd = session.get(Round, round_id)
@@ -123,9 +143,7 @@ def train_round(
         result = read_train_result(out_dir)
     else:
         log.info("round %s/%s: DPO on %s pairs from %s", arm, number, len(prefs), base_id)
-        result = train_dpo(
-            prefs, policy_dir=base_path, reference_dir=reference_path, output_dir=out_dir, settings=settings
-        )
+        result = _run_dpo(cfg, prefs, base_path, reference_path, out_dir, settings)
     with uow() as session:
         session.merge(
             Checkpoint(

@@ -192,7 +192,8 @@ def test_ml_settings_defaults_are_the_config_defaults(settings_cls):
 
 def test_training_settings_are_the_training_section():
     dpo_keys = {f.name for f in dataclasses.fields(TrainingSettings)}
-    assert dpo_keys == set(TrainingConfig.model_fields) - {"cumulative", "warm_start"}
+    loop_keys = {"cumulative", "warm_start", "launcher", "accelerate_config", "num_processes"}
+    assert dpo_keys == set(TrainingConfig.model_fields) - loop_keys
     assert all(f.metadata["config"] == (TrainingConfig, f.name) for f in dataclasses.fields(TrainingSettings))
     assert TrainingSettings.from_config(Config().training) == TrainingSettings()
     custom = parse_config({"training": {"lora": False, "lora_dropout": 0.1, "loss_type": "ipo"}}, env={})
@@ -274,3 +275,68 @@ def test_every_dpo_loss_type_and_a_module_list_load(tmp_path):
 def test_settings_are_checked_by_the_config_rules(settings_cls, field, value):
     with pytest.raises(ValueError, match=rf"{settings_cls.__name__}\.{field}\b.*\(got {value!r}\)"):
         settings_cls(**{field: value})
+
+
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[training]\nlauncher = "accelerate"\n', 'launcher = "accelerate" needs an accelerate config file'),
+        ('[training]\naccelerate_config = "nowhere.yaml"\n', "nowhere.yaml' does not exist"),
+        ('[training]\nlauncher = "torchrun"\n', "'inprocess' or 'accelerate'"),
+        ("[training]\nnum_processes = 0\n", "greater than or equal to 1"),
+    ],
+)
+def test_bad_launcher_settings_fail_at_load_naming_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text), env={})
+    key = (
+        "launcher"
+        if "torchrun" in text
+        else "num_processes"
+        if "num_processes" in text
+        else "accelerate_config"
+    )
+    assert f"[training] {key}" in str(e.value) and message in str(e.value)
+
+
+def test_accelerate_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "acc.yaml").write_text("num_processes: 1\n")
+    monkeypatch.chdir(ACCELERATE_CONFIGS)  # not where the file is
+    text = '[training]\nlauncher = "accelerate"\naccelerate_config = "acc.yaml"\nnum_processes = 2\n'
+    training = load_config(_write(tmp_path, text), env={}).training
+    assert (training.launcher, training.accelerate_config, training.num_processes) == (
+        "accelerate",
+        tmp_path / "acc.yaml",
+        2,
+    )
+    assert Config().training.launcher == "inprocess" and Config().training.accelerate_config is None
+    assert (
+        'launcher = "inprocess"' in default_config_toml()
+        and "# accelerate_config = " in default_config_toml()
+    )
+
+
+def test_committed_accelerate_configs_load():
+    import yaml
+
+    multi = yaml.safe_load((ACCELERATE_CONFIGS / "multi_gpu.yaml").read_text())
+    cpu = yaml.safe_load((ACCELERATE_CONFIGS / "cpu_one_process.yaml").read_text())
+    assert (multi["distributed_type"], multi["mixed_precision"], multi["use_cpu"]) == (
+        "MULTI_GPU",
+        "no",
+        False,
+    )
+    assert (cpu["distributed_type"], cpu["num_processes"], cpu["use_cpu"]) == ("NO", 1, True)
+    cfg = parse_config(
+        {
+            "training": {
+                "launcher": "accelerate",
+                "accelerate_config": str(ACCELERATE_CONFIGS / "multi_gpu.yaml"),
+            }
+        },
+        env={},
+    )
+    assert cfg.training.accelerate_config.name == "multi_gpu.yaml"
