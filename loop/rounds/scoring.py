@@ -116,6 +116,8 @@ class _Scored:
     new: set[int]  # indices generated in this run
     rewards: dict[int, float]  # sample_index -> raw logit, valid responses only
     reason: str | None = None  # why it cannot get a PVar
+    pvar: float = math.nan  # set with gap by finish_items when reason is None
+    gap: float = math.nan
 
 
 def score_pool(
@@ -132,12 +134,7 @@ def score_pool(
     round_id: int | None = None,
 ) -> ScoreReport:
     """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit."""
-    if k < 2:
-        raise ScoringError(f"k must be >= 2 to compare responses, got {k}")
-    if batch_size < 1:
-        raise ScoringError(f"batch_size must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ScoringError(f"limit must be >= 1, got {limit}")
+    check_score_args(k, batch_size, limit)
     rm = scorer.model_id
     report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=rm, k=k)
     with uow() as session:
@@ -193,6 +190,15 @@ def score_pool(
     return report
 
 
+def check_score_args(k: int, batch_size: int, limit: int | None) -> None:
+    if k < 2:
+        raise ScoringError(f"k must be >= 2 to compare responses, got {k}")
+    if batch_size < 1:
+        raise ScoringError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ScoringError(f"limit must be >= 1, got {limit}")
+
+
 def _generate_and_score(
     batch: Sequence[PromptRow],
     stored: dict[str, dict[int, StoredGeneration]],
@@ -203,47 +209,84 @@ def _generate_and_score(
     report: ScoreReport,
 ) -> list[_Scored]:
     """Sample what is missing, then reward every valid response of the batch in one scorer call."""
+    items = stored_items(batch, stored, k, report)
+    generate_missing(batch, items, generator, k, seed, report)
+    reward_items(batch, items, scorer, report)
+    finish_items(items, k)
+    return items
+
+
+# The steps below are also the stages of the Ray engine (loop.scale), so both engines compute the same things.
+
+
+def stored_items(
+    batch: Sequence[PromptRow], stored: dict[str, dict[int, StoredGeneration]], k: int, report: ScoreReport
+) -> list[_Scored]:
+    """One item per prompt holding its stored samples (a stored sample wins: it is what the database holds)."""
     items = []
     for p in batch:
         have = stored.get(p.id, {})
         responses = {i: Sample(g.text, g.n_tokens) for i, g in have.items() if i < k}
         items.append(_Scored(p.id, responses, set(), {}))
-    need = [(p, item) for p, item in zip(batch, items, strict=True) if len(item.responses) < k]
-    report.reused_prompts += len(batch) - len(need)
-    if need:
-        t0 = time.perf_counter()
-        samples = generator.generate([p.text for p, _ in need], k, seed)
-        report.generate_s += time.perf_counter() - t0
-        if len(samples) != len(need):
-            raise ScoringError(f"generator returned samples for {len(samples)} prompts, expected {len(need)}")
-        for (_, item), got in zip(need, samples, strict=True):
-            for i, sample in enumerate(got[:k]):
-                if i not in item.responses:  # a stored sample wins: it is what the database holds
-                    # PostgreSQL text cannot hold NUL; replace it before scoring so score and row agree.
-                    sample = Sample(sample.text.replace("\x00", "\ufffd"), sample.n_tokens)
-                    item.responses[i] = sample
-                    item.new.add(i)
-                    report.responses_generated += 1
-                    report.tokens_generated += sample.n_tokens
+    report.reused_prompts += sum(1 for item in items if len(item.responses) >= k)
+    return items
 
+
+def generate_missing(
+    batch: Sequence[PromptRow],
+    items: list[_Scored],
+    generator: ResponseGenerator,
+    k: int,
+    seed: int,
+    report: ScoreReport,
+) -> None:
+    """Sample K responses for every prompt short of K stored ones; keep the new ones at the missing indices."""
+    need = [(p, item) for p, item in zip(batch, items, strict=True) if len(item.responses) < k]
+    if not need:
+        return
+    t0 = time.perf_counter()
+    samples = generator.generate([p.text for p, _ in need], k, seed)
+    report.generate_s += time.perf_counter() - t0
+    if len(samples) != len(need):
+        raise ScoringError(f"generator returned samples for {len(samples)} prompts, expected {len(need)}")
+    for (_, item), got in zip(need, samples, strict=True):
+        for i, sample in enumerate(got[:k]):
+            if i not in item.responses:
+                # PostgreSQL text cannot hold NUL; replace it before scoring so score and row agree.
+                sample = Sample(sample.text.replace("\x00", "\ufffd"), sample.n_tokens)
+                item.responses[i] = sample
+                item.new.add(i)
+                report.responses_generated += 1
+                report.tokens_generated += sample.n_tokens
+
+
+def reward_items(
+    batch: Sequence[PromptRow], items: list[_Scored], scorer: ResponseScorer, report: ScoreReport
+) -> None:
+    """Reward every non-blank response of the batch in one scorer call; non-finite rewards are dropped."""
     texts = {p.id: p.text for p in batch}
     # Blank responses carry nothing to compare; they are stored but get no reward.
     todo = [(item, i) for item in items for i, s in sorted(item.responses.items()) if s.text.strip()]
-    if todo:
-        t0 = time.perf_counter()
-        rewards = np.asarray(
-            scorer.score(
-                [texts[item.prompt_id] for item, _ in todo], [item.responses[i].text for item, i in todo]
-            ),
-            dtype=np.float64,
-        ).reshape(-1)
-        report.reward_s += time.perf_counter() - t0
-        report.responses_rewarded += len(todo)
-        if rewards.shape != (len(todo),):
-            raise ScoringError(f"reward model returned {rewards.size} scores for {len(todo)} responses")
-        for (item, i), r in zip(todo, rewards.tolist(), strict=True):
-            if math.isfinite(r):
-                item.rewards[i] = r
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    rewards = np.asarray(
+        scorer.score(
+            [texts[item.prompt_id] for item, _ in todo], [item.responses[i].text for item, i in todo]
+        ),
+        dtype=np.float64,
+    ).reshape(-1)
+    report.reward_s += time.perf_counter() - t0
+    report.responses_rewarded += len(todo)
+    if rewards.shape != (len(todo),):
+        raise ScoringError(f"reward model returned {rewards.size} scores for {len(todo)} responses")
+    for (item, i), r in zip(todo, rewards.tolist(), strict=True):
+        if math.isfinite(r):
+            item.rewards[i] = r
+
+
+def finish_items(items: list[_Scored], k: int) -> None:
+    """PVar and reward gap per prompt with >= 2 rewards; the others get the reason they cannot have one."""
     for item in items:
         if len(item.rewards) < 2:
             blank = sum(1 for s in item.responses.values() if not s.text.strip())
@@ -252,7 +295,10 @@ def _generate_and_score(
                 f"{len(item.rewards)} valid responses of {k} needed >= 2 "
                 f"({k - len(item.responses)} missing, {blank} blank, {bad} with a non-finite reward)"
             )
-    return items
+            continue
+        values = np.array([[item.rewards[i] for i in sorted(item.rewards)]])
+        item.pvar = float(preference_variance(values)[0])
+        item.gap = float(reward_gap(values)[0])
 
 
 def _write_batch(
@@ -287,10 +333,9 @@ def _write_batch(
             reward_rows += [(have[i].id, r) for i, r in it.rewards.items()]
             continue
         order = sorted(it.rewards)
-        values = np.array([[it.rewards[i] for i in order]])
         n = len(order)
-        score_rows.append((it.prompt_id, PVAR, n, float(preference_variance(values)[0])))
-        score_rows.append((it.prompt_id, REWARD_GAP, n, float(reward_gap(values)[0])))
+        score_rows.append((it.prompt_id, PVAR, n, it.pvar))
+        score_rows.append((it.prompt_id, REWARD_GAP, n, it.gap))
         reward_rows += [(have[i].id, it.rewards[i]) for i in order]
         report.scored += 1
     upsert_reward_scores(session, rm, reward_rows)
@@ -341,7 +386,8 @@ def score_with_config(
     round_id: int | None = None,
 ) -> ScoreReport:
     """Build generator and reward scorer from the config and score the pool: the one path the CLI and the
-    round runner share. Without checkpoint_id the initial policy (policy.model) is scored."""
+    round runner share, on the [scoring] engine. Without checkpoint_id the initial policy (policy.model) is
+    scored."""
     from loop.ml.loading import check_causal_lm, check_reward_model
     from loop.ml.rewards import RewardScorer
 
@@ -359,6 +405,19 @@ def score_with_config(
             model = checkpoint.path
             check_causal_lm(model, f"checkpoint {checkpoint_id!r}")
         check_reward_model(reward_model, "[reward] model")
+    if cfg.scoring.engine == "ray":
+        from loop.scale.engine import score_with_ray
+
+        return score_with_ray(
+            cfg,
+            uow,
+            model=model,
+            reward_model=reward_model,
+            checkpoint_id=checkpoint_id,
+            limit=limit,
+            progress=progress,
+            round_id=round_id,
+        )
     scorer = RewardScorer(
         reward_model,
         dtype=cfg.reward.dtype,
