@@ -3,7 +3,7 @@ engine (loop.rounds.scoring.score_pool), computed by a Ray Data pipeline.
 
 The driver reads the prompts to score (the list the local engine would meet, in id order) and their stored
 samples, cuts them into the local engine's batches and streams them through generation and reward actors and a
-PVar task (loop.scale.stages). Results come back in batch order (preserve_order) and each batch is committed
+PVar task (loop.rounds.ray_stages). Results come back in batch order (preserve_order) and each batch is committed
 here with the local engine's writer, one transaction per batch: a killed driver leaves a prefix of whole batches
 and a rerun meets the rest in the same batches, so nothing is lost, duplicated or drawn differently.
 """
@@ -13,33 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from loop.rounds.scoring import (
-    ScoreReport,
-    ScoringError,
-    _fault,
-    _write_batch,
-    check_score_args,
-    stored_items,
-)
-from loop.scale import stages
-from storage.repositories.checkpoints import get_checkpoint
-from storage.repositories.prompts import PromptRow, count_unscored, unscored_prompts
-from storage.repositories.scores import generations_for
+from loop.rounds import ray_stages as stages
+from loop.rounds.ray_driver import RayEngineError, check_resources, commit_items, ray_session, read_batches
+from loop.rounds.scoring_steps import ScoreReport, check_score_args
+from storage.repositories.prompts import PromptRow, count_unscored
 
 if TYPE_CHECKING:
     from loop.config import Config, ScoringConfig
     from storage.db import UnitOfWork
 
 log = logging.getLogger(__name__)
-
-RAY_INSTALL_HINT = 'engine = "ray" needs Ray: pip install "pvar-loop[ray]" (ray[data]==2.60.0)'
-
-
-class RayEngineError(ScoringError):
-    """The Ray engine cannot start or its cluster cannot run the configured actors; the message says which key."""
 
 
 def score_with_ray(
@@ -54,7 +39,7 @@ def score_with_ray(
     round_id: int | None = None,
 ) -> ScoreReport:
     """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
-    (backend "vllm": vLLM engines through ray.data.llm, loop.scale.vllm_stages)."""
+    (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm)."""
     g, s = cfg.generation, cfg.scoring
     device = "cuda" if s.gpus_per_worker > 0 else "cpu"
     knobs = {"temperature": g.temperature, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
@@ -76,7 +61,7 @@ def score_with_ray(
         "round_id": round_id,
     }
     if g.backend == "vllm":
-        from loop.scale.vllm_stages import score_pool_vllm
+        from loop.rounds.ray_vllm import score_pool_vllm
 
         return score_pool_vllm(uow, s, model, cfg.policy.dtype, knobs, scorer_kwargs, **common)
     generator_kwargs = {
@@ -109,24 +94,11 @@ def score_pool_ray(
     """Score `prompts` (default: up to `limit` unscored train prompts, in id order) on Ray, committing every
     batch_size prompts here. generator_kwargs go to make_generator, scorer_kwargs to RewardScorer."""
     check_score_args(k, batch_size, limit)
-    report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=reward_model, k=k)
     start = time.perf_counter()
-    with uow() as session:
-        if get_checkpoint(session, checkpoint_id) is None:
-            raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
-        todo = (
-            list(prompts)
-            if prompts is not None
-            else unscored_prompts(session, checkpoint_id, reward_model, limit=limit)
-        )
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        rows = []
-        for number, batch in enumerate(batches, 1):
-            stored = generations_for(session, checkpoint_id, [p.id for p in batch])
-            rows.append(stages.to_rows(number, batch, stored_items(batch, stored, k, report), k))
-    if todo:
+    report, batches, rows = read_batches(uow, checkpoint_id, reward_model, k, batch_size, limit, prompts)
+    if batches:
         with ray_session(scoring) as ray:
-            _check_resources(ray, scoring)
+            check_resources(ray, scoring)
             pipeline = _pipeline(ray, scoring, rows, generator_kwargs, scorer_kwargs, k, seed)
             try:
                 _drain(pipeline, batches, uow, checkpoint_id, reward_model, k, report, round_id, progress)
@@ -148,47 +120,6 @@ def score_pool_ray(
         report.write_s,
     )
     return report
-
-
-@contextmanager
-def ray_session(scoring: ScoringConfig):
-    """The ray module, connected: to an already initialised Ray (kept), to [scoring] ray_address, or to a Ray
-    started here for this run (stopped afterwards)."""
-    try:
-        import ray
-    except ImportError as e:
-        raise RayEngineError(f"[scoring] {RAY_INSTALL_HINT} ({e})") from e
-    if ray.is_initialized():
-        yield ray
-        return
-    try:
-        if scoring.ray_address is None:
-            ray.init(num_cpus=scoring.local_cpus, include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=scoring.ray_address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = f"[scoring] ray_address = {scoring.ray_address!r}" if scoring.ray_address else "a local Ray"
-        raise RayEngineError(f"cannot start or join {where}: {e}") from e
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def _check_resources(ray, scoring: ScoringConfig) -> None:
-    """Refuse a pipeline whose actors cannot all be placed: Ray would wait for them forever."""
-    have = ray.cluster_resources()
-    need = {
-        "CPU": 2 * scoring.workers * scoring.cpus_per_worker,
-        "GPU": 2 * scoring.workers * scoring.gpus_per_worker,
-    }
-    for kind, amount in need.items():
-        if amount > have.get(kind, 0.0):
-            raise RayEngineError(
-                f"[scoring] workers = {scoring.workers} with cpus_per_worker = {scoring.cpus_per_worker} and "
-                f"gpus_per_worker = {scoring.gpus_per_worker} needs {amount:g} {kind} for its generation and "
-                f"reward actors; the Ray cluster has {have.get(kind, 0.0):g}"
-            )
 
 
 def _pipeline(ray, scoring: ScoringConfig, rows, generator_kwargs, scorer_kwargs, k: int, seed: int):
@@ -241,31 +172,15 @@ def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progr
             for row in frame.to_dict("records"):
                 pending.setdefault(int(row[stages.BATCH]), []).append(row)
             while next_batch in pending and len(pending[next_batch]) == sizes[next_batch]:
-                _commit(pending.pop(next_batch), next_batch, uow, checkpoint_id, rm, k, report, round_id)
+                rows = pending.pop(next_batch)
+                _, items = stages.from_rows(rows)
+                generate_s, reward_s = stages.stage_seconds(rows)
+                report.generate_s += generate_s
+                report.reward_s += reward_s
+                commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id)
                 bar.update(sizes[next_batch])
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(prompts_s=f"{report.prompts_done / elapsed:.2f}")
                 next_batch += 1
     if next_batch <= len(batches):
         raise RayEngineError(f"the Ray pipeline returned {next_batch - 1} of {len(batches)} batches")
-
-
-def _commit(rows, number, uow, checkpoint_id, rm, k, report, round_id) -> None:
-    _, items = stages.from_rows(rows)
-    generate_s, reward_s = stages.stage_seconds(rows)
-    report.generate_s += generate_s
-    report.reward_s += reward_s
-    for item in items:
-        new = [item.responses[i] for i in item.new]
-        report.responses_generated += len(new)
-        report.tokens_generated += sum(s.n_tokens for s in new)
-        report.responses_rewarded += len(item.rewards)
-    _fault("after-generate", number)
-    t0 = time.perf_counter()
-    with uow() as session:
-        _write_batch(session, checkpoint_id, rm, k, items, report, round_id)
-        session.flush()
-        _fault("before-commit", number)
-    report.write_s += time.perf_counter() - t0
-    _fault("after-commit", number)
-    report.batches = number

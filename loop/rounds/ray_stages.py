@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from loop.ml.generation import Sample
-from loop.rounds.scoring import (
+from loop.rounds.scoring_steps import (
+    ScoredPrompt,
     ScoreReport,
-    _Scored,
     finish_items,
     generate_missing,
     reward_items,
@@ -28,7 +28,9 @@ REASON, PVAR, GAP = "reason", "pvar", "gap"
 GENERATE_S, REWARD_S = "generate_s", "reward_s"  # the batch's stage seconds, spread over its rows
 
 
-def to_rows(batch_no: int, batch: Sequence[PromptRow], items: list[_Scored], k: int) -> list[dict[str, Any]]:
+def to_rows(
+    batch_no: int, batch: Sequence[PromptRow], items: list[ScoredPrompt], k: int
+) -> list[dict[str, Any]]:
     """Rows of one batch: its prompts with their K sample slots, rewards and outcome."""
     rows = []
     for p, it in zip(batch, items, strict=True):
@@ -49,7 +51,7 @@ def to_rows(batch_no: int, batch: Sequence[PromptRow], items: list[_Scored], k: 
     return rows
 
 
-def from_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[PromptRow], list[_Scored]]:
+def from_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[PromptRow], list[ScoredPrompt]]:
     """The prompts and items of rows built by to_rows (lists may come back as numpy arrays)."""
     batch, items = [], []
     for row in rows:
@@ -62,7 +64,7 @@ def from_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[PromptRow], list[_Sc
         batch.append(PromptRow(row[PROMPT_ID], row[PROMPT]))
         reason = row.get(REASON)
         items.append(
-            _Scored(
+            ScoredPrompt(
                 prompt_id=row[PROMPT_ID],
                 responses=responses,
                 new={i for i, flag in enumerate(new) if flag},
