@@ -3,6 +3,7 @@
 Each run scores a fresh project (temporary SQLite database) through `pvar-loop score`, i.e. score_with_config
 with `[scoring] engine` set, and prints prompts/s and generated tokens/s two ways: over the scoring loop only
 (the report's own clock) and over the whole call (wall: model loading, and for Ray the actors' start, included).
+The local engine runs twice: with torch's default threads (one per core) and with one thread, like a Ray actor.
 Ray runs on a Ray started once here with --cpus CPUs (default 2); with 2 workers on 2 CPUs each actor reserves
 0.5 CPU. All runs draw the same samples (the Ray engine reproduces the local one), which the script checks.
 
@@ -113,11 +114,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
+    import torch
 
+    default_threads = torch.get_num_threads()
     policy, reward = models(args.models, args.cache_dir)
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING)
     runs = [
         ("local", 'engine = "local"'),
+        ("local, 1 thread", 'engine = "local"'),
         ("ray, 1 worker", 'engine = "ray"\nworkers = 1\ncpus_per_worker = 1.0'),
         ("ray, 2 workers", f'engine = "ray"\nworkers = 2\ncpus_per_worker = {args.cpus / 4}'),
     ]
@@ -125,7 +129,11 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="scoring-engines-") as tmp:
             for i, (name, scoring) in enumerate(runs):
+                # torch's default is a thread per core; a Ray actor runs max(1, cpus_per_worker) threads.
+                threads = 1 if name == "local, 1 thread" else default_threads
+                torch.set_num_threads(threads)
                 results.append(run(name, Path(tmp) / str(i), policy, reward, args, scoring))
+            torch.set_num_threads(default_threads)
     finally:
         ray.shutdown()
     print(

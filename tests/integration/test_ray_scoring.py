@@ -3,6 +3,8 @@ as the local engine for the same seeds, resume after a killed driver, and clear 
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 
 import pytest
@@ -107,3 +109,38 @@ def test_actors_that_do_not_fit_the_cluster_are_refused_naming_the_keys(
     err = capsys.readouterr().err
     assert "[scoring] workers = 2" in err and "needs 4 CPU" in err and "the Ray cluster has 2" in err
     assert project.count("SELECT COUNT(*) FROM generations") == 0
+
+
+@pytest.mark.slow
+def test_ray_engine_reuses_stored_samples_for_another_reward_model(
+    tmp_path, tiny_models, ray_cluster, capsys
+):
+    # The same reward weights under another path: another reward model id, so every prompt is unscored for it
+    # while its samples for the checkpoint are stored already (what a reward-model refresh meets).
+    project = make_project(tmp_path, tiny_models.policy_dir, tiny_models.reward_dir, 10, k=3, batch_size=2)
+    assert project.cli("score", "--no-progress") == 0
+    samples = project.query(
+        "SELECT id, prompt_id, sample_index, text, created_at FROM generations ORDER BY id"
+    )
+    other_rm = tmp_path / "other-rm"
+    shutil.copytree(tiny_models.reward_dir, other_rm)
+    text = project.config.read_text(encoding="utf-8").replace(str(tiny_models.reward_dir), str(other_rm))
+    project.config.write_text(text, encoding="utf-8")
+    _use_ray(project)
+    capsys.readouterr()
+    assert project.cli("score", "--no-progress", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scored"] + len(report["excluded"]) == 10 and report["tokens_generated"] == 0
+    assert (
+        project.query("SELECT id, prompt_id, sample_index, text, created_at FROM generations ORDER BY id")
+        == samples
+    )
+    by_rm = dict(project.query("SELECT reward_model, COUNT(*) FROM reward_scores GROUP BY reward_model"))
+    assert by_rm[str(other_rm)] == by_rm[str(tiny_models.reward_dir)] > 0  # same weights, same valid samples
+    pvars = project.query(
+        "SELECT reward_model, prompt_id, value FROM prompt_scores WHERE metric = 'pvar' ORDER BY prompt_id"
+    )
+    mine = [(p, v) for rm, p, v in pvars if rm == str(other_rm)]
+    theirs = [(p, v) for rm, p, v in pvars if rm == str(tiny_models.reward_dir)]
+    assert [p for p, _ in mine] == [p for p, _ in theirs]
+    assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], rel=1e-4, abs=1e-6)
