@@ -204,7 +204,9 @@ def score_with_scorer(
     round_id: int | None = None,
 ) -> ScoreReport:
     """Score the pool under checkpoint_id (its weights at `model`) with any scorer, sampling with the
-    [generation] settings; the generator is built, used and closed here (stored samples are reused)."""
+    [generation] settings; the generator is built, used and closed here (stored samples are reused). Always the
+    local engine: a scorer object built here cannot be moved into Ray actors ([scoring] engine applies to
+    score_with_config)."""
     from loop.ml.generation import make_generator
 
     g = cfg.generation
