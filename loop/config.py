@@ -166,6 +166,48 @@ class RewardTrainingConfig(_Section):
     )
 
 
+class ScoringConfig(_Section):
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description='Where pool scoring runs: "local" (this process, one batch at a time) or "ray" (a Ray Data '
+        "pipeline: generation and reward actors, results committed here in the same batches; needs the "
+        "`ray` extra).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description='Ray engine: the cluster to join ("auto", "ray://host:10001" or "host:6379"); unset '
+        "starts a Ray on this machine for the run and stops it afterwards.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Ray engine: actors per model stage (generation and reward each get this many).",
+    )
+    cpus_per_worker: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Ray engine: CPUs Ray reserves for each actor (also its torch threads, at least 1).",
+    )
+    gpus_per_worker: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Ray engine: GPUs per actor (0 = CPU actors; set 1 on a GPU cluster).",
+    )
+    local_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="Ray engine without ray_address: CPUs the Ray started here may use (default: all).",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Ray engine: prompts per Ray batch and per committed batch (default: [generation] "
+        "batch_size; a multiple of it draws the same samples as the local engine).",
+    )
+
+
 class SelectionConfig(_Section):
     strategy: Literal[PRODUCTION_STRATEGIES] = Field(  # experiment-only arms are refused here
         Strategy.PVAR,
@@ -339,6 +381,7 @@ class Config(_Section):
     generation: GenerationConfig = GenerationConfig()
     reward: RewardConfig = RewardConfig()
     reward_training: RewardTrainingConfig = RewardTrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
     selection: SelectionConfig = SelectionConfig()
     argilla: ArgillaConfig = ArgillaConfig()
     training: TrainingConfig = TrainingConfig()
@@ -352,6 +395,19 @@ class Config(_Section):
                 f'[reward] refresh = "{self.reward.refresh}" needs [reward_training] heldout_fraction > 0: '
                 "a refreshed reward model is kept only if it agrees with the humans on held-out labels"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ray_workers_fit(self) -> Config:
+        s = self.scoring
+        if s.engine == "ray" and s.ray_address is None and s.local_cpus is not None:
+            need = 2 * s.workers * s.cpus_per_worker  # a generation and a reward actor per worker
+            if need > s.local_cpus:
+                raise ValueError(
+                    f"[scoring] workers = {s.workers} x cpus_per_worker = {s.cpus_per_worker} needs {need:g} "
+                    f"CPUs (generation and reward actors), more than [scoring] local_cpus = {s.local_cpus}: "
+                    "the Ray actors could never all start"
+                )
         return self
 
     @property

@@ -71,6 +71,12 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ('[reward]\nrefresh = "always"\n', "[reward] refresh"),
         ("[reward]\nrefresh = true\n", "[reward] refresh"),
         ("[reward_training]\nrefresh_min_heldout = 0\n", "[reward_training] refresh_min_heldout"),
+        ('[scoring]\nengine = "spark"\n', "[scoring] engine"),
+        ("[scoring]\nworkers = 0\n", "[scoring] workers"),
+        ("[scoring]\ncpus_per_worker = 0\n", "[scoring] cpus_per_worker"),
+        ("[scoring]\nbatch_size = 0\n", "[scoring] batch_size"),
+        ("[scoring]\nray_address = 6379\n", "[scoring] ray_address"),
+        ('[scoring]\nengine = "ray"\nworkers = 2\nlocal_cpus = 2\n', "[scoring] workers = 2"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):

@@ -1,0 +1,113 @@
+"""What both Ray pipelines (HF actors: loop.rounds.ray_scoring; vLLM: loop.rounds.ray_vllm) share on the driver:
+joining Ray, reading the batches to score, committing a finished batch with the local engine's writer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from loop.rounds import ray_stages as stages
+from loop.rounds.scoring_steps import ScoreReport, ScoringError, fault_point, stored_items, write_batch
+from storage.repositories.checkpoints import get_checkpoint
+from storage.repositories.prompts import PromptRow, unscored_prompts
+from storage.repositories.scores import generations_for
+
+if TYPE_CHECKING:
+    from loop.config import ScoringConfig
+    from storage.db import UnitOfWork
+
+RAY_INSTALL_HINT = 'engine = "ray" needs Ray: pip install "pvar-loop[ray]" (ray[data]==2.60.0)'
+
+
+class RayEngineError(ScoringError):
+    """The Ray engine cannot start or its cluster cannot run the configured actors; the message says which key."""
+
+
+def read_batches(
+    uow: UnitOfWork,
+    checkpoint_id: str,
+    reward_model: str,
+    k: int,
+    batch_size: int,
+    limit: int | None,
+    prompts: Sequence[PromptRow] | None,
+) -> tuple[ScoreReport, list[list[PromptRow]], list[list[dict]]]:
+    """The prompts to score (given, or up to `limit` unscored train prompts in id order, as the local engine
+    meets them) cut into committed batches, and their rows (ray_stages layout) with the stored samples."""
+    report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=reward_model, k=k)
+    with uow() as session:
+        if get_checkpoint(session, checkpoint_id) is None:
+            raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
+        todo = (
+            list(prompts)
+            if prompts is not None
+            else unscored_prompts(session, checkpoint_id, reward_model, limit=limit)
+        )
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        rows = []
+        for number, batch in enumerate(batches, 1):
+            stored = generations_for(session, checkpoint_id, [p.id for p in batch])
+            rows.append(stages.to_rows(number, batch, stored_items(batch, stored, k, report), k))
+    return report, batches, rows
+
+
+@contextmanager
+def ray_session(scoring: ScoringConfig):
+    """The ray module, connected: to an already initialised Ray (kept), to [scoring] ray_address, or to a Ray
+    started here for this run (stopped afterwards)."""
+    try:
+        import ray
+    except ImportError as e:
+        raise RayEngineError(f"[scoring] {RAY_INSTALL_HINT} ({e})") from e
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        if scoring.ray_address is None:
+            ray.init(num_cpus=scoring.local_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=scoring.ray_address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"[scoring] ray_address = {scoring.ray_address!r}" if scoring.ray_address else "a local Ray"
+        raise RayEngineError(f"cannot start or join {where}: {e}") from e
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def check_resources(ray, scoring: ScoringConfig) -> None:
+    """Refuse a pipeline whose actors cannot all be placed: Ray would wait for them forever."""
+    have = ray.cluster_resources()
+    need = {
+        "CPU": 2 * scoring.workers * scoring.cpus_per_worker,
+        "GPU": 2 * scoring.workers * scoring.gpus_per_worker,
+    }
+    for kind, amount in need.items():
+        if amount > have.get(kind, 0.0):
+            raise RayEngineError(
+                f"[scoring] workers = {scoring.workers} with cpus_per_worker = {scoring.cpus_per_worker} and "
+                f"gpus_per_worker = {scoring.gpus_per_worker} needs {amount:g} {kind} for its generation and "
+                f"reward actors; the Ray cluster has {have.get(kind, 0.0):g}"
+            )
+
+
+def commit_items(items, number, uow, checkpoint_id, rm, k, report, round_id) -> None:
+    """Write one finished batch in one transaction with the local engine's writer (and its fault points)."""
+    for item in items:
+        new = [item.responses[i] for i in item.new]
+        report.responses_generated += len(new)
+        report.tokens_generated += sum(s.n_tokens for s in new)
+        report.responses_rewarded += len(item.rewards)
+    fault_point("after-generate", number)
+    t0 = time.perf_counter()
+    with uow() as session:
+        write_batch(session, checkpoint_id, rm, k, items, report, round_id)
+        session.flush()
+        fault_point("before-commit", number)
+    report.write_s += time.perf_counter() - t0
+    fault_point("after-commit", number)
+    report.batches = number

@@ -1,0 +1,186 @@
+"""The Ray engine of pool scoring (`[scoring] engine = "ray"`): the same prompts, samples and rows as the local
+engine (loop.rounds.scoring.score_pool), computed by a Ray Data pipeline.
+
+The driver reads the prompts to score (the list the local engine would meet, in id order) and their stored
+samples, cuts them into the local engine's batches and streams them through generation and reward actors and a
+PVar task (loop.rounds.ray_stages). Results come back in batch order (preserve_order) and each batch is committed
+here with the local engine's writer, one transaction per batch: a killed driver leaves a prefix of whole batches
+and a rerun meets the rest in the same batches, so nothing is lost, duplicated or drawn differently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from loop.rounds import ray_stages as stages
+from loop.rounds.ray_driver import RayEngineError, check_resources, commit_items, ray_session, read_batches
+from loop.rounds.scoring_steps import ScoreReport, check_score_args
+from storage.repositories.prompts import PromptRow, count_unscored
+
+if TYPE_CHECKING:
+    from loop.config import Config, ScoringConfig
+    from storage.db import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def score_with_ray(
+    cfg: Config,
+    uow: UnitOfWork,
+    *,
+    model: str,
+    reward_model: str,
+    checkpoint_id: str,
+    limit: int | None = None,
+    progress: bool = True,
+    round_id: int | None = None,
+) -> ScoreReport:
+    """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
+    (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm)."""
+    g, s = cfg.generation, cfg.scoring
+    device = "cuda" if s.gpus_per_worker > 0 else "cpu"
+    knobs = {"temperature": g.temperature, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
+    scorer_kwargs = {
+        "model": reward_model,
+        "dtype": cfg.reward.dtype,
+        "max_length": cfg.reward.max_length,
+        "batch_size": cfg.reward.batch_size,
+        "device": device,
+    }
+    common = {
+        "checkpoint_id": checkpoint_id,
+        "reward_model": reward_model,
+        "k": g.k,
+        "seed": g.seed,
+        "batch_size": s.batch_size or g.batch_size,
+        "limit": limit,
+        "progress": progress,
+        "round_id": round_id,
+    }
+    if g.backend == "vllm":
+        from loop.rounds.ray_vllm import score_pool_vllm
+
+        return score_pool_vllm(uow, s, model, cfg.policy.dtype, knobs, scorer_kwargs, **common)
+    generator_kwargs = {
+        "backend": g.backend,
+        "model": model,
+        "dtype": cfg.policy.dtype,
+        "batch_size": g.batch_size,
+        "device": device,
+        **knobs,
+    }
+    return score_pool_ray(uow, s, generator_kwargs, scorer_kwargs, **common)
+
+
+def score_pool_ray(
+    uow: UnitOfWork,
+    scoring: ScoringConfig,
+    generator_kwargs: dict[str, Any],
+    scorer_kwargs: dict[str, Any],
+    *,
+    checkpoint_id: str,
+    reward_model: str,
+    k: int,
+    seed: int,
+    batch_size: int,
+    limit: int | None = None,
+    prompts: Sequence[PromptRow] | None = None,
+    progress: bool = True,
+    round_id: int | None = None,
+) -> ScoreReport:
+    """Score `prompts` (default: up to `limit` unscored train prompts, in id order) on Ray, committing every
+    batch_size prompts here. generator_kwargs go to make_generator, scorer_kwargs to RewardScorer."""
+    check_score_args(k, batch_size, limit)
+    start = time.perf_counter()
+    report, batches, rows = read_batches(uow, checkpoint_id, reward_model, k, batch_size, limit, prompts)
+    if batches:
+        with ray_session(scoring) as ray:
+            check_resources(ray, scoring)
+            pipeline = _pipeline(ray, scoring, rows, generator_kwargs, scorer_kwargs, k, seed)
+            try:
+                _drain(pipeline, batches, uow, checkpoint_id, reward_model, k, report, round_id, progress)
+            except ray.exceptions.RayError as e:
+                # Batches committed before the failure stay; a rerun scores the rest.
+                raise RayEngineError(
+                    f"the Ray scoring pipeline failed after {report.batches} batches: {e}"
+                ) from e
+    report.elapsed_s = time.perf_counter() - start
+    with uow() as session:
+        report.remaining = count_unscored(session, checkpoint_id, reward_model)
+    for prompt_id, reason in report.excluded:
+        log.warning("prompt %s excluded: %s", prompt_id, reason)
+    log.debug(
+        "%s (Ray engine; generation %.1f s, reward %.1f s summed over actors, database %.1f s)",
+        report.summary(),
+        report.generate_s,
+        report.reward_s,
+        report.write_s,
+    )
+    return report
+
+
+def _pipeline(ray, scoring: ScoringConfig, rows, generator_kwargs, scorer_kwargs, k: int, seed: int):
+    """Generation actors -> reward actors -> PVar tasks; one dataset block per committed batch."""
+    import pandas as pd
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # batches come back in order: a kill leaves a prefix
+    ctx.enable_progress_bars = False  # the driver shows its own bar over committed prompts
+    ctx.print_on_execution_start = False
+    actor = {
+        "batch_size": None,  # a whole block, i.e. one committed batch, per call
+        "batch_format": "pandas",
+        "compute": ray.data.ActorPoolStrategy(size=scoring.workers),
+        "num_cpus": scoring.cpus_per_worker,
+        "num_gpus": scoring.gpus_per_worker,
+    }
+    ds = ray.data.from_pandas([pd.DataFrame(batch_rows) for batch_rows in rows])
+    ds = ds.map_batches(
+        stages.GenerateStage,
+        fn_constructor_kwargs={
+            "generator_kwargs": generator_kwargs,
+            "k": k,
+            "seed": seed,
+            "cpus": scoring.cpus_per_worker,
+        },
+        **actor,
+    )
+    ds = ds.map_batches(
+        stages.RewardStage,
+        fn_constructor_kwargs={"scorer_kwargs": scorer_kwargs, "k": k, "cpus": scoring.cpus_per_worker},
+        **actor,
+    )
+    # PVar is a few flops per prompt: a zero-CPU task, so it never waits behind the actors' reservations.
+    return ds.map_batches(
+        stages.pvar_stage, fn_kwargs={"k": k}, batch_size=None, batch_format="pandas", num_cpus=0
+    )
+
+
+def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progress) -> None:
+    """Commit each batch once all its rows are back, in batch order, with the local engine's writer."""
+    from loop.progress import progress as progress_bar
+
+    sizes = {number: len(batch) for number, batch in enumerate(batches, 1)}
+    pending: dict[int, list[dict]] = {}
+    next_batch = 1
+    start = time.perf_counter()
+    with progress_bar(sum(sizes.values()), "scoring (ray)", "prompt", enabled=progress) as bar:
+        for frame in pipeline.iter_batches(batch_size=None, batch_format="pandas"):
+            for row in frame.to_dict("records"):
+                pending.setdefault(int(row[stages.BATCH]), []).append(row)
+            while next_batch in pending and len(pending[next_batch]) == sizes[next_batch]:
+                rows = pending.pop(next_batch)
+                _, items = stages.from_rows(rows)
+                generate_s, reward_s = stages.stage_seconds(rows)
+                report.generate_s += generate_s
+                report.reward_s += reward_s
+                commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id)
+                bar.update(sizes[next_batch])
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(prompts_s=f"{report.prompts_done / elapsed:.2f}")
+                next_batch += 1
+    if next_batch <= len(batches):
+        raise RayEngineError(f"the Ray pipeline returned {next_batch - 1} of {len(batches)} batches")
