@@ -1,4 +1,5 @@
-"""Score the unscored train pool: K samples per prompt from the policy, a reward per sample, PVar per prompt.
+"""Score the unscored train pool (or the given prompts: a round's candidates, loop.rounds.candidates): K samples
+per prompt from the policy, a reward per sample, PVar per prompt.
 
 Per batch: read (short transaction) -> generate and score OUTSIDE any transaction -> one transaction that
 upserts the batch's generations, reward scores and prompt scores. A batch is therefore all-or-nothing: killed
@@ -8,6 +9,7 @@ same batches (prompts are read in id order), so it neither loses, duplicates nor
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -23,8 +25,9 @@ from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
 from storage.errors import PvarLoopError
 from storage.models import Round
+from storage.repositories.candidates import add_scoring_cost
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
-from storage.repositories.prompts import PromptRow, count_unscored, unscored_prompts
+from storage.repositories.prompts import PromptRow, count_unscored, unscored_among, unscored_prompts
 from storage.repositories.scores import (
     EXCLUDED,
     PVAR,
@@ -79,6 +82,7 @@ class ScoreReport:
     write_s: float = 0.0
     elapsed_s: float = 0.0
     remaining: int = 0
+    candidates: int | None = None  # prompts asked for (a round's candidate set); None: the whole pool
 
     @property
     def prompts_done(self) -> int:
@@ -104,6 +108,8 @@ class ScoreReport:
             text += f"; excluded {len(self.excluded)} prompts with fewer than 2 valid responses"
         if self.skipped:
             text += f"; left {len(self.skipped)} prompts for the next run (written concurrently)"
+        if self.candidates is not None:
+            return text + f"; {self.remaining} of {self.candidates} candidates still unscored"
         return text + f"; {self.remaining} train prompts still unscored"
 
 
@@ -130,8 +136,11 @@ def score_pool(
     limit: int | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit."""
+    """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit:
+    those among `prompt_ids` when given, else the whole pool. With round_id, each committed batch's work is
+    added to the round's scoring cost in the batch's own transaction."""
     if k < 2:
         raise ScoringError(f"k must be >= 2 to compare responses, got {k}")
     if batch_size < 1:
@@ -140,10 +149,16 @@ def score_pool(
         raise ScoringError(f"limit must be >= 1, got {limit}")
     rm = scorer.model_id
     report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=rm, k=k)
+    pending: list[str] | None = None  # the unscored prompts asked for, by id; None: the whole pool
     with uow() as session:
         if get_checkpoint(session, checkpoint_id) is None:
             raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
-        todo = count_unscored(session, checkpoint_id, rm)
+        if prompt_ids is None:
+            todo = count_unscored(session, checkpoint_id, rm)
+        else:
+            report.candidates = len(set(prompt_ids))
+            pending = [p.id for p in unscored_among(session, checkpoint_id, rm, prompt_ids)]
+            todo = len(pending)
     todo = todo if limit is None else min(todo, limit)
 
     from loop.progress import progress as progress_bar
@@ -151,10 +166,10 @@ def score_pool(
     start, cursor = time.perf_counter(), None
     with progress_bar(todo, "scoring", "prompt", enabled=progress) as bar:
         while todo > 0:
+            t_batch = time.perf_counter()  # this batch's cost: the report's counters now and after its write
+            done, samples, tokens = report.prompts_done, report.responses_generated, report.tokens_generated
             with uow() as session:
-                batch = unscored_prompts(
-                    session, checkpoint_id, rm, after=cursor, limit=min(batch_size, todo)
-                )
+                batch = _next_batch(session, checkpoint_id, rm, cursor, min(batch_size, todo), pending)
                 stored = generations_for(session, checkpoint_id, [p.id for p in batch])
             if not batch:
                 break
@@ -165,6 +180,15 @@ def score_pool(
             t0 = time.perf_counter()
             with uow() as session:
                 _write_batch(session, checkpoint_id, rm, k, scored, report, round_id)
+                if round_id is not None:
+                    add_scoring_cost(
+                        session,
+                        round_id,
+                        prompts=report.prompts_done - done,
+                        samples=report.responses_generated - samples,
+                        tokens=report.tokens_generated - tokens,
+                        seconds=time.perf_counter() - t_batch,
+                    )
                 session.flush()
                 _fault("before-commit", number)
             report.write_s += time.perf_counter() - t0
@@ -179,7 +203,10 @@ def score_pool(
             )
     report.elapsed_s = time.perf_counter() - start
     with uow() as session:
-        report.remaining = count_unscored(session, checkpoint_id, rm)
+        if prompt_ids is None:
+            report.remaining = count_unscored(session, checkpoint_id, rm)
+        else:
+            report.remaining = len(unscored_among(session, checkpoint_id, rm, prompt_ids))
     for prompt_id, reason in report.excluded:
         log.warning("prompt %s excluded: %s", prompt_id, reason)
     # DEBUG: `pvar-loop score` prints the summary and a round's scoring step logs it once with its round.
@@ -191,6 +218,22 @@ def score_pool(
         report.write_s,
     )
     return report
+
+
+def _next_batch(
+    session, checkpoint_id: str, rm: str, cursor: str | None, n: int, pending: list[str] | None
+) -> list[PromptRow]:
+    """Up to n unscored prompts after `cursor` in id order: of the pool, or of `pending` (sorted ids), skipping
+    any another process scored meanwhile."""
+    if pending is None:
+        return unscored_prompts(session, checkpoint_id, rm, after=cursor, limit=n)
+    start = 0 if cursor is None else bisect.bisect_right(pending, cursor)
+    while start < len(pending):
+        batch = unscored_among(session, checkpoint_id, rm, pending[start : start + n])
+        if batch:
+            return batch
+        start += n
+    return []
 
 
 def _generate_and_score(
@@ -339,9 +382,11 @@ def score_with_config(
     checkpoint_id: str | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Build generator and reward scorer from the config and score the pool: the one path the CLI and the
-    round runner share. Without checkpoint_id the initial policy (policy.model) is scored."""
+    """Build generator and reward scorer from the config and score the pool (or only `prompt_ids`): the one
+    path the CLI and the round runner share. Without checkpoint_id the initial policy (policy.model) is
+    scored."""
     from loop.ml.loading import check_causal_lm, check_reward_model
     from loop.ml.rewards import RewardScorer
 
@@ -376,6 +421,7 @@ def score_with_config(
             limit=limit,
             progress=progress,
             round_id=round_id,
+            prompt_ids=prompt_ids,
         )
     finally:
         scorer.close()
@@ -391,8 +437,9 @@ def score_with_scorer(
     limit: int | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score the pool under checkpoint_id (its weights at `model`) with any scorer, sampling with the
+    """Score the pool (or only `prompt_ids`) under checkpoint_id (its weights at `model`) with any scorer, sampling with the
     [generation] settings; the generator is built, used and closed here (stored samples are reused)."""
     from loop.ml.generation import make_generator
 
@@ -419,6 +466,7 @@ def score_with_scorer(
             limit=limit,
             progress=progress,
             round_id=round_id,
+            prompt_ids=prompt_ids,
         )
     finally:
         generator.close()

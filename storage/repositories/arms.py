@@ -18,6 +18,8 @@ from storage.models import (
     PromptScore,
     RewardScore,
     Round,
+    RoundCandidate,
+    RoundScoring,
     TrainingRun,
 )
 from storage.repositories.evaluations import delete_evaluations
@@ -60,6 +62,8 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
             or_(TrainingRun.round_id.in_(rounds), TrainingRun.checkpoint_id.in_(ckpt_ids))
         )
     )
+    session.execute(delete(RoundCandidate).where(RoundCandidate.round_id.in_(rounds)))
+    session.execute(delete(RoundScoring).where(RoundScoring.round_id.in_(rounds)))
     session.execute(delete(Round).where(Round.id.in_(rounds)))
     session.execute(delete(Generation).where(Generation.checkpoint_id.in_(ckpt_ids)))
     session.execute(delete(Checkpoint).where(Checkpoint.id.in_(ckpt_ids)))
