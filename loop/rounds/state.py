@@ -349,7 +349,7 @@ def _recorded_step(uow: UnitOfWork, cfg: Config, round_id: int, services: Servic
 
 # What the next step of a round in each open state does (`round status`, `round advance`).
 NEXT_WORK = {
-    RoundStatus.PLANNED: "score the pool with the round's policy, select and pair the top slice",
+    RoundStatus.PLANNED: "score the round's candidates with its policy, select and pair the top slice",
     RoundStatus.SCORED: "push the items to Argilla",
     RoundStatus.PUSHED: "open collection (the deadline starts)",
     RoundStatus.COLLECTING: "pull the answers; on to training once collection is complete",
