@@ -91,7 +91,9 @@ def test_candidates_default_to_twenty_per_label_and_zero_means_the_whole_pool(tm
     assert fixed.selection.candidate_count(64) == 500
     with pytest.raises(ConfigError) as e:
         load_config(_write(tmp_path, "[selection]\ncandidates = -5\n"), env={})
-    assert '[selection] candidates: must be "auto" or an integer >= 0' in str(e.value) and "-5" in str(e.value)
+    assert '[selection] candidates: must be "auto" or an integer >= 0' in str(e.value) and "-5" in str(
+        e.value
+    )
 
 
 def test_reward_refresh_defaults_off_and_needs_a_heldout_share(tmp_path):
