@@ -42,10 +42,11 @@ def candidate_prompt_ids(cfg: Config, uow: UnitOfWork, round_id: int) -> list[st
         free = count_free_prompts(session, rnd.arm)
         ids = [] if asked is None else draw(session, free, asked, rnd.seed, rnd.arm)
         record_candidates(session, round_id, asked=asked, free_pool=free, prompt_ids=ids)
+    # DEBUG: the round's scoring summary (INFO, loop.rounds.steps) says how many candidates it scored.
     if asked is None:
-        log.info("round %s/%s: scoring the whole free pool (%d prompts)", rnd.arm, rnd.number, free)
+        log.debug("round %s/%s: scoring the whole free pool (%d prompts)", rnd.arm, rnd.number, free)
         return None
-    log.info(
+    log.debug(
         "round %s/%s: %d candidates drawn from %d free prompts ([selection] candidates = %s)",
         rnd.arm,
         rnd.number,

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 
 import pytest
+from sqlalchemy import select
 
 from loop.config import load_config
 from loop.rounds.candidates import candidate_prompt_ids
@@ -208,3 +209,45 @@ def test_zero_candidates_scores_and_selects_from_the_whole_pool(pools, tmp_path)
             audit_fraction=cfg.selection.audit_fraction,
         )
     assert _items(project, round_id) <= {p.prompt_id for p in whole.picks}
+
+
+@pytest.mark.postgres
+def test_candidate_round_on_postgres(postgres_url, tiny_models):
+    """The draw (streamed ids, bulk insert), the per-batch cost update and the restricted selection on
+    PostgreSQL: 4 of 10 prompts drawn and scored, the items among them."""
+    from loop.config import parse_config
+    from storage.migrate import upgrade
+    from storage.models import AnnotationItem, Prompt, RoundCandidate, RoundScoring
+    from storage.upsert import upsert
+    from tests.integration.scoring_project import prompts
+
+    cfg = parse_config(
+        {
+            "database": {"url": postgres_url},
+            "policy": {"model": str(tiny_models.policy_dir), "dtype": "float32"},
+            "generation": {"k": K, "max_new_tokens": 6, "batch_size": 3},
+            "reward": {"model": str(tiny_models.reward_dir), "dtype": "float32"},
+            "selection": {"candidates": 4, "budget": 2},
+        },
+        env={},
+    )
+    engine = make_engine(cfg.database_url)
+    upgrade(engine)
+    uow = UnitOfWork(engine)
+    with uow() as s:
+        rows = [
+            {"id": f"{i:064d}", "text": t, "source": "t", "split": "train"} for i, t in enumerate(prompts(10))
+        ]
+        upsert(s, Prompt, rows)
+    start_round(uow, cfg)
+    with uow() as s:
+        round_id = round_by_number(s, 1).id
+    assert step(uow, cfg, round_id, Services.default()) == RoundStatus.SCORED
+    with uow() as s:
+        candidates = set(s.scalars(select(RoundCandidate.prompt_id)))
+        cost = s.get(RoundScoring, round_id)
+        items = set(s.scalars(select(AnnotationItem.prompt_id)))
+        assert (cost.candidates, cost.free_pool, cost.drawn, cost.prompts_scored) == (4, 10, 4, 4)
+        assert cost.samples_generated == 4 * K
+    assert len(candidates) == 4 and items and items <= candidates
+    engine.dispose()
