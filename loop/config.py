@@ -69,6 +69,10 @@ DPO_LOSS_TYPES = (
     "sigmoid_norm",
 )
 
+# `[selection] candidates = "auto"`: prompts scored per label asked for. Enough that the top slice of a sample
+# ranks close to the top slice of the pool, yet scoring stays bounded by the budget, not the pool.
+CANDIDATES_PER_LABEL = 20
+
 # Precision of a model that is only run: "auto" keeps the checkpoint's own dtype.
 RunDtype = Literal["float32", "bfloat16", "auto"]
 # Precision of training: weights stay float32; "bfloat16" adds bf16 autocast (checkpoints are saved in float32).
@@ -225,6 +229,25 @@ class SelectionConfig(_Section):
         description="Share of a pvar round's budget (rounded half up) drawn at random from the prompts PVar "
         "did not pick, to compare PVar labels with random ones; 0 disables.",
     )
+    candidates: int | Literal["auto"] = Field(
+        "auto",
+        description="Prompts each round samples (seeded by the round) from the free pool and scores with its "
+        f"policy; selection picks among them. auto = {CANDIDATES_PER_LABEL} x the round's budget, 0 = the whole "
+        "pool. Scoring cost grows with this number, not with the pool.",
+    )
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _candidate_count(cls, v: object) -> object:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError('must be "auto" or an integer >= 0 (0: score the whole pool)')
+
+    def candidate_count(self, budget: int) -> int | None:
+        """Candidates a round of this budget draws; None: the whole pool."""
+        if self.candidates == "auto":
+            return CANDIDATES_PER_LABEL * budget
+        return self.candidates or None
 
 
 class ArgillaConfig(_Section):

@@ -157,6 +157,32 @@ class Round(Base):
     finished_at: Mapped[datetime | None]
 
 
+class RoundScoring(Base):
+    """A round's scoring step: the candidate draw ([selection] candidates) and what the step cost, added per
+    committed batch, so a killed and resumed step counts each stored batch once."""
+
+    __tablename__ = "round_scoring"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    candidates: Mapped[int | None] = mapped_column(
+        comment="candidate prompts asked for; NULL: the whole pool (no draw, nothing in round_candidates)"
+    )
+    free_pool: Mapped[int | None] = mapped_column(comment="prompts the arm could still take at the draw")
+    drawn: Mapped[int | None] = mapped_column(comment="prompts in the candidate set (round_candidates rows)")
+    prompts_scored: Mapped[int] = mapped_column(default=0, comment="prompts scored by this round's step")
+    samples_generated: Mapped[int] = mapped_column(default=0, comment="responses the policy sampled")
+    tokens_generated: Mapped[int] = mapped_column(BigInteger, default=0)
+    scoring_s: Mapped[float] = mapped_column(Float, default=0.0, comment="seconds of the committed batches")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoundCandidate(Base):
+    """A prompt of a round's candidate set: scored under the round's policy; the round selects among these."""
+
+    __tablename__ = "round_candidates"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"), primary_key=True)
+
+
 class AnnotationItem(Base):
     """The pair of one prompt pushed for labelling in one round. `id` is a content hash of prompt and pair,
     is also the Argilla record id, so a re-push updates instead of duplicating."""

@@ -1,7 +1,7 @@
 """reward_exclusions: samples a reward model gave no score, with the reason (a response over [reward] max_length)
 
 Revision ID: 0008_score_exclusions
-Revises: 0006
+Revises: 0007_round_candidates
 
 A new table only; existing scores are untouched.
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_score_exclusions"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007_round_candidates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -159,11 +159,25 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
     out.append("  " + line({c: c for c, _ in ROUND_COLUMNS}))
     for r, row in zip(rounds, rows, strict=True):
         out.append("  " + line(row))
+        if r.get("scoring"):
+            out.append(f"    {scoring_line(r['scoring'])}")
         if r["reason"]:
             out.append(f"    {r['reason']}")
         if r.get("next") is not None:
             out.append(f"    {describe_next(r['next'])}")
     return out
+
+
+def scoring_line(c: dict) -> str:
+    """What a round's scoring step drew and cost (storage.repositories.candidates.scoring_costs)."""
+    if c["candidates"] is None:
+        drawn = "whole pool" + (f" ({c['free_pool']} free prompts)" if c["free_pool"] is not None else "")
+    else:
+        drawn = f"{c['drawn']} candidates of {c['free_pool']} free prompts"
+    return (
+        f"scoring: {drawn}; {c['prompts_scored']} prompts scored, {c['samples_generated']} samples "
+        f"({c['tokens_generated']} tokens) in {c['scoring_s']:.1f} s"
+    )
 
 
 def _scheduler_line(s: dict) -> str:

@@ -79,6 +79,8 @@ class RoundRow:
     cum_decided: int = 0
     eval: EvalPoint | None = None  # of policy_out, with the report's reference and judge
     pvar: RoundPvar | None = None
+    # Candidate draw and scoring cost (storage.repositories.candidates.scoring_costs; None: not scored yet)
+    scoring: dict[str, Any] | None = None
 
 
 @dataclass

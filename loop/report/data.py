@@ -16,6 +16,7 @@ from loop.evaluation.audit import audit_summary
 from loop.report.contents import CurvePoint, EvalPoint, PvarPool, ReportData, RoundPvar, RoundRow
 from loop.report.verdict import verdict
 from storage.models import Evaluation, Round
+from storage.repositories import candidates as candidates_repo
 from storage.repositories import evaluations, queries, reward_refreshes, scores
 from storage.repositories import items as items_repo
 from storage.repositories import rounds as rounds_repo
@@ -31,6 +32,9 @@ def collect(session: Session) -> ReportData:
     arms = _arm_strategies(rounds)
     rounds.sort(key=lambda r: (_arm_rank(r.arm, arms), r.number))
     _add_items_and_labels(session, rounds)
+    costs = candidates_repo.scoring_costs(session)
+    for r in rounds:
+        r.scoring = costs.get(r.id)
     pools = _add_pvar(session, rounds)
     reference, judge, others = _add_evals(session, rounds)
     curves = _curves(session, rounds, reference, judge)

@@ -99,6 +99,8 @@ ROUND_COLUMNS = (
     ("labels", True),
     ("agreement / κ", True),
     ("selected PVar pct", True),
+    ("candidates", True),
+    ("scoring cost", False),
     ("policy in", False),
     ("policy out", False),
     ("eval win rate; mean score", False),
@@ -143,12 +145,32 @@ def _rounds_table(rounds: list[RoundRow]) -> str:
             + _td(r.labels, "num")
             + _td(f"{_num(r.pairwise_agreement, 2)} / {_num(r.fleiss_kappa, 2)}", "num")
             + _td(_num(pct, 0), "num")
+            + _td(candidates_text(r.scoring), "num")
+            + _td(scoring_cost_text(r.scoring), "nw")
             + _id_td(r.policy_in)
             + _id_td(r.policy_out)
             + _td(_eval(r.eval))
             + "</tr>"
         )
     return f"<div class='scroll'><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def candidates_text(scoring: dict | None) -> str:
+    """ "8 of 40" drawn candidates of the free pool, "pool (40)" for a whole-pool round, "-" before scoring."""
+    if not scoring:
+        return "-"
+    if scoring["candidates"] is None:
+        return "pool" + (f" ({scoring['free_pool']})" if scoring["free_pool"] is not None else "")
+    return f"{scoring['drawn']} of {scoring['free_pool']}"
+
+
+def scoring_cost_text(scoring: dict | None) -> str:
+    if not scoring:
+        return "-"
+    return (
+        f"{scoring['prompts_scored']} scored, {scoring['samples_generated']} samples, "
+        f"{scoring['scoring_s']:.1f} s"
+    )
 
 
 REFRESH_COLUMNS = (
@@ -273,7 +295,9 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
             '<p class="note">labels = annotator answers (discards included); decided = items with a majority '
             "a, b or tie; no majority = undecided items; agreement = pairwise agreement / Fleiss' κ over "
             "items with 2+ votes; selected PVar pct = mean percentile of the round's prompts in its pool "
-            "(50 ≈ random).</p>"
+            "(50 ≈ random); candidates = prompts drawn for the round of those free ([selection] candidates; "
+            "pool: all of them); scoring cost = prompts the round's scoring step scored (candidates already "
+            "scored under its policy are reused), responses it sampled and seconds.</p>"
         )
     else:
         parts.append('<p class="empty">No rounds yet.</p>')

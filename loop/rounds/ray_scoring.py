@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from loop.rounds import ray_stages as stages
 from loop.rounds.ray_driver import RayEngineError, check_resources, commit_items, ray_session, read_batches
-from loop.rounds.scoring_steps import ScoreReport, check_score_args
-from storage.repositories.prompts import PromptRow, count_unscored
+from loop.rounds.scoring_steps import ScoreReport, check_score_args, remaining_unscored
+from storage.repositories.prompts import PromptRow, count_unscored, unscored_among
 
 if TYPE_CHECKING:
     from loop.config import Config, ScoringConfig
@@ -37,9 +37,26 @@ def score_with_ray(
     limit: int | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
     """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
-    (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm)."""
+    (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm); only the unscored among
+    `prompt_ids` (a round's candidates) when given."""
+    report = _score_with_ray(
+        cfg, uow, model, reward_model, checkpoint_id, limit, progress, round_id, prompt_ids
+    )
+    if prompt_ids is not None:
+        report.candidates = len(set(prompt_ids))
+        with uow() as session:
+            report.remaining = remaining_unscored(session, checkpoint_id, reward_model, prompt_ids)
+    return report
+
+
+def _score_with_ray(cfg, uow, model, reward_model, checkpoint_id, limit, progress, round_id, prompt_ids):
+    prompts = None
+    if prompt_ids is not None:
+        with uow() as session:
+            prompts = unscored_among(session, checkpoint_id, reward_model, prompt_ids)[:limit]
     g, s = cfg.generation, cfg.scoring
     device = "cuda" if s.gpus_per_worker > 0 else "cpu"
     knobs = {"temperature": g.temperature, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
@@ -57,6 +74,7 @@ def score_with_ray(
         "seed": g.seed,
         "batch_size": s.batch_size or g.batch_size,
         "limit": limit,
+        "prompts": prompts,
         "progress": progress,
         "round_id": round_id,
     }
@@ -177,7 +195,7 @@ def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progr
                 generate_s, reward_s = stages.stage_seconds(rows)
                 report.generate_s += generate_s
                 report.reward_s += reward_s
-                commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id)
+                commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id, rows)
                 bar.update(sizes[next_batch])
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(prompts_s=f"{report.prompts_done / elapsed:.2f}")

@@ -1,4 +1,4 @@
-"""Score the unscored train pool: K samples per prompt from the policy, a reward per sample, PVar per prompt.
+"""Score the unscored train pool (or the given prompts: a round's candidates, loop.rounds.candidates): K samples per prompt from the policy, a reward per sample, PVar per prompt.
 
 Per batch: read (short transaction) -> generate and score OUTSIDE any transaction -> one transaction that
 upserts the batch's generations, reward scores and prompt scores. A batch is therefore all-or-nothing: killed
@@ -9,8 +9,10 @@ loop.rounds.scoring_steps, shared with the Ray engine (`[scoring] engine = "ray"
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from loop.ml.generation import ResponseGenerator
@@ -22,11 +24,13 @@ from loop.rounds.scoring_steps import (
     check_score_args,
     fault_point,
     generate_and_score,
+    remaining_unscored,
     write_batch,
 )
 from storage.models import Round
+from storage.repositories.candidates import add_scoring_cost
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
-from storage.repositories.prompts import count_unscored, unscored_prompts
+from storage.repositories.prompts import PromptRow, count_unscored, unscored_among, unscored_prompts
 from storage.repositories.scores import generations_for
 
 if TYPE_CHECKING:
@@ -48,15 +52,24 @@ def score_pool(
     limit: int | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit."""
+    """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit:
+    those among `prompt_ids` when given, else the whole pool. With round_id, each committed batch's work is
+    added to the round's scoring cost in the batch's own transaction."""
     check_score_args(k, batch_size, limit)
     rm = scorer.model_id
     report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=rm, k=k)
+    pending: list[str] | None = None  # the unscored prompts asked for, by id; None: the whole pool
     with uow() as session:
         if get_checkpoint(session, checkpoint_id) is None:
             raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
-        todo = count_unscored(session, checkpoint_id, rm)
+        if prompt_ids is None:
+            todo = count_unscored(session, checkpoint_id, rm)
+        else:
+            report.candidates = len(set(prompt_ids))
+            pending = [p.id for p in unscored_among(session, checkpoint_id, rm, prompt_ids)]
+            todo = len(pending)
     todo = todo if limit is None else min(todo, limit)
 
     from loop.progress import progress as progress_bar
@@ -64,10 +77,10 @@ def score_pool(
     start, cursor = time.perf_counter(), None
     with progress_bar(todo, "scoring", "prompt", enabled=progress) as bar:
         while todo > 0:
+            t_batch = time.perf_counter()  # this batch's cost: the report's counters now and after its write
+            done, samples, tokens = report.prompts_done, report.responses_generated, report.tokens_generated
             with uow() as session:
-                batch = unscored_prompts(
-                    session, checkpoint_id, rm, after=cursor, limit=min(batch_size, todo)
-                )
+                batch = _next_batch(session, checkpoint_id, rm, cursor, min(batch_size, todo), pending)
                 stored = generations_for(session, checkpoint_id, [p.id for p in batch])
             if not batch:
                 break
@@ -78,6 +91,15 @@ def score_pool(
             t0 = time.perf_counter()
             with uow() as session:
                 write_batch(session, checkpoint_id, rm, k, scored, report, round_id)
+                if round_id is not None:
+                    add_scoring_cost(
+                        session,
+                        round_id,
+                        prompts=report.prompts_done - done,
+                        samples=report.responses_generated - samples,
+                        tokens=report.tokens_generated - tokens,
+                        seconds=time.perf_counter() - t_batch,
+                    )
                 session.flush()
                 fault_point("before-commit", number)
             report.write_s += time.perf_counter() - t0
@@ -92,7 +114,7 @@ def score_pool(
             )
     report.elapsed_s = time.perf_counter() - start
     with uow() as session:
-        report.remaining = count_unscored(session, checkpoint_id, rm)
+        report.remaining = remaining_unscored(session, checkpoint_id, rm, prompt_ids)
     for prompt_id, reason in report.excluded:
         log.warning("prompt %s excluded: %s", prompt_id, reason)
     # DEBUG: `pvar-loop score` prints the summary and a round's scoring step logs it once with its round.
@@ -104,6 +126,22 @@ def score_pool(
         report.write_s,
     )
     return report
+
+
+def _next_batch(
+    session, checkpoint_id: str, rm: str, cursor: str | None, n: int, pending: list[str] | None
+) -> list[PromptRow]:
+    """Up to n unscored prompts after `cursor` in id order: of the pool, or of `pending` (sorted ids), skipping
+    any another process scored meanwhile."""
+    if pending is None:
+        return unscored_prompts(session, checkpoint_id, rm, after=cursor, limit=n)
+    start = 0 if cursor is None else bisect.bisect_right(pending, cursor)
+    while start < len(pending):
+        batch = unscored_among(session, checkpoint_id, rm, pending[start : start + n])
+        if batch:
+            return batch
+        start += n
+    return []
 
 
 def _device() -> str:
@@ -136,8 +174,9 @@ def score_with_config(
     checkpoint_id: str | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Build generator and reward scorer from the config and score the pool: the one path the CLI and the
+    """Build generator and reward scorer from the config and score the pool (or only `prompt_ids`): the one path the CLI and the
     round runner share, on the [scoring] engine. Without checkpoint_id the initial policy (policy.model) is
     scored."""
     from loop.ml.loading import check_causal_lm, check_reward_model
@@ -169,6 +208,7 @@ def score_with_config(
             limit=limit,
             progress=progress,
             round_id=round_id,
+            prompt_ids=prompt_ids,
         )
     scorer = RewardScorer(
         reward_model,
@@ -187,6 +227,7 @@ def score_with_config(
             limit=limit,
             progress=progress,
             round_id=round_id,
+            prompt_ids=prompt_ids,
         )
     finally:
         scorer.close()
@@ -202,8 +243,9 @@ def score_with_scorer(
     limit: int | None = None,
     progress: bool = True,
     round_id: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score the pool under checkpoint_id (its weights at `model`) with any scorer, sampling with the
+    """Score the pool (or only `prompt_ids`) under checkpoint_id (its weights at `model`) with any scorer, sampling with the
     [generation] settings; the generator is built, used and closed here (stored samples are reused). Always the
     local engine: a scorer object built here cannot be moved into Ray actors ([scoring] engine applies to
     score_with_config)."""
@@ -232,6 +274,7 @@ def score_with_scorer(
             limit=limit,
             progress=progress,
             round_id=round_id,
+            prompt_ids=prompt_ids,
         )
     finally:
         generator.close()

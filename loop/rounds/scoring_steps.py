@@ -20,7 +20,7 @@ import numpy as np
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
 from storage.errors import PvarLoopError
-from storage.repositories.prompts import PromptRow
+from storage.repositories.prompts import PromptRow, count_unscored, unscored_among
 from storage.repositories.scores import (
     EXCLUDED,
     PVAR,
@@ -73,6 +73,7 @@ class ScoreReport:
     write_s: float = 0.0
     elapsed_s: float = 0.0
     remaining: int = 0
+    candidates: int | None = None  # prompts asked for (a round's candidate set); None: the whole pool
 
     @property
     def prompts_done(self) -> int:
@@ -100,6 +101,8 @@ class ScoreReport:
             text += f"; excluded {len(self.excluded)} prompts with fewer than 2 valid responses"
         if self.skipped:
             text += f"; left {len(self.skipped)} prompts for the next run (written concurrently)"
+        if self.candidates is not None:
+            return text + f"; {self.remaining} of {self.candidates} candidates still unscored"
         return text + f"; {self.remaining} train prompts still unscored"
 
 
@@ -288,3 +291,9 @@ def fault_point(point: str, batch: int) -> None:
     if want_point == point and int(want_batch) == batch:
         log.warning("fault injection: SIGKILL at %s of batch %d", point, batch)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remaining_unscored(session, checkpoint_id: str, rm: str, prompt_ids: Sequence[str] | None) -> int:
+    if prompt_ids is None:
+        return count_unscored(session, checkpoint_id, rm)
+    return len(unscored_among(session, checkpoint_id, rm, prompt_ids))

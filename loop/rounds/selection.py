@@ -82,17 +82,19 @@ def choose(
     seed: int,
     arm: str = "main",
     audit_fraction: float = 0.0,
+    among_round: int | None = None,
 ) -> Selection:
     """Rank the scored pool still free for `arm` with `strategy` and keep the best `budget` (all for 'full').
 
     With the pvar strategy, audit_count(budget, audit_fraction) of the budget are instead drawn uniformly (same
-    seeded Generator) from the pool the top slice left; they come last, marked audit=True."""
+    seeded Generator) from the pool the top slice left; they come last, marked audit=True. With among_round,
+    only that round's drawn candidates (loop.rounds.candidates) are the pool."""
     if strategy not in STRATEGIES:
         raise SelectionError(f"unknown strategy {strategy!r}; allowed: {', '.join(Strategy)}")
     strategy = Strategy(strategy)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise SelectionError(f"budget must be a non-negative integer, got {budget!r}")
-    rows = candidate_scores(session, checkpoint_id, reward_model, arm)
+    rows = candidate_scores(session, checkpoint_id, reward_model, arm, round_id=among_round)
     scored = count_scored(session, checkpoint_id, reward_model)
     if scored == 0:
         raise SelectionError(_no_scores_message(session, checkpoint_id, reward_model))

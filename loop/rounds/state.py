@@ -236,6 +236,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     existing = sum(item_status_counts(session, rnd.id).values())
     if existing:
         return existing
+    from loop.rounds.candidates import selection_round
     from loop.rounds.pairing import create_items
     from loop.rounds.scoring import selection_reward_model
     from loop.rounds.selection import choose
@@ -251,6 +252,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         arm=rnd.arm,
         # Production rounds only: an experiment arm's strategy must stay pure, arms compare strategies already.
         audit_fraction=cfg.selection.audit_fraction if rnd.arm == "main" else 0.0,
+        among_round=selection_round(session, rnd.id),  # the round's drawn candidates only
     )
     if chosen.shortfall:
         log.warning(
@@ -345,7 +347,7 @@ def _recorded_step(uow: UnitOfWork, cfg: Config, round_id: int, services: Servic
 
 # What the next step of a round in each open state does (`round status`, `round advance`).
 NEXT_WORK = {
-    RoundStatus.PLANNED: "score the pool with the round's policy, select and pair the top slice",
+    RoundStatus.PLANNED: "score the round's candidates with its policy, select and pair the top slice",
     RoundStatus.SCORED: "push the items to Argilla",
     RoundStatus.PUSHED: "open collection (the deadline starts)",
     RoundStatus.COLLECTING: "pull the answers; on to training once collection is complete",

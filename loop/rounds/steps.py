@@ -22,11 +22,16 @@ def min_submitted(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
 
 
 def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
-    """Score every unscored train prompt under the round's policy (a new checkpoint rescores the pool)."""
+    """Score the round's candidates (drawn once, loop.rounds.candidates; or the whole free pool) under the
+    round's policy; prompts already scored under that policy and reward model are not scored again."""
+    from loop.rounds.candidates import candidate_prompt_ids
     from loop.rounds.scoring import score_with_config
 
     min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
-    report = score_with_config(cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id)
+    candidates = candidate_prompt_ids(cfg, uow, round_id)
+    report = score_with_config(
+        cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, prompt_ids=candidates
+    )
     log.info("round id %s: %s", round_id, report.summary())
 
 

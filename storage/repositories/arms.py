@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from storage.models import (
     AnnotationItem,
     Checkpoint,
+    DpoMargin,
     Evaluation,
     Generation,
     Label,
@@ -19,6 +20,8 @@ from storage.models import (
     RewardExclusion,
     RewardScore,
     Round,
+    RoundCandidate,
+    RoundScoring,
     TrainingRun,
 )
 from storage.repositories.evaluations import delete_evaluations
@@ -48,6 +51,7 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
     gens = select(Generation.id).where(Generation.checkpoint_id.in_(ckpt_ids))
     items = select(AnnotationItem.id).where(AnnotationItem.round_id.in_(rounds))
     labels = session.execute(delete(Label).where(Label.item_id.in_(items))).rowcount
+    session.execute(delete(DpoMargin).where(DpoMargin.item_id.in_(items)))
     session.execute(delete(AnnotationItem).where(AnnotationItem.round_id.in_(rounds)))
     session.execute(delete(RewardScore).where(RewardScore.generation_id.in_(gens)))
     session.execute(delete(RewardExclusion).where(RewardExclusion.generation_id.in_(gens)))
@@ -62,6 +66,8 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
             or_(TrainingRun.round_id.in_(rounds), TrainingRun.checkpoint_id.in_(ckpt_ids))
         )
     )
+    session.execute(delete(RoundCandidate).where(RoundCandidate.round_id.in_(rounds)))
+    session.execute(delete(RoundScoring).where(RoundScoring.round_id.in_(rounds)))
     session.execute(delete(Round).where(Round.id.in_(rounds)))
     session.execute(delete(Generation).where(Generation.checkpoint_id.in_(ckpt_ids)))
     session.execute(delete(Checkpoint).where(Checkpoint.id.in_(ckpt_ids)))

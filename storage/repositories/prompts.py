@@ -49,6 +49,20 @@ def unscored_prompts(
     return [PromptRow(id=i, text=t) for i, t in session.execute(stmt).all()]
 
 
+def unscored_among(
+    session: Session, checkpoint_id: str, reward_model: str, prompt_ids: Sequence[str]
+) -> list[PromptRow]:
+    """The train prompts among `prompt_ids` without a score for (checkpoint, reward model), ordered by id."""
+    rows = select_in(
+        session,
+        lambda chunk: select(Prompt.id, Prompt.text).where(
+            _unscored_filter(checkpoint_id, reward_model), Prompt.id.in_(chunk)
+        ),
+        prompt_ids,
+    )
+    return sorted((PromptRow(id=i, text=t) for i, t in rows), key=lambda p: p.id)
+
+
 def count_unscored(session: Session, checkpoint_id: str, reward_model: str) -> int:
     stmt = select(func.count()).select_from(Prompt).where(_unscored_filter(checkpoint_id, reward_model))
     return session.scalar(stmt) or 0

@@ -18,6 +18,7 @@ from storage.models import (
     SchedulerLock,
 )
 from storage.repositories import rounds as round_repo
+from storage.repositories.candidates import scoring_costs
 
 
 def pool_summary(session: Session) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def pool_summary(session: Session) -> dict[str, Any]:
 def rounds_summary(session: Session) -> list[dict[str, Any]]:
     counts = round_repo.round_counts(session)  # the per-round numbers report and experiment show too
     none = round_repo.RoundCounts()
+    costs = scoring_costs(session)
     return [
         {
             "arm": r.arm,
@@ -53,6 +55,7 @@ def rounds_summary(session: Session) -> list[dict[str, Any]]:
             "labels": counts.get(r.id, none).labels,
             "policy_in": r.policy_in,
             "policy_out": r.policy_out,
+            "scoring": costs.get(r.id),  # candidates drawn, prompts scored, samples, seconds (None: none yet)
         }
         for r in round_repo.all_rounds(session)
     ]

@@ -246,7 +246,7 @@ def test_every_plot_is_a_real_png_and_on_the_page(report):
 
 def test_rounds_table_rows(report):
     html, page = _page(report.index)
-    rows = {(r[0], r[1]): r for r in page.rows if len(r) == 15 and r[0] in ("pvar", "random")}
+    rows = {(r[0], r[1]): r for r in page.rows if len(r) == 17 and r[0] in ("pvar", "random")}
     assert set(rows) == {(arm, str(n)) for arm, n, *_ in ROUNDS}
     for arm, number, strategy, p_in, p_out, _picks, votes in ROUNDS:
         row = rows[(arm, str(number))]
@@ -255,10 +255,11 @@ def test_rounds_table_rows(report):
         assert row[6] == str(sum(d.status == "decided" for d in decisions))
         assert row[7] == str(sum(d.choice == "tie" for d in decisions))
         assert row[8] == str(sum(d.status == "undecided" for d in decisions))
-        assert row[9] == "9" and row[12] == p_in and row[13] == p_out
-        assert row[14].startswith(f"{EVALS[p_out][0]:.3f} [")
-    assert rows[("pvar", "1")][14].endswith("n=40; mean score 0.410 [0.350, 0.470]")
-    assert rows[("pvar", "2")][14].endswith("n=40")  # an evaluation without a mean score shows none
+        assert row[9] == "9" and row[14] == p_in and row[15] == p_out
+        assert row[12] == row[13] == "-"  # rounds written without a scoring step: no draw, no cost
+        assert row[16].startswith(f"{EVALS[p_out][0]:.3f} [")
+    assert rows[("pvar", "1")][16].endswith("n=40; mean score 0.410 [0.350, 0.470]")
+    assert rows[("pvar", "2")][16].endswith("n=40")  # an evaluation without a mean score shows none
     # Database text is escaped: the reason shows as text, not as markup.
     assert rows[("random", "2")][2] == f"done ({REASON})"
     assert "&lt;b&gt;cut&lt;/b&gt; &amp; resumed" in html and "<b>cut</b>" not in html

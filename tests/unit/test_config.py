@@ -68,6 +68,10 @@ def test_bad_literal_lists_allowed_values(tmp_path):
         ("[selection]\naudit_fraction = -0.1\n", "[selection] audit_fraction"),
         ('[selection]\naudit_fraction = "10%"\n', "[selection] audit_fraction"),
         ("[evaluation]\nsamples_per_prompt = 0\n", "[evaluation] samples_per_prompt"),
+        ("[selection]\ncandidates = -1\n", "[selection] candidates"),
+        ('[selection]\ncandidates = "all"\n', "[selection] candidates"),
+        ("[selection]\ncandidates = 2.5\n", "[selection] candidates"),
+        ("[selection]\ncandidates = true\n", "[selection] candidates"),
         ('[reward]\nrefresh = "always"\n', "[reward] refresh"),
         ("[reward]\nrefresh = true\n", "[reward] refresh"),
         ("[reward_training]\nrefresh_min_heldout = 0\n", "[reward_training] refresh_min_heldout"),
@@ -82,6 +86,21 @@ def test_bad_literal_lists_allowed_values(tmp_path):
 def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         load_config(_write(tmp_path, text), env={})
+
+
+def test_candidates_default_to_twenty_per_label_and_zero_means_the_whole_pool(tmp_path):
+    cfg = load_config(_write(tmp_path, "[selection]\nbudget = 64\n"), env={})
+    assert cfg.selection.candidates == "auto" and cfg.selection.candidate_count(64) == 20 * 64
+    assert cfg.selection.candidate_count(3) == 60  # follows the round's own budget (`budget set`)
+    whole = load_config(_write(tmp_path, "[selection]\ncandidates = 0\n"), env={})
+    assert whole.selection.candidate_count(64) is None
+    fixed = load_config(_write(tmp_path, "[selection]\ncandidates = 500\n"), env={})
+    assert fixed.selection.candidate_count(64) == 500
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, "[selection]\ncandidates = -5\n"), env={})
+    assert '[selection] candidates: must be "auto" or an integer >= 0' in str(e.value) and "-5" in str(
+        e.value
+    )
 
 
 def test_reward_refresh_defaults_off_and_needs_a_heldout_share(tmp_path):
