@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         help="run at most this many cells now (time-boxing; --resume goes on)",
     )
+    run.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="run the cells in this many worker processes, each with cores / jobs threads (default 1)",
+    )
+    run.add_argument("--shard", type=_shard, help=argparse.SUPPRESS)  # one worker of --jobs: "i/n"
     run.add_argument("--out", help="also write the report here (e.g. docs/experiment-results.md)")
     rep = sw.add_parser("report", help="regenerate the results document and plots from the database")
     rep.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
@@ -47,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--bootstrap", type=positive_int, default=2000, help="bootstrap replicates (default 2000)"
     )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n, got {text!r}")
+    return int(i), int(n)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -61,7 +75,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             Path(args.model_cache),
             resume=args.resume,
             max_cells=args.max_cells,
+            jobs=args.jobs,
+            shard=args.shard,
         )
+        if args.shard is not None:
+            return 0  # a worker: the parent reports
         done = sum(s == "done" for s in statuses.values())
         print(f"sweep: {done} of {len(statuses)} cells done")
         out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"

@@ -125,17 +125,20 @@ def run_cells(
     *,
     on_cell: Callable[[Cell, str, float], None] | None = None,
     max_cells: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Run every cell whose round is not closed yet (a rerun resumes), at most max_cells of them this time;
-    returns {arm: status} of every cell ("not run" for those left for later)."""
+    returns {arm: status} of every cell ("not run" for those left for later). shard (i, n): only the cells
+    at positions i, i + n, ... of the grid (one of n worker processes)."""
     statuses, ran = {}, 0
-    for cell in cells(p):
+    for position, cell in enumerate(cells(p)):
         with uow() as session:
             done = round_status(session, 1, cell.arm)
         if done is not None and done.is_closed:
             statuses[cell.arm] = str(done)
             continue
-        if max_cells is not None and ran >= max_cells:
+        mine = shard is None or position % shard[1] == shard[0]
+        if not mine or (max_cells is not None and ran >= max_cells):
             statuses[cell.arm] = "not run"
             continue
         ran += 1

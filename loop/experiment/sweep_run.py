@@ -104,19 +104,29 @@ def run(
     *,
     resume: bool,
     max_cells: int | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
     say=print,
 ) -> dict:
-    """Everything `pvar-loop sweep run` does; returns {arm: status}."""
+    """Everything `pvar-loop sweep run` does; returns {arm: status}. jobs > 1: the cells run in that many
+    worker processes (`--shard i/n`), each with cores / jobs threads; only this process writes the facts."""
     from loop.config import load_config
     from loop.experiment.annotator import verifier_annotation
     from loop.experiment.selection_rms import prepare_selection_rms
 
-    facts = start_or_resume(data_dir, p, model_cache, resume=resume, say=say)
+    facts = start_or_resume(data_dir, p, model_cache, resume=resume or shard is not None, say=say)
     data_dir = data_dir.resolve()
     cfg = sweep_config(load_config(Path(facts["config"])), p)
     uow = _sweep_uow(cfg)
     t0 = time.perf_counter()
     rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
+    annotator = verifier_annotation(uow)
+    if shard is not None:  # a worker: its cells only, facts left to the parent
+
+        def worker_cell(cell, status: str, wall: float) -> None:
+            say(f"[sweep {shard[0] + 1}/{shard[1]}] {cell.arm}: {status} in {wall:.0f} s")
+
+        return run_cells(cfg, uow, p, rms, annotator, scorer_for, on_cell=worker_cell, shard=shard)
     facts["rms"] = rms.facts
     facts["setup_s"] += time.perf_counter() - t0
     facts["wall_s"] += time.perf_counter() - t0
@@ -128,9 +138,40 @@ def run(
         write_json(data_dir / FACTS, facts)
         say(f"[sweep] {cell.arm}: {status} in {wall:.0f} s (total {facts['wall_s'] / 60:.0f} min)")
 
-    return run_cells(
-        cfg, uow, p, rms, verifier_annotation(uow), scorer_for, on_cell=on_cell, max_cells=max_cells
-    )
+    def run_here(limit: int | None) -> dict:
+        return run_cells(cfg, uow, p, rms, annotator, scorer_for, on_cell=on_cell, max_cells=limit)
+
+    if jobs == 1 or max_cells is not None:
+        return run_here(max_cells)
+    statuses = run_here(0)
+    if all(s == "not run" for s in statuses.values()):
+        run_here(1)  # the first cell samples the reference policy's eval answers, which every cell reuses
+    t0 = time.perf_counter()
+    _run_workers(data_dir, facts, p, model_cache, jobs, say)
+    facts["wall_s"] += time.perf_counter() - t0
+    facts["jobs"] = jobs
+    write_json(data_dir / FACTS, facts)
+    return run_here(0)
+
+
+def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path, jobs: int, say) -> None:
+    """`jobs` worker processes over the open cells; each gets cores / jobs threads (torch and OpenMP threads
+    beyond the free cores spin against each other: on 2 cores two 1-thread workers beat one 2-thread run)."""
+    import subprocess
+    import sys
+
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    base = [sys.executable, "-m", "loop.cli", "sweep", "run", "--profile", p.name]
+    base += ["--data-dir", str(data_dir), "--model-cache", str(Path(model_cache).resolve())]
+    say(f"[sweep] {jobs} workers, {threads} thread(s) each")
+    workers = [subprocess.Popen([*base, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
+    failed = [i for i, w in enumerate(workers) if w.wait() != 0]
+    if failed:
+        raise ExperimentError(
+            f"sweep worker(s) {', '.join(f'{i}/{jobs}' for i in failed)} failed (their output is above); "
+            f"the cells they finished are kept: rerun with --resume"
+        )
 
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:

@@ -135,3 +135,28 @@ def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert str(tmp_path / "none") in err and "sweep run" in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capsys) -> None:
+    """--jobs 2: the first cell runs here (it samples the reference answers every cell reuses), the rest in
+    two worker processes; every cell runs exactly once and the facts record the jobs."""
+    grid = [c.arm for c in cells(TINY)]
+    assert _sweep(tmp_path, "--jobs", "2") == 0
+    out = capsys.readouterr().out
+    assert "[sweep] 2 workers, 1 thread(s) each" in out or "[sweep] 2 workers," in out
+    assert f"sweep: {len(grid)} of {len(grid)} cells done" in out
+    with _uow(tmp_path)() as session:
+        arms = [r.arm for r in session.scalars(select(Round))]
+        references = session.scalar(
+            select(func.count()).select_from(EvaluationSample).where(EvaluationSample.side == "reference")
+        )
+    assert sorted(arms) == sorted(grid)  # each cell once
+    assert references == TINY.world.n_eval * TINY.samples_per_prompt  # the reference sampled once
+    facts = json.loads((tmp_path / "sweep" / "experiment" / "sweep.json").read_text())
+    assert facts["jobs"] == 2
+
+
+def test_bad_shard_is_refused_naming_the_option(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        _sweep(tmp_path, "--shard", "2/2")
+    assert "--shard" in capsys.readouterr().err
