@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="standard",
-        help="standard: about 2 h on a 2-core CPU; large: a GPU machine (scripts/sweep-gpu); tiny: tests",
+        help="standard: about 3 h on a 2-core CPU in one process; large: a GPU machine (scripts/sweep-gpu); "
+        "tiny: tests",
     )
     run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
     run.add_argument(

@@ -51,8 +51,9 @@ class SweepProfile:
         return tuple(f"standin-{a:.2f}" for a in self.standins) + ((LEARNED,) if self.learned else ())
 
 
-# Sized from measured costs on the project's 2-core CPU (docs/experiment-results.md "Compute"): ~0.15 s per
-# sampled response at batch 32 and ~10 s per DPO step; 42 cells fit the 2-hour budget.
+# Sized for power, not for the 2-hour budget: measured on the project's 2-core CPU (idle), ~0.25 s per sampled
+# eval answer at batch 32 and ~8 s per DPO step, i.e. ~210 s per cell and ~3 h in all with one process
+# (README "The powered experiment"; `--jobs 2` is faster).
 STANDARD = SweepProfile(
     name="standard",
     world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=160, n_seed=384, budget=64, epochs=2),
@@ -63,7 +64,7 @@ STANDARD = SweepProfile(
     curve_rm="standin-0.75",
     samples_per_prompt=4,
     batch_size=32,
-    note="2-core CPU, about 2 hours",
+    note="2-core CPU, about 3 hours in one process",
 )
 # For a GPU machine (scripts/sweep-gpu): the same design at the scale the issue asks for and beyond.
 LARGE = SweepProfile(
