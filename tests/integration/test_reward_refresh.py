@@ -202,11 +202,12 @@ def test_refresh_is_kept_when_agreement_holds_rejected_when_it_drops(
     assert (again.candidate_model, again.kept, again.new_agreement) == (candidate, True, first.new_agreement)
     assert len(list((tmp_path / "data" / "reward-models").iterdir())) == 1
 
-    # Round 2 scores the whole pool with the kept candidate (same policy: only the reward model changed).
+    # Round 2 scores its candidates (the free prompts: [selection] candidates draws from those) with the kept
+    # candidate RM (same policy: only the reward model changed).
     with uow() as s:
         checkpoint = s.get(Round, round1).policy_in
     round2 = _plan_next(uow, cfg)
-    assert _scores_by_model(uow, checkpoint) == {candidate: N_TOY + N_FREE}
+    assert _scores_by_model(uow, checkpoint) == {candidate: N_FREE}
     with uow() as s:
         items = s.query(AnnotationItem).filter_by(round_id=round2).all()
         assert len(items) == 4 and {s.get(Prompt, i.prompt_id).text[:4] for i in items} == {"Free"}
