@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from loop.experiment.runner import ExperimentError
@@ -166,12 +168,45 @@ def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path
     base += ["--data-dir", str(data_dir), "--model-cache", str(Path(model_cache).resolve())]
     say(f"[sweep] {jobs} workers, {threads} thread(s) each")
     workers = [subprocess.Popen([*base, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
-    failed = [i for i, w in enumerate(workers) if w.wait() != 0]
+    try:
+        with _sigterm_raises():
+            failed = [i for i, w in enumerate(workers) if w.wait() != 0]
+    finally:  # stopping the parent (Ctrl-C, kill PID) stops its workers: no orphan keeps the cores busy
+        _stop(workers)
     if failed:
         raise ExperimentError(
             f"sweep worker(s) {', '.join(f'{i}/{jobs}' for i in failed)} failed (their output is above); "
             f"the cells they finished are kept: rerun with --resume"
         )
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM ends this process through Python (so `finally` runs) instead of killing it outright."""
+
+    def raise_exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(workers, grace_s: float = 30.0) -> None:
+    """SIGTERM each worker still running, then SIGKILL those that outlive the grace period."""
+    import subprocess
+
+    running = [w for w in workers if w.poll() is None]
+    for w in running:
+        w.terminate()
+    for w in running:
+        try:
+            w.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait()
 
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:

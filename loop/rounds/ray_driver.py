@@ -4,14 +4,12 @@ joining Ray, reading the batches to score, committing a finished batch with the 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from loop.rounds import ray_stages as stages
-from loop.rounds.scoring_steps import ScoreReport, ScoringError, fault_point, stored_items, write_batch
-from storage.repositories.candidates import add_scoring_cost
+from loop.rounds.scoring_steps import ScoreReport, ScoringError, commit_batch, stored_items
 from storage.repositories.checkpoints import get_checkpoint
 from storage.repositories.prompts import PromptRow, unscored_prompts
 from storage.repositories.scores import generations_for
@@ -97,30 +95,13 @@ def check_resources(ray, scoring: ScoringConfig) -> None:
 
 
 def commit_items(items, number, uow, checkpoint_id, rm, k, report, round_id, rows=None) -> None:
-    """Write one finished batch in one transaction with the local engine's writer (and its fault points).
-    The batch's cost in seconds: its generation and reward time summed over the actors that ran it."""
-    done, samples, tokens = report.prompts_done, report.responses_generated, report.tokens_generated
-    seconds = sum(stages.stage_seconds(rows)) if rows is not None else 0.0
+    """Write one finished batch with the local engine's writer. Its cost in seconds: its generation and
+    reward time summed over the actors that ran it."""
+    before = report.counters()
     for item in items:
         new = [item.responses[i] for i in item.new]
         report.responses_generated += len(new)
         report.tokens_generated += sum(s.n_tokens for s in new)
         report.responses_rewarded += len(item.rewards)
-    fault_point("after-generate", number)
-    t0 = time.perf_counter()
-    with uow() as session:
-        write_batch(session, checkpoint_id, rm, k, items, report, round_id)
-        if round_id is not None:  # the round's scoring cost, counted once per committed batch
-            add_scoring_cost(
-                session,
-                round_id,
-                prompts=report.prompts_done - done,
-                samples=report.responses_generated - samples,
-                tokens=report.tokens_generated - tokens,
-                seconds=seconds,
-            )
-        session.flush()
-        fault_point("before-commit", number)
-    report.write_s += time.perf_counter() - t0
-    fault_point("after-commit", number)
-    report.batches = number
+    seconds = sum(stages.stage_seconds(rows)) if rows is not None else 0.0
+    commit_batch(uow, number, checkpoint_id, rm, k, items, report, round_id, before=before, seconds=seconds)

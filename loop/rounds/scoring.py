@@ -22,13 +22,11 @@ from loop.rounds.scoring_steps import (
     ScoreReport,
     ScoringError,
     check_score_args,
-    fault_point,
+    commit_batch,
     generate_and_score,
     remaining_unscored,
-    write_batch,
 )
 from storage.models import Round
-from storage.repositories.candidates import add_scoring_cost
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
 from storage.repositories.prompts import PromptRow, count_unscored, unscored_among, unscored_prompts
 from storage.repositories.scores import generations_for
@@ -77,34 +75,26 @@ def score_pool(
     start, cursor = time.perf_counter(), None
     with progress_bar(todo, "scoring", "prompt", enabled=progress) as bar:
         while todo > 0:
-            t_batch = time.perf_counter()  # this batch's cost: the report's counters now and after its write
-            done, samples, tokens = report.prompts_done, report.responses_generated, report.tokens_generated
+            t_batch, before = time.perf_counter(), report.counters()  # this batch's cost: the difference
             with uow() as session:
                 batch = _next_batch(session, checkpoint_id, rm, cursor, min(batch_size, todo), pending)
                 stored = generations_for(session, checkpoint_id, [p.id for p in batch])
             if not batch:
                 break
             cursor = batch[-1].id  # keyset cursor: a prompt left for later is not met twice in one run
-            number = report.batches + 1
             scored = generate_and_score(batch, stored, generator, scorer, k, seed, report)
-            fault_point("after-generate", number)
-            t0 = time.perf_counter()
-            with uow() as session:
-                write_batch(session, checkpoint_id, rm, k, scored, report, round_id)
-                if round_id is not None:
-                    add_scoring_cost(
-                        session,
-                        round_id,
-                        prompts=report.prompts_done - done,
-                        samples=report.responses_generated - samples,
-                        tokens=report.tokens_generated - tokens,
-                        seconds=time.perf_counter() - t_batch,
-                    )
-                session.flush()
-                fault_point("before-commit", number)
-            report.write_s += time.perf_counter() - t0
-            fault_point("after-commit", number)
-            report.batches = number
+            commit_batch(
+                uow,
+                report.batches + 1,
+                checkpoint_id,
+                rm,
+                k,
+                scored,
+                report,
+                round_id,
+                before=before,
+                seconds=time.perf_counter() - t_batch,
+            )
             todo -= len(batch)
             bar.update(len(batch))
             elapsed = time.perf_counter() - start

@@ -20,6 +20,7 @@ import numpy as np
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.ml.generation import ResponseGenerator, Sample
 from storage.errors import PvarLoopError
+from storage.repositories.candidates import add_scoring_cost
 from storage.repositories.prompts import PromptRow, count_unscored, unscored_among
 from storage.repositories.scores import (
     EXCLUDED,
@@ -78,6 +79,10 @@ class ScoreReport:
     @property
     def prompts_done(self) -> int:
         return self.scored + len(self.excluded)
+
+    def counters(self) -> tuple[int, int, int]:
+        """(prompts, samples generated, tokens generated) so far: a batch's cost is the difference."""
+        return self.prompts_done, self.responses_generated, self.tokens_generated
 
     @property
     def prompts_per_s(self) -> float:
@@ -279,6 +284,38 @@ def write_batch(
     upsert_reward_exclusions(session, rm, unread_rows)
     report.responses_unread += len(unread_rows)
     upsert_prompt_scores(session, checkpoint_id, rm, score_rows, round_id=round_id)
+
+
+def commit_batch(
+    uow,
+    number: int,
+    checkpoint_id: str,
+    rm: str,
+    k: int,
+    items: list[ScoredPrompt],
+    report: ScoreReport,
+    round_id: int | None,
+    *,
+    before: tuple[int, int, int],
+    seconds: float,
+) -> None:
+    """Write batch `number` in one transaction, with the crash tests' fault points around it. A round's batch
+    also adds its cost: the report's (prompts, samples, tokens) since `before`, and `seconds`."""
+    fault_point("after-generate", number)
+    t0 = time.perf_counter()
+    with uow() as session:
+        write_batch(session, checkpoint_id, rm, k, items, report, round_id)
+        if round_id is not None:  # counted once per committed batch
+            now = report.counters()
+            prompts, samples, tokens = (a - b for a, b in zip(now, before, strict=True))
+            add_scoring_cost(
+                session, round_id, prompts=prompts, samples=samples, tokens=tokens, seconds=seconds
+            )
+        session.flush()
+        fault_point("before-commit", number)
+    report.write_s += time.perf_counter() - t0
+    fault_point("after-commit", number)
+    report.batches = number
 
 
 def fault_point(point: str, batch: int) -> None:

@@ -5,6 +5,11 @@ redoing anything, and the report is recomputed from the evaluation samples store
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +165,41 @@ def test_bad_shard_is_refused_naming_the_option(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         _sweep(tmp_path, "--shard", "2/2")
     assert "--shard" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_stopping_the_parent_stops_its_workers(tmp_path: Path) -> None:
+    """`kill <parent PID>` on `sweep run --jobs 2` (an operator stopping a long run) ends the worker processes
+    too; before, they went on as orphans holding the cores."""
+    cmd = [sys.executable, "-m", "loop.cli", "sweep", "run", "--profile", "tiny", "--jobs", "2"]
+    cmd += ["--data-dir", str(tmp_path / "sweep"), "--model-cache", str(tmp_path / "models")]
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        parent = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 600
+        while len(workers) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _children(parent.pid)
+        assert len(workers) == 2, log.read_text()[-3000:]
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=120) != 0
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
