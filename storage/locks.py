@@ -1,7 +1,7 @@
 """A lease row per database, so exactly one scheduler drives it. The holder renews a heartbeat; a lease whose
 heartbeat is older than `stale_after`, or whose holder process is gone from this host, is taken over.
 
-Holder ids are "host:pid:random", unique per scheduler process, so the holder id is also the fencing token:
+Holder ids are "[role:]host:pid:random" (role: "by-hand" for an operator command), unique per scheduler process, so the holder id is also the fencing token:
 lease_fence refuses any commit of a process whose lease was taken over."""
 
 from __future__ import annotations
@@ -110,9 +110,12 @@ def lease_fence(name: str, holder: str) -> Callable[[Session], None]:
 
 
 def _gone_from_this_host(holder: str) -> bool:
-    """True when `holder` ("host:pid:...") names a process of this host that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.split(":", 1)[0]
+    """True when `holder` ("[role:]host:pid:token", e.g. "by-hand:...") names a process of this host that no
+    longer exists. Read from the right: a role prefix may hold colons, a host name cannot."""
+    parts = holder.split(":")
+    if len(parts) < 3:
+        return False
+    host, pid_text = parts[-3], parts[-2]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -54,3 +58,30 @@ def test_lock_sqlite(sqlite_url):
 @pytest.mark.postgres
 def test_lock_postgres(postgres_url):
     _lock_cycle(postgres_url)
+
+
+def _dead_pid() -> int:
+    """The PID of a process of this host that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("role", ["", "by-hand:"])
+def test_lease_of_a_dead_process_of_this_host_is_taken_at_once(sqlite_url, role):
+    """A scheduler or by-hand command killed on this host frees the lease for the next one without waiting
+    out stale_after (the by-hand holder "by-hand:host:pid:..." was read with host "by-hand" and waited)."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    clock = FakeClock()
+    dead = f"{role}{socket.gethostname()}:{_dead_pid()}:0123abcd"
+    acquire(engine, "scheduler", dead, stale_after=300, clock=clock)
+    clock.advance(1)
+    acquire(engine, "scheduler", "next", stale_after=300, clock=clock)
+    assert holder_of(engine, "scheduler") == "next"
+    alive = f"{role}{socket.gethostname()}:{os.getpid()}:0123abcd"  # this test's own process: alive
+    release(engine, "scheduler", "next")
+    acquire(engine, "scheduler", alive, stale_after=300, clock=clock)
+    with pytest.raises(LockHeld):
+        acquire(engine, "scheduler", "next", stale_after=300, clock=clock)
+    engine.dispose()
