@@ -1,8 +1,8 @@
 """A lease row per database, so exactly one scheduler drives it. The holder renews a heartbeat; a lease whose
 heartbeat is older than `stale_after`, or whose holder process is gone from this host, is taken over.
 
-Holder ids are "[role:]host:pid:random" (role: "by-hand" for an operator command), unique per scheduler process, so the holder id is also the fencing token:
-lease_fence refuses any commit of a process whose lease was taken over."""
+Holder ids are "[role:]host:pid:random" (role "by-hand": an operator's command), unique per process, so the holder
+id is also the fencing token: lease_fence refuses any commit of a process whose lease was taken over."""
 
 from __future__ import annotations
 
