@@ -94,6 +94,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     seed = sel.seed if args.seed is None else args.seed
     with UnitOfWork(open_engine(cfg))() as session:
         checkpoint_id = args.checkpoint or initial_checkpoint_id(cfg.policy.model)
+        among = _drawn_not_picked(session)
         selection = choose(
             session,
             checkpoint_id=checkpoint_id,
@@ -102,10 +103,19 @@ def cmd_select(args: argparse.Namespace) -> int:
             budget=budget,
             seed=seed,
             audit_fraction=sel.audit_fraction,
+            among_round=among,
         )
     if args.json:
-        print_json(selection.as_dict())
+        print_json({**selection.as_dict(), "among_round": among})
         return 0
+    drawn = sel.candidate_count(budget)
+    if among is not None:
+        print(f"among the candidates the open round (id {among}) drew; it picks from these only")
+    elif drawn is not None and drawn < selection.pool:
+        print(
+            f"note: a round draws [selection] candidates = {drawn} of the free prompts at random and picks "
+            f"among those; this ranks all {selection.pool}"
+        )
     print(
         f"{strategy}, budget {budget}, seed {seed}: {len(selection.picks)} of {selection.pool} free scored "
         f"prompts ({selection.taken} taken by rounds or labelled, {selection.unscored} not scored yet)"
@@ -137,6 +147,17 @@ def cmd_select(args: argparse.Namespace) -> int:
             f"{p.prompt_id[:12]:<12}  {text}"
         )
     return 0
+
+
+def _drawn_not_picked(session) -> int | None:
+    """The open round's id when it has drawn its candidates but not picked yet: `select` previews its pick."""
+    from loop.rounds.candidates import selection_round
+    from storage.repositories.rounds import item_status_counts, open_round
+
+    rnd = open_round(session)
+    if rnd is None or sum(item_status_counts(session, rnd.id).values()):
+        return None
+    return selection_round(session, rnd.id)
 
 
 def _fit(text: str, width: int) -> str:

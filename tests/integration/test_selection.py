@@ -16,6 +16,7 @@ from loop.rounds.selection import SelectionError, choose
 from storage.db import UnitOfWork, make_engine, select_in
 from storage.migrate import upgrade
 from storage.models import AnnotationItem, Generation, Label, Prompt, Round
+from storage.repositories.candidates import record_candidates
 from storage.repositories.checkpoints import initial_checkpoint_id
 from storage.repositories.prompts import prompt_texts
 from storage.upsert import upsert
@@ -90,6 +91,7 @@ def test_json_shape_and_pvar_ranking(project, capsys):
         "audit_fraction",
         "audits",
         "selected",
+        "among_round",
     }
     scored = dict(project.query("SELECT prompt_id, value FROM prompt_scores WHERE metric = 'pvar'"))
     assert (out["strategy"], out["budget"], out["pool"], out["taken"]) == ("pvar", 3, len(scored), 0)
@@ -144,6 +146,42 @@ def test_open_round_excludes_its_prompts_and_cancel_frees_them(project, capsys):
         s.add(Label(item_id=item.id, annotator="ann-1", choice="a"))
     out = _select(project, capsys, "--strategy", "full")
     assert {p["prompt_id"] for p in out["selected"]} == everything - {held[0]} and out["taken"] == 1
+
+
+def test_select_previews_the_open_rounds_draw(project, capsys):
+    """A round that drew its candidates ([selection] candidates) but has not picked yet picks among those
+    only, so `select` previews exactly that; before, it ranked the whole pool and showed prompts the round
+    could never pick."""
+    everything = {p["prompt_id"] for p in _select(project, capsys, "--strategy", "full")["selected"]}
+    drawn = sorted(everything)[::3]
+    uow = _uow(project)
+    with uow() as s:
+        rnd = Round(number=1, status="scored", budget=2, strategy="pvar")
+        s.add(rnd)
+        s.flush()
+        record_candidates(s, rnd.id, asked=len(drawn), free_pool=len(everything), prompt_ids=drawn)
+        round_id = rnd.id
+    out = _select(project, capsys, "--strategy", "full")
+    assert {p["prompt_id"] for p in out["selected"]} == set(drawn) and out["among_round"] == round_id
+    top = _select(project, capsys, "--strategy", "pvar", "--budget", "2")["selected"]
+    assert {p["prompt_id"] for p in top} <= set(drawn) and len(top) == 2
+    assert project.cli("select", "--strategy", "pvar", "--budget", "2") == 0
+    assert f"open round (id {round_id}) drew" in capsys.readouterr().out
+
+
+def test_select_says_a_round_would_rank_a_random_draw(project, capsys, tmp_path):
+    """With no open round and [selection] candidates below the pool, the preview says it ranks the whole pool
+    while a round picks among a random draw of that many."""
+    from loop.cli.app import main
+
+    config = tmp_path / "candidates.toml"
+    config.write_text(project.config.read_text(encoding="utf-8") + "[selection]\ncandidates = 4\n")
+    capsys.readouterr()
+    assert main(["--config", str(config), "select", "--strategy", "pvar", "--budget", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "[selection] candidates = 4 of the free prompts at random" in out and f"ranks all {N_PROMPTS}" in out
+    )
 
 
 def test_budget_larger_than_pool_is_reported(project, capsys):
