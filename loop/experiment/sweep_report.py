@@ -187,6 +187,15 @@ def findings(analysis: dict, policy: str) -> list[str]:
         out.append(f"Random beats PVar at the largest budget with: {', '.join(worse)} (interval below 0).")
     if flat:
         out.append(f"No separation at the largest budget with: {', '.join(flat)} (interval contains 0).")
+    decided = decided_pairs(analysis)
+    if decided:
+        listed = "; ".join(f"{rm} {p:.1f} vs {r:.1f}" for rm, p, r in decided)
+        why = "the annotator's ties train nothing (DPO drops them)"
+        if all(p > r for _, p, r in decided):
+            why += ", so with every RM PVar's picks leave more pairs to learn from per label bought"
+        out.append(
+            f"Decided (non-tie) pairs per cell at the largest budget, PVar vs random: {listed}; {why}."
+        )
     graded = sorted((d for d in top if d["agreement"] is not None), key=lambda d: d["agreement"])
     payoff = next((d for d in graded if d["low"] > 0), None)
     if payoff is not None:
@@ -200,4 +209,15 @@ def findings(analysis: dict, policy: str) -> list[str]:
         f"({policy}), a rule verifier as both annotator and judge: the effect size is this world's, not a "
         "general one."
     )
+    return out
+
+
+def decided_pairs(analysis: dict) -> list[tuple[str, float, float]]:
+    """(rm, PVar's mean decided pairs, random's) per RM at the largest budget both arms ran."""
+    rows = {(c["rm"], c["strategy"], c["budget"]): c["decided_ab"] for c in analysis["cells"]}
+    out = []
+    for d in analysis["dose_response"]:
+        pvar, rand = rows.get((d["rm"], PVAR, d["budget"])), rows.get((d["rm"], RANDOM, d["budget"]))
+        if pvar is not None and rand is not None:
+            out.append((d["rm"], pvar, rand))
     return out

@@ -149,3 +149,23 @@ def test_seed_to_seed_variance_widens_the_interval() -> None:
         return d.high - d.low
 
     assert spread(0.05) > spread(0.0) + 0.02
+
+
+def test_findings_compare_the_decided_pairs_of_both_arms() -> None:
+    """The report says how many labels each arm's picks left for DPO (ties train nothing), per RM."""
+    from loop.experiment.sweep_report import decided_pairs, findings
+
+    def cell(rm: str, strategy: str, decided: float) -> dict:
+        return {"rm": rm, "strategy": strategy, "budget": 64, "decided_ab": decided}
+
+    diff = {"budget": 64, "mean": 0.01, "low": -0.02, "high": 0.04}
+    analysis = {
+        "cells": [cell("a", "pvar", 40.0), cell("a", "random", 25.5), cell("b", "pvar", 20.0)],
+        "dose_response": [{"rm": "a", "agreement": 0.7, **diff}, {"rm": "b", "agreement": 0.9, **diff}],
+        "eval_prompts": 10,
+    }
+    assert decided_pairs(analysis) == [("a", 40.0, 25.5)]  # b has no random cell: not compared
+    text = " ".join(findings(analysis, "p"))
+    assert "PVar vs random: a 40.0 vs 25.5;" in text and "more pairs to learn from" in text
+    analysis["cells"][1]["decided_ab"] = 41.0
+    assert "more pairs" not in " ".join(findings(analysis, "p"))
