@@ -64,6 +64,8 @@ def ray_session(scoring: ScoringConfig):
     if ray.is_initialized():
         yield ray
         return
+    if scoring.ray_address is not None:
+        check_reachable(scoring.ray_address)
     try:
         if scoring.ray_address is None:
             ray.init(num_cpus=scoring.local_cpus, include_dashboard=False, logging_level=logging.WARNING)
@@ -76,6 +78,26 @@ def ray_session(scoring: ScoringConfig):
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse an address nothing listens on, at once: ray.init retries such an address for minutes.
+    "auto" (and "local") are Ray's own lookups, left to it."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayEngineError(
+            f'[scoring] ray_address = {address!r}: expected "auto", "host:port" or "ray://host:port"'
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayEngineError(
+            f"[scoring] ray_address = {address!r}: no Ray answers there ({e}); start the cluster or fix the key"
+        ) from None
 
 
 def check_resources(ray, scoring: ScoringConfig) -> None:
