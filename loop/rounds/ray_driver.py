@@ -4,12 +4,21 @@ joining Ray, reading the batches to score, committing a finished batch with the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loop.rounds import ray_stages as stages
-from loop.rounds.scoring_steps import ScoreReport, ScoringError, commit_batch, stored_items
+from loop.rounds.scoring_steps import (
+    ScoreReport,
+    ScoringError,
+    check_score_args,
+    commit_batch,
+    finish_report,
+    stored_items,
+)
 from storage.repositories.checkpoints import get_checkpoint
 from storage.repositories.prompts import PromptRow, unscored_prompts
 from storage.repositories.scores import generations_for
@@ -25,31 +34,55 @@ class RayEngineError(ScoringError):
     """The Ray engine cannot start or its cluster cannot run the configured actors; the message says which key."""
 
 
-def read_batches(
-    uow: UnitOfWork,
-    checkpoint_id: str,
-    reward_model: str,
-    k: int,
-    batch_size: int,
-    limit: int | None,
-    prompts: Sequence[PromptRow] | None,
-) -> tuple[ScoreReport, list[list[PromptRow]], list[list[dict]]]:
-    """The prompts to score (given, or up to `limit` unscored train prompts in id order, as the local engine
-    meets them) cut into committed batches, and their rows (ray_stages layout) with the stored samples."""
-    report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=reward_model, k=k)
+@dataclass(frozen=True)
+class RayJob:
+    """One Ray scoring run, as both Ray pipelines take it: what to score, how, and where its cost goes."""
+
+    checkpoint_id: str
+    reward_model: str
+    k: int
+    seed: int
+    batch_size: int  # prompts per Ray batch and per committed batch
+    limit: int | None = None
+    prompts: Sequence[PromptRow] | None = None  # default: up to `limit` unscored train prompts, in id order
+    candidates: Sequence[str] | None = None  # a round's candidate ids: what the report's `remaining` counts
+    progress: bool = True
+    round_id: int | None = None
+
+
+def run_ray_job(uow: UnitOfWork, scoring: ScoringConfig, job: RayJob, drain, engine: str) -> ScoreReport:
+    """Read the job's batches, join Ray and let `drain(ray, report, batches, rows)` stream and commit them;
+    a Ray failure keeps the batches committed before it (a rerun scores the rest)."""
+    check_score_args(job.k, job.batch_size, job.limit)
+    start = time.perf_counter()
+    report, batches, rows = read_batches(uow, job)
+    if batches:
+        with ray_session(scoring) as ray:
+            try:
+                drain(ray, report, batches, rows)
+            except ray.exceptions.RayError as e:
+                raise RayEngineError(f"the {engine} failed after {report.batches} batches: {e}") from e
+    return finish_report(uow, report, start, job.candidates, engine)
+
+
+def read_batches(uow: UnitOfWork, job: RayJob) -> tuple[ScoreReport, list[list[PromptRow]], list[list[dict]]]:
+    """The job's prompts cut into committed batches, and their rows (ray_stages layout) with the stored
+    samples."""
+    report = ScoreReport(checkpoint_id=job.checkpoint_id, reward_model=job.reward_model, k=job.k)
     with uow() as session:
-        if get_checkpoint(session, checkpoint_id) is None:
-            raise ScoringError(f"checkpoint {checkpoint_id!r} is not in the database")
+        if get_checkpoint(session, job.checkpoint_id) is None:
+            raise ScoringError(f"checkpoint {job.checkpoint_id!r} is not in the database")
         todo = (
-            list(prompts)
-            if prompts is not None
-            else unscored_prompts(session, checkpoint_id, reward_model, limit=limit)
+            list(job.prompts)
+            if job.prompts is not None
+            else unscored_prompts(session, job.checkpoint_id, job.reward_model, limit=job.limit)
         )
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        size = job.batch_size
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         rows = []
         for number, batch in enumerate(batches, 1):
-            stored = generations_for(session, checkpoint_id, [p.id for p in batch])
-            rows.append(stages.to_rows(number, batch, stored_items(batch, stored, k, report), k))
+            stored = generations_for(session, job.checkpoint_id, [p.id for p in batch])
+            rows.append(stages.to_rows(number, batch, stored_items(batch, stored, job.k, report), job.k))
     return report, batches, rows
 
 
@@ -116,9 +149,9 @@ def check_resources(ray, scoring: ScoringConfig) -> None:
             )
 
 
-def commit_items(items, number, uow, checkpoint_id, rm, k, report, round_id, rows=None) -> None:
+def commit_items(uow, job: RayJob, items, number: int, report: ScoreReport, rows=None) -> None:
     """Write one finished batch with the local engine's writer. Its cost in seconds: its generation and
-    reward time summed over the actors that ran it."""
+    reward time summed over the actors that ran it (rows; none given: 0)."""
     before = report.counters()
     for item in items:
         new = [item.responses[i] for i in item.new]
@@ -126,4 +159,15 @@ def commit_items(items, number, uow, checkpoint_id, rm, k, report, round_id, row
         report.tokens_generated += sum(s.n_tokens for s in new)
         report.responses_rewarded += len(item.rewards)
     seconds = sum(stages.stage_seconds(rows)) if rows is not None else 0.0
-    commit_batch(uow, number, checkpoint_id, rm, k, items, report, round_id, before=before, seconds=seconds)
+    commit_batch(
+        uow,
+        number,
+        job.checkpoint_id,
+        job.reward_model,
+        job.k,
+        items,
+        report,
+        job.round_id,
+        before=before,
+        seconds=seconds,
+    )

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loop.rounds import ray_stages as stages
-from loop.rounds.ray_driver import RayEngineError, check_resources, commit_items, ray_session, read_batches
-from loop.rounds.scoring_steps import ScoreReport, check_score_args, remaining_unscored
-from storage.repositories.prompts import PromptRow, count_unscored, unscored_among
+from loop.rounds.ray_driver import RayEngineError, RayJob, check_resources, commit_items, run_ray_job
+from loop.rounds.scoring_steps import ScoreReport
+from storage.repositories.prompts import unscored_among
 
 if TYPE_CHECKING:
     from loop.config import Config, ScoringConfig
@@ -42,17 +42,6 @@ def score_with_ray(
     """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
     (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm); only the unscored among
     `prompt_ids` (a round's candidates) when given."""
-    report = _score_with_ray(
-        cfg, uow, model, reward_model, checkpoint_id, limit, progress, round_id, prompt_ids
-    )
-    if prompt_ids is not None:
-        report.candidates = len(set(prompt_ids))
-        with uow() as session:
-            report.remaining = remaining_unscored(session, checkpoint_id, reward_model, prompt_ids)
-    return report
-
-
-def _score_with_ray(cfg, uow, model, reward_model, checkpoint_id, limit, progress, round_id, prompt_ids):
     prompts = None
     if prompt_ids is not None:
         with uow() as session:
@@ -67,21 +56,22 @@ def _score_with_ray(cfg, uow, model, reward_model, checkpoint_id, limit, progres
         "batch_size": cfg.reward.batch_size,
         "device": device,
     }
-    common = {
-        "checkpoint_id": checkpoint_id,
-        "reward_model": reward_model,
-        "k": g.k,
-        "seed": g.seed,
-        "batch_size": s.batch_size or g.batch_size,
-        "limit": limit,
-        "prompts": prompts,
-        "progress": progress,
-        "round_id": round_id,
-    }
+    job = RayJob(
+        checkpoint_id=checkpoint_id,
+        reward_model=reward_model,
+        k=g.k,
+        seed=g.seed,
+        batch_size=s.batch_size or g.batch_size,
+        limit=limit,
+        prompts=prompts,
+        candidates=prompt_ids,
+        progress=progress,
+        round_id=round_id,
+    )
     if g.backend == "vllm":
         from loop.rounds.ray_vllm import score_pool_vllm
 
-        return score_pool_vllm(uow, s, model, cfg.policy.dtype, knobs, scorer_kwargs, **common)
+        return score_pool_vllm(uow, s, job, model, cfg.policy.dtype, knobs, scorer_kwargs)
     generator_kwargs = {
         "backend": g.backend,
         "model": model,
@@ -90,54 +80,25 @@ def _score_with_ray(cfg, uow, model, reward_model, checkpoint_id, limit, progres
         "device": device,
         **knobs,
     }
-    return score_pool_ray(uow, s, generator_kwargs, scorer_kwargs, **common)
+    return score_pool_ray(uow, s, job, generator_kwargs, scorer_kwargs)
 
 
 def score_pool_ray(
     uow: UnitOfWork,
     scoring: ScoringConfig,
+    job: RayJob,
     generator_kwargs: dict[str, Any],
     scorer_kwargs: dict[str, Any],
-    *,
-    checkpoint_id: str,
-    reward_model: str,
-    k: int,
-    seed: int,
-    batch_size: int,
-    limit: int | None = None,
-    prompts: Sequence[PromptRow] | None = None,
-    progress: bool = True,
-    round_id: int | None = None,
 ) -> ScoreReport:
-    """Score `prompts` (default: up to `limit` unscored train prompts, in id order) on Ray, committing every
-    batch_size prompts here. generator_kwargs go to make_generator, scorer_kwargs to RewardScorer."""
-    check_score_args(k, batch_size, limit)
-    start = time.perf_counter()
-    report, batches, rows = read_batches(uow, checkpoint_id, reward_model, k, batch_size, limit, prompts)
-    if batches:
-        with ray_session(scoring) as ray:
-            check_resources(ray, scoring)
-            pipeline = _pipeline(ray, scoring, rows, generator_kwargs, scorer_kwargs, k, seed)
-            try:
-                _drain(pipeline, batches, uow, checkpoint_id, reward_model, k, report, round_id, progress)
-            except ray.exceptions.RayError as e:
-                # Batches committed before the failure stay; a rerun scores the rest.
-                raise RayEngineError(
-                    f"the Ray scoring pipeline failed after {report.batches} batches: {e}"
-                ) from e
-    report.elapsed_s = time.perf_counter() - start
-    with uow() as session:
-        report.remaining = count_unscored(session, checkpoint_id, reward_model)
-    for prompt_id, reason in report.excluded:
-        log.warning("prompt %s excluded: %s", prompt_id, reason)
-    log.debug(
-        "%s (Ray engine; generation %.1f s, reward %.1f s summed over actors, database %.1f s)",
-        report.summary(),
-        report.generate_s,
-        report.reward_s,
-        report.write_s,
-    )
-    return report
+    """Score the job's prompts on Ray, committing every job.batch_size prompts here. generator_kwargs go to
+    make_generator, scorer_kwargs to RewardScorer."""
+
+    def drain(ray, report: ScoreReport, batches, rows) -> None:
+        check_resources(ray, scoring)
+        pipeline = _pipeline(ray, scoring, rows, generator_kwargs, scorer_kwargs, job.k, job.seed)
+        _drain(pipeline, batches, uow, job, report)
+
+    return run_ray_job(uow, scoring, job, drain, "Ray scoring pipeline")
 
 
 def _pipeline(ray, scoring: ScoringConfig, rows, generator_kwargs, scorer_kwargs, k: int, seed: int):
@@ -177,7 +138,7 @@ def _pipeline(ray, scoring: ScoringConfig, rows, generator_kwargs, scorer_kwargs
     )
 
 
-def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progress) -> None:
+def _drain(pipeline, batches, uow, job: RayJob, report: ScoreReport) -> None:
     """Commit each batch once all its rows are back, in batch order, with the local engine's writer."""
     from loop.progress import progress as progress_bar
 
@@ -185,7 +146,7 @@ def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progr
     pending: dict[int, list[dict]] = {}
     next_batch = 1
     start = time.perf_counter()
-    with progress_bar(sum(sizes.values()), "scoring (ray)", "prompt", enabled=progress) as bar:
+    with progress_bar(sum(sizes.values()), "scoring (ray)", "prompt", enabled=job.progress) as bar:
         for frame in pipeline.iter_batches(batch_size=None, batch_format="pandas"):
             for row in frame.to_dict("records"):
                 pending.setdefault(int(row[stages.BATCH]), []).append(row)
@@ -195,7 +156,7 @@ def _drain(pipeline, batches, uow, checkpoint_id, rm, k, report, round_id, progr
                 generate_s, reward_s = stages.stage_seconds(rows)
                 report.generate_s += generate_s
                 report.reward_s += reward_s
-                commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id, rows)
+                commit_items(uow, job, items, next_batch, report, rows)
                 bar.update(sizes[next_batch])
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(prompts_s=f"{report.prompts_done / elapsed:.2f}")

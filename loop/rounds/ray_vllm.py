@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +23,9 @@ import numpy as np
 
 from loop.ml.generation import Sample, derive_seed
 from loop.rounds import ray_stages as stages
-from loop.rounds.ray_driver import RayEngineError, commit_items, ray_session, read_batches
-from loop.rounds.scoring_steps import ScoredPrompt, ScoreReport, check_score_args, finish_items
-from storage.repositories.prompts import PromptRow, count_unscored
+from loop.rounds.ray_driver import RayEngineError, RayJob, commit_items, run_ray_job
+from loop.rounds.scoring_steps import ScoredPrompt, ScoreReport, finish_items
+from storage.repositories.prompts import PromptRow
 
 if TYPE_CHECKING:
     from loop.config import ScoringConfig
@@ -213,61 +212,40 @@ def _eos_ids(model: str) -> list[int]:
 def score_pool_vllm(
     uow: UnitOfWork,
     scoring: ScoringConfig,
+    job: RayJob,
     model: str,
     dtype: str,
     knobs: dict[str, Any],
     scorer_kwargs: dict[str, Any],
-    *,
-    checkpoint_id: str,
-    reward_model: str,
-    k: int,
-    seed: int,
-    batch_size: int,
-    limit: int | None = None,
-    prompts: Sequence[PromptRow] | None = None,
-    progress: bool = True,
-    round_id: int | None = None,
 ) -> ScoreReport:
     """score_pool_ray's GPU twin: vLLM generation and reward processors, the same per-batch commits."""
-    check_score_args(k, batch_size, limit)
-    start = time.perf_counter()
-    report, batches, rows = read_batches(uow, checkpoint_id, reward_model, k, batch_size, limit, prompts)
-    if batches:
-        with ray_session(scoring) as ray:
-            import pandas as pd
 
-            ctx = ray.data.DataContext.get_current()
-            ctx.execution_options.preserve_order = True
-            ds = ray.data.from_pandas([pd.DataFrame(r) for r in rows])
-            generate = _processor(
-                generation_processor_kwargs(model, dtype, scoring, batch_size * k),
-                functools.partial(generated_sample, eos_ids=tuple(_eos_ids(model))),
-            )
-            new = generate(ds.flat_map(sample_rows, fn_kwargs={"k": k, "seed": seed, "knobs": knobs}))
-            samples = new.union(ds.flat_map(stored_sample_rows, fn_kwargs={"k": k}))
-            rm_dtype = scorer_kwargs["dtype"]
-            score = _processor(
-                reward_processor_kwargs(
-                    reward_model, rm_dtype, scorer_kwargs["max_length"], scoring, batch_size * k
-                ),
-                reward_of,
-            )
-            inputs = samples.map_batches(
-                RewardInputStage,
-                fn_constructor_kwargs={"model": reward_model, "max_length": scorer_kwargs["max_length"]},
-                compute=ray.data.ActorPoolStrategy(size=1),
-                batch_format="numpy",
-            )
-            try:
-                _drain_samples(score(inputs), batches, k, uow, checkpoint_id, reward_model, report, round_id)
-            except ray.exceptions.RayError as e:
-                raise RayEngineError(
-                    f"the Ray vLLM pipeline failed after {report.batches} batches: {e}"
-                ) from e
-    report.elapsed_s = time.perf_counter() - start
-    with uow() as session:
-        report.remaining = count_unscored(session, checkpoint_id, reward_model)
-    return report
+    def drain(ray, report: ScoreReport, batches, rows) -> None:
+        import pandas as pd
+
+        k, size, max_length = job.k, job.batch_size, scorer_kwargs["max_length"]
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ds = ray.data.from_pandas([pd.DataFrame(r) for r in rows])
+        generate = _processor(
+            generation_processor_kwargs(model, dtype, scoring, size * k),
+            functools.partial(generated_sample, eos_ids=tuple(_eos_ids(model))),
+        )
+        new = generate(ds.flat_map(sample_rows, fn_kwargs={"k": k, "seed": job.seed, "knobs": knobs}))
+        samples = new.union(ds.flat_map(stored_sample_rows, fn_kwargs={"k": k}))
+        score = _processor(
+            reward_processor_kwargs(job.reward_model, scorer_kwargs["dtype"], max_length, scoring, size * k),
+            reward_of,
+        )
+        inputs = samples.map_batches(
+            RewardInputStage,
+            fn_constructor_kwargs={"model": job.reward_model, "max_length": max_length},
+            compute=ray.data.ActorPoolStrategy(size=1),
+            batch_format="numpy",
+        )
+        _drain_samples(score(inputs), batches, uow, job, report)
+
+    return run_ray_job(uow, scoring, job, drain, "Ray vLLM pipeline")
 
 
 def items_from_samples(
@@ -288,7 +266,8 @@ def items_from_samples(
     return out
 
 
-def _drain_samples(ds, batches, k, uow, checkpoint_id, rm, report, round_id) -> None:
+def _drain_samples(ds, batches, uow, job: RayJob, report: ScoreReport) -> None:
+    k = job.k
     expected = {n: len(b) * k for n, b in enumerate(batches, 1)}
     pending: dict[int, list[dict]] = {}
     next_batch = 1
@@ -296,7 +275,7 @@ def _drain_samples(ds, batches, k, uow, checkpoint_id, rm, report, round_id) -> 
         pending.setdefault(int(row[stages.BATCH]), []).append(row)
         while next_batch in pending and len(pending[next_batch]) == expected[next_batch]:
             items = items_from_samples(batches[next_batch - 1], pending.pop(next_batch), k)
-            commit_items(items, next_batch, uow, checkpoint_id, rm, k, report, round_id)
+            commit_items(uow, job, items, next_batch, report)
             next_batch += 1
     if next_batch <= len(batches):
         raise RayEngineError(f"the Ray vLLM pipeline returned {next_batch - 1} of {len(batches)} batches")

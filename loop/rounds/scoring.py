@@ -23,8 +23,8 @@ from loop.rounds.scoring_steps import (
     ScoringError,
     check_score_args,
     commit_batch,
+    finish_report,
     generate_and_score,
-    remaining_unscored,
 )
 from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
@@ -65,7 +65,6 @@ def score_pool(
         if prompt_ids is None:
             todo = count_unscored(session, checkpoint_id, rm)
         else:
-            report.candidates = len(set(prompt_ids))
             pending = [p.id for p in unscored_among(session, checkpoint_id, rm, prompt_ids)]
             todo = len(pending)
     todo = todo if limit is None else min(todo, limit)
@@ -102,20 +101,7 @@ def score_pool(
                 prompts_s=f"{report.prompts_done / elapsed:.2f}",
                 tok_s=f"{report.tokens_generated / elapsed:.0f}",
             )
-    report.elapsed_s = time.perf_counter() - start
-    with uow() as session:
-        report.remaining = remaining_unscored(session, checkpoint_id, rm, prompt_ids)
-    for prompt_id, reason in report.excluded:
-        log.warning("prompt %s excluded: %s", prompt_id, reason)
-    # DEBUG: `pvar-loop score` prints the summary and a round's scoring step logs it once with its round.
-    log.debug(
-        "%s (generation %.1f s, reward %.1f s, database %.1f s)",
-        report.summary(),
-        report.generate_s,
-        report.reward_s,
-        report.write_s,
-    )
-    return report
+    return finish_report(uow, report, start, prompt_ids, "local engine")
 
 
 def _next_batch(

@@ -330,6 +330,30 @@ def fault_point(point: str, batch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def finish_report(
+    uow, report: ScoreReport, start: float, prompt_ids: Sequence[str] | None, engine: str
+) -> ScoreReport:
+    """Every engine's tail: elapsed time, what is left (of `prompt_ids`, a round's candidates, or of the
+    pool), one warning per excluded prompt, the timing split at DEBUG."""
+    report.elapsed_s = time.perf_counter() - start
+    if prompt_ids is not None:
+        report.candidates = len(set(prompt_ids))
+    with uow() as session:
+        report.remaining = remaining_unscored(session, report.checkpoint_id, report.reward_model, prompt_ids)
+    for prompt_id, reason in report.excluded:
+        log.warning("prompt %s excluded: %s", prompt_id, reason)
+    # DEBUG: `pvar-loop score` prints the summary and a round's scoring step logs it once with its round.
+    log.debug(
+        "%s (%s; generation %.1f s, reward %.1f s, database %.1f s)",
+        report.summary(),
+        engine,
+        report.generate_s,
+        report.reward_s,
+        report.write_s,
+    )
+    return report
+
+
 def remaining_unscored(session, checkpoint_id: str, rm: str, prompt_ids: Sequence[str] | None) -> int:
     if prompt_ids is None:
         return count_unscored(session, checkpoint_id, rm)
