@@ -187,6 +187,20 @@ def findings(analysis: dict, policy: str) -> list[str]:
         out.append(f"Random beats PVar at the largest budget with: {', '.join(worse)} (interval below 0).")
     if flat:
         out.append(f"No separation at the largest budget with: {', '.join(flat)} (interval contains 0).")
+    h = analysis.get("headline")
+    if h is not None and h["labels"] is not None:
+        saving = f"{1 - h['labels'] / h['random_budget']:.0%}"
+        if h["high"] is None:
+            out.append(
+                f"Label saving on the curve ({h['rm']}): the point estimate says {saving} fewer labels "
+                f"({h['labels']:.1f} instead of {h['random_budget']}), but the interval's upper end is "
+                "'not reached': a saving is not shown."
+            )
+        elif h["high"] < h["random_budget"]:
+            out.append(
+                f"Label saving on the curve ({h['rm']}): {saving} fewer labels ({h['labels']:.1f} instead of "
+                f"{h['random_budget']}, interval [{h['low']:.1f}, {h['high']:.1f}] below {h['random_budget']})."
+            )
     decided = decided_pairs(analysis)
     if decided:
         listed = "; ".join(f"{rm} {p:.1f} vs {r:.1f}" for rm, p, r in decided)

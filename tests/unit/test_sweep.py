@@ -169,3 +169,18 @@ def test_findings_compare_the_decided_pairs_of_both_arms() -> None:
     assert "PVar vs random: a 40.0 vs 25.5;" in text and "more pairs to learn from" in text
     analysis["cells"][1]["decided_ab"] = 41.0
     assert "more pairs" not in " ".join(findings(analysis, "p"))
+
+
+def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
+    """The labels-to-reach point estimate alone is never reported as a saving."""
+    from loop.experiment.sweep_report import findings
+
+    headline = {"rm": "r", "labels": 38.0, "low": 20.7, "high": None, "random_budget": 64}
+    analysis = {"cells": [], "dose_response": [], "eval_prompts": 10, "headline": headline}
+    text = " ".join(findings(analysis, "p"))
+    assert "41% fewer labels" in text and "a saving is not shown" in text
+    headline["high"] = 50.0
+    text = " ".join(findings(analysis, "p"))
+    assert "interval [20.7, 50.0] below 64" in text and "not shown" not in text
+    headline["high"] = 64.0  # reaching random's quality only at random's own budget: no saving claimed
+    assert "fewer labels" not in " ".join(findings(analysis, "p"))
