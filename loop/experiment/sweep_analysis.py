@@ -124,7 +124,36 @@ def analyse(
                 )
     out["headline"] = _labels_to_reach(boot, curve_rm, budgets, top)
     out["dose_response"] = [d for d in out["differences"] if d["budget"] == top]
+    out["seed_spread"] = [x for rm in rms if (x := seed_spread(results, rm, top)) is not None]
     return out
+
+
+def seed_spread(results: Sequence[CellResult], rm: str, budget: int) -> dict | None:
+    """Where the uncertainty of PVar - random comes from, for one RM and budget: the difference per seed (the
+    same seed index is the same RM draw for both arms), its SD between seeds, and the SD a seed's difference
+    has from the eval prompts alone. None without two seeds evaluated in both arms."""
+    pvar, rand = str(Strategy.PVAR), str(Strategy.RANDOM)
+    arms: dict[tuple[str, int], Mapping[str, float]] = {
+        (str(r.cell.strategy), r.cell.seed): r.means
+        for r in results
+        if r.cell.rm == rm and r.cell.budget == budget and r.means
+    }
+    seeds = sorted(s for (strategy, s) in arms if strategy == pvar and (rand, s) in arms)
+    if len(seeds) < 2:
+        return None
+    per_seed, prompt_var = [], []
+    for s in seeds:
+        a, b = arms[(pvar, s)], arms[(rand, s)]
+        d = np.array([a[p] - b[p] for p in sorted(a.keys() & b.keys())])
+        per_seed.append(float(d.mean()))
+        prompt_var.append(float(d.var(ddof=1)) / len(d))
+    return {
+        "rm": rm,
+        "budget": budget,
+        "per_seed": dict(zip(seeds, per_seed, strict=True)),
+        "between_seeds_sd": float(np.std(per_seed, ddof=1)),
+        "prompt_sd": float(np.sqrt(np.mean(prompt_var))),
+    }
 
 
 def _labels_to_reach(boot: Bootstrap, rm: str, budgets: Sequence[int], top: int) -> dict | None:

@@ -157,6 +157,22 @@ def markdown(analysis: dict, facts: dict, plots: dict[str, str]) -> str:
             f"{h['share_reached']:.0%} of bootstrap replicates."
         )
     lines += ["", "## Effect against RM quality", "", f"![dose-response]({plots['dose']})", ""]
+    if analysis.get("seed_spread"):
+        lines += [
+            "## Where the uncertainty comes from",
+            "",
+            "PVar - random per seed (a seed index is the same RM draw in both arms), its spread between seeds, "
+            "and the spread one seed's difference has from the eval prompts alone.",
+            "",
+            "| RM | labels | per seed | SD of the per-seed values | SD from the eval prompts |",
+            "|---|---|---|---|---|",
+        ]
+        for x in analysis["seed_spread"]:
+            per_seed = ", ".join(f"s{s}: {_signed(v)}" for s, v in sorted(x["per_seed"].items()))
+            lines.append(
+                f"| {x['rm']} | {x['budget']} | {per_seed} | {x['between_seeds_sd']:.3f} | {x['prompt_sd']:.3f} |"
+            )
+        lines.append("")
     lines += [
         "## Cells",
         "",
@@ -209,6 +225,18 @@ def findings(analysis: dict, policy: str) -> list[str]:
             why += ", so with every RM PVar's picks leave more pairs to learn from per label bought"
         out.append(
             f"Decided (non-tie) pairs per cell at the largest budget, PVar vs random: {listed}; {why}."
+        )
+    spread = analysis.get("seed_spread") or []
+    # The per-seed values carry the prompts' noise too: seeds dominate when what is left exceeds it.
+    if spread and all(x["between_seeds_sd"] ** 2 > 2 * x["prompt_sd"] ** 2 for x in spread):
+        seeds = min(len(x["per_seed"]) for x in spread)
+        out.append(
+            "The seeds, not the eval prompts, set the intervals' width: PVar - random varies between seeds "
+            f"with SD {min(x['between_seeds_sd'] for x in spread):.3f}-"
+            f"{max(x['between_seeds_sd'] for x in spread):.3f}, the eval prompts add "
+            f"{min(x['prompt_sd'] for x in spread):.3f}-{max(x['prompt_sd'] for x in spread):.3f}. More seeds "
+            f"would narrow them, more eval prompts hardly; and a bootstrap over {seeds} seeds is coarse (it "
+            "tends to understate the spread between seeds)."
         )
     graded = sorted((d for d in top if d["agreement"] is not None), key=lambda d: d["agreement"])
     payoff = next((d for d in graded if d["low"] > 0), None)

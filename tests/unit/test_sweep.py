@@ -184,3 +184,26 @@ def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
     assert "interval [20.7, 50.0] below 64" in text and "not shown" not in text
     headline["high"] = 64.0  # reaching random's quality only at random's own budget: no saving claimed
     assert "fewer labels" not in " ".join(findings(analysis, "p"))
+
+
+def test_seed_spread_separates_seed_variance_from_prompt_noise() -> None:
+    """Per seed, PVar - random is paired by seed index; its SD between seeds and the prompts' share are
+    reported, and the report says which one sets the width."""
+    from loop.experiment.sweep_analysis import seed_spread
+    from loop.experiment.sweep_report import findings
+
+    shifts = {0: 0.0, 1: 0.06, 2: -0.03}
+    results = []
+    for s, shift in shifts.items():
+        for strategy, level in ((Strategy.PVAR, 0.5 + shift), (Strategy.RANDOM, 0.48)):
+            results.append(
+                _result("rm", strategy, s, 64, {f"p{i}": level + 0.01 * (i % 2) for i in range(20)})
+            )
+    x = seed_spread(results, "rm", 64)
+    assert x["per_seed"] == pytest.approx({0: 0.02, 1: 0.08, 2: -0.01})
+    assert x["between_seeds_sd"] == pytest.approx(np.std([0.02, 0.08, -0.01], ddof=1))
+    assert x["prompt_sd"] == pytest.approx(0.0)  # the same prompt pattern in both arms: paired away
+    assert seed_spread(results[:2], "rm", 64) is None  # one seed: no spread to measure
+    a = analyse(results, budgets=(64,), curve_rm="rm", agreements={"rm": 0.7}, n_boot=100)
+    assert a["seed_spread"] == [x]
+    assert "The seeds, not the eval prompts, set the intervals' width" in " ".join(findings(a, "p"))
