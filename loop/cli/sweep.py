@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="standard",
-        help="standard: about 3 h on a 2-core CPU in one process; large: a GPU machine (scripts/sweep-gpu); "
+        help="standard: under 2 h on a 2-core CPU with --jobs 2; large: a GPU machine (scripts/sweep-gpu); "
         "tiny: tests",
     )
     run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
