@@ -42,7 +42,13 @@ def pool_gold(uow: UnitOfWork):
 
 
 def learned_rm_dir(data_dir: Path, seed: int) -> Path:
-    return data_dir / "reward-models" / ("seed-rm" if seed == 0 else f"seed-rm-s{seed}")
+    """Where draw `seed` > 0 of the learned RM is kept (draw 0 is the world's own selection RM)."""
+    return data_dir / "reward-models" / f"seed-rm-s{seed}"
+
+
+def seed_labels_of(world_rm: Path) -> Path:
+    """The seed labels the world's selection RM was trained on, written next to it (loop.demo)."""
+    return world_rm.parent / f"{world_rm.name}-seed-labels.jsonl"
 
 
 def seed_gold(data_dir: Path):
@@ -55,17 +61,29 @@ def seed_gold(data_dir: Path):
     return gold_by_prompt({r["prompt"]: r["metadata"]["constraints"] for r in rows})
 
 
-def train_learned_rm(data_dir: Path, model_cache: Path, seed: int, *, max_length: int) -> Path:
-    """Another draw of the learned RM: the world's seed labels, training seed `seed` (once; kept on disk)."""
+def train_learned_rm(
+    data_dir: Path, model_cache: Path, seed: int, *, max_length: int, world_rm: Path
+) -> Path:
+    """Draw `seed` of the learned RM: draw 0 is world_rm, the world's selection RM (loop.demo trains it with
+    this recipe and seed 0, into the model cache or, in sweeps made before that, into the data dir); draw s > 0
+    trains on world_rm's seed labels with training seed s (once; kept in the data dir)."""
+    from loop.experiment.runner import ExperimentError
     from loop.ml.dpo import PreferencePair
     from loop.ml.offline_models import load_minilm_reward_backbone
     from loop.ml.reward_model import train_reward_model
     from loop.ml.settings import RewardTrainSettings
 
+    if seed == 0:
+        return world_rm
     out = learned_rm_dir(data_dir, seed)
     if out.exists():
         return out
-    labels = data_dir / "reward-models" / "seed-rm-seed-labels.jsonl"
+    labels = seed_labels_of(world_rm)
+    if not labels.is_file():
+        raise ExperimentError(
+            f"{labels}: the seed labels of [reward] model {world_rm} are missing (the learned RM draws train on "
+            "them); start the sweep in a new --data-dir"
+        )
     pairs = [PreferencePair(**json.loads(line)) for line in labels.read_text(encoding="utf-8").splitlines()]
     result = train_reward_model(
         pairs,
@@ -134,7 +152,11 @@ def prepare_selection_rms(
     facts: dict[str, dict] = {}
     if p.learned:
         for seed in p.seeds:
-            path = str(train_learned_rm(data_dir, model_cache, seed, max_length=cfg.reward.max_length))
+            world_rm = Path(cfg.reward.model)
+            rm = train_learned_rm(
+                data_dir, model_cache, seed, max_length=cfg.reward.max_length, world_rm=world_rm
+            )
+            path = str(rm)
             ids[(LEARNED, seed)] = path
             rcfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"model": path})})
             log.info(score_with_config(rcfg, uow, checkpoint_id=initial, progress=False).summary())
