@@ -209,9 +209,18 @@ def _stop(workers, grace_s: float = 30.0) -> None:
             w.wait()
 
 
+def _config_in_place(data_dir: Path, facts: dict):
+    """The sweep's config read from the directory it is in now: a sweep copied or moved elsewhere still
+    reports (its recorded config path and [paths] data_dir name where it was made)."""
+    from loop.config import load_config
+
+    here = data_dir / Path(facts["config"]).name
+    cfg = load_config(here if here.is_file() else Path(facts["config"]))
+    return cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": data_dir})})
+
+
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
     """Regenerate the results document (and its plots, next to it under img/) from the database."""
-    from loop.config import load_config
     from loop.experiment.sweep_analysis import analyse
     from loop.experiment.sweep_data import collect_cells
     from loop.experiment.sweep_report import markdown, plot_curve, plot_dose_response
@@ -219,7 +228,7 @@ def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path
 
     data_dir = data_dir.resolve()
     facts = read_facts(data_dir)
-    cfg = load_config(Path(facts["config"]))
+    cfg = _config_in_place(data_dir, facts)
     uow = _sweep_uow(cfg)
     with uow() as session:
         results, ref = collect_cells(session, initial_checkpoint_id(cfg.policy.model))

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from storage.db import select_in
+from storage.db import IN_CHUNK, select_in
 from storage.models import Generation, Prompt, PromptScore, RewardExclusion, RewardScore
 from storage.upsert import upsert
 
@@ -69,16 +69,19 @@ def add_generations(
 
 def upsert_reward_scores(session: Session, reward_model: str, scores: Sequence[tuple[int, float]]) -> int:
     """(generation_id, raw logit) pairs; a rescored generation gets the new value, so a prompt's PVar always
-    matches the reward scores stored next to it."""
+    matches the reward scores stored next to it. A scored sample's old exclusion (see below) goes."""
     rows = [{"generation_id": g, "reward_model": reward_model, "score": float(s)} for g, s in scores]
+    _delete_for(session, RewardExclusion, reward_model, [g for g, _ in scores])
     return upsert(
         session, RewardScore, rows, constraint="uq_reward_scores_generation_model", update=["score"]
     )
 
 
 def upsert_reward_exclusions(session: Session, reward_model: str, rows: Sequence[tuple[int, str]]) -> int:
-    """(generation_id, reason) of samples the reward model gave no score; a repeat keeps the newest reason."""
+    """(generation_id, reason) of samples the reward model gave no score; a repeat keeps the newest reason,
+    and an old score of such a sample goes (a sample has a score or an exclusion per reward model, not both)."""
     payload = [{"generation_id": g, "reward_model": reward_model, "reason": r} for g, r in rows]
+    _delete_for(session, RewardScore, reward_model, [g for g, _ in rows])
     return upsert(
         session,
         RewardExclusion,
@@ -86,6 +89,16 @@ def upsert_reward_exclusions(session: Session, reward_model: str, rows: Sequence
         constraint="uq_reward_exclusions_generation_model",
         update=["reason"],
     )
+
+
+def _delete_for(session: Session, model, reward_model: str, generation_ids: Sequence[int]) -> None:
+    """Delete model's rows of these generations under reward_model, IN lists cut as select_in cuts them."""
+    ids = list(dict.fromkeys(generation_ids))
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        session.execute(
+            delete(model).where(model.reward_model == reward_model, model.generation_id.in_(chunk))
+        )
 
 
 def reward_exclusion_counts(

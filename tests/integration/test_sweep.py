@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,15 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
             means.append(mean_of(rows))
     assert point["mean"] == pytest.approx(float(np.mean(means)))
     assert analysis["initial_mean"] == pytest.approx(initial)
+
+    # Anyone can redo the analysis: a sweep moved elsewhere reports from its own database, with the same numbers.
+    uow.engine.dispose()
+    engine.dispose()
+    moved = tmp_path / "elsewhere" / "sweep"
+    shutil.move(tmp_path / "sweep", moved)
+    again = tmp_path / "again" / "results.md"
+    assert main(["sweep", "report", "--data-dir", str(moved), "--out", str(again)]) == 0
+    assert json.loads(again.with_suffix(".json").read_text())["analysis"] == analysis
 
 
 def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> None:
