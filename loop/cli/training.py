@@ -9,16 +9,20 @@ from loop.cli.common import UserError, add_command, holding_lease, open_uow
 from storage.statuses import RoundStatus
 
 
-def _round(uow, number: int | None):
+def _of_arm(arm: str) -> str:
+    return "" if arm == "main" else f" of arm {arm}"
+
+
+def _round(uow, number: int | None, arm: str):
     from storage.repositories.rounds import latest_labelled_round, round_by_number
 
     with uow() as session:
-        rnd = latest_labelled_round(session) if number is None else round_by_number(session, number)
+        rnd = latest_labelled_round(session, arm) if number is None else round_by_number(session, number, arm)
         if rnd is None:
             raise UserError(
-                f"no round {number}"
+                f"no round {number}{_of_arm(arm)}"
                 if number is not None
-                else "no round has labels yet (`pvar-loop round status` names the next step)"
+                else f"no round{_of_arm(arm)} has labels yet (`pvar-loop round status` names the next step)"
             )
         return rnd.id, rnd.number, rnd.status
 
@@ -31,27 +35,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from loop.rounds.training import train_round
 
     cfg, uow = open_uow(args)
-    round_id, number, status = _round(uow, args.round)
+    round_id, number, status = _round(uow, args.round, args.arm)
+    name = f"round {number}{_of_arm(args.arm)}"
     if status.frees_prompts:
         raise UserError(
-            f"round {number} is {status}: its labels are kept but never trained on (`pvar-loop export "
+            f"{name} is {status}: its labels are kept but never trained on (`pvar-loop export "
             "--include-cancelled` writes them out); nothing was trained"
         )
     if status.is_closed:  # a retrain: a new checkpoint, the round's record stays as it was
         checkpoint = train_round(cfg, uow, round_id)
-        print(f"round {number} ({status}, unchanged): checkpoint {checkpoint}")
+        print(f"{name} ({status}, unchanged): checkpoint {checkpoint}")
         return 0
     if status not in TRAIN_STAGES:
         from loop.rounds.state import NEXT_WORK, advance_command
 
         raise UserError(
-            f"round {number} is {status}: its labels are not collected yet; next: "
-            f"`{advance_command(number)}` ({NEXT_WORK[status]})"
+            f"{name} is {status}: its labels are not collected yet; next: "
+            f"`{advance_command(number, args.arm)}` ({NEXT_WORK[status]})"
         )
-    return _finish_round(cfg, uow, round_id, number)
+    return _finish_round(cfg, uow, round_id, name)
 
 
-def _finish_round(cfg, uow, round_id: int, number: int) -> int:
+def _finish_round(cfg, uow, round_id: int, name: str) -> int:
     """Run the open round's remaining steps exactly as the scheduler would, then say what they recorded."""
     from loop.rounds.state import Services, drive
     from storage.models import Round
@@ -65,18 +70,16 @@ def _finish_round(cfg, uow, round_id: int, number: int) -> int:
             from loop.rounds.state import collection_done
 
             _, why = collection_done(session, cfg, rnd)
-            raise UserError(f"round {number} cannot be trained yet: {rnd.reason or why}; nothing was trained")
+            raise UserError(f"{name} cannot be trained yet: {rnd.reason or why}; nothing was trained")
         if status == RoundStatus.EVALUATING:
             from loop.rounds.state import next_step
 
             waits = next_step(session, cfg, rnd).waits
-            print(
-                f"round {number}: evaluating; policy {rnd.policy_out}: {waits}; run this again once answered"
-            )
+            print(f"{name}: evaluating; policy {rnd.policy_out}: {waits}; run this again once answered")
             return 0
         policy, reason = rnd.policy_out, rnd.reason
         evals = evaluations_of(session, policy) if policy != rnd.policy_in else []
-    print(f"round {number}: {status}; policy {policy}" + (f" ({reason})" if reason else ""))
+    print(f"{name}: {status}; policy {policy}" + (f" ({reason})" if reason else ""))
     for ev in evals:
         _print_eval(ev)
     return 0
@@ -112,9 +115,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ckpt = session.get(Checkpoint, checkpoint)
         rnd = session.get(Round, ckpt.round_id) if ckpt is not None and ckpt.round_id else None
         open_stage = rnd is not None and rnd.status in TRAIN_STAGES[1:]
-        round_id, number = (rnd.id, rnd.number) if rnd is not None else (None, None)
+        round_id = rnd.id if rnd is not None else None
+        name = f"round {rnd.number}{_of_arm(rnd.arm)}" if rnd is not None else ""
     if open_stage:  # the round's training is recorded: evaluating finishes it, as the scheduler would
-        return _finish_round(cfg, uow, round_id, number)
+        return _finish_round(cfg, uow, round_id, name)
     result = evaluate_checkpoint(cfg, uow, checkpoint)
     if isinstance(result, str):  # a human evaluation still waiting for answers
         print(f"{checkpoint}: {result}; run this again once answered")
@@ -161,6 +165,7 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     s = add_command(sub, "train", cmd_train, help="DPO-train the policy on the labels collected so far")
     s.add_argument("--round", type=int, help="round whose labels (cumulative by default) to train on")
+    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
     s = add_command(
         sub, "evaluate", cmd_evaluate, help="win rate of a checkpoint vs the initial policy on the eval split"
     )

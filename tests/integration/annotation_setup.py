@@ -39,6 +39,7 @@ def make_round_items(
     strategy: str = "pvar",
     tag: str = "",
     status: RoundStatus = RoundStatus.PLANNED,
+    arm: str = "main",
 ) -> RoundItems:
     """Insert n prompts with 3 generations each (rewards 0.1*i + {0, 1, 2}) and a round with n items, in
     `status` (COLLECTING for a round the CLI pushes by hand: a planned round has nothing to push yet)."""
@@ -55,7 +56,13 @@ def make_round_items(
             ],
         )
         rnd = Round(
-            number=round_number, budget=n, strategy=strategy, seed=seed, policy_in=CHECKPOINT, status=status
+            arm=arm,
+            number=round_number,
+            budget=n,
+            strategy=strategy,
+            seed=seed,
+            policy_in=CHECKPOINT,
+            status=status,
         )
         s.add(rnd)
         s.flush()
