@@ -51,10 +51,11 @@ class SweepProfile:
         return tuple(f"standin-{a:.2f}" for a in self.standins) + ((LEARNED,) if self.learned else ())
 
 
-# Sized to the 2-hour budget on the project's 2-core CPU with `--jobs 2`, from the 160-prompt run's measurements
-# (~0.4 s per eval answer and ~6.5 s per DPO step per 1-thread worker): eval prompts were cut, not seeds, because
+# Sized to the 2-hour budget on the project's 2-core CPU with `--jobs 2` (per 1-thread worker: ~0.3-0.4 s per eval
+# answer, 15-19 s per DPO step); eval prompts were cut from the first run's 160, not seeds, because
 # the seeds set the interval's width (PVar - random per seed: SD 0.028-0.043 between seeds, 0.015-0.017 from
-# 160 eval prompts; see docs/experiment-results.md "Where the uncertainty comes from").
+# 160 eval prompts; see docs/experiment-results.md "Where the uncertainty comes from"). Measured end to end:
+# 96 min with --jobs 2, about 108 min when the model cache lacks the world's selection RM.
 STANDARD = SweepProfile(
     name="standard",
     world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=64, n_seed=384, budget=64, epochs=2),
