@@ -159,8 +159,14 @@ def select_in(
     session: Session, build: Callable[[list[T]], Select], values: Iterable[T], chunk: int = IN_CHUNK
 ) -> list[Any]:
     """Rows of build(chunk_of_values) over `values` split into chunks: THE place big IN lists are cut up."""
-    distinct = list(dict.fromkeys(values))
     rows: list[Any] = []
-    for start in range(0, len(distinct), chunk):
-        rows.extend(session.execute(build(distinct[start : start + chunk])).all())
+    for part in in_chunks(values, chunk):
+        rows.extend(session.execute(build(part)).all())
     return rows
+
+
+def in_chunks(values: Iterable[T], chunk: int = IN_CHUNK) -> Iterator[list[T]]:
+    """The distinct values, in order, cut into IN lists of at most `chunk` (for selects and deletes alike)."""
+    distinct = list(dict.fromkeys(values))
+    for start in range(0, len(distinct), chunk):
+        yield distinct[start : start + chunk]

@@ -151,8 +151,8 @@ def prepare_selection_rms(
     services: dict[tuple[str, int], ScoreService] = {}
     facts: dict[str, dict] = {}
     if p.learned:
+        world_rm = Path(cfg.reward.model)
         for seed in p.seeds:
-            world_rm = Path(cfg.reward.model)
             rm = train_learned_rm(
                 data_dir, model_cache, seed, max_length=cfg.reward.max_length, world_rm=world_rm
             )

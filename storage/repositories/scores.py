@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from storage.db import IN_CHUNK, select_in
+from storage.db import in_chunks, select_in
 from storage.models import Generation, Prompt, PromptScore, RewardExclusion, RewardScore
 from storage.upsert import upsert
 
@@ -92,10 +92,8 @@ def upsert_reward_exclusions(session: Session, reward_model: str, rows: Sequence
 
 
 def _delete_for(session: Session, model, reward_model: str, generation_ids: Sequence[int]) -> None:
-    """Delete model's rows of these generations under reward_model, IN lists cut as select_in cuts them."""
-    ids = list(dict.fromkeys(generation_ids))
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
+    """Delete model's rows of these generations under reward_model."""
+    for chunk in in_chunks(generation_ids):
         session.execute(
             delete(model).where(model.reward_model == reward_model, model.generation_id.in_(chunk))
         )
