@@ -1,7 +1,7 @@
 """Benchmark: PVar scoring throughput, a naive baseline against the engine, on the same prompts and models.
 
 Naive (always fp32): one prompt at a time, one `generate` call per sample, one reward-model forward per
-response. Engine: loop.rounds.scoring.score_pool (batched generation of K samples per prompt with each prompt's prefill
+response. Engine: loop.scoring.pool.score_pool (batched generation of K samples per prompt with each prompt's prefill
 shared by its K samples, length-bucketed reward batches, one committed transaction per batch) into a temporary
 SQLite database, for every backend installed (transformers always; vLLM when importable), in the config's
 default dtype (bfloat16) and in float32. Prints prompts/s, generated tokens/s and the ratio to naive, plus the
@@ -119,7 +119,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
     from sqlalchemy import select
 
     from loop.ingest import prompt_id
-    from loop.rounds.scoring import score_pool
+    from loop.scoring.pool import score_pool
     from storage.db import UnitOfWork, make_engine
     from storage.migrate import upgrade
     from storage.models import Generation, Prompt

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from loop.ml.loading import ModelLoadError
-    from loop.rounds.scoring import score_with_config
+    from loop.scoring.pool import score_with_config
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -82,8 +82,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from loop.rounds.scoring import selection_reward_model
     from loop.rounds.selection import choose
+    from loop.scoring.pool import selection_reward_model
     from storage.db import UnitOfWork
     from storage.repositories.checkpoints import initial_checkpoint_id
 

@@ -159,7 +159,7 @@ class ReplayGenerator:
 def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
     """Round `score` service: reward every dataset completion of the pool, PVar per prompt (no sampling)."""
     from loop.ml.rewards import RewardScorer
-    from loop.rounds.scoring import _device, reward_model_id, score_pool
+    from loop.scoring.pool import _device, reward_model_id, score_pool
 
     if checkpoint_id != DATASET_CHECKPOINT:
         raise ExperimentError(

@@ -108,7 +108,7 @@ def standin_service(sigma: float, seed: int, model_id: str, gold) -> ScoreServic
     missing, which after the first RM is nothing)."""
 
     def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int | None) -> None:
-        from loop.rounds.scoring import score_with_scorer
+        from loop.scoring.pool import score_with_scorer
 
         scorer = StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id)
         score_with_scorer(
@@ -142,7 +142,7 @@ def prepare_selection_rms(
 
     The first scoring pass samples the pool with the initial policy; every later RM reuses those samples."""
     from loop.rounds import steps
-    from loop.rounds.scoring import score_with_config
+    from loop.scoring.pool import score_with_config
 
     gold = pool_gold(uow)
     with uow() as session:

@@ -68,7 +68,7 @@ def noise_for_agreement(gaps: np.ndarray, target: float) -> float:
 
 
 class StandInRewardModel:
-    """A ResponseScorer (loop.rounds.scoring): gold + sigma * deterministic noise."""
+    """A ResponseScorer (loop.scoring.pool): gold + sigma * deterministic noise."""
 
     def __init__(self, gold: Gold, *, sigma: float, seed: int, model_id: str) -> None:
         self.gold, self.sigma, self.seed, self.model_id = gold, sigma, seed, model_id

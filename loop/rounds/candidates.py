@@ -4,7 +4,7 @@ round's scoring cost follows that number, not the pool's size.
 
 The draw is stored (round_scoring, round_candidates) before any scoring, in one transaction: a scoring step
 killed and resumed scores the same set, never a second draw. The scoring engine takes the ids this returns
-(loop.rounds.scoring.score_pool's prompt_ids), whatever engine it is.
+(loop.scoring.pool.score_pool's prompt_ids), whatever engine it is.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ pairs would keep or drop a model by chance.
 The candidate and the model selecting now are scored on the same held-out pairs through the selection path
 (RewardScorer); agreement = share of held-out pairs whose human choice scores strictly higher. The candidate is
 kept when its agreement is at least the old one's: on a tie it wins, since it has seen more labels and is no
-worse on the ones neither saw. A kept candidate selects from the next round on (loop.rounds.scoring
+worse on the ones neither saw. A kept candidate selects from the next round on (loop.scoring.pool
 .selection_reward_model); the pool is rescored with it there because scores are keyed by reward model.
 
 Every candidate starts from `[reward] model`, not from the last kept candidate: a candidate is then a function
@@ -75,7 +75,7 @@ def refresh_round(
     redone). `training_pairs` maps the pairs the candidate trains on (a test hook: flipped labels give a worse
     candidate); the held-out pairs it is judged on are never touched."""
     from loop.ml.reward_model import split_pairs
-    from loop.rounds.scoring import selection_reward_model
+    from loop.scoring.pool import selection_reward_model
     from storage.repositories.items import decided_items
     from storage.repositories.reward_refreshes import refresh_of_round
     from storage.repositories.rounds import round_ids_up_to

@@ -238,8 +238,8 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         return existing
     from loop.rounds.candidates import selection_round
     from loop.rounds.pairing import create_items
-    from loop.rounds.scoring import selection_reward_model
     from loop.rounds.selection import choose
+    from loop.scoring.pool import selection_reward_model
 
     reward_model = selection_reward_model(session, cfg, rnd.arm)  # the one scoring used just before
     chosen = choose(

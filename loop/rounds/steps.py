@@ -25,7 +25,7 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
     """Score the round's candidates (drawn once, loop.rounds.candidates; or the whole free pool) under the
     round's policy; prompts already scored under that policy and reward model are not scored again."""
     from loop.rounds.candidates import candidate_prompt_ids
-    from loop.rounds.scoring import score_with_config
+    from loop.scoring.pool import score_with_config
 
     min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
     candidates = candidate_prompt_ids(cfg, uow, round_id)
@@ -38,7 +38,7 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
 def push_order(cfg: Config, uow: UnitOfWork, round_id: int) -> list[str]:
     """The round's item ids in the order annotators should label them (loop.rounds.priority)."""
     from loop.rounds.priority import priority_order
-    from loop.rounds.scoring import reward_model_id
+    from loop.scoring.pool import reward_model_id
     from storage.models import Round
     from storage.repositories.items import round_item_scores
 

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from loop.rounds.scoring import FAULT_ENV
+from loop.scoring.pool import FAULT_ENV
 from tests.integration.scoring_project import make_project
 from tests.integration.test_scoring import DONE, _check_complete
 

@@ -21,8 +21,8 @@ import pytest
 from loop.cli.app import main
 from loop.config import load_config
 from loop.rounds.reward_refresh import refresh_round
-from loop.rounds.scoring import selection_reward_model
 from loop.rounds.state import Services, _recorded_step, start_round, step
+from loop.scoring.pool import selection_reward_model
 from storage.models import AnnotationItem, Generation, Prompt, PromptScore, RewardRefresh, RewardScore, Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.statuses import ItemStatus, RoundStatus

@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from loop.config import load_config
 from loop.rounds.candidates import candidate_prompt_ids
-from loop.rounds.scoring import FAULT_ENV, selection_reward_model
 from loop.rounds.selection import choose
 from loop.rounds.state import Services, start_round, step
+from loop.scoring.pool import FAULT_ENV, selection_reward_model
 from storage.db import UnitOfWork, make_engine
 from storage.repositories.rounds import round_by_number
 from storage.statuses import RoundStatus

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from loop.acquisition.pvar import preference_variance, reward_gap
-from loop.rounds.scoring import FAULT_ENV
+from loop.scoring.pool import FAULT_ENV
 from tests.integration.scoring_project import make_project
 
 GENERATIONS = "SELECT id, prompt_id, sample_index, text, n_tokens, created_at FROM generations ORDER BY id"

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, update
 
 from loop.config import load_config, parse_config
-from loop.rounds.scoring import score_with_config
 from loop.rounds.selection import SelectionError, choose
+from loop.scoring.pool import score_with_config
 from storage.db import UnitOfWork, make_engine, select_in
 from storage.migrate import upgrade
 from storage.models import AnnotationItem, Generation, Label, Prompt, Round
@@ -248,8 +248,8 @@ def test_pvar_budget_keeps_an_audit_slice_drawn_outside_the_top(project, capsys,
 def test_planned_round_records_its_audit_items(project):
     """The round runner's planning writes the audit flag on the items: 1 of a budget of 5 (pvar), the very
     prompt `select` shows as audit for the round's seed."""
-    from loop.rounds.scoring import reward_model_id
     from loop.rounds.state import _plan_items
+    from loop.scoring.pool import reward_model_id
 
     cfg = load_config(project.config, env={"PVAR_LOOP_DATABASE_URL": f"sqlite:///{project.db}"})
     checkpoint = initial_checkpoint_id(cfg.policy.model)

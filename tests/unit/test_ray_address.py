@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from loop.rounds.ray_driver import RayEngineError, check_reachable
+from loop.scoring.ray_driver import RayEngineError, check_reachable
 
 
 def _closed_port() -> int:
@@ -45,7 +45,7 @@ def test_joining_an_address_nothing_listens_on_fails_before_ray_init() -> None:
     code = (
         "import sys\n"
         "from loop.config import ScoringConfig\n"
-        "from loop.rounds.ray_driver import RayEngineError, ray_session\n"
+        "from loop.scoring.ray_driver import RayEngineError, ray_session\n"
         "try:\n"
         f"    with ray_session(ScoringConfig(engine='ray', ray_address='127.0.0.1:{_closed_port()}')):\n"
         "        sys.exit('joined a cluster that does not exist')\n"

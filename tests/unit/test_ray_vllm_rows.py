@@ -1,4 +1,4 @@
-"""The Ray engine's GPU path (loop.rounds.ray_vllm) without a GPU: how prompts become K seeded sample rows,
+"""The Ray engine's GPU path (loop.scoring.ray_vllm) without a GPU: how prompts become K seeded sample rows,
 what the reward rows ask vLLM for, and how rewarded samples become a batch's PVar rows."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 import pytest
 
 from loop.config import ScoringConfig
-from loop.rounds import ray_stages as stages
-from loop.rounds.ray_driver import RayEngineError
-from loop.rounds.ray_vllm import (
+from loop.scoring import ray_stages as stages
+from loop.scoring.ray_driver import RayEngineError
+from loop.scoring.ray_vllm import (
     generated_sample,
     generation_processor_kwargs,
     items_from_samples,

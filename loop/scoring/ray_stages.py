@@ -1,7 +1,7 @@
 """Ray Data stages of the scoring pipeline: callable classes (one actor each) around the existing backends.
 
 A dataset row is one prompt with its K sample slots; a batch number column says which committed batch it
-belongs to. Every stage handles each batch of rows as one call of the local engine's step (scoring_steps),
+belongs to. Every stage handles each batch of rows as one call of the local engine's step (loop.scoring.steps),
 so batch-seeded sampling and length-bucketed reward batches see exactly what the local engine sees.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loop.ml.generation import Sample
-from loop.rounds.scoring_steps import (
+from loop.scoring.steps import (
     ScoredPrompt,
     ScoreReport,
     finish_items,

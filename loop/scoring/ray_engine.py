@@ -1,9 +1,9 @@
 """The Ray engine of pool scoring (`[scoring] engine = "ray"`): the same prompts, samples and rows as the local
-engine (loop.rounds.scoring.score_pool), computed by a Ray Data pipeline.
+engine (loop.scoring.pool.score_pool), computed by a Ray Data pipeline.
 
 The driver reads the prompts to score (the list the local engine would meet, in id order) and their stored
 samples, cuts them into the local engine's batches and streams them through generation and reward actors and a
-PVar task (loop.rounds.ray_stages). Results come back in batch order (preserve_order) and each batch is committed
+PVar task (loop.scoring.ray_stages). Results come back in batch order (preserve_order) and each batch is committed
 here with the local engine's writer, one transaction per batch: a killed driver leaves a prefix of whole batches
 and a rerun meets the rest in the same batches, so nothing is lost, duplicated or drawn differently.
 """
@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from loop.rounds import ray_stages as stages
-from loop.rounds.ray_driver import RayEngineError, RayJob, check_resources, commit_items, run_ray_job
-from loop.rounds.scoring_steps import ScoreReport
+from loop.scoring import ray_stages as stages
+from loop.scoring.ray_driver import RayEngineError, RayJob, check_resources, commit_items, run_ray_job
+from loop.scoring.steps import ScoreReport
 from storage.repositories.prompts import unscored_among
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def score_with_ray(
     prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
     """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
-    (backend "vllm": vLLM engines through ray.data.llm, loop.rounds.ray_vllm); only the unscored among
+    (backend "vllm": vLLM engines through ray.data.llm, loop.scoring.ray_vllm); only the unscored among
     `prompt_ids` (a round's candidates) when given."""
     prompts = None
     if prompt_ids is not None:
@@ -69,7 +69,7 @@ def score_with_ray(
         round_id=round_id,
     )
     if g.backend == "vllm":
-        from loop.rounds.ray_vllm import score_pool_vllm
+        from loop.scoring.ray_vllm import score_pool_vllm
 
         return score_pool_vllm(uow, s, job, model, cfg.policy.dtype, knobs, scorer_kwargs)
     generator_kwargs = {

@@ -1,4 +1,4 @@
-"""The steps of pool scoring shared by its engines (loop.rounds.scoring: local; loop.rounds.ray_scoring: Ray):
+"""The steps of pool scoring shared by its engines (loop.scoring.pool: local; loop.scoring.ray_engine: Ray):
 stored samples -> missing samples generated -> rewards -> PVar per prompt -> one batch written.
 
 Each step works on one committed batch at a time, so both engines draw, score and write the same things.
@@ -151,7 +151,7 @@ def generate_and_score(
     return items
 
 
-# The steps below are also the stages of the Ray engine (loop.rounds.ray_scoring), so both engines compute the same things.
+# The steps below are also the stages of the Ray engine (loop.scoring.ray_engine), so both engines compute the same things.
 
 
 def stored_items(

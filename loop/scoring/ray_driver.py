@@ -1,4 +1,4 @@
-"""What both Ray pipelines (HF actors: loop.rounds.ray_scoring; vLLM: loop.rounds.ray_vllm) share on the driver:
+"""What both Ray pipelines (HF actors: loop.scoring.ray_engine; vLLM: loop.scoring.ray_vllm) share on the driver:
 joining Ray, reading the batches to score, committing a finished batch with the local engine's writer."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from loop.rounds import ray_stages as stages
-from loop.rounds.scoring_steps import (
+from loop.scoring import ray_stages as stages
+from loop.scoring.steps import (
     ScoreReport,
     ScoringError,
     check_score_args,

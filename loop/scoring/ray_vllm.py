@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loop.ml.generation import Sample, derive_seed
-from loop.rounds import ray_stages as stages
-from loop.rounds.ray_driver import RayEngineError, RayJob, commit_items, run_ray_job
-from loop.rounds.scoring_steps import ScoredPrompt, ScoreReport, finish_items
+from loop.scoring import ray_stages as stages
+from loop.scoring.ray_driver import RayEngineError, RayJob, commit_items, run_ray_job
+from loop.scoring.steps import ScoredPrompt, ScoreReport, finish_items
 from storage.repositories.prompts import PromptRow
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ Per batch: read (short transaction) -> generate and score OUTSIDE any transactio
 upserts the batch's generations, reward scores and prompt scores. A batch is therefore all-or-nothing: killed
 at any moment (even SIGKILL), a rerun finds exactly the prompts that were not committed and meets them in the
 same batches (prompts are read in id order), so it neither loses, duplicates nor redoes work. The steps live in
-loop.rounds.scoring_steps, shared with the Ray engine (`[scoring] engine = "ray"`, loop.rounds.ray_scoring).
+loop.scoring.steps, shared with the Ray engine (`[scoring] engine = "ray"`, loop.scoring.ray_engine).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from loop.ml.generation import ResponseGenerator
-from loop.rounds.scoring_steps import FAULT_ENV as FAULT_ENV
-from loop.rounds.scoring_steps import (
+from loop.scoring.steps import FAULT_ENV as FAULT_ENV
+from loop.scoring.steps import (
     ResponseScorer,
     ScoreReport,
     ScoringError,
@@ -173,7 +173,7 @@ def score_with_config(
             check_causal_lm(model, f"checkpoint {checkpoint_id!r}")
         check_reward_model(reward_model, "[reward] model")
     if cfg.scoring.engine == "ray":
-        from loop.rounds.ray_scoring import score_with_ray
+        from loop.scoring.ray_engine import score_with_ray
 
         return score_with_ray(
             cfg,
