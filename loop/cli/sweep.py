@@ -1,5 +1,5 @@
 """`pvar-loop sweep`: the powered label-efficiency experiment (PVar vs random across selection-RM quality,
-budgets and seeds; loop/experiment/sweep.py) and its report, regenerated from the database."""
+budgets and seeds; loop/experiment/sweep/) and its report, regenerated from the database."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from loop.cli.common import add_command, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from loop.experiment.sweep_profiles import PROFILES
+    from loop.experiment.sweep.profiles import PROFILES
 
     s = add_command(
         sub,
@@ -65,8 +65,8 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from loop.experiment.sweep_profiles import PROFILES
-    from loop.experiment.sweep_run import run, write_report
+    from loop.experiment.sweep.profiles import PROFILES
+    from loop.experiment.sweep.run import run, write_report
 
     data_dir = Path(args.data_dir)
     if args.sweep_command == "run":

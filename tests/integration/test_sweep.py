@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from loop.cli.app import main
 from loop.config import load_config
-from loop.experiment.sweep import TINY, Cell, cells
+from loop.experiment.sweep.cells import TINY, Cell, cells
 from storage.db import UnitOfWork, make_engine
 from storage.migrate import current_revision, downgrade, head_revision
 from storage.models import Evaluation, EvaluationSample, Round

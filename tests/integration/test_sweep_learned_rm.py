@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loop.experiment.runner import ExperimentError
-from loop.experiment.selection_rms import learned_rm_dir, train_learned_rm
+from loop.experiment.sweep.selection_rms import learned_rm_dir, train_learned_rm
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_another_learned_rm_draw_is_trained_once_and_judged_on_the_seed_pool(tmp
     assert (
         train_learned_rm(data, models, 0, max_length=64, world_rm=world_rm) == world_rm
     )  # draw 0: the world's
-    with caplog.at_level("INFO", logger="loop.experiment.selection_rms"):
+    with caplog.at_level("INFO", logger="loop.experiment.sweep.selection_rms"):
         out = train_learned_rm(data, models, 1, max_length=64, world_rm=world_rm)
     assert out == learned_rm_dir(data, 1) and (out / "config.json").exists()
     line = next(r.getMessage() for r in caplog.records if "learned RM seed 1" in r.getMessage())

@@ -16,10 +16,10 @@ from loop.experiment.standin import (
     measured_agreement,
     noise_for_agreement,
 )
-from loop.experiment.sweep import STANDARD, TINY, Cell, cells
-from loop.experiment.sweep_analysis import Bootstrap, analyse
-from loop.experiment.sweep_data import CellResult
-from loop.experiment.sweep_profiles import SweepProfileError
+from loop.experiment.sweep.analysis import Bootstrap, analyse
+from loop.experiment.sweep.cells import STANDARD, TINY, Cell, cells
+from loop.experiment.sweep.data import CellResult
+from loop.experiment.sweep.profiles import SweepProfileError
 
 
 def _gold(prompt: str, response: str) -> float:
@@ -153,7 +153,7 @@ def test_seed_to_seed_variance_widens_the_interval() -> None:
 
 def test_findings_compare_the_decided_pairs_of_both_arms() -> None:
     """The report says how many labels each arm's picks left for DPO (ties train nothing), per RM."""
-    from loop.experiment.sweep_report import decided_pairs, findings
+    from loop.experiment.sweep.report import decided_pairs, findings
 
     def cell(rm: str, strategy: str, decided: float) -> dict:
         return {"rm": rm, "strategy": strategy, "budget": 64, "decided_ab": decided}
@@ -173,7 +173,7 @@ def test_findings_compare_the_decided_pairs_of_both_arms() -> None:
 
 def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
     """The labels-to-reach point estimate alone is never reported as a saving."""
-    from loop.experiment.sweep_report import findings
+    from loop.experiment.sweep.report import findings
 
     headline = {"rm": "r", "labels": 38.0, "low": 20.7, "high": None, "random_budget": 64}
     analysis = {"cells": [], "dose_response": [], "eval_prompts": 10, "headline": headline}
@@ -189,8 +189,8 @@ def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
 def test_seed_spread_separates_seed_variance_from_prompt_noise() -> None:
     """Per seed, PVar - random is paired by seed index; its SD between seeds and the prompts' share are
     reported, and the report says which one sets the width."""
-    from loop.experiment.sweep_analysis import seed_spread
-    from loop.experiment.sweep_report import findings
+    from loop.experiment.sweep.analysis import seed_spread
+    from loop.experiment.sweep.report import findings
 
     shifts = {0: 0.0, 1: 0.06, 2: -0.03}
     results = []

@@ -1,4 +1,4 @@
-"""The sweep's statistics, from per-cell per-prompt scores (pure numpy; loop/experiment/sweep_data.py reads them).
+"""The sweep's statistics, from per-cell per-prompt scores (pure numpy; loop/experiment/sweep/data.py reads them).
 
 One bootstrap for everything, so every interval is consistent with every other: each replicate resamples the
 eval prompts ONCE (shared by all arms: differences stay paired on prompts) and, per arm, its seeds (seed-to-seed
@@ -17,7 +17,7 @@ import numpy as np
 from loop.acquisition.strategies import Strategy
 from loop.evaluation.efficiency import labels_to_reach, labels_to_reach_interval
 from loop.evaluation.paired import SeedPooledBootstrap
-from loop.experiment.sweep_data import CellResult
+from loop.experiment.sweep.data import CellResult
 
 Key = tuple[str, str, int]  # (rm, strategy, budget)
 

@@ -23,7 +23,7 @@ from loop.experiment.standin import (
     noise_for_agreement,
     standin_id,
 )
-from loop.experiment.sweep import LEARNED, SelectionRMs, SweepProfile
+from loop.experiment.sweep.cells import LEARNED, SelectionRMs, SweepProfile
 from storage.db import UnitOfWork
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.prompts import TRAIN, constraints_by_text, prompt_texts

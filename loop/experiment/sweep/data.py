@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from loop.experiment.sweep import Cell
+from loop.experiment.sweep.cells import Cell
 from storage.repositories import rounds as round_repo
 from storage.repositories.evaluations import find_evaluation, per_prompt_means
 from storage.repositories.rounds import RoundCounts

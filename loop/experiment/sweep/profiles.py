@@ -1,4 +1,4 @@
-"""The sweep's sizes (loop/experiment/sweep.py runs them). Light on purpose: the CLI lists the profiles
+"""The sweep's sizes (loop/experiment/sweep/cells.py runs them). Light on purpose: the CLI lists the profiles
 without importing the database or ML stack."""
 
 from __future__ import annotations

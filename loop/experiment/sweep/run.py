@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from loop.experiment.runner import ExperimentError
-from loop.experiment.sweep import SweepProfile, run_cells, sweep_config, write_json
+from loop.experiment.sweep.cells import SweepProfile, run_cells, sweep_config, write_json
 
 FACTS = Path("experiment") / "sweep.json"
 
@@ -114,7 +114,7 @@ def run(
     worker processes (`--shard i/n`), each with cores / jobs threads; only this process writes the facts."""
     from loop.config import load_config
     from loop.experiment.annotator import verifier_annotation
-    from loop.experiment.selection_rms import prepare_selection_rms
+    from loop.experiment.sweep.selection_rms import prepare_selection_rms
 
     facts = start_or_resume(data_dir, p, model_cache, resume=resume or shard is not None, say=say)
     data_dir = data_dir.resolve()
@@ -221,9 +221,9 @@ def _config_in_place(data_dir: Path, facts: dict):
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
     """Regenerate the results document (and its plots, next to it under img/) from the database."""
-    from loop.experiment.sweep_analysis import analyse
-    from loop.experiment.sweep_data import collect_cells
-    from loop.experiment.sweep_report import markdown, plot_curve, plot_dose_response
+    from loop.experiment.sweep.analysis import analyse
+    from loop.experiment.sweep.data import collect_cells
+    from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
     from storage.repositories.checkpoints import initial_checkpoint_id
 
     data_dir = data_dir.resolve()

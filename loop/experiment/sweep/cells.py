@@ -26,7 +26,7 @@ from pathlib import Path
 from loop.acquisition.strategies import Strategy
 from loop.config import Config
 from loop.experiment.runner import ArmSpec, arm_config, run_round, services_for
-from loop.experiment.sweep_profiles import LEARNED, PROFILES, STANDARD, TINY, SweepProfile
+from loop.experiment.sweep.profiles import LEARNED, PROFILES, STANDARD, TINY, SweepProfile
 from storage.db import UnitOfWork
 from storage.repositories.rounds import round_status
 
