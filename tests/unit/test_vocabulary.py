@@ -73,8 +73,8 @@ def test_config_operator_settings_and_cli_use_the_strategy_enum():
     assert parse_strategy("reward-gap") is Strategy.REWARD_GAP
     with pytest.raises(OperatorError, match="allowed: pvar, low-pvar"):
         parse_strategy("best")
-    args = build_parser().parse_args(["select", "--strategy", "random-disagree"])
-    assert args.strategy == Strategy.RANDOM_DISAGREE
+    args = build_parser().parse_args(["select", "--strategy", "low-pvar"])
+    assert args.strategy == Strategy.LOW_PVAR
     with pytest.raises(SystemExit):
         build_parser().parse_args(["select", "--strategy", "best"])
 
