@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
 from storage.repositories.dpo_margins import latest_margins
 from storage.repositories.scores import PVAR, REWARD_GAP
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import Choice, ItemStatus, RoundStatus
 from storage.upsert import upsert
 
 
@@ -52,7 +52,7 @@ class ItemState:
 class LabelRow:
     item_id: str
     annotator: str
-    choice: str  # a | b | tie | discard, our orientation
+    choice: Choice  # our orientation
     rationale: str | None
     submitted_at: datetime | None
 
@@ -293,7 +293,7 @@ def decided_items(
         .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
         .join(ga, ga.id == AnnotationItem.generation_a_id)
         .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(("a", "b")))
+        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(Choice.preferring()))
         .order_by(AnnotationItem.round_id, AnnotationItem.id)
     )
     if round_ids is not None:
@@ -304,7 +304,7 @@ def decided_items(
         )
     out = []
     for item, prompt, text_a, text_b in session.execute(stmt):
-        chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
+        chosen, rejected = (text_a, text_b) if item.decision == Choice.A else (text_b, text_a)
         out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
     return out
 
@@ -329,8 +329,10 @@ def item_prompt_ids(session: Session) -> dict[int, list[str]]:
 class ItemOutcome:
     round_number: int
     audit: bool
-    status: str  # decided | undecided
-    decision: str | None  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
+    status: ItemStatus  # decided | undecided
+    decision: (
+        Choice | None
+    )  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
     votes: dict[str, int]
     dpo_margin: float | None = None  # under the newest checkpoint trained on it (storage.models.DpoMargin)
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Label, Round
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import Choice, ItemStatus, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def round_counts(session: Session, round_ids: Sequence[int] | None = None) -> di
         c["undecided"] += n if status == ItemStatus.UNDECIDED else 0
         if status == ItemStatus.DECIDED:
             c["decided"] += n
-            c["decided_ab"] += n if decision in ("a", "b") else 0
-            c["ties"] += n if decision == "tie" else 0
+            c["decided_ab"] += n if decision in Choice.preferring() else 0
+            c["ties"] += n if decision == Choice.TIE else 0
     label_counts = dict(session.execute(labels.group_by(AnnotationItem.round_id)).all())
     out = {
         round_id: RoundCounts(**by_round.get(round_id, {}), labels=label_counts.get(round_id, 0))
