@@ -41,7 +41,7 @@ from storage.models import Round
 from storage.repositories.items import DecidedPair
 from storage.repositories.rounds import open_round, round_by_number, round_status
 from storage.repositories.training_runs import latest_finished_run_of
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus, is_production_arm
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ class ArmSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or self.name == "main":
-            raise ExperimentError(f"arm name {self.name!r} is reserved or empty; production uses 'main'")
+        if not self.name or is_production_arm(self.name):
+            raise ExperimentError(
+                f"arm name {self.name!r} is reserved or empty; production uses {PRODUCTION_ARM!r}"
+            )
         if self.strategy not in tuple(Strategy):
             raise ExperimentError(
                 f"arm {self.name}: unknown strategy {self.strategy!r}; allowed: {', '.join(Strategy)}"

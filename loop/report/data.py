@@ -20,6 +20,7 @@ from storage.repositories import candidates as candidates_repo
 from storage.repositories import evaluations, queries, reward_refreshes, scores
 from storage.repositories import items as items_repo
 from storage.repositories import rounds as rounds_repo
+from storage.statuses import is_production_arm
 
 PVAR = scores.PVAR
 # Display order of arms: the method, the baseline, the controls, then anything else by name.
@@ -101,7 +102,7 @@ def _arm_strategies(rounds: list[RoundRow]) -> dict[str, str]:
 def _arm_rank(arm: str, arms: dict[str, str]) -> tuple[int, int, str]:
     strategy = arms.get(arm, "")
     rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-    return (0 if arm == "main" else 1, rank, arm)
+    return (0 if is_production_arm(arm) else 1, rank, arm)
 
 
 def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:

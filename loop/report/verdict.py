@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from storage.statuses import PRODUCTION_ARM
+
 if TYPE_CHECKING:
     from loop.report.contents import CurvePoint, ReportData
 
@@ -39,7 +41,7 @@ def _method_arm(data: ReportData) -> str | None:
     arms = [a for a, s in data.arms.items() if s == METHOD and a in data.curves]
     if not arms:
         return None
-    return METHOD if METHOD in arms else ("main" if "main" in arms else sorted(arms)[0])
+    return METHOD if METHOD in arms else (PRODUCTION_ARM if PRODUCTION_ARM in arms else sorted(arms)[0])
 
 
 def verdict(data: ReportData) -> dict[str, Any]:

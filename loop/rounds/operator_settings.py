@@ -15,6 +15,7 @@ from storage.errors import PvarLoopError
 from storage.models import LoopSetting, OperatorAction
 from storage.repositories import settings
 from storage.repositories.rounds import next_round_number
+from storage.statuses import PRODUCTION_ARM
 from storage.upsert import upsert
 
 SETTING_KEYS = ("budget", "strategy")
@@ -53,7 +54,9 @@ def parse_strategy(raw: str) -> Strategy:
     return Strategy(raw)
 
 
-def set_setting(session: Session, key: str, value: str, *, from_round: int | None, arm: str = "main") -> int:
+def set_setting(
+    session: Session, key: str, value: str, *, from_round: int | None, arm: str = PRODUCTION_ARM
+) -> int:
     """Record `key = value` from round `from_round` (default: the next round to start). Returns that round."""
     if key not in SETTING_KEYS:
         raise OperatorError(f"unknown setting {key!r}; allowed: {', '.join(SETTING_KEYS)}")
@@ -77,7 +80,9 @@ def set_setting(session: Session, key: str, value: str, *, from_round: int | Non
     return from_round
 
 
-def setting_for_round(session: Session, key: str, number: int, default: str, arm: str = "main") -> str:
+def setting_for_round(
+    session: Session, key: str, number: int, default: str, arm: str = PRODUCTION_ARM
+) -> str:
     """The latest value set for a round at or before `number`, else the config default."""
     value = settings.setting_for_round(session, key, number, arm)
     return default if value is None else value
@@ -91,7 +96,7 @@ class RoundPlan:
 
 
 def plan_for(
-    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = "main"
+    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = PRODUCTION_ARM
 ) -> RoundPlan:
     return RoundPlan(
         number=number,
@@ -104,7 +109,7 @@ def record_action(session: Session, action: str, payload: dict) -> None:
     session.add(OperatorAction(actor=actor(), action=action, payload=payload))
 
 
-def new_rounds_status(session: Session, cfg, arm: str = "main") -> dict:
+def new_rounds_status(session: Session, cfg, arm: str = PRODUCTION_ARM) -> dict:
     """Whether the scheduler may start the next round, and with which budget and strategy; why not if paused."""
     number = next_round_number(session, arm)
     plan = plan_for(session, number, budget=cfg.selection.budget, strategy=cfg.selection.strategy, arm=arm)

@@ -20,7 +20,7 @@ from storage.models import (
     RoundScoring,
 )
 from storage.repositories.scores import DISAGREE, PVAR, REWARD_GAP
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class CandidateRow:
     disagree: float | None = None
 
 
-def taken_prompt_ids(arm: str = "main") -> Select:
+def taken_prompt_ids(arm: str = PRODUCTION_ARM) -> Select:
     """Prompts arm `arm` may not select again: in one of its rounds that is not cancelled/failed, or labelled
     in one of its rounds.
 
@@ -57,7 +57,7 @@ def candidate_scores(
     session: Session,
     checkpoint_id: str,
     reward_model: str,
-    arm: str = "main",
+    arm: str = PRODUCTION_ARM,
     round_id: int | None = None,
 ) -> list[CandidateRow]:
     """pvar and reward_gap (and disagree, where an experiment stored it) of every scored train prompt not taken
@@ -120,13 +120,13 @@ def scored_pairs(session: Session) -> list[tuple[str, str, int]]:
     return [(c, r, n) for c, r, n in session.execute(stmt).all()]
 
 
-def count_free_prompts(session: Session, arm: str = "main") -> int:
+def count_free_prompts(session: Session, arm: str = PRODUCTION_ARM) -> int:
     """Train prompts `arm` may still take (scored or not): what a round's candidates are drawn from."""
     stmt = select(func.count()).select_from(Prompt).where(*_free(arm))
     return session.scalar(stmt) or 0
 
 
-def free_prompt_ids_at(session: Session, positions: Sequence[int], arm: str = "main") -> list[str]:
+def free_prompt_ids_at(session: Session, positions: Sequence[int], arm: str = PRODUCTION_ARM) -> list[str]:
     """The free train prompts at these 0-based positions of the id order (positions sorted ascending),
     streamed so a million-prompt pool is never held in memory."""
     wanted, out = iter(positions), []

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
 from storage.repositories.dpo_margins import latest_margins
 from storage.repositories.scores import PVAR, REWARD_GAP
-from storage.statuses import Choice, ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, RoundStatus
 from storage.upsert import upsert
 
 
@@ -69,7 +69,7 @@ class DecidedPair:
     rejected: str
 
 
-def round_id_for(session: Session, number: int, arm: str = "main") -> int | None:
+def round_id_for(session: Session, number: int, arm: str = PRODUCTION_ARM) -> int | None:
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
 
 
@@ -337,7 +337,7 @@ class ItemOutcome:
     dpo_margin: float | None = None  # under the newest checkpoint trained on it (storage.models.DpoMargin)
 
 
-def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
+def audit_outcomes(session: Session, arm: str = PRODUCTION_ARM) -> list[ItemOutcome]:
     """Items with an outcome (decided or undecided) of the arm's pvar rounds that hold audit items, cancelled
     and failed rounds left out: what the PVar-vs-audit comparison counts."""
     audited = select(AnnotationItem.round_id).where(AnnotationItem.audit.is_(True)).distinct()

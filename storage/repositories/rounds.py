@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Label, Round
-from storage.statuses import Choice, ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,11 @@ def all_rounds(session: Session, arm: str | None = None) -> list[Round]:
     return list(session.scalars(stmt))
 
 
-def round_by_number(session: Session, number: int, arm: str = "main") -> Round | None:
+def round_by_number(session: Session, number: int, arm: str = PRODUCTION_ARM) -> Round | None:
     return session.scalar(select(Round).where(Round.arm == arm, Round.number == number))
 
 
-def open_round(session: Session, arm: str = "main") -> Round | None:
+def open_round(session: Session, arm: str = PRODUCTION_ARM) -> Round | None:
     """The arm's round that is not closed yet (there is at most one)."""
     return session.scalar(
         select(Round)
@@ -84,7 +84,7 @@ def open_round(session: Session, arm: str = "main") -> Round | None:
     )
 
 
-def latest_labelled_round(session: Session, arm: str = "main") -> Round | None:
+def latest_labelled_round(session: Session, arm: str = PRODUCTION_ARM) -> Round | None:
     """The arm's highest-numbered round that has annotation items."""
     return session.scalar(
         select(Round)
@@ -94,7 +94,7 @@ def latest_labelled_round(session: Session, arm: str = "main") -> Round | None:
     )
 
 
-def latest_trained_policy(session: Session, arm: str = "main") -> str | None:
+def latest_trained_policy(session: Session, arm: str = PRODUCTION_ARM) -> str | None:
     """policy_out of the arm's newest done round, if any."""
     return session.scalar(
         select(Round.policy_out)
@@ -104,11 +104,11 @@ def latest_trained_policy(session: Session, arm: str = "main") -> str | None:
     )
 
 
-def next_round_number(session: Session, arm: str = "main") -> int:
+def next_round_number(session: Session, arm: str = PRODUCTION_ARM) -> int:
     return (session.scalar(select(func.max(Round.number)).where(Round.arm == arm)) or 0) + 1
 
 
-def round_ids_up_to(session: Session, number: int, arm: str = "main") -> list[int]:
+def round_ids_up_to(session: Session, number: int, arm: str = PRODUCTION_ARM) -> list[int]:
     """Ids of the arm's rounds numbered up to `number`, cancelled ones left out (cumulative training)."""
     return list(
         session.scalars(
@@ -138,5 +138,5 @@ def first_reason(session: Session, statuses: Sequence[RoundStatus]) -> str | Non
     return session.scalar(select(Round.reason).where(Round.status.in_(list(statuses))).limit(1))
 
 
-def round_status(session: Session, number: int, arm: str = "main") -> RoundStatus | None:
+def round_status(session: Session, number: int, arm: str = PRODUCTION_ARM) -> RoundStatus | None:
     return session.scalar(select(Round.status).where(Round.arm == arm, Round.number == number))

@@ -7,9 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import LoopSetting
+from storage.statuses import PRODUCTION_ARM
 
 
-def setting_for_round(session: Session, key: str, number: int, arm: str = "main") -> str | None:
+def setting_for_round(session: Session, key: str, number: int, arm: str = PRODUCTION_ARM) -> str | None:
     """The latest value of `key` set for a round at or before `number`, if any."""
     return session.scalar(
         select(LoopSetting.value)
