@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from loop.acquisition.strategies import Strategy
 from storage.statuses import PRODUCTION_ARM
 
 if TYPE_CHECKING:
     from loop.report.contents import CurvePoint, ReportData
 
-METHOD, BASELINE = "pvar", "random"
+METHOD, BASELINE = Strategy.PVAR, Strategy.RANDOM  # the arm under test and the one it must beat
 
 
 def _fmt(p: CurvePoint) -> str:

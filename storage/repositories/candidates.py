@@ -19,8 +19,7 @@ from storage.models import (
     RoundCandidate,
     RoundScoring,
 )
-from storage.repositories.scores import DISAGREE, PVAR, REWARD_GAP
-from storage.statuses import PRODUCTION_ARM, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Metric, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,13 @@ def candidate_scores(
 
     stmt = (
         select(pvar.prompt_id, pvar.value, gap.value, dis.value)
-        .join(gap, same_prompt(gap, REWARD_GAP))
-        .outerjoin(dis, same_prompt(dis, DISAGREE))
+        .join(gap, same_prompt(gap, Metric.REWARD_GAP))
+        .outerjoin(dis, same_prompt(dis, Metric.DISAGREE))
         .join(Prompt, Prompt.id == pvar.prompt_id)
         .where(
             pvar.checkpoint_id == checkpoint_id,
             pvar.reward_model == reward_model,
-            pvar.metric == PVAR,
+            pvar.metric == Metric.PVAR,
             Prompt.split == "train",
             pvar.prompt_id.not_in(taken_prompt_ids(arm)),
         )
@@ -102,7 +101,7 @@ def count_scored(session: Session, checkpoint_id: str, reward_model: str) -> int
         .where(
             PromptScore.checkpoint_id == checkpoint_id,
             PromptScore.reward_model == reward_model,
-            PromptScore.metric == PVAR,
+            PromptScore.metric == Metric.PVAR,
         )
     )
     return session.scalar(stmt) or 0
@@ -113,7 +112,7 @@ def scored_pairs(session: Session) -> list[tuple[str, str, int]]:
     stmt = (
         select(PromptScore.checkpoint_id, PromptScore.reward_model, func.count())
         .join(Checkpoint, Checkpoint.id == PromptScore.checkpoint_id)
-        .where(PromptScore.metric == PVAR)
+        .where(PromptScore.metric == Metric.PVAR)
         .group_by(PromptScore.checkpoint_id, PromptScore.reward_model, Checkpoint.created_at)
         .order_by(Checkpoint.created_at.desc(), PromptScore.checkpoint_id, PromptScore.reward_model)
     )

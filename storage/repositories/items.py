@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
 from storage.repositories.dpo_margins import latest_margins
-from storage.repositories.scores import PVAR, REWARD_GAP
-from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, Metric, RoundStatus
 from storage.upsert import upsert
 
 
@@ -193,7 +192,7 @@ def round_item_scores(session: Session, round_id: int, reward_model: str) -> lis
                 AnnotationItem.round_id == round_id,
                 PromptScore.checkpoint_id == rnd.policy_in,
                 PromptScore.reward_model == reward_model,
-                PromptScore.metric.in_((PVAR, REWARD_GAP)),
+                PromptScore.metric.in_((Metric.PVAR, Metric.REWARD_GAP)),
             )
         )
         scores = {(pid, metric): value for pid, metric, value in session.execute(stmt)}
@@ -201,7 +200,12 @@ def round_item_scores(session: Session, round_id: int, reward_model: str) -> lis
         select(AnnotationItem).where(AnnotationItem.round_id == round_id).order_by(AnnotationItem.id)
     )
     return [
-        ItemScores(i.id, i.audit, scores.get((i.prompt_id, PVAR)), scores.get((i.prompt_id, REWARD_GAP)))
+        ItemScores(
+            i.id,
+            i.audit,
+            scores.get((i.prompt_id, Metric.PVAR)),
+            scores.get((i.prompt_id, Metric.REWARD_GAP)),
+        )
         for i in items
     ]
 

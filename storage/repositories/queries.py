@@ -19,7 +19,7 @@ from storage.models import (
 )
 from storage.repositories import rounds as round_repo
 from storage.repositories.candidates import scoring_costs
-from storage.statuses import Choice
+from storage.statuses import Choice, Metric
 
 
 def pool_summary(session: Session) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def pool_summary(session: Session) -> dict[str, Any]:
     # "excluded" = sampled and scored, but < 2 usable responses: done, just not rankable.
     scored = session.scalar(
         select(func.count(distinct(PromptScore.prompt_id))).where(
-            PromptScore.metric.in_(("pvar", "excluded"))
+            PromptScore.metric.in_(Metric.scored_markers())
         )
     )
     train = by_split.get("train", 0)

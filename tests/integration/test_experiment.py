@@ -29,7 +29,7 @@ from storage.models import (
     TrainingRun,
 )
 from storage.repositories.evaluations import evaluation_samples
-from storage.statuses import PRODUCTION_ARM
+from storage.statuses import PRODUCTION_ARM, Metric
 
 pytestmark = pytest.mark.slow  # one fixture runs 8 rounds of real (tiny) scoring, DPO and evaluation: ~90 s
 
@@ -134,7 +134,6 @@ def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experimen
     """The control's "disagree" is the annotator's view of the shown pair (stored per scored pool), not pvar > 0,
     which a continuous reward model satisfies almost everywhere."""
     from storage.models import PromptScore
-    from storage.repositories.scores import DISAGREE
 
     uow, *_ = experiment
     taken: set[str] = set()
@@ -144,7 +143,7 @@ def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experimen
             flags = dict(
                 s.execute(
                     select(PromptScore.prompt_id, PromptScore.value).where(
-                        PromptScore.checkpoint_id == rnd.policy_in, PromptScore.metric == DISAGREE
+                        PromptScore.checkpoint_id == rnd.policy_in, PromptScore.metric == Metric.DISAGREE
                     )
                 ).all()
             )
