@@ -5,20 +5,36 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
-CHOICES = ("a", "b", "tie")  # what a vote can be; "discard" is an answer that does not vote
-ANSWERS = (*CHOICES, "discard")
+from storage.statuses import Choice, ItemStatus
+
+
+class DecisionStatus(StrEnum):
+    """What the answers so far make of an item: waiting for the overlap, decided, or undecided."""
+
+    WAITING = "waiting"
+    DECIDED = ItemStatus.DECIDED.value
+    UNDECIDED = ItemStatus.UNDECIDED.value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @property
+    def item_status(self) -> ItemStatus:
+        """The status the item is stored with: one still waiting for answers stays pushed."""
+        return ItemStatus.PUSHED if self is DecisionStatus.WAITING else ItemStatus(self.value)
 
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # "decided" | "undecided" | "waiting"
-    choice: str | None  # a | b | tie when decided
-    votes: dict[str, int]
+    status: DecisionStatus
+    choice: Choice | None  # a | b | tie when decided
+    votes: dict[Choice, int]
 
     @property
     def disagreement(self) -> bool:
-        return sum(1 for c in CHOICES if self.votes.get(c)) > 1
+        return sum(1 for c in Choice.voting() if self.votes.get(c)) > 1
 
 
 def decide(answers: Iterable[str], min_answers: int = 1) -> Decision:
@@ -26,19 +42,19 @@ def decide(answers: Iterable[str], min_answers: int = 1) -> Decision:
     (the required annotator overlap) is 'waiting'; a tie between the top choices, or only discards, is
     'undecided' (no training signal)."""
     counts = Counter(answers)
-    unknown = set(counts) - set(ANSWERS)
+    unknown = set(counts) - set(Choice)
     if unknown:
-        raise ValueError(f"unknown answers {sorted(unknown)}; allowed: {', '.join(ANSWERS)}")
-    votes = {c: counts[c] for c in ANSWERS if counts[c]}
-    voting = [(counts[c], c) for c in CHOICES if counts[c]]
+        raise ValueError(f"unknown answers {sorted(unknown)}; allowed: {', '.join(Choice)}")
+    votes = {c: counts[c] for c in Choice if counts[c]}
+    voting = [(counts[c], c) for c in Choice.voting() if counts[c]]
     if sum(counts.values()) < min_answers:
-        return Decision("waiting", None, votes)
+        return Decision(DecisionStatus.WAITING, None, votes)
     if not voting:
-        return Decision("undecided", None, votes)
+        return Decision(DecisionStatus.UNDECIDED, None, votes)
     voting.sort(reverse=True)
     if len(voting) > 1 and voting[0][0] == voting[1][0]:
-        return Decision("undecided", None, votes)
-    return Decision("decided", voting[0][1], votes)
+        return Decision(DecisionStatus.UNDECIDED, None, votes)
+    return Decision(DecisionStatus.DECIDED, voting[0][1], votes)
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,8 @@ class Agreement:
 
 def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
     """Pairwise agreement and Fleiss' kappa over a/b/tie votes (raters per item may differ)."""
-    rows = [Counter(v for v in votes if v in CHOICES) for votes in votes_per_item]
+    voting = Choice.voting()
+    rows = [Counter(v for v in votes if v in voting) for votes in votes_per_item]
     rows = [r for r in rows if sum(r.values()) >= 2]
     if not rows:
         return Agreement(0, None, None)
@@ -63,6 +80,6 @@ def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
         totals.update(r)
         n_votes += n
     p_bar = sum(per_item) / len(per_item)
-    p_e = sum((totals[c] / n_votes) ** 2 for c in CHOICES)
+    p_e = sum((totals[c] / n_votes) ** 2 for c in voting)
     kappa = None if len(rows) < 2 or p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
     return Agreement(len(rows), p_bar, kappa, unanimous)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from annotation.api import AnnotationSyncError, request_json
+from storage.statuses import Choice
 
 _LOG = logging.getLogger(__name__)
 
@@ -32,10 +33,10 @@ STACKED = ("response_a", "response_b")  # the Markdown layout's TextFields
 SIDE_BY_SIDE, MARKDOWN = "side-by-side", "markdown"  # DatasetHandle.layout
 QUESTION = "preference"
 RATIONALE = "rationale"
-LABELS = {
-    "a": "Response A is better",
-    "b": "Response B is better",
-    "tie": "Both are about equally good (or equally bad)",
+LABELS = {  # the question's options: the voting answers (a discard is Argilla's own "discard" button)
+    Choice.A: "Response A is better",
+    Choice.B: "Response B is better",
+    Choice.TIE: "Both are about equally good (or equally bad)",
 }
 SOURCE_ID = "source_id"  # the prompt's id in the operator's own data (Prompt.source_id), when it had one
 METADATA = ("round", "strategy", "priority", SOURCE_ID)

@@ -16,10 +16,9 @@ from annotation.dataset import DatasetHandle
 from annotation.gateway import MAX_BATCH, fetch_records, upsert_records, usernames
 from annotation.records import Rejected, parse_response, record_json
 from storage.repositories import eval_comparisons as repo
+from storage.statuses import Verdict
 
 _LOG = logging.getLogger(__name__)
-# An answer in our orientation ("a" = the checkpoint's response) -> what it says about the checkpoint.
-VERDICT = {"a": "policy", "b": "reference", "tie": "tie", "discard": "discard"}
 
 
 def push_comparisons(
@@ -75,7 +74,7 @@ def pull_comparisons(
                 if isinstance(parsed, Rejected):
                     _LOG.warning("evaluation record %s (%s): %s", c.id, annotator, parsed.reason)
                     continue
-                answers[annotator] = VERDICT[parsed.choice]
+                answers[annotator] = Verdict.of(parsed.choice)  # our orientation: a = the checkpoint's
             if answers != (c.answers or {}):
                 changed[c.id] = answers
         repo.set_answers(session, changed)

@@ -397,7 +397,7 @@ def _aggregate(session, items: dict, stored: dict, need: dict[int, int], report:
         if item.round_id not in need:
             continue  # its round's collection ended: the decision is what was trained on
         decision = decide(answers.get(item.id, []), need[item.round_id])
-        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
+        status = decision.status.item_status
         if status == ItemStatus.DECIDED:
             report.decided += 1
         elif status == ItemStatus.UNDECIDED:

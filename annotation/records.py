@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from annotation.aggregate import CHOICES
 from annotation.dataset import MARKDOWN, PAIR, PROMPT, QUESTION, RATIONALE, SIDE_BY_SIDE, SOURCE_ID, STACKED
 from storage.repositories.items import ItemContent
+from storage.statuses import Choice
 
-_FLIP = {"a": "b", "b": "a"}
 
-
-def flip(choice: str, swapped: bool) -> str:
+def flip(choice: Choice | str, swapped: bool) -> Choice:
     """Shown orientation <-> ours: a/b exchange when the pair was swapped; tie and discard stay."""
-    return _FLIP.get(choice, choice) if swapped else choice
+    return Choice(choice).flipped if swapped else Choice(choice)
 
 
 def record_json(
@@ -71,7 +69,7 @@ def shown_pair(fields: dict[str, Any]) -> tuple[str, str]:
 class Answer:
     """One annotator's usable answer to a record, in OUR orientation."""
 
-    choice: str  # a | b | tie | discard
+    choice: Choice
     rationale: str | None
     submitted_at: datetime | None
 
@@ -107,12 +105,13 @@ def parse_response(response: dict[str, Any], swapped: bool) -> Answer | Rejected
     if status == "draft":
         return None
     if status == "discarded":
-        return Answer("discard", rationale, when)
+        return Answer(Choice.DISCARD, rationale, when)
     if status != "submitted":
         return Rejected(f"unknown response status {status!r}")
     shown = _value(values, QUESTION)
     if shown is None:
         return Rejected(f"submitted without a {QUESTION!r} answer")
-    if shown not in CHOICES:
-        return Rejected(f"unknown {QUESTION!r} label {shown!r} (expected one of {', '.join(CHOICES)})")
+    if shown not in Choice.voting():
+        voting = ", ".join(Choice.voting())
+        return Rejected(f"unknown {QUESTION!r} label {shown!r} (expected one of {voting})")
     return Answer(flip(shown, swapped), rationale, when)

@@ -11,6 +11,7 @@ from typing import Any
 
 from loop.rounds.training import TrainingDataError
 from storage.repositories.exports import ExportPair, exported_pairs
+from storage.statuses import Choice
 
 TRL_COLUMNS = ("prompt", "chosen", "rejected")
 # `decision` of a row: the annotators preferred `chosen`, or judged both equally good (`--include-ties`;
@@ -47,16 +48,20 @@ def export_preferences(
 def export_row(p: ExportPair) -> dict[str, Any]:
     """One pair: TRL's columns, then per annotator (same order) their answer relative to chosen/rejected and
     their rationale (None when they gave none)."""
-    first_is_chosen = p.decision != "b"  # a tie keeps our order: a (the higher reward) first
+    first_is_chosen = p.decision != Choice.B  # a tie keeps our order: a (the higher reward) first
     chosen, rejected = (p.text_a, p.text_b) if first_is_chosen else (p.text_b, p.text_a)
-    side = {"a": "chosen", "b": "rejected"} if first_is_chosen else {"a": "rejected", "b": "chosen"}
+    side = (
+        {Choice.A: "chosen", Choice.B: "rejected"}
+        if first_is_chosen
+        else {Choice.A: "rejected", Choice.B: "chosen"}
+    )
     return {
         "prompt": [{"role": "user", "content": p.prompt}],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
-        "decision": TIE if p.decision == "tie" else PREFERRED,
+        "decision": TIE if p.decision == Choice.TIE else PREFERRED,
         "annotators": [lb.annotator for lb in p.labels],
-        "choices": [side.get(lb.choice, lb.choice) for lb in p.labels],  # chosen|rejected|tie|discard
+        "choices": [side.get(lb.choice, str(lb.choice)) for lb in p.labels],  # chosen|rejected|tie|discard
         "rationales": [lb.rationale for lb in p.labels],
         "round": p.round_number,
         "arm": p.arm,

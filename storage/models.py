@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, Metric, RoundStatus, TrainingRunStatus
 from storage.types import StrEnumType, UTCDateTime
 
 # Deterministic constraint names: Alembic can then drop/alter them on every backend.
@@ -125,7 +125,7 @@ class PromptScore(Base):
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), comment="round that asked for it")
     reward_model: Mapped[str] = mapped_column(String(500))
-    metric: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[Metric] = mapped_column(StrEnumType(Metric, 32))
     k: Mapped[int]
     value: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -136,7 +136,7 @@ class Round(Base):
     __table_args__ = (UniqueConstraint("arm", "number", name="uq_rounds_arm_number"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     arm: Mapped[str] = mapped_column(
-        String(100), default="main", comment="experiment arm; 'main' in production"
+        String(100), default=PRODUCTION_ARM, comment="experiment arm; 'main' in production"
     )
     number: Mapped[int]
     status: Mapped[RoundStatus] = mapped_column(
@@ -202,7 +202,9 @@ class AnnotationItem(Base):
     status: Mapped[ItemStatus] = mapped_column(
         StrEnumType(ItemStatus, 20), default=ItemStatus.PENDING, comment="pending|pushed|decided|undecided"
     )
-    decision: Mapped[str | None] = mapped_column(String(8), comment="a|b|tie after aggregation")
+    decision: Mapped[Choice | None] = mapped_column(
+        StrEnumType(Choice, 8), comment="a|b|tie after aggregation"
+    )
     votes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -215,7 +217,7 @@ class Label(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), index=True)
     annotator: Mapped[str] = mapped_column(String(200))
-    choice: Mapped[str] = mapped_column(String(8), comment="a|b|tie|discard")
+    choice: Mapped[Choice] = mapped_column(StrEnumType(Choice, 8), comment="a|b|tie|discard")
     rationale: Mapped[str | None] = mapped_column(Text)
     submitted_at: Mapped[datetime | None]
 
@@ -227,7 +229,9 @@ class TrainingRun(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     data_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     label_count: Mapped[int]
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[TrainingRunStatus] = mapped_column(
+        StrEnumType(TrainingRunStatus, 20), default=TrainingRunStatus.RUNNING
+    )
     checkpoint_id: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -351,7 +355,7 @@ class LoopSetting(Base):
     __tablename__ = "loop_settings"
     __table_args__ = (UniqueConstraint("arm", "key", "from_round", name="uq_loop_settings_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    arm: Mapped[str] = mapped_column(String(100), default="main")
+    arm: Mapped[str] = mapped_column(String(100), default=PRODUCTION_ARM)
     key: Mapped[str] = mapped_column(String(50))
     value: Mapped[str] = mapped_column(String(200))
     from_round: Mapped[int] = mapped_column(default=0)

@@ -16,7 +16,8 @@ import httpx
 from annotation.api import DEFAULT_BACKOFF, TIMEOUT_S, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import PROMPT, QUESTION
 from annotation.records import shown_pair
-from annotation.simulated.judges import ANSWERS, Judge
+from annotation.simulated.judges import Judge
+from storage.statuses import Choice
 
 _LOG = logging.getLogger(__name__)
 MAX_BULK = 100  # Argilla's limit per POST /api/v1/me/responses/bulk
@@ -97,9 +98,9 @@ class AnnotatorBot:
     def _response(self, record: dict) -> tuple[str, dict]:
         fields = record.get("fields") or {}
         answer = self.judge(str(fields.get(PROMPT, "")), *shown_pair(fields))
-        if answer not in ANSWERS:
-            raise ValueError(f"judge answered {answer!r}; expected one of {ANSWERS}")
-        if answer == "discard":
+        if answer not in tuple(Choice):
+            raise ValueError(f"judge answered {answer!r}; expected one of {tuple(Choice)}")
+        if answer == Choice.DISCARD:
             # `values` must be present, even empty: Argilla 2.8 fails (500) indexing a discard without it.
             return answer, {"record_id": record["id"], "status": "discarded", "values": {}}
         return answer, {

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from storage.statuses import Choice
+
 Judge = Callable[[str, str, str], str]
-ANSWERS = ("a", "b", "tie", "discard")
 
 
 class RewardJudge:
@@ -46,12 +47,12 @@ class RewardJudge:
     def __call__(self, prompt: str, response_a: str, response_b: str) -> str:
         gap = self.score(prompt, response_a) - self.score(prompt, response_b)
         if abs(gap) < self.tie_margin:
-            return "tie"
+            return Choice.TIE
         digest = hashlib.sha256(
             "\x00".join((str(self.seed), prompt, response_a, response_b)).encode()
         ).digest()
         u = np.random.default_rng(int.from_bytes(digest[:8], "little")).random()
-        return "a" if u < self.p_a(prompt, response_a, response_b) else "b"
+        return Choice.A if u < self.p_a(prompt, response_a, response_b) else Choice.B
 
 
 class LookupJudge:
@@ -60,10 +61,10 @@ class LookupJudge:
     A pair shown the other way round is found too (a/b exchanged). Unknown pairs get `default`.
     """
 
-    def __init__(self, decisions: Mapping[tuple[str, str, str], str], default: str = "discard") -> None:
-        bad = {v for v in [*decisions.values(), default] if v not in ANSWERS}
+    def __init__(self, decisions: Mapping[tuple[str, str, str], str], default: str = Choice.DISCARD) -> None:
+        bad = {v for v in [*decisions.values(), default] if v not in tuple(Choice)}
         if bad:
-            raise ValueError(f"LookupJudge answers must be one of {ANSWERS}, got {sorted(bad)}")
+            raise ValueError(f"LookupJudge answers must be one of {tuple(Choice)}, got {sorted(bad)}")
         self.decisions, self.default = dict(decisions), default
 
     def __call__(self, prompt: str, response_a: str, response_b: str) -> str:
@@ -72,5 +73,5 @@ class LookupJudge:
             return answer
         answer = self.decisions.get((prompt, response_b, response_a))
         if answer is not None:
-            return {"a": "b", "b": "a"}.get(answer, answer)
+            return Choice(answer).flipped
         return self.default

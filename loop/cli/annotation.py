@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from loop.cli.common import UserError, add_command, config_from, open_engine, positive_int, print_json
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = add_command(sub, "push", cmd_push, help="send a round's annotation items to Argilla (safe to re-run)")
     s.add_argument("--round", type=positive_int, required=True, metavar="N", help="round number")
-    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    s.add_argument(
+        "--arm", default=PRODUCTION_ARM, help=f"experiment arm of the round (default: {PRODUCTION_ARM})"
+    )
     s.add_argument("--batch-size", type=positive_int, default=250, help="records per request (max 500)")
     s.add_argument("--all", action="store_true", help="re-send items already pushed (updates their records)")
 
@@ -51,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "pull", cmd_pull, help="store annotators' answers as labels and aggregate them per item"
     )
     s.add_argument("--round", type=positive_int, metavar="N", help="only this round (default: every round)")
-    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    s.add_argument(
+        "--arm", default=PRODUCTION_ARM, help=f"experiment arm of the round (default: {PRODUCTION_ARM})"
+    )
     s.add_argument("--json", action="store_true")
 
 

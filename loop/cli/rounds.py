@@ -17,6 +17,7 @@ from loop.cli.common import (
     open_uow,
     print_json,
 )
+from storage.statuses import PRODUCTION_ARM
 
 
 class JsonFormatter(logging.Formatter):
@@ -141,7 +142,7 @@ def _withdraw_after_cancel(cfg, uow) -> str:
     )
 
 
-def rounds_with_next(cfg, uow, arm: str | None = "main") -> list[dict]:
+def rounds_with_next(cfg, uow, arm: str | None = PRODUCTION_ARM) -> list[dict]:
     """rounds_summary rows (of one arm, or all), each with `next`: the by-hand command of an open round and
     why it waits, computed now from the items (None for a closed round)."""
     from dataclasses import asdict
@@ -208,7 +209,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "advance", help="do the open round's next step by hand (exactly what the scheduler would do next)"
     )
     p.add_argument("number", type=int)
-    p.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    p.add_argument(
+        "--arm", default=PRODUCTION_ARM, help=f"experiment arm of the round (default: {PRODUCTION_ARM})"
+    )
     p = sp.add_parser(
         "cancel",
         help="cancel an open round: its waiting records leave Argilla, its prompts become selectable again",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from loop.acquisition.strategies import Strategy  # numpy only: `--help` stays fast
+from loop.acquisition.strategies import PRODUCTION_STRATEGIES  # numpy only: `--help` stays fast
 from loop.cli.common import (
     UserError,
     add_command,
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         cmd_select,
         help="show which prompts a strategy would pick from the scored, unlabelled pool",
     )
-    s.add_argument("--strategy", choices=list(Strategy), help="default: selection.strategy")
+    # The strategies config and `strategy set` accept: an experiment-only arm would rank like plain random here.
+    s.add_argument("--strategy", choices=list(PRODUCTION_STRATEGIES), help="default: selection.strategy")
     s.add_argument("--budget", type=non_negative_int, help="prompts to pick (default: selection.budget)")
     s.add_argument("--seed", type=int, help="random tie-breaks and the random arm (default: selection.seed)")
     s.add_argument("--checkpoint", help="policy whose scores rank the pool (default: the initial policy)")

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from loop.cli.common import UserError, add_command, holding_lease, open_uow
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus, is_production_arm
 
 
 def _of_arm(arm: str) -> str:
-    return "" if arm == "main" else f" of arm {arm}"
+    return "" if is_production_arm(arm) else f" of arm {arm}"
 
 
 def _round(uow, number: int | None, arm: str):
@@ -165,7 +165,9 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     s = add_command(sub, "train", cmd_train, help="DPO-train the policy on the labels collected so far")
     s.add_argument("--round", type=int, help="round whose labels (cumulative by default) to train on")
-    s.add_argument("--arm", default="main", help="experiment arm of the round (default: main)")
+    s.add_argument(
+        "--arm", default=PRODUCTION_ARM, help=f"experiment arm of the round (default: {PRODUCTION_ARM})"
+    )
     s = add_command(
         sub, "evaluate", cmd_evaluate, help="win rate of a checkpoint vs the initial policy on the eval split"
     )

@@ -25,6 +25,7 @@ import numpy as np
 from loop.config import GenerationConfig, PolicyConfig, RunDtype, check_settings, setting
 from loop.ml.dpo import PreferencePair
 from storage.errors import PvarLoopError
+from storage.statuses import Choice
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,10 @@ def label_seed_pool(
                 a, b = b, a
             comparisons += 1
             answer = annotate(prompt, a, b)
-            if answer == "tie":
+            if answer == Choice.TIE:
                 ties += 1
-            elif answer in ("a", "b"):
-                chosen, rejected = (a, b) if answer == "a" else (b, a)
+            elif answer in Choice.preferring():
+                chosen, rejected = (a, b) if answer == Choice.A else (b, a)
                 pairs.append(PreferencePair(prompt, chosen, rejected))
             else:
                 raise ValueError(f"annotator answered {answer!r}; expected 'a', 'b' or 'tie'")

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from annotation.aggregate import CHOICES, agreement
+from annotation.aggregate import agreement
+from storage.statuses import Choice, ItemStatus
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -46,8 +47,8 @@ def newcombe(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float,
 class ItemOutcome(Protocol):
     round_number: int
     audit: bool
-    status: str  # decided | undecided (items still waiting are not passed in)
-    decision: str | None  # a | b | tie; "a" = the selection reward model's higher-reward response won
+    status: ItemStatus  # decided | undecided (items still waiting are not passed in)
+    decision: Choice | None  # a | b | tie; "a" = the selection reward model's higher-reward response won
     votes: dict[str, int]
     dpo_margin: float | None  # DPO's implicit reward margin after training on it (None: not trained on yet)
 
@@ -92,7 +93,7 @@ def _mean_diff(a: Sequence[float], b: Sequence[float]) -> dict[str, Any] | None:
 
 
 def _votes(votes: dict[str, int]) -> list[str]:
-    return [c for c in CHOICES for _ in range(int(votes.get(c, 0)))]
+    return [c for c in Choice.voting() for _ in range(int(votes.get(c, 0)))]
 
 
 def compare(items: Sequence[ItemOutcome]) -> dict[str, Any]:
@@ -105,14 +106,14 @@ def compare(items: Sequence[ItemOutcome]) -> dict[str, Any]:
     rates: dict[str, dict[str, Rate]] = {}
     margins = {k: [i.dpo_margin for i in g if i.dpo_margin is not None] for k, g in groups.items()}
     for name, group in groups.items():
-        decided = [i for i in group if i.status == "decided" and i.decision in ("a", "b")]
+        decided = [i for i in group if i.status == ItemStatus.DECIDED and i.decision in Choice.preferring()]
         voted = [_votes(i.votes) for i in group]
         multi = [v for v in voted if len(v) >= 2]
         agr = agreement(voted)
         rates[name] = {
             "decided": Rate(len(decided), len(group)),
             "annotator_agreement": Rate(sum(len(set(v)) == 1 for v in multi), len(multi)),
-            "rm_agreement": Rate(sum(i.decision == "a" for i in decided), len(decided)),
+            "rm_agreement": Rate(sum(i.decision == Choice.A for i in decided), len(decided)),
         }
         out[name] = {k: r.as_dict() for k, r in rates[name].items()}
         out[name]["annotator_agreement"].update(pairwise=agr.pairwise, fleiss_kappa=agr.fleiss_kappa)

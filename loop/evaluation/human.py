@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from annotation.aggregate import decide
+from annotation.aggregate import DecisionStatus, decide
 from loop.evaluation.win_rate import WinRate, outcome_win_rate
+from storage.statuses import Verdict
 
 HUMAN = "human"  # Evaluation.judge of a human evaluation
-_SCORE = {"policy": 1.0, "tie": 0.5, "reference": 0.0}
-_VOTE = {"policy": "a", "reference": "b", "tie": "tie", "discard": "discard"}
+_SCORE = {Verdict.POLICY: 1.0, Verdict.TIE: 0.5, Verdict.REFERENCE: 0.0}
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ def outcome(answers: Mapping[str, str]) -> float | None:
 
 def settled(c: Compared) -> bool:
     """Answered by the overlap it needs (discards count as answers, as for labels)."""
-    return decide([_VOTE[v] for v in c.answers.values()], c.min_submitted).status != "waiting"
+    votes = [Verdict(v).choice for v in c.answers.values()]
+    return decide(votes, c.min_submitted).status is not DecisionStatus.WAITING
 
 
 def human_win_rate(comparisons: Sequence[Compared], *, n_bootstrap: int, seed: int) -> tuple[WinRate, dict]:

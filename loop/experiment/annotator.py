@@ -18,7 +18,7 @@ from loop.config import Config
 from storage.db import UnitOfWork
 from storage.repositories import items as repo
 from storage.repositories.prompts import constraints_by_text
-from storage.statuses import ItemStatus
+from storage.statuses import Choice
 
 SIM_RECORD_PREFIX = "sim-"  # argilla_record_id of a simulated push: no Argilla record exists
 
@@ -60,8 +60,8 @@ class SimulatedAnnotation:
                     if (item.id, name) in stored:
                         continue  # labels are final once given (a rerun adds nothing)
                     answer = judge(c.prompt, shown_a, shown_b)
-                    if c.swapped:
-                        answer = {"a": "b", "b": "a"}.get(answer, answer)
+                    if c.swapped and answer in Choice.preferring():  # back to our orientation
+                        answer = Choice(answer).flipped
                     row = repo.LabelRow(item.id, name, answer, None, now)
                     writes.append(row)
                     stored[(item.id, name)] = row
@@ -77,7 +77,7 @@ def _aggregate(session, round_id: int, stored: dict, need: int) -> None:
     changes = []
     for item in repo.pushed_items(session, round_id):
         decision = decide(answers.get(item.id, []), need)
-        status = ItemStatus.PUSHED if decision.status == "waiting" else ItemStatus(decision.status)
+        status = decision.status.item_status
         if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
             changes.append((item.id, status, decision.choice, decision.votes))
     repo.set_outcomes(session, changes)

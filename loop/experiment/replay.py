@@ -28,6 +28,7 @@ from storage.db import UnitOfWork
 from storage.models import Checkpoint, Prompt, Round
 from storage.repositories.prompts import count_train_prompts
 from storage.repositories.scores import add_generations, max_samples_per_prompt, train_samples
+from storage.statuses import Choice
 from storage.upsert import upsert
 
 DATASET_CHECKPOINT = "dataset"
@@ -142,7 +143,9 @@ def lookup_judge(session: Session) -> LookupJudge:
         for i, (ra, sa) in enumerate(scored):
             for rb, sb in scored[i + 1 :]:
                 if ra != rb and (text, rb, ra) not in decisions:
-                    decisions.setdefault((text, ra, rb), "a" if sa > sb else "b" if sa < sb else "tie")
+                    decisions.setdefault(
+                        (text, ra, rb), Choice.A if sa > sb else Choice.B if sa < sb else Choice.TIE
+                    )
     return LookupJudge(decisions)
 
 

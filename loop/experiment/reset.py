@@ -16,6 +16,7 @@ from pathlib import Path
 from storage.db import UnitOfWork
 from storage.models import OperatorAction
 from storage.repositories.arms import delete_arm
+from storage.statuses import is_production_arm
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ class ArmReset:
 
 def reset_arm(uow: UnitOfWork, arm: str, *, data_dir: Path, actor: str = "experiment") -> ArmReset:
     """Delete everything arm `arm` produced (see the module docstring). Unknown arm: ValueError, nothing done."""
-    if arm == "main":
-        raise ValueError("arm 'main' is the production history; it is never reset")
+    if is_production_arm(arm):
+        raise ValueError(f"arm {arm!r} is the production history; it is never reset")
     with uow() as session:
         deleted = delete_arm(session, arm)
         if deleted is None:

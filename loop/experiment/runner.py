@@ -41,7 +41,7 @@ from storage.models import Round
 from storage.repositories.items import DecidedPair
 from storage.repositories.rounds import open_round, round_by_number, round_status
 from storage.repositories.training_runs import latest_finished_run_of
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, Metric, RoundStatus, is_production_arm
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ class ArmSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or self.name == "main":
-            raise ExperimentError(f"arm name {self.name!r} is reserved or empty; production uses 'main'")
+        if not self.name or is_production_arm(self.name):
+            raise ExperimentError(
+                f"arm name {self.name!r} is reserved or empty; production uses {PRODUCTION_ARM!r}"
+            )
         if self.strategy not in tuple(Strategy):
             raise ExperimentError(
                 f"arm {self.name}: unknown strategy {self.strategy!r}; allowed: {', '.join(Strategy)}"
@@ -209,7 +211,7 @@ def mark_disagreement(
     from loop.rounds.pairing import best_and_worst
     from storage.models import PromptScore
     from storage.repositories.prompts import prompt_texts
-    from storage.repositories.scores import DISAGREE, scored_train_prompt_ids
+    from storage.repositories.scores import scored_train_prompt_ids
     from storage.upsert import upsert
 
     reward_model = cfg.reward.model
@@ -223,7 +225,7 @@ def mark_disagreement(
                 "checkpoint_id": checkpoint_id,
                 "round_id": round_id,
                 "reward_model": reward_model,
-                "metric": DISAGREE,
+                "metric": Metric.DISAGREE,
                 "k": cfg.generation.k,
                 "value": float(pid in pairs and differs(texts[pid], pairs[pid][0].text, pairs[pid][1].text)),
             }

@@ -20,8 +20,8 @@ from storage.repositories import candidates as candidates_repo
 from storage.repositories import evaluations, queries, reward_refreshes, scores
 from storage.repositories import items as items_repo
 from storage.repositories import rounds as rounds_repo
+from storage.statuses import Metric, is_production_arm
 
-PVAR = scores.PVAR
 # Display order of arms: the method, the baseline, the controls, then anything else by name.
 STRATEGY_ORDER = (Strategy.PVAR, Strategy.RANDOM, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.FULL)
 
@@ -101,7 +101,7 @@ def _arm_strategies(rounds: list[RoundRow]) -> dict[str, str]:
 def _arm_rank(arm: str, arms: dict[str, str]) -> tuple[int, int, str]:
     strategy = arms.get(arm, "")
     rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-    return (0 if arm == "main" else 1, rank, arm)
+    return (0 if is_production_arm(arm) else 1, rank, arm)
 
 
 def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
@@ -132,7 +132,7 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
 
 def _add_pvar(session: Session, rounds: list[RoundRow]) -> dict[str, PvarPool]:
     """Attach to each round the PVar pool of its input policy and where its selected prompts fall in it."""
-    counts = scores.score_counts(session, PVAR)
+    counts = scores.score_counts(session, Metric.PVAR)
     per_checkpoint: dict[str, Counter[str]] = defaultdict(Counter)
     per_round: dict[int, Counter[str]] = defaultdict(Counter)
     for checkpoint_id, reward_model, round_id, n in counts:
@@ -151,7 +151,7 @@ def _add_pvar(session: Session, rounds: list[RoundRow]) -> dict[str, PvarPool]:
         reward_model = own[0] if own else _most_common(per_checkpoint[r.policy_in])
         key = f"{r.policy_in} | {reward_model}"
         if key not in pools:
-            values_by_prompt = scores.score_values(session, r.policy_in, reward_model, PVAR)
+            values_by_prompt = scores.score_values(session, r.policy_in, reward_model, Metric.PVAR)
             values = sorted(float(v) for v in values_by_prompt.values())
             pools[key] = PvarPool(
                 key, r.policy_in, reward_model, values, float(np.mean(values)), float(np.median(values))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from loop.acquisition.strategies import Strategy
+from storage.statuses import PRODUCTION_ARM
+
 if TYPE_CHECKING:
     from loop.report.contents import CurvePoint, ReportData
 
-METHOD, BASELINE = "pvar", "random"
+METHOD, BASELINE = Strategy.PVAR, Strategy.RANDOM  # the arm under test and the one it must beat
 
 
 def _fmt(p: CurvePoint) -> str:
@@ -39,7 +42,7 @@ def _method_arm(data: ReportData) -> str | None:
     arms = [a for a, s in data.arms.items() if s == METHOD and a in data.curves]
     if not arms:
         return None
-    return METHOD if METHOD in arms else ("main" if "main" in arms else sorted(arms)[0])
+    return METHOD if METHOD in arms else (PRODUCTION_ARM if PRODUCTION_ARM in arms else sorted(arms)[0])
 
 
 def verdict(data: ReportData) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import EXPERIMENT_ONLY, PRODUCTION_STRATEGIES, Strategy
 from storage.errors import PvarLoopError
-from storage.models import LoopSetting, OperatorAction
+from storage.models import OperatorAction
 from storage.repositories import settings
 from storage.repositories.rounds import next_round_number
-from storage.upsert import upsert
+from storage.statuses import PRODUCTION_ARM
 
-SETTING_KEYS = ("budget", "strategy")
+SETTING_KEYS = settings.KEYS
 
 
 class OperatorError(PvarLoopError, ValueError):
@@ -53,11 +53,13 @@ def parse_strategy(raw: str) -> Strategy:
     return Strategy(raw)
 
 
-def set_setting(session: Session, key: str, value: str, *, from_round: int | None, arm: str = "main") -> int:
+def set_setting(
+    session: Session, key: str, value: str, *, from_round: int | None, arm: str = PRODUCTION_ARM
+) -> int:
     """Record `key = value` from round `from_round` (default: the next round to start). Returns that round."""
     if key not in SETTING_KEYS:
         raise OperatorError(f"unknown setting {key!r}; allowed: {', '.join(SETTING_KEYS)}")
-    value = str(parse_budget(value)) if key == "budget" else parse_strategy(value)
+    parsed = parse_budget(value) if key == settings.BUDGET else parse_strategy(value)
     upcoming = next_round_number(session, arm)
     if from_round is None:
         from_round = upcoming
@@ -66,21 +68,10 @@ def set_setting(session: Session, key: str, value: str, *, from_round: int | Non
             f"round {from_round} has already started; a {key} change applies from round {upcoming} on "
             f"(use --from-round {upcoming} or later)"
         )
-    upsert(
-        session,
-        LoopSetting,
-        [{"arm": arm, "key": key, "value": value, "from_round": from_round}],
-        constraint="uq_loop_settings_key",
-        update=["value"],
-    )
-    record_action(session, f"set {key}", {"value": value, "from_round": from_round, "arm": arm})
+    settings.put_setting(session, key, parsed, from_round=from_round, arm=arm)
+    # The action records the value as text, as it always has ("6", "pvar").
+    record_action(session, f"set {key}", {"value": str(parsed), "from_round": from_round, "arm": arm})
     return from_round
-
-
-def setting_for_round(session: Session, key: str, number: int, default: str, arm: str = "main") -> str:
-    """The latest value set for a round at or before `number`, else the config default."""
-    value = settings.setting_for_round(session, key, number, arm)
-    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -91,12 +82,15 @@ class RoundPlan:
 
 
 def plan_for(
-    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = "main"
+    session: Session, number: int, *, budget: int, strategy: Strategy, arm: str = PRODUCTION_ARM
 ) -> RoundPlan:
+    """Round `number`'s budget and strategy: the operators' latest settings, else the config's."""
+    set_budget = settings.budget_for_round(session, number, arm)
+    set_strategy = settings.strategy_for_round(session, number, arm)
     return RoundPlan(
         number=number,
-        budget=int(setting_for_round(session, "budget", number, str(budget), arm)),
-        strategy=Strategy(setting_for_round(session, "strategy", number, strategy, arm)),
+        budget=budget if set_budget is None else set_budget,
+        strategy=Strategy(strategy if set_strategy is None else set_strategy),
     )
 
 
@@ -104,7 +98,7 @@ def record_action(session: Session, action: str, payload: dict) -> None:
     session.add(OperatorAction(actor=actor(), action=action, payload=payload))
 
 
-def new_rounds_status(session: Session, cfg, arm: str = "main") -> dict:
+def new_rounds_status(session: Session, cfg, arm: str = PRODUCTION_ARM) -> dict:
     """Whether the scheduler may start the next round, and with which budget and strategy; why not if paused."""
     number = next_round_number(session, arm)
     plan = plan_for(session, number, budget=cfg.selection.budget, strategy=cfg.selection.strategy, arm=arm)

@@ -31,10 +31,9 @@ from loop.config import Config
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.models import Round
+from storage.statuses import PRODUCTION_ARM, is_production_arm
 
 log = logging.getLogger(__name__)
-
-MAIN_ARM = "main"  # experiment arms compare strategies under one fixed reward model: they never refresh
 
 
 class RewardRefreshError(PvarLoopError, RuntimeError):
@@ -84,11 +83,15 @@ def refresh_round(
         rnd = session.get(Round, round_id)
         if rnd is None:
             raise RewardRefreshError(f"round id {round_id} vanished")
-        if cfg.reward.refresh == "off" or rnd.arm != MAIN_ARM or refresh_of_round(session, round_id):
+        if (
+            cfg.reward.refresh == "off"
+            or not is_production_arm(rnd.arm)
+            or refresh_of_round(session, round_id)
+        ):
             return
         number = rnd.number
         previous = selection_reward_model(session, cfg)
-        pairs = decided_items(session, round_ids_up_to(session, number, MAIN_ARM))
+        pairs = decided_items(session, round_ids_up_to(session, number, PRODUCTION_ARM))
     start = time.perf_counter()
     train, heldout = split_pairs(pairs, cfg.reward_training.heldout_fraction)
     row = {

@@ -16,6 +16,7 @@ from loop.acquisition.strategies import STRATEGIES, CandidateScores, Strategy, s
 from storage.errors import PvarLoopError
 from storage.repositories.candidates import candidate_scores, count_scored, scored_pairs
 from storage.repositories.prompts import count_unscored, prompt_texts, source_ids
+from storage.statuses import PRODUCTION_ARM
 
 
 class SelectionError(PvarLoopError, ValueError):
@@ -80,7 +81,7 @@ def choose(
     strategy: Strategy | str,
     budget: int,
     seed: int,
-    arm: str = "main",
+    arm: str = PRODUCTION_ARM,
     audit_fraction: float = 0.0,
     among_round: int | None = None,
 ) -> Selection:

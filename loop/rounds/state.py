@@ -33,7 +33,7 @@ from storage.repositories.rounds import (
     open_round,
     round_by_number,
 )
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, ItemStatus, RoundStatus, is_production_arm
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def latest_policy(session: Session, cfg: Config, arm: str = "main") -> str:
+def latest_policy(session: Session, cfg: Config, arm: str = PRODUCTION_ARM) -> str:
     """The newest trained checkpoint of the arm, else the initial policy."""
     return latest_trained_policy(session, arm) or ensure_initial_checkpoint(session, cfg.policy.model)
 
 
-def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round | None, str]:
+def start_round(uow: UnitOfWork, cfg: Config, arm: str = PRODUCTION_ARM) -> tuple[Round | None, str]:
     """Open the next round with the budget/strategy in force for it. Returns (round or None, message)."""
     with uow() as session:
         current = open_round(session, arm)
@@ -112,7 +112,7 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = "main") -> tuple[Round 
         return rnd, f"round {number} started ({plan.strategy}, budget {plan.budget})"
 
 
-def cancel_round(uow: UnitOfWork, number: int, reason: str, arm: str = "main") -> str:
+def cancel_round(uow: UnitOfWork, number: int, reason: str, arm: str = PRODUCTION_ARM) -> str:
     with uow() as session:
         rnd = round_by_number(session, number, arm)
         if rnd is None:
@@ -251,7 +251,7 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
         seed=rnd.seed,
         arm=rnd.arm,
         # Production rounds only: an experiment arm's strategy must stay pure, arms compare strategies already.
-        audit_fraction=cfg.selection.audit_fraction if rnd.arm == "main" else 0.0,
+        audit_fraction=cfg.selection.audit_fraction if is_production_arm(rnd.arm) else 0.0,
         among_round=selection_round(session, rnd.id),  # the round's drawn candidates only
     )
     if chosen.shortfall:
@@ -300,7 +300,9 @@ def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, st
     return False, f"{PROGRESS} {settled} of {total} items answered, {decided} decided; {until}"
 
 
-def tick(uow: UnitOfWork, cfg: Config, services: Services, arm: str = "main", max_steps: int = 20) -> str:
+def tick(
+    uow: UnitOfWork, cfg: Config, services: Services, arm: str = PRODUCTION_ARM, max_steps: int = 20
+) -> str:
     """What the scheduler runs: advance the open round as far as it can go now, or start the next one."""
     for _ in range(max_steps):
         with uow() as session:
@@ -367,8 +369,8 @@ class NextStep:
     waits: str | None = None
 
 
-def advance_command(number: int, arm: str = "main") -> str:
-    return f"pvar-loop round advance {number}" + ("" if arm == "main" else f" --arm {arm}")
+def advance_command(number: int, arm: str = PRODUCTION_ARM) -> str:
+    return f"pvar-loop round advance {number}" + ("" if is_production_arm(arm) else f" --arm {arm}")
 
 
 def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
@@ -387,14 +389,14 @@ def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
 
 
 def advance_round(
-    uow: UnitOfWork, cfg: Config, number: int, services: Services, arm: str = "main"
+    uow: UnitOfWork, cfg: Config, number: int, services: Services, arm: str = PRODUCTION_ARM
 ) -> tuple[RoundStatus, RoundStatus]:
     """`pvar-loop round advance N`: exactly the step the scheduler's tick would run next on round N (the same
     function, failures recorded the same way). The caller holds the scheduler lease. Returns (before, after)."""
     with uow() as session:
         rnd = round_by_number(session, number, arm)
         if rnd is None:
-            raise RoundError(f"no round {number}" + ("" if arm == "main" else f" in arm {arm}"))
+            raise RoundError(f"no round {number}" + ("" if is_production_arm(arm) else f" in arm {arm}"))
         if rnd.status.is_closed:
             raise RoundError(
                 f"round {number} is {rnd.status}: a closed round does not move; `pvar-loop round start` "

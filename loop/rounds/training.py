@@ -18,8 +18,8 @@ from storage.models import Checkpoint, Round, TrainingRun
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.items import DecidedPair, decided_items
 from storage.repositories.rounds import item_status_counts, round_ids_up_to
-from storage.repositories.training_runs import DONE, finished_run
-from storage.statuses import RoundStatus
+from storage.repositories.training_runs import finished_run
+from storage.statuses import RoundStatus, TrainingRunStatus
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def train_round(
                 round_id=round_id,
                 data_hash=data_hash,
                 label_count=len(prefs),
-                status=DONE,
+                status=TrainingRunStatus.DONE,
                 checkpoint_id=checkpoint_id,
                 settings=asdict(settings),
                 metrics={"steps": result.steps, "train_loss": result.train_loss, "seconds": result.seconds},

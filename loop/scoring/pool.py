@@ -30,6 +30,7 @@ from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint, get_checkpoint
 from storage.repositories.prompts import PromptRow, count_unscored, unscored_among, unscored_prompts
 from storage.repositories.scores import generations_for
+from storage.statuses import PRODUCTION_ARM, is_production_arm
 
 if TYPE_CHECKING:
     from loop.config import Config
@@ -131,13 +132,13 @@ def reward_model_id(cfg: Config) -> str:
     return cfg.reward.model
 
 
-def selection_reward_model(session, cfg: Config, arm: str = "main") -> str:
+def selection_reward_model(session, cfg: Config, arm: str = PRODUCTION_ARM) -> str:
     """The reward model production rounds score and select with: `[reward] model`, or, with `[reward] refresh`
     on, the newest kept refresh candidate that started from it (loop.rounds.reward_refresh; a different
     `[reward] model` starts over from itself). Experiment arms always use `[reward] model`."""
     from storage.repositories.reward_refreshes import kept_reward_model
 
-    if cfg.reward.refresh == "off" or arm != "main":
+    if cfg.reward.refresh == "off" or not is_production_arm(arm):
         return reward_model_id(cfg)
     return kept_reward_model(session, cfg.reward.model) or reward_model_id(cfg)
 
@@ -160,7 +161,7 @@ def score_with_config(
 
     with uow() as session:
         rnd = session.get(Round, round_id) if round_id is not None else None
-        reward_model = selection_reward_model(session, cfg, rnd.arm if rnd else "main")
+        reward_model = selection_reward_model(session, cfg, rnd.arm if rnd else PRODUCTION_ARM)
         if checkpoint_id is None:
             model = cfg.policy.model
             check_causal_lm(model, "[policy] model")

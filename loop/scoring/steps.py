@@ -23,9 +23,6 @@ from storage.errors import PvarLoopError
 from storage.repositories.candidates import add_scoring_cost
 from storage.repositories.prompts import PromptRow, count_unscored, unscored_among
 from storage.repositories.scores import (
-    EXCLUDED,
-    PVAR,
-    REWARD_GAP,
     StoredGeneration,
     add_generations,
     generations_for,
@@ -33,6 +30,7 @@ from storage.repositories.scores import (
     upsert_reward_exclusions,
     upsert_reward_scores,
 )
+from storage.statuses import Metric
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +269,13 @@ def write_batch(
         unread_rows += [(have[i].id, why) for i, why in sorted(it.unread.items())]
         if it.reason is not None:
             report.excluded.append((it.prompt_id, it.reason))
-            score_rows.append((it.prompt_id, EXCLUDED, k, float(len(it.rewards))))
+            score_rows.append((it.prompt_id, Metric.EXCLUDED, k, float(len(it.rewards))))
             reward_rows += [(have[i].id, r) for i, r in it.rewards.items()]
             continue
         order = sorted(it.rewards)
         n = len(order)
-        score_rows.append((it.prompt_id, PVAR, n, it.pvar))
-        score_rows.append((it.prompt_id, REWARD_GAP, n, it.gap))
+        score_rows.append((it.prompt_id, Metric.PVAR, n, it.pvar))
+        score_rows.append((it.prompt_id, Metric.REWARD_GAP, n, it.gap))
         reward_rows += [(have[i].id, it.rewards[i]) for i in order]
         report.scored += 1
     upsert_reward_scores(session, rm, reward_rows)

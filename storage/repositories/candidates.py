@@ -19,8 +19,7 @@ from storage.models import (
     RoundCandidate,
     RoundScoring,
 )
-from storage.repositories.scores import DISAGREE, PVAR, REWARD_GAP
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, Metric, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class CandidateRow:
     disagree: float | None = None
 
 
-def taken_prompt_ids(arm: str = "main") -> Select:
+def taken_prompt_ids(arm: str = PRODUCTION_ARM) -> Select:
     """Prompts arm `arm` may not select again: in one of its rounds that is not cancelled/failed, or labelled
     in one of its rounds.
 
@@ -57,7 +56,7 @@ def candidate_scores(
     session: Session,
     checkpoint_id: str,
     reward_model: str,
-    arm: str = "main",
+    arm: str = PRODUCTION_ARM,
     round_id: int | None = None,
 ) -> list[CandidateRow]:
     """pvar and reward_gap (and disagree, where an experiment stored it) of every scored train prompt not taken
@@ -74,13 +73,13 @@ def candidate_scores(
 
     stmt = (
         select(pvar.prompt_id, pvar.value, gap.value, dis.value)
-        .join(gap, same_prompt(gap, REWARD_GAP))
-        .outerjoin(dis, same_prompt(dis, DISAGREE))
+        .join(gap, same_prompt(gap, Metric.REWARD_GAP))
+        .outerjoin(dis, same_prompt(dis, Metric.DISAGREE))
         .join(Prompt, Prompt.id == pvar.prompt_id)
         .where(
             pvar.checkpoint_id == checkpoint_id,
             pvar.reward_model == reward_model,
-            pvar.metric == PVAR,
+            pvar.metric == Metric.PVAR,
             Prompt.split == "train",
             pvar.prompt_id.not_in(taken_prompt_ids(arm)),
         )
@@ -102,7 +101,7 @@ def count_scored(session: Session, checkpoint_id: str, reward_model: str) -> int
         .where(
             PromptScore.checkpoint_id == checkpoint_id,
             PromptScore.reward_model == reward_model,
-            PromptScore.metric == PVAR,
+            PromptScore.metric == Metric.PVAR,
         )
     )
     return session.scalar(stmt) or 0
@@ -113,20 +112,20 @@ def scored_pairs(session: Session) -> list[tuple[str, str, int]]:
     stmt = (
         select(PromptScore.checkpoint_id, PromptScore.reward_model, func.count())
         .join(Checkpoint, Checkpoint.id == PromptScore.checkpoint_id)
-        .where(PromptScore.metric == PVAR)
+        .where(PromptScore.metric == Metric.PVAR)
         .group_by(PromptScore.checkpoint_id, PromptScore.reward_model, Checkpoint.created_at)
         .order_by(Checkpoint.created_at.desc(), PromptScore.checkpoint_id, PromptScore.reward_model)
     )
     return [(c, r, n) for c, r, n in session.execute(stmt).all()]
 
 
-def count_free_prompts(session: Session, arm: str = "main") -> int:
+def count_free_prompts(session: Session, arm: str = PRODUCTION_ARM) -> int:
     """Train prompts `arm` may still take (scored or not): what a round's candidates are drawn from."""
     stmt = select(func.count()).select_from(Prompt).where(*_free(arm))
     return session.scalar(stmt) or 0
 
 
-def free_prompt_ids_at(session: Session, positions: Sequence[int], arm: str = "main") -> list[str]:
+def free_prompt_ids_at(session: Session, positions: Sequence[int], arm: str = PRODUCTION_ARM) -> list[str]:
     """The free train prompts at these 0-based positions of the id order (positions sorted ascending),
     streamed so a million-prompt pool is never held in memory."""
     wanted, out = iter(positions), []

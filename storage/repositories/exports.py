@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.db import select_in
 from storage.models import AnnotationItem, Generation, Label, Prompt, Round
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import Choice, ItemStatus, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def exported_pairs(
     """Decided items (a/b; ties too with `include_ties`), ordered by round and item; the items of
     cancelled/failed rounds only with `include_cancelled`. Undecided items have no decision: never exported."""
     ga, gb = aliased(Generation), aliased(Generation)
-    decisions = ("a", "b", "tie") if include_ties else ("a", "b")
+    decisions = Choice.voting() if include_ties else Choice.preferring()
     stmt = (
         select(AnnotationItem, Round.number, Round.arm, Prompt.source_id, Prompt.text, ga.text, gb.text)
         .join(Round, Round.id == AnnotationItem.round_id)

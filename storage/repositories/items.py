@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
 from storage.repositories.dpo_margins import latest_margins
-from storage.repositories.scores import PVAR, REWARD_GAP
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, Metric, RoundStatus
 from storage.upsert import upsert
 
 
@@ -52,7 +51,7 @@ class ItemState:
 class LabelRow:
     item_id: str
     annotator: str
-    choice: str  # a | b | tie | discard, our orientation
+    choice: Choice  # our orientation
     rationale: str | None
     submitted_at: datetime | None
 
@@ -69,7 +68,7 @@ class DecidedPair:
     rejected: str
 
 
-def round_id_for(session: Session, number: int, arm: str = "main") -> int | None:
+def round_id_for(session: Session, number: int, arm: str = PRODUCTION_ARM) -> int | None:
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
 
 
@@ -193,7 +192,7 @@ def round_item_scores(session: Session, round_id: int, reward_model: str) -> lis
                 AnnotationItem.round_id == round_id,
                 PromptScore.checkpoint_id == rnd.policy_in,
                 PromptScore.reward_model == reward_model,
-                PromptScore.metric.in_((PVAR, REWARD_GAP)),
+                PromptScore.metric.in_((Metric.PVAR, Metric.REWARD_GAP)),
             )
         )
         scores = {(pid, metric): value for pid, metric, value in session.execute(stmt)}
@@ -201,7 +200,12 @@ def round_item_scores(session: Session, round_id: int, reward_model: str) -> lis
         select(AnnotationItem).where(AnnotationItem.round_id == round_id).order_by(AnnotationItem.id)
     )
     return [
-        ItemScores(i.id, i.audit, scores.get((i.prompt_id, PVAR)), scores.get((i.prompt_id, REWARD_GAP)))
+        ItemScores(
+            i.id,
+            i.audit,
+            scores.get((i.prompt_id, Metric.PVAR)),
+            scores.get((i.prompt_id, Metric.REWARD_GAP)),
+        )
         for i in items
     ]
 
@@ -293,7 +297,7 @@ def decided_items(
         .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
         .join(ga, ga.id == AnnotationItem.generation_a_id)
         .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(("a", "b")))
+        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(Choice.preferring()))
         .order_by(AnnotationItem.round_id, AnnotationItem.id)
     )
     if round_ids is not None:
@@ -304,7 +308,7 @@ def decided_items(
         )
     out = []
     for item, prompt, text_a, text_b in session.execute(stmt):
-        chosen, rejected = (text_a, text_b) if item.decision == "a" else (text_b, text_a)
+        chosen, rejected = (text_a, text_b) if item.decision == Choice.A else (text_b, text_a)
         out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
     return out
 
@@ -329,13 +333,15 @@ def item_prompt_ids(session: Session) -> dict[int, list[str]]:
 class ItemOutcome:
     round_number: int
     audit: bool
-    status: str  # decided | undecided
-    decision: str | None  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
+    status: ItemStatus  # decided | undecided
+    decision: (
+        Choice | None
+    )  # a | b | tie, in our orientation (a = the selection reward model's higher reward)
     votes: dict[str, int]
     dpo_margin: float | None = None  # under the newest checkpoint trained on it (storage.models.DpoMargin)
 
 
-def audit_outcomes(session: Session, arm: str = "main") -> list[ItemOutcome]:
+def audit_outcomes(session: Session, arm: str = PRODUCTION_ARM) -> list[ItemOutcome]:
     """Items with an outcome (decided or undecided) of the arm's pvar rounds that hold audit items, cancelled
     and failed rounds left out: what the PVar-vs-audit comparison counts."""
     audited = select(AnnotationItem.round_id).where(AnnotationItem.audit.is_(True)).distinct()

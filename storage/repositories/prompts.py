@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import select_in
 from storage.models import Prompt, PromptScore
-from storage.repositories.scores import DONE_METRICS
+from storage.statuses import Metric
 
 TRAIN, EVAL = "train", "eval"  # Prompt.split values
 
@@ -28,7 +28,7 @@ def _unscored_filter(checkpoint_id: str, reward_model: str):
         PromptScore.prompt_id == Prompt.id,
         PromptScore.checkpoint_id == checkpoint_id,
         PromptScore.reward_model == reward_model,
-        PromptScore.metric.in_(DONE_METRICS),
+        PromptScore.metric.in_(Metric.scored_markers()),
     )
     return and_(Prompt.split == "train", ~done)
 

@@ -19,6 +19,7 @@ from storage.models import (
 )
 from storage.repositories import rounds as round_repo
 from storage.repositories.candidates import scoring_costs
+from storage.statuses import Choice, Metric
 
 
 def pool_summary(session: Session) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def pool_summary(session: Session) -> dict[str, Any]:
     # "excluded" = sampled and scored, but < 2 usable responses: done, just not rankable.
     scored = session.scalar(
         select(func.count(distinct(PromptScore.prompt_id))).where(
-            PromptScore.metric.in_(("pvar", "excluded"))
+            PromptScore.metric.in_(Metric.scored_markers())
         )
     )
     train = by_split.get("train", 0)
@@ -95,7 +96,7 @@ def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
 def answers_per_annotator(session: Session) -> list[dict[str, Any]]:
     """[{username, submitted, discarded}] of every annotator with a label in OUR database (pulled answers;
     a removed Argilla user keeps their rows here), by username."""
-    discarded = func.sum(case((Label.choice == "discard", 1), else_=0))
+    discarded = func.sum(case((Label.choice == Choice.DISCARD, 1), else_=0))
     rows = session.execute(
         select(Label.annotator, func.count(Label.id), discarded)
         .group_by(Label.annotator)

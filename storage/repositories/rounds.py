@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Label, Round
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, RoundStatus
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def round_counts(session: Session, round_ids: Sequence[int] | None = None) -> di
         c["undecided"] += n if status == ItemStatus.UNDECIDED else 0
         if status == ItemStatus.DECIDED:
             c["decided"] += n
-            c["decided_ab"] += n if decision in ("a", "b") else 0
-            c["ties"] += n if decision == "tie" else 0
+            c["decided_ab"] += n if decision in Choice.preferring() else 0
+            c["ties"] += n if decision == Choice.TIE else 0
     label_counts = dict(session.execute(labels.group_by(AnnotationItem.round_id)).all())
     out = {
         round_id: RoundCounts(**by_round.get(round_id, {}), labels=label_counts.get(round_id, 0))
@@ -71,11 +71,11 @@ def all_rounds(session: Session, arm: str | None = None) -> list[Round]:
     return list(session.scalars(stmt))
 
 
-def round_by_number(session: Session, number: int, arm: str = "main") -> Round | None:
+def round_by_number(session: Session, number: int, arm: str = PRODUCTION_ARM) -> Round | None:
     return session.scalar(select(Round).where(Round.arm == arm, Round.number == number))
 
 
-def open_round(session: Session, arm: str = "main") -> Round | None:
+def open_round(session: Session, arm: str = PRODUCTION_ARM) -> Round | None:
     """The arm's round that is not closed yet (there is at most one)."""
     return session.scalar(
         select(Round)
@@ -84,7 +84,7 @@ def open_round(session: Session, arm: str = "main") -> Round | None:
     )
 
 
-def latest_labelled_round(session: Session, arm: str = "main") -> Round | None:
+def latest_labelled_round(session: Session, arm: str = PRODUCTION_ARM) -> Round | None:
     """The arm's highest-numbered round that has annotation items."""
     return session.scalar(
         select(Round)
@@ -94,7 +94,7 @@ def latest_labelled_round(session: Session, arm: str = "main") -> Round | None:
     )
 
 
-def latest_trained_policy(session: Session, arm: str = "main") -> str | None:
+def latest_trained_policy(session: Session, arm: str = PRODUCTION_ARM) -> str | None:
     """policy_out of the arm's newest done round, if any."""
     return session.scalar(
         select(Round.policy_out)
@@ -104,11 +104,11 @@ def latest_trained_policy(session: Session, arm: str = "main") -> str | None:
     )
 
 
-def next_round_number(session: Session, arm: str = "main") -> int:
+def next_round_number(session: Session, arm: str = PRODUCTION_ARM) -> int:
     return (session.scalar(select(func.max(Round.number)).where(Round.arm == arm)) or 0) + 1
 
 
-def round_ids_up_to(session: Session, number: int, arm: str = "main") -> list[int]:
+def round_ids_up_to(session: Session, number: int, arm: str = PRODUCTION_ARM) -> list[int]:
     """Ids of the arm's rounds numbered up to `number`, cancelled ones left out (cumulative training)."""
     return list(
         session.scalars(
@@ -138,5 +138,5 @@ def first_reason(session: Session, statuses: Sequence[RoundStatus]) -> str | Non
     return session.scalar(select(Round.reason).where(Round.status.in_(list(statuses))).limit(1))
 
 
-def round_status(session: Session, number: int, arm: str = "main") -> RoundStatus | None:
+def round_status(session: Session, number: int, arm: str = PRODUCTION_ARM) -> RoundStatus | None:
     return session.scalar(select(Round.status).where(Round.arm == arm, Round.number == number))

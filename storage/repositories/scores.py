@@ -13,15 +13,8 @@ from sqlalchemy.orm import Session
 
 from storage.db import in_chunks, select_in
 from storage.models import Generation, Prompt, PromptScore, RewardExclusion, RewardScore
+from storage.statuses import Metric
 from storage.upsert import upsert
-
-# Metrics written per prompt. A prompt counts as scored for (checkpoint, reward model) once it has a pvar row,
-# or an `excluded` row saying its samples could not be scored (value = number of valid responses).
-PVAR, REWARD_GAP, EXCLUDED = "pvar", "reward_gap", "excluded"
-# 1.0/0.0: the experiment's simulated annotator would (not) see a difference in the shown pair (an oracle
-# that only experiments have; see loop.experiment.runner.mark_disagreement).
-DISAGREE = "disagree"
-DONE_METRICS = (PVAR, EXCLUDED)
 
 
 @dataclass(frozen=True)
@@ -160,7 +153,7 @@ def reward_scores_for(
     return {p: sorted(v) for p, v in out.items()}
 
 
-def score_counts(session: Session, metric: str = PVAR) -> list[tuple[str, str, int | None, int]]:
+def score_counts(session: Session, metric: Metric = Metric.PVAR) -> list[tuple[str, str, int | None, int]]:
     """(checkpoint, reward model, asking round or None, number of prompts) with a `metric` score."""
     stmt = (
         select(PromptScore.checkpoint_id, PromptScore.reward_model, PromptScore.round_id, func.count())
@@ -171,7 +164,7 @@ def score_counts(session: Session, metric: str = PVAR) -> list[tuple[str, str, i
 
 
 def score_values(
-    session: Session, checkpoint_id: str, reward_model: str, metric: str = PVAR
+    session: Session, checkpoint_id: str, reward_model: str, metric: Metric = Metric.PVAR
 ) -> dict[str, float]:
     """{prompt_id: value} of one metric for (checkpoint, reward model)."""
     stmt = select(PromptScore.prompt_id, PromptScore.value).where(
@@ -211,7 +204,7 @@ def scored_train_prompt_ids(session: Session, checkpoint_id: str, reward_model: 
             .where(
                 PromptScore.checkpoint_id == checkpoint_id,
                 PromptScore.reward_model == reward_model,
-                PromptScore.metric == PVAR,
+                PromptScore.metric == Metric.PVAR,
                 Prompt.split == "train",
             )
         )

@@ -6,15 +6,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import Round, TrainingRun
-
-DONE = "done"  # TrainingRun.status of a run whose checkpoint is registered
+from storage.statuses import TrainingRunStatus
 
 
 def finished_run(session: Session, round_id: int, data_hash: str) -> TrainingRun | None:
     """The done run of this round on exactly this training data, if any (training is idempotent on it)."""
     return session.scalar(
         select(TrainingRun).where(
-            TrainingRun.round_id == round_id, TrainingRun.data_hash == data_hash, TrainingRun.status == DONE
+            TrainingRun.round_id == round_id,
+            TrainingRun.data_hash == data_hash,
+            TrainingRun.status == TrainingRunStatus.DONE,
         )
     )
 
@@ -22,7 +23,7 @@ def finished_run(session: Session, round_id: int, data_hash: str) -> TrainingRun
 def latest_finished_run(session: Session, round_id: int) -> TrainingRun | None:
     return session.scalar(
         select(TrainingRun)
-        .where(TrainingRun.round_id == round_id, TrainingRun.status == DONE)
+        .where(TrainingRun.round_id == round_id, TrainingRun.status == TrainingRunStatus.DONE)
         .order_by(TrainingRun.id.desc())
         .limit(1)
     )
@@ -33,7 +34,7 @@ def latest_finished_run_of(session: Session, arm: str, number: int) -> TrainingR
     return session.scalar(
         select(TrainingRun)
         .join(Round, Round.id == TrainingRun.round_id)
-        .where(Round.arm == arm, Round.number == number, TrainingRun.status == DONE)
+        .where(Round.arm == arm, Round.number == number, TrainingRun.status == TrainingRunStatus.DONE)
         .order_by(TrainingRun.id.desc())
         .limit(1)
     )

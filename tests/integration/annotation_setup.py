@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from loop.rounds.pairing import create_items
 from storage.models import AnnotationItem, Checkpoint, Generation, Prompt, PromptScore, RewardScore, Round
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus
 from storage.upsert import upsert
 
 REWARD_MODEL = "test-rm"
@@ -39,7 +39,7 @@ def make_round_items(
     strategy: str = "pvar",
     tag: str = "",
     status: RoundStatus = RoundStatus.PLANNED,
-    arm: str = "main",
+    arm: str = PRODUCTION_ARM,
 ) -> RoundItems:
     """Insert n prompts with 3 generations each (rewards 0.1*i + {0, 1, 2}) and a round with n items, in
     `status` (COLLECTING for a round the CLI pushes by hand: a planned round has nothing to push yet)."""

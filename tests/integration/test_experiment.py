@@ -29,6 +29,7 @@ from storage.models import (
     TrainingRun,
 )
 from storage.repositories.evaluations import evaluation_samples
+from storage.statuses import PRODUCTION_ARM, Metric
 
 pytestmark = pytest.mark.slow  # one fixture runs 8 rounds of real (tiny) scoring, DPO and evaluation: ~90 s
 
@@ -98,7 +99,7 @@ def test_every_arm_runs_two_rounds_from_its_own_lineage(experiment):
                 if r.policy_out != r.policy_in:
                     ckpt = s.get(Checkpoint, r.policy_out)
                     assert ckpt.id.startswith(f"{arm}-r{r.number}-") and ckpt.base_id == r.policy_in
-        assert s.scalar(select(Round).where(Round.arm == "main")) is None
+        assert s.scalar(select(Round).where(Round.arm == PRODUCTION_ARM)) is None
 
 
 def test_no_prompt_is_labelled_twice_within_an_arm_but_arms_share_the_pool(experiment):
@@ -133,7 +134,6 @@ def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experimen
     """The control's "disagree" is the annotator's view of the shown pair (stored per scored pool), not pvar > 0,
     which a continuous reward model satisfies almost everywhere."""
     from storage.models import PromptScore
-    from storage.repositories.scores import DISAGREE
 
     uow, *_ = experiment
     taken: set[str] = set()
@@ -143,7 +143,7 @@ def test_random_disagree_draws_only_pairs_the_annotator_can_tell_apart(experimen
             flags = dict(
                 s.execute(
                     select(PromptScore.prompt_id, PromptScore.value).where(
-                        PromptScore.checkpoint_id == rnd.policy_in, PromptScore.metric == DISAGREE
+                        PromptScore.checkpoint_id == rnd.policy_in, PromptScore.metric == Metric.DISAGREE
                     )
                 ).all()
             )

@@ -22,7 +22,7 @@ from storage.db import UnitOfWork, make_engine
 from storage.locks import LeaseLost, LockHeld, acquire, holder_of, lease_fence
 from storage.migrate import upgrade
 from storage.models import OperatorAction, Round
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus
 
 LOCK = "scheduler"
 
@@ -82,7 +82,7 @@ def _lease_lost_mid_job(url: str) -> None:
     uow = _fenced(url, "first")
     acquire(uow.engine, LOCK, "first", stale_after=30, clock=clock)
     with uow() as s:
-        s.add(Round(arm="main", number=1, status=RoundStatus.TRAINING, budget=4, strategy="pvar"))
+        s.add(Round(arm=PRODUCTION_ARM, number=1, status=RoundStatus.TRAINING, budget=4, strategy="pvar"))
 
     def train_while_losing_the_lease(cfg, job_uow, round_id):
         _take_over(job_uow.engine, clock, "second")

@@ -10,7 +10,7 @@ import pytest
 
 from loop.cli.app import main
 from storage.models import AnnotationItem, Label, Prompt
-from storage.statuses import RoundStatus
+from storage.statuses import PRODUCTION_ARM, RoundStatus
 from tests.integration.annotation_setup import make_round_items
 
 
@@ -87,7 +87,7 @@ def test_trl_export_keeps_annotators_rationales_round_and_source_ids(labelled, t
         ["chosen", "discard"],
         [None, "cannot judge"],
     )
-    assert (row_a["round"], row_a["arm"], row_a["round_id"]) == (1, "main", items.round_id)
+    assert (row_a["round"], row_a["arm"], row_a["round_id"]) == (1, PRODUCTION_ARM, items.round_id)
     assert row_a["source_id"] == f"my-{a[:4]}" and row_b["source_id"] == f"my-{b[:4]}"
 
     ties = tmp_path / "with-ties.jsonl"

@@ -81,3 +81,24 @@ def test_budget_applies_from_next_round_and_actions_recorded(project, capsys):
     assert ("alice", "set budget") in actions and ("alice", "set strategy") in actions
     assert ("alice", "cancel round") in actions and ("alice", "start round") in actions
     assert [r["status"] for r in status["rounds"]] == ["cancelled", "planned"]
+
+
+def test_budget_is_written_from_an_int_and_read_back_as_one(project):
+    """The repository is the one place loop_settings' text is converted: the stored text is what it always
+    was ("6"), callers only ever see ints."""
+    from sqlalchemy import select
+
+    from storage.db import UnitOfWork, make_engine
+    from storage.models import LoopSetting
+    from storage.repositories import settings
+
+    assert main(["budget", "set", "6"]) == 0
+    assert main(["strategy", "set", "random"]) == 0
+    with UnitOfWork(make_engine(f"sqlite:///{project / 'ops.db'}"))() as s:
+        assert settings.budget_for_round(s, 1) == 6 and isinstance(settings.budget_for_round(s, 1), int)
+        assert settings.budget_for_round(s, 0) is None
+        assert settings.strategy_for_round(s, 1) == "random"
+        stored = dict(s.execute(select(LoopSetting.key, LoopSetting.value)).all())
+        assert stored == {"budget": "6", "strategy": "random"}
+        with pytest.raises(TypeError, match="from an int"):
+            settings.put_setting(s, settings.BUDGET, "7", from_round=1)

@@ -24,6 +24,7 @@ from storage.models import (
     PromptScore,
     Round,
 )
+from storage.statuses import PRODUCTION_ARM
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_FILES = ("eval_vs_labels.png", "pvar_distribution.png", "label_agreement.png", "budget_use.png")
@@ -323,7 +324,7 @@ def test_empty_database_gives_a_valid_page(uow, tmp_path):
 
 def test_round_without_labels_or_evals_draws_only_budget(uow, tmp_path):
     with uow() as s:
-        s.add(Round(arm="main", number=1, status="planned", budget=8, strategy="pvar"))
+        s.add(Round(arm=PRODUCTION_ARM, number=1, status="planned", budget=8, strategy="pvar"))
     with uow() as s:
         files = build_report(s, tmp_path / "r")
     html, page = _page(files.index)
@@ -338,7 +339,7 @@ def test_single_production_arm_reports_where_it_stands(uow, tmp_path):
         s.flush()
         s.add(
             Round(
-                arm="main",
+                arm=PRODUCTION_ARM,
                 number=1,
                 status="done",
                 budget=8,

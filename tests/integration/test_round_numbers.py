@@ -12,7 +12,7 @@ from storage.models import AnnotationItem, Checkpoint, Generation, Label, Prompt
 from storage.repositories import queries
 from storage.repositories import rounds as round_repo
 from storage.repositories.rounds import RoundCounts
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import PRODUCTION_ARM, ItemStatus, RoundStatus
 
 ARM = "exp-a"
 # (status, decision, labels) per item of round 1; round 2 has two pending items and no labels.
@@ -37,7 +37,7 @@ def _fill(uow) -> tuple[int, int, int]:
         rounds = [
             Round(arm=ARM, number=1, status=RoundStatus.DONE, budget=6, strategy="pvar", policy_in="c0"),
             Round(arm=ARM, number=2, status=RoundStatus.PUSHED, budget=2, strategy="pvar", policy_in="c0"),
-            Round(arm="main", number=1, budget=2, strategy="random", policy_in="c0"),
+            Round(arm=PRODUCTION_ARM, number=1, budget=2, strategy="random", policy_in="c0"),
         ]
         s.add_all(rounds)
         s.flush()
@@ -107,7 +107,7 @@ def test_status_report_and_experiment_agree(uow, cfg):
             want.ties,
             want.undecided,
         )
-    assert status[("main", 1)]["items"] == report[("main", 1)].items == 0
+    assert status[(PRODUCTION_ARM, 1)]["items"] == report[(PRODUCTION_ARM, 1)].items == 0
 
 
 def test_round_counts_is_the_one_definition(uow, cfg):

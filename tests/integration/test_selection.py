@@ -298,6 +298,21 @@ def test_select_errors_exit_2_without_traceback(tmp_path, tiny_models, capsys):
     assert "checkpoint 'no-such-checkpoint' is not in the database" in capsys.readouterr().err
 
 
+def test_select_offers_the_strategies_strategy_set_accepts(capsys):
+    """`select --strategy` takes the production strategies `strategy set` and config take; the experiment-only
+    arm is refused at parse time (exit 2), as `strategy set` refuses it, instead of ranking like plain random."""
+    from loop.acquisition.strategies import PRODUCTION_STRATEGIES
+    from loop.cli.app import build_parser
+
+    parser = build_parser()
+    for name in PRODUCTION_STRATEGIES:
+        assert parser.parse_args(["select", "--strategy", name]).strategy == name
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["select", "--strategy", "random-disagree"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'random-disagree'" in capsys.readouterr().err
+
+
 def test_select_in_chunks_and_deduplicates(uow):
     ids = [f"{i:064d}" for i in range(23)]
     with uow() as s:

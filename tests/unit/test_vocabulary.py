@@ -7,7 +7,16 @@ import pytest
 from loop.acquisition.strategies import EXPERIMENT_ONLY, PRODUCTION_STRATEGIES, STRATEGIES, Strategy
 from loop.config import ConfigError, parse_config
 from loop.rounds.operator_settings import OperatorError, parse_strategy
-from storage.statuses import ItemStatus, RoundStatus
+from storage.statuses import (
+    PRODUCTION_ARM,
+    Choice,
+    ItemStatus,
+    Metric,
+    RoundStatus,
+    TrainingRunStatus,
+    Verdict,
+    is_production_arm,
+)
 
 # Exactly the values stored before the enums existed: changing one would orphan existing rows.
 STORED_ROUND_STATUSES = [
@@ -24,11 +33,23 @@ STORED_ROUND_STATUSES = [
 ]
 STORED_ITEM_STATUSES = ["pending", "pushed", "decided", "undecided"]
 STORED_STRATEGIES = ["pvar", "low-pvar", "reward-gap", "random", "random-disagree", "full"]
+STORED_CHOICES = ["a", "b", "tie", "discard"]  # labels.choice; annotation_items.decision holds a, b or tie
+STORED_VERDICTS = ["policy", "reference", "tie", "discard"]  # eval_comparisons.answers
+STORED_TRAINING_RUN_STATUSES = ["running", "done"]
+STORED_METRICS = ["pvar", "reward_gap", "excluded", "disagree"]  # prompt_scores.metric
 
 
 @pytest.mark.parametrize(
     ("enum", "stored"),
-    [(RoundStatus, STORED_ROUND_STATUSES), (ItemStatus, STORED_ITEM_STATUSES), (Strategy, STORED_STRATEGIES)],
+    [
+        (RoundStatus, STORED_ROUND_STATUSES),
+        (ItemStatus, STORED_ITEM_STATUSES),
+        (Strategy, STORED_STRATEGIES),
+        (Choice, STORED_CHOICES),
+        (Verdict, STORED_VERDICTS),
+        (TrainingRunStatus, STORED_TRAINING_RUN_STATUSES),
+        (Metric, STORED_METRICS),
+    ],
 )
 def test_enum_values_are_the_stored_strings(enum, stored):
     assert [m.value for m in enum] == stored
@@ -55,6 +76,29 @@ def test_item_groups():
     assert not ItemStatus.PUSHED.is_settled
 
 
+def test_choice_groups_and_verdicts():
+    assert Choice.voting() == ("a", "b", "tie")  # a discard is an answer that does not vote
+    assert Choice.preferring() == ("a", "b")  # a training pair
+    assert [c.flipped for c in Choice] == ["b", "a", "tie", "discard"]
+    assert {c: Verdict.of(c) for c in Choice} == {
+        "a": "policy",  # our orientation of a comparison: a = the checkpoint's response
+        "b": "reference",
+        "tie": "tie",
+        "discard": "discard",
+    }
+    assert all(Verdict.of(v.choice) is v for v in Verdict)
+
+
+def test_metric_groups():
+    assert Metric.scored_markers() == ("pvar", "excluded")
+
+
+def test_the_production_arm_is_named_once():
+    assert PRODUCTION_ARM == "main"
+    assert is_production_arm("main") and is_production_arm(PRODUCTION_ARM)
+    assert not is_production_arm("exp-pvar") and not is_production_arm("pvar")
+
+
 def test_strategy_registry_is_keyed_by_the_enum():
     assert list(STRATEGIES) == list(Strategy)
     assert all(isinstance(spec.name, Strategy) for spec in STRATEGIES.values())
@@ -73,8 +117,8 @@ def test_config_operator_settings_and_cli_use_the_strategy_enum():
     assert parse_strategy("reward-gap") is Strategy.REWARD_GAP
     with pytest.raises(OperatorError, match="allowed: pvar, low-pvar"):
         parse_strategy("best")
-    args = build_parser().parse_args(["select", "--strategy", "random-disagree"])
-    assert args.strategy == Strategy.RANDOM_DISAGREE
+    args = build_parser().parse_args(["select", "--strategy", "low-pvar"])
+    assert args.strategy == Strategy.LOW_PVAR
     with pytest.raises(SystemExit):
         build_parser().parse_args(["select", "--strategy", "best"])
 
