@@ -80,6 +80,8 @@ TrainDtype = Literal["float32", "bfloat16"]
 
 
 class PathsConfig(_Section):
+    """Where the project's files live."""
+
     data_dir: Path = Field(
         DEFAULT_DATA_DIR,
         description="Where the SQLite DB, checkpoints and reports live; relative to this file's directory.",
@@ -92,14 +94,20 @@ class PathsConfig(_Section):
 
 
 class DatabaseConfig(_Section):
+    """The project's database: SQLite by default, PostgreSQL in production (docs/deployment.md)."""
+
     url: str | None = Field(None, description="SQLAlchemy URL; default: sqlite file <data_dir>/pvar-loop.db.")
 
 
 class PoolConfig(_Section):
+    """The prompt pool `pvar-loop ingest` fills."""
+
     max_prompt_chars: int = Field(8000, gt=0, description="Ingest rejects longer prompts.")
 
 
 class PolicyConfig(_Section):
+    """The initial policy: round 1 samples from it and every evaluation compares against it."""
+
     model: str = Field(
         "HuggingFaceTB/SmolLM2-135M-Instruct", description="Initial policy: hub id or local directory."
     )
@@ -110,8 +118,11 @@ class PolicyConfig(_Section):
 
 
 class GenerationConfig(_Section):
+    """Sampling the K responses per prompt that PVar is computed from."""
+
     backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="Sampling engine; vllm needs a GPU and a vLLM install (see README)."
+        "transformers",
+        description="Sampling engine; vllm needs a GPU and a vLLM install (see docs/deployment.md).",
     )
     k: int = Field(5, ge=2, description="Responses sampled per prompt (the paper's K).")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature (scoring and evaluation).")
@@ -126,6 +137,8 @@ class GenerationConfig(_Section):
 
 
 class RewardConfig(_Section):
+    """The selection reward model: it scores the K responses, and PVar comes from its raw logits."""
+
     model: str = Field(
         "Skywork/Skywork-Reward-V2-Llama-3.2-1B",
         description="Selection reward model (scores the K responses): hub id or local directory.",
@@ -151,6 +164,8 @@ class RewardConfig(_Section):
 
 
 class RewardTrainingConfig(_Section):
+    """Training a selection reward model on the labels (`pvar-loop reward-model train`, `[reward] refresh`)."""
+
     learning_rate: float = Field(
         5e-5,
         gt=0,
@@ -171,6 +186,8 @@ class RewardTrainingConfig(_Section):
 
 
 class ScoringConfig(_Section):
+    """Where pool scoring runs: this process or a Ray Data pipeline (docs/scaling.md)."""
+
     engine: Literal["local", "ray"] = Field(
         "local",
         description='Where pool scoring runs: "local" (this process, one batch at a time) or "ray" (a Ray Data '
@@ -213,6 +230,8 @@ class ScoringConfig(_Section):
 
 
 class SelectionConfig(_Section):
+    """Which prompts a round sends to the annotators."""
+
     strategy: Literal[PRODUCTION_STRATEGIES] = Field(  # experiment-only arms are refused here
         Strategy.PVAR,
         description="Which prompts go to annotators: highest PVar (pvar), a baseline (low-pvar, reward-gap, "
@@ -251,6 +270,8 @@ class SelectionConfig(_Section):
 
 
 class ArgillaConfig(_Section):
+    """The Argilla server, workspace and dataset the rounds push records to and pull answers from."""
+
     url: str = Field(
         "http://127.0.0.1:6900",
         description="Argilla server (env PVAR_LOOP_ARGILLA_URL); `pvar-loop argilla up` starts the local one "
@@ -280,6 +301,8 @@ class ArgillaConfig(_Section):
 
 
 class TrainingConfig(_Section):
+    """DPO per round (TRL), LoRA included, in this process or under `accelerate launch`."""
+
     beta: float = Field(0.1, gt=0, allow_inf_nan=False, description="DPO beta: strength of the KL anchor.")
     learning_rate: float = Field(
         5e-6,
@@ -362,6 +385,8 @@ JUDGES = ("reward", "verifier", "human")  # any other [evaluation] judge value n
 
 
 class EvaluationConfig(_Section):
+    """Each new checkpoint's win rate against the initial policy on the eval split."""
+
     judge: str = Field(
         "reward",
         description='Win-rate judge: "reward" (the [reward] model, which selection trains the policy to '
@@ -385,6 +410,8 @@ class EvaluationConfig(_Section):
 
 
 class SchedulerConfig(_Section):
+    """`pvar-loop run`: how often rounds advance and labels are pulled, and when collection ends."""
+
     tick_seconds: int = Field(30, gt=0, description="How often `pvar-loop run` advances the open round.")
     poll_seconds: int = Field(60, gt=0, description="How often it pulls new labels from Argilla.")
     misfire_grace_seconds: int = Field(300, gt=0, description="A job late by more than this is skipped.")

@@ -1,6 +1,7 @@
 """The operator's path by hand: every state of a round has a command that moves it exactly as the scheduler
-would, `round status`/`status` name that command and never show stale numbers, and the README's by-hand
-section works when run command by command (labels submitted through Argilla's annotator API)."""
+would, `round status`/`status` name that command and never show stale numbers, and the by-hand section of the
+operator's guide (docs/operators.md) works when run command by command (labels submitted through Argilla's
+annotator API)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from storage.models import Evaluation, Label, Prompt, Round, TrainingRun
 from tests.integration.argilla_helpers import annotator, owner, unique
 from tests.integration.round_project import make_project
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATORS = Path(__file__).resolve().parents[2] / "docs" / "operators.md"
 
 
 def _round(uow, number: int = 1) -> Round:
@@ -55,20 +56,20 @@ def _ok(r) -> str:
     return r.stdout
 
 
-def readme_by_hand_commands() -> list[str]:
-    """The command lines of the README's "By hand" section, in order (comment lines kept as markers)."""
-    text = README.read_text(encoding="utf-8")
+def guide_by_hand_commands() -> list[str]:
+    """The command lines of docs/operators.md's "By hand" section, in order (comment lines kept as markers)."""
+    text = OPERATORS.read_text(encoding="utf-8")
     section = text.split("### By hand", 1)[1].split("\n### ", 1)[0]
     block = [line.strip() for line in section.splitlines() if line.startswith("    ")]
-    assert block, "README has no by-hand command block"
+    assert block, "docs/operators.md has no by-hand command block"
     return [re.sub(r"\s+#\s.*$", "", line) if line.startswith("pvar-loop") else line for line in block]
 
 
 @pytest.mark.argilla
 @pytest.mark.slow
-def test_readme_by_hand_section_runs_a_round(tmp_path, tiny_models, argilla_stack):
-    """Walk the README's by-hand section: after each `round advance` the round is one state further, and the
-    round ends `done` with a checkpoint, one training run and one evaluation, as the scheduler would leave it."""
+def test_guide_by_hand_section_runs_a_round(tmp_path, tiny_models, argilla_stack):
+    """Walk docs/operators.md's by-hand section: after each `round advance` the round is one state further, and
+    the round ends `done` with a checkpoint, one training run and one evaluation, as the scheduler would leave it."""
     db = f"sqlite:///{tmp_path / 'byhand.db'}"
     project = make_project(
         tmp_path, tiny_models, database_url=db, argilla=argilla_stack, dataset=unique("byhand"), ingest=False
@@ -80,10 +81,10 @@ def test_readme_by_hand_section_runs_a_round(tmp_path, tiny_models, argilla_stac
     # would only cost a minute and a GiB.
     skipped = {"pvar-loop argilla up"}
     walked, advances, api_key = [], [], None
-    for line in readme_by_hand_commands():
+    for line in guide_by_hand_commands():
         if line.startswith("#"):
             if "label" in line:
-                assert api_key is not None, "the README labels before adding an annotator"
+                assert api_key is not None, "the guide labels before adding an annotator"
                 assert _label_everything(project, argilla_stack, uow, api_key) == 4
                 walked.append("<label>")
             continue
@@ -131,7 +132,7 @@ def test_every_state_names_its_by_hand_command(tmp_path, tiny_models, argilla_st
     )
     uow = UnitOfWork(make_engine(db))
     _ok(project.cli("round", "start"))
-    r = project.cli("push", "--round", "1")  # the README's next step used to say "nothing to push", exit 0
+    r = project.cli("push", "--round", "1")  # the by-hand next step used to say "nothing to push", exit 0
     assert "nothing to push" not in r.stdout
     assert r.returncode == 2, r.stdout + r.stderr
     assert "round advance 1" in r.stderr and "Traceback" not in r.stderr

@@ -215,7 +215,8 @@ def test_vllm_backend_without_vllm_names_the_install(tiny_models: TinyModels) ->
 
 
 @pytest.mark.skipif(
-    VLLM_MISSING, reason="optional: vllm is not installed (it pins its own torch; see README 'GPU / vLLM')"
+    VLLM_MISSING,
+    reason="optional: vllm is not installed (it pins its own torch; see docs/deployment.md 'GPU and vLLM')",
 )
 def test_vllm_generator_samples_k_per_prompt_reproducibly(tiny_models: TinyModels) -> None:
     gen = VllmGenerator(str(tiny_models.policy_dir), temperature=1.0, max_model_len=256, **FEW_TOKENS)

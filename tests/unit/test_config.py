@@ -194,12 +194,6 @@ def test_init_template_comments_every_key():
     assert seen == {(s, k) for s, model in SECTIONS.items() for k in model.model_fields}
 
 
-def test_readme_configuration_names_every_section():
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    part = readme.split("### Configuration", 1)[1].split("\n## ", 1)[0]
-    assert all(f"`{name}`" in part for name in SECTIONS)
-
-
 def _mirrored(settings_cls) -> dict[str, object]:
     """field -> the default of the config key it mirrors."""
     out = {}
