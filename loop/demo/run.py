@@ -105,7 +105,14 @@ def fresh_dir(path: Path) -> None:
 
 
 def write_config(
-    path: Path, data_dir: Path, policy: Path, reward: Path, p: Profile, *, rounds_seed: int
+    path: Path,
+    data_dir: Path,
+    policy: Path,
+    reward: Path,
+    p: Profile,
+    *,
+    rounds_seed: int,
+    backend: str = "auto",
 ) -> Path:
     text = f"""# Written by `pvar-loop demo` ({p.name} profile).
 [paths]
@@ -116,6 +123,7 @@ model = "{policy}"
 dtype = "{p.dtype}"
 
 [generation]
+backend = "{backend}"
 k = {p.k}
 max_new_tokens = {p.max_new_tokens}
 batch_size = 8
@@ -215,7 +223,9 @@ class World:
     seed_summary: str | None  # how the learned selection reward model was trained (None: tiny random RM)
 
 
-def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -> World:
+def prepare_world(
+    data_dir: Path, p: Profile, model_cache: Path, *, say=print, backend: str = "auto"
+) -> World:
     """Fresh data dir with prompts, models and a config; for the full profile, train the selection RM first."""
     from loop.demo.world import write_demo_prompts
 
@@ -233,7 +243,7 @@ def prepare_world(data_dir: Path, p: Profile, model_cache: Path, *, say=print) -
 
         models = build_tiny_models(cache / TINY_MODELS)  # built once, reused by the next quick demo
         policy, reward, summary = models.policy_dir, models.reward_dir, None
-    config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0)
+    config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0, backend=backend)
     cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
     for cmd in (["db", "upgrade"], ["ingest", str(files[0])], ["ingest", str(files[1]), "--split", "eval"]):
@@ -314,6 +324,7 @@ def run_demo(
     keep_argilla: bool = False,
     timeout_s: float = 900,
     model_cache: Path = Path("data/models"),
+    backend: str = "auto",
 ) -> Path:
     """Run the demo end to end; returns the report's index.html."""
     from annotation.annotators import create_annotator
@@ -327,7 +338,7 @@ def run_demo(
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
-    world = prepare_world(data_dir, p, model_cache)
+    world = prepare_world(data_dir, p, model_cache, backend=backend)
     config, cli, env = world.config, world.cli, world.env
     # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
     # a round the demo will not finish (recorded as an operator action, like any budget change).

@@ -230,11 +230,12 @@ def _sample_side(
     With `progress` (the bar's label) the prompts go to the transformers generator a batch at a time, the very
     batches it would cut itself, so the samples are the same with or without it; vLLM schedules its own
     batches (per-prompt seeds): one call per seed."""
-    from loop.ml.generation import make_generator
+    from loop.ml.generation import make_generator, resolve_backend
     from loop.progress import progress as progress_bar
 
-    generator = make_generator(knobs["backend"], model=str(model_dir), **_without(knobs, "backend"))
-    step = knobs["batch_size"] if progress and knobs["backend"] == "transformers" else len(prompts)
+    backend = resolve_backend(knobs["backend"], str(model_dir))
+    generator = make_generator(backend, model=str(model_dir), **_without(knobs, "backend"))
+    step = knobs["batch_size"] if progress and backend == "transformers" else len(prompts)
     draws = []  # draws[i][p][0]: sample i of prompt p
     try:
         total = len(prompts) * len(seeds)

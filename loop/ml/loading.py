@@ -44,7 +44,7 @@ def check_model_ref(model: ModelRef) -> None:
         raise ModelLoadError(f"model directory {model!r} does not exist or is not a directory")
 
 
-def _model_config(model: ModelRef, what: str) -> Any:
+def model_config(model: ModelRef, what: str) -> Any:
     from transformers import AutoConfig
 
     check_model_ref(model)
@@ -81,7 +81,7 @@ def check_causal_lm(model: ModelRef, what: str = "policy") -> None:
     the model comes from in the error (a config key, a checkpoint)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    config = _model_config(model, what)
+    config = model_config(model, what)
     if not _head_matches(config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         raise ModelLoadError(
             f"{what}: {str(model)!r} is not a causal language model ({_architectures(config)}); a policy needs "
@@ -95,7 +95,7 @@ def check_reward_model(model: ModelRef, what: str = "reward model") -> Any:
     model's config."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    config = _model_config(model, what)
+    config = model_config(model, what)
     needs = (
         "a reward model needs a one-logit sequence-classification head (e.g. LlamaForSequenceClassification"
     )

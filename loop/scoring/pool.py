@@ -157,7 +157,7 @@ def score_with_config(
     round runner share, on the [scoring] engine. Without checkpoint_id the initial policy (policy.model) is
     scored."""
     from loop.ml.loading import check_causal_lm, check_reward_model
-    from loop.ml.rewards import RewardScorer
+    from loop.ml.reward_backends import make_reward_scorer
 
     with uow() as session:
         rnd = session.get(Round, round_id) if round_id is not None else None
@@ -187,7 +187,8 @@ def score_with_config(
             round_id=round_id,
             prompt_ids=prompt_ids,
         )
-    scorer = RewardScorer(
+    scorer = make_reward_scorer(
+        cfg.reward.backend,
         reward_model,
         dtype=cfg.reward.dtype,
         max_length=cfg.reward.max_length,

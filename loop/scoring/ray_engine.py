@@ -68,12 +68,16 @@ def score_with_ray(
         progress=progress,
         round_id=round_id,
     )
-    if g.backend == "vllm":
+    from loop.ml.generation import resolve_backend
+
+    backend = resolve_backend(g.backend, model)
+    # ray.data.llm's vLLM stage places engines on GPUs; on CPU the actors below wrap the in-process backend.
+    if backend == "vllm" and s.gpus_per_worker > 0:
         from loop.scoring.ray_vllm import score_pool_vllm
 
         return score_pool_vllm(uow, s, job, model, cfg.policy.dtype, knobs, scorer_kwargs)
     generator_kwargs = {
-        "backend": g.backend,
+        "backend": backend,
         "model": model,
         "dtype": cfg.policy.dtype,
         "batch_size": g.batch_size,

@@ -81,3 +81,54 @@ def test_quick_demo_runs_two_rounds_and_reports(tmp_path):
     sentence = json.loads(st.stdout)["audit"]["sentence"]
     assert sentence == report["audit"]["sentence"] and sentence in html
     assert sentence.startswith(("PVar items:", "Audit: cannot tell yet"))
+
+
+@pytest.mark.slow
+@pytest.mark.argilla
+def test_quick_demo_on_vllm_samples_round_2_from_round_1s_checkpoint(tmp_path):
+    """The same loop with `[generation] backend = "vllm"` (scoring and evaluation): the policy changes every
+    round without a manual step, so round 2's stored samples are what round 1's checkpoint gives directly, and
+    not what the base model gives."""
+    from loop.config import load_config
+    from loop.ml.generation import VllmGenerator
+    from storage.models import Generation, Prompt
+
+    data = tmp_path / "demo"
+    r = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "demo", "--quick", "--backend", "vllm", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cfg = load_config(data / "pvar-loop.toml")
+    assert cfg.generation.backend == "vllm"
+    uow = UnitOfWork(make_engine(f"sqlite:///{data / 'pvar-loop.db'}"))
+    with uow() as s:
+        done = s.scalars(select(Round).where(Round.status == "done").order_by(Round.number)).all()
+        assert [x.number for x in done] == [1, 2] and done[1].policy_in == done[0].policy_out
+        paths = {c.id: c.path for c in s.scalars(select(Checkpoint))}
+        first = s.execute(
+            select(Prompt.text, Generation.sample_index, Generation.text)
+            .join(Generation, Generation.prompt_id == Prompt.id)
+            .where(Generation.checkpoint_id == done[1].policy_in)
+            .order_by(Prompt.id, Generation.sample_index)
+        ).all()
+        base_path = paths[done[0].policy_in]
+    stored: dict[str, list[str]] = {}
+    for text, _, sample in first:
+        stored.setdefault(text, []).append(sample)
+    prompts = sorted(stored)
+    g = cfg.generation
+    knobs = {"dtype": cfg.policy.dtype, "temperature": g.temperature, "top_p": g.top_p}
+    knobs["max_new_tokens"] = g.max_new_tokens
+
+    def draw(path: str) -> list[list[str]]:
+        drawn = VllmGenerator(path, **knobs).generate(prompts, k=g.k, seed=g.seed)
+        # Stored text has NUL replaced (PostgreSQL text cannot hold it; loop.scoring.steps).
+        return [[x.text.replace("\x00", "\ufffd") for x in per_prompt] for per_prompt in drawn]
+
+    want = [stored[p] for p in prompts]
+    assert draw(paths[done[1].policy_in]) == want
+    assert draw(base_path) != want

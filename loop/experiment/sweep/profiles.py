@@ -31,7 +31,7 @@ class SweepProfile:
     curve_rm: str  # the RM whose arms run at every budget ("learned" or e.g. "standin-0.75")
     samples_per_prompt: int  # eval samples per eval prompt
     batch_size: int  # generation batch (pool sampling and evaluation)
-    backend: str = "transformers"
+    backend: str = "auto"
     note: str = ""
 
     def __post_init__(self) -> None:
