@@ -21,7 +21,7 @@ from loop.ml.settings import TrainingSettings
 from loop.rounds.state import Services, step
 from storage.models import AnnotationItem, Checkpoint, Prompt, Round, TrainingRun
 from storage.statuses import RoundStatus
-from tests.integration.annotation_setup import CHECKPOINT, make_round_items
+from tests.support.annotation_setup import CHECKPOINT, make_round_items
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_CONFIG = ROOT / "configs" / "accelerate" / "cpu_one_process.yaml"

@@ -13,8 +13,8 @@ from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import LookupJudge, RewardJudge
 from storage.models import AnnotationItem, Label
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator, owner, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator, owner, unique
 
 pytestmark = pytest.mark.argilla
 

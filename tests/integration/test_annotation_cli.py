@@ -16,8 +16,8 @@ from loop.cli.app import main
 from storage.models import AnnotationItem, Label
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator, external_ids, respond, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator, external_ids, respond, unique
 
 pytestmark = pytest.mark.argilla
 

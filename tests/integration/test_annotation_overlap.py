@@ -17,8 +17,8 @@ from loop.rounds import steps
 from storage.models import AnnotationItem, Label, Round
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator, respond, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator, respond, unique
 
 pytestmark = pytest.mark.argilla
 

@@ -14,8 +14,8 @@ from annotation.records import flip
 from storage.models import AnnotationItem, Label
 from storage.repositories.items import decided_items
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator, owner, respond, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator, owner, respond, unique
 
 pytestmark = pytest.mark.argilla
 

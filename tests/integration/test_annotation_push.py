@@ -16,8 +16,8 @@ from loop.rounds.priority import priority_order
 from storage.models import AnnotationItem
 from storage.repositories.items import round_item_scores
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import REWARD_MODEL, make_round_items
-from tests.integration.argilla_helpers import FAST, annotator, external_ids, owner, record_count, unique
+from tests.support.annotation_setup import REWARD_MODEL, make_round_items
+from tests.support.argilla_helpers import FAST, annotator, external_ids, owner, record_count, unique
 
 pytestmark = pytest.mark.argilla
 

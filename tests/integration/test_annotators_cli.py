@@ -21,8 +21,8 @@ from loop.cli.app import main
 from storage.models import AnnotationItem, Label, Prompt
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import owner, respond, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import owner, respond, unique
 
 pytestmark = pytest.mark.argilla
 

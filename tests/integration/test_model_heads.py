@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from loop.ml.loading import ModelLoadError
 from storage.models import Checkpoint, Evaluation, TrainingRun
-from tests.integration.annotation_setup import CHECKPOINT
-from tests.integration.scoring_project import make_project
 from tests.integration.test_retrain import _round
+from tests.support.annotation_setup import CHECKPOINT
+from tests.support.scoring_project import make_project
 
 
 def _one_line_error(r: subprocess.CompletedProcess) -> str:

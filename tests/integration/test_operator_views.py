@@ -11,7 +11,7 @@ import pytest
 from loop.cli.app import main
 from storage.models import AnnotationItem, Label, Prompt
 from storage.statuses import PRODUCTION_ARM, RoundStatus
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from loop.config import Config
 from loop.rounds.steps import push_order
 from storage.models import AnnotationItem
-from tests.integration.annotation_setup import REWARD_MODEL, make_round_items
+from tests.support.annotation_setup import REWARD_MODEL, make_round_items
 
 
 def test_push_order_puts_the_highest_pvar_first_and_hides_the_audit_pick(uow) -> None:

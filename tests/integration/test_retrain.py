@@ -11,7 +11,7 @@ from loop.export import export_preferences
 from loop.rounds.evaluating import evaluate_checkpoint
 from loop.rounds.training import TrainingDataError, train_round
 from storage.models import AnnotationItem, Checkpoint, DpoMargin, Evaluation, Prompt, Round, TrainingRun
-from tests.integration.annotation_setup import CHECKPOINT, make_round_items
+from tests.support.annotation_setup import CHECKPOINT, make_round_items
 
 
 @pytest.fixture

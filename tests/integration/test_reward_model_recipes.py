@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from loop.ml.rewards import RewardScorer
-from tests.integration.reward_recipe import model_card_scores
+from tests.support.reward_recipe import model_card_scores
 
 # Different lengths (so batches are padded), surrounding whitespace (Llama's template trims), a multi-line
 # answer, a one-character exchange.

@@ -255,7 +255,7 @@ def test_no_refresh_without_a_heldout_share_when_off_or_in_an_experiment_arm(uow
     """Few labels: nothing to judge a candidate on, so none is trained, and the row says why. Off, or an
     experiment arm: no refresh at all, and selection keeps [reward] model."""
     from loop.config import parse_config
-    from tests.integration.annotation_setup import make_round_items
+    from tests.support.annotation_setup import make_round_items
 
     raw = {"paths": {"data_dir": str(tmp_path / "data")}, "reward": {"model": str(tiny_models.reward_dir)}}
     on = parse_config({**raw, "reward": {**raw["reward"], "refresh": "every_round"}}, env={})

@@ -25,7 +25,7 @@ from loop.ml.reward_model import (
 from loop.ml.rewards import RewardScorer
 from loop.ml.settings import RewardTrainSettings
 from storage.models import AnnotationItem, Prompt
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 WORDS = [
     "river", "stone", "garden", "window", "letter", "market", "winter", "engine", "silver", "forest", "candle",

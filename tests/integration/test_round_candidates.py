@@ -20,7 +20,7 @@ from loop.scoring.pool import FAULT_ENV, selection_reward_model
 from storage.db import UnitOfWork, make_engine
 from storage.repositories.rounds import round_by_number
 from storage.statuses import RoundStatus
-from tests.integration.scoring_project import Project, make_project
+from tests.support.scoring_project import Project, make_project
 
 K = 3
 DONE = "SELECT COUNT(*) FROM prompt_scores WHERE metric IN ('pvar', 'excluded')"
@@ -219,7 +219,7 @@ def test_candidate_round_on_postgres(postgres_url, tiny_models):
     from storage.migrate import upgrade
     from storage.models import AnnotationItem, Prompt, RoundCandidate, RoundScoring
     from storage.upsert import upsert
-    from tests.integration.scoring_project import prompts
+    from tests.support.scoring_project import prompts
 
     cfg = parse_config(
         {

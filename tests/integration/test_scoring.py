@@ -13,7 +13,7 @@ import pytest
 
 from loop.acquisition.pvar import preference_variance, reward_gap
 from loop.scoring.pool import FAULT_ENV
-from tests.integration.scoring_project import make_project
+from tests.support.scoring_project import make_project
 
 GENERATIONS = "SELECT id, prompt_id, sample_index, text, n_tokens, created_at FROM generations ORDER BY id"
 DONE = "SELECT COUNT(*) FROM prompt_scores WHERE metric IN ('pvar', 'excluded')"

@@ -28,8 +28,8 @@ from loop.cli.app import main
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator
 
 pytestmark = [pytest.mark.argilla, pytest.mark.slow]
 

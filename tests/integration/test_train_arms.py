@@ -7,7 +7,7 @@ from pathlib import Path
 
 from loop.cli.app import main
 from storage.statuses import RoundStatus
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 
 def _cli(tmp_path: Path, monkeypatch, sqlite_url: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from storage.db import make_engine
 from storage.locks import holder_of
-from tests.integration.round_project import make_project
+from tests.support.round_project import make_project
 
 
 def _wait_for(predicate, timeout: float, what: str, step: float = 0.2):
