@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from loop.ml.loading import ModelLoadError
 from storage.models import Checkpoint, Evaluation, TrainingRun
-from tests.integration.test_retrain import _round
+from tests.integration.loop.rounds.test_training import _round
 from tests.support.annotation_setup import CHECKPOINT
 from tests.support.scoring_project import make_project
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from loop.experiment.replay import DATASET_CHECKPOINT, ingest_ultrafeedback_style, lookup_judge, run_replay
 from loop.experiment.runner import ExperimentError
 from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
-from tests.integration.test_experiment import tiny_config
+from tests.integration.test_runner import tiny_config
 
 TOPICS = [
     "rivers",

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from loop.scoring.pool import FAULT_ENV
-from tests.integration.test_scoring import DONE, _check_complete
+from tests.integration.test_pool import DONE, _check_complete
 from tests.support.scoring_project import make_project
 
 SAMPLES = "SELECT g.prompt_id, g.sample_index, g.text, g.n_tokens FROM generations g ORDER BY g.prompt_id, g.sample_index"
