@@ -15,8 +15,8 @@ from annotation.gateway import pull_labels, push_items
 from annotation.records import flip
 from storage.models import AnnotationItem, Label
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import annotator, owner, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import annotator, owner, unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.argilla, pytest.mark.slow]
 

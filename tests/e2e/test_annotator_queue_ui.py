@@ -19,8 +19,8 @@ from storage.models import AnnotationItem, Generation
 from storage.repositories.items import round_item_scores
 from tests.e2e.test_annotation_ui import ARGS, ARTIFACTS, CHROMIUM, _shown_prompt
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import REWARD_MODEL, make_round_items
-from tests.integration.argilla_helpers import annotator, owner, unique
+from tests.support.annotation_setup import REWARD_MODEL, make_round_items
+from tests.support.argilla_helpers import annotator, owner, unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.argilla, pytest.mark.slow]
 

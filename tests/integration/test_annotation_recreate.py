@@ -14,8 +14,8 @@ from loop.cli.app import main
 from storage.models import AnnotationItem, Round
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
-from tests.integration.annotation_setup import make_round_items
-from tests.integration.argilla_helpers import external_ids, unique
+from tests.support.annotation_setup import make_round_items
+from tests.support.argilla_helpers import external_ids, unique
 
 pytestmark = pytest.mark.argilla
 

@@ -19,8 +19,8 @@ from storage.models import AnnotationItem, Label, Round
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.fixtures.database import free_port
-from tests.integration.annotation_setup import CHECKPOINT, REWARD_MODEL, make_round_items
-from tests.integration.argilla_helpers import annotator, external_ids, respond, unique
+from tests.support.annotation_setup import CHECKPOINT, REWARD_MODEL, make_round_items
+from tests.support.argilla_helpers import annotator, external_ids, respond, unique
 
 pytestmark = pytest.mark.argilla
 

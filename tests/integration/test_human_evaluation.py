@@ -21,8 +21,8 @@ from loop.evaluation.verifier import verify
 from loop.rounds.state import Services, next_step, tick
 from storage.db import UnitOfWork, make_engine
 from storage.models import EvalComparison, Evaluation, Prompt, Round, TrainingRun
-from tests.integration.argilla_helpers import annotator, external_ids, owner, respond, unique
-from tests.integration.round_project import make_project
+from tests.support.argilla_helpers import annotator, external_ids, owner, respond, unique
+from tests.support.round_project import make_project
 
 # What the annotator answers (the shown side) on: a record showing the policy as B, one showing it as A, the rest.
 SHOWN = ["b", "a", "tie", "discard"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.round_project import Project, make_project
+from tests.support.round_project import Project, make_project
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<msg>.*)$")
 

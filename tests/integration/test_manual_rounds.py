@@ -22,8 +22,8 @@ from loop.rounds.scheduler import LOCK
 from storage.db import UnitOfWork, make_engine
 from storage.locks import acquire, release
 from storage.models import Evaluation, Label, Prompt, Round, TrainingRun
-from tests.integration.argilla_helpers import annotator, owner, unique
-from tests.integration.round_project import make_project
+from tests.support.argilla_helpers import annotator, owner, unique
+from tests.support.round_project import make_project
 
 OPERATORS = Path(__file__).resolve().parents[2] / "docs" / "operators.md"
 

@@ -12,8 +12,8 @@ from loop.acquisition.pvar import preference_variance
 from storage.db import UnitOfWork, make_engine
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.scores import add_generations, reward_exclusion_counts
-from tests.integration.reward_recipe import model_card_scores
-from tests.integration.scoring_project import make_project
+from tests.support.reward_recipe import model_card_scores
+from tests.support.scoring_project import make_project
 
 REWARDS = (
     "SELECT p.text, g.text, r.score FROM reward_scores r JOIN generations g ON g.id = r.generation_id "

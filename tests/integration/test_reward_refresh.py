@@ -3,7 +3,7 @@ decided labels (tiny real Llama, TRL RewardTrainer) and selects from the next ro
 with the humans on held-out labels does not drop; every refresh is a row that `status --json` and the report
 show, and the next round scores the pool with the model that was kept.
 
-The labels follow a toy rule a tiny model learns (tests/integration/test_reward_training.py): the chosen
+The labels follow a toy rule a tiny model learns (tests/integration/loop/ml/test_reward_model.py): the chosen
 response contains a marker word. Round 1's candidate learns it (kept); round 2's candidate is trained on flipped
 labels through the refresh's test hook, so it disagrees with the humans (rejected).
 """
@@ -26,7 +26,7 @@ from loop.scoring.pool import selection_reward_model
 from storage.models import AnnotationItem, Generation, Prompt, PromptScore, RewardRefresh, RewardScore, Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.statuses import ItemStatus, RoundStatus
-from tests.integration.test_reward_training import toy_pairs
+from tests.integration.loop.ml.test_reward_model import toy_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -255,7 +255,7 @@ def test_no_refresh_without_a_heldout_share_when_off_or_in_an_experiment_arm(uow
     """Few labels: nothing to judge a candidate on, so none is trained, and the row says why. Off, or an
     experiment arm: no refresh at all, and selection keeps [reward] model."""
     from loop.config import parse_config
-    from tests.integration.annotation_setup import make_round_items
+    from tests.support.annotation_setup import make_round_items
 
     raw = {"paths": {"data_dir": str(tmp_path / "data")}, "reward": {"model": str(tiny_models.reward_dir)}}
     on = parse_config({**raw, "reward": {**raw["reward"], "refresh": "every_round"}}, env={})

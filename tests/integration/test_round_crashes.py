@@ -15,8 +15,8 @@ from loop.config import load_config
 from loop.evaluation.verifier import verify
 from storage.db import UnitOfWork, make_engine
 from storage.models import AnnotationItem, Checkpoint, Evaluation, Label, Prompt, Round, TrainingRun
-from tests.integration.argilla_helpers import annotator, external_ids, owner, unique
-from tests.integration.round_project import make_project
+from tests.support.argilla_helpers import annotator, external_ids, owner, unique
+from tests.support.round_project import make_project
 
 STATES = ["planned", "scored", "pushed", "collecting", "training", "evaluated"]
 

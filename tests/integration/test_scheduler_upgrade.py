@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from loop.rounds.scheduler import POLL_JOB, TICK_JOB
 from storage.db import make_engine
-from tests.integration.round_project import make_project
+from tests.support.round_project import make_project
 
 OLD_REFS = {TICK_JOB: "loop.scheduler:tick_job", POLL_JOB: "loop.scheduler:poll_job"}
 

@@ -20,7 +20,7 @@ from storage.repositories.candidates import record_candidates
 from storage.repositories.checkpoints import initial_checkpoint_id
 from storage.repositories.prompts import prompt_texts
 from storage.upsert import upsert
-from tests.integration.scoring_project import make_project, prompts
+from tests.support.scoring_project import make_project, prompts
 
 N_PROMPTS = 10
 PICK_KEYS = {"rank", "prompt_id", "pvar", "reward_gap", "text", "audit", "source_id"}

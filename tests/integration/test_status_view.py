@@ -12,7 +12,7 @@ from loop.cli.app import main
 from loop.cli.status_view import render
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 # item index -> votes: agree, disagree, agree (three annotators), one vote only (not counted)
 VOTES = [
