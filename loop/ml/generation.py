@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loop.ml.loading import (
-    ModelLoadError,
     check_causal_lm,
     has_chat_template,
     load_causal_lm,
@@ -23,6 +22,7 @@ from loop.ml.loading import (
 )
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -35,7 +35,9 @@ def vllm_installed() -> bool:
 
 
 def _cpu_defaults() -> dict[str, str]:
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = (
+        sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
     return {
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores),
         "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),

@@ -59,6 +59,9 @@ class VllmRewardScorer:
     def too_long_reason(self) -> str:
         return f"response longer than [reward] max_length={self.max_length} tokens even without its prompt"
 
+    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int] | None]:
+        return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
+
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Raw reward logits, float64, in input order; NaN (and last_exclusions) where a response is too long."""
         if len(prompts) != len(responses):
@@ -66,7 +69,7 @@ class VllmRewardScorer:
         if self._llm is None:
             raise RuntimeError(f"reward scorer for {self.model_id!r} was closed")
         start = time.perf_counter()
-        ids = encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
+        ids = self._encode(prompts, responses)
         self.last_exclusions = {i: self.too_long_reason for i, row in enumerate(ids) if row is None}
         scores = np.full(len(ids), np.nan, dtype=np.float64)
         kept = [i for i, row in enumerate(ids) if row is not None]

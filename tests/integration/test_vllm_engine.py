@@ -67,7 +67,9 @@ def test_greedy_vllm_equals_transformers_text_and_tokens_with_eos(eos_policy: Pa
     vl = VllmGenerator(str(eos_policy), **knobs).generate(LOOP_BATCH[:24], k=2, seed=0)
     assert vl == hf
     lengths = [s[0].n_tokens for s in vl]
-    assert any(n < knobs["max_new_tokens"] for n in lengths), "no answer stopped on EOS: the test lost its case"
+    assert any(n < knobs["max_new_tokens"] for n in lengths), (
+        "no answer stopped on EOS: the test lost its case"
+    )
     assert any(n == knobs["max_new_tokens"] for n in lengths) or len(set(lengths)) > 1
 
 
@@ -175,13 +177,15 @@ def test_auto_picks_vllm_for_real_models_and_transformers_for_tiny_ones(
     assert approx_params(str(tiny_models.policy_dir)) < AUTO_VLLM_MIN_PARAMS
     assert resolve_backend("auto", str(tiny_models.policy_dir)) == "transformers"
     smollm_sized = tmp_path / "smollm-sized"
-    LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49152).save_pretrained(
-        smollm_sized
-    )
+    LlamaConfig(
+        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49152
+    ).save_pretrained(smollm_sized)
     assert 100e6 < approx_params(str(smollm_sized)) < 170e6  # SmolLM2-135M's shape
     assert resolve_backend("auto", str(smollm_sized)) == "vllm"
     assert resolve_backend("transformers", str(smollm_sized)) == "transformers"
-    with pytest.raises(ValueError, match="unknown generation backend 'hf'; allowed: auto, transformers, vllm"):
+    with pytest.raises(
+        ValueError, match="unknown generation backend 'hf'; allowed: auto, transformers, vllm"
+    ):
         resolve_backend("hf")
 
 
