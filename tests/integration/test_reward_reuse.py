@@ -6,6 +6,7 @@ No model is loaded: every case here is refused before training would start."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from loop.cli.app import main
 from loop.config import load_config
 from loop.ml.reward_model import (
     REWARD_META_FILE,
+    RewardTrainResult,
     reward_data_hash,
     split_pairs,
 )
@@ -104,6 +106,22 @@ def test_corrupt_meta_file_is_refused_naming_the_file(entry, project, uow, capsy
     message = run()
 
     assert str(out / REWARD_META_FILE) in message, message  # the file at fault, not just "some directory"
-    assert "not a readable" in message, message
+    assert "not a readable" in message and "move it away" in message, message
     assert _snapshot(out) == before  # neither overwritten nor trained around
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_directory_trained_on_other_labels_is_refused(entry, project, uow, capsys):
+    out, run = _entry(entry, project, uow, capsys)
+    out.mkdir(parents=True)
+    other = RewardTrainResult(out, 1, 1.0, 1.0, None, 3, 0, data_hash="f" * 64)
+    (out / REWARD_META_FILE).write_text(json.dumps({"result": other.to_dict()}))
+    before = _snapshot(out)
+
+    message = run()
+
+    assert str(out) in message and "was not trained on these labels" in message, message
+    assert "ffffffffffff" in message and "move it away" in message, message
+    assert _snapshot(out) == before
     assert [p.name for p in out.parent.iterdir()] == [out.name]
