@@ -119,6 +119,12 @@ def records_to_withdraw(session: Session) -> dict[int, dict[str, str]]:
     return out
 
 
+def add_items(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert annotation items (id, round_id, prompt_id, generation_a_id, generation_b_id, swapped, audit,
+    status, votes); a round's item for a prompt that is stored already is kept as it is. Returns rows sent."""
+    return upsert(session, AnnotationItem, rows, constraint="uq_annotation_items_round_prompt")
+
+
 def mark_withdrawn(session: Session, item_ids: Sequence[str]) -> int:
     """The items' records were deleted from Argilla: forget the record ids (labels and statuses stay)."""
     if not item_ids:
