@@ -16,7 +16,7 @@ from loop.rounds.training import TrainingDataError, check_policies
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation, EvaluationSample
 from storage.repositories.checkpoints import ensure_initial_checkpoint
-from storage.repositories.evaluations import add_samples, cached_reference, find_evaluation
+from storage.repositories.evaluations import add_evaluation, add_samples, cached_reference, find_evaluation
 from storage.repositories.prompts import EVAL, constraints_by_text, eval_prompts
 
 log = logging.getLogger(__name__)
@@ -184,33 +184,33 @@ def evaluate_checkpoint(
         n_boot=cfg.evaluation.n_bootstrap,
         seed=cfg.evaluation.seed,
     )
-    row = Evaluation(
-        checkpoint_id=checkpoint_id,
-        reference_id=reference,
-        judge=judge_id,
-        n_prompts=w.n,
-        win_rate=w.value,
-        ci_low=w.ci_low,
-        ci_high=w.ci_high,
-        reference_key=key,
-        reference_samples_id=owner,
-        details={
-            "samples_per_prompt": knobs["samples_per_prompt"],
-            "policy_mean": pol.mean,
-            "policy_ci_low": pol.low,
-            "policy_ci_high": pol.high,
-            "reference_mean": ref.mean,
-            "reference_ci_low": ref.low,
-            "reference_ci_high": ref.high,
-            # paired over prompts: policy minus reference mean judge score
-            "mean_diff": diff.mean,
-            "mean_diff_ci_low": diff.low,
-            "mean_diff_ci_high": diff.high,
-        },
-    )
+    details = {
+        "samples_per_prompt": knobs["samples_per_prompt"],
+        "policy_mean": pol.mean,
+        "policy_ci_low": pol.low,
+        "policy_ci_high": pol.high,
+        "reference_mean": ref.mean,
+        "reference_ci_low": ref.low,
+        "reference_ci_high": ref.high,
+        # paired over prompts: policy minus reference mean judge score
+        "mean_diff": diff.mean,
+        "mean_diff_ci_low": diff.low,
+        "mean_diff_ci_high": diff.high,
+    }
     with uow() as session:
-        session.add(row)
-        session.flush()
+        row = add_evaluation(
+            session,
+            checkpoint_id=checkpoint_id,
+            reference_id=reference,
+            judge=judge_id,
+            n_prompts=w.n,
+            win_rate=w.value,
+            ci_low=w.ci_low,
+            ci_high=w.ci_high,
+            reference_key=key,
+            reference_samples_id=owner,
+            details=details,
+        )
         rows = _sample_rows("policy", result.policy, prompt_ids)
         if owner is None:
             rows += _sample_rows("reference", result.reference, prompt_ids)

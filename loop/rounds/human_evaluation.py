@@ -22,7 +22,7 @@ from storage.db import UnitOfWork
 from storage.models import Checkpoint, EvalComparison, Evaluation
 from storage.repositories import eval_comparisons as repo
 from storage.repositories.checkpoints import ensure_initial_checkpoint
-from storage.repositories.evaluations import find_evaluation
+from storage.repositories.evaluations import add_evaluation, find_evaluation
 from storage.repositories.items import round_min_submitted
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
         rate, details = human_win_rate(
             compared(rows), n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.evaluation.seed
         )
-        row = Evaluation(
+        row = add_evaluation(
+            session,
             checkpoint_id=checkpoint_id,
             reference_id=reference,
             judge=HUMAN,
@@ -153,7 +154,6 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
             ci_high=rate.ci_high,
             details=details,
         )
-        session.add(row)
     log.info(
         "evaluated %s vs %s by humans: win rate %.3f [%.3f, %.3f] on %d prompts",
         checkpoint_id,

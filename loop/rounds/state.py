@@ -27,6 +27,7 @@ from storage.locks import LeaseLost
 from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.rounds import (
+    add_round,
     item_status_counts,
     latest_trained_policy,
     next_round_number,
@@ -90,17 +91,15 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = PRODUCTION_ARM) -> tupl
         )
         if plan.budget == 0:
             return None, f"budget is 0 for round {number}: new rounds are paused (`pvar-loop budget set N`)"
-        rnd = Round(
+        rnd = add_round(
+            session,
             arm=arm,
             number=number,
-            status=RoundStatus.PLANNED,
             budget=plan.budget,
             strategy=plan.strategy,
             seed=cfg.selection.seed + number,
             policy_in=latest_policy(session, cfg, arm),
         )
-        session.add(rnd)
-        session.flush()
         log.info(
             "round %s/%s planned: %s, budget %s",
             arm,
