@@ -13,6 +13,7 @@ from pathlib import Path
 from loop.config import JUDGES, Config
 from loop.evaluation.human import HUMAN
 from loop.rounds.training import TrainingDataError, check_policies
+from loop.rounds.waits import Wait
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation, EvaluationSample
 from storage.repositories.checkpoints import ensure_initial_checkpoint
@@ -132,9 +133,9 @@ def _sample_rows(side: str, samples, prompt_ids: list[str]) -> list[dict]:
 
 def evaluate_checkpoint(
     cfg: Config, uow: UnitOfWork, checkpoint_id: str, *, progress: bool = True
-) -> Evaluation | str:
+) -> Evaluation | Wait:
     """Win rate and mean judge score of a checkpoint against the initial policy on the eval split (stored
-    once per judge, with its samples). A human evaluation not answered enough yet returns a line saying what
+    once per judge, with its samples). A human evaluation not answered enough yet returns a Wait saying what
     it waits for instead. Progress: a bar on a terminal, a periodic log line otherwise (loop.progress)."""
     if cfg.judge_warning:
         log.warning("%s", cfg.judge_warning)

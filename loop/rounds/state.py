@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from loop.config import Config
 from loop.rounds.operator_settings import plan_for, record_action
+from loop.rounds.waits import Wait, WaitKind
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.locks import LeaseLost
@@ -51,7 +52,7 @@ class Services:
     push: Callable[[Config, UnitOfWork, int], None]
     pull: Callable[[Config, UnitOfWork, int], None]
     train: Callable[[Config, UnitOfWork, int], str | None]
-    evaluate: Callable[[Config, UnitOfWork, str], str | None]  # a str: what a human evaluation waits for
+    evaluate: Callable[[Config, UnitOfWork, str], Wait | None]  # a Wait: what a human evaluation waits for
     # The selection reward model learns from the round's labels ([reward] refresh); None: never refreshes.
     refresh_reward: Callable[[Config, UnitOfWork, int], None] | None = None
 
@@ -188,13 +189,13 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
         services.pull(cfg, uow, round_id)
         with uow() as session:
             rnd = _load(session, round_id)
-            ready, why = collection_done(session, cfg, rnd)
+            wait = collection_done(session, cfg, rnd)
             # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
             # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
-            blocked = None if ready or why.startswith(PROGRESS) else why
+            blocked = wait.reason if wait is not None and wait.kind == WaitKind.BLOCKED else None
             if rnd.reason != blocked:
                 rnd.reason = blocked
-        if ready:
+        if wait is None:
             _crash_point(status)
             with uow() as session:
                 _move(_load(session, round_id), RoundStatus.TRAINING)
@@ -207,7 +208,7 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
         with uow() as session:
             rnd = _load(session, round_id)
             rnd.policy_out = checkpoint or rnd.policy_in
-            if waiting:  # a human evaluation: its comparisons are in Argilla, the answers are not yet
+            if waiting is not None:  # a human evaluation: comparisons in Argilla, answers not yet
                 _move(rnd, RoundStatus.EVALUATING)
             else:
                 _move(
@@ -218,7 +219,7 @@ def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> Rou
     elif status == RoundStatus.EVALUATING:
         with uow() as session:
             checkpoint = _load(session, round_id).policy_out
-        if not services.evaluate(cfg, uow, checkpoint):
+        if services.evaluate(cfg, uow, checkpoint) is None:
             _crash_point(status)
             with uow() as session:
                 _move(_load(session, round_id), RoundStatus.EVALUATED)
@@ -277,27 +278,30 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     return written
 
 
-PROGRESS = "collecting:"  # how collection_done's "not yet, but moving" answer starts
-
-
-def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
-    """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
+def collection_done(session: Session, cfg: Config, rnd: Round) -> Wait | None:
+    """None (done) when every item is answered by the required overlap, or at the deadline with enough
+    decisions; else what collection waits for (progress, or a block someone must act on)."""
     counts = item_status_counts(session, rnd.id)
     total = sum(counts.values())
     settled = sum(counts.get(s, 0) for s in ItemStatus.settled_states())
     decided = counts.get(ItemStatus.DECIDED, 0)
     if total and settled == total:
-        return (True, "") if decided else (False, "every item answered but none decided (ties/discards only)")
+        if decided:
+            return None
+        return Wait(WaitKind.BLOCKED, "every item answered but none decided (ties/discards only)")
     deadline = rnd.deadline_at
     if deadline and _now() >= deadline:
         if decided >= max(cfg.scheduler.min_decided, 1):
-            return True, ""
-        return False, (
+            return None
+        return Wait(
+            WaitKind.BLOCKED,
             f"deadline passed with {decided} decided labels, fewer than [scheduler] min_decided = "
-            f"{cfg.scheduler.min_decided}; waiting for annotators"
+            f"{cfg.scheduler.min_decided}; waiting for annotators",
         )
     until = f"deadline {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "no deadline (waits for every answer)"
-    return False, f"{PROGRESS} {settled} of {total} items answered, {decided} decided; {until}"
+    return Wait(
+        WaitKind.PROGRESS, f"collecting: {settled} of {total} items answered, {decided} decided; {until}"
+    )
 
 
 def tick(
@@ -377,14 +381,15 @@ def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
     """Computed from the database now (never a stored message): None for a closed round."""
     if rnd.status.is_closed:
         return None
-    waits = None
     if rnd.status == RoundStatus.COLLECTING:
-        ready, why = collection_done(session, cfg, rnd)
-        waits = None if ready else why
+        wait = collection_done(session, cfg, rnd)
     elif rnd.status == RoundStatus.EVALUATING:
         from loop.rounds.human_evaluation import evaluation_waits
 
-        waits = evaluation_waits(session, cfg, rnd.policy_out)
+        wait = evaluation_waits(session, cfg, rnd.policy_out)
+    else:
+        wait = None
+    waits = wait.reason if wait is not None else None
     return NextStep(advance_command(rnd.number, rnd.arm), NEXT_WORK[rnd.status], waits)
 
 

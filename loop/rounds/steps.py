@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from loop.config import Config
+from loop.rounds.waits import Wait
 from storage.db import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,10 @@ def refresh_reward(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     refresh_round(cfg, uow, round_id)
 
 
-def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> str | None:
+def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Wait | None:
     """None once the checkpoint's evaluation is stored; a human evaluation still waiting for answers returns
     what it waits for (the round stays `evaluating`)."""
     from loop.rounds.evaluating import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, uow, checkpoint_id)
-    return result if isinstance(result, str) else None
+    return result if isinstance(result, Wait) else None
