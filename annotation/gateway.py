@@ -302,7 +302,7 @@ def pull_labels(
         items = {i.id: i for i in repo.pushed_items(session, round_id)}
         in_scope = {i.round_id for i in items.values()}
         need = {
-            rid: repo.round_min_submitted(session, rid, fallback)
+            rid: repo.record_min_submitted(session, rid, fallback)
             for rid in repo.collecting_rounds(session, round_id)
             if rid in in_scope
         }

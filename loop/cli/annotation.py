@@ -215,7 +215,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from annotation.gateway import push_items
     from loop.rounds.steps import push_order
     from storage.db import UnitOfWork
-    from storage.repositories.items import round_min_submitted
+    from storage.repositories.items import record_min_submitted
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
@@ -224,7 +224,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: Argilla accepts at most 500 records per request")
     status = _refuse_unplanned_push(uow, rid, args.round, args.arm)
     with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
-        overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
+        overlap = record_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
     a = cfg.argilla
     dataset = ensure_dataset(client, a.dataset, a.workspace, overlap, markdown=a.markdown)

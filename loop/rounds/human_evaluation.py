@@ -24,7 +24,7 @@ from storage.models import Checkpoint, EvalComparison, Evaluation
 from storage.repositories import eval_comparisons as repo
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.evaluations import find_evaluation
-from storage.repositories.items import round_min_submitted
+from storage.repositories.items import record_min_submitted
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _prepare(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str) -
         check_policies(paths, reference)
         prompts = repo.eval_prompts(session, cfg.evaluation.human_prompts)
         need = (
-            round_min_submitted(session, ckpt.round_id, cfg.argilla.min_submitted)
+            record_min_submitted(session, ckpt.round_id, cfg.argilla.min_submitted)
             if ckpt.round_id is not None
             else cfg.argilla.min_submitted
         )

@@ -13,13 +13,13 @@ from storage.db import UnitOfWork
 log = logging.getLogger(__name__)
 
 
-def min_submitted(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
-    """The round's annotator overlap: `[argilla] min_submitted` as it was at the round's first step (recorded
-    then), so a change of the setting applies from the next round on."""
-    from storage.repositories.items import round_min_submitted
+def record_overlap(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
+    """Record the round's annotator overlap unless recorded already, and return it: `[argilla] min_submitted`
+    as it was at the round's first step, so a change of the setting applies from the next round on."""
+    from storage.repositories.items import record_min_submitted
 
     with uow() as session:
-        return round_min_submitted(session, round_id, cfg.argilla.min_submitted)
+        return record_min_submitted(session, round_id, cfg.argilla.min_submitted)
 
 
 def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
@@ -28,7 +28,7 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
     from loop.rounds.candidates import candidate_prompt_ids
     from loop.scoring.pool import score_with_config
 
-    min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
+    record_overlap(cfg, uow, round_id)  # the round's first step records the overlap it collects with
     candidates = candidate_prompt_ids(cfg, uow, round_id)
     report = score_with_config(
         cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, prompt_ids=candidates
@@ -53,7 +53,7 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import push_items
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))  # the dataset follows the round
+    dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
     push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
 
 
@@ -61,7 +61,7 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import pull_labels, withdraw_cancelled
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))
+    dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
