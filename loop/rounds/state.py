@@ -159,77 +159,113 @@ def _load(session: Session, round_id: int) -> Round:
 def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> RoundStatus:
     """Advance one round by at most one state. Returns the status it is in afterwards."""
     with uow() as session:
-        rnd = _load(session, round_id)
-        status, policy_in = rnd.status, rnd.policy_in
-    if status == RoundStatus.PLANNED:
-        services.score(cfg, uow, policy_in, round_id)
-        with uow() as session:
-            items = _plan_items(session, cfg, _load(session, round_id))
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            if items == 0:
-                _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
-            else:
-                _move(rnd, RoundStatus.SCORED)
-    elif status == RoundStatus.SCORED:
-        services.push(cfg, uow, round_id)
-        _crash_point(status)
-        with uow() as session:
-            _move(_load(session, round_id), RoundStatus.PUSHED)
-    elif status == RoundStatus.PUSHED:
-        with uow() as session:
-            _load(session, round_id).deadline_at = _now() + timedelta(
-                hours=cfg.scheduler.collect_deadline_hours
-            )
-        _crash_point(status)
-        with uow() as session:
-            _move(_load(session, round_id), RoundStatus.COLLECTING)
-    elif status == RoundStatus.COLLECTING:
-        services.pull(cfg, uow, round_id)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            wait = collection_done(session, cfg, rnd)
-            # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
-            # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
-            blocked = wait.reason if wait is not None and wait.kind == WaitKind.BLOCKED else None
-            if rnd.reason != blocked:
-                rnd.reason = blocked
-        if wait is None:
-            _crash_point(status)
-            with uow() as session:
-                _move(_load(session, round_id), RoundStatus.TRAINING)
-    elif status == RoundStatus.TRAINING:
-        if services.refresh_reward is not None:  # once per round: a recorded refresh is not redone
-            services.refresh_reward(cfg, uow, round_id)
-        checkpoint = services.train(cfg, uow, round_id)
-        waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            rnd.policy_out = checkpoint or rnd.policy_in
-            if waiting is not None:  # a human evaluation: comparisons in Argilla, answers not yet
-                _move(rnd, RoundStatus.EVALUATING)
-            else:
-                _move(
-                    rnd,
-                    RoundStatus.EVALUATED,
-                    reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
-                )
-    elif status == RoundStatus.EVALUATING:
-        with uow() as session:
-            checkpoint = _load(session, round_id).policy_out
-        if services.evaluate(cfg, uow, checkpoint) is None:
-            _crash_point(status)
-            with uow() as session:
-                _move(_load(session, round_id), RoundStatus.EVALUATED)
-    elif status == RoundStatus.EVALUATED:
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            _move(rnd, RoundStatus.DONE, reason=rnd.reason)
+        status = _load(session, round_id).status
+    work = _STEPS.get(status)
+    if work is not None:
+        work(uow, cfg, round_id, services)
     with uow() as session:
         return _load(session, round_id).status
+
+
+def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """planned -> scored: score the candidates under the round's policy, select and pair the top slice
+    (cancelled when no prompt is left to select)."""
+    with uow() as session:
+        policy_in = _load(session, round_id).policy_in
+    services.score(cfg, uow, policy_in, round_id)
+    with uow() as session:
+        items = _plan_items(session, cfg, _load(session, round_id))
+    _crash_point(RoundStatus.PLANNED)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        if items == 0:
+            _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
+        else:
+            _move(rnd, RoundStatus.SCORED)
+
+
+def _push(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """scored -> pushed: the items go to Argilla."""
+    services.push(cfg, uow, round_id)
+    _crash_point(RoundStatus.SCORED)
+    with uow() as session:
+        _move(_load(session, round_id), RoundStatus.PUSHED)
+
+
+def _open_collection(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """pushed -> collecting: the collection deadline starts."""
+    with uow() as session:
+        _load(session, round_id).deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
+    _crash_point(RoundStatus.PUSHED)
+    with uow() as session:
+        _move(_load(session, round_id), RoundStatus.COLLECTING)
+
+
+def _collect(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """collecting -> training once collection is done; until then a block is recorded on the round."""
+    services.pull(cfg, uow, round_id)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        wait = collection_done(session, cfg, rnd)
+        # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
+        # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
+        blocked = wait.reason if wait is not None and wait.kind == WaitKind.BLOCKED else None
+        if rnd.reason != blocked:
+            rnd.reason = blocked
+    if wait is None:
+        _crash_point(RoundStatus.COLLECTING)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.TRAINING)
+
+
+def _train_and_evaluate(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """training -> evaluated (or evaluating, while a human evaluation waits for its answers)."""
+    if services.refresh_reward is not None:  # once per round: a recorded refresh is not redone
+        services.refresh_reward(cfg, uow, round_id)
+    checkpoint = services.train(cfg, uow, round_id)
+    waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
+    _crash_point(RoundStatus.TRAINING)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        rnd.policy_out = checkpoint or rnd.policy_in
+        if waiting is not None:  # a human evaluation: comparisons in Argilla, answers not yet
+            _move(rnd, RoundStatus.EVALUATING)
+        else:
+            _move(
+                rnd,
+                RoundStatus.EVALUATED,
+                reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
+            )
+
+
+def _await_evaluation(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """evaluating -> evaluated once the human evaluation is answered and stored."""
+    with uow() as session:
+        checkpoint = _load(session, round_id).policy_out
+    if services.evaluate(cfg, uow, checkpoint) is None:
+        _crash_point(RoundStatus.EVALUATING)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.EVALUATED)
+
+
+def _close(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """evaluated -> done, keeping the reason (e.g. why the policy is unchanged)."""
+    _crash_point(RoundStatus.EVALUATED)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        _move(rnd, RoundStatus.DONE, reason=rnd.reason)
+
+
+# The work of each open state's step; a closed round has none.
+_STEPS: dict[RoundStatus, Callable[[UnitOfWork, Config, int, Services], None]] = {
+    RoundStatus.PLANNED: _score_and_select,
+    RoundStatus.SCORED: _push,
+    RoundStatus.PUSHED: _open_collection,
+    RoundStatus.COLLECTING: _collect,
+    RoundStatus.TRAINING: _train_and_evaluate,
+    RoundStatus.EVALUATING: _await_evaluation,
+    RoundStatus.EVALUATED: _close,
+}
 
 
 def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
