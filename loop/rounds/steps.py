@@ -5,6 +5,8 @@ imports."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from loop.config import Config
 from loop.rounds.waits import Wait
@@ -65,6 +67,35 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
+
+
+@dataclass(frozen=True)
+class PulledAnswers:
+    """What `pvar-loop pull` did: the pull's counts, the cancelled rounds' records withdrawn first, and
+    Argilla's own count of the round asked for (None: every round was pulled)."""
+
+    report: Any  # annotation.gateway.PullReport
+    withdrawn: Any  # annotation.gateway.WithdrawReport
+    progress: Any  # annotation.progress.RoundProgress | None
+
+
+def pull_answers(cfg: Config, uow: UnitOfWork, round_id: int | None, round_number: int | None):
+    """`pvar-loop pull`: withdraw what a cancel could not take out of the queue (Argilla was down), then store
+    the answers as labels and aggregate them (of one round, or of every round). None when the dataset does
+    not exist yet (nothing was pushed)."""
+    from annotation.dataset import open_dataset
+    from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.progress import round_progress
+    from loop.argilla_client import connect_client
+
+    dataset = open_dataset(connect_client(cfg), cfg.argilla.dataset, cfg.argilla.workspace)
+    if dataset is None:
+        return None
+    withdrawn = withdraw_cancelled(uow, dataset)
+    report = pull_labels(uow, dataset, round_id)
+    # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
+    progress = round_progress(dataset, round_number) if round_number else None
+    return PulledAnswers(report, withdrawn, progress)
 
 
 def withdraw(cfg: Config, uow: UnitOfWork):
