@@ -161,6 +161,7 @@ def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int
     """Round `score` service: reward every dataset completion of the pool, PVar per prompt (no sampling)."""
     from loop.ml.rewards import RewardScorer
     from loop.scoring.pool import _device, reward_model_id, score_pool
+    from loop.scoring.steps import ScoreRequest
 
     if checkpoint_id != DATASET_CHECKPOINT:
         raise ExperimentError(
@@ -181,12 +182,10 @@ def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int
             uow,
             ReplayGenerator(),
             scorer,
-            checkpoint_id=DATASET_CHECKPOINT,
+            ScoreRequest(checkpoint_id=DATASET_CHECKPOINT, progress=False, round_id=round_id),
             k=max(k or 2, 2),
             seed=0,
             batch_size=cfg.generation.batch_size,
-            progress=False,
-            round_id=round_id,
         )
     finally:
         scorer.close()

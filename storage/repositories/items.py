@@ -72,15 +72,22 @@ def round_id_for(session: Session, number: int, arm: str = PRODUCTION_ARM) -> in
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
 
 
-def round_min_submitted(session: Session, round_id: int, configured: int) -> int:
-    """The answers per item the round needs: the value it recorded at its first step, else `configured`,
-    recorded now (so a later change of the setting applies from the next round on)."""
+def recorded_min_submitted(session: Session, round_id: int) -> int | None:
+    """The answers per item the round recorded at its first step; None before that (reads only)."""
     rnd = session.get(Round, round_id)
     if rnd is None:
         raise LookupError(f"round id {round_id} does not exist")
-    if rnd.min_submitted is None:
-        rnd.min_submitted = configured
     return rnd.min_submitted
+
+
+def record_min_submitted(session: Session, round_id: int, configured: int) -> int:
+    """Record `configured` as the answers per item the round needs unless it recorded a value already (so a
+    later change of the setting applies from the next round on); returns the recorded value."""
+    recorded = recorded_min_submitted(session, round_id)
+    if recorded is not None:
+        return recorded
+    session.get(Round, round_id).min_submitted = configured
+    return configured
 
 
 def collecting_rounds(session: Session, round_id: int | None = None) -> dict[int, int | None]:

@@ -25,7 +25,7 @@ from loop.rounds.reward_refresh import refresh_round, reward_train_settings
 from storage.errors import PvarLoopError
 from storage.models import AnnotationItem, RewardRefresh
 from storage.repositories.items import decided_items
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 CORRUPT = '{"result": {"data_hash": '  # cut off mid-write, or edited by hand
 

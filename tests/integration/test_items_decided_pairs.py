@@ -11,7 +11,7 @@ from storage.models import AnnotationItem, Round
 from storage.repositories.exports import exported_pairs
 from storage.repositories.items import decided_items, items_to_push
 from storage.statuses import ItemStatus, RoundStatus
-from tests.integration.annotation_setup import make_round_items
+from tests.support.annotation_setup import make_round_items
 
 # (status, decision) per item, cycled over each round's items
 OUTCOMES = [
