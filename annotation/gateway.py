@@ -299,61 +299,96 @@ def pull_labels(
     records = fetch_records(dataset, backoff)
     report = PullReport(records=len(records))
     with uow() as session:
-        items = {i.id: i for i in repo.pushed_items(session, round_id)}
-        in_scope = {i.round_id for i in items.values()}
-        need = {
-            rid: repo.round_min_submitted(session, rid, fallback)
-            for rid in repo.collecting_rounds(session, round_id)
-            if rid in in_scope
-        }
-        report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
-        cancelled = repo.freed_round_ids(session)
-        stored = repo.labels_of(session, round_id)
-        known: set[str] | None = None
-        seen: set[str] = set()
-        writes: list[repo.LabelRow] = []
-        for record in records:
-            ext = record.get("external_id")
-            responses = record.get("responses") or []
-            report.responses += len(responses)
-            item = items.get(ext)
-            if item is None:
-                known = repo.known_item_ids(session) if known is None else known
-                if ext not in known:
-                    report.skipped.append(
-                        Skipped(str(ext or record["id"]), None, "record unknown to our database")
-                    )
-                continue  # else: an item of another round, or one not recorded as pushed yet
-            seen.add(item.id)
-            for response in responses:
-                annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
-                parsed = parse_response(response, item.swapped)
-                if parsed is None:  # a draft: not an answer until submitted, but the operator must see it
-                    report.drafts += 1
-                    report.drafts_by[annotator] = report.drafts_by.get(annotator, 0) + 1
-                    continue
-                if isinstance(parsed, Rejected):
-                    report.skipped.append(Skipped(item.id, annotator, parsed.reason))
-                    continue
-                row = _label(item.id, annotator, parsed)
-                old = stored.get((item.id, annotator))
-                if old is None:
-                    report.new_labels += 1
-                elif _same(old, row):
-                    report.unchanged_labels += 1
-                    continue
-                else:
-                    report.updated_labels += 1
-                if item.round_id not in need:
-                    report.late_labels += 1
-                    report.cancelled_labels += item.round_id in cancelled
-                writes.append(row)
-                stored[(item.id, annotator)] = row
-        for missing in sorted(set(items) - seen):
-            report.skipped.append(Skipped(missing, None, "record deleted from Argilla (labels kept)"))
+        scope = _pull_scope(session, round_id, fallback, report)
+        writes = _read_records(session, records, users, scope, report)
         repo.upsert_labels(session, writes)
-        _aggregate(session, items, stored, need, report)
+        _aggregate(session, scope.items, scope.stored, scope.need, report)
     report.seconds = time.perf_counter() - t0
+    _log_pull(report)
+    return report
+
+
+@dataclass
+class _PullScope:
+    """The items a pull reads answers for, what their rounds need and the labels stored so far."""
+
+    items: dict  # item id -> pushed item (of one round or all)
+    need: dict[int, int]  # round id -> its min_submitted, for the rounds in scope that still collect
+    cancelled: set[int]  # ids of cancelled (or failed) rounds
+    stored: dict  # (item id, annotator) -> LabelRow, updated as the pull reads answers
+
+
+def _pull_scope(session, round_id: int | None, fallback: int, report: PullReport) -> _PullScope:
+    """The pushed items in scope; a collecting round without a recorded overlap records `fallback`."""
+    items = {i.id: i for i in repo.pushed_items(session, round_id)}
+    in_scope = {i.round_id for i in items.values()}
+    need = {
+        rid: repo.record_min_submitted(session, rid, fallback)
+        for rid in repo.collecting_rounds(session, round_id)
+        if rid in in_scope
+    }
+    report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
+    return _PullScope(items, need, repo.freed_round_ids(session), repo.labels_of(session, round_id))
+
+
+def _read_records(session, records: list[dict], users: dict[str, str], scope: _PullScope, report: PullReport):
+    """The label rows to write: new or changed answers on the records of items in scope. Records unknown to
+    the database and items whose record is gone are reported as skipped."""
+    known: set[str] | None = None
+    seen: set[str] = set()
+    writes: list[repo.LabelRow] = []
+    for record in records:
+        ext = record.get("external_id")
+        responses = record.get("responses") or []
+        report.responses += len(responses)
+        item = scope.items.get(ext)
+        if item is None:
+            known = repo.known_item_ids(session) if known is None else known
+            if ext not in known:
+                report.skipped.append(
+                    Skipped(str(ext or record["id"]), None, "record unknown to our database")
+                )
+            continue  # else: an item of another round, or one not recorded as pushed yet
+        seen.add(item.id)
+        writes += _read_responses(item, responses, users, scope, report)
+    for missing in sorted(set(scope.items) - seen):
+        report.skipped.append(Skipped(missing, None, "record deleted from Argilla (labels kept)"))
+    return writes
+
+
+def _read_responses(
+    item, responses: list[dict], users: dict[str, str], scope: _PullScope, report: PullReport
+):
+    """One item's new or changed labels (drafts and rejected answers counted, not stored)."""
+    writes: list[repo.LabelRow] = []
+    for response in responses:
+        annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
+        parsed = parse_response(response, item.swapped)
+        if parsed is None:  # a draft: not an answer until submitted, but the operator must see it
+            report.drafts += 1
+            report.drafts_by[annotator] = report.drafts_by.get(annotator, 0) + 1
+            continue
+        if isinstance(parsed, Rejected):
+            report.skipped.append(Skipped(item.id, annotator, parsed.reason))
+            continue
+        row = _label(item.id, annotator, parsed)
+        old = scope.stored.get((item.id, annotator))
+        if old is None:
+            report.new_labels += 1
+        elif _same(old, row):
+            report.unchanged_labels += 1
+            continue
+        else:
+            report.updated_labels += 1
+        if item.round_id not in scope.need:
+            report.late_labels += 1
+            report.cancelled_labels += item.round_id in scope.cancelled
+        writes.append(row)
+        scope.stored[(item.id, annotator)] = row
+    return writes
+
+
+def _log_pull(report: PullReport) -> None:
     for s in report.skipped[:20]:
         _LOG.warning("pull skipped %s%s: %s", s.record, f" ({s.annotator})" if s.annotator else "", s.reason)
     if len(report.skipped) > 20:
@@ -378,7 +413,6 @@ def pull_labels(
         report.items_changed,
         len(report.skipped),
     )
-    return report
 
 
 def _label(item_id: str, annotator: str, answer: Answer) -> repo.LabelRow:

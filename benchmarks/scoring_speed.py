@@ -124,6 +124,7 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
 
     from loop.ingest import prompt_id
     from loop.scoring.pool import score_pool
+    from loop.scoring.steps import ScoreRequest
     from storage.db import UnitOfWork, make_engine
     from storage.migrate import upgrade
     from storage.models import Generation, Prompt
@@ -142,11 +143,10 @@ def run_engine(name: str, dtype: str, generator, scorer, prompts: list[str], k: 
             uow,
             generator,
             scorer,
-            checkpoint_id=checkpoint,
+            ScoreRequest(checkpoint_id=checkpoint, progress=False),
             k=k,
             seed=SEED,
             batch_size=batch_size,
-            progress=False,
         )
         with uow() as s:
             pairs = s.execute(

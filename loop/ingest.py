@@ -21,9 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from storage.errors import PvarLoopError
-from storage.models import Prompt
-from storage.repositories.prompts import existing_prompt_ids
-from storage.upsert import upsert
+from storage.repositories.prompts import add_prompts, existing_prompt_ids
 
 SPLITS = ("train", "eval")
 FORMATS = ("jsonl", "csv", "parquet", "datasets")
@@ -373,7 +371,7 @@ def _flush(session: Session, batch: list[dict], report: IngestReport) -> None:
     present = existing_prompt_ids(session, ids)
     new = [r for r in batch if r["id"] not in present]
     report.already_present += len(present)
-    upsert(session, Prompt, [{**r, "created_at": datetime.now(UTC)} for r in new])
+    add_prompts(session, [{**r, "created_at": datetime.now(UTC)} for r in new])
     report.inserted += len(new)
     batch.clear()
 

@@ -67,78 +67,102 @@ def _client(cfg):
 
 
 def cmd_argilla(args: argparse.Namespace) -> int:
-    from annotation.stack.local_stack import stack_status, stop_stack
     from loop.argilla_client import stack_root
 
     cfg = config_from(args)
     root = stack_root(cfg)
     if args.argilla_command == "up":
-        before = stack_status(root)
-        if before.state == "running":  # one stack per data_dir: say where it is instead of a second one
-            print(
-                f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
-                "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
-            )
-            return 0
-        info = _start_on_configured_port(cfg, root, args.port)
-        how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
+        return _argilla_up(cfg, root, args.port)
+    if args.argilla_command == "down":
+        return _argilla_down(cfg, root, force=args.force, purge=args.purge)
+    return _argilla_status(root, as_json=args.json)
+
+
+def _argilla_up(cfg, root, port: int | None) -> int:
+    """Start (or recover) the local stack unless it runs already; print how annotators sign in."""
+    from annotation.stack.local_stack import stack_status
+
+    before = stack_status(root)
+    if before.state == "running":  # one stack per data_dir: say where it is instead of a second one
         print(
-            f"Argilla is up at {info.url} ({how} with its data, search index rebuilt, in "
-            f"{info.started_in_s:.0f} s)"
-            if how
-            else f"Argilla is up at {info.url} (started in {info.started_in_s:.0f} s)"
+            f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
+            "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
         )
-        print(
-            f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
-            f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
-            f"{info.workspace!r} (it appears after the first `pvar-loop push`)."
-        )
-        print(
-            f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
-            "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
-        )
-    elif args.argilla_command == "down":
-        if not args.force:
-            _refuse_unpulled(cfg, root, purge=args.purge)
-        stopped = stop_stack(root, purge=args.purge)
-        print(f"stopped: {', '.join(stopped)}" if stopped else f"no local Argilla stack running under {root}")
-        if args.purge:
-            print(f"deleted the stack's data under {root} (logs kept)")
-        elif (root / "home" / "argilla.db").exists():
-            print("its data stays: `pvar-loop argilla up` starts it again; `--purge` deletes it")
-    else:
-        status = stack_status(root)
-        if args.json:
-            print_json(
-                {
-                    "url": status.url,
-                    "state": status.state,
-                    "api_ok": status.api_ok,
-                    "running": status.running,
-                    "processes": {
-                        n: {"pid": p.pid, "alive": p.alive, "rss_mib": round(p.rss_bytes / 2**20, 1)}
-                        for n, p in status.processes.items()
-                    },
-                }
-            )
-        elif status.state == "absent":
-            print(f"no local Argilla stack under {root}")
-        elif status.state == "stopped":
-            print(f"{status.url}: stopped, data kept; `pvar-loop argilla up` starts it again")
-        else:
-            if status.running:
-                print(f"{status.url}: running (API ok)")
-            else:
-                dead = ", ".join(status.dead) or "none"
-                print(
-                    f"{status.url}: crashed or stale (not running: {dead}; API ok: {status.api_ok}); "
-                    "`pvar-loop argilla up` recovers it in place, keeping every answer"
-                )
-            for p in status.processes.values():
-                state = f"{p.rss_bytes / 2**20:.0f} MiB" if p.alive else "dead"
-                print(f"  {p.name:<7} pid {p.pid:<8} {state}")
-        return 1 if status.state == "crashed" else 0
+        return 0
+    info = _start_on_configured_port(cfg, root, port)
+    how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
+    print(
+        f"Argilla is up at {info.url} ({how} with its data, search index rebuilt, in "
+        f"{info.started_in_s:.0f} s)"
+        if how
+        else f"Argilla is up at {info.url} (started in {info.started_in_s:.0f} s)"
+    )
+    print(
+        f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
+        f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
+        f"{info.workspace!r} (it appears after the first `pvar-loop push`)."
+    )
+    print(
+        f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
+        "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
+    )
     return 0
+
+
+def _argilla_down(cfg, root, *, force: bool, purge: bool) -> int:
+    """Stop the stack (refused while answers are unpulled, unless forced); the data stays unless purged."""
+    from annotation.stack.local_stack import stop_stack
+
+    if not force:
+        _refuse_unpulled(cfg, root, purge=purge)
+    stopped = stop_stack(root, purge=purge)
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"no local Argilla stack running under {root}")
+    if purge:
+        print(f"deleted the stack's data under {root} (logs kept)")
+    elif (root / "home" / "argilla.db").exists():
+        print("its data stays: `pvar-loop argilla up` starts it again; `--purge` deletes it")
+    return 0
+
+
+def _argilla_status(root, *, as_json: bool) -> int:
+    """The stack's processes and whether the API answers; exit code 1 for a crashed stack."""
+    from annotation.stack.local_stack import stack_status
+
+    status = stack_status(root)
+    if as_json:
+        print_json(
+            {
+                "url": status.url,
+                "state": status.state,
+                "api_ok": status.api_ok,
+                "running": status.running,
+                "processes": {
+                    n: {"pid": p.pid, "alive": p.alive, "rss_mib": round(p.rss_bytes / 2**20, 1)}
+                    for n, p in status.processes.items()
+                },
+            }
+        )
+    elif status.state == "absent":
+        print(f"no local Argilla stack under {root}")
+    elif status.state == "stopped":
+        print(f"{status.url}: stopped, data kept; `pvar-loop argilla up` starts it again")
+    else:
+        _print_stack_processes(status)
+    return 1 if status.state == "crashed" else 0
+
+
+def _print_stack_processes(status) -> None:
+    if status.running:
+        print(f"{status.url}: running (API ok)")
+    else:
+        dead = ", ".join(status.dead) or "none"
+        print(
+            f"{status.url}: crashed or stale (not running: {dead}; API ok: {status.api_ok}); "
+            "`pvar-loop argilla up` recovers it in place, keeping every answer"
+        )
+    for p in status.processes.values():
+        state = f"{p.rss_bytes / 2**20:.0f} MiB" if p.alive else "dead"
+        print(f"  {p.name:<7} pid {p.pid:<8} {state}")
 
 
 def _start_on_configured_port(cfg, root, port: int | None):
@@ -215,7 +239,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from annotation.gateway import push_items
     from loop.rounds.steps import push_order
     from storage.db import UnitOfWork
-    from storage.repositories.items import round_min_submitted
+    from storage.repositories.items import record_min_submitted
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
@@ -224,7 +248,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: Argilla accepts at most 500 records per request")
     status = _refuse_unplanned_push(uow, rid, args.round, args.arm)
     with uow() as session:  # the round's overlap (recorded at its first step); the dataset follows it
-        overlap = round_min_submitted(session, rid, cfg.argilla.min_submitted)
+        overlap = record_min_submitted(session, rid, cfg.argilla.min_submitted)
     client = _client(cfg)
     a = cfg.argilla
     dataset = ensure_dataset(client, a.dataset, a.workspace, overlap, markdown=a.markdown)
@@ -295,26 +319,29 @@ def _open_collection(cfg, uow, round_id: int, number: int) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from annotation.dataset import open_dataset
-    from annotation.gateway import pull_labels, withdraw_cancelled
-    from annotation.progress import round_progress
+    from loop.rounds.steps import pull_answers
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
     uow = UnitOfWork(open_engine(cfg))
     rid = _round_id(uow, args.round, args.arm) if args.round else None
-    client = _client(cfg)
-    dataset = open_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace)
-    if dataset is None:
+    pulled = pull_answers(cfg, uow, rid, args.round)
+    if pulled is None:
         raise UserError(
             f"Argilla dataset {cfg.argilla.workspace}/{cfg.argilla.dataset} does not exist yet: "
             "push a round first"
         )
-    withdrawn = withdraw_cancelled(uow, dataset)  # what a cancel could not remove (Argilla was down)
-    report = pull_labels(uow, dataset, rid)
-    # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
-    progress = round_progress(dataset, args.round) if args.round else None
-    summary = {
+    if args.json:
+        print_json(_pull_summary(pulled))
+    else:
+        _print_pull(pulled, args.round)
+    return 0
+
+
+def _pull_summary(pulled) -> dict:
+    """`pull --json`: every count of the pull."""
+    report, withdrawn, progress = pulled.report, pulled.withdrawn, pulled.progress
+    return {
         "records": report.records,
         "responses": report.responses,
         "drafts": report.drafts,
@@ -339,9 +366,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
             {"record": s.record, "annotator": s.annotator, "reason": s.reason} for s in report.skipped
         ],
     }
-    if args.json:
-        print_json(summary)
-        return 0
+
+
+def _print_pull(pulled, round_number: int | None) -> None:
+    report, withdrawn, progress = pulled.report, pulled.withdrawn, pulled.progress
     print(
         f"read {report.responses} responses on {report.records} records: {report.new_labels} new labels, "
         f"{report.updated_labels} updated, {report.drafts} drafts"
@@ -352,7 +380,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     )
     if progress is not None:
         print(
-            f"round {args.round} in Argilla: {progress.completed} of {progress.total} records completed "
+            f"round {round_number} in Argilla: {progress.completed} of {progress.total} records completed "
             f"({progress.percent:.0f}%), {progress.pending} left"
         )
     if report.drafts:
@@ -381,4 +409,3 @@ def cmd_pull(args: argparse.Namespace) -> int:
         print(f"skipped {s.record[:16]}{f' ({s.annotator})' if s.annotator else ''}: {s.reason}")
     if len(report.skipped) > 20:
         print(f"... and {len(report.skipped) - 20} more skipped (--json lists all)")
-    return 0

@@ -67,12 +67,7 @@ def _settings(cfg, args: argparse.Namespace):
 
 def cmd_reward_model(args: argparse.Namespace) -> int:
     from loop.evaluation.verifier import gold_by_prompt
-    from loop.ml.reward_model import (
-        RewardTrainingError,
-        read_reward_result,
-        reward_data_hash,
-        train_reward_model,
-    )
+    from loop.ml.reward_model import RewardCheckpointConflict, reward_data_hash, train_or_reuse
     from storage.db import UnitOfWork
 
     cfg = config_from(args)
@@ -92,17 +87,14 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else cfg.paths.data_dir / "reward-models" / f"rm-{data_hash[:12]}"
     judge = gold_by_prompt(constraints) if constraints else None
 
-    if out.exists():
-        try:
-            result = read_reward_result(out)
-        except RewardTrainingError:
-            result = None
-        if result is None or result.data_hash != data_hash:
-            raise UserError(f"{out} already exists and was not trained on these labels; not overwriting it")
-        print(f"already trained on these {len(pairs)} labels with these settings: reusing {out}")
-    else:
+    if not out.exists():
         print(f"training a reward model from {base} on {len(pairs)} decided labels ...", flush=True)
-        result = train_reward_model(pairs, base_dir=base, output_dir=out, settings=settings, judge=judge)
+    try:
+        result, reused = train_or_reuse(pairs, base_dir=base, output_dir=out, settings=settings, judge=judge)
+    except RewardCheckpointConflict as e:
+        raise UserError(str(e)) from None
+    if reused:
+        print(f"already trained on these {len(pairs)} labels with these settings: reusing {out}")
     _report(result, base, judge is not None)
     _compare_current(cfg, pairs, settings, result)
     return 0

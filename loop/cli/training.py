@@ -69,8 +69,9 @@ def _finish_round(cfg, uow, round_id: int, name: str) -> int:
         if status == RoundStatus.COLLECTING:
             from loop.rounds.state import collection_done
 
-            _, why = collection_done(session, cfg, rnd)
-            raise UserError(f"{name} cannot be trained yet: {rnd.reason or why}; nothing was trained")
+            wait = collection_done(session, cfg, rnd)
+            why = rnd.reason or (wait.reason if wait is not None else "")
+            raise UserError(f"{name} cannot be trained yet: {why}; nothing was trained")
         if status == RoundStatus.EVALUATING:
             from loop.rounds.state import next_step
 
@@ -101,6 +102,7 @@ def _print_eval(ev) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from loop.rounds.evaluating import evaluate_checkpoint
+    from loop.rounds.waits import Wait
     from storage.models import Checkpoint, Round
     from storage.repositories.checkpoints import latest_checkpoint
 
@@ -120,8 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if open_stage:  # the round's training is recorded: evaluating finishes it, as the scheduler would
         return _finish_round(cfg, uow, round_id, name)
     result = evaluate_checkpoint(cfg, uow, checkpoint)
-    if isinstance(result, str):  # a human evaluation still waiting for answers
-        print(f"{checkpoint}: {result}; run this again once answered")
+    if isinstance(result, Wait):  # a human evaluation still waiting for answers
+        print(f"{checkpoint}: {result.reason}; run this again once answered")
     else:
         _print_eval(result)
     return 0

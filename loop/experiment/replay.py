@@ -25,11 +25,11 @@ from loop.experiment.annotator import lookup_annotation
 from loop.experiment.runner import ArmSpec, ExperimentError, ExperimentPlan, run_experiment
 from loop.ingest import prompt_id
 from storage.db import UnitOfWork
-from storage.models import Checkpoint, Prompt, Round
-from storage.repositories.prompts import count_train_prompts
+from storage.models import Checkpoint, Round
+from storage.repositories.checkpoints import ensure_checkpoint
+from storage.repositories.prompts import add_prompts, count_train_prompts
 from storage.repositories.scores import add_generations, max_samples_per_prompt, train_samples
 from storage.statuses import Choice
-from storage.upsert import upsert
 
 DATASET_CHECKPOINT = "dataset"
 RATING_KEYS = ("overall_score", "fine-grained_score")
@@ -102,9 +102,7 @@ def ingest_ultrafeedback_style(
     ]
     if not parsed:
         raise ExperimentError(f"{path}: no records")
-    upsert(
-        session, Checkpoint, [{"id": DATASET_CHECKPOINT, "path": f"dataset:{path.name}", "label_count": 0}]
-    )
+    ensure_checkpoint(session, DATASET_CHECKPOINT, f"dataset:{path.name}")
     report = ReplayIngestReport()
     prompts, generations = {}, []
     for n, (text, completions) in enumerate(parsed, start=1):
@@ -124,7 +122,7 @@ def ingest_ultrafeedback_style(
                 {"prompt_id": pid, "sample_index": i, "text": response, "n_tokens": 0}
                 for i, (response, _) in enumerate(completions)
             ]
-    upsert(session, Prompt, list(prompts.values()))
+    add_prompts(session, list(prompts.values()))
     add_generations(session, DATASET_CHECKPOINT, generations)
     report.prompts = sum(p["split"] == "train" for p in prompts.values())
     report.eval_prompts = len(prompts) - report.prompts
@@ -163,6 +161,7 @@ def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int
     """Round `score` service: reward every dataset completion of the pool, PVar per prompt (no sampling)."""
     from loop.ml.rewards import RewardScorer
     from loop.scoring.pool import _device, reward_model_id, score_pool
+    from loop.scoring.steps import ScoreRequest
 
     if checkpoint_id != DATASET_CHECKPOINT:
         raise ExperimentError(
@@ -183,12 +182,10 @@ def replay_score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int
             uow,
             ReplayGenerator(),
             scorer,
-            checkpoint_id=DATASET_CHECKPOINT,
+            ScoreRequest(checkpoint_id=DATASET_CHECKPOINT, progress=False, round_id=round_id),
             k=max(k or 2, 2),
             seed=0,
             batch_size=cfg.generation.batch_size,
-            progress=False,
-            round_id=round_id,
         )
     finally:
         scorer.close()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.db import UnitOfWork
-from storage.models import OperatorAction
 from storage.repositories.arms import delete_arm
+from storage.repositories.operator_actions import add_operator_action
 from storage.statuses import is_production_arm
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,11 @@ def reset_arm(uow: UnitOfWork, arm: str, *, data_dir: Path, actor: str = "experi
             raise ValueError(f"no rounds for arm {arm!r}; nothing to reset")
         rounds, ckpts, labels = deleted.rounds, deleted.checkpoints, deleted.labels
         ckpt_ids = [c for c, _ in ckpts]
-        session.add(
-            OperatorAction(
-                actor=actor,
-                action="experiment.reset-arm",
-                payload={"arm": arm, "rounds": len(rounds), "checkpoints": ckpt_ids, "labels": labels},
-            )
+        add_operator_action(
+            session,
+            actor,
+            "experiment.reset-arm",
+            {"arm": arm, "rounds": len(rounds), "checkpoints": ckpt_ids, "labels": labels},
         )
     removed = []
     root = Path(data_dir).resolve()

@@ -41,7 +41,7 @@ from storage.models import Round
 from storage.repositories.items import DecidedPair
 from storage.repositories.rounds import open_round, round_by_number, round_status
 from storage.repositories.training_runs import latest_finished_run_of
-from storage.statuses import PRODUCTION_ARM, Metric, RoundStatus, is_production_arm
+from storage.statuses import PRODUCTION_ARM, RoundStatus, is_production_arm
 
 log = logging.getLogger(__name__)
 
@@ -209,36 +209,26 @@ def mark_disagreement(
     """Store, per scored train prompt of (checkpoint, reward model), whether the annotator would see a difference
     in the pair a round would show (best vs worst by reward; loop.rounds.pairing). Returns the prompts marked."""
     from loop.rounds.pairing import best_and_worst
-    from storage.models import PromptScore
     from storage.repositories.prompts import prompt_texts
-    from storage.repositories.scores import scored_train_prompt_ids
-    from storage.upsert import upsert
+    from storage.repositories.scores import put_disagreement, scored_train_prompt_ids
 
     reward_model = cfg.reward.model
     with uow() as session:
         ids = scored_train_prompt_ids(session, checkpoint_id, reward_model)
         pairs = best_and_worst(session, ids, checkpoint_id, reward_model)
         texts = prompt_texts(session, ids)
-        rows = [
-            {
-                "prompt_id": pid,
-                "checkpoint_id": checkpoint_id,
-                "round_id": round_id,
-                "reward_model": reward_model,
-                "metric": Metric.DISAGREE,
-                "k": cfg.generation.k,
-                "value": float(pid in pairs and differs(texts[pid], pairs[pid][0].text, pairs[pid][1].text)),
-            }
+        values = {
+            pid: float(pid in pairs and differs(texts[pid], pairs[pid][0].text, pairs[pid][1].text))
             for pid in ids
-        ]
-        upsert(session, PromptScore, rows, constraint="uq_prompt_scores_key", update=("value",))
+        }
+        put_disagreement(session, checkpoint_id, reward_model, values, k=cfg.generation.k, round_id=round_id)
     log.info(
         "round id %s: %d of %d prompts disagree for the annotator",
         round_id,
-        sum(r["value"] for r in rows),
-        len(rows),
+        sum(values.values()),
+        len(values),
     )
-    return len(rows)
+    return len(values)
 
 
 def services_for(arm: ArmSpec, annotator, score=None, disagree=None) -> Services:

@@ -115,34 +115,14 @@ def train_dpo(
     In a distributed run (loop.ml.dpo_job under `accelerate launch`) every process calls this; only the one
     with main_process=True claims, saves and publishes output_dir, the others train and return.
     """
-    from loop.ml.checkpoint_dirs import (
-        claim_output_dir,
-        publish_checkpoint,
-        save_checkpoint,
-        scratch_dir,
-        trainer_dir,
-    )
-    from loop.ml.loading import ModelLoadError, load_causal_lm, load_tokenizer
+    from loop.ml.checkpoint_dirs import claim_output_dir, scratch_dir, trainer_dir
     from loop.ml.trl_backend import run_dpo_trainer
 
-    pairs = list(pairs)
-    if not pairs:
-        raise ValueError("train_dpo: no preference pairs given (need at least one)")
-    if not isinstance(settings, TrainingSettings):
-        raise TypeError(f"train_dpo: settings must be TrainingSettings, got {type(settings).__name__}")
+    pairs = _checked_inputs(pairs, settings)
     output_dir = claim_output_dir(output_dir, "train_dpo") if main_process else Path(output_dir)
     data_hash = training_data_hash(pairs)
     dataset = build_preference_dataset(pairs)
-
-    needs_ref = not (
-        (settings.lora or settings.precompute_ref_log_probs) and _same_model(policy_dir, reference_dir)
-    )
-    try:
-        tokenizer = load_tokenizer(policy_dir)
-        model = load_causal_lm(policy_dir)
-        ref_model = load_causal_lm(reference_dir) if needs_ref else None
-    except ModelLoadError as e:
-        raise TrainingError(f"train_dpo: {e}") from e
+    tokenizer, model, ref_model = _load_models(policy_dir, reference_dir, settings)
 
     with scratch_dir(output_dir) as scratch:
         try:
@@ -154,10 +134,6 @@ def train_dpo(
         result = TrainResult(output_dir, run.steps, run.train_loss, run.seconds, data_hash)
         if not main_process:  # the main process of the distributed run saves the (identical) weights
             return result
-        try:
-            checkpoint = save_checkpoint(run.model, tokenizer, scratch)
-        except Exception as e:
-            raise TrainingError(f"cannot save checkpoint for {output_dir}: {e}") from e
         meta = {
             "steps": run.steps,
             "train_loss": run.train_loss,
@@ -168,8 +144,46 @@ def train_dpo(
             "reference": str(reference_dir),
             "settings": settings.to_dict(),
         }
-        publish_checkpoint(checkpoint, output_dir, TRAIN_META_FILE, meta, "train_dpo")
+        _save_and_publish(run.model, tokenizer, scratch, output_dir, meta)
     return result
+
+
+def _checked_inputs(pairs: Sequence[PreferencePair], settings: TrainingSettings) -> list[PreferencePair]:
+    """The pairs as a list; no pairs or settings of the wrong type are refused before anything loads."""
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("train_dpo: no preference pairs given (need at least one)")
+    if not isinstance(settings, TrainingSettings):
+        raise TypeError(f"train_dpo: settings must be TrainingSettings, got {type(settings).__name__}")
+    return pairs
+
+
+def _load_models(policy_dir: str | os.PathLike, reference_dir: str | os.PathLike, settings: TrainingSettings):
+    """(tokenizer, policy, reference or None): no second model copy when TRL gets the reference from the
+    policy itself (LoRA or precomputed reference log-probs, and the policy is the reference)."""
+    from loop.ml.loading import ModelLoadError, load_causal_lm, load_tokenizer
+
+    needs_ref = not (
+        (settings.lora or settings.precompute_ref_log_probs) and _same_model(policy_dir, reference_dir)
+    )
+    try:
+        tokenizer = load_tokenizer(policy_dir)
+        model = load_causal_lm(policy_dir)
+        ref_model = load_causal_lm(reference_dir) if needs_ref else None
+    except ModelLoadError as e:
+        raise TrainingError(f"train_dpo: {e}") from e
+    return tokenizer, model, ref_model
+
+
+def _save_and_publish(model, tokenizer, scratch: Path, output_dir: Path, meta: dict) -> None:
+    """Save the trained weights in the scratch dir and rename them into output_dir with their record."""
+    from loop.ml.checkpoint_dirs import publish_checkpoint, save_checkpoint
+
+    try:
+        checkpoint = save_checkpoint(model, tokenizer, scratch)
+    except Exception as e:
+        raise TrainingError(f"cannot save checkpoint for {output_dir}: {e}") from e
+    publish_checkpoint(checkpoint, output_dir, TRAIN_META_FILE, meta, "train_dpo")
 
 
 def read_train_result(checkpoint_dir: str | os.PathLike) -> TrainResult:

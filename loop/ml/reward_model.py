@@ -289,3 +289,52 @@ def read_reward_result(checkpoint_dir: str | os.PathLike) -> RewardTrainResult:
         return RewardTrainResult(**data)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RewardTrainingError(f"{path}: not a readable train_reward_model record: {e}") from e
+
+
+class RewardCheckpointConflict(RewardTrainingError):
+    """The output directory exists but is not a reward model trained on these pairs, base and settings (its meta
+    file is unreadable or records another data hash): it is neither reused nor overwritten."""
+
+
+def train_or_reuse(
+    pairs: Sequence[Pair],
+    *,
+    base_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: RewardTrainSettings,
+    judge: Judge | None = None,
+    eval_batch_size: int = 16,
+) -> tuple[RewardTrainResult, bool]:
+    """(result, reused): train_reward_model into output_dir, or, when output_dir already holds the model these
+    pairs, base and settings give (its meta file's data hash), that model's recorded result, untouched.
+
+    Any other existing output_dir is a RewardCheckpointConflict naming it, and nothing is trained: a directory
+    whose meta file cannot be read was changed after training published it (meta written before the atomic
+    rename), and it may be the model selecting now, so it is not overwritten; training elsewhere would break
+    the one-directory-per-data-hash naming that makes a re-run reuse instead of retrain. The operator moves it
+    away (or repairs the file) and re-runs."""
+    out = Path(output_dir)
+    if not out.exists():
+        result = train_reward_model(
+            pairs,
+            base_dir=base_dir,
+            output_dir=out,
+            settings=settings,
+            judge=judge,
+            eval_batch_size=eval_batch_size,
+        )
+        return result, False
+    try:
+        result = read_reward_result(out)
+    except RewardTrainingError as e:
+        raise RewardCheckpointConflict(
+            f"{e}; not reusing or overwriting {out}: move it away and re-run"
+        ) from e
+    data_hash = reward_data_hash(pairs, str(base_dir), settings)
+    if result.data_hash != data_hash:
+        raise RewardCheckpointConflict(
+            f"{out} already exists and was not trained on these labels (its {REWARD_META_FILE} records data "
+            f"hash {result.data_hash[:12]!r}, these labels, base and settings give {data_hash[:12]!r}); "
+            "not overwriting it: move it away and re-run"
+        )
+    return result, True

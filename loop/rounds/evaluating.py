@@ -8,15 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loop.config import JUDGES, Config
 from loop.evaluation.human import HUMAN
 from loop.rounds.training import TrainingDataError, check_policies
+from loop.rounds.waits import Wait
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, Evaluation, EvaluationSample
 from storage.repositories.checkpoints import ensure_initial_checkpoint
-from storage.repositories.evaluations import add_samples, cached_reference, find_evaluation
+from storage.repositories.evaluations import add_evaluation, add_samples, cached_reference, find_evaluation
 from storage.repositories.prompts import EVAL, constraints_by_text, eval_prompts
 
 log = logging.getLogger(__name__)
@@ -132,9 +135,9 @@ def _sample_rows(side: str, samples, prompt_ids: list[str]) -> list[dict]:
 
 def evaluate_checkpoint(
     cfg: Config, uow: UnitOfWork, checkpoint_id: str, *, progress: bool = True
-) -> Evaluation | str:
+) -> Evaluation | Wait:
     """Win rate and mean judge score of a checkpoint against the initial policy on the eval split (stored
-    once per judge, with its samples). A human evaluation not answered enough yet returns a line saying what
+    once per judge, with its samples). A human evaluation not answered enough yet returns a Wait saying what
     it waits for instead. Progress: a bar on a terminal, a periodic log line otherwise (loop.progress)."""
     if cfg.judge_warning:
         log.warning("%s", cfg.judge_warning)
@@ -142,9 +145,38 @@ def evaluate_checkpoint(
         from loop.rounds.human_evaluation import evaluate_by_humans
 
         return evaluate_by_humans(cfg, uow, checkpoint_id)
-    from loop.evaluation.paired import paired_difference
-    from loop.evaluation.win_rate import evaluate_policies
+    plan = _plan_evaluation(cfg, uow, checkpoint_id)
+    if isinstance(plan, Evaluation):
+        return plan
+    result, diff = _judge_samples(cfg, plan, progress)
+    row = _store_evaluation(uow, plan, _evaluation_fields(plan, result, diff), result)
+    _log_evaluation(plan, result)
+    return row
 
+
+@dataclass(frozen=True)
+class _EvaluationPlan:
+    """What evaluate_checkpoint compares, how it judges, and the stored reference samples it can reuse."""
+
+    checkpoint_id: str
+    reference: str
+    policy_path: str
+    ref_path: str
+    judge_id: str
+    judge: Any
+    prompts: list[tuple[str, str]]  # (prompt id, text) of the eval split, in order
+    key: str  # reference_key: equal keys reuse the reference's judged samples
+    knobs: dict
+    ref_samples: Any  # the reference's SideSamples from stored rows, or None (sampled now)
+    owner: int | None  # the Evaluation whose reference rows are reused, or None
+
+    @property
+    def prompt_ids(self) -> list[str]:
+        return [pid for pid, _ in self.prompts]
+
+
+def _plan_evaluation(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> _EvaluationPlan | Evaluation:
+    """Check both policies and the judge; the stored Evaluation when this one was made already."""
     with uow() as session:
         reference = ensure_initial_checkpoint(session, cfg.policy.model)
         ckpt = session.get(Checkpoint, checkpoint_id)
@@ -167,35 +199,61 @@ def evaluate_checkpoint(
         owner = cached[0] if ref_samples is not None else None
     if not prompts:
         raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
-    result = evaluate_policies(
-        [text for _, text in prompts],
+    return _EvaluationPlan(
+        checkpoint_id,
+        reference,
         policy_path,
         ref_path,
+        judge_id,
         judge,
-        n_bootstrap=cfg.evaluation.n_bootstrap,
-        reference=ref_samples,
-        progress=progress,
-        **knobs,
+        prompts,
+        key,
+        knobs,
+        ref_samples,
+        owner,
     )
-    w, pol, ref = result.win_rate, result.policy_score, result.reference_score
+
+
+def _judge_samples(cfg: Config, plan: _EvaluationPlan, progress: bool):
+    """Sample both policies (the reference only when not reused) and judge them; the paired difference of
+    their mean scores over prompts."""
+    from loop.evaluation.paired import paired_difference
+    from loop.evaluation.win_rate import evaluate_policies
+
+    result = evaluate_policies(
+        [text for _, text in plan.prompts],
+        plan.policy_path,
+        plan.ref_path,
+        plan.judge,
+        n_bootstrap=cfg.evaluation.n_bootstrap,
+        reference=plan.ref_samples,
+        progress=progress,
+        **plan.knobs,
+    )
+    prompt_ids = plan.prompt_ids
     diff = paired_difference(
         dict(zip(prompt_ids, result.policy.per_prompt_means, strict=True)),
         dict(zip(prompt_ids, result.reference.per_prompt_means, strict=True)),
         n_boot=cfg.evaluation.n_bootstrap,
         seed=cfg.evaluation.seed,
     )
-    row = Evaluation(
-        checkpoint_id=checkpoint_id,
-        reference_id=reference,
-        judge=judge_id,
-        n_prompts=w.n,
-        win_rate=w.value,
-        ci_low=w.ci_low,
-        ci_high=w.ci_high,
-        reference_key=key,
-        reference_samples_id=owner,
-        details={
-            "samples_per_prompt": knobs["samples_per_prompt"],
+    return result, diff
+
+
+def _evaluation_fields(plan: _EvaluationPlan, result, diff) -> dict[str, Any]:
+    w, pol, ref = result.win_rate, result.policy_score, result.reference_score
+    return {
+        "checkpoint_id": plan.checkpoint_id,
+        "reference_id": plan.reference,
+        "judge": plan.judge_id,
+        "n_prompts": w.n,
+        "win_rate": w.value,
+        "ci_low": w.ci_low,
+        "ci_high": w.ci_high,
+        "reference_key": plan.key,
+        "reference_samples_id": plan.owner,
+        "details": {
+            "samples_per_prompt": plan.knobs["samples_per_prompt"],
             "policy_mean": pol.mean,
             "policy_ci_low": pol.low,
             "policy_ci_high": pol.high,
@@ -207,18 +265,27 @@ def evaluate_checkpoint(
             "mean_diff_ci_low": diff.low,
             "mean_diff_ci_high": diff.high,
         },
-    )
+    }
+
+
+def _store_evaluation(uow: UnitOfWork, plan: _EvaluationPlan, fields: dict[str, Any], result) -> Evaluation:
+    """The row and its samples (the reference's too, unless they are reused), in one transaction."""
+    prompt_ids = plan.prompt_ids
     with uow() as session:
-        session.add(row)
-        session.flush()
+        row = add_evaluation(session, **fields)
         rows = _sample_rows("policy", result.policy, prompt_ids)
-        if owner is None:
+        if plan.owner is None:
             rows += _sample_rows("reference", result.reference, prompt_ids)
         add_samples(session, row.id, rows)
+    return row
+
+
+def _log_evaluation(plan: _EvaluationPlan, result) -> None:
+    w, pol, ref = result.win_rate, result.policy_score, result.reference_score
     log.info(
         "evaluated %s vs %s: win rate %.3f [%.3f, %.3f], mean score %.3f [%.3f, %.3f] vs %.3f (%s, %d x %d%s)",
-        checkpoint_id,
-        reference,
+        plan.checkpoint_id,
+        plan.reference,
         w.value,
         w.ci_low,
         w.ci_high,
@@ -226,9 +293,8 @@ def evaluate_checkpoint(
         pol.low,
         pol.high,
         ref.mean,
-        judge_id,
-        len(prompt_ids),
-        knobs["samples_per_prompt"],
-        ", reference samples reused" if owner is not None else "",
+        plan.judge_id,
+        len(plan.prompts),
+        plan.knobs["samples_per_prompt"],
+        ", reference samples reused" if plan.owner is not None else "",
     )
-    return row

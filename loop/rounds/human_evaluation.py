@@ -18,12 +18,13 @@ import zlib
 from loop.config import Config
 from loop.evaluation.human import HUMAN, Compared, human_win_rate, settled
 from loop.rounds.training import TrainingDataError, check_policies
+from loop.rounds.waits import Wait, WaitKind
 from storage.db import UnitOfWork
 from storage.models import Checkpoint, EvalComparison, Evaluation
 from storage.repositories import eval_comparisons as repo
 from storage.repositories.checkpoints import ensure_initial_checkpoint
-from storage.repositories.evaluations import find_evaluation
-from storage.repositories.items import round_min_submitted
+from storage.repositories.evaluations import add_evaluation, find_evaluation
+from storage.repositories.items import record_min_submitted
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ def compared(rows: list[EvalComparison]) -> list[Compared]:
     return [Compared(c.prompt_id, c.policy_side, dict(c.answers or {}), c.min_submitted) for c in rows]
 
 
-def waiting_line(rows: list[EvalComparison]) -> str | None:
+def waiting_line(rows: list[EvalComparison]) -> Wait | None:
     """None once every comparison is answered by its overlap, else what the evaluation waits for."""
     done = sum(settled(c) for c in compared(rows))
     if rows and done == len(rows):
         return None
-    return f"human evaluation: {done} of {len(rows)} comparisons answered"
+    return Wait(WaitKind.HUMAN_EVALUATION, f"human evaluation: {done} of {len(rows)} comparisons answered")
 
 
-def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> str | None:
+def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> Wait | None:
     """What the checkpoint's human evaluation waits for, from the database now (`round status`)."""
     reference = ensure_initial_checkpoint(session, cfg.policy.model)
     if find_evaluation(session, checkpoint_id, reference, HUMAN) is not None:
@@ -79,7 +80,7 @@ def _prepare(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str) -
         check_policies(paths, reference)
         prompts = repo.eval_prompts(session, cfg.evaluation.human_prompts)
         need = (
-            round_min_submitted(session, ckpt.round_id, cfg.argilla.min_submitted)
+            record_min_submitted(session, ckpt.round_id, cfg.argilla.min_submitted)
             if ckpt.round_id is not None
             else cfg.argilla.min_submitted
         )
@@ -119,7 +120,7 @@ def _connect(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str):
     return ensure_dataset(connect_client(cfg), eval_dataset_name(cfg), cfg.argilla.workspace, need)
 
 
-def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation | str:
+def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Evaluation | Wait:
     """The stored human Evaluation of the checkpoint, or (not answered enough yet) a line saying what it
     waits for. Each call pushes (idempotent) and pulls once."""
     from annotation.eval_gateway import pull_comparisons, push_comparisons
@@ -139,11 +140,13 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
         rows = repo.comparisons(session, checkpoint_id, reference)
         waiting = waiting_line(rows)
         if waiting is not None:
-            return f"{waiting} (Argilla dataset {dataset.name!r}: {dataset.annotation_url})"
+            where = f"(Argilla dataset {dataset.name!r}: {dataset.annotation_url})"
+            return Wait(waiting.kind, f"{waiting.reason} {where}")
         rate, details = human_win_rate(
             compared(rows), n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.evaluation.seed
         )
-        row = Evaluation(
+        row = add_evaluation(
+            session,
             checkpoint_id=checkpoint_id,
             reference_id=reference,
             judge=HUMAN,
@@ -153,7 +156,6 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
             ci_high=rate.ci_high,
             details=details,
         )
-        session.add(row)
     log.info(
         "evaluated %s vs %s by humans: win rate %.3f [%.3f, %.3f] on %d prompts",
         checkpoint_id,

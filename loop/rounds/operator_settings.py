@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from loop.acquisition.strategies import EXPERIMENT_ONLY, PRODUCTION_STRATEGIES, Strategy
 from storage.errors import PvarLoopError
-from storage.models import OperatorAction
 from storage.repositories import settings
+from storage.repositories.operator_actions import add_operator_action
 from storage.repositories.rounds import next_round_number
 from storage.statuses import PRODUCTION_ARM
 
@@ -95,7 +95,7 @@ def plan_for(
 
 
 def record_action(session: Session, action: str, payload: dict) -> None:
-    session.add(OperatorAction(actor=actor(), action=action, payload=payload))
+    add_operator_action(session, actor(), action, payload)
 
 
 def new_rounds_status(session: Session, cfg, arm: str = PRODUCTION_ARM) -> dict:

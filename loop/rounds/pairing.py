@@ -10,10 +10,10 @@ from collections.abc import Collection, Sequence
 
 from sqlalchemy.orm import Session
 
-from storage.models import AnnotationItem, Generation
+from storage.models import Generation
+from storage.repositories.items import add_items
 from storage.repositories.scores import scored_generations
 from storage.statuses import ItemStatus
-from storage.upsert import upsert
 
 
 def item_id(round_id: int, prompt_id: str, text_a: str, text_b: str) -> str:
@@ -78,5 +78,5 @@ def create_items(
                 "votes": {},
             }
         )
-    upsert(session, AnnotationItem, rows, constraint="uq_annotation_items_round_prompt")
+    add_items(session, rows)
     return len(rows), [p for p in prompt_ids if p not in pairs]

@@ -153,23 +153,22 @@ def _compare(cfg: Config, previous: str, candidate: str, heldout: list) -> dict:
 
 def _train_candidate(cfg: Config, train: list, number: int) -> str:
     """Train (or, after a crash, reuse) the candidate; its directory name carries the hash of its inputs."""
-    from loop.ml.reward_model import read_reward_result, reward_data_hash, train_reward_model
+    from loop.ml.reward_model import RewardCheckpointConflict, reward_data_hash, train_or_reuse
 
     settings = reward_train_settings(cfg, heldout_fraction=0.0)  # the held-out share is split off already
     base = cfg.reward.model
     data_hash = reward_data_hash(train, base, settings)
     out = (cfg.paths.data_dir / "reward-models" / f"refresh-r{number}-{data_hash[:12]}").resolve()
-    if out.exists():
-        if read_reward_result(out).data_hash != data_hash:
-            raise RewardRefreshError(
-                f"{out} exists but was not trained on round {number}'s labels; remove it and re-run the step"
-            )
+    if not out.exists():
+        log.info("round %s: training a reward-model candidate from %s on %s labels", number, base, len(train))
+    try:
+        _, reused = train_or_reuse(
+            train, base_dir=base, output_dir=out, settings=settings, eval_batch_size=cfg.reward.batch_size
+        )
+    except RewardCheckpointConflict as e:
+        raise RewardRefreshError(f"round {number}'s reward-model candidate: {e}") from e
+    if reused:
         log.info("round %s: reusing the reward-model candidate %s (trained before a crash)", number, out)
-        return str(out)
-    log.info("round %s: training a reward-model candidate from %s on %s labels", number, base, len(train))
-    train_reward_model(
-        train, base_dir=base, output_dir=out, settings=settings, eval_batch_size=cfg.reward.batch_size
-    )
     return str(out)
 
 

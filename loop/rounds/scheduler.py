@@ -187,36 +187,18 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
 
     On the first signal no new job starts and a running one finishes (the lease is kept meanwhile); a second
     signal stops at once, which is safe too, since every round step is idempotent."""
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-
     from storage.db import make_engine
-    from storage.locks import LockHeld, acquire, release
+    from storage.locks import release
     from storage.migrate import ensure_at_head
 
     engine = make_engine(cfg.database_url)
     ensure_at_head(engine)
-    s = cfg.scheduler
-    heartbeat_every = heartbeat_interval(s.tick_seconds)
-    stale_after = heartbeat_every * 3
+    heartbeat_every = heartbeat_interval(cfg.scheduler.tick_seconds)
     holder = holder_name()
     stop = StopFlag()
-    apscheduler_log = logging.getLogger("apscheduler.scheduler")
-    if not any(isinstance(f, BusyJobFilter) for f in apscheduler_log.filters):
-        apscheduler_log.addFilter(BusyJobFilter())
-    signal.signal(signal.SIGTERM, stop.on_signal)
-    signal.signal(signal.SIGINT, stop.on_signal)
-    while True:
-        try:
-            acquire(engine, LOCK, holder, stale_after)
-            break
-        except LockHeld as e:
-            if not wait:
-                raise
-            log.info("%s; waiting", e)
-            if stop.wait(heartbeat_every):
-                return 0
+    _install_handlers(stop)
+    if not _take_lease(engine, holder, heartbeat_every, stop, wait=wait):
+        return 0
     log.info("scheduler %s holds the lock", holder, extra={"event": "lock"})
     beat = Heartbeat(engine, holder, heartbeat_every, stop.set)
     beat.start()
@@ -225,34 +207,7 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
         if once:
             tick_job(config_path, holder)
             return 0
-        scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
-            executors={"default": ThreadPoolExecutor(1)},
-            job_defaults={
-                "coalesce": True,
-                "max_instances": 1,
-                "misfire_grace_time": s.misfire_grace_seconds,
-            },
-            timezone="UTC",
-        )
-        scheduler.add_job(
-            tick_job,
-            "interval",
-            seconds=s.tick_seconds,
-            id=TICK_JOB,
-            replace_existing=True,
-            args=[config_path, holder],
-            next_run_time=_soon(),
-        )
-        scheduler.add_job(
-            poll_job,
-            "interval",
-            seconds=s.poll_seconds,
-            id=POLL_JOB,
-            replace_existing=True,
-            args=[config_path],
-        )
-        scheduler.start()
+        scheduler = _start_jobs(engine, cfg, config_path, holder)
         stop.wait(float("inf"))
         log.info("stopping scheduler; a running job finishes first", extra={"event": "stop"})
         scheduler.shutdown(wait=True)
@@ -266,6 +221,70 @@ def run_scheduler(cfg: Config, config_path: str | None, *, wait: bool = False, o
         beat.stopped.set()
         release(engine, LOCK, holder)
         engine.dispose()
+
+
+def _install_handlers(stop: StopFlag) -> None:
+    """SIGTERM/SIGINT flip the stop flag; APScheduler's "job still running" lines are filtered (once)."""
+    apscheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, BusyJobFilter) for f in apscheduler_log.filters):
+        apscheduler_log.addFilter(BusyJobFilter())
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
+
+
+def _take_lease(engine, holder: str, heartbeat_every: float, stop: StopFlag, *, wait: bool) -> bool:
+    """Acquire the scheduler lease; with `wait`, retry until the holder stops or dies (False: a stop was
+    requested meanwhile). Without `wait`, LockHeld names the holder."""
+    from storage.locks import LockHeld, acquire
+
+    while True:
+        try:
+            acquire(engine, LOCK, holder, heartbeat_every * 3)
+            return True
+        except LockHeld as e:
+            if not wait:
+                raise
+            log.info("%s; waiting", e)
+            if stop.wait(heartbeat_every):
+                return False
+
+
+def _start_jobs(engine, cfg: Config, config_path: str | None, holder: str):
+    """The started APScheduler with its two fixed jobs (tick and poll) in the database job store."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    s = cfg.scheduler
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+        executors={"default": ThreadPoolExecutor(1)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": s.misfire_grace_seconds,
+        },
+        timezone="UTC",
+    )
+    scheduler.add_job(
+        tick_job,
+        "interval",
+        seconds=s.tick_seconds,
+        id=TICK_JOB,
+        replace_existing=True,
+        args=[config_path, holder],
+        next_run_time=_soon(),
+    )
+    scheduler.add_job(
+        poll_job,
+        "interval",
+        seconds=s.poll_seconds,
+        id=POLL_JOB,
+        replace_existing=True,
+        args=[config_path],
+    )
+    scheduler.start()
+    return scheduler
 
 
 @contextmanager

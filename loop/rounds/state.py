@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from loop.config import Config
 from loop.rounds.operator_settings import plan_for, record_action
+from loop.rounds.waits import Wait, WaitKind
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
 from storage.locks import LeaseLost
 from storage.models import Round
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.rounds import (
+    add_round,
     item_status_counts,
     latest_trained_policy,
     next_round_number,
@@ -51,7 +53,7 @@ class Services:
     push: Callable[[Config, UnitOfWork, int], None]
     pull: Callable[[Config, UnitOfWork, int], None]
     train: Callable[[Config, UnitOfWork, int], str | None]
-    evaluate: Callable[[Config, UnitOfWork, str], str | None]  # a str: what a human evaluation waits for
+    evaluate: Callable[[Config, UnitOfWork, str], Wait | None]  # a Wait: what a human evaluation waits for
     # The selection reward model learns from the round's labels ([reward] refresh); None: never refreshes.
     refresh_reward: Callable[[Config, UnitOfWork, int], None] | None = None
 
@@ -90,17 +92,15 @@ def start_round(uow: UnitOfWork, cfg: Config, arm: str = PRODUCTION_ARM) -> tupl
         )
         if plan.budget == 0:
             return None, f"budget is 0 for round {number}: new rounds are paused (`pvar-loop budget set N`)"
-        rnd = Round(
+        rnd = add_round(
+            session,
             arm=arm,
             number=number,
-            status=RoundStatus.PLANNED,
             budget=plan.budget,
             strategy=plan.strategy,
             seed=cfg.selection.seed + number,
             policy_in=latest_policy(session, cfg, arm),
         )
-        session.add(rnd)
-        session.flush()
         log.info(
             "round %s/%s planned: %s, budget %s",
             arm,
@@ -158,77 +158,113 @@ def _load(session: Session, round_id: int) -> Round:
 def step(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> RoundStatus:
     """Advance one round by at most one state. Returns the status it is in afterwards."""
     with uow() as session:
-        rnd = _load(session, round_id)
-        status, policy_in = rnd.status, rnd.policy_in
-    if status == RoundStatus.PLANNED:
-        services.score(cfg, uow, policy_in, round_id)
-        with uow() as session:
-            items = _plan_items(session, cfg, _load(session, round_id))
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            if items == 0:
-                _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
-            else:
-                _move(rnd, RoundStatus.SCORED)
-    elif status == RoundStatus.SCORED:
-        services.push(cfg, uow, round_id)
-        _crash_point(status)
-        with uow() as session:
-            _move(_load(session, round_id), RoundStatus.PUSHED)
-    elif status == RoundStatus.PUSHED:
-        with uow() as session:
-            _load(session, round_id).deadline_at = _now() + timedelta(
-                hours=cfg.scheduler.collect_deadline_hours
-            )
-        _crash_point(status)
-        with uow() as session:
-            _move(_load(session, round_id), RoundStatus.COLLECTING)
-    elif status == RoundStatus.COLLECTING:
-        services.pull(cfg, uow, round_id)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            ready, why = collection_done(session, cfg, rnd)
-            # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
-            # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
-            blocked = None if ready or why.startswith(PROGRESS) else why
-            if rnd.reason != blocked:
-                rnd.reason = blocked
-        if ready:
-            _crash_point(status)
-            with uow() as session:
-                _move(_load(session, round_id), RoundStatus.TRAINING)
-    elif status == RoundStatus.TRAINING:
-        if services.refresh_reward is not None:  # once per round: a recorded refresh is not redone
-            services.refresh_reward(cfg, uow, round_id)
-        checkpoint = services.train(cfg, uow, round_id)
-        waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            rnd.policy_out = checkpoint or rnd.policy_in
-            if waiting:  # a human evaluation: its comparisons are in Argilla, the answers are not yet
-                _move(rnd, RoundStatus.EVALUATING)
-            else:
-                _move(
-                    rnd,
-                    RoundStatus.EVALUATED,
-                    reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
-                )
-    elif status == RoundStatus.EVALUATING:
-        with uow() as session:
-            checkpoint = _load(session, round_id).policy_out
-        if not services.evaluate(cfg, uow, checkpoint):
-            _crash_point(status)
-            with uow() as session:
-                _move(_load(session, round_id), RoundStatus.EVALUATED)
-    elif status == RoundStatus.EVALUATED:
-        _crash_point(status)
-        with uow() as session:
-            rnd = _load(session, round_id)
-            _move(rnd, RoundStatus.DONE, reason=rnd.reason)
+        status = _load(session, round_id).status
+    work = _STEPS.get(status)
+    if work is not None:
+        work(uow, cfg, round_id, services)
     with uow() as session:
         return _load(session, round_id).status
+
+
+def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """planned -> scored: score the candidates under the round's policy, select and pair the top slice
+    (cancelled when no prompt is left to select)."""
+    with uow() as session:
+        policy_in = _load(session, round_id).policy_in
+    services.score(cfg, uow, policy_in, round_id)
+    with uow() as session:
+        items = _plan_items(session, cfg, _load(session, round_id))
+    _crash_point(RoundStatus.PLANNED)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        if items == 0:
+            _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
+        else:
+            _move(rnd, RoundStatus.SCORED)
+
+
+def _push(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """scored -> pushed: the items go to Argilla."""
+    services.push(cfg, uow, round_id)
+    _crash_point(RoundStatus.SCORED)
+    with uow() as session:
+        _move(_load(session, round_id), RoundStatus.PUSHED)
+
+
+def _open_collection(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """pushed -> collecting: the collection deadline starts."""
+    with uow() as session:
+        _load(session, round_id).deadline_at = _now() + timedelta(hours=cfg.scheduler.collect_deadline_hours)
+    _crash_point(RoundStatus.PUSHED)
+    with uow() as session:
+        _move(_load(session, round_id), RoundStatus.COLLECTING)
+
+
+def _collect(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """collecting -> training once collection is done; until then a block is recorded on the round."""
+    services.pull(cfg, uow, round_id)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        wait = collection_done(session, cfg, rnd)
+        # A block (deadline passed, nothing decided) is kept for the record; progress is not stored,
+        # `status` computes it from the items (see next_step), so it is never stale after a `pull`.
+        blocked = wait.reason if wait is not None and wait.kind == WaitKind.BLOCKED else None
+        if rnd.reason != blocked:
+            rnd.reason = blocked
+    if wait is None:
+        _crash_point(RoundStatus.COLLECTING)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.TRAINING)
+
+
+def _train_and_evaluate(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """training -> evaluated (or evaluating, while a human evaluation waits for its answers)."""
+    if services.refresh_reward is not None:  # once per round: a recorded refresh is not redone
+        services.refresh_reward(cfg, uow, round_id)
+    checkpoint = services.train(cfg, uow, round_id)
+    waiting = services.evaluate(cfg, uow, checkpoint) if checkpoint is not None else None
+    _crash_point(RoundStatus.TRAINING)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        rnd.policy_out = checkpoint or rnd.policy_in
+        if waiting is not None:  # a human evaluation: comparisons in Argilla, answers not yet
+            _move(rnd, RoundStatus.EVALUATING)
+        else:
+            _move(
+                rnd,
+                RoundStatus.EVALUATED,
+                reason=None if checkpoint else "no a/b decisions to train on; policy unchanged",
+            )
+
+
+def _await_evaluation(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """evaluating -> evaluated once the human evaluation is answered and stored."""
+    with uow() as session:
+        checkpoint = _load(session, round_id).policy_out
+    if services.evaluate(cfg, uow, checkpoint) is None:
+        _crash_point(RoundStatus.EVALUATING)
+        with uow() as session:
+            _move(_load(session, round_id), RoundStatus.EVALUATED)
+
+
+def _close(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """evaluated -> done, keeping the reason (e.g. why the policy is unchanged)."""
+    _crash_point(RoundStatus.EVALUATED)
+    with uow() as session:
+        rnd = _load(session, round_id)
+        _move(rnd, RoundStatus.DONE, reason=rnd.reason)
+
+
+# The work of each open state's step; a closed round has none.
+_STEPS: dict[RoundStatus, Callable[[UnitOfWork, Config, int, Services], None]] = {
+    RoundStatus.PLANNED: _score_and_select,
+    RoundStatus.SCORED: _push,
+    RoundStatus.PUSHED: _open_collection,
+    RoundStatus.COLLECTING: _collect,
+    RoundStatus.TRAINING: _train_and_evaluate,
+    RoundStatus.EVALUATING: _await_evaluation,
+    RoundStatus.EVALUATED: _close,
+}
 
 
 def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
@@ -277,27 +313,30 @@ def _plan_items(session: Session, cfg: Config, rnd: Round) -> int:
     return written
 
 
-PROGRESS = "collecting:"  # how collection_done's "not yet, but moving" answer starts
-
-
-def collection_done(session: Session, cfg: Config, rnd: Round) -> tuple[bool, str]:
-    """Done when every item is answered by the required overlap, or at the deadline with enough decisions."""
+def collection_done(session: Session, cfg: Config, rnd: Round) -> Wait | None:
+    """None (done) when every item is answered by the required overlap, or at the deadline with enough
+    decisions; else what collection waits for (progress, or a block someone must act on)."""
     counts = item_status_counts(session, rnd.id)
     total = sum(counts.values())
     settled = sum(counts.get(s, 0) for s in ItemStatus.settled_states())
     decided = counts.get(ItemStatus.DECIDED, 0)
     if total and settled == total:
-        return (True, "") if decided else (False, "every item answered but none decided (ties/discards only)")
+        if decided:
+            return None
+        return Wait(WaitKind.BLOCKED, "every item answered but none decided (ties/discards only)")
     deadline = rnd.deadline_at
     if deadline and _now() >= deadline:
         if decided >= max(cfg.scheduler.min_decided, 1):
-            return True, ""
-        return False, (
+            return None
+        return Wait(
+            WaitKind.BLOCKED,
             f"deadline passed with {decided} decided labels, fewer than [scheduler] min_decided = "
-            f"{cfg.scheduler.min_decided}; waiting for annotators"
+            f"{cfg.scheduler.min_decided}; waiting for annotators",
         )
     until = f"deadline {deadline:%Y-%m-%d %H:%M} UTC" if deadline else "no deadline (waits for every answer)"
-    return False, f"{PROGRESS} {settled} of {total} items answered, {decided} decided; {until}"
+    return Wait(
+        WaitKind.PROGRESS, f"collecting: {settled} of {total} items answered, {decided} decided; {until}"
+    )
 
 
 def tick(
@@ -377,14 +416,15 @@ def next_step(session: Session, cfg: Config, rnd: Round) -> NextStep | None:
     """Computed from the database now (never a stored message): None for a closed round."""
     if rnd.status.is_closed:
         return None
-    waits = None
     if rnd.status == RoundStatus.COLLECTING:
-        ready, why = collection_done(session, cfg, rnd)
-        waits = None if ready else why
+        wait = collection_done(session, cfg, rnd)
     elif rnd.status == RoundStatus.EVALUATING:
         from loop.rounds.human_evaluation import evaluation_waits
 
-        waits = evaluation_waits(session, cfg, rnd.policy_out)
+        wait = evaluation_waits(session, cfg, rnd.policy_out)
+    else:
+        wait = None
+    waits = wait.reason if wait is not None else None
     return NextStep(advance_command(rnd.number, rnd.arm), NEXT_WORK[rnd.status], waits)
 
 

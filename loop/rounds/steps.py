@@ -5,20 +5,23 @@ imports."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from loop.config import Config
+from loop.rounds.waits import Wait
 from storage.db import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-def min_submitted(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
-    """The round's annotator overlap: `[argilla] min_submitted` as it was at the round's first step (recorded
-    then), so a change of the setting applies from the next round on."""
-    from storage.repositories.items import round_min_submitted
+def record_overlap(cfg: Config, uow: UnitOfWork, round_id: int) -> int:
+    """Record the round's annotator overlap unless recorded already, and return it: `[argilla] min_submitted`
+    as it was at the round's first step, so a change of the setting applies from the next round on."""
+    from storage.repositories.items import record_min_submitted
 
     with uow() as session:
-        return round_min_submitted(session, round_id, cfg.argilla.min_submitted)
+        return record_min_submitted(session, round_id, cfg.argilla.min_submitted)
 
 
 def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> None:
@@ -27,7 +30,7 @@ def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int) -> No
     from loop.rounds.candidates import candidate_prompt_ids
     from loop.scoring.pool import score_with_config
 
-    min_submitted(cfg, uow, round_id)  # the round's first step records the overlap it collects with
+    record_overlap(cfg, uow, round_id)  # the round's first step records the overlap it collects with
     candidates = candidate_prompt_ids(cfg, uow, round_id)
     report = score_with_config(
         cfg, uow, checkpoint_id=checkpoint_id, round_id=round_id, prompt_ids=candidates
@@ -52,7 +55,7 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import push_items
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))  # the dataset follows the round
+    dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
     push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
 
 
@@ -60,10 +63,39 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.gateway import pull_labels, withdraw_cancelled
     from loop.argilla_client import connect_dataset
 
-    dataset = connect_dataset(cfg, min_submitted(cfg, uow, round_id))
+    dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
+
+
+@dataclass(frozen=True)
+class PulledAnswers:
+    """What `pvar-loop pull` did: the pull's counts, the cancelled rounds' records withdrawn first, and
+    Argilla's own count of the round asked for (None: every round was pulled)."""
+
+    report: Any  # annotation.gateway.PullReport
+    withdrawn: Any  # annotation.gateway.WithdrawReport
+    progress: Any  # annotation.progress.RoundProgress | None
+
+
+def pull_answers(cfg: Config, uow: UnitOfWork, round_id: int | None, round_number: int | None):
+    """`pvar-loop pull`: withdraw what a cancel could not take out of the queue (Argilla was down), then store
+    the answers as labels and aggregate them (of one round, or of every round). None when the dataset does
+    not exist yet (nothing was pushed)."""
+    from annotation.dataset import open_dataset
+    from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.progress import round_progress
+    from loop.argilla_client import connect_client
+
+    dataset = open_dataset(connect_client(cfg), cfg.argilla.dataset, cfg.argilla.workspace)
+    if dataset is None:
+        return None
+    withdrawn = withdraw_cancelled(uow, dataset)
+    report = pull_labels(uow, dataset, round_id)
+    # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
+    progress = round_progress(dataset, round_number) if round_number else None
+    return PulledAnswers(report, withdrawn, progress)
 
 
 def withdraw(cfg: Config, uow: UnitOfWork):
@@ -101,10 +133,10 @@ def refresh_reward(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     refresh_round(cfg, uow, round_id)
 
 
-def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> str | None:
+def evaluate(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Wait | None:
     """None once the checkpoint's evaluation is stored; a human evaluation still waiting for answers returns
     what it waits for (the round stays `evaluating`)."""
     from loop.rounds.evaluating import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, uow, checkpoint_id)
-    return result if isinstance(result, str) else None
+    return result if isinstance(result, Wait) else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -14,12 +13,12 @@ from loop.config import Config
 from loop.rounds.dpo_margins import record_margins
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
-from storage.models import Checkpoint, Round, TrainingRun
-from storage.repositories.checkpoints import ensure_initial_checkpoint
+from storage.models import Checkpoint, Round
+from storage.repositories.checkpoints import ensure_initial_checkpoint, put_trained_checkpoint
 from storage.repositories.items import DecidedPair, decided_items
 from storage.repositories.rounds import item_status_counts, round_ids_up_to
-from storage.repositories.training_runs import finished_run
-from storage.statuses import RoundStatus, TrainingRunStatus
+from storage.repositories.training_runs import add_finished_run, finished_run
+from storage.statuses import RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -145,28 +144,23 @@ def train_round(
         log.info("round %s/%s: DPO on %s pairs from %s", arm, number, len(prefs), base_id)
         result = _run_dpo(cfg, prefs, base_path, reference_path, out_dir, settings)
     with uow() as session:
-        session.merge(
-            Checkpoint(
-                id=checkpoint_id,
-                path=str(out_dir.resolve()),
-                base_id=base_id,
-                round_id=round_id,
-                label_count=len(prefs),
-                data_hash=data_hash,
-            )
+        put_trained_checkpoint(
+            session,
+            checkpoint_id,
+            path=str(out_dir.resolve()),
+            base_id=base_id,
+            round_id=round_id,
+            label_count=len(prefs),
+            data_hash=data_hash,
         )
-        session.flush()
-        session.add(
-            TrainingRun(
-                round_id=round_id,
-                data_hash=data_hash,
-                label_count=len(prefs),
-                status=TrainingRunStatus.DONE,
-                checkpoint_id=checkpoint_id,
-                settings=asdict(settings),
-                metrics={"steps": result.steps, "train_loss": result.train_loss, "seconds": result.seconds},
-                finished_at=datetime.now(UTC),
-            )
+        add_finished_run(
+            session,
+            round_id,
+            data_hash=data_hash,
+            label_count=len(prefs),
+            checkpoint_id=checkpoint_id,
+            settings=asdict(settings),
+            metrics={"steps": result.steps, "train_loss": result.train_loss, "seconds": result.seconds},
         )
     record_margins(cfg, uow, trained_rounds, checkpoint_id, initial, pairs)
     log.info(

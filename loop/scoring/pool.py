@@ -10,6 +10,7 @@ loop.scoring.steps, shared with the Ray engine (`[scoring] engine = "ray"`, loop
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from loop.scoring.steps import FAULT_ENV as FAULT_ENV
 from loop.scoring.steps import (
     ResponseScorer,
     ScoreReport,
+    ScoreRequest,
     ScoringError,
     check_score_args,
     commit_batch,
@@ -43,19 +45,16 @@ def score_pool(
     uow: UnitOfWork,
     generator: ResponseGenerator,
     scorer: ResponseScorer,
+    request: ScoreRequest,
     *,
-    checkpoint_id: str,
     k: int,
     seed: int,
     batch_size: int,
-    limit: int | None = None,
-    progress: bool = True,
-    round_id: int | None = None,
-    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score up to `limit` unscored train prompts for (checkpoint, scorer.model_id), batch_size per commit:
-    those among `prompt_ids` when given, else the whole pool. With round_id, each committed batch's work is
-    added to the round's scoring cost in the batch's own transaction."""
+    """Score up to `request.limit` unscored train prompts for (request.checkpoint_id, scorer.model_id),
+    batch_size per commit: those among `request.prompt_ids` when given, else the whole pool. With a round_id,
+    each committed batch's work is added to the round's scoring cost in the batch's own transaction."""
+    checkpoint_id, limit, prompt_ids = request.checkpoint_id, request.limit, request.prompt_ids
     check_score_args(k, batch_size, limit)
     rm = scorer.model_id
     report = ScoreReport(checkpoint_id=checkpoint_id, reward_model=rm, k=k)
@@ -73,7 +72,7 @@ def score_pool(
     from loop.progress import progress as progress_bar
 
     start, cursor = time.perf_counter(), None
-    with progress_bar(todo, "scoring", "prompt", enabled=progress) as bar:
+    with progress_bar(todo, "scoring", "prompt", enabled=request.progress) as bar:
         while todo > 0:
             t_batch, before = time.perf_counter(), report.counters()  # this batch's cost: the difference
             with uow() as session:
@@ -91,7 +90,7 @@ def score_pool(
                 k,
                 scored,
                 report,
-                round_id,
+                request.round_id,
                 before=before,
                 seconds=time.perf_counter() - t_batch,
             )
@@ -155,17 +154,20 @@ def score_with_config(
 ) -> ScoreReport:
     """Build generator and reward scorer from the config and score the pool (or only `prompt_ids`): the one path the CLI and the
     round runner share, on the [scoring] engine. Without checkpoint_id the initial policy (policy.model) is
-    scored."""
+    scored. The arguments travel down to the engine as one ScoreRequest."""
     from loop.ml.loading import check_causal_lm, check_reward_model
     from loop.ml.reward_backends import make_reward_scorer
 
+    request = ScoreRequest(
+        checkpoint_id=checkpoint_id, limit=limit, progress=progress, round_id=round_id, prompt_ids=prompt_ids
+    )
     with uow() as session:
         rnd = session.get(Round, round_id) if round_id is not None else None
         reward_model = selection_reward_model(session, cfg, rnd.arm if rnd else PRODUCTION_ARM)
         if checkpoint_id is None:
             model = cfg.policy.model
             check_causal_lm(model, "[policy] model")
-            checkpoint_id = ensure_initial_checkpoint(session, model)
+            request = dataclasses.replace(request, checkpoint_id=ensure_initial_checkpoint(session, model))
         else:
             checkpoint = get_checkpoint(session, checkpoint_id)
             if checkpoint is None:
@@ -176,17 +178,7 @@ def score_with_config(
     if cfg.scoring.engine == "ray":
         from loop.scoring.ray_engine import score_with_ray
 
-        return score_with_ray(
-            cfg,
-            uow,
-            model=model,
-            reward_model=reward_model,
-            checkpoint_id=checkpoint_id,
-            limit=limit,
-            progress=progress,
-            round_id=round_id,
-            prompt_ids=prompt_ids,
-        )
+        return score_with_ray(cfg, uow, request, model=model, reward_model=reward_model)
     scorer = make_reward_scorer(
         cfg.reward.backend,
         reward_model,
@@ -196,17 +188,7 @@ def score_with_config(
         device=_device(),
     )
     try:
-        return score_with_scorer(
-            cfg,
-            uow,
-            scorer,
-            model=model,
-            checkpoint_id=checkpoint_id,
-            limit=limit,
-            progress=progress,
-            round_id=round_id,
-            prompt_ids=prompt_ids,
-        )
+        return score_with_scorer(cfg, uow, scorer, request, model=model)
     finally:
         scorer.close()
 
@@ -215,16 +197,12 @@ def score_with_scorer(
     cfg: Config,
     uow: UnitOfWork,
     scorer: ResponseScorer,
+    request: ScoreRequest,
     *,
     model: str,
-    checkpoint_id: str,
-    limit: int | None = None,
-    progress: bool = True,
-    round_id: int | None = None,
-    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
-    """Score the pool (or only `prompt_ids`) under checkpoint_id (its weights at `model`) with any scorer, sampling with the
-    [generation] settings; the generator is built, used and closed here (stored samples are reused). Always the
+    """Score the pool (or only the request's `prompt_ids`) under its checkpoint_id (weights at `model`) with
+    any scorer, sampling with the [generation] settings; the generator is built, used and closed here (stored samples are reused). Always the
     local engine: a scorer object built here cannot be moved into Ray actors ([scoring] engine applies to
     score_with_config)."""
     from loop.ml.generation import make_generator
@@ -241,18 +219,6 @@ def score_with_scorer(
         device=_device(),
     )
     try:
-        return score_pool(
-            uow,
-            generator,
-            scorer,
-            checkpoint_id=checkpoint_id,
-            k=g.k,
-            seed=g.seed,
-            batch_size=g.batch_size,
-            limit=limit,
-            progress=progress,
-            round_id=round_id,
-            prompt_ids=prompt_ids,
-        )
+        return score_pool(uow, generator, scorer, request, k=g.k, seed=g.seed, batch_size=g.batch_size)
     finally:
         generator.close()

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loop.scoring import ray_stages as stages
 from loop.scoring.ray_driver import RayEngineError, RayJob, check_resources, commit_items, run_ray_job
-from loop.scoring.steps import ScoreReport
+from loop.scoring.steps import ScoreReport, ScoreRequest
 from storage.repositories.prompts import unscored_among
 
 if TYPE_CHECKING:
@@ -30,22 +29,19 @@ log = logging.getLogger(__name__)
 def score_with_ray(
     cfg: Config,
     uow: UnitOfWork,
+    request: ScoreRequest,
     *,
     model: str,
     reward_model: str,
-    checkpoint_id: str,
-    limit: int | None = None,
-    progress: bool = True,
-    round_id: int | None = None,
-    prompt_ids: Sequence[str] | None = None,
 ) -> ScoreReport:
     """score_with_config's Ray branch: the policy at `model` and `reward_model` loaded inside the actors
     (backend "vllm": vLLM engines through ray.data.llm, loop.scoring.ray_vllm); only the unscored among
-    `prompt_ids` (a round's candidates) when given."""
+    the request's `prompt_ids` (a round's candidates) when given."""
     prompts = None
-    if prompt_ids is not None:
+    if request.prompt_ids is not None:
         with uow() as session:
-            prompts = unscored_among(session, checkpoint_id, reward_model, prompt_ids)[:limit]
+            unscored = unscored_among(session, request.checkpoint_id, reward_model, request.prompt_ids)
+        prompts = unscored[: request.limit]
     g, s = cfg.generation, cfg.scoring
     device = "cuda" if s.gpus_per_worker > 0 else "cpu"
     knobs = {"temperature": g.temperature, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
@@ -57,16 +53,16 @@ def score_with_ray(
         "device": device,
     }
     job = RayJob(
-        checkpoint_id=checkpoint_id,
+        checkpoint_id=request.checkpoint_id,
         reward_model=reward_model,
         k=g.k,
         seed=g.seed,
         batch_size=s.batch_size or g.batch_size,
-        limit=limit,
+        limit=request.limit,
         prompts=prompts,
-        candidates=prompt_ids,
-        progress=progress,
-        round_id=round_id,
+        candidates=request.prompt_ids,
+        progress=request.progress,
+        round_id=request.round_id,
     )
     from loop.ml.generation import resolve_backend
 

@@ -51,6 +51,17 @@ class ResponseScorer(Protocol):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What one scoring run is asked to do, passed unchanged from score_with_config down to the engine."""
+
+    checkpoint_id: str | None = None  # the policy scored; None: the initial policy (score_with_config)
+    limit: int | None = None  # at most this many prompts; None: all that are unscored
+    progress: bool = True  # a bar on a terminal, a periodic log line otherwise
+    round_id: int | None = None  # each committed batch's work is added to this round's scoring cost
+    prompt_ids: Sequence[str] | None = None  # only these (a round's candidates); None: the whole train pool
+
+
 @dataclass
 class ScoreReport:
     """What one scoring run did; `excluded` lists (prompt_id, reason) for prompts that got no PVar."""

@@ -29,8 +29,38 @@ def initial_checkpoint_id(model: str) -> str:
 def ensure_initial_checkpoint(session: Session, model: str) -> str:
     """Create (once) the checkpoint row of the initial policy and return its id."""
     checkpoint_id = initial_checkpoint_id(model)
-    upsert(session, Checkpoint, [{"id": checkpoint_id, "path": _model_ref(model), "label_count": 0}])
+    ensure_checkpoint(session, checkpoint_id, _model_ref(model))
     return checkpoint_id
+
+
+def ensure_checkpoint(session: Session, checkpoint_id: str, path: str) -> None:
+    """Create (once) the row of an untrained checkpoint (no labels behind it); an existing row is kept."""
+    upsert(session, Checkpoint, [{"id": checkpoint_id, "path": path, "label_count": 0}])
+
+
+def put_trained_checkpoint(
+    session: Session,
+    checkpoint_id: str,
+    *,
+    path: str,
+    base_id: str,
+    round_id: int,
+    label_count: int,
+    data_hash: str,
+) -> None:
+    """Record the checkpoint a round's training produced (a row of the same id is replaced: a re-run after a
+    crash registers the directory it finds); flushed, so a training run may refer to it."""
+    session.merge(
+        Checkpoint(
+            id=checkpoint_id,
+            path=path,
+            base_id=base_id,
+            round_id=round_id,
+            label_count=label_count,
+            data_hash=data_hash,
+        )
+    )
+    session.flush()
 
 
 def get_checkpoint(session: Session, checkpoint_id: str) -> Checkpoint | None:

@@ -55,6 +55,40 @@ def evaluations_of(session: Session, checkpoint_id: str) -> list[Evaluation]:
     )
 
 
+def add_evaluation(
+    session: Session,
+    *,
+    checkpoint_id: str,
+    reference_id: str,
+    judge: str,
+    n_prompts: int,
+    win_rate: float,
+    ci_low: float,
+    ci_high: float,
+    details: dict[str, Any],
+    reference_key: str | None = None,
+    reference_samples_id: int | None = None,
+) -> Evaluation:
+    """Store one evaluation of (checkpoint, reference, judge), a win rate with its interval; returns the row
+    with its id (flushed), which its samples (add_samples) refer to. `reference_key` describes how the reference
+    was sampled and judged; `reference_samples_id` names the earlier evaluation whose reference rows it reuses."""
+    row = Evaluation(
+        checkpoint_id=checkpoint_id,
+        reference_id=reference_id,
+        judge=judge,
+        n_prompts=n_prompts,
+        win_rate=win_rate,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        reference_key=reference_key,
+        reference_samples_id=reference_samples_id,
+        details=details,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 class EvaluationSamplesError(PvarLoopError, ValueError):
     """Evaluation samples that cannot be stored or read as asked (unknown evaluation or side)."""
 

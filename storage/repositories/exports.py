@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from storage.db import select_in
-from storage.models import AnnotationItem, Generation, Label, Prompt, Round
-from storage.statuses import Choice, ItemStatus, RoundStatus
+from storage.models import AnnotationItem, Label
+from storage.repositories.items import items_with_texts, only_decided
 
 
 @dataclass(frozen=True)
@@ -42,36 +42,26 @@ def exported_pairs(
 ) -> list[ExportPair]:
     """Decided items (a/b; ties too with `include_ties`), ordered by round and item; the items of
     cancelled/failed rounds only with `include_cancelled`. Undecided items have no decision: never exported."""
-    ga, gb = aliased(Generation), aliased(Generation)
-    decisions = Choice.voting() if include_ties else Choice.preferring()
-    stmt = (
-        select(AnnotationItem, Round.number, Round.arm, Prompt.source_id, Prompt.text, ga.text, gb.text)
-        .join(Round, Round.id == AnnotationItem.round_id)
-        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
-        .join(ga, ga.id == AnnotationItem.generation_a_id)
-        .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(decisions))
-        .order_by(AnnotationItem.round_id, AnnotationItem.id)
-    )
-    if not include_cancelled:
-        stmt = stmt.where(Round.status.not_in(RoundStatus.freeing_states()))
+    stmt = only_decided(
+        items_with_texts(), include_ties=include_ties, include_cancelled=include_cancelled
+    ).order_by(AnnotationItem.round_id, AnnotationItem.id)
     rows = session.execute(stmt).all()
-    labels = _labels_by_item(session, [row[0].id for row in rows])
+    labels = _labels_by_item(session, [row.AnnotationItem.id for row in rows])
     return [
         ExportPair(
-            item.id,
-            item.round_id,
-            number,
-            arm,
-            item.prompt_id,
-            source_id,
-            prompt,
-            text_a,
-            text_b,
-            item.decision,
-            labels.get(item.id, []),
+            row.AnnotationItem.id,
+            row.AnnotationItem.round_id,
+            row.round_number,
+            row.arm,
+            row.AnnotationItem.prompt_id,
+            row.source_id,
+            row.prompt,
+            row.text_a,
+            row.text_b,
+            row.AnnotationItem.decision,
+            labels.get(row.AnnotationItem.id, []),
         )
-        for item, number, arm, source_id, prompt, text_a, text_b in rows
+        for row in rows
     ]
 
 

@@ -72,15 +72,22 @@ def round_id_for(session: Session, number: int, arm: str = PRODUCTION_ARM) -> in
     return session.scalar(select(Round.id).where(Round.arm == arm, Round.number == number))
 
 
-def round_min_submitted(session: Session, round_id: int, configured: int) -> int:
-    """The answers per item the round needs: the value it recorded at its first step, else `configured`,
-    recorded now (so a later change of the setting applies from the next round on)."""
+def recorded_min_submitted(session: Session, round_id: int) -> int | None:
+    """The answers per item the round recorded at its first step; None before that (reads only)."""
     rnd = session.get(Round, round_id)
     if rnd is None:
         raise LookupError(f"round id {round_id} does not exist")
-    if rnd.min_submitted is None:
-        rnd.min_submitted = configured
     return rnd.min_submitted
+
+
+def record_min_submitted(session: Session, round_id: int, configured: int) -> int:
+    """Record `configured` as the answers per item the round needs unless it recorded a value already (so a
+    later change of the setting applies from the next round on); returns the recorded value."""
+    recorded = recorded_min_submitted(session, round_id)
+    if recorded is not None:
+        return recorded
+    session.get(Round, round_id).min_submitted = configured
+    return configured
 
 
 def collecting_rounds(session: Session, round_id: int | None = None) -> dict[int, int | None]:
@@ -119,6 +126,12 @@ def records_to_withdraw(session: Session) -> dict[int, dict[str, str]]:
     return out
 
 
+def add_items(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert annotation items (id, round_id, prompt_id, generation_a_id, generation_b_id, swapped, audit,
+    status, votes); a round's item for a prompt that is stored already is kept as it is. Returns rows sent."""
+    return upsert(session, AnnotationItem, rows, constraint="uq_annotation_items_round_prompt")
+
+
 def mark_withdrawn(session: Session, item_ids: Sequence[str]) -> int:
     """The items' records were deleted from Argilla: forget the record ids (labels and statuses stay)."""
     if not item_ids:
@@ -129,21 +142,46 @@ def mark_withdrawn(session: Session, item_ids: Sequence[str]) -> int:
     return len(item_ids)
 
 
+def items_with_texts() -> Select:
+    """THE query for annotation items with what a pair is made of: rows (AnnotationItem, round_number, arm,
+    strategy, prompt, source_id, text_a, text_b), in OUR orientation (a = generation_a). Pushing,
+    training and export all read pairs through it."""
+    ga, gb = aliased(Generation), aliased(Generation)
+    return (
+        select(
+            AnnotationItem,
+            Round.number.label("round_number"),
+            Round.arm,
+            Round.strategy,
+            Prompt.text.label("prompt"),
+            Prompt.source_id,
+            ga.text.label("text_a"),
+            gb.text.label("text_b"),
+        )
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
+        .join(ga, ga.id == AnnotationItem.generation_a_id)
+        .join(gb, gb.id == AnnotationItem.generation_b_id)
+    )
+
+
+def only_decided(stmt: Select, *, include_ties: bool = False, include_cancelled: bool = False) -> Select:
+    """items_with_texts() narrowed to THE meaning of "decided" that training and export share: a majority
+    decision of a or b (a tie too with `include_ties`; undecided items never), items of cancelled/failed rounds
+    only with `include_cancelled` (an operator's explicit choice)."""
+    decisions = Choice.voting() if include_ties else Choice.preferring()
+    stmt = stmt.where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(decisions))
+    if not include_cancelled:
+        stmt = stmt.where(Round.status.not_in(RoundStatus.freeing_states()))
+    return stmt
+
+
 def items_to_push(session: Session, round_id: int, *, include_pushed: bool = False) -> list[ItemContent]:
     """Items of a round not yet in Argilla (all of them with include_pushed), ordered by id.
 
     PVar comes from the round's input policy (any reward model's latest value).
     """
-    ga, gb = aliased(Generation), aliased(Generation)
-    stmt = (
-        select(AnnotationItem, Prompt.text, Prompt.source_id, ga.text, gb.text, Round.number, Round.strategy)
-        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
-        .join(ga, ga.id == AnnotationItem.generation_a_id)
-        .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .join(Round, Round.id == AnnotationItem.round_id)
-        .where(AnnotationItem.round_id == round_id)
-        .order_by(AnnotationItem.id)
-    )
+    stmt = items_with_texts().where(AnnotationItem.round_id == round_id).order_by(AnnotationItem.id)
     if not include_pushed:
         stmt = stmt.where(
             or_(AnnotationItem.status == ItemStatus.PENDING, AnnotationItem.argilla_record_id.is_(None))
@@ -153,17 +191,17 @@ def items_to_push(session: Session, round_id: int, *, include_pushed: bool = Fal
         return []
     return [
         ItemContent(
-            id=item.id,
-            round_number=number,
-            strategy=strategy,
-            swapped=item.swapped,
-            prompt=prompt,
-            text_a=text_a,
-            text_b=text_b,
-            argilla_record_id=item.argilla_record_id,
-            source_id=source_id,
+            id=row.AnnotationItem.id,
+            round_number=row.round_number,
+            strategy=row.strategy,
+            swapped=row.AnnotationItem.swapped,
+            prompt=row.prompt,
+            text_a=row.text_a,
+            text_b=row.text_b,
+            argilla_record_id=row.AnnotationItem.argilla_record_id,
+            source_id=row.source_id,
         )
-        for item, prompt, source_id, text_a, text_b, number, strategy in rows
+        for row in rows
     ]
 
 
@@ -291,25 +329,16 @@ def decided_items(
 ) -> list[DecidedPair]:
     """Pairs with a decided a/b preference (ties and undecided items carry no training signal). Items of
     cancelled/failed rounds are left out unless `include_cancelled` (an operator's explicit choice)."""
-    ga, gb = aliased(Generation), aliased(Generation)
-    stmt = (
-        select(AnnotationItem, Prompt.text, ga.text, gb.text)
-        .join(Prompt, Prompt.id == AnnotationItem.prompt_id)
-        .join(ga, ga.id == AnnotationItem.generation_a_id)
-        .join(gb, gb.id == AnnotationItem.generation_b_id)
-        .where(AnnotationItem.status == ItemStatus.DECIDED, AnnotationItem.decision.in_(Choice.preferring()))
-        .order_by(AnnotationItem.round_id, AnnotationItem.id)
+    stmt = only_decided(items_with_texts(), include_cancelled=include_cancelled).order_by(
+        AnnotationItem.round_id, AnnotationItem.id
     )
     if round_ids is not None:
         stmt = stmt.where(AnnotationItem.round_id.in_(list(round_ids)))
-    if not include_cancelled:
-        stmt = stmt.join(Round, Round.id == AnnotationItem.round_id).where(
-            Round.status.not_in(RoundStatus.freeing_states())
-        )
     out = []
-    for item, prompt, text_a, text_b in session.execute(stmt):
+    for row in session.execute(stmt):
+        item, text_a, text_b = row.AnnotationItem, row.text_a, row.text_b
         chosen, rejected = (text_a, text_b) if item.decision == Choice.A else (text_b, text_a)
-        out.append(DecidedPair(item.id, item.round_id, item.prompt_id, prompt, chosen, rejected))
+        out.append(DecidedPair(item.id, item.round_id, item.prompt_id, row.prompt, chosen, rejected))
     return out
 
 

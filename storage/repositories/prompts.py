@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from storage.db import select_in
 from storage.models import Prompt, PromptScore
 from storage.statuses import Metric
+from storage.upsert import upsert
 
 TRAIN, EVAL = "train", "eval"  # Prompt.split values
 
@@ -85,6 +86,12 @@ def source_ids(session: Session, prompt_ids: Sequence[str]) -> dict[str, str | N
         session, lambda chunk: select(Prompt.id, Prompt.source_id).where(Prompt.id.in_(chunk)), prompt_ids
     )
     return dict(rows)
+
+
+def add_prompts(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert prompts (id, text, source, source_id, split, meta[, created_at]); a prompt whose content-hash id
+    is stored already is kept as it is. Returns rows sent."""
+    return upsert(session, Prompt, rows)
 
 
 def existing_prompt_ids(session: Session, prompt_ids: Sequence[str]) -> set[str]:

@@ -63,6 +63,31 @@ def round_counts(session: Session, round_ids: Sequence[int] | None = None) -> di
     return out
 
 
+def add_round(
+    session: Session,
+    *,
+    arm: str,
+    number: int,
+    budget: int,
+    strategy: str,
+    seed: int,
+    policy_in: str | None,
+) -> Round:
+    """Open round `number` of `arm` as planned; returns the row with its id (flushed)."""
+    rnd = Round(
+        arm=arm,
+        number=number,
+        status=RoundStatus.PLANNED,
+        budget=budget,
+        strategy=strategy,
+        seed=seed,
+        policy_in=policy_in,
+    )
+    session.add(rnd)
+    session.flush()
+    return rnd
+
+
 def all_rounds(session: Session, arm: str | None = None) -> list[Round]:
     """Rounds by arm, then number (of one arm, or of all)."""
     stmt = select(Round).order_by(Round.arm, Round.number)

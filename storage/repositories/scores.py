@@ -4,7 +4,7 @@ interrupted (or that another process already wrote) is harmless. Takes a Session
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,32 @@ def upsert_prompt_scores(
         for p, m, k, v in rows
     ]
     return upsert(session, PromptScore, payload, constraint="uq_prompt_scores_key", update=["k", "value"])
+
+
+def put_disagreement(
+    session: Session,
+    checkpoint_id: str,
+    reward_model: str,
+    values: Mapping[str, float],
+    *,
+    k: int,
+    round_id: int | None,
+) -> int:
+    """{prompt_id: 1.0 when the annotator would see a difference in the prompt's pair, else 0.0} as the
+    prompts' Metric.DISAGREE scores (a stored value is replaced; its k and round stay)."""
+    payload = [
+        {
+            "prompt_id": pid,
+            "checkpoint_id": checkpoint_id,
+            "round_id": round_id,
+            "reward_model": reward_model,
+            "metric": Metric.DISAGREE,
+            "k": k,
+            "value": value,
+        }
+        for pid, value in values.items()
+    ]
+    return upsert(session, PromptScore, payload, constraint="uq_prompt_scores_key", update=("value",))
 
 
 def reward_scores_for(

@@ -1,5 +1,7 @@
-"""SQL lives in storage/: no module under loop/ builds or runs a SQLAlchemy query itself; it calls a storage
-repository function (which takes a Session and never commits). storage/ imports nothing of ours above it."""
+"""SQL lives in storage/: no module under loop/ builds or runs a SQLAlchemy query itself, and no module under
+loop/ or annotation/ writes rows itself (session.add/merge/delete, the generic storage.upsert); each calls a
+storage repository function (which takes a Session and never commits). storage/ imports nothing of ours above
+it."""
 
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ QUERY_NAMES = {
     "select", "insert", "update", "delete", "func", "and_", "or_", "not_", "union", "exists", "text",
     "distinct", "case", "literal", "tuple_", "aliased", "Select",
 }  # fmt: skip
-# Session methods that run a statement (session.get(Model, id) and session.add(...) are plain unit-of-work use).
+# Session methods that run a statement (session.get(Model, id) is plain unit-of-work use).
 EXECUTING = {"execute", "scalar", "scalars"}
+# Session methods that write rows: a named repository function does it (storage.repositories.*.add_... etc.).
+WRITING = {
+    "add", "add_all", "merge", "delete", "bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings",
+}  # fmt: skip
 # Modules under loop/ allowed to query anyway, with the reason. Keep it empty unless there is a reason.
 EXCEPTIONS: dict[str, str] = {}
 
@@ -38,6 +44,34 @@ def sql_in(source: str) -> list[str]:
             and node.func.attr in EXECUTING
         ):
             found.append(f"{node.lineno}: calls .{node.func.attr}()")
+    return found
+
+
+def _is_session(node: ast.expr) -> bool:
+    """`session`, `db_session`, `uow.session`, `self.session`: what a unit of work's session is called here."""
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return name == "session" or name.endswith("_session")
+
+
+def writes_in(source: str) -> list[str]:
+    """Where `source` writes rows itself, not through a repository: 'line: what' for each occurrence."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "storage.upsert":
+            found.append(f"{node.lineno}: imports the generic upsert from storage.upsert")
+        elif isinstance(node, ast.ImportFrom) and node.module == "storage":
+            found += [f"{node.lineno}: imports storage.upsert" for a in node.names if a.name == "upsert"]
+        elif isinstance(node, ast.Import):
+            found += [
+                f"{node.lineno}: imports storage.upsert" for a in node.names if a.name == "storage.upsert"
+            ]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in WRITING
+            and _is_session(node.func.value)
+        ):
+            found.append(f"{node.lineno}: calls session.{node.func.attr}()")
     return found
 
 
@@ -65,6 +99,31 @@ def test_no_sql_outside_storage(path: Path):
         pytest.skip(EXCEPTIONS[rel])
     found = sql_in(path.read_text(encoding="utf-8"))
     assert not found, f"{rel} builds SQL itself; move the query into a storage/ repository: {found}"
+
+
+def test_the_checker_sees_writes():
+    assert writes_in("session.add(Round(number=1))\n") == ["1: calls session.add()"]
+    assert writes_in("uow.session.merge(row)\nself.session.add_all(rows)\n") == [
+        "1: calls session.merge()",
+        "2: calls session.add_all()",
+    ]
+    assert writes_in("db_session.delete(row)\n") == ["1: calls session.delete()"]
+    assert writes_in("from storage.upsert import upsert\n") == [
+        "1: imports the generic upsert from storage.upsert"
+    ]
+    assert writes_in("from storage import upsert\n") == ["1: imports storage.upsert"]
+    assert writes_in("import storage.upsert\n") == ["1: imports storage.upsert"]
+    # sets, repositories and Argilla's bulk upsert are not row writes of ours
+    assert writes_in("seen.add(x)\nadd_round(session, number=1)\nupsert_records(dataset, records)\n") == []
+
+
+@pytest.mark.parametrize(
+    "path", _modules("loop") + _modules("annotation"), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_no_row_writes_outside_storage(path: Path):
+    rel = str(path.relative_to(ROOT))
+    found = writes_in(path.read_text(encoding="utf-8"))
+    assert not found, f"{rel} writes rows itself; add a named storage/ repository function for it: {found}"
 
 
 def test_exceptions_are_real_modules():

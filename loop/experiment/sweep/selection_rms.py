@@ -109,17 +109,11 @@ def standin_service(sigma: float, seed: int, model_id: str, gold) -> ScoreServic
 
     def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int | None) -> None:
         from loop.scoring.pool import score_with_scorer
+        from loop.scoring.steps import ScoreRequest
 
         scorer = StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id)
-        score_with_scorer(
-            cfg,
-            uow,
-            scorer,
-            model=cfg.policy.model,
-            checkpoint_id=checkpoint_id,
-            progress=False,
-            round_id=round_id,
-        )
+        request = ScoreRequest(checkpoint_id=checkpoint_id, progress=False, round_id=round_id)
+        score_with_scorer(cfg, uow, scorer, request, model=cfg.policy.model)
 
     return score
 
