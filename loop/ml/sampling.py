@@ -30,8 +30,10 @@ def generate_shared_prefill(
     the same (batch * k, prompt + new) token ids; models whose cache cannot be shared take the plain path.
     """
     params = inspect.signature(model.forward).parameters
+    # transformers 5.20 renamed forward's and generate's past_key_values to cache.
+    cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
     cache_impl = getattr(model.generation_config, "cache_implementation", None)
-    if k == 1 or input_ids.shape[1] < 2 or "cache" not in params or cache_impl not in (None, "dynamic"):
+    if k == 1 or input_ids.shape[1] < 2 or cache_arg is None or cache_impl not in (None, "dynamic"):
         return model.generate(
             input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=k, **generate_kwargs
         )
@@ -45,15 +47,15 @@ def generate_shared_prefill(
             input_ids=input_ids[:, :-1],
             attention_mask=prefix_mask,
             position_ids=positions,
-            cache=cache,
             use_cache=True,
+            **{cache_arg: cache},
             **extra,
         )
     cache.batch_repeat_interleave(k)
     return model.generate(
         input_ids=input_ids.repeat_interleave(k, dim=0),
         attention_mask=attention_mask.repeat_interleave(k, dim=0),
-        cache=cache,
+        **{cache_arg: cache},
         **generate_kwargs,
     )
 
