@@ -101,7 +101,7 @@ def open_engine(model: str, *, runner: str = "generate", dtype: str = "auto", **
     if not torch.cuda.is_available():
         kwargs.setdefault("enforce_eager", True)
         if runner == "generate":
-            kwargs.update(_whole_prefills(model, kwargs))
+            kwargs.update(whole_prefills(kwargs.get("max_model_len") or longest_context(model)))
     key = (str(model), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
 
     def build() -> Any:
@@ -115,19 +115,19 @@ def open_engine(model: str, *, runner: str = "generate", dtype: str = "auto", **
     return _CACHE.get(key, build)
 
 
-def _whole_prefills(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def whole_prefills(longest: int | None) -> dict[str, Any]:
     """Engine settings that never split a prompt's prefill across steps. On CPU a split seeded request crashes
     the engine ("CPU Generator does not use offset": vLLM rewinds the request's generator, which CPU generators
-    cannot), and the loop seeds every request; a batch over 4,096 prompt tokens splits one by default."""
+    cannot), and the loop seeds every request; a batch over 4,096 prompt tokens splits one by default.
+    `longest`: the engine's context length (a whole prompt must fit one step)."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(longest or 0), 4096)}
+
+
+def longest_context(model: str) -> int | None:
+    """The context length a causal LM's config declares (vLLM's default max_model_len)."""
     from loop.ml.loading import model_config
 
-    longest = kwargs.get("max_model_len")
-    if longest is None:
-        longest = getattr(model_config(model, "policy").get_text_config(), "max_position_embeddings", None)
-    return {
-        "enable_chunked_prefill": False,
-        "max_num_batched_tokens": max(int(longest or 0), 4096),
-    }
+    return getattr(model_config(model, "policy").get_text_config(), "max_position_embeddings", None)
 
 
 def shutdown(engine: Any) -> None:

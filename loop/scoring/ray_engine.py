@@ -67,8 +67,10 @@ def score_with_ray(
     from loop.ml.generation import resolve_backend
 
     backend = resolve_backend(g.backend, model)
-    # ray.data.llm's vLLM stage places engines on GPUs; on CPU the actors below wrap the in-process backend.
-    if backend == "vllm" and s.gpus_per_worker > 0:
+    if g.backend == "auto" and s.gpus_per_worker == 0:
+        # ray.data.llm's vLLM stage wants GPU workers: on CPU workers auto keeps the transformers actors.
+        backend = "transformers"
+    if backend == "vllm":
         from loop.scoring.ray_vllm import score_pool_vllm
 
         return score_pool_vllm(uow, s, job, model, cfg.policy.dtype, knobs, scorer_kwargs)
