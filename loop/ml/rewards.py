@@ -122,7 +122,43 @@ def unused_token_id(rows: list[list[int]], preferred: int | None, vocab_size: in
     return next(i for i in range(vocab_size) if i not in present)
 
 
-class RewardScorer:
+class ScorerInputs:
+    """What every reward scorer does before its model runs: check the call, encode each pair as the model reads
+    it (encode_reward_inputs), and record which responses are too long to be read whole. A scorer sets
+    model_id, max_length and _tokenizer; score() calls _inputs with its engine (None once closed)."""
+
+    model_id: str
+    max_length: int
+    _tokenizer: Any
+    last_exclusions: dict[int, str]
+
+    @property
+    def too_long_reason(self) -> str:
+        return f"response longer than [reward] max_length={self.max_length} tokens even without its prompt"
+
+    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int] | None]:
+        return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
+
+    def _inputs(self, prompts: list[str], responses: list[str], engine: Any) -> list[list[int] | None]:
+        """Token ids per pair, None (and an entry in last_exclusions) where the response is too long."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        if engine is None:
+            raise RuntimeError(f"reward scorer for {self.model_id!r} was closed")
+        ids = self._encode(prompts, responses) if prompts else []
+        self.last_exclusions = {i: self.too_long_reason for i, row in enumerate(ids) if row is None}
+        if self.last_exclusions:
+            log.warning(
+                "reward model %r: %d of %d responses not scored: %s",
+                self.model_id,
+                len(self.last_exclusions),
+                len(ids),
+                self.too_long_reason,
+            )
+        return ids
+
+
+class RewardScorer(ScorerInputs):
     """Scores (prompt, response) pairs with AutoModelForSequenceClassification (num_labels=1).
 
     model_id is the hub id or directory as given; store it with every score so scores from different reward
@@ -150,37 +186,14 @@ class RewardScorer:
         # The pad id the model's own config names (often eos, or none): what it reads alone depends on it.
         self._own_pad_id = self._model.config.get_text_config().pad_token_id
 
-    @property
-    def too_long_reason(self) -> str:
-        return f"response longer than [reward] max_length={self.max_length} tokens even without its prompt"
-
-    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int] | None]:
-        return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
-
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Raw reward logits, float64, one per (prompt, response) pair, in input order.
 
         NaN where the response is too long to be read whole (last_exclusions maps those indexes to the
         reason); a longer prompt loses its start instead (encode_reward_inputs).
         """
-        if len(prompts) != len(responses):
-            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-        if self._model is None:
-            raise RuntimeError(f"reward scorer for {self.model_id!r} was closed")
-        if not prompts:
-            self.last_exclusions = {}
-            return np.zeros(0, dtype=np.float64)
         start = time.perf_counter()
-        ids = self._encode(prompts, responses)
-        self.last_exclusions = {i: self.too_long_reason for i, row in enumerate(ids) if row is None}
-        if self.last_exclusions:
-            log.warning(
-                "reward model %r: %d of %d responses not scored: %s",
-                self.model_id,
-                len(self.last_exclusions),
-                len(ids),
-                self.too_long_reason,
-            )
+        ids = self._inputs(prompts, responses, self._model)
         order = sorted((i for i, row in enumerate(ids) if row is not None), key=lambda i: len(ids[i]))
         scores = np.full(len(ids), np.nan, dtype=np.float64)
         for b in range(0, len(order), self.batch_size):

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from loop.ml.loading import ModelLoadError, check_reward_model, load_tokenizer
-from loop.ml.rewards import encode_reward_inputs, is_decoder, read_alone, readable_max_length
+from loop.ml.rewards import ScorerInputs, is_decoder, read_alone, readable_max_length
 from loop.ml.vllm_engine import open_engine
 
 log = logging.getLogger(__name__)
 
 
-class VllmRewardScorer:
+class VllmRewardScorer(ScorerInputs):
     """RewardScorer's contract (score, last_exclusions, too_long_reason, close) on a vLLM pooling engine."""
 
     def __init__(
@@ -55,22 +55,10 @@ class VllmRewardScorer:
 
         self._params = PoolingParams(use_activation=False)
 
-    @property
-    def too_long_reason(self) -> str:
-        return f"response longer than [reward] max_length={self.max_length} tokens even without its prompt"
-
-    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int] | None]:
-        return encode_reward_inputs(self._tokenizer, prompts, responses, self.max_length)
-
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Raw reward logits, float64, in input order; NaN (and last_exclusions) where a response is too long."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-        if self._llm is None:
-            raise RuntimeError(f"reward scorer for {self.model_id!r} was closed")
         start = time.perf_counter()
-        ids = self._encode(prompts, responses)
-        self.last_exclusions = {i: self.too_long_reason for i, row in enumerate(ids) if row is None}
+        ids = self._inputs(prompts, responses, self._llm)
         scores = np.full(len(ids), np.nan, dtype=np.float64)
         kept = [i for i, row in enumerate(ids) if row is not None]
         if kept:
