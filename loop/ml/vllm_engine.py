@@ -83,9 +83,12 @@ class _EngineCache:
         return engine
 
     def close_all(self) -> None:
+        if not self._engines:
+            return
         while self._engines:
             _, engine = self._engines.popitem(last=False)
             shutdown(engine)
+        _leave_process_group()
 
 
 _CACHE = _EngineCache()
@@ -139,6 +142,14 @@ def shutdown(engine: Any) -> None:
         except Exception as e:  # a dead worker must not stop the others being shut down
             log.warning("vLLM engine shutdown: %s", e)
     release_memory()
+
+
+def _leave_process_group() -> None:
+    """An in-process engine opens torch.distributed's default group (world size 1) and leaves it open after
+    shutdown; a DPO run later in this process would then find one and refuse to open its own."""
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    cleanup_dist_env_and_memory()
 
 
 def close_all_engines() -> None:

@@ -39,6 +39,12 @@ PROMPTS = [
 LOOP_BATCH = [f"Question {i}: say something about the number {i * 7}." for i in range(64)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _engines_closed_after_the_module():
+    yield
+    vllm_engine.close_all_engines()
+
+
 @pytest.fixture(scope="module")
 def eos_policy(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny policy with its EOS logit tied to one hidden unit, so about half of all steps end the answer:
@@ -208,4 +214,8 @@ def test_engines_are_cached_per_model_and_shut_down_on_request(tiny_models: Tiny
     c = VllmGenerator(str(tiny_models.policy_dir), **knobs)
     assert c._llm is not a._llm
     assert c.generate(PROMPTS[:1], k=2, seed=0)[0]
+    assert torch.distributed.is_initialized()  # an in-process engine holds the default process group
+    vllm_engine.close_all_engines()
+    # ...and gives it back: DPO in the same process opens its own (it refused "twice" before).
+    assert not torch.distributed.is_initialized()
     torch.manual_seed(0)  # engines touch the global RNG on start; later tests must not depend on it
