@@ -88,6 +88,7 @@ def _argilla_up(cfg, root, port: int | None) -> int:
             f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
             "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
         )
+        _print_links(cfg)
         return 0
     info = _start_on_configured_port(cfg, root, port)
     how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
@@ -100,13 +101,31 @@ def _argilla_up(cfg, root, port: int | None) -> int:
     print(
         f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
         f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
-        f"{info.workspace!r} (it appears after the first `pvar-loop push`)."
+        f"{info.workspace!r} (it appears after the first `pvar-loop push`) through the link below."
     )
+    if not _print_links(cfg):
+        print(
+            "The link that sorts their queue by priority is printed by the round's push (and `pvar-loop status`)."
+        )
     print(
         f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
         "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
     )
     return 0
+
+
+def _print_links(cfg) -> bool:
+    """The priority link(s) annotators should open now (loop.cli.common.annotator_links); False if none."""
+    from loop.cli.common import annotator_links
+    from storage.errors import PvarLoopError
+
+    try:
+        lines = annotator_links(cfg, _client(cfg))
+    except PvarLoopError:  # the stack is up; a hint that cannot be had is no reason to fail `up`
+        return False
+    for line in lines:
+        print(line)
+    return bool(lines)
 
 
 def _argilla_down(cfg, root, *, force: bool, purge: bool) -> int:
@@ -279,7 +298,10 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    print(f"annotate at {dataset.round_url(args.round)}  (this round, in priority order)")
+    from annotation.dataset import link_lines
+    from loop.rounds.steps import record_links
+
+    print("\n".join(link_lines(*record_links(uow, dataset, rid))))
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
     return 0

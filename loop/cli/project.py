@@ -108,6 +108,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage.db import UnitOfWork
     from storage.repositories import queries
     from storage.repositories.items import audit_outcomes
+    from storage.repositories.operator_commands import recent_commands
     from storage.repositories.reward_refreshes import refresh_rows
     from storage.repositories.scores import reward_exclusion_counts
 
@@ -122,10 +123,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             "database": _database_url(cfg),
             "pool": queries.pool_summary(session),
             "rounds": rounds,
-            "labels": queries.label_count(session),
+            "answers": queries.label_count(session),
             "annotators": queries.answers_per_annotator(session),
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
+            "operator_commands": recent_commands(session),
             "scheduler": scheduler_status(session, cfg),
             "new_rounds": new_rounds_status(session, cfg),
             "audit": audit_summary(audit_outcomes(session)),
