@@ -377,6 +377,7 @@ def _pull_summary(pulled) -> dict:
         "items_changed": report.items_changed,
         "decided": report.decided,
         "undecided": report.undecided,
+        "ties": report.ties,
         "waiting": report.waiting,
         "closed_items": report.closed_items,
         "late_labels": report.late_labels,
@@ -393,12 +394,12 @@ def _pull_summary(pulled) -> dict:
 def _print_pull(pulled, round_number: int | None) -> None:
     report, withdrawn, progress = pulled.report, pulled.withdrawn, pulled.progress
     print(
-        f"read {report.responses} responses on {report.records} records: {report.new_labels} new labels, "
+        f"read {report.responses} responses on {report.records} records: {report.new_labels} new answers, "
         f"{report.updated_labels} updated, {report.drafts} drafts"
     )
-    print(
-        f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
-        f"answers ({report.items_changed} changed by this pull)"
+    print(  # the units of `status` (loop.cli.rounds.UNITS): decided = an a/b majority, a tie apart
+        f"items: {report.decided - report.ties} decided, {report.ties} ties, {report.undecided} undecided, "
+        f"{report.waiting} waiting for answers ({report.items_changed} changed by this pull)"
     )
     if progress is not None:
         print(
