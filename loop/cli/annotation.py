@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from loop.cli.common import UserError, add_command, config_from, open_engine, positive_int, print_json
+from loop.cli.common import (
+    UserError,
+    add_command,
+    config_from,
+    open_engine,
+    positive_int,
+    print_annotator_links,
+    print_json,
+)
 from storage.statuses import PRODUCTION_ARM, RoundStatus
 
 
@@ -50,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--all", action="store_true", help="re-send items already pushed (updates their records)")
 
     s = add_command(
-        sub, "pull", cmd_pull, help="store annotators' answers as labels and aggregate them per item"
+        sub,
+        "pull",
+        cmd_pull,
+        help="store annotators' answers and aggregate them per item (decided, tie, undecided)",
     )
     s.add_argument("--round", type=positive_int, metavar="N", help="only this round (default: every round)")
     s.add_argument(
@@ -88,7 +99,7 @@ def _argilla_up(cfg, root, port: int | None) -> int:
             f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
             "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
         )
-        _print_links(cfg)
+        print_annotator_links(cfg)
         return 0
     info = _start_on_configured_port(cfg, root, port)
     how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
@@ -103,7 +114,7 @@ def _argilla_up(cfg, root, port: int | None) -> int:
         f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
         f"{info.workspace!r} (it appears after the first `pvar-loop push`) through the link below."
     )
-    if not _print_links(cfg):
+    if not print_annotator_links(cfg):
         print(
             "The link that sorts their queue by priority is printed by the round's push (and `pvar-loop status`)."
         )
@@ -112,20 +123,6 @@ def _argilla_up(cfg, root, port: int | None) -> int:
         "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
     )
     return 0
-
-
-def _print_links(cfg) -> bool:
-    """The priority link(s) annotators should open now (loop.cli.common.annotator_links); False if none."""
-    from loop.cli.common import annotator_links
-    from storage.errors import PvarLoopError
-
-    try:
-        lines = annotator_links(cfg, _client(cfg))
-    except PvarLoopError:  # the stack is up; a hint that cannot be had is no reason to fail `up`
-        return False
-    for line in lines:
-        print(line)
-    return bool(lines)
 
 
 def _argilla_down(cfg, root, *, force: bool, purge: bool) -> int:

@@ -138,3 +138,17 @@ def annotator_links(cfg, client) -> list[str]:
     if dataset is None:
         return []
     return [f"annotate at {dataset.annotation_url}  (every round, in priority order; no round is open now)"]
+
+
+def print_annotator_links(cfg, client=None) -> bool:
+    """Print annotator_links (the configured Argilla's client unless given); False when there is none, or
+    when Argilla cannot say: the command succeeded, and a hint that cannot be had is no reason to fail it."""
+    from loop.argilla_client import connect_client
+
+    try:
+        lines = annotator_links(cfg, client if client is not None else connect_client(cfg))
+    except PvarLoopError:
+        return False
+    for line in lines:
+        print(line)
+    return bool(lines)

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", choices=["train", "eval"], default="train")
     s.add_argument("--skip-invalid", action="store_true", help="write valid rows, report the rest")
 
-    s = add_command(sub, "status", cmd_status, help="pool, rounds, labels and evaluations")
+    s = add_command(
+        sub, "status", cmd_status, help="pool, rounds (items, answers, decided, ties) and evaluations"
+    )
     s.add_argument("--json", action="store_true")
 
 
