@@ -57,10 +57,9 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
-    report = push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+    push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))  # logs its own summary
     number, links = record_links(uow, dataset, round_id)
-    log.info("round %s: %s items in Argilla", number, report.pushed, extra={"event": "push", "round": number})
-    for line in link_lines(number, links):
+    for line in link_lines(number, links):  # where annotators start: the push's line in `run`'s log
         log.info("round %s: %s", number, line, extra={"event": "push", "round": number})
 
 
