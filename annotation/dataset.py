@@ -119,6 +119,26 @@ class DatasetHandle:
         return f"{self.annotation_url}&metadata=round.ge{round_number}.le{round_number}"
 
 
+EVERYONE = ""  # queue_links' key of the link every annotator shares
+
+
+def queue_links(dataset: DatasetHandle, round_number: int) -> dict[str, str]:
+    """THE priority link(s) of a round: who -> the annotation page sorted by priority and filtered to the round
+    (EVERYONE: one dataset that every annotator shares). Every command that shows the link reads this (or the
+    copy recorded on the round at its push)."""
+    return {EVERYONE: dataset.round_url(round_number)}
+
+
+def link_lines(round_number: int, links: dict[str, str]) -> list[str]:
+    """How every command says where to annotate a round: one line per link."""
+    return [
+        f"annotate at {url}  (round {round_number}, in priority order)"
+        if who == EVERYONE
+        else f"annotator {who}: {url}  (round {round_number}, in priority order)"
+        for who, url in sorted(links.items())
+    ]
+
+
 # The web UI keeps its sort and filters in the query string (sort=<entity>.<name>.<order>); without a sort
 # Argilla shows each annotator the queue in a per-user random order.
 SORT_BY_PRIORITY = "sort=metadata.priority.asc"

@@ -243,7 +243,12 @@ class SelectionConfig(_Section):
         description="Which prompts go to annotators: highest PVar (pvar), a baseline (low-pvar, reward-gap, "
         "random) or the whole pool (full); the experiment's random-disagree arm is not offered here.",
     )
-    budget: int = Field(64, ge=0, description="Labels (prompts) per round; 0 pauses new rounds.")
+    budget: int = Field(
+        64,
+        ge=0,
+        description="Items per round: prompts sent for labelling, each answered by [argilla] min_submitted "
+        "annotators (so up to budget x min_submitted answers); 0 pauses new rounds.",
+    )
     seed: int = Field(
         0, description="Round seed (plus the round number): tie-breaks, the random strategy, A/B sides."
     )

@@ -22,7 +22,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, Metric, RoundStatus, TrainingRunStatus
+from storage.statuses import (
+    PRODUCTION_ARM,
+    Choice,
+    CommandState,
+    ItemStatus,
+    Metric,
+    RoundStatus,
+    TrainingRunStatus,
+)
 from storage.types import StrEnumType, UTCDateTime
 
 # Deterministic constraint names: Alembic can then drop/alter them on every backend.
@@ -155,6 +163,9 @@ class Round(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deadline_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    queue_links: Mapped[dict[str, Any] | None] = mapped_column(
+        comment="where annotators label the round, recorded at its push: who ('' = everyone) -> URL"
+    )
 
 
 class RoundScoring(Base):
@@ -363,12 +374,33 @@ class LoopSetting(Base):
 
 
 class OperatorAction(Base):
+    """The audit log: who did what, with what (done at once; see OperatorCommand for queued ones)."""
+
     __tablename__ = "operator_actions"
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OperatorCommand(Base):
+    """A round command (cancel, advance) given while a scheduler runs: the scheduler carries it out at its next
+    tick, under its lease, and records the outcome here (what `status` shows)."""
+
+    __tablename__ = "operator_commands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command: Mapped[str] = mapped_column(String(20), comment="cancel | advance")
+    arm: Mapped[str] = mapped_column(String(100), default=PRODUCTION_ARM)
+    round_number: Mapped[int]
+    reason: Mapped[str | None] = mapped_column(Text, comment="a cancel's reason")
+    actor: Mapped[str] = mapped_column(String(200))
+    state: Mapped[CommandState] = mapped_column(
+        StrEnumType(CommandState, 10), default=CommandState.PENDING, index=True
+    )
+    outcome: Mapped[str | None] = mapped_column(Text, comment="what the scheduler did, or why it could not")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
 
 
 class SchedulerLock(Base):

@@ -198,3 +198,12 @@ def is_production_arm(arm: str) -> bool:
     strategies, so each stays a pure strategy under one fixed reward model. Experiment names cannot be
     PRODUCTION_ARM (loop.experiment.runner refuses it), so the name alone decides."""
     return arm == PRODUCTION_ARM
+
+
+class CommandState(StrEnum):
+    """An operator command recorded while a scheduler runs (`operator_commands.state`): pending until the
+    scheduler's next tick carries it out, then done or failed (the outcome says what happened)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from loop.cli.common import UserError, add_command, config_from, open_engine, positive_int, print_json
+from loop.cli.common import (
+    UserError,
+    add_command,
+    config_from,
+    open_engine,
+    positive_int,
+    print_annotator_links,
+    print_json,
+)
 from storage.statuses import PRODUCTION_ARM, RoundStatus
 
 
@@ -50,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--all", action="store_true", help="re-send items already pushed (updates their records)")
 
     s = add_command(
-        sub, "pull", cmd_pull, help="store annotators' answers as labels and aggregate them per item"
+        sub,
+        "pull",
+        cmd_pull,
+        help="store annotators' answers and aggregate them per item (decided, tie, undecided)",
     )
     s.add_argument("--round", type=positive_int, metavar="N", help="only this round (default: every round)")
     s.add_argument(
@@ -88,6 +99,7 @@ def _argilla_up(cfg, root, port: int | None) -> int:
             f"Argilla is already up at {before.url} (the local stack under {root}); nothing started. "
             "`pvar-loop argilla status` shows its processes, `pvar-loop status` the loop"
         )
+        print_annotator_links(cfg)
         return 0
     info = _start_on_configured_port(cfg, root, port)
     how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
@@ -100,8 +112,12 @@ def _argilla_up(cfg, root, port: int | None) -> int:
     print(
         f"Annotators sign in at {info.url}/sign-in with the username and password printed by "
         f"`pvar-loop annotators add NAME`,\nthen open dataset {cfg.argilla.dataset!r} in workspace "
-        f"{info.workspace!r} (it appears after the first `pvar-loop push`)."
+        f"{info.workspace!r} (it appears after the first `pvar-loop push`) through the link below."
     )
+    if not print_annotator_links(cfg):
+        print(
+            "The link that sorts their queue by priority is printed by the round's push (and `pvar-loop status`)."
+        )
     print(
         f"Owner account {info.username!r}: password and API key in {root / 'stack.json'} "
         "(readable by you only). Stop with `pvar-loop argilla down` (the data stays)."
@@ -279,7 +295,10 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    print(f"annotate at {dataset.round_url(args.round)}  (this round, in priority order)")
+    from annotation.dataset import link_lines
+    from loop.rounds.steps import record_links
+
+    print("\n".join(link_lines(*record_links(uow, dataset, rid))))
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
     return 0
@@ -355,6 +374,7 @@ def _pull_summary(pulled) -> dict:
         "items_changed": report.items_changed,
         "decided": report.decided,
         "undecided": report.undecided,
+        "ties": report.ties,
         "waiting": report.waiting,
         "closed_items": report.closed_items,
         "late_labels": report.late_labels,
@@ -371,12 +391,12 @@ def _pull_summary(pulled) -> dict:
 def _print_pull(pulled, round_number: int | None) -> None:
     report, withdrawn, progress = pulled.report, pulled.withdrawn, pulled.progress
     print(
-        f"read {report.responses} responses on {report.records} records: {report.new_labels} new labels, "
+        f"read {report.responses} responses on {report.records} records: {report.new_labels} new answers, "
         f"{report.updated_labels} updated, {report.drafts} drafts"
     )
-    print(
-        f"items: {report.decided} decided, {report.undecided} undecided, {report.waiting} waiting for "
-        f"answers ({report.items_changed} changed by this pull)"
+    print(  # the units of `status` (loop.cli.rounds.UNITS): decided = an a/b majority, a tie apart
+        f"items: {report.decided - report.ties} decided, {report.ties} ties, {report.undecided} undecided, "
+        f"{report.waiting} waiting for answers ({report.items_changed} changed by this pull)"
     )
     if progress is not None:
         print(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from loop.cli.common import UserError, add_command, config_from, open_engine, print_json
+from loop.cli.common import (
+    UserError,
+    add_command,
+    config_from,
+    open_engine,
+    print_annotator_links,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +73,7 @@ def _annotators_add(args, cfg, client) -> int:
     print(f"  password:   {cred.password}")
     print(f"  API key:    {cred.api_key}   (for scripts and the annotator bot)")
     print("Store these now; they are not shown again.")
+    print_annotator_links(cfg, client)
     return 0
 
 

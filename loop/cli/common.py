@@ -115,3 +115,40 @@ def holding_lease(cfg, uow=None) -> Iterator[None]:
             yield
     except LockHeld as e:
         raise UserError(f"{e}; it moves the rounds by itself: stop it to work by hand") from None
+
+
+def annotator_links(cfg, client) -> list[str]:
+    """Where annotators start (`argilla up`, `annotators add`): the open round's priority link(s) while it is
+    ready for them, else the dataset sorted by priority, else nothing (no dataset before the first push)."""
+    from annotation.dataset import link_lines, open_dataset
+    from storage.db import UnitOfWork
+    from storage.repositories.rounds import links_ready
+
+    try:
+        with UnitOfWork(open_engine(cfg))() as session:
+            ready = links_ready(session)
+    except PvarLoopError:  # no project database yet: Argilla alone can still say where to go
+        ready = None
+    if ready is not None:
+        return link_lines(*ready)
+    try:
+        dataset = open_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace)
+    except PvarLoopError:  # what went wrong with the dataset is for push/pull to say, not for this hint
+        return []
+    if dataset is None:
+        return []
+    return [f"annotate at {dataset.annotation_url}  (every round, in priority order; no round is open now)"]
+
+
+def print_annotator_links(cfg, client=None) -> bool:
+    """Print annotator_links (the configured Argilla's client unless given); False when there is none, or
+    when Argilla cannot say: the command succeeded, and a hint that cannot be had is no reason to fail it."""
+    from loop.argilla_client import connect_client
+
+    try:
+        lines = annotator_links(cfg, client if client is not None else connect_client(cfg))
+    except PvarLoopError:
+        return False
+    for line in lines:
+        print(line)
+    return bool(lines)

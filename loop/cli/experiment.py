@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pvar-matched)",
     )
     s.add_argument("--rounds", type=int, default=2, help="rounds per arm (default 2)")
-    s.add_argument("--budget", type=int, help="labels per round and arm (default: [selection] budget)")
+    s.add_argument("--budget", type=int, help="items per round and arm (default: [selection] budget)")
     s.add_argument("--replay", metavar="FILE", help="UltraFeedback-style JSONL: top X%% by PVar vs full")
     s.add_argument("--top-fraction", type=float, default=0.1, help="replay: share of the pool for PVar (0.1)")
     s.add_argument(

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", choices=["train", "eval"], default="train")
     s.add_argument("--skip-invalid", action="store_true", help="write valid rows, report the rest")
 
-    s = add_command(sub, "status", cmd_status, help="pool, rounds, labels and evaluations")
+    s = add_command(
+        sub, "status", cmd_status, help="pool, rounds (items, answers, decided, ties) and evaluations"
+    )
     s.add_argument("--json", action="store_true")
 
 
@@ -108,6 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage.db import UnitOfWork
     from storage.repositories import queries
     from storage.repositories.items import audit_outcomes
+    from storage.repositories.operator_commands import recent_commands
     from storage.repositories.reward_refreshes import refresh_rows
     from storage.repositories.scores import reward_exclusion_counts
 
@@ -122,10 +125,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             "database": _database_url(cfg),
             "pool": queries.pool_summary(session),
             "rounds": rounds,
-            "labels": queries.label_count(session),
+            "answers": queries.label_count(session),
             "annotators": queries.answers_per_annotator(session),
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
+            "operator_commands": recent_commands(session),
             "scheduler": scheduler_status(session, cfg),
             "new_rounds": new_rounds_status(session, cfg),
             "audit": audit_summary(audit_outcomes(session)),

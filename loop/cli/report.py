@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "report",
         cmd_report,
-        help="write an HTML page with plots (PVar per round, eval vs labels per arm, agreement, budget)",
+        help="write an HTML page with plots (PVar per round, eval vs answers per arm, agreement, budget)",
     )
     s.add_argument("--out", metavar="DIR", help="output directory (default: <data_dir>/report)")
 

@@ -74,7 +74,7 @@ def _set(args: argparse.Namespace, key: str, value: str) -> int:
     with uow() as session:
         start = set_setting(session, key, value, from_round=args.from_round)
         pool = count_train_prompts(session)
-    print(f"{key} = {value} from round {start} on")
+    print(f"{key} = {value}{' items' if key == 'budget' else ''} from round {start} on")
     if key == "budget" and int(value) == 0:
         print("budget 0: no new round will start until the budget is raised")
     elif key == "budget" and int(value) > pool:
@@ -90,56 +90,72 @@ def cmd_round(args: argparse.Namespace) -> int:
     cfg, uow = open_uow(args)
     if args.round_command == "start":
         rnd, message = start_round(uow, cfg)
-        if rnd is not None:
-            with uow() as session:
-                from loop.rounds.operator_settings import record_action
+        if rnd is None:  # one round at a time, or new rounds paused: a refusal like every other
+            raise UserError(message)
+        with uow() as session:
+            from loop.rounds.operator_settings import record_action
 
-                record_action(session, "start round", {"round": rnd.number})
-            message += f"\nnext: {_next_line(cfg, uow, rnd.number)}"
-        print(message)
-        return 0 if rnd is not None else 1
+            record_action(session, "start round", {"round": rnd.number})
+        print(f"{message}\nnext: {_next_line(cfg, uow, rnd.number)}")
+        return 0
     if args.round_command == "cancel":
+        if _queued_for_scheduler(args, cfg, uow):
+            return 0
         with holding_lease(cfg, uow):  # a by-hand transition: not while a scheduler works on the round
             print(cancel_round(uow, args.number, args.reason))
         print(_withdraw_after_cancel(cfg, uow))
         return 0
     if args.round_command == "advance":
+        if _queued_for_scheduler(args, cfg, uow):
+            return 0
         return _advance(args, cfg, uow)
     rounds = rounds_with_next(cfg, uow)
     if args.json:
         print_json(rounds)
         return 0
+    for line in units_lines(rounds):
+        print(line)
     for r in rounds:
         print(f"round {r['number']}: {r['status']} ({r['strategy']}, budget {r['budget']}, {_numbers(r)})")
         if r["reason"]:
             print(f"  {r['reason']}")
         if r["next"] is not None:
             print(f"  {describe_next(r['next'])}")
+        for line in round_link_lines(r):
+            print(f"  {line}")
     if not any(r["next"] for r in rounds):
         print("no open round; next: pvar-loop round start")
     return 0
 
 
 def _withdraw_after_cancel(cfg, uow) -> str:
-    """Take the cancelled round's waiting records out of the annotators' queue (answers so far are stored
-    first). The cancel stands when Argilla cannot be reached: the next push or pull (by hand or by the
-    scheduler) withdraws them before anything else."""
-    from loop.rounds.steps import withdraw
-    from storage.errors import PvarLoopError
+    """Take the cancelled round's waiting records out of the annotators' queue (what it did, or a warning)."""
+    from loop.rounds.operator_commands import withdraw_text
 
-    try:
-        report = withdraw(cfg, uow)
-    except PvarLoopError as e:
-        return (
-            f"warning: its records stay in Argilla's queue for now ({e}); the next `pvar-loop push` or "
-            "`pull` (or the scheduler's) removes them"
-        )
-    if report is None or not report.withdrawn:
-        return "no records of it were waiting in Argilla"
-    return (
-        f"withdrew {report.withdrawn} waiting records from Argilla ({report.labels} answers on them stored "
-        "first; kept, not trained on)"
+    text = withdraw_text(cfg, uow)
+    return f"warning: {text}" if text.startswith("its records stay") else text
+
+
+def _queued_for_scheduler(args: argparse.Namespace, cfg, uow) -> bool:
+    """While `pvar-loop run` holds the lease, record the command for it (carried out at its next tick) and
+    say so; False when no scheduler runs (the command is done here, by hand)."""
+    from loop.rounds.operator_commands import describe, queue_command
+    from loop.rounds.scheduler import running_scheduler
+
+    with uow() as session:
+        holder = running_scheduler(session, cfg)
+    if holder is None:
+        return False
+    arm = getattr(args, "arm", PRODUCTION_ARM)
+    reason = getattr(args, "reason", None)
+    command_id = queue_command(uow, args.round_command, args.number, arm=arm, reason=reason)
+    print(
+        f"scheduler {holder} is running: recorded {describe(args.round_command, args.number, reason)} as "
+        f"operator command #{command_id}; the scheduler carries it out at its next tick (every "
+        f"{cfg.scheduler.tick_seconds} s, after the step it may be running) and logs it; `pvar-loop status` "
+        "shows it pending, then done"
     )
+    return True
 
 
 def rounds_with_next(cfg, uow, arm: str | None = PRODUCTION_ARM) -> list[dict]:
@@ -149,18 +165,46 @@ def rounds_with_next(cfg, uow, arm: str | None = PRODUCTION_ARM) -> list[dict]:
 
     from loop.rounds.state import next_step
     from storage.repositories import queries
-    from storage.repositories.rounds import round_by_number
+    from storage.repositories.rounds import READY_FOR_ANNOTATORS, round_by_number
 
     with uow() as session:
         rows = [r for r in queries.rounds_summary(session) if arm is None or r["arm"] == arm]
         for r in rows:
-            nxt = next_step(session, cfg, round_by_number(session, r["number"], r["arm"]))
+            rnd = round_by_number(session, r["number"], r["arm"])
+            nxt = next_step(session, cfg, rnd)
             r["next"] = asdict(nxt) if nxt else None
+            ready = rnd.status in READY_FOR_ANNOTATORS and rnd.queue_links
+            r["queue_links"] = dict(rnd.queue_links) if ready else None  # the priority link(s), while open
     return rows
 
 
 def _numbers(r: dict) -> str:
-    return f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['labels']} labels"
+    return (
+        f"{r['items']} items, {r['answered']} answered, {r['decided']} decided, {r['ties']} ties, "
+        f"{r['answers']} answers"
+    )
+
+
+# The units every view of a round uses, named once (issue 26): status, round status, pull, README, config help.
+UNITS = (
+    "items = prompts sent for labelling (the budget counts items); answers = one annotator's answer to one "
+    "item (discards included); answered = items with their min_submitted answers; decided = items with an a/b "
+    "majority; ties = items whose majority is tie"
+)
+
+
+def units_lines(rounds: list[dict]) -> list[str]:
+    """The units, and the decision rule wherever a round needs two or more answers per item."""
+    if not rounds:
+        return []
+    lines = [f"units: {UNITS}"]
+    for m in sorted({r["min_submitted"] for r in rounds if (r.get("min_submitted") or 1) >= 2}):
+        extra = "one discard" if m == 2 else f"{m - 1} discards"
+        lines.append(
+            f"rule: one vote plus {extra} decides an item under min_submitted = {m} (a discard counts as an "
+            "answer but does not vote)"
+        )
+    return lines
 
 
 def describe_next(nxt: dict) -> str:
@@ -183,7 +227,16 @@ def _advance(args: argparse.Namespace, cfg, uow) -> int:
     moved = f"{before} -> {after}" if after != before else f"still {after}"
     print(f"round {args.number}: {moved}" + (f" ({row['reason']})" if row["reason"] else ""))
     print(describe_next(row["next"]) if row["next"] else "next: pvar-loop round start")
+    for line in round_link_lines(row):
+        print(line)
     return 0
+
+
+def round_link_lines(r: dict) -> list[str]:
+    """The priority link(s) of a rounds_with_next row while annotators can label the round; else nothing."""
+    from annotation.dataset import link_lines
+
+    return link_lines(r["number"], r["queue_links"]) if r.get("queue_links") else []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -193,7 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--log-json", action="store_true", help="structured JSON logs, one object per line")
 
     for name, handler, what in (
-        ("budget", cmd_budget, "labels per round (0 pauses new rounds)"),
+        ("budget", cmd_budget, "items per round: prompts sent for labelling (0 pauses new rounds)"),
         ("strategy", cmd_strategy, "selection strategy"),
     ):
         s = add_command(sub, name, handler, help=f"set the {what}")

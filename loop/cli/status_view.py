@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from loop.cli.rounds import describe_next
+from loop.cli.rounds import describe_next, round_link_lines, units_lines
 
 ROUND_COLUMNS = (
     ("round", "<"),
@@ -15,7 +15,8 @@ ROUND_COLUMNS = (
     ("items", ">"),
     ("answered", ">"),
     ("decided", ">"),
-    ("labels", ">"),
+    ("ties", ">"),
+    ("answers", ">"),
     ("agreement", ">"),
 )
 
@@ -48,9 +49,10 @@ def render(status: dict) -> list[str]:
     """The human summary: database, pool, labels, annotators, scheduler, new rounds, audit, rounds table (with
     each open round's next step), evaluations, recent operator actions."""
     lines = [f"database:   {status['database']}", f"pool:       {_pool(status['pool'])}"]
-    lines.append(f"labels:     {status['labels']} collected")
+    lines.append(f"answers:    {status['answers']} collected (one annotator's answer to one item each)")
     lines += _annotators(status["annotators"])
     lines.append(_scheduler_line(status["scheduler"]))
+    lines += command_lines(status.get("operator_commands", []))
     lines.append(_new_rounds(status["new_rounds"]))
     lines.append(status["audit"]["sentence"])
     if status["audit"].get("margin_sentence"):
@@ -77,6 +79,21 @@ def render(status: dict) -> list[str]:
             payload = ", ".join(f"{k} {v}" for k, v in (a["payload"] or {}).items())
             lines.append(f"  {a['at']} {a['actor']}: {a['action']}" + (f" ({payload})" if payload else ""))
     return lines
+
+
+def command_lines(commands: list[dict]) -> list[str]:
+    """Round commands given while a scheduler ran: pending ones (carried out at its next tick) and the latest
+    done or failed, with what came of them."""
+    if not commands:
+        return []
+    out = ["operator commands (for the running scheduler; carried out at its next tick):"]
+    for c in commands:
+        what = f"#{c['id']} {c['command']} round {c['round']} by {c['actor']} at {c['requested_at']}"
+        if c["state"] == "pending":
+            out.append(f"  {what}: pending")
+        else:
+            out.append(f"  {what}: {c['state']} at {c['done_at']}: {c['outcome']}")
+    return out
 
 
 def _pool(pool: dict) -> str:
@@ -128,7 +145,7 @@ def refresh_line(r: dict) -> str:
 def _new_rounds(new: dict) -> str:
     if new["paused"]:
         return f"new rounds: paused ({new['why']})"
-    return f"new rounds: round {new['next_round']} next, {new['strategy']} budget {new['budget']}"
+    return f"new rounds: round {new['next_round']} next, {new['strategy']} budget {new['budget']} items"
 
 
 def _agreement_cell(a: dict | None) -> str:
@@ -145,7 +162,7 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
             "round": f"{r['arm']}/{r['number']}",
             "status": str(r["status"]),
             "strategy": str(r["strategy"]),
-            **{k: str(r[k]) for k in ("budget", "items", "answered", "decided", "labels")},
+            **{k: str(r[k]) for k in ("budget", "items", "answered", "decided", "ties", "answers")},
             "agreement": _agreement_cell(r.get("agreement")),
         }
         for r in rounds
@@ -156,6 +173,7 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
         return "  ".join(f"{cells[c]:{align}{widths[c]}}" for c, align in ROUND_COLUMNS).rstrip()
 
     out = ["rounds (agreement: share of items with 2+ votes where every annotator agrees):"]
+    out += [f"  {u}" for u in units_lines(rounds)]
     out.append("  " + line({c: c for c, _ in ROUND_COLUMNS}))
     for r, row in zip(rounds, rows, strict=True):
         out.append("  " + line(row))
@@ -165,6 +183,7 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
             out.append(f"    {r['reason']}")
         if r.get("next") is not None:
             out.append(f"    {describe_next(r['next'])}")
+        out += [f"    {line}" for line in round_link_lines(r)]
     return out
 
 

@@ -149,7 +149,7 @@ def _pts(v: float) -> str:
 
 
 def sentence(cumulative: dict[str, Any], rounds: int) -> str:
-    """Whether PVar-selected labels carry more signal (decided rate) than random ones so far, honestly."""
+    """Whether PVar-selected items carry more signal (decided rate) than random ones so far, honestly."""
     pvar, audit = cumulative["pvar"]["decided"], cumulative["audit"]["decided"]
     cannot = "Audit: cannot tell yet whether PVar items carry more signal than random ones"
     if audit["n"] == 0:
@@ -164,9 +164,9 @@ def sentence(cumulative: dict[str, Any], rounds: int) -> str:
         f"{_pts(d['diff'])} pts [{_pts(lo)}, {_pts(hi)}] {over}"
     )
     if lo > 0:
-        return f"{facts}: PVar-selected labels carry more signal than random ones so far."
+        return f"{facts}: PVar-selected items carry more signal than random ones so far."
     if hi < 0:
-        return f"{facts}: PVar-selected labels carry less signal than random ones so far."
+        return f"{facts}: PVar-selected items carry less signal than random ones so far."
     return f"{facts}: cannot tell yet, the interval contains 0."
 
 

@@ -51,7 +51,7 @@ CAPTIONS = {
     "decided.",
 }
 TITLES = {
-    "eval": "Eval metric vs cumulative labels",
+    "eval": "Eval metric vs cumulative answers",
     "pvar": "PVar of the pool per round",
     "agreement": "Label agreement",
     "budget": "Budget use per round",

@@ -122,7 +122,7 @@ def plot_pvar(data: ReportData, path: Path) -> bool:
 
 
 def plot_eval(data: ReportData, path: Path) -> bool:
-    """Win rate vs the reference (with its interval) against cumulative labels, one line per arm."""
+    """Win rate vs the reference (with its interval) against cumulative answers, one line per arm."""
     if not data.curves:
         return False
     plt = _plt()
@@ -151,7 +151,7 @@ def plot_eval(data: ReportData, path: Path) -> bool:
         )
     ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1, label="reference (0.5)")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    xlabel = "cumulative labels (annotator answers)"
+    xlabel = "cumulative answers (one annotator's answer to one item)"
     ax.set_xlabel(xlabel + ("; arms nudged sideways to keep intervals apart" if n > 1 else ""))
     ax.set_ylabel("win rate vs reference")
     ax.set_title(f"Eval: win rate vs {data.eval_reference} (judge {data.eval_judge})", fontsize=10)

@@ -1,4 +1,4 @@
-"""What operators steer: the per-round label budget and the selection strategy, set from a round on, and every
+"""What operators steer: the per-round budget of items and the selection strategy, set from a round on, and every
 such action recorded (who / when / what) for `status`."""
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def parse_budget(raw: str | int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise OperatorError(f"budget must be a whole number of labels, got {raw!r}") from None
+        raise OperatorError(
+            f"budget must be a whole number of items (prompts sent for labelling), got {raw!r}"
+        ) from None
     if value < 0:
         raise OperatorError(f"budget must be 0 (pause new rounds) or more, got {value}")
     return value

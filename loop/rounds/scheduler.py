@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LOCK = "scheduler"
 TICK_JOB, POLL_JOB = "pvar-loop-tick", "pvar-loop-poll"
+BY_HAND = "by-hand:"  # the lease holder's prefix while a by-hand command moves a round
 
 
 def _context(config_path: str | None, holder: str | None):
@@ -40,13 +41,17 @@ def _context(config_path: str | None, holder: str | None):
 def tick_job(config_path: str | None, holder: str | None = None) -> None:
     """Advance the open round as far as it goes now (or start the next one). `holder` (absent in jobs stored
     before fencing, which `run` replaces at start) is the lease this work is fenced by."""
+    from loop.rounds.operator_commands import carry_out_pending
     from loop.rounds.state import Services, tick
     from storage.locks import LeaseLost
 
     cfg, uow = _context(config_path, holder)
     try:
+        services = Services.default()
+        # Commands given while this scheduler runs (`round cancel/advance`) first, under the same fenced uow.
+        carry_out_pending(uow, cfg, services)
         was_open = _round_open(uow)
-        message = tick(uow, cfg, Services.default())
+        message = tick(uow, cfg, services)
         level = _tick_level(message, idle=not was_open and not _round_open(uow))
         log.log(level, "tick: %s", message, extra={"event": "tick"})
     except LeaseLost as e:  # the heartbeat thread stops the scheduler; this job records nothing more
@@ -128,6 +133,15 @@ def scheduler_status(session, cfg: Config) -> dict:
         "heartbeat_age_s": round(age, 1),
         "since": lease.acquired_at.isoformat(timespec="seconds"),
     }
+
+
+def running_scheduler(session, cfg: Config) -> str | None:
+    """The holder of a live `pvar-loop run` lease (None: none runs, its lease is stale, or a by-hand command
+    holds it): the scheduler that a round command given now is queued for."""
+    state = scheduler_status(session, cfg)
+    if state["state"] != "running" or state["holder"].startswith(BY_HAND):
+        return None
+    return state["holder"]
 
 
 def holder_name() -> str:
@@ -297,7 +311,7 @@ def by_hand(cfg: Config, uow=None) -> Iterator[None]:
 
     engine = make_engine(cfg.database_url)
     heartbeat_every = heartbeat_interval(cfg.scheduler.tick_seconds)
-    holder = f"by-hand:{holder_name()}"
+    holder = f"{BY_HAND}{holder_name()}"
     try:
         acquire(engine, LOCK, holder, heartbeat_every * 3)
         beat = Heartbeat(engine, holder, heartbeat_every, lambda: None)

@@ -52,11 +52,29 @@ def push_order(cfg: Config, uow: UnitOfWork, round_id: int) -> list[str]:
 
 
 def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
+    from annotation.dataset import link_lines
     from annotation.gateway import push_items
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
-    push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+    push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))  # logs its own summary
+    number, links = record_links(uow, dataset, round_id)
+    for line in link_lines(number, links):  # where annotators start: the push's line in `run`'s log
+        log.info("round %s: %s", number, line, extra={"event": "push", "round": number})
+
+
+def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str, str]]:
+    """Record the round's priority link(s) (annotation.dataset.queue_links) for `status`, `round status` and
+    the other commands that show them; returns (round number, links)."""
+    from annotation.dataset import queue_links
+    from storage.models import Round
+    from storage.repositories.rounds import record_queue_links
+
+    with uow() as session:
+        number = session.get(Round, round_id).number
+        links = queue_links(dataset, number)
+        record_queue_links(session, round_id, links)
+    return number, links
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:

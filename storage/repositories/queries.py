@@ -50,10 +50,14 @@ def rounds_summary(session: Session) -> list[dict[str, Any]]:
             "reason": r.reason,
             "strategy": r.strategy,
             "budget": r.budget,
+            # The units (loop.cli.status_view.UNITS): items sent for labelling, answered by enough annotators,
+            # decided a/b (a tie is counted apart), and answers = one annotator's answer each.
             "items": counts.get(r.id, none).items,
             "answered": counts.get(r.id, none).answered,
-            "decided": counts.get(r.id, none).decided,
-            "labels": counts.get(r.id, none).labels,
+            "decided": counts.get(r.id, none).decided_ab,
+            "ties": counts.get(r.id, none).ties,
+            "answers": counts.get(r.id, none).labels,
+            "min_submitted": r.min_submitted,
             "policy_in": r.policy_in,
             "policy_out": r.policy_out,
             "scoring": costs.get(r.id),  # candidates drawn, prompts scored, samples, seconds (None: none yet)

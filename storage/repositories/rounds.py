@@ -165,3 +165,19 @@ def first_reason(session: Session, statuses: Sequence[RoundStatus]) -> str | Non
 
 def round_status(session: Session, number: int, arm: str = PRODUCTION_ARM) -> RoundStatus | None:
     return session.scalar(select(Round.status).where(Round.arm == arm, Round.number == number))
+
+
+def record_queue_links(session: Session, round_id: int, links: dict[str, str]) -> None:
+    """Where annotators label the round (annotation.dataset.queue_links), recorded at its push."""
+    session.get(Round, round_id).queue_links = dict(links)
+
+
+def links_ready(session: Session, arm: str = PRODUCTION_ARM) -> tuple[int, dict[str, str]] | None:
+    """(number, links) of the arm's open round while annotators can label it (pushed or collecting)."""
+    rnd = open_round(session, arm)
+    if rnd is None or rnd.status not in READY_FOR_ANNOTATORS or not rnd.queue_links:
+        return None
+    return rnd.number, dict(rnd.queue_links)
+
+
+READY_FOR_ANNOTATORS = (RoundStatus.PUSHED, RoundStatus.COLLECTING)

@@ -35,7 +35,7 @@ def test_init_ingest_status(tmp_path, monkeypatch, capsys):
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["pool"]["prompts"] == {"train": 2, "eval": 1}
-    assert status["pool"]["train_unscored"] == 2 and status["rounds"] == [] and status["labels"] == 0
+    assert status["pool"]["train_unscored"] == 2 and status["rounds"] == [] and status["answers"] == 0
 
 
 def test_commands_refuse_unmigrated_database(tmp_path):

@@ -83,6 +83,7 @@ def test_three_annotators_conflicts_tie_and_discard(argilla_stack: ArgillaTarget
     assert report.skipped == []
     assert (report.new_labels, report.updated_labels, report.drafts) == (14, 0, 0)
     assert (report.decided, report.undecided, report.waiting) == (3, 1, 1)
+    assert report.ties == 1  # of the decided: `pull` shows decided a/b and ties apart
     assert report.items_changed == 5
     assert _labels(uow) == expected_labels
     assert _items(uow) == {i: e for i, e in zip(ids, EXPECTED, strict=True)}

@@ -124,8 +124,9 @@ def test_guide_by_hand_section_runs_a_round(tmp_path, tiny_models, argilla_stack
 @pytest.mark.slow
 def test_every_state_names_its_by_hand_command(tmp_path, tiny_models, argilla_stack):
     """`push` on a round without items does not say "nothing to push" (exit 0) but names the command that
-    moves it; `round status` names the next command of the open round; `round advance` refuses while a
-    scheduler holds the lease, and refuses a closed or unknown round, each in one line with exit 2."""
+    moves it; `round status` names the next command of the open round; `round advance` while a scheduler holds
+    the lease is recorded for it (tests/integration/loop/rounds/test_operator_commands.py), and a closed or unknown round
+    is refused, each in one line with exit 2."""
     db = f"sqlite:///{tmp_path / 'next.db'}"
     project = make_project(
         tmp_path, tiny_models, database_url=db, argilla=argilla_stack, dataset=unique("next")
@@ -145,13 +146,16 @@ def test_every_state_names_its_by_hand_command(tmp_path, tiny_models, argilla_st
     acquire(engine, LOCK, "other-host:1:abc", 3600, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
     try:
         r = project.cli("round", "advance", "1")
-        assert r.returncode == 2 and "scheduler" in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert _round(uow).status == "planned"
+        assert r.returncode == 0 and "scheduler other-host:1:abc is running" in r.stdout, r.stdout + r.stderr
+        assert "operator command #1" in r.stdout and _round(uow).status == "planned"
     finally:
         release(engine, LOCK, "other-host:1:abc")
 
     assert "planned -> scored" in _ok(project.cli("round", "advance", "1"))
-    assert _round(uow).status == "scored"
+    out = _ok(project.cli("round", "advance", "1"))
+    assert "scored -> pushed" in out and "metadata=round.ge1.le1" in out, out  # the priority link
+    assert "annotate at" in _ok(project.cli("round", "status"))
+    assert _round(uow).status == "pushed"
     out = _ok(project.cli("push", "--round", "1"))  # the by-hand push moves the round as the scheduler would
     assert _round(uow).status == "collecting", out
     assert "next: pvar-loop round advance 1" in _ok(project.cli("round", "status"))

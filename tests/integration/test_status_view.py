@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from loop.cli.status_view import render
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
 from tests.support.annotation_setup import make_round_items
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # item index -> votes: agree, disagree, agree (three annotators), one vote only (not counted)
 VOTES = [
@@ -53,7 +56,8 @@ def test_json_carries_per_round_agreement(project, capsys):
     assert agreement["items"] == 3  # items with 2+ votes
     assert agreement["unanimous"] == pytest.approx(2 / 3)
     assert agreement["pairwise"] == pytest.approx((1 + 0 + 1) / 3)
-    assert rnd["labels"] == 8 and status["labels"] == 8
+    assert rnd["answers"] == 8 and status["answers"] == 8
+    assert (rnd["decided"], rnd["ties"]) == (0, 0)  # nothing aggregated in this fixture
 
 
 def test_human_status_is_a_summary_with_a_rounds_table(project, capsys):
@@ -61,7 +65,7 @@ def test_human_status_is_a_summary_with_a_rounds_table(project, capsys):
     assert "{" not in text and "}" not in text, text  # no raw dicts (pool, payloads)
     lines = text.splitlines()
     assert "pool:       4 train prompts (4 scored, 0 unscored), 0 eval prompts" in lines, text
-    assert "labels:     8 collected" in lines
+    assert "answers:    8 collected (one annotator's answer to one item each)" in lines
     header = next(line for line in lines if line.split()[:2] == ["round", "status"])
     assert header.split() == [
         "round",
@@ -71,15 +75,16 @@ def test_human_status_is_a_summary_with_a_rounds_table(project, capsys):
         "items",
         "answered",
         "decided",
-        "labels",
+        "ties",
+        "answers",
         "agreement",
     ]
     row = next(line for line in lines if line.strip().startswith("main/1"))
     cells = row.split()
-    assert cells[:5] == ["main/1", "collecting", "pvar", "4", "4"] and cells[7] == "8", row
+    assert cells[:5] == ["main/1", "collecting", "pvar", "4", "4"] and cells[8] == "8", row
     assert row.endswith("67% of 3"), row
     assert "next: pvar-loop round advance 1" in text
-    assert "new rounds: round 2 next, pvar budget 6" in lines
+    assert "new rounds: round 2 next, pvar budget 6 items" in lines
     assert "scheduler: not running" in text
     assert any(line.strip().endswith("alice: set budget (value 6, from_round 2, arm main)") for line in lines)
     assert "annotators:" in text
@@ -116,3 +121,29 @@ def test_collecting_round_without_a_deadline_does_not_crash_status(project, uow,
         s.get(Round, project.round_id).deadline_at = None
     text = _out(capsys, "status")
     assert "items answered" in text and "no deadline" in text
+
+
+def test_one_vocabulary_of_units_and_the_decision_rule(project, uow, capsys):
+    """Issue 26: "labels (prompts)" for the budget, "labels" beside "answered", "decided" with ties in the table
+    but not in the audit sentence. Now: items, answers, decided (a/b), ties, named once in `status` and
+    `round status`, the budget in items everywhere it is set, and the min_submitted = 2 rule where it applies."""
+    from loop.cli.rounds import UNITS
+    from loop.config import SelectionConfig
+
+    for args in (["status"], ["round", "status"]):
+        text = _out(capsys, *args)
+        assert f"units: {UNITS}" in text, text
+        assert "labels" not in text, text
+        assert "min_submitted = 2" not in text  # the fixture's round records no overlap of 2
+    with uow() as s:
+        s.get(Round, project.round_id).min_submitted = 2
+    for args in (["status"], ["round", "status"]):
+        assert "rule: one vote plus one discard decides an item under min_submitted = 2" in _out(
+            capsys, *args
+        )
+    assert _out(capsys, "budget", "set", "5").startswith("budget = 5 items from round")
+    assert SelectionConfig.model_fields["budget"].description.startswith("Items per round: prompts sent")
+    assert "labels (prompts)" not in (ROOT / "docs" / "configuration.md").read_text()
+    for doc in ("README.md", "docs/operators.md"):
+        text = (ROOT / doc).read_text()
+        assert "labels (prompts)" not in text and "labels per round" not in text, doc

@@ -86,7 +86,7 @@ def test_annotators_push_pull_commands(
     assert pulled["round_progress"] == {"total": 6, "completed": 6, "pending": 0}
     assert main([*cli, "pull"]) == 0
     out = capsys.readouterr().out
-    assert "0 new labels" in out
+    assert "0 new answers" in out and " ties, " in out
     assert f"1 draft not submitted ({drafter.username}: 1)" in out
     with uow() as s:
         assert s.scalar(select(func.count(Label.id))) == 6  # the draft is not a label

@@ -194,3 +194,34 @@ def test_argilla_up_refuses_a_taken_configured_port(tmp_path, monkeypatch, sqlit
     err = capsys.readouterr().err
     assert f"port {port} from [argilla] url" in err and "Traceback" not in err
     assert not (tmp_path / "data" / "argilla" / "stack.json").exists()
+
+
+def test_the_priority_link_on_every_path_that_readies_a_round(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """Issue 26: the link that sorts the queue by priority and filters it to the round was printed by `push`
+    only; `annotators add`, `argilla up` (here: already up), `round status` and `status` show it too."""
+    if argilla_stack.root is None:
+        pytest.skip("an external Argilla server: `argilla up` has no local stack to find")
+    make_round_items(uow, 2, status=RoundStatus.COLLECTING)
+    name = unique("ds-link")
+    cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack, name)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "argilla").symlink_to(argilla_stack.root)  # `argilla up` finds the session's stack
+    assert main([*cli, "annotators", "add", unique("ann-early")]) == 0
+    assert "annotate at" not in capsys.readouterr().out  # no dataset yet: nothing to link to
+    assert main([*cli, "push", "--round", "1"]) == 0
+    [link] = [w for w in capsys.readouterr().out.split() if "/annotation-mode?" in w]
+    dataset = open_dataset(owner(argilla_stack), name, argilla_stack.workspace)
+    assert (
+        link
+        == f"{argilla_stack.url}/dataset/{dataset.id}/annotation-mode?sort=metadata.priority.asc&metadata=round.ge1.le1"
+    )
+    for argv in (
+        ["annotators", "add", unique("ann-late")],
+        ["argilla", "up"],
+        ["round", "status"],
+        ["status"],
+    ):
+        assert main([*cli, *argv]) == 0, argv
+        assert f"annotate at {link}  (round 1, in priority order)" in capsys.readouterr().out, argv

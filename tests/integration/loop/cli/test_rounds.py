@@ -24,8 +24,8 @@ def project(tmp_path, monkeypatch):
     ("value", "message"),
     [
         ("-1", "budget must be 0 (pause new rounds) or more, got -1"),
-        ("2.5", "budget must be a whole number of labels, got '2.5'"),
-        ("ten", "budget must be a whole number of labels, got 'ten'"),
+        ("2.5", "budget must be a whole number of items (prompts sent for labelling), got '2.5'"),
+        ("ten", "budget must be a whole number of items (prompts sent for labelling), got 'ten'"),
     ],
 )
 def test_bad_budgets_rejected(project, capsys, value, message):
@@ -36,8 +36,8 @@ def test_bad_budgets_rejected(project, capsys, value, message):
 def test_budget_zero_pauses_and_large_budget_says_so(project, capsys):
     assert main(["budget", "set", "0"]) == 0
     assert "no new round will start" in capsys.readouterr().out
-    assert main(["round", "start"]) == 1
-    assert "new rounds are paused" in capsys.readouterr().out
+    assert main(["round", "start"]) == 2
+    assert "error: budget is 0 for round 1: new rounds are paused" in capsys.readouterr().err
     assert main(["budget", "set", "50"]) == 0
     assert "the pool has 5 train prompts" in capsys.readouterr().out
 
@@ -70,8 +70,8 @@ def test_budget_applies_from_next_round_and_actions_recorded(project, capsys):
     assert main(["strategy", "set", "random", "--from-round", "2"]) == 0
     assert main(["round", "start"]) == 0
     assert "round 1 started (pvar, budget 4)" in capsys.readouterr().out
-    assert main(["round", "start"]) == 1
-    assert "round 1 is still planned" in capsys.readouterr().out
+    assert main(["round", "start"]) == 2
+    assert "error: round 1 is still planned" in capsys.readouterr().err
     assert main(["round", "cancel", "1"]) == 0
     assert main(["round", "start"]) == 0
     assert "round 2 started (random, budget 4)" in capsys.readouterr().out
@@ -102,3 +102,38 @@ def test_budget_is_written_from_an_int_and_read_back_as_one(project):
         assert stored == {"budget": "6", "strategy": "random"}
         with pytest.raises(TypeError, match="from an int"):
             settings.put_setting(s, settings.BUDGET, "7", from_round=1)
+
+
+# Every way an operator command is refused (issue 26): the argv, then what the one-line error must say.
+REFUSALS = [
+    (["budget", "set", "0"], None),  # not a refusal: pauses, so that `round start` below is refused
+    (["round", "start"], "new rounds are paused"),
+    (["budget", "set", "-2"], "budget must be 0"),
+    (["strategy", "set", "best"], "unknown strategy"),
+    (["budget", "set", "2"], None),
+    (["round", "start"], None),
+    (["round", "start"], "round 1 is still planned; one round at a time"),
+    (["budget", "set", "3", "--from-round", "1"], "applies from round 2 on"),
+    (["round", "advance", "7"], "no round 7"),
+    (["round", "cancel", "7"], "no round 7"),
+    (["round", "cancel", "1"], None),
+    (["round", "cancel", "1"], "round 1 is already cancelled"),
+    (["round", "advance", "1"], "round 1 is cancelled: a closed round does not move"),
+    (["ingest", "missing.jsonl"], "missing.jsonl"),
+    (["train", "--round", "1"], "round 1"),
+    (["evaluate"], "no trained checkpoint yet"),
+]
+
+
+def test_every_refusal_is_one_error_line_with_exit_2(project, capsys):
+    """Issue 26: `round start` under budget 0 exited 1 without `error:`. Each refusal: exit 2, nothing on
+    stdout, one line on stderr starting `error: ` that says why."""
+    for argv, why in REFUSALS:
+        code = main(argv)
+        out, err = capsys.readouterr()
+        if why is None:
+            assert code == 0, (argv, out, err)
+            continue
+        assert code == 2, (argv, code, out, err)
+        assert out == "" and err.startswith("error: ") and err.count("\n") == 1, (argv, out, err)
+        assert why in err, (argv, err)

@@ -88,7 +88,8 @@ def test_status_report_and_experiment_agree(uow, cfg):
     status, report, experiment = _views(uow, cfg)
     for number, want in ((1, EXPECTED_1), (2, EXPECTED_2)):
         key = (ARM, number)
-        assert (status[key]["items"], status[key]["labels"]) == (want.items, want.labels)
+        assert (status[key]["items"], status[key]["answers"]) == (want.items, want.labels)
+        assert (status[key]["decided"], status[key]["ties"]) == (want.decided_ab, want.ties)  # a tie apart
         r = report[key]
         assert (r.items, r.pushed, r.pending, r.decided, r.ties, r.undecided, r.labels) == (
             want.items,
@@ -126,7 +127,7 @@ def test_every_view_reads_round_counts(uow, cfg, monkeypatch):
     monkeypatch.setattr(round_repo, "round_counts", lambda session, round_ids=None: {r1: fake, r2: fake})
     status, report, experiment = _views(uow, cfg)
     key = (ARM, 1)
-    assert (status[key]["items"], status[key]["labels"]) == (101, 108)
+    assert (status[key]["items"], status[key]["answers"]) == (101, 108)
     r = report[key]
     assert (r.items, r.pushed, r.pending, r.decided, r.ties, r.undecided, r.labels) == (
         101,

@@ -71,7 +71,7 @@ def test_sentence_says_more_signal_only_when_the_interval_excludes_0():
     lo, hi = newcombe(112, 140, 8, 20)
     assert s["sentence"] == (
         f"PVar items: 80% decided vs 40% for audit items, +40 pts [{100 * lo:+.0f}, {100 * hi:+.0f}] over 2 "
-        "rounds: PVar-selected labels carry more signal than random ones so far."
+        "rounds: PVar-selected items carry more signal than random ones so far."
     )
     assert [r["round"] for r in s["rounds"]] == [1, 2]
 
