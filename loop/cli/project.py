@@ -59,7 +59,30 @@ def cmd_init(args: argparse.Namespace) -> int:
     engine = open_engine(cfg, check_head=False, create=True)
     upgrade(engine)
     print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    for line in init_notes(cfg):
+        print(line)
     return 0
+
+
+def init_notes(cfg) -> list[str]:
+    """What an operator must know before the first round: who judges, and any model that is not here."""
+    from loop.ml.loading import available_offline
+
+    e = cfg.evaluation
+    notes = []
+    if e.judge == "human":
+        notes.append(
+            f'evaluation: judge = "human": after each round\'s training, annotators compare the new and the initial '
+            f"policy on up to {e.human_prompts} eval prompts (dataset {cfg.argilla.dataset}-eval); "
+            '[evaluation] judge = "verifier" for prompts with checkable constraints, or a reward model of its own'
+        )
+    for key, model in (("[policy] model", cfg.policy.model), ("[reward] model", cfg.reward.model)):
+        if not available_offline(model):
+            notes.append(
+                f"models: {key} = {model!r} is not here (no local directory, not in the Hugging Face cache): "
+                f"download it while online (`hf download {model}`) or set {key} to a local directory"
+            )
+    return notes
 
 
 def cmd_db(args: argparse.Namespace) -> int:
