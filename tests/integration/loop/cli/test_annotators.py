@@ -194,3 +194,35 @@ def test_argilla_up_refuses_a_taken_configured_port(tmp_path, monkeypatch, sqlit
     err = capsys.readouterr().err
     assert f"port {port} from [argilla] url" in err and "Traceback" not in err
     assert not (tmp_path / "data" / "argilla" / "stack.json").exists()
+
+
+def test_annotators_bot_labels_its_pending_records_through_the_cli(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """Issue 26: the annotator bot has a command; it answers as the annotator whose key it is given."""
+    items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
+    name = unique("ds-bot")
+    cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack, name)
+    who = unique("ann-bot")
+    assert main([*cli, "annotators", "add", who]) == 0
+    out = capsys.readouterr().out
+    api_key = re.search(r"API key:\s+(\S+)", out).group(1)
+    assert "pvar-loop annotators bot" in out  # `add` names the command the key is for
+    assert main([*cli, "push", "--round", "1"]) == 0
+    capsys.readouterr()
+
+    monkeypatch.delenv("PVAR_LOOP_BOT_API_KEY", raising=False)
+    assert main([*cli, "annotators", "bot"]) == 2
+    assert "set PVAR_LOOP_BOT_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("PVAR_LOOP_BOT_API_KEY", api_key)
+    assert main([*cli, "annotators", "bot", "--limit", "2", "--seed", "3"]) == 0
+    assert f"{who} answered 2 records in {name!r}" in capsys.readouterr().out
+    assert main([*cli, "annotators", "bot"]) == 0
+    assert f"{who} answered 1 records" in capsys.readouterr().out
+    responses = _responses(argilla_stack, name)
+    assert {i: [r["user_id"] is not None for r in responses[i]] for i in items.item_ids} == {
+        i: [True] for i in items.item_ids
+    }
+    assert main([*cli, "pull"]) == 0
+    with uow() as s:
+        assert {lb.annotator for lb in s.scalars(select(Label))} == {who}
