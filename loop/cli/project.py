@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from loop.cli.common import UserError, add_command, config_from, open_engine, print_json
+from storage.errors import PvarLoopError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -159,11 +160,50 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for c, rm, why, n in reward_exclusion_counts(session)
             ],
         }
+    status["drafts"] = argilla_drafts(cfg)
     if args.json:
         print_json(status)
         return 0
-    print("\n".join(render(status)))
+    print("\n".join([*render(status), *drafts_lines(status["drafts"])]))
     return 0
+
+
+def argilla_drafts(cfg) -> dict | None:
+    """{"by_annotator": {name: drafts}} read from Argilla, {"error": why} when it cannot be read, None when no
+    Argilla is configured or running. One quick try: `status` must not hang on an Argilla that is down."""
+    import httpx
+
+    from annotation.api import Backoff, connect
+    from annotation.dataset import open_dataset
+    from annotation.progress import drafts_by_annotator
+    from loop.argilla_client import ArgillaConfigError, argilla_target
+
+    try:
+        url, key = argilla_target(cfg)
+    except ArgillaConfigError:
+        return None
+    once = Backoff(attempts=1)
+    try:
+        dataset = open_dataset(
+            connect(url, key, timeout=5, backoff=once), cfg.argilla.dataset, cfg.argilla.workspace
+        )
+        return {"by_annotator": {} if dataset is None else drafts_by_annotator(dataset, backoff=once)}
+    except (PvarLoopError, httpx.HTTPError) as e:
+        return {"error": str(e)}
+
+
+def drafts_lines(drafts: dict | None) -> list[str]:
+    if not drafts:
+        return []
+    if "error" in drafts:
+        return [f"drafts: not read from Argilla ({drafts['error']})"]
+    if not drafts["by_annotator"]:
+        return []
+    who = ", ".join(f"{name} {n}" for name, n in drafts["by_annotator"].items())
+    return [
+        f"drafts saved, not submitted (not answers): {who}; a saved draft leaves the annotator's queue "
+        '("You have no pending records"): ask them to open the Draft filter and submit'
+    ]
 
 
 def _database_url(cfg) -> str:

@@ -211,6 +211,16 @@ def test_annotators_bot_labels_its_pending_records_through_the_cli(
     assert main([*cli, "push", "--round", "1"]) == 0
     capsys.readouterr()
 
+    # A saved draft: `status` lists it by annotator, read from Argilla (issue 26).
+    with uow() as s:
+        record_id = s.get(AnnotationItem, items.item_ids[0]).argilla_record_id
+    bot_user = SimpleNamespace(username=who, api_key=api_key)
+    respond(argilla_stack, bot_user, record_id, "draft", preference="a")
+    assert main([*cli, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drafts"] == {"by_annotator": {who: 1}}
+    assert main([*cli, "status"]) == 0
+    assert f"drafts saved, not submitted (not answers): {who} 1" in capsys.readouterr().out
+
     monkeypatch.delenv("PVAR_LOOP_BOT_API_KEY", raising=False)
     assert main([*cli, "annotators", "bot"]) == 2
     assert "set PVAR_LOOP_BOT_API_KEY" in capsys.readouterr().err
@@ -226,3 +236,6 @@ def test_annotators_bot_labels_its_pending_records_through_the_cli(
     assert main([*cli, "pull"]) == 0
     with uow() as s:
         assert {lb.annotator for lb in s.scalars(select(Label))} == {who}
+    capsys.readouterr()
+    assert main([*cli, "status", "--json"]) == 0  # the bot submitted over its draft: none left
+    assert json.loads(capsys.readouterr().out)["drafts"] == {"by_annotator": {}}
