@@ -45,7 +45,8 @@ VISIBLE_METADATA = ("round", "priority")  # filterable / sortable by annotators
 RULES = (
     "Pick the response a careful user would rather receive: correct and honest first, then helpful, then "
     "clear. Choose Tie only when neither is clearly better (not when both are merely fine or both long). "
-    "Length and the A/B order mean nothing."
+    "Length and the A/B order mean nothing. Saved a draft? It is not an answer yet: if the queue says "
+    '"You have no pending records", switch its status filter from Pending to Draft and submit them.'
 )
 
 GUIDELINES = """\
@@ -69,7 +70,8 @@ The rationale is optional; one sentence on why helps us audit disagreements.
 Responses are shown as plain text: code fences, `<tags>` and Markdown appear exactly as the model wrote them.
 Work through the queue in **priority** order (the link you were given sorts by it; priority 1 first) and
 filter on the current **round**. **Save as draft** is not an answer: a draft leaves your Pending queue but is
-not counted until you submit it.
+not counted until you submit it. When the queue says "You have no pending records" but you saved drafts,
+switch the status filter from **Pending** to **Draft** and submit each of them.
 """
 
 _PLAIN_TEXT = "white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;margin:0;font:inherit"

@@ -58,3 +58,22 @@ def round_progress(
         return int(data.get("total") or 0)
 
     return RoundProgress(round_number, total=count(None), completed=count("completed"))
+
+
+def drafts_by_annotator(dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> dict[str, int]:
+    """Annotator -> records they saved as a draft in the dataset and have not submitted (Argilla's per-user
+    progress). A draft is no answer, and it leaves that annotator's Pending queue: "no pending records"."""
+    data = request_json(
+        dataset.http,
+        "GET",
+        f"/api/v1/datasets/{dataset.id}/users/progress",
+        what="drafts per annotator",
+        backoff=backoff,
+    )
+    drafts = {
+        user["username"]: sum(
+            int((user.get(part) or {}).get("draft") or 0) for part in ("completed", "pending")
+        )
+        for user in data.get("users") or []
+    }
+    return {name: n for name, n in sorted(drafts.items()) if n}

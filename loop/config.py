@@ -398,11 +398,14 @@ JUDGES = ("reward", "verifier", "human")  # any other [evaluation] judge value n
 class EvaluationConfig(_Section):
     """Each new checkpoint's win rate against the initial policy on the eval split."""
 
+    # Default "human": the one judge that is neither the selection model (whose win rates flatter the policy)
+    # nor tied to prompts with checkable constraints, and that needs no model of its own.
     judge: str = Field(
-        "reward",
-        description='Win-rate judge: "reward" (the [reward] model, which selection trains the policy to '
-        'please: biased), a reward model id or directory of its own, "verifier" (eval prompts\' constraints) '
-        'or "human" (pairwise comparisons in Argilla, dataset "<[argilla] dataset>-eval").',
+        "human",
+        description='Win-rate judge: "human" (the annotators compare both policies\' answers in Argilla, '
+        'dataset "<[argilla] dataset>-eval"), "verifier" (eval prompts\' constraints), a reward model id or '
+        'directory of its own, or "reward" (the [reward] model, which selection trains the policy to please: '
+        "biased, its win rates flatter the policy).",
     )
     human_prompts: int = Field(
         50,

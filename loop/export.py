@@ -6,6 +6,7 @@ pair (who answered, why, which round, where the prompt came from) and are ignore
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,8 @@ def export_preferences(
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), tmp)
     else:
-        import json
-
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(out)
     return len(rows)
@@ -68,4 +67,31 @@ def export_row(p: ExportPair) -> dict[str, Any]:
         "round_id": p.round_id,
         "prompt_id": p.prompt_id,
         "source_id": p.source_id,
+        # A JSON object as text: its keys differ per file, and a string column concatenates across exports.
+        "prompt_metadata": json.dumps(p.prompt_metadata, ensure_ascii=False, sort_keys=True),
     }
+
+
+def _parquet_schema():
+    """Every column typed, whatever the rows hold: inferred from rows, a column that is null in every row
+    (rationales nobody gave, source ids nobody set) is typed null and clashes with the next export's."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema(
+        [
+            ("prompt", pa.list_(message)),
+            ("chosen", pa.list_(message)),
+            ("rejected", pa.list_(message)),
+            ("decision", pa.string()),
+            ("annotators", pa.list_(pa.string())),
+            ("choices", pa.list_(pa.string())),
+            ("rationales", pa.list_(pa.string())),
+            ("round", pa.int64()),
+            ("arm", pa.string()),
+            ("round_id", pa.int64()),
+            ("prompt_id", pa.string()),
+            ("source_id", pa.string()),
+            ("prompt_metadata", pa.string()),
+        ]
+    )

@@ -42,6 +42,10 @@ class IngestError(PvarLoopError, ValueError):
 class Reject:
     where: str  # "line 7" / "row 7"
     reason: str
+    # What the row held, so it can be fixed and re-ingested: the parsed record, or the raw line when it did not
+    # parse; and its own `id`, when it has one.
+    content: Any = None
+    id: Any = None
 
 
 @dataclass
@@ -101,17 +105,21 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict | Reject]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield where, Reject(where, f"invalid UTF-8 at byte {e.start}")
+                raw_text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                yield where, Reject(where, f"invalid UTF-8 at byte {e.start}", content=raw_text)
                 continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                yield where, Reject(where, f"malformed JSON: {e.msg} (column {e.colno})")
+                yield (
+                    where,
+                    Reject(where, f"malformed JSON: {e.msg} (column {e.colno})", content=line.rstrip("\r\n")),
+                )
                 continue
             if not isinstance(obj, dict):
-                yield where, Reject(where, f"expected a JSON object, got {type(obj).__name__}")
+                yield where, Reject(where, f"expected a JSON object, got {type(obj).__name__}", content=obj)
                 continue
             yield where, obj
 
@@ -150,7 +158,7 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict | Reject]]:
         if not values:
             continue  # a blank line
         if len(values) > len(header):
-            yield where, Reject(where, "more values than header columns")
+            yield where, Reject(where, "more values than header columns", content=values)
             continue
         row = dict(zip(header, values + [None] * (len(header) - len(values)), strict=True))
         record: dict[str, Any] = {k: v for k, v in row.items() if k != "metadata"}
@@ -158,7 +166,10 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict | Reject]]:
             try:
                 record["metadata"] = json.loads(row["metadata"])
             except json.JSONDecodeError as e:
-                yield where, Reject(where, f"metadata column is not JSON: {e.msg}")
+                yield (
+                    where,
+                    Reject(where, f"metadata column is not JSON: {e.msg}", content=row, id=row.get("id")),
+                )
                 continue
         yield where, record
 
@@ -324,6 +335,8 @@ def ingest_file(
                 else _to_row(item, where, split=split, source=path.name, max_chars=max_chars)
             )
             if isinstance(row, Reject):
+                if isinstance(item, dict):  # a parsed row: keep it whole in the reject report
+                    row.content, row.id = item, item.get("id")
                 report.rejects.append(row)
                 continue
             if row["source_id"] is not None:
@@ -386,7 +399,15 @@ def write_reject_report(report: IngestReport, directory: Path) -> Path | None:
     tmp = target.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for r in report.rejects:
-            fh.write(json.dumps({"file": str(report.path), "where": r.where, "reason": r.reason}) + "\n")
+            entry = {
+                "file": str(report.path),
+                "where": r.where,
+                "reason": r.reason,
+                "id": r.id,
+                "row": r.content,
+            }
+            # default=str: a Parquet/datasets row may hold bytes or dates; the report must still be written
+            fh.write(json.dumps(entry, default=str) + "\n")
     tmp.replace(target)
     report.reject_report = target
     return target

@@ -101,7 +101,14 @@ def _argilla_up(cfg, root, port: int | None) -> int:
         )
         print_annotator_links(cfg)
         return 0
-    info = _start_on_configured_port(cfg, root, port)
+    if port is None and before.state in ("stopped", "crashed"):
+        # Restarted in place on the port it ran on (the URL annotators have), whatever [argilla] url says:
+        # start_stack reuses the recorded ports while they are free.
+        from annotation.stack.local_stack import start_stack
+
+        info = start_stack(root, workspace=cfg.argilla.workspace)
+    else:
+        info = _start_on_configured_port(cfg, root, port)
     how = {"crashed": "recovered from a crash", "stopped": "restarted"}.get(before.state)
     print(
         f"Argilla is up at {info.url} ({how} with its data, search index rebuilt, in "

@@ -8,15 +8,20 @@ us: `add` and `reset-password` print them once, on stdout.
 from __future__ import annotations
 
 import argparse
+import os
 
 from loop.cli.common import (
     UserError,
     add_command,
     config_from,
     open_engine,
+    positive_int,
     print_annotator_links,
     print_json,
 )
+
+# The bot's own annotator key: from the environment, not the command line (other users see command lines).
+BOT_KEY_ENV = "PVAR_LOOP_BOT_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +46,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     reset = an.add_parser("reset-password", help="give an annotator a new password and print it (once)")
     reset.add_argument("name", help="username")
+    bot = an.add_parser(
+        "bot",
+        help=f"label an annotator's pending records with a rule, as that annotator (key in ${BOT_KEY_ENV}): "
+        "a dry run of a round, or a stand-in annotator",
+    )
+    bot.add_argument(
+        "--judge",
+        choices=("random", "verifier"),
+        default="random",
+        help="random: a seeded coin per pair; verifier: the response that meets more of the prompt's "
+        "metadata.constraints (ties when equal)",
+    )
+    bot.add_argument("--dataset", help="Argilla dataset (default: [argilla] dataset)")
+    bot.add_argument("--limit", type=positive_int, help="answer at most this many records")
+    bot.add_argument("--seed", type=int, default=0, help="seed of the judge's draws (default 0)")
 
 
 def cmd_annotators(args: argparse.Namespace) -> int:
@@ -54,6 +74,7 @@ def cmd_annotators(args: argparse.Namespace) -> int:
         "list": _annotators_list,
         "remove": _annotators_remove,
         "reset-password": _annotators_reset_password,
+        "bot": _annotators_bot,
     }
     try:
         return handlers[args.annotators_command](args, cfg, client)
@@ -71,7 +92,7 @@ def _annotators_add(args, cfg, client) -> int:
     print(f"  sign in at: {url}/sign-in")
     print(f"  username:   {cred.username}")
     print(f"  password:   {cred.password}")
-    print(f"  API key:    {cred.api_key}   (for scripts and the annotator bot)")
+    print(f"  API key:    {cred.api_key}   (for scripts and `{BOT_KEY_ENV}=KEY pvar-loop annotators bot`)")
     print("Store these now; they are not shown again.")
     print_annotator_links(cfg, client)
     return 0
@@ -166,3 +187,45 @@ def _annotators_reset_password(args, cfg, client) -> int:
     print(f"  password:   {password}")
     print("Store it now; it is not shown again. Their API key is unchanged.")
     return 0
+
+
+def _annotators_bot(args, cfg, client) -> int:
+    """Answer the bot annotator's pending records (its queue, priority first) in the dataset, through the
+    annotator API only: exactly what that person could do in the UI."""
+    from annotation.dataset import open_dataset
+    from annotation.simulated.bot import AnnotatorBot
+
+    key = os.environ.get(BOT_KEY_ENV)
+    if not key:
+        raise UserError(
+            f"annotators bot: set {BOT_KEY_ENV} to the API key of the annotator it answers as "
+            "(`pvar-loop annotators add NAME` prints it)"
+        )
+    name = args.dataset or cfg.argilla.dataset
+    dataset = open_dataset(client, name, cfg.argilla.workspace)
+    if dataset is None:
+        raise UserError(
+            f"no dataset {name!r} in workspace {cfg.argilla.workspace!r} yet (it appears with the first push)"
+        )
+    url = str(client.api_url).rstrip("/")
+    with AnnotatorBot(url, key, _bot_judge(args.judge, args.seed, cfg)) as bot:
+        report = bot.run(dataset.id, limit=args.limit)
+    answers = ", ".join(f"{k} {v}" for k, v in sorted(report.answers.items())) or "nothing pending"
+    print(f"{report.username} answered {report.submitted} records in {name!r} ({answers})")
+    for error in report.errors:
+        print(f"warning: {error}")
+    return 0
+
+
+def _bot_judge(kind: str, seed: int, cfg):
+    from annotation.simulated.judges import RewardJudge
+
+    if kind == "random":  # equal rewards: A with probability 1/2, drawn per pair from the seed
+        return RewardJudge(lambda _prompt, _response: 0.0, seed=seed)
+    from loop.demo.run import verifier_judge
+    from storage.db import UnitOfWork
+    from storage.repositories.prompts import constraints_by_text
+
+    with UnitOfWork(open_engine(cfg))() as session:
+        constraints = constraints_by_text(session)  # every prompt's, by the text records show
+    return verifier_judge(constraints, seed=seed)

@@ -58,19 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
 # Every module logs to logging.getLogger(__name__), so these three loggers hold all of our output.
 PACKAGE_LOGGERS = ("loop", "annotation", "storage")
 
+# Set before the libraries are imported (they read them at import): no "Loading weights", "Tokenizing train
+# dataset" or "Writing model shards" bars unless --verbose. Our own progress (loop.progress) is not affected.
+QUIET_LIBRARY_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+class DemoteToDebug(logging.Filter):
+    """Library output that reaches a logger as a warning (Python warnings such as a FutureWarning, through
+    logging.captureWarnings) is DEBUG for an operator: shown only when that logger is enabled for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
 
 def configure_logging(verbose: bool) -> None:
-    """Our packages at INFO (DEBUG with --verbose); chatty libraries at WARNING unless --verbose."""
+    """Our packages at INFO (DEBUG with --verbose); every library only its warnings and errors, its progress
+    bars and Python warnings at DEBUG: one line per step at INFO."""
     for name in PACKAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The root level is what every library logger without a level of its own inherits (the Argilla SDK's
+    # "UsersAPI: Got user", transformers, datasets, ...): their INFO lines only with --verbose.
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Libraries that log every request, migration step or job run at INFO: only their warnings unless --verbose
     # (APScheduler logs three lines per job run: about 125 lines a minute at the demo's 2 s tick).
     for noisy in ("alembic", "httpx", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    if not any(isinstance(f, DemoteToDebug) for f in warnings_log.filters):
+        warnings_log.addFilter(DemoteToDebug())
+    if not verbose:
+        for key, value in QUIET_LIBRARY_ENV.items():
+            os.environ.setdefault(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:

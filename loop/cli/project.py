@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from loop.cli.common import UserError, add_command, config_from, open_engine, print_json
+from storage.errors import PvarLoopError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +62,30 @@ def cmd_init(args: argparse.Namespace) -> int:
     engine = open_engine(cfg, check_head=False, create=True)
     upgrade(engine)
     print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    for line in init_notes(cfg):
+        print(line)
     return 0
+
+
+def init_notes(cfg) -> list[str]:
+    """What an operator must know before the first round: who judges, and any model that is not here."""
+    from loop.ml.loading import available_offline
+
+    e = cfg.evaluation
+    notes = []
+    if e.judge == "human":
+        notes.append(
+            f'evaluation: judge = "human": after each round\'s training, annotators compare the new and the initial '
+            f"policy on up to {e.human_prompts} eval prompts (dataset {cfg.argilla.dataset}-eval); "
+            '[evaluation] judge = "verifier" for prompts with checkable constraints, or a reward model of its own'
+        )
+    for key, model in (("[policy] model", cfg.policy.model), ("[reward] model", cfg.reward.model)):
+        if not available_offline(model):
+            notes.append(
+                f"models: {key} = {model!r} is not here (no local directory, not in the Hugging Face cache): "
+                f"download it while online (`hf download {model}`) or set {key} to a local directory"
+            )
+    return notes
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -140,11 +164,50 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for c, rm, why, n in reward_exclusion_counts(session)
             ],
         }
+    status["drafts"] = argilla_drafts(cfg)
     if args.json:
         print_json(status)
         return 0
-    print("\n".join(render(status)))
+    print("\n".join([*render(status), *drafts_lines(status["drafts"])]))
     return 0
+
+
+def argilla_drafts(cfg) -> dict | None:
+    """{"by_annotator": {name: drafts}} read from Argilla, {"error": why} when it cannot be read, None when no
+    Argilla is configured or running. One quick try: `status` must not hang on an Argilla that is down."""
+    import httpx
+
+    from annotation.api import Backoff, connect
+    from annotation.dataset import open_dataset
+    from annotation.progress import drafts_by_annotator
+    from loop.argilla_client import ArgillaConfigError, argilla_target
+
+    try:
+        url, key = argilla_target(cfg)
+    except ArgillaConfigError:
+        return None
+    once = Backoff(attempts=1)
+    try:
+        dataset = open_dataset(
+            connect(url, key, timeout=5, backoff=once), cfg.argilla.dataset, cfg.argilla.workspace
+        )
+        return {"by_annotator": {} if dataset is None else drafts_by_annotator(dataset, backoff=once)}
+    except (PvarLoopError, httpx.HTTPError) as e:
+        return {"error": str(e)}
+
+
+def drafts_lines(drafts: dict | None) -> list[str]:
+    if not drafts:
+        return []
+    if "error" in drafts:
+        return [f"drafts: not read from Argilla ({drafts['error']})"]
+    if not drafts["by_annotator"]:
+        return []
+    who = ", ".join(f"{name} {n}" for name, n in drafts["by_annotator"].items())
+    return [
+        f"drafts saved, not submitted (not answers): {who}; a saved draft leaves the annotator's queue "
+        '("You have no pending records"): ask them to open the Draft filter and submit'
+    ]
 
 
 def _database_url(cfg) -> str:

@@ -244,6 +244,7 @@ def prepare_world(
         models = build_tiny_models(cache / TINY_MODELS)  # built once, reused by the next quick demo
         policy, reward, summary = models.policy_dir, models.reward_dir, None
     config = write_config(data_dir, data_dir, policy, reward, p, rounds_seed=0, backend=backend)
+    say(f"[demo] models: policy {policy}, selection reward model {reward} (config {config})")
     cli = [sys.executable, "-m", "loop.cli", "--config", str(config)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PVAR_LOOP_ACTOR": "demo"}
     for cmd in (["db", "upgrade"], ["ingest", str(files[0])], ["ingest", str(files[1]), "--split", "eval"]):

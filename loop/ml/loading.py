@@ -44,6 +44,21 @@ def check_model_ref(model: ModelRef) -> None:
         raise ModelLoadError(f"model directory {model!r} does not exist or is not a directory")
 
 
+def available_offline(model: ModelRef) -> bool:
+    """A local model directory, or a hub id whose config is in the Hugging Face cache (a download may still be
+    partial; this only tells `init` whether to say what to set)."""
+    model = str(model)
+    if Path(model).expanduser().is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:  # HF_HUB_CACHE read here too: the library reads it once, at its import
+        found = try_to_load_from_cache(model, "config.json", cache_dir=os.environ.get("HF_HUB_CACHE"))
+        return isinstance(found, str)
+    except ValueError:  # not a valid repo id either
+        return False
+
+
 def model_config(model: ModelRef, what: str) -> Any:
     from transformers import AutoConfig
 

@@ -50,7 +50,8 @@ def _common_args(output_dir: str, *, bf16: bool, seed: int) -> dict[str, Any]:
         "data_seed": seed,
         "report_to": "none",
         "save_strategy": "no",
-        "disable_tqdm": False,  # a progress bar
+        # The Trainer's own bar and metrics dict are replaced by _QuietTrainerOutput (see _train).
+        "disable_tqdm": True,
     }
 
 
@@ -134,7 +135,36 @@ def run_reward_trainer(
     return _train(trainer, "reward model")
 
 
+def _quiet_trainer_output(trainer, what: str) -> None:
+    """The Trainer prints its metrics dict to stdout (PrinterCallback, or ProgressCallback's bar): the
+    metrics go to DEBUG instead, and the steps to our progress (a bar on a terminal, else a line every 30 s)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from loop.progress import progress
+
+    class QuietTrainerOutput(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress(state.max_steps, what, "step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            log.debug("%s step %d: %s", what, state.global_step, logs)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(QuietTrainerOutput())
+
+
 def _train(trainer, what: str) -> TrainerRun:
+    _quiet_trainer_output(trainer, what)
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0;
        background: #f6f6f4; }
-main { max-width: 1150px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
 h1 { font-size: 26px; margin: 0 0 4px; }
 h2 { font-size: 19px; margin: 32px 0 8px; border-bottom: 1px solid #e2e2e2; padding-bottom: 4px; }
 .meta { color: #666; margin: 0 0 16px; }
@@ -27,8 +27,8 @@ figure { margin: 8px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e5e5e5; }
 figcaption, .note { color: #555; font-size: 13px; }
 .empty { color: #666; font-style: italic; background: #fafafa; border: 1px dashed #ccc; padding: 10px; }
-table { border-collapse: collapse; width: 100%; font-size: 12.5px; margin: 8px 0; }
-th, td { border-bottom: 1px solid #e5e5e5; padding: 4px 5px; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; width: 100%; font-size: 12px; margin: 8px 0; }
+th, td { border-bottom: 1px solid #e5e5e5; padding: 4px 4px; text-align: left; vertical-align: top; }
 th { background: #fafafa; position: sticky; top: 0; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.id { font-family: ui-monospace, Menlo, monospace; font-size: 11px; white-space: nowrap; }
@@ -47,8 +47,8 @@ CAPTIONS = {
     "top, a random arm's spread over the violin.",
     "agreement": "Agreement between annotators on each round's items, and the share of items that ended as a "
     "tie or without a majority (no DPO pair).",
-    "budget": "Prompts the round could send (budget), items actually pushed to annotators, and items "
-    "decided.",
+    "budget": "Prompts the round could send (budget), items actually pushed to annotators (hatched: withdrawn "
+    "when the round was cancelled), and items decided.",
 }
 TITLES = {
     "eval": "Eval metric vs cumulative answers",
@@ -63,12 +63,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _eval(e: EvalPoint | None) -> str:
-    # Non-breaking spaces: a narrow column wraps only before "n=" and before the mean score.
+    # Non-breaking spaces keep a number with its interval; the cell wraps before "n=", "mean score" and the
+    # score's interval, so the column stays narrow enough for the table to fit a 1280 px window.
     if e is None:
         return "–"
     text = f"{e.win_rate:.3f}\u00a0[{e.ci_low:.3f},\u00a0{e.ci_high:.3f}] n={e.n_prompts}"
     if e.score_mean is not None and e.score_low is not None and e.score_high is not None:
-        text += f"; mean\u00a0score\u00a0{e.score_mean:.3f}\u00a0[{e.score_low:.3f},\u00a0{e.score_high:.3f}]"
+        text += f"; mean score\u00a0{e.score_mean:.3f} [{e.score_low:.3f},\u00a0{e.score_high:.3f}]"
     return text
 
 
@@ -77,7 +78,7 @@ def _td(text: object, cls: str = "") -> str:
     return f"<td{attr}>{escape(str(text))}</td>"
 
 
-def _id_td(value: str | None, keep: int = 18) -> str:
+def _id_td(value: str | None, keep: int = 15) -> str:
     """A checkpoint id, shortened in the middle when long; the full id is the cell's tooltip."""
     if not value:
         return _td("–", "id")
@@ -146,7 +147,7 @@ def _rounds_table(rounds: list[RoundRow]) -> str:
             + _td(f"{_num(r.pairwise_agreement, 2)} / {_num(r.fleiss_kappa, 2)}", "num")
             + _td(_num(pct, 0), "num")
             + _td(candidates_text(r.scoring), "num")
-            + _td(scoring_cost_text(r.scoring), "nw")
+            + _td(scoring_cost_text(r.scoring))
             + _id_td(r.policy_in)
             + _id_td(r.policy_out)
             + _td(_eval(r.eval))
@@ -288,7 +289,7 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
             f"{escape(str(data.eval_judge))}; other evaluations (in report.json): {escape(others)}</p>"
         )
     parts.extend(_figure(name, plots, empty) for name in ("eval", "pvar", "agreement", "budget"))
-    parts.append("<section><h2>Rounds</h2>")
+    parts.append("<section class='rounds'><h2>Rounds</h2>")
     if data.rounds:
         parts.append(_rounds_table(data.rounds))
         parts.append(

@@ -150,6 +150,7 @@ def plot_eval(data: ReportData, path: Path) -> bool:
             label=f"{arm} ({data.arms.get(arm, '?')})",
         )
     ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1, label="reference (0.5)")
+    ax.set_xlim(*eval_xlim(span))
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     xlabel = "cumulative answers (one annotator's answer to one item)"
     ax.set_xlabel(xlabel + ("; arms nudged sideways to keep intervals apart" if n > 1 else ""))
@@ -159,6 +160,12 @@ def plot_eval(data: ReportData, path: Path) -> bool:
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     _save(fig, path)
     return True
+
+
+def eval_xlim(span: int) -> tuple[float, float]:
+    """From 0 labels to a little past the most: one round's single point otherwise gets matplotlib's window of
+    a label either side of it (15.2 to 16.8 labels), which reads as a scale it does not have."""
+    return -0.04 * span, 1.06 * span
 
 
 def plot_agreement(data: ReportData, path: Path) -> bool:
@@ -197,20 +204,25 @@ def plot_agreement(data: ReportData, path: Path) -> bool:
 
 
 def plot_budget(data: ReportData, path: Path) -> bool:
-    """Per round: the budget, the items pushed to annotators, and the items decided."""
+    """Per round: the budget, the items pushed to annotators (withdrawn ones of a cancelled round hatched), and
+    the items decided."""
     rounds = data.rounds
     if not rounds:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(_width(len(rounds)), 4.5))
     x = np.arange(len(rounds))
-    bars = [
-        ("budget", [r.budget for r in rounds], "#d9d9d9"),
-        ("items pushed", [r.pushed for r in rounds], "#6baed6"),
-        ("decided (a/b/tie)", [r.decided for r in rounds], "#2171b5"),
-    ]
-    for i, (name, values, colour) in enumerate(bars):
-        ax.bar(x + (i - 1) * 0.27, values, 0.27, color=colour, label=name, edgecolor="#555555", linewidth=0.4)
+    for name, (slot, values, colour, hatch) in budget_bars(rounds).items():
+        ax.bar(
+            x + (slot - 1) * 0.27,
+            values,
+            0.27,
+            color=colour,
+            hatch=hatch,
+            label=name,
+            edgecolor="#555555",
+            linewidth=0.4,
+        )
     _round_ticks(ax, x, rounds)
     ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("prompts / items")
@@ -219,6 +231,26 @@ def plot_budget(data: ReportData, path: Path) -> bool:
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     return True
+
+
+def budget_bars(rounds: list[RoundRow]) -> dict[str, tuple[int, list[int], str, str | None]]:
+    """Legend name -> (slot, value per round, colour, hatch). A cancelled round's records were withdrawn from
+    Argilla: they are drawn hatched as withdrawn, not as items pushed to annotators."""
+    cancelled = [r.status == "cancelled" for r in rounds]
+    bars = {
+        "budget": (0, [r.budget for r in rounds], "#d9d9d9", None),
+        "items pushed": (
+            1,
+            [0 if c else r.pushed for r, c in zip(rounds, cancelled, strict=True)],
+            "#6baed6",
+            None,
+        ),
+        "decided (a/b/tie)": (2, [r.decided for r in rounds], "#2171b5", None),
+    }
+    if any(c and r.pushed for r, c in zip(rounds, cancelled, strict=True)):
+        withdrawn = [r.pushed if c else 0 for r, c in zip(rounds, cancelled, strict=True)]
+        bars["withdrawn (round cancelled)"] = (1, withdrawn, "#ffffff", "//")
+    return bars
 
 
 # name -> (file, drawing function, what the page says when there is nothing to draw)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.db import select_in
-from storage.models import AnnotationItem, Label
+from storage.models import AnnotationItem, Label, Prompt
 from storage.repositories.items import items_with_texts, only_decided
 
 
@@ -35,6 +35,7 @@ class ExportPair:
     text_b: str
     decision: str  # a | b | tie
     labels: list[ExportLabel]
+    prompt_metadata: dict  # what ingest kept of the prompt's row: its extra columns and `metadata`
 
 
 def exported_pairs(
@@ -47,6 +48,7 @@ def exported_pairs(
     ).order_by(AnnotationItem.round_id, AnnotationItem.id)
     rows = session.execute(stmt).all()
     labels = _labels_by_item(session, [row.AnnotationItem.id for row in rows])
+    metas = _metadata_by_prompt(session, sorted({row.AnnotationItem.prompt_id for row in rows}))
     return [
         ExportPair(
             row.AnnotationItem.id,
@@ -60,9 +62,17 @@ def exported_pairs(
             row.text_b,
             row.AnnotationItem.decision,
             labels.get(row.AnnotationItem.id, []),
+            metas.get(row.AnnotationItem.prompt_id) or {},
         )
         for row in rows
     ]
+
+
+def _metadata_by_prompt(session: Session, prompt_ids: list[str]) -> dict[str, dict]:
+    rows = select_in(
+        session, lambda chunk: select(Prompt.id, Prompt.meta).where(Prompt.id.in_(chunk)), prompt_ids
+    )
+    return dict(rows)
 
 
 def _labels_by_item(session: Session, item_ids: list[str]) -> dict[str, list[ExportLabel]]:

@@ -25,8 +25,16 @@ def _run(*args, cwd, env=None):
 def test_init_ingest_status(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PVAR_LOOP_DATABASE_URL", raising=False)
+    monkeypatch.setenv(
+        "HF_HUB_CACHE", str(tmp_path / "hub")
+    )  # an empty cache: the default models are not here
     assert main(["init"]) == 0
     assert (tmp_path / "pvar-loop.toml").read_text().startswith("# pvar-loop configuration")
+    # Issue 26: the defaults need no "flatters the policy" warning, and `init` says what to set.
+    out = capsys.readouterr().out
+    assert 'evaluation: judge = "human"' in out
+    assert "[policy] model = 'HuggingFaceTB/SmolLM2-135M-Instruct' is not here" in out
+    assert "`hf download Skywork/Skywork-Reward-V2-Llama-3.2-1B`" in out
     (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
     (tmp_path / "e.jsonl").write_text('{"prompt": "c"}\n')
     assert main(["ingest", "p.jsonl"]) == 0
@@ -36,6 +44,7 @@ def test_init_ingest_status(tmp_path, monkeypatch, capsys):
     status = json.loads(capsys.readouterr().out)
     assert status["pool"]["prompts"] == {"train": 2, "eval": 1}
     assert status["pool"]["train_unscored"] == 2 and status["rounds"] == [] and status["answers"] == 0
+    assert status["judge_warning"] is None
 
 
 def test_commands_refuse_unmigrated_database(tmp_path):

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from annotation.dataset import MARKDOWN, SIDE_BY_SIDE, ensure_dataset, open_dataset
 from annotation.gateway import pull_labels, push_items
-from annotation.progress import round_progress
+from annotation.progress import drafts_by_annotator, round_progress
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from storage.models import AnnotationItem, Label
@@ -148,6 +148,8 @@ def test_drafts_are_reported_not_stored_and_the_bot_leaves_none(argilla_stack: A
     )
     with uow() as s:
         assert s.scalar(select(func.count(Label.id))) == 0  # a draft is not an answer
+    # Argilla's own count, what `status` lists (issue 26)
+    assert drafts_by_annotator(dataset) == {human.username: 2, bot_user.username: 1}
 
     with AnnotatorBot(argilla_stack.url, bot_user.api_key, RewardJudge(lambda _p, r: len(r), seed=0)) as bot:
         assert len(bot.pending(dataset.id)) == 4  # its draft is in its queue
@@ -155,6 +157,7 @@ def test_drafts_are_reported_not_stored_and_the_bot_leaves_none(argilla_stack: A
     assert report.submitted == 4 and report.errors == []
     after = pull_labels(uow, dataset, items.round_id)
     assert (after.drafts, after.drafts_by, after.new_labels) == (2, {human.username: 2}, 4)
+    assert drafts_by_annotator(dataset) == {human.username: 2}
     statuses = [
         r["status"]
         for item_id in items.item_ids

@@ -118,3 +118,31 @@ def test_trl_export_loads_with_datasets_and_trl(labelled, tmp_path, capsys, suff
     assert is_conversational(ds[0])
     dpo = ds.filter(lambda r: r["decision"] != "tie")  # a TRL consumer drops the ties for DPO
     assert dpo.num_rows == 2 and sorted(ds["decision"]) == ["preferred", "preferred", "tie"]
+
+
+def test_parquet_exports_concatenate_when_no_pair_has_a_rationale(labelled, uow, tmp_path) -> None:
+    """Issue 26: `rationales` (and source_id) were typed null in an export where nobody wrote one, so two
+    exports' tables could not be concatenated; the prompts' extra ingest columns were dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items, cli = labelled
+    a = items.item_ids[0]
+    both = tmp_path / "with.parquet"
+    assert main([*cli, "export", str(both)]) == 0
+    with uow() as s:
+        for label in s.query(Label).all():
+            label.rationale = None
+        for prompt in s.query(Prompt).all():
+            prompt.source_id = None
+        s.get(Prompt, s.get(AnnotationItem, a).prompt_id).meta = {"team": "north", "lang": "en"}
+    none = tmp_path / "without.parquet"
+    assert main([*cli, "export", str(none)]) == 0
+    tables = [pq.read_table(both), pq.read_table(none)]
+    assert tables[1].schema.field("rationales").type == pa.list_(pa.string())
+    assert tables[1].schema.field("source_id").type == pa.string()
+    assert pa.concat_tables(tables).num_rows == 4
+    rows = tables[1].to_pylist()
+    row_a = next(r for r in rows if r["prompt"][0]["content"] == items.prompts[a])
+    assert json.loads(row_a["prompt_metadata"]) == {"lang": "en", "team": "north"}
+    assert all(json.loads(r["prompt_metadata"]) == {} for r in rows if r is not row_a)

@@ -42,6 +42,7 @@ def test_dataset_creation_is_idempotent(argilla_stack: ArgillaTarget) -> None:
     dataset = http.get(f"/api/v1/datasets/{first.id}").json()
     assert dataset["status"] == "ready" and dataset["distribution"]["min_submitted"] == 2
     assert "Choose **Tie** only when" in dataset["guidelines"]
+    assert "from **Pending** to **Draft**" in dataset["guidelines"]  # issue 26: what to do after a draft
     fields = {f["name"]: f for f in http.get(f"/api/v1/datasets/{first.id}/fields").json()["items"]}
     assert list(fields) == ["prompt", "responses"]  # A and B side by side in one custom field
     assert fields["prompt"]["settings"] == {"type": "text", "use_markdown": False}
@@ -50,6 +51,9 @@ def test_dataset_creation_is_idempotent(argilla_stack: ArgillaTarget) -> None:
     pref = questions["preference"]
     assert pref["required"] and not questions["rationale"]["required"]
     assert pref["description"] == RULES and "Choose Tie only when" in RULES
+    # Above A and B: what to do when a saved draft leaves the queue empty.
+    assert "You have no pending records" in fields["responses"]["settings"]["template"]
+    assert "from Pending to Draft" in RULES
     assert {o["value"]: o["text"] for o in pref["settings"]["options"]} == LABELS
     meta = http.get(f"/api/v1/me/datasets/{first.id}/metadata-properties").json()["items"]
     assert {m["name"] for m in meta} == set(METADATA)

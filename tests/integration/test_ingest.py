@@ -165,13 +165,39 @@ def test_failure_after_a_full_batch_rolls_back(uow, tmp_path):
 
 def test_skip_invalid_writes_valid_rows_and_report(uow, tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_bytes(b'{"prompt": "good one"}\n{"prompt": 5}\n{"prompt": "good two"}\n')
+    path.write_bytes(
+        b'{"prompt": "good one"}\n{"prompt": 5, "id": "q7", "team": "x"}\n{"prompt": "good two"}\n{"prompt": \n'
+    )
     report = _ingest(uow, path, skip_invalid=True)
-    assert report.inserted == 2 and len(report.rejects) == 1
+    assert report.inserted == 2 and len(report.rejects) == 2
     out = write_reject_report(report, tmp_path / "rejects")
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert lines == [{"file": str(path), "where": "line 2", "reason": "'prompt' must be a string, got int"}]
+    # Each reject keeps the row itself and its id, so it can be fixed and ingested again.
+    assert lines == [
+        {
+            "file": str(path),
+            "where": "line 2",
+            "reason": "'prompt' must be a string, got int",
+            "id": "q7",
+            "row": {"prompt": 5, "id": "q7", "team": "x"},
+        },
+        {
+            "file": str(path),
+            "where": "line 4",
+            "reason": "malformed JSON: Expecting value (column 1)",
+            "id": None,
+            "row": '{"prompt": ',
+        },
+    ]
     assert _count(uow) == 2
+
+
+def test_skip_invalid_csv_reject_keeps_the_row_and_its_id(uow, tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("prompt,id,team\ngood,1,x\n,2,y\n", encoding="utf-8")
+    report = _ingest(uow, path, skip_invalid=True)
+    [line] = [json.loads(x) for x in write_reject_report(report, tmp_path / "r").read_text().splitlines()]
+    assert (line["where"], line["id"], line["row"]) == ("line 3", "2", {"prompt": "", "id": "2", "team": "y"})
 
 
 # Rows that are valid JSON/CSV but not text a prompt (or PostgreSQL) can hold: each is rejected per row, with its

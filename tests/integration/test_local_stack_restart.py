@@ -108,7 +108,15 @@ def test_answers_survive_down_up_and_a_crash(tmp_path, monkeypatch, sqlite_url, 
         assert (root / "home" / "argilla.db").exists()
         assert main([*cli, "argilla", "status"]) == 0
         assert "stopped" in capsys.readouterr().out
-        assert main([*cli, "argilla", "up"]) == 0, capsys.readouterr().err
+        # Issue 26: [argilla] url names a port another process holds (the demo's config says 6900, its stack ran
+        # elsewhere): `up` restarts the stack in place on its own port, with the same URL.
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            taken = squatter.getsockname()[1]
+            config.write_text(config.read_text().replace(stack.url, f"http://127.0.0.1:{taken}"))
+            assert main([*cli, "argilla", "up"]) == 0, capsys.readouterr().err
+            assert f"Argilla is up at {stack.url} (restarted" in capsys.readouterr().out
         info = load_stack(root)
         assert info.url == stack.url and info.api_key == stack.api_key
         assert main([*cli, "push", "--round", "1"]) == 0

@@ -1,6 +1,7 @@
 """Issue 14 point 10: `pvar-loop run` logs one line per round transition and per pull that changed something,
 not APScheduler's three lines per job run nor the Argilla SDK's "Logged in" per connection; `score` prints its
-summary once."""
+summary once. Issue 26: `round advance` through training prints our lines only, no library bars, warnings or
+metrics dicts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from storage.db import UnitOfWork, make_engine
+from storage.models import AnnotationItem, Checkpoint, Label
+from storage.statuses import RoundStatus
+from tests.support.annotation_setup import CHECKPOINT, make_round_items
 from tests.support.round_project import Project, make_project
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<msg>.*)$")
@@ -83,3 +88,40 @@ def test_score_prints_its_summary_once(tmp_path, tiny_models):
     assert r.returncode == 0, r.stderr
     both = r.stdout + r.stderr
     assert len(re.findall(r"scored \d+ prompts \(K=3\)", both)) == 1, both
+
+
+# What a `round advance` through training used to print around our own lines (issue 26).
+LIBRARY_NOISE = (
+    "Loading weights",
+    "Tokenizing train dataset",
+    "Writing model shards",
+    "Warning",  # FutureWarning, UserWarning, ... from the libraries
+    "train_runtime",  # the Trainer's metrics dict
+    "it/s",
+)
+
+
+@pytest.mark.slow
+def test_round_advance_through_training_prints_one_line_per_step(tmp_path, tiny_models):
+    project = make_project(tmp_path, tiny_models, database_url=f"sqlite:///{tmp_path / 'train.db'}")
+    uow = UnitOfWork(make_engine(f"sqlite:///{tmp_path / 'train.db'}"))
+    items = make_round_items(uow, 4, status=RoundStatus.TRAINING)
+    with uow() as s:  # four items decided by one annotator, sampled from the tiny policy
+        s.get(Checkpoint, CHECKPOINT).path = str(tiny_models.policy_dir)
+        for item_id in items.item_ids:
+            item = s.get(AnnotationItem, item_id)
+            item.status, item.decision = "decided", "a"
+            s.add(Label(item_id=item_id, annotator="alice", choice="a"))
+    r = project.cli("round", "advance", "1")
+    assert r.returncode == 0, r.stderr
+    both = r.stdout + r.stderr
+    assert not [n for n in LIBRARY_NOISE if n in both], both
+    assert r.stdout.splitlines() == [
+        "round 1: training -> evaluated",
+        "next: pvar-loop round advance 1 (close the round; the next one samples with its policy)",
+    ]
+    records = _records(r.stderr)
+    assert len(records) == len(r.stderr.splitlines()), r.stderr  # every line is a log line: no bars
+    assert {m["level"] for m in records} == {"INFO"}, r.stderr
+    assert {m["logger"].split(".")[0] for m in records} == {"loop"}, r.stderr
+    assert any("DPO: 1 steps" in m["msg"] for m in records) and "training -> evaluated" in records[-1]["msg"]

@@ -116,3 +116,27 @@ def test_a_tick_line_is_info_only_when_it_says_once_why_no_round_runs():
     assert _tick_level(paused, idle=True) == logging.DEBUG  # every later tick: not again
     assert _tick_level("round 3: collecting", idle=False) == logging.DEBUG
     assert _tick_level(paused, idle=True) == logging.INFO  # paused again after a round: said again
+
+
+def test_library_info_and_python_warnings_go_to_debug():
+    """Issue 26: the Argilla SDK's "UsersAPI: Got user", transformers' and datasets' INFO lines and Python
+    warnings (a FutureWarning) are DEBUG for an operator; --verbose shows them."""
+    from loop.cli.app import DemoteToDebug
+
+    root, before = logging.getLogger(), logging.getLogger().level
+    try:
+        for verbose in (False, True):
+            configure_logging(verbose)
+            assert logging.getLogger("argilla.sdk").isEnabledFor(logging.INFO) is verbose
+            for library in ("transformers", "datasets", "trl", "peft"):
+                assert verbose or not logging.getLogger(library).isEnabledFor(logging.INFO), library
+            warning = logging.LogRecord(
+                "py.warnings", logging.WARNING, __file__, 1, "FutureWarning: x", None, None
+            )
+            assert DemoteToDebug().filter(warning) is verbose and warning.levelname == "DEBUG"
+            assert any(isinstance(f, DemoteToDebug) for f in logging.getLogger("py.warnings").filters)
+    finally:
+        logging.captureWarnings(False)
+        root.setLevel(before)
+        for name in PACKAGE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)

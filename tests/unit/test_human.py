@@ -66,7 +66,8 @@ def test_comparison_ids_are_content_hashes():
 def test_warns_when_the_judge_is_the_selection_reward_model(tmp_path):
     rm = tmp_path / "rm"
     rm.mkdir()
-    default = parse_config({}, env={})
+    assert parse_config({}, env={}).judge_warning is None  # the default judge is "human" (issue 26)
+    default = parse_config({"evaluation": {"judge": "reward"}}, env={})
     assert default.judge_is_selection_model  # judge = "reward" is the [reward] model
     assert "[evaluation] judge = 'reward'" in default.judge_warning
     assert default.reward.model in default.judge_warning

@@ -225,3 +225,48 @@ def test_the_priority_link_on_every_path_that_readies_a_round(
     ):
         assert main([*cli, *argv]) == 0, argv
         assert f"annotate at {link}  (round 1, in priority order)" in capsys.readouterr().out, argv
+
+
+def test_annotators_bot_labels_its_pending_records_through_the_cli(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """Issue 26: the annotator bot has a command; it answers as the annotator whose key it is given."""
+    items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
+    name = unique("ds-bot")
+    cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack, name)
+    who = unique("ann-bot")
+    assert main([*cli, "annotators", "add", who]) == 0
+    out = capsys.readouterr().out
+    api_key = re.search(r"API key:\s+(\S+)", out).group(1)
+    assert "pvar-loop annotators bot" in out  # `add` names the command the key is for
+    assert main([*cli, "push", "--round", "1"]) == 0
+    capsys.readouterr()
+
+    # A saved draft: `status` lists it by annotator, read from Argilla (issue 26).
+    with uow() as s:
+        record_id = s.get(AnnotationItem, items.item_ids[0]).argilla_record_id
+    bot_user = SimpleNamespace(username=who, api_key=api_key)
+    respond(argilla_stack, bot_user, record_id, "draft", preference="a")
+    assert main([*cli, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drafts"] == {"by_annotator": {who: 1}}
+    assert main([*cli, "status"]) == 0
+    assert f"drafts saved, not submitted (not answers): {who} 1" in capsys.readouterr().out
+
+    monkeypatch.delenv("PVAR_LOOP_BOT_API_KEY", raising=False)
+    assert main([*cli, "annotators", "bot"]) == 2
+    assert "set PVAR_LOOP_BOT_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("PVAR_LOOP_BOT_API_KEY", api_key)
+    assert main([*cli, "annotators", "bot", "--limit", "2", "--seed", "3"]) == 0
+    assert f"{who} answered 2 records in {name!r}" in capsys.readouterr().out
+    assert main([*cli, "annotators", "bot"]) == 0
+    assert f"{who} answered 1 records" in capsys.readouterr().out
+    responses = _responses(argilla_stack, name)
+    assert {i: [r["user_id"] is not None for r in responses[i]] for i in items.item_ids} == {
+        i: [True] for i in items.item_ids
+    }
+    assert main([*cli, "pull"]) == 0
+    with uow() as s:
+        assert {lb.annotator for lb in s.scalars(select(Label))} == {who}
+    capsys.readouterr()
+    assert main([*cli, "status", "--json"]) == 0  # the bot submitted over its draft: none left
+    assert json.loads(capsys.readouterr().out)["drafts"] == {"by_annotator": {}}

@@ -13,9 +13,12 @@ from loop.demo.run import FULL, QUICK, prepare_world, selection_rm_dir
 def test_quick_demo_models_live_in_the_model_cache_and_survive_the_next_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache, data = tmp_path / "cache", tmp_path / "demo"
-    world = prepare_world(data, QUICK, cache, say=lambda _: None)
+    said = []
+    world = prepare_world(data, QUICK, cache, say=said.append)
     cfg = load_config(world.config)
     policy, reward = cfg.policy.model, cfg.reward.model
+    # Issue 26: the demo says where its models are (and which config points at them).
+    assert f"[demo] models: policy {policy}, selection reward model {reward} (config {world.config})" in said
     for path in (policy, reward):
         assert path.startswith(str(cache.resolve())), path  # not under the data dir the next demo empties
     stamp = {p: (tmp_path / p).stat().st_mtime_ns for p in (policy, reward)}
