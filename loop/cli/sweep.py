@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="standard",
-        help="standard: under 2 h on a 2-core CPU with --jobs 2; large: a GPU machine (scripts/sweep-gpu); "
-        "tiny: tests",
+        help="standard: under 2 h on a 2-core CPU with --jobs 2; preregistered: the pre-registered design "
+        "(docs/experiment.md); large: a GPU machine (scripts/sweep-gpu); tiny: tests",
     )
     run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
     run.add_argument(
@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--bootstrap", type=positive_int, default=2000, help="bootstrap replicates (default 2000)"
     )
+    rep.add_argument(
+        "--from-table",
+        metavar="CSV",
+        help="regenerate from a per-prompt table (written beside every report, facts in its .json twin) "
+        "instead of the database",
+    )
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -66,7 +72,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from loop.experiment.sweep.profiles import PROFILES
-    from loop.experiment.sweep.run import run, write_report
+    from loop.experiment.sweep.run import report_from_table, run, write_report
 
     data_dir = Path(args.data_dir)
     if args.sweep_command == "run":
@@ -85,6 +91,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweep: {done} of {len(statuses)} cells done")
         out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"
         path, _ = write_report(data_dir, out)
+    elif args.from_table:
+        path, _ = report_from_table(Path(args.from_table), Path(args.out), n_boot=args.bootstrap)
     else:
         path, _ = write_report(data_dir, Path(args.out), n_boot=args.bootstrap)
     print(f"report: {path}")

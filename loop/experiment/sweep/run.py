@@ -33,6 +33,7 @@ def _profile_facts(p: SweepProfile) -> dict:
         "learned": p.learned,
         "curve_rm": p.curve_rm,
         "samples_per_prompt": p.samples_per_prompt,
+        "primary": p.primary_facts(),
     }
 
 
@@ -220,39 +221,78 @@ def _config_in_place(data_dir: Path, facts: dict):
 
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
-    """Regenerate the results document (and its plots, next to it under img/) from the database."""
-    from loop.experiment.sweep.analysis import analyse
-    from loop.experiment.sweep.data import collect_cells
-    from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
+    """Regenerate the results document (its plots next to it under img/, its JSON twin and its per-prompt
+    table <out>.csv) from the database."""
+    from loop.experiment.sweep.data import collect_cells, reference_samples
+    from loop.experiment.sweep.table import write_table
     from storage.repositories.checkpoints import initial_checkpoint_id
 
     data_dir = data_dir.resolve()
     facts = read_facts(data_dir)
     cfg = _config_in_place(data_dir, facts)
     uow = _sweep_uow(cfg)
+    reference = initial_checkpoint_id(cfg.policy.model)
     with uow() as session:
-        results, ref = collect_cells(session, initial_checkpoint_id(cfg.policy.model))
+        results, ref = collect_cells(session, reference)
+        ref_n = reference_samples(session, reference)
     if not results:
         raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
+    out = out.resolve()
+    write_table(out.with_suffix(".csv"), results, ref, ref_n)
+    return render_report(results, ref, facts, out, n_boot=n_boot)
+
+
+def report_from_table(table: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+    """The same document from a per-prompt table alone (the run's facts come from the table's JSON twin,
+    <table>.json, which `sweep report` writes beside it)."""
+    from loop.experiment.sweep.table import SweepTableError, read_table
+
+    twin = table.with_suffix(".json")
+    if not twin.is_file():
+        raise SweepTableError(
+            f"{twin}: the table's facts file is missing (written beside it by `sweep report`)"
+        )
+    try:
+        facts = json.loads(twin.read_text(encoding="utf-8"))["facts"]
+    except (ValueError, KeyError) as e:
+        raise SweepTableError(f"{twin}: not a sweep report's JSON twin ({e})") from e
+    results, ref = read_table(table)
+    if not results:
+        raise SweepTableError(f"{table}: the table holds no sweep cell")
+    return render_report(results, ref, facts, out.resolve(), n_boot=n_boot)
+
+
+def _contrasts(profile: dict) -> list:
+    pre = profile.get("primary")
+    return [(tuple(pre["a"]), tuple(pre["b"]))] if pre else []
+
+
+def render_report(results, ref, facts: dict, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+    from loop.experiment.sweep.analysis import analyse
+    from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
+
     agreements = {}
     for rm, f in facts["rms"].items():
         vals = [m["agreement"] for m in f.get("measured", {}).values() if m["agreement"] is not None]
         agreements[rm] = sum(vals) / len(vals) if vals else None
     prof = facts["profile"]
     analysis = analyse(
-        results, budgets=prof["budgets"], curve_rm=prof["curve_rm"], agreements=agreements, n_boot=n_boot
+        results,
+        budgets=prof["budgets"],
+        curve_rm=prof["curve_rm"],
+        agreements=agreements,
+        contrasts=_contrasts(prof),
+        n_boot=n_boot,
     )
-    initial = None if not ref else sum(ref.values()) / len(ref)
+    initial = None if not ref else sum(ref[p] for p in sorted(ref)) / len(ref)
     analysis["initial_mean"] = initial
-    out = out.resolve()
     img = out.parent / "img"
-    stem = out.stem
-    curve = plot_curve(analysis, initial, img / f"{stem}-curve.png")
-    dose = plot_dose_response(analysis, img / f"{stem}-rm-quality.png")
+    curve = plot_curve(analysis, initial, img / f"{out.stem}-curve.png")
+    dose = plot_dose_response(analysis, img / f"{out.stem}-rm-quality.png")
     rel = {k: os.path.relpath(v, out.parent) for k, v in (("curve", curve), ("dose", dose))}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(markdown(analysis, facts, rel), encoding="utf-8")
+    tmp.write_text(markdown(analysis, facts, rel, table=out.with_suffix(".csv").name), encoding="utf-8")
     tmp.replace(out)
     write_json(out.with_suffix(".json"), {"facts": facts, "analysis": analysis})
     return out, analysis
