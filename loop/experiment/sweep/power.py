@@ -28,7 +28,8 @@ SEEDS = 16
 PILOT_DESIGN = (64, 4)  # the earlier run's eval prompts x samples, whose prompt noise was measured
 DESIGNS = ((64, 4), (128, 2), (256, 1))  # the same 256 answers per checkpoint, so the same evaluation time
 DESIGN = (256, 1)
-DEFAULT_SOURCE = Path("docs/experiment-results.json")
+# The standard run of commit 40ab379 (docs/experiment-results.json then), frozen: the pre-registration rests on it.
+DEFAULT_SOURCE = Path("docs/experiment-standard-run.json")
 
 
 class PowerInputError(PvarLoopError, ValueError):
