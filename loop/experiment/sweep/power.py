@@ -25,7 +25,7 @@ from storage.errors import PvarLoopError
 MARGIN = 0.01
 LEVEL = 0.95
 SEEDS = 16
-PILOT_DESIGN = (64, 4)  # the earlier run's eval prompts x samples, whose prompt noise was measured
+PILOT_DESIGN = (64, 4)  # the standard run's eval prompts x samples (a results file's own profile overrides it)
 DESIGNS = ((64, 4), (128, 2), (256, 1))  # the same 256 answers per checkpoint, so the same evaluation time
 DESIGN = (256, 1)
 # The standard run of commit 40ab379 (docs/experiment-results.json then), frozen: the pre-registration rests on it.
@@ -42,9 +42,10 @@ class Components:
     sd_total_high: float  # upper end of its 95% chi-square interval
     df: int
     prompt_var: float  # the prompt part of that variance at the pilot design
+    pilot: tuple[int, int] = PILOT_DESIGN  # eval prompts x samples the components were measured with
 
 
-def components(variance_rows: list[dict]) -> Components:
+def components(variance_rows: list[dict], pilot: tuple[int, int] = PILOT_DESIGN) -> Components:
     """Pool the per-RM variance rows (between-seed SD over n seeds, prompt SD) of one run."""
     from scipy import stats
 
@@ -55,13 +56,15 @@ def components(variance_rows: list[dict]) -> Components:
     pooled = sum(d * x["between_seeds_sd"] ** 2 for d, x in zip(dfs, variance_rows, strict=True)) / df
     high = pooled * df / float(stats.chi2.ppf((1 - LEVEL) / 2, df))
     prompt_var = float(np.mean([x["prompt_sd"] ** 2 for x in variance_rows]))
-    return Components(math.sqrt(pooled), math.sqrt(high), df, prompt_var)
+    return Components(math.sqrt(pooled), math.sqrt(high), df, prompt_var, pilot)
 
 
-def prompt_factor(design: tuple[int, int], within_share: float) -> float:
+def prompt_factor(
+    design: tuple[int, int], within_share: float, pilot: tuple[int, int] = PILOT_DESIGN
+) -> float:
     """The eval-prompt variance of a design relative to the pilot design's, when a share `within_share` of the
     pilot's per-prompt difference variance is within-prompt sampling noise (the rest between prompts)."""
-    (p0, s0), (p, s) = PILOT_DESIGN, design
+    (p0, s0), (p, s) = pilot, design
     between, within = 1.0 - within_share, within_share * s0  # per-sample within variance, pilot units
     return ((between + within / s) / p) / ((between + within / s0) / p0)
 
@@ -69,7 +72,7 @@ def prompt_factor(design: tuple[int, int], within_share: float) -> float:
 def sd_of(c: Components, design: tuple[int, int], within_share: float, *, high: bool = False) -> float:
     total = c.sd_total_high if high else c.sd_total
     seed_var = max(total**2 - c.prompt_var, 0.0)
-    return math.sqrt(seed_var + c.prompt_var * prompt_factor(design, within_share))
+    return math.sqrt(seed_var + c.prompt_var * prompt_factor(design, within_share, c.pilot))
 
 
 def power(n: int, sd: float, true_d: float, margin: float = MARGIN, level: float = LEVEL) -> float:
@@ -107,7 +110,8 @@ def load(path: Path) -> dict:
 def lines(data: dict, *, seeds: int = SEEDS) -> list[str]:
     """The computation, printed: the earlier run re-analysed, variance components, eval designs, power, cost."""
     a, facts = data["analysis"], data["facts"]
-    c = components(data["variance"])
+    prof = facts["profile"]
+    c = components(data["variance"], (prof["n_eval"], prof["samples_per_prompt"]))
     out = ["Earlier run re-analysed: PVar - random per RM, paired by seed (95% t interval, n - 1 df)"]
     for x in data["variance"]:
         t = t_interval(list(x["per_seed"].values()), LEVEL)
@@ -127,7 +131,7 @@ def lines(data: dict, *, seeds: int = SEEDS) -> list[str]:
     out.append(
         f"Variance components (pooled over {len(data['variance'])} RMs, {c.df} df): per-seed SD of a "
         f"difference {c.sd_total:.4f} (95% upper {c.sd_total_high:.4f}); eval-prompt part at "
-        f"{PILOT_DESIGN[0]}x{PILOT_DESIGN[1]}: SD {math.sqrt(c.prompt_var):.4f} "
+        f"{c.pilot[0]}x{c.pilot[1]}: SD {math.sqrt(c.prompt_var):.4f} "
         f"({c.prompt_var / c.sd_total**2:.0%} of the variance)"
     )
     out.append(
