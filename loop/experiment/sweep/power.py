@@ -25,7 +25,10 @@ from storage.errors import PvarLoopError
 MARGIN = 0.01
 LEVEL = 0.95
 SEEDS = 16
-PILOT_DESIGN = (64, 4)  # the standard run's eval prompts x samples (a results file's own profile overrides it)
+PILOT_DESIGN = (
+    64,
+    4,
+)  # the standard run's eval prompts x samples (a results file's own profile overrides it)
 DESIGNS = ((64, 4), (128, 2), (256, 1))  # the same 256 answers per checkpoint, so the same evaluation time
 DESIGN = (256, 1)
 # The standard run of commit 40ab379 (docs/experiment-results.json then), frozen: the pre-registration rests on it.
