@@ -45,24 +45,29 @@ def _check_knobs(where: str, n_boot: int, level: float) -> None:
         raise EvaluationDataError(f"{where}: level must be in (0, 1), got {level}")
 
 
-def _interval(point: float, replicates: np.ndarray, n: int, level: float) -> Interval:
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(replicates, [alpha, 1.0 - alpha])
-    # Quantiles of a discrete bootstrap can miss the point by float rounding; keep the point inside.
-    return Interval(mean=point, low=min(float(low), point), high=max(float(high), point), n=n)
-
-
 def mean_interval(
     values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> Interval:
-    """Mean of per-prompt values with a percentile bootstrap over prompts."""
+    """Mean of per-prompt values with a percentile bootstrap over prompts (scipy.stats.bootstrap)."""
+    from scipy import stats
+
     _check_knobs("mean_interval", n_boot, level)
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise EvaluationDataError(f"mean_interval: need a non-empty 1-D list of values, got shape {x.shape}")
-    rng = np.random.default_rng(seed)
-    replicates = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    return _interval(float(x.mean()), replicates, int(x.size), level)
+    point = float(x.mean())
+    if x.size == 1 or float(np.ptp(x)) == 0.0:  # nothing to resample: the interval is the point
+        return Interval(mean=point, low=point, high=point, n=int(x.size))
+    ci = stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    # Quantiles of a discrete bootstrap can miss the point by float rounding; keep the point inside.
+    return Interval(mean=point, low=min(float(ci.low), point), high=max(float(ci.high), point), n=int(x.size))
 
 
 def paired_difference(

@@ -56,7 +56,7 @@ def plot_curve(analysis: dict, initial_mean: float | None, path: Path) -> Path:
         ax.plot(x, [p["mean"] for p in pts], marker="o", color=colour, label=strategy)
         ax.fill_between(x, [p["low"] for p in pts], [p["high"] for p in pts], color=colour, alpha=0.2)
     if initial_mean is not None:
-        ax.axhline(initial_mean, color="grey", linestyle="--", label="initial policy")
+        ax.axhline(initial_mean, color="grey", linestyle="--", label="initial policy (reference samples)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("human labels")
     ax.set_ylabel("mean verifier score on the eval split")

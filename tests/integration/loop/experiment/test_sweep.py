@@ -123,8 +123,7 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
             if (c.rm, str(c.strategy), c.budget) != (TINY.curve_rm, "pvar", TINY.budgets[-1]):
                 continue
             ev = session.scalar(select(Evaluation).where(Evaluation.checkpoint_id == policy_out))
-            if ev is None:  # no a/b label: the cell kept the initial policy
-                means.append(initial)
+            if ev is None:  # no a/b label: nothing trained, no evaluation of its own, excluded from the scores
                 continue
             rows = session.execute(
                 sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
@@ -140,7 +139,15 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
     shutil.move(tmp_path / "sweep", moved)
     again = tmp_path / "again" / "results.md"
     assert main(["sweep", "report", "--data-dir", str(moved), "--out", str(again)]) == 0
-    assert json.loads(again.with_suffix(".json").read_text())["analysis"] == analysis
+    assert again.read_bytes() == out.read_bytes()
+
+    # ... and from the per-prompt table written beside the document alone, byte for byte.
+    table = out.with_suffix(".csv")
+    assert table.read_bytes() == again.with_suffix(".csv").read_bytes()
+    shutil.rmtree(moved)
+    from_table = tmp_path / "from-table" / "results.md"
+    assert main(["sweep", "report", "--from-table", str(table), "--out", str(from_table)]) == 0
+    assert from_table.read_bytes() == out.read_bytes()
 
 
 def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> None:
