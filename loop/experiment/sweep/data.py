@@ -67,12 +67,12 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
     for rnd in rounds:
         c = counts.get(rnd.id, RoundCounts())
         trained = bool(rnd.policy_out) and rnd.policy_out != rnd.policy_in
-        means, win, counts = None, None, None
+        means, win, n_samples = None, None, None
         if trained:
             ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
             if ev is not None:
                 means, win = per_prompt_means(session, ev.id, side="policy"), ev.win_rate
-                counts = per_prompt_sample_counts(session, ev.id, side="policy")
+                n_samples = per_prompt_sample_counts(session, ev.id, side="policy")
         start, end = rnd.created_at, rnd.finished_at
         out.append(
             CellResult(
@@ -85,7 +85,7 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
                 means=means,
                 win_rate=win,
                 wall_s=(end - start).total_seconds() if start and end else None,
-                n_samples=counts,
+                n_samples=n_samples,
             )
         )
     return out, ref

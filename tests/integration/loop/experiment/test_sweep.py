@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from loop.acquisition.strategies import Strategy
 from loop.cli.app import main
 from loop.config import load_config
 from loop.experiment.sweep.cells import TINY, Cell, cells
@@ -103,10 +104,6 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
     for png in ("results-curve.png", "results-rm-quality.png"):
         assert (out.parent / "img" / png).stat().st_size > 1000
         assert f"img/{png}" in text
-    assert {d["budget"] for d in analysis["differences"]} == set(TINY.budgets)
-
-    # The report's numbers are the stored samples' numbers: recompute one curve point from the rows.
-    point = next(p for p in analysis["curve"]["pvar"] if p["budget"] == TINY.budgets[-1])
 
     def mean_of(rows) -> float:
         by_prompt: dict[str, list[float]] = {}
@@ -114,22 +111,36 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
             by_prompt.setdefault(pid, []).append(score)
         return float(np.mean([np.mean(v) for v in by_prompt.values()]))
 
+    # The report's numbers are the stored samples' numbers: recompute each curve point from the rows. A cell
+    # that trained nothing has no evaluation of its own: it is excluded (and named), never scored with the
+    # reference side's samples.
     with uow() as session:
         sample = select(EvaluationSample.prompt_id, EvaluationSample.score)
         initial = mean_of(session.execute(sample.where(EvaluationSample.side == "reference")).all())
-        means = []
+        cell_means = {}
         for arm, (_, _, policy_out) in done["rounds"].items():
-            c = Cell.parse(arm)
-            if (c.rm, str(c.strategy), c.budget) != (TINY.curve_rm, "pvar", TINY.budgets[-1]):
-                continue
             ev = session.scalar(select(Evaluation).where(Evaluation.checkpoint_id == policy_out))
-            if ev is None:  # no a/b label: nothing trained, no evaluation of its own, excluded from the scores
-                continue
-            rows = session.execute(
-                sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
-            ).all()
-            means.append(mean_of(rows))
-    assert point["mean"] == pytest.approx(float(np.mean(means)))
+            if ev is not None:
+                rows = session.execute(
+                    sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
+                ).all()
+                cell_means[Cell.parse(arm)] = mean_of(rows)
+    assert cell_means, "no cell of the tiny sweep trained: nothing to check"
+    assert set(analysis["excluded"]) == {arm for arm in grid if Cell.parse(arm) not in cell_means}
+    for strategy, points in analysis["curve"].items():
+        for point in points:
+            means = [
+                m
+                for c, m in cell_means.items()
+                if (c.rm, str(c.strategy), c.budget) == (TINY.curve_rm, strategy, point["budget"])
+            ]
+            assert point["mean"] == pytest.approx(float(np.mean(means)))
+    paired = {
+        c.budget
+        for c in cell_means
+        if c.strategy == "pvar" and Cell(c.rm, Strategy.RANDOM, c.seed, c.budget) in cell_means
+    }
+    assert {d["budget"] for d in analysis["differences"]} == paired
     assert analysis["initial_mean"] == pytest.approx(initial)
 
     # Anyone can redo the analysis: a sweep moved elsewhere reports from its own database, with the same numbers.
