@@ -174,6 +174,8 @@ def markdown(analysis: dict, facts: dict, plots: dict[str, str], table: str | No
             f"| {d['rm']} | {_f(d['agreement'])} | {d['budget']} | {d['seeds']} | {_ci(d)} | {_boot(d)} | "
             f"{verdict(d)} |"
         )
+    if not analysis["differences"]:
+        lines += ["", "No RM and budget has a seed evaluated in both arms yet."]
     lines += ["", "## Label-efficiency curve", "", f"![curve]({plots['curve']})", ""]
     lines += ["| strategy | labels | mean score [95% t CI over seeds] | seeds |", "|---|---|---|---|"]
     for strategy, pts in analysis["curve"].items():
