@@ -58,6 +58,32 @@ def synthetic_results() -> tuple[list[CellResult], dict[str, float]]:
     return out, ref
 
 
+def synthetic_mechanism() -> list[dict]:
+    """Gradient-norm rows: the 64-label cells' picks (ties 0) and two seeds' pool pairs, norm rising with PVar."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for seed in SEEDS:
+        for strategy, share in (("pvar", 0.6), ("random", 0.4)):
+            arm = Cell("learned", Strategy(strategy), seed, 64).arm
+            for i in range(64):
+                decided = int(rng.random() < share)
+                pvar = float(rng.uniform(0.0, 0.2 if strategy == "pvar" else 0.1))
+                norm = float(decided * (1 + 10 * pvar + rng.normal(0, 0.3)))
+                rows.append(_mech("pick", arm, seed, strategy, 64, f"q{i:02d}", pvar, decided, norm))
+    for seed in SEEDS[:2]:
+        for i in range(40):
+            pvar = float(rng.uniform(0.0, 0.2))
+            rows.append(
+                _mech("pool", "", seed, "", 0, f"q{i:02d}", pvar, 1, 1 + 10 * pvar + rng.normal(0, 0.5))
+            )
+    return rows
+
+
+def _mech(kind, cell, seed, strategy, budget, prompt, pvar, decided, norm) -> dict:
+    return {"kind": kind, "cell": cell, "rm": "learned", "seed": seed, "strategy": strategy, "budget": budget,
+            "prompt": prompt, "pvar": repr(pvar), "decided": decided, "grad_norm": repr(float(norm))}  # fmt: skip
+
+
 def facts() -> dict:
     w = PREREGISTERED.world
     return {
@@ -86,12 +112,14 @@ def facts() -> dict:
 
 
 def write_evidence() -> None:
-    from loop.experiment.sweep.run import report_from_table
+    from loop.experiment.sweep.mechanism import write_rows
+    from loop.experiment.sweep.run import mechanism_table, report_from_table
     from loop.experiment.sweep.table import write_table
 
     results, ref = synthetic_results()
     write_table(TABLE, results, ref, dict.fromkeys(ref, 1))
     write_json(TABLE.with_suffix(".json"), {"facts": facts()})
+    write_rows(mechanism_table(TABLE), synthetic_mechanism())
     report_from_table(TABLE, DOCUMENT, n_boot=500)
 
 

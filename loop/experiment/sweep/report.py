@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loop.acquisition.strategies import Strategy
+from loop.experiment.sweep.mechanism import markdown_lines
 
 PVAR, RANDOM = str(Strategy.PVAR), str(Strategy.RANDOM)
 
@@ -187,6 +188,7 @@ def markdown(analysis: dict, facts: dict, plots: dict[str, str], table: str | No
     lines += ["", "## Labels PVar needs to reach random's quality", "", headline_sentence(analysis)]
     lines += ["", "## Effect against RM quality", "", f"![dose-response]({plots['dose']})", ""]
     lines += _variance(analysis)
+    lines += markdown_lines(analysis.get("mechanism"))
     lines += [
         "## Cells",
         "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from loop.experiment.runner import ExperimentError
 from loop.experiment.sweep.cells import SweepProfile, run_cells, sweep_config, write_json
+from loop.experiment.sweep.mechanism import FILE as MECHANISM
+from loop.experiment.sweep.mechanism import read_rows, write_rows
 
 FACTS = Path("experiment") / "sweep.json"
 
@@ -239,7 +242,15 @@ def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path
         raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
     out = out.resolve()
     write_table(out.with_suffix(".csv"), results, ref, ref_n)
-    return render_report(results, ref, facts, out, n_boot=n_boot)
+    mech = None
+    if (data_dir / MECHANISM).is_file():  # `sweep mechanism` ran: its rows travel with the table
+        shutil.copyfile(data_dir / MECHANISM, mechanism_table(out))
+        mech = read_rows(data_dir / MECHANISM)
+    return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
+
+
+def mechanism_table(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-mechanism.csv")
 
 
 def report_from_table(table: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
@@ -259,7 +270,12 @@ def report_from_table(table: Path, out: Path, *, n_boot: int = 2000) -> tuple[Pa
     results, ref = read_table(table)
     if not results:
         raise SweepTableError(f"{table}: the table holds no sweep cell")
-    return render_report(results, ref, facts, out.resolve(), n_boot=n_boot)
+    mech = read_rows(mechanism_table(table)) if mechanism_table(table).is_file() else None
+    out = out.resolve()
+    if mech is not None and mechanism_table(out) != mechanism_table(table).resolve():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mechanism_table(table), mechanism_table(out))
+    return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
 
 
 def _contrasts(profile: dict) -> list:
@@ -267,8 +283,11 @@ def _contrasts(profile: dict) -> list:
     return [(tuple(pre["a"]), tuple(pre["b"]))] if pre else []
 
 
-def render_report(results, ref, facts: dict, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+def render_report(
+    results, ref, facts: dict, out: Path, *, n_boot: int = 2000, mechanism: list[dict] | None = None
+) -> tuple[Path, dict]:
     from loop.experiment.sweep.analysis import analyse
+    from loop.experiment.sweep.mechanism import analyse_mechanism
     from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
 
     agreements = {}
@@ -286,6 +305,7 @@ def render_report(results, ref, facts: dict, out: Path, *, n_boot: int = 2000) -
     )
     initial = None if not ref else sum(ref[p] for p in sorted(ref)) / len(ref)
     analysis["initial_mean"] = initial
+    analysis["mechanism"] = None if mechanism is None else analyse_mechanism(mechanism, n_boot=n_boot)
     img = out.parent / "img"
     curve = plot_curve(analysis, initial, img / f"{out.stem}-curve.png")
     dose = plot_dose_response(analysis, img / f"{out.stem}-rm-quality.png")
@@ -296,3 +316,19 @@ def render_report(results, ref, facts: dict, out: Path, *, n_boot: int = 2000) -
     tmp.replace(out)
     write_json(out.with_suffix(".json"), {"facts": facts, "analysis": analysis})
     return out, analysis
+
+
+def measure_mechanism(data_dir: Path, seeds: list[int] | None, *, pool: bool = True, say=print) -> Path:
+    """`pvar-loop sweep mechanism`: the gradient norms of the curve RM's largest-budget picks (and its pool
+    pairs) for these seeds (default: the first three of the sweep), into <data dir>/experiment/mechanism.csv."""
+    from loop.experiment.sweep.mechanism import collect
+
+    data_dir = data_dir.resolve()
+    facts = read_facts(data_dir)
+    cfg = _config_in_place(data_dir, facts)
+    chosen = seeds if seeds is not None else facts["profile"]["seeds"][:3]
+    unknown = sorted(set(chosen) - set(facts["profile"]["seeds"]))
+    if unknown:
+        raise ExperimentError(f"--seeds: {unknown} are not seeds of this sweep ({facts['profile']['seeds']})")
+    rows = collect(cfg, _sweep_uow(cfg), data_dir, facts, chosen, pool=pool, say=say)
+    return write_rows(data_dir / MECHANISM, rows)

@@ -141,7 +141,24 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
         if c.strategy == "pvar" and Cell(c.rm, Strategy.RANDOM, c.seed, c.budget) in cell_means
     }
     assert {d["budget"] for d in analysis["differences"]} == paired
+    done_labels = {
+        row.split(",")[0]: int(row.split(",")[7])
+        for row in out.with_suffix(".csv").read_text().splitlines()[1:]
+    }
     assert analysis["initial_mean"] == pytest.approx(initial)
+
+    # The mechanism: every labelled pick of the curve RM's largest-budget cells gets its DPO gradient norm at
+    # the initial policy (0 for a tie), every pool prompt's shown pair too; the report then shows them.
+    assert main(["sweep", "mechanism", "--data-dir", str(tmp_path / "sweep"), "--seeds", "0,1"]) == 0
+    mech = (tmp_path / "sweep" / "experiment" / "mechanism.csv").read_text().splitlines()[1:]
+    picks = [r.split(",") for r in mech if r.startswith("pick,")]
+    top = [c for c in map(Cell.parse, grid) if c.budget == TINY.budgets[-1]]
+    assert len(picks) == sum(done_labels[c.arm] for c in top)
+    assert all(float(r[9]) == 0.0 for r in picks if r[8] == "0")  # ties: no gradient
+    assert any(r.startswith("pool,") for r in mech)
+    assert main(["sweep", "report", "--data-dir", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    assert "## The mechanism" in out.read_text()
+    assert out.with_name("results-mechanism.csv").is_file()
 
     # Anyone can redo the analysis: a sweep moved elsewhere reports from its own database, with the same numbers.
     uow.engine.dispose()

@@ -38,6 +38,11 @@ def test_the_committed_document_regenerates_from_the_committed_table_byte_for_by
     assert main(args) == 0
     assert out.read_bytes() == DOCUMENT.read_bytes()
     assert (tmp_path / "img" / "experiment-results-curve.png").stat().st_size > 0
+    # The mechanism rows travel with the table, and the document's mechanism section is theirs.
+    assert (tmp_path / "experiment-results-mechanism.csv").read_bytes() == (
+        TABLE.with_name("experiment-results-mechanism.csv").read_bytes()
+    )
+    assert "## The mechanism: DPO gradient norm at the initial policy" in out.read_text()
 
 
 def test_a_bad_table_is_refused_naming_file_and_line(tmp_path: Path, capsys) -> None:
