@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="standard",
-        help="standard: under 2 h on a 2-core CPU with --jobs 2; large: a GPU machine (scripts/sweep-gpu); "
-        "tiny: tests",
+        help="standard: under 2 h on a 2-core CPU with --jobs 2; preregistered: the pre-registered design "
+        "(docs/experiment.md); large: a GPU machine (scripts/sweep-gpu); tiny: tests",
     )
     run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
     run.add_argument(
@@ -47,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--shard", type=_shard, help=argparse.SUPPRESS)  # one worker of --jobs: "i/n"
     run.add_argument("--out", help="also write the report here (e.g. docs/experiment-results.md)")
+    mech = sw.add_parser(
+        "mechanism",
+        help="DPO gradient norm at the initial policy of each labelled pair (curve RM, largest budget) and of "
+        "the pool's shown pairs; `sweep report` then adds the mechanism tables",
+    )
+    mech.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
+    mech.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the sweep's first three)")
+    mech.add_argument("--no-pool", action="store_true", help="only the picks, not the pool's pairs")
     rep = sw.add_parser("report", help="regenerate the results document and plots from the database")
     rep.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
     rep.add_argument(
@@ -55,6 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--bootstrap", type=positive_int, default=2000, help="bootstrap replicates (default 2000)"
     )
+    rep.add_argument(
+        "--from-table",
+        metavar="CSV",
+        help="regenerate from a per-prompt table (written beside every report, facts in its .json twin) "
+        "instead of the database",
+    )
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -66,7 +87,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from loop.experiment.sweep.profiles import PROFILES
-    from loop.experiment.sweep.run import run, write_report
+    from loop.experiment.sweep.run import measure_mechanism, report_from_table, run, write_report
 
     data_dir = Path(args.data_dir)
     if args.sweep_command == "run":
@@ -85,6 +106,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweep: {done} of {len(statuses)} cells done")
         out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"
         path, _ = write_report(data_dir, out)
+    elif args.sweep_command == "mechanism":
+        print(f"mechanism: {measure_mechanism(data_dir, args.seeds, pool=not args.no_pool)}")
+        return 0
+    elif args.from_table:
+        path, _ = report_from_table(Path(args.from_table), Path(args.out), n_boot=args.bootstrap)
     else:
         path, _ = write_report(data_dir, Path(args.out), n_boot=args.bootstrap)
     print(f"report: {path}")

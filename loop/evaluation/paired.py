@@ -4,7 +4,7 @@ The unit is the eval prompt: a checkpoint's evidence is {prompt id: mean judge s
 (storage.repositories.evaluations.per_prompt_means). Two checkpoints evaluated on the same prompts are
 compared prompt by prompt, which removes the prompt-difficulty variance a comparison of two means keeps; the
 bootstrap resamples prompts. Seeds of a whole training run (RM draw, label draw, DPO) are a second level of
-randomness: seed_pooled_difference resamples them too, so one lucky seed cannot make an arm look better.
+randomness: arms compared over seeds are paired by seed (loop/evaluation/seed_paired.py).
 
 Power: with per-prompt differences of standard deviation sd, the interval's half width is about
 z * sd / sqrt(n). The replication in the demo world (80 eval prompts x 4 samples, pvar - random) gave
@@ -15,7 +15,7 @@ eval_prompts_needed(0.26, 0.03) = 289 eval prompts (80 * (0.057 / h) ** 2 for ha
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -45,24 +45,29 @@ def _check_knobs(where: str, n_boot: int, level: float) -> None:
         raise EvaluationDataError(f"{where}: level must be in (0, 1), got {level}")
 
 
-def _interval(point: float, replicates: np.ndarray, n: int, level: float) -> Interval:
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(replicates, [alpha, 1.0 - alpha])
-    # Quantiles of a discrete bootstrap can miss the point by float rounding; keep the point inside.
-    return Interval(mean=point, low=min(float(low), point), high=max(float(high), point), n=n)
-
-
 def mean_interval(
     values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> Interval:
-    """Mean of per-prompt values with a percentile bootstrap over prompts."""
+    """Mean of per-prompt values with a percentile bootstrap over prompts (scipy.stats.bootstrap)."""
+    from scipy import stats
+
     _check_knobs("mean_interval", n_boot, level)
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise EvaluationDataError(f"mean_interval: need a non-empty 1-D list of values, got shape {x.shape}")
-    rng = np.random.default_rng(seed)
-    replicates = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    return _interval(float(x.mean()), replicates, int(x.size), level)
+    point = float(x.mean())
+    if x.size == 1 or float(np.ptp(x)) == 0.0:  # nothing to resample: the interval is the point
+        return Interval(mean=point, low=point, high=point, n=int(x.size))
+    ci = stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    # Quantiles of a discrete bootstrap can miss the point by float rounding; keep the point inside.
+    return Interval(mean=point, low=min(float(ci.low), point), high=max(float(ci.high), point), n=int(x.size))
 
 
 def paired_difference(
@@ -82,79 +87,6 @@ def paired_difference(
         )
     diff = [a[p] - b[p] for p in common]
     return mean_interval(diff, n_boot=n_boot, seed=seed, level=level)
-
-
-class SeedPooledBootstrap:
-    """Replicates of several arms' seed-pooled mean scores, all on the SAME prompt resamples.
-
-    arms: {key: one {prompt id: score} per seed}. Each replicate resamples the prompts once (shared by every
-    arm, so any two arms stay paired on prompts) and, within each arm, its seeds (seed-to-seed variance stays
-    in the interval). An arm's replicate is the mean over its resampled seeds of its mean over the resampled
-    prompts. Only prompts every seed of every arm has count; with none, every estimate is NaN.
-    """
-
-    def __init__(
-        self,
-        arms: Mapping[Hashable, Sequence[Mapping[str, float]]],
-        *,
-        n_boot: int = 2000,
-        seed: int = 0,
-        level: float = 0.95,
-    ):
-        _check_knobs("SeedPooledBootstrap", n_boot, level)
-        maps = [m for seeds in arms.values() for m in seeds]
-        self.prompts = sorted(set.intersection(*(set(m) for m in maps))) if maps else []
-        self.level = level
-        rng = np.random.default_rng(seed)
-        n = len(self.prompts)
-        prompt_pick = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
-        self.point: dict[Hashable, float] = {}
-        self.reps: dict[Hashable, np.ndarray] = {}
-        for key, seeds in arms.items():
-            if not seeds:
-                continue
-            m = np.array([[s[p] for p in self.prompts] for s in seeds], dtype=float)  # seeds x prompts
-            seed_pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-            per_seed = m[:, prompt_pick].mean(axis=2) if n else np.full((len(seeds), n_boot), np.nan)
-            self.point[key] = float(m.mean()) if n else float("nan")
-            self.reps[key] = np.take_along_axis(per_seed.T, seed_pick, axis=1).mean(axis=1)
-
-    def has(self, key: Hashable) -> bool:
-        return key in self.reps
-
-    def estimate(self, key: Hashable) -> Interval:
-        return self._of(self.point[key], self.reps[key])
-
-    def difference(self, a: Hashable, b: Hashable) -> Interval:
-        return self._of(self.point[a] - self.point[b], self.reps[a] - self.reps[b])
-
-    def _of(self, point: float, reps: np.ndarray) -> Interval:
-        if not self.prompts:
-            return Interval(point, float("nan"), float("nan"), 0)
-        return _interval(point, reps, len(self.prompts), self.level)
-
-
-def seed_pooled_difference(
-    a_seeds: Sequence[Mapping[str, float]],
-    b_seeds: Sequence[Mapping[str, float]],
-    *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> Interval:
-    """Arm A minus arm B (SeedPooledBootstrap with two arms). An arm with one seed contributes no seed
-    variance: run >= 3. Only prompts every seed of both arms has count."""
-    if not a_seeds or not b_seeds:
-        raise EvaluationDataError(
-            f"seed_pooled_difference: each arm needs at least one seed, got {len(a_seeds)} and {len(b_seeds)}"
-        )
-    boot = SeedPooledBootstrap({"a": a_seeds, "b": b_seeds}, n_boot=n_boot, seed=seed, level=level)
-    if not boot.prompts:
-        raise EvaluationDataError(
-            "seed_pooled_difference: no prompt id is shared by every seed of both arms; "
-            "were they evaluated on the same eval split?"
-        )
-    return boot.difference("a", "b")
 
 
 def eval_prompts_needed(sd_per_prompt_diff: float, half_width: float, level: float = 0.95) -> int:

@@ -67,6 +67,11 @@ def _chat_ids(tokenizer, messages, **kwargs) -> list[int]:
 
 
 def _batch_logprobs(model, batch: list[tuple[list[int], int]], pad_id: int) -> np.ndarray:
+    return _token_logps(model, batch, pad_id).double().numpy()
+
+
+def _token_logps(model, batch: list[tuple[list[int], int]], pad_id: int):
+    """Summed completion log-probabilities as a torch tensor (differentiable outside inference mode)."""
     import torch
 
     width = max(len(ids) for ids, _ in batch)
@@ -79,4 +84,4 @@ def _batch_logprobs(model, batch: list[tuple[list[int], int]], pad_id: int) -> n
         scored[row, start : len(ids)] = True
     logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
     token_logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1))
-    return (token_logps.squeeze(-1) * scored[:, 1:]).sum(dim=-1).double().numpy()
+    return (token_logps.squeeze(-1) * scored[:, 1:]).sum(dim=-1)

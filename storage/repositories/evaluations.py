@@ -150,6 +150,17 @@ def per_prompt_means(session: Session, evaluation_id: int, side: str = POLICY) -
     return {prompt_id: float(mean) for prompt_id, mean in rows}
 
 
+def per_prompt_sample_counts(session: Session, evaluation_id: int, side: str = POLICY) -> dict[str, int]:
+    """{prompt id: number of that side's samples} of one evaluation (what each per-prompt mean rests on)."""
+    owner = samples_owner(session, evaluation_id, side)
+    rows = session.execute(
+        select(EvaluationSample.prompt_id, func.count())
+        .where(EvaluationSample.evaluation_id == owner, EvaluationSample.side == side)
+        .group_by(EvaluationSample.prompt_id)
+    ).all()
+    return {prompt_id: int(n) for prompt_id, n in rows}
+
+
 def cached_reference(session: Session, reference_key: str) -> tuple[int, list[EvaluationSample]] | None:
     """(owner evaluation id, its reference rows) of the oldest evaluation that sampled the reference the way
     `reference_key` describes; None when none did (the reference must be sampled)."""

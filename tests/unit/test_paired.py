@@ -11,7 +11,6 @@ from loop.evaluation.paired import (
     mean_interval,
     paired_difference,
     sd_from_half_width,
-    seed_pooled_difference,
 )
 from storage.errors import PvarLoopError
 
@@ -72,43 +71,6 @@ def test_interval_is_deterministic_under_seed_and_contains_the_mean():
 def test_bad_knobs_are_named(kwargs, match):
     with pytest.raises(EvaluationDataError, match=match):
         paired_difference({"x": 1.0}, {"x": 0.0}, **kwargs)
-
-
-def test_seed_pooled_difference_of_identical_seeds_equals_the_paired_difference_point():
-    rng = np.random.default_rng(3)
-    base = rng.normal(size=25)
-    a = _scores(base + 0.3)
-    b = _scores(base)
-    pooled = seed_pooled_difference([a, a, a], [b, b])
-    assert pooled.mean == pytest.approx(0.3)
-    assert pooled.low == pytest.approx(0.3) and pooled.high == pytest.approx(0.3)  # no variance anywhere
-    assert pooled.n == 25
-
-
-def test_seed_variance_widens_the_pooled_interval():
-    rng = np.random.default_rng(4)
-    base = rng.normal(scale=0.2, size=60)
-    b = [_scores(base + rng.normal(scale=0.1, size=60)) for _ in range(3)]
-    steady = [_scores(base + 0.1 + rng.normal(scale=0.1, size=60)) for _ in range(3)]
-    # Same mean effect, but each seed is shifted as a whole: one training run lucky, one unlucky.
-    swinging = [
-        {p: v + shift for p, v in s.items()} for s, shift in zip(steady, (-0.15, 0.0, 0.15), strict=True)
-    ]
-    calm, wild = seed_pooled_difference(steady, b), seed_pooled_difference(swinging, b)
-    assert calm.mean == pytest.approx(wild.mean)
-    assert wild.high - wild.low > 2 * (calm.high - calm.low)
-    assert calm.low > 0  # steady seeds: the effect is clear
-    assert wild.low < 0.05  # swinging seeds: much less sure
-
-
-def test_seed_pooled_uses_prompts_every_seed_has():
-    a = [{"x": 1.0, "y": 1.0}, {"x": 1.0, "y": 1.0, "z": 9.0}]
-    b = [{"x": 0.0, "y": 0.0, "z": 0.0}]
-    assert seed_pooled_difference(a, b).n == 2
-    with pytest.raises(EvaluationDataError, match="at least one seed"):
-        seed_pooled_difference([], b)
-    with pytest.raises(EvaluationDataError, match="no prompt id"):
-        seed_pooled_difference([{"q": 1.0}], b)
 
 
 def test_power_helper_reproduces_the_demo_world_numbers():

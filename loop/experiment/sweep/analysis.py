@@ -1,91 +1,94 @@
-"""The sweep's statistics, from per-cell per-prompt scores (pure numpy; loop/experiment/sweep/data.py reads them).
+"""The sweep's statistics, from per-cell per-prompt scores (loop/experiment/sweep/data.py or table.py reads them).
 
-One bootstrap for everything, so every interval is consistent with every other: each replicate resamples the
-eval prompts ONCE (shared by all arms: differences stay paired on prompts) and, per arm, its seeds (seed-to-seed
-variance, which covers the selection, the RM draw and the DPO seed, stays in the interval). An arm's value in a
-replicate is the mean over its resampled seeds of the mean judge score over the resampled prompts.
+The unit of replication is the seed (the same seed index is the same RM draw, selection seed and DPO seed in
+every arm): every arm difference is paired by seed with a t interval over the per-seed differences
+(loop/evaluation/seed_paired.py), the hierarchical bootstrap (seeds, then prompts) printed beside it; a point
+of the curve is the t interval over its seeds' means. Only the eval prompts every evaluated cell has count.
+Cells that trained nothing (no decided pair) have no evaluation and are excluded from the scores, counted.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from loop.acquisition.strategies import Strategy
 from loop.evaluation.efficiency import labels_to_reach, labels_to_reach_interval
-from loop.evaluation.paired import SeedPooledBootstrap
+from loop.evaluation.seed_paired import (
+    HierarchicalBootstrap,
+    newcombe,
+    paired_by_seed,
+    t_interval,
+    wilson,
+)
 from loop.experiment.sweep.data import CellResult
 
 Key = tuple[str, str, int]  # (rm, strategy, budget)
+PVAR, RANDOM = str(Strategy.PVAR), str(Strategy.RANDOM)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    mean: float
-    low: float
-    high: float
-    seeds: int
-
-    def as_dict(self) -> dict:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "seeds": self.seeds}
+def _key(r: CellResult) -> Key:
+    return (r.cell.rm, str(r.cell.strategy), r.cell.budget)
 
 
-class Bootstrap:
-    """Every arm's seed-pooled mean score, keyed (rm, strategy, budget), on shared prompt resamples."""
-
-    def __init__(
-        self, results: Sequence[CellResult], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-    ):
-        by_key: dict[Key, list[Mapping[str, float]]] = defaultdict(list)
-        for r in results:
-            if r.means:
-                by_key[(r.cell.rm, str(r.cell.strategy), r.cell.budget)].append(r.means)
-        self._boot = SeedPooledBootstrap(dict(sorted(by_key.items())), n_boot=n_boot, seed=seed, level=level)
-        self.prompts, self.level = self._boot.prompts, level
-        self.point, self.reps = self._boot.point, self._boot.reps  # the headline interpolates per replicate
-        self.seeds = {key: len(maps) for key, maps in by_key.items()}
-
-    def estimate(self, key: Key) -> Estimate:
-        e = self._boot.estimate(key)
-        return Estimate(e.mean, e.low, e.high, self.seeds[key])
-
-    def difference(self, a: Key, b: Key) -> Estimate:
-        d = self._boot.difference(a, b)
-        return Estimate(d.mean, d.low, d.high, min(self.seeds[a], self.seeds[b]))
-
-    def has(self, key: Key) -> bool:
-        return self._boot.has(key)
+def _ci(i) -> dict:
+    return {"mean": i.mean, "low": i.low, "high": i.high}
 
 
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
+def scores_by_key(results: Sequence[CellResult]) -> tuple[dict[Key, dict[int, dict[str, float]]], list[str]]:
+    """{key: {seed: {prompt: mean score}}} on the eval prompts every evaluated cell has, and those prompts."""
+    evaluated = [r for r in results if r.means]
+    prompts = sorted(set.intersection(*(set(r.means) for r in evaluated))) if evaluated else []
+    out: dict[Key, dict[int, dict[str, float]]] = defaultdict(dict)
+    for r in evaluated:
+        out[_key(r)][r.cell.seed] = {p: r.means[p] for p in prompts}
+    return dict(sorted(out.items())), prompts
 
 
 def cell_table(results: Sequence[CellResult]) -> list[dict]:
-    """Per (rm, strategy, budget): seeds, mean labels / decided / ties, mean win rate vs initial."""
+    """Per (rm, strategy, budget): cells, evaluated cells, label counts summed over seeds with the decided and
+    tie rates (Wilson intervals), mean win rate vs initial."""
     groups: dict[Key, list[CellResult]] = defaultdict(list)
     for r in results:
-        groups[(r.cell.rm, str(r.cell.strategy), r.cell.budget)].append(r)
+        groups[_key(r)].append(r)
     rows = []
     for (rm, strategy, budget), rs in sorted(groups.items()):
+        labels = sum(r.labels for r in rs)
+        decided, ties = sum(r.decided_ab for r in rs), sum(r.ties for r in rs)
+        wins = [r.win_rate for r in rs if r.means and r.win_rate is not None]
         rows.append(
             {
                 "rm": rm,
                 "strategy": strategy,
                 "budget": budget,
                 "cells": len(rs),
-                "evaluated": sum(r.means is not None for r in rs),
-                "decided_ab": _mean([r.decided_ab for r in rs]),
-                "ties": _mean([r.ties for r in rs]),
-                "labels": _mean([r.labels for r in rs]),
-                "win_rate": _mean([r.win_rate for r in rs if r.win_rate is not None]),
+                "evaluated": sum(bool(r.means) for r in rs),
+                "labels": labels,
+                "decided": decided,
+                "ties": ties,
+                "decided_rate": _ci(wilson(decided, labels)) if labels else None,
+                "tie_rate": _ci(wilson(ties, labels)) if labels else None,
+                "win_rate": float(np.mean(wins)) if wins else None,
                 "wall_s": sum(r.wall_s or 0.0 for r in rs),
             }
         )
     return rows
+
+
+def decided_rates(cells: Sequence[dict], budgets: Sequence[int]) -> list[dict]:
+    """Per RM and budget both arms ran: PVar's decided-pair rate minus random's, Newcombe interval."""
+    by = {(c["rm"], c["strategy"], c["budget"]): c for c in cells}
+    out = []
+    for rm, strategy, b in sorted(by):
+        other = by.get((rm, RANDOM, b))
+        if strategy != PVAR or other is None or not by[(rm, PVAR, b)]["labels"] or not other["labels"]:
+            continue
+        p = by[(rm, PVAR, b)]
+        d = newcombe(p["decided"], p["labels"], other["decided"], other["labels"])
+        out.append({"rm": rm, "budget": b, "pvar": p["decided"], "random": other["decided"], **_ci(d)})
+    return [d for d in out if d["budget"] in budgets]
 
 
 def analyse(
@@ -94,79 +97,109 @@ def analyse(
     budgets: Sequence[int],
     curve_rm: str,
     agreements: Mapping[str, float | None],
+    contrasts: Sequence[tuple[Key, Key]] = (),
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """The report's numbers: curve, paired differences per RM and budget, labels-to-reach, dose-response."""
-    boot = Bootstrap(results, n_boot=n_boot, seed=seed)
-    pvar, rand = str(Strategy.PVAR), str(Strategy.RANDOM)
+    """The report's numbers: curve, paired-by-seed differences per RM and budget (and any further contrasts),
+    labels-to-reach, decided-pair rates, variance components."""
+    scores, prompts = scores_by_key(results)
     top = max(budgets)
     rms = sorted({r.cell.rm for r in results})
+    cells = cell_table(results)
     out: dict = {
-        "eval_prompts": len(boot.prompts),
+        "eval_prompts": len(prompts),
         "curve_rm": curve_rm,
-        "cells": cell_table(results),
+        "cells": cells,
+        "excluded": sorted(r.cell.arm for r in results if not r.means and r.status == "done"),
         "curve": {},
         "differences": [],
+        "contrasts": [],
     }
-    for strategy in (pvar, rand):
+    for strategy in (PVAR, RANDOM):
         out["curve"][strategy] = [
-            {"budget": b, **boot.estimate((curve_rm, strategy, b)).as_dict()}
+            {"budget": b, "seeds": len(scores[k]), **_ci(t_interval(_seed_means(scores[k])))}
             for b in budgets
-            if boot.has((curve_rm, strategy, b))
+            if (k := (curve_rm, strategy, b)) in scores
         ]
     for rm in rms:
         for b in budgets:
-            if boot.has((rm, pvar, b)) and boot.has((rm, rand, b)):
-                d = boot.difference((rm, pvar, b), (rm, rand, b))
+            a, r = (rm, PVAR, b), (rm, RANDOM, b)
+            if _paired(scores, a, r):
+                d = paired_by_seed(scores[a], scores[r], n_boot=n_boot, seed=seed)
                 out["differences"].append(
                     {"rm": rm, "budget": b, "agreement": agreements.get(rm), **d.as_dict()}
                 )
-    out["headline"] = _labels_to_reach(boot, curve_rm, budgets, top)
+    for a, b in contrasts:
+        if _paired(scores, a, b):
+            d = paired_by_seed(scores[a], scores[b], n_boot=n_boot, seed=seed)
+            out["contrasts"].append({"a": list(a), "b": list(b), **d.as_dict()})
+    out["headline"] = _labels_to_reach(scores, curve_rm, budgets, top, n_boot, seed)
     out["dose_response"] = [d for d in out["differences"] if d["budget"] == top]
-    out["seed_spread"] = [x for rm in rms if (x := seed_spread(results, rm, top)) is not None]
+    out["decided_rates"] = decided_rates(cells, [top])
+    out["variance"] = [x for rm in rms if (x := seed_spread(results, rm, top, prompts)) is not None]
     return out
 
 
-def seed_spread(results: Sequence[CellResult], rm: str, budget: int) -> dict | None:
-    """Where the uncertainty of PVar - random comes from, for one RM and budget: the difference per seed (the
-    same seed index is the same RM draw for both arms), its SD between seeds, and the SD a seed's difference
-    has from the eval prompts alone. None without two seeds evaluated in both arms."""
-    pvar, rand = str(Strategy.PVAR), str(Strategy.RANDOM)
-    arms: dict[tuple[str, int], Mapping[str, float]] = {
+def _seed_means(by_seed: Mapping[int, Mapping[str, float]]) -> list[float]:
+    return [float(np.mean(list(m.values()))) for _, m in sorted(by_seed.items())]
+
+
+def _paired(scores: Mapping[Key, Mapping[int, object]], a: Key, b: Key) -> bool:
+    return a in scores and b in scores and bool(set(scores[a]) & set(scores[b]))
+
+
+def seed_spread(
+    results: Sequence[CellResult], rm: str, budget: int, prompts: Sequence[str] | None = None
+) -> dict | None:
+    """Variance components of PVar - random for one RM and budget: the per-seed differences, their SD between
+    seeds (which holds the eval prompts' noise too) and the SD one seed's difference has from the eval prompts
+    alone (the standard error over its prompts); their ratio is the eval prompts' share of the per-seed
+    variance. None without two seeds evaluated in both arms."""
+    arms = {
         (str(r.cell.strategy), r.cell.seed): r.means
         for r in results
         if r.cell.rm == rm and r.cell.budget == budget and r.means
     }
-    seeds = sorted(s for (strategy, s) in arms if strategy == pvar and (rand, s) in arms)
+    seeds = sorted(s for (strategy, s) in arms if strategy == PVAR and (RANDOM, s) in arms)
     if len(seeds) < 2:
         return None
     per_seed, prompt_var = [], []
     for s in seeds:
-        a, b = arms[(pvar, s)], arms[(rand, s)]
-        d = np.array([a[p] - b[p] for p in sorted(a.keys() & b.keys())])
+        a, b = arms[(PVAR, s)], arms[(RANDOM, s)]
+        common = sorted(prompts if prompts is not None else a.keys() & b.keys())
+        d = np.array([a[p] - b[p] for p in common])
         per_seed.append(float(d.mean()))
         prompt_var.append(float(d.var(ddof=1)) / len(d))
+    between = float(np.std(per_seed, ddof=1))
+    prompt_sd = float(np.sqrt(np.mean(prompt_var)))
     return {
         "rm": rm,
         "budget": budget,
         "per_seed": dict(zip(seeds, per_seed, strict=True)),
-        "between_seeds_sd": float(np.std(per_seed, ddof=1)),
-        "prompt_sd": float(np.sqrt(np.mean(prompt_var))),
+        "between_seeds_sd": between,
+        "prompt_sd": prompt_sd,
+        "prompt_share": None if between == 0 else prompt_sd**2 / between**2,
     }
 
 
-def _labels_to_reach(boot: Bootstrap, rm: str, budgets: Sequence[int], top: int) -> dict | None:
-    """Labels PVar needs to reach random's quality at the largest budget, on the curve RM, with an interval."""
-    pvar, rand = str(Strategy.PVAR), str(Strategy.RANDOM)
-    have = [b for b in budgets if boot.has((rm, pvar, b))]
-    if not boot.has((rm, rand, top)) or len(have) < 2:
+def _labels_to_reach(
+    scores, rm: str, budgets: Sequence[int], top: int, n_boot: int, seed: int
+) -> dict | None:
+    """Labels PVar needs to reach random's quality at the largest budget, on the curve RM, with the
+    hierarchical bootstrap's interval (seeds shared by every point of both curves)."""
+    have = [b for b in budgets if (rm, PVAR, b) in scores]
+    target_key = (rm, RANDOM, top)
+    if target_key not in scores or len(have) < 2:
         return None
-    target = boot.point[(rm, rand, top)]
-    point = labels_to_reach([(b, boot.point[(rm, pvar, b)]) for b in have], target)
-    n_boot = len(boot.reps[(rm, rand, top)])
-    curves = [[(b, float(boot.reps[(rm, pvar, b)][i])) for b in have] for i in range(n_boot)]
-    low, high, share = labels_to_reach_interval(curves, list(boot.reps[(rm, rand, top)]), level=boot.level)
+    keys = [(rm, PVAR, b) for b in have] + [target_key]
+    if not set.intersection(*(set(scores[k]) for k in keys)):
+        return None
+    boot = HierarchicalBootstrap({k: scores[k] for k in keys}, n_boot=n_boot, seed=seed)
+    target = boot.point[target_key]
+    point = labels_to_reach([(b, boot.point[(rm, PVAR, b)]) for b in have], target)
+    curves = [[(b, float(boot.reps[(rm, PVAR, b)][i])) for b in have] for i in range(n_boot)]
+    low, high, share = labels_to_reach_interval(curves, list(boot.reps[target_key]), level=boot.level)
     return {
         "rm": rm,
         "random_budget": top,
@@ -175,5 +208,6 @@ def _labels_to_reach(boot: Bootstrap, rm: str, budgets: Sequence[int], top: int)
         "low": low,
         "high": high,
         "share_reached": share,
+        "seeds": len(boot.seeds),
         "saving": None if point is None else 1 - point / top,
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 from loop.acquisition.strategies import Strategy
 from loop.config import Config
 from loop.experiment.runner import ArmSpec, arm_config, run_round, services_for
-from loop.experiment.sweep.profiles import LEARNED, PROFILES, STANDARD, TINY, SweepProfile
+from loop.experiment.sweep.profiles import LEARNED, PREREGISTERED, PROFILES, STANDARD, TINY, SweepProfile
 from storage.db import UnitOfWork
 from storage.repositories.rounds import round_status
 
@@ -36,6 +36,7 @@ ARMS = (Strategy.PVAR, Strategy.RANDOM)
 # Re-exported: the profiles live in a light module the CLI can import without the database stack.
 __all__ = [
     "LEARNED",
+    "PREREGISTERED",
     "PROFILES",
     "STANDARD",
     "TINY",
@@ -73,7 +74,13 @@ class Cell:
 
 
 def cells(p: SweepProfile) -> Iterator[Cell]:
-    """Headline first (largest budget, every RM), then the curve RM's smaller budgets, largest first."""
+    """Headline first (largest budget, every RM), then the curve RM's smaller budgets, largest first. A profile
+    with a grid runs exactly those (strategy, budget) cells of the curve RM, seed by seed."""
+    if p.grid:
+        for seed in p.seeds:
+            for strategy, budget in p.grid:
+                yield Cell(p.curve_rm, Strategy(strategy), seed, budget)
+        return
     top = p.budgets[-1]
     for rm in (p.curve_rm, *[r for r in p.rm_keys if r != p.curve_rm]):
         for seed in p.seeds:

@@ -1,8 +1,9 @@
 """Read a sweep back from the database: per cell, its label counts and the per-eval-prompt mean judge score of
 its policy (the stored evaluation samples), so every figure of the report can be recomputed from the evidence.
 
-A cell whose round trained no checkpoint (no a/b decision among its labels) kept the initial policy: its scores
-are the initial policy's, which is what an operator would have deployed."""
+A cell whose round trained no checkpoint (no a/b decision among its labels) has no evaluation of its own: it is
+excluded from the score statistics (the report counts such cells), not scored with the initial policy's
+reference-side samples, which are drawn with other sampling seeds than every evaluated cell's policy side."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from sqlalchemy.orm import Session
 
 from loop.experiment.sweep.cells import Cell
 from storage.repositories import rounds as round_repo
-from storage.repositories.evaluations import find_evaluation, per_prompt_means
+from storage.repositories.evaluations import (
+    find_evaluation,
+    per_prompt_means,
+    per_prompt_sample_counts,
+)
 from storage.repositories.rounds import RoundCounts
-from storage.statuses import RoundStatus
 
 JUDGE = "verifier"
 
@@ -32,6 +36,16 @@ class CellResult:
     )  # eval prompt id -> mean judge score of the cell's policy; None: not evaluated
     win_rate: float | None
     wall_s: float | None
+    n_samples: dict[str, int] | None = None  # eval prompt id -> samples behind its mean
+
+
+def reference_samples(session: Session, reference_id: str) -> dict[str, int] | None:
+    for rnd in round_repo.all_rounds(session):
+        if rnd.policy_out and rnd.policy_out != reference_id:
+            ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
+            if ev is not None:
+                return per_prompt_sample_counts(session, ev.id, side="reference")
+    return None
 
 
 def reference_means(session: Session, reference_id: str) -> dict[str, float] | None:
@@ -53,13 +67,12 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
     for rnd in rounds:
         c = counts.get(rnd.id, RoundCounts())
         trained = bool(rnd.policy_out) and rnd.policy_out != rnd.policy_in
-        means, win = None, None
+        means, win, n_samples = None, None, None
         if trained:
             ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
             if ev is not None:
                 means, win = per_prompt_means(session, ev.id, side="policy"), ev.win_rate
-        elif rnd.status == RoundStatus.DONE:
-            means, win = ref, 0.5  # no training signal: the policy stayed the initial one
+                n_samples = per_prompt_sample_counts(session, ev.id, side="policy")
         start, end = rnd.created_at, rnd.finished_at
         out.append(
             CellResult(
@@ -72,6 +85,7 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
                 means=means,
                 win_rate=win,
                 wall_s=(end - start).total_seconds() if start and end else None,
+                n_samples=n_samples,
             )
         )
     return out, ref

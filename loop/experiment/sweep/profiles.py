@@ -33,6 +33,16 @@ class SweepProfile:
     batch_size: int  # generation batch (pool sampling and evaluation)
     backend: str = "auto"
     note: str = ""
+    # The curve RM's cells as (strategy, budget) per seed; empty: both arms at every budget.
+    grid: tuple[tuple[str, int], ...] = ()
+    # A pre-registered contrast A - B, each (rm, strategy, budget), and its non-inferiority margin.
+    primary: tuple[tuple[str, str, int], tuple[str, str, int]] | None = None
+    margin: float | None = None
+
+    def primary_facts(self) -> dict | None:
+        if self.primary is None:
+            return None
+        return {"a": list(self.primary[0]), "b": list(self.primary[1]), "margin": self.margin}
 
     def __post_init__(self) -> None:
         if sorted(set(self.budgets)) != list(self.budgets) or not self.budgets or self.budgets[0] < 1:
@@ -41,6 +51,10 @@ class SweepProfile:
             )
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise SweepProfileError(f"profile {self.name}: seeds must be distinct, got {self.seeds}")
+        if any(b not in self.budgets for _, b in self.grid):
+            raise SweepProfileError(f"profile {self.name}: grid budgets must be among {self.budgets}")
+        if self.primary is not None and (self.margin is None or self.margin <= 0):
+            raise SweepProfileError(f"profile {self.name}: a primary contrast needs a margin > 0")
         if self.curve_rm not in self.rm_keys:
             raise SweepProfileError(
                 f"profile {self.name}: curve_rm {self.curve_rm!r} is not one of {self.rm_keys}"
@@ -52,10 +66,10 @@ class SweepProfile:
 
 
 # Sized to the 2-hour budget on the project's 2-core CPU with `--jobs 2` (per 1-thread worker: ~0.3-0.4 s per eval
-# answer, 15-19 s per DPO step); eval prompts were cut from the first run's 160, not seeds, because
-# the seeds set the interval's width (PVar - random per seed: SD 0.028-0.043 between seeds, 0.015-0.017 from
-# 160 eval prompts; see docs/experiment-results.md "Where the uncertainty comes from"). Measured end to end:
-# 96 min with --jobs 2, about 108 min when the model cache lacks the world's selection RM.
+# answer, 15-19 s per DPO step); eval prompts were cut from the first run's 160 to 64 to fit that budget (the
+# eval prompts are 30-75% of the per-seed variance of PVar - random: docs/experiment-results.md, "Variance
+# components"). Measured end to end: 96 min with --jobs 2, about 108 min when the model cache lacks the world's
+# selection RM.
 STANDARD = SweepProfile(
     name="standard",
     world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=64, n_seed=384, budget=64, epochs=2),
@@ -102,4 +116,24 @@ TINY = SweepProfile(
     samples_per_prompt=2,
     batch_size=8,
 )
-PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY)}
+# The pre-registered design (docs/experiment.md, "Pre-registration"): learned RM, 16 seeds, PVar at 32 and 64
+# labels, random at 64; 256 eval prompts x 1 sample (the same answers per checkpoint as 64 x 4, and no worse
+# for any split of the eval noise: `python -m loop.experiment.sweep.power`). Fixed before any run.
+PREREGISTERED = SweepProfile(
+    name="preregistered",
+    world=dataclasses.replace(
+        FULL, name="sweep-prereg", n_train=256, n_eval=256, n_seed=384, budget=64, epochs=2
+    ),
+    budgets=(32, 64),
+    seeds=tuple(range(16)),
+    standins=(),
+    learned=True,
+    curve_rm=LEARNED,
+    samples_per_prompt=1,
+    batch_size=32,
+    note="2-core CPU, --jobs 2; about 2.8 h (python -m loop.experiment.sweep.power)",
+    grid=(("pvar", 64), ("random", 64), ("pvar", 32)),
+    primary=((LEARNED, "pvar", 32), (LEARNED, "random", 64)),
+    margin=0.01,
+)
+PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY, PREREGISTERED)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from loop.experiment.runner import ExperimentError
 from loop.experiment.sweep.cells import SweepProfile, run_cells, sweep_config, write_json
+from loop.experiment.sweep.mechanism import FILE as MECHANISM
+from loop.experiment.sweep.mechanism import read_rows, write_rows
 
 FACTS = Path("experiment") / "sweep.json"
 
@@ -33,6 +36,7 @@ def _profile_facts(p: SweepProfile) -> dict:
         "learned": p.learned,
         "curve_rm": p.curve_rm,
         "samples_per_prompt": p.samples_per_prompt,
+        "primary": p.primary_facts(),
     }
 
 
@@ -220,39 +224,111 @@ def _config_in_place(data_dir: Path, facts: dict):
 
 
 def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
-    """Regenerate the results document (and its plots, next to it under img/) from the database."""
-    from loop.experiment.sweep.analysis import analyse
-    from loop.experiment.sweep.data import collect_cells
-    from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
+    """Regenerate the results document (its plots next to it under img/, its JSON twin and its per-prompt
+    table <out>.csv) from the database."""
+    from loop.experiment.sweep.data import collect_cells, reference_samples
+    from loop.experiment.sweep.table import write_table
     from storage.repositories.checkpoints import initial_checkpoint_id
 
     data_dir = data_dir.resolve()
     facts = read_facts(data_dir)
     cfg = _config_in_place(data_dir, facts)
     uow = _sweep_uow(cfg)
+    reference = initial_checkpoint_id(cfg.policy.model)
     with uow() as session:
-        results, ref = collect_cells(session, initial_checkpoint_id(cfg.policy.model))
+        results, ref = collect_cells(session, reference)
+        ref_n = reference_samples(session, reference)
     if not results:
         raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
+    out = out.resolve()
+    write_table(out.with_suffix(".csv"), results, ref, ref_n)
+    mech = None
+    if (data_dir / MECHANISM).is_file():  # `sweep mechanism` ran: its rows travel with the table
+        shutil.copyfile(data_dir / MECHANISM, mechanism_table(out))
+        mech = read_rows(data_dir / MECHANISM)
+    return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
+
+
+def mechanism_table(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-mechanism.csv")
+
+
+def report_from_table(table: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+    """The same document from a per-prompt table alone (the run's facts come from the table's JSON twin,
+    <table>.json, which `sweep report` writes beside it)."""
+    from loop.experiment.sweep.table import SweepTableError, read_table
+
+    twin = table.with_suffix(".json")
+    if not twin.is_file():
+        raise SweepTableError(
+            f"{twin}: the table's facts file is missing (written beside it by `sweep report`)"
+        )
+    try:
+        facts = json.loads(twin.read_text(encoding="utf-8"))["facts"]
+    except (ValueError, KeyError) as e:
+        raise SweepTableError(f"{twin}: not a sweep report's JSON twin ({e})") from e
+    results, ref = read_table(table)
+    if not results:
+        raise SweepTableError(f"{table}: the table holds no sweep cell")
+    mech = read_rows(mechanism_table(table)) if mechanism_table(table).is_file() else None
+    out = out.resolve()
+    if mech is not None and mechanism_table(out) != mechanism_table(table).resolve():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mechanism_table(table), mechanism_table(out))
+    return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
+
+
+def _contrasts(profile: dict) -> list:
+    pre = profile.get("primary")
+    return [(tuple(pre["a"]), tuple(pre["b"]))] if pre else []
+
+
+def render_report(
+    results, ref, facts: dict, out: Path, *, n_boot: int = 2000, mechanism: list[dict] | None = None
+) -> tuple[Path, dict]:
+    from loop.experiment.sweep.analysis import analyse
+    from loop.experiment.sweep.mechanism import analyse_mechanism
+    from loop.experiment.sweep.report import markdown, plot_curve, plot_dose_response
+
     agreements = {}
     for rm, f in facts["rms"].items():
         vals = [m["agreement"] for m in f.get("measured", {}).values() if m["agreement"] is not None]
         agreements[rm] = sum(vals) / len(vals) if vals else None
     prof = facts["profile"]
     analysis = analyse(
-        results, budgets=prof["budgets"], curve_rm=prof["curve_rm"], agreements=agreements, n_boot=n_boot
+        results,
+        budgets=prof["budgets"],
+        curve_rm=prof["curve_rm"],
+        agreements=agreements,
+        contrasts=_contrasts(prof),
+        n_boot=n_boot,
     )
-    initial = None if not ref else sum(ref.values()) / len(ref)
+    initial = None if not ref else sum(ref[p] for p in sorted(ref)) / len(ref)
     analysis["initial_mean"] = initial
-    out = out.resolve()
+    analysis["mechanism"] = None if mechanism is None else analyse_mechanism(mechanism, n_boot=n_boot)
     img = out.parent / "img"
-    stem = out.stem
-    curve = plot_curve(analysis, initial, img / f"{stem}-curve.png")
-    dose = plot_dose_response(analysis, img / f"{stem}-rm-quality.png")
+    curve = plot_curve(analysis, initial, img / f"{out.stem}-curve.png")
+    dose = plot_dose_response(analysis, img / f"{out.stem}-rm-quality.png")
     rel = {k: os.path.relpath(v, out.parent) for k, v in (("curve", curve), ("dose", dose))}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(markdown(analysis, facts, rel), encoding="utf-8")
+    tmp.write_text(markdown(analysis, facts, rel, table=out.with_suffix(".csv").name), encoding="utf-8")
     tmp.replace(out)
     write_json(out.with_suffix(".json"), {"facts": facts, "analysis": analysis})
     return out, analysis
+
+
+def measure_mechanism(data_dir: Path, seeds: list[int] | None, *, pool: bool = True, say=print) -> Path:
+    """`pvar-loop sweep mechanism`: the gradient norms of the curve RM's largest-budget picks (and its pool
+    pairs) for these seeds (default: the first three of the sweep), into <data dir>/experiment/mechanism.csv."""
+    from loop.experiment.sweep.mechanism import collect
+
+    data_dir = data_dir.resolve()
+    facts = read_facts(data_dir)
+    cfg = _config_in_place(data_dir, facts)
+    chosen = seeds if seeds is not None else facts["profile"]["seeds"][:3]
+    unknown = sorted(set(chosen) - set(facts["profile"]["seeds"]))
+    if unknown:
+        raise ExperimentError(f"--seeds: {unknown} are not seeds of this sweep ({facts['profile']['seeds']})")
+    rows = collect(cfg, _sweep_uow(cfg), data_dir, facts, chosen, pool=pool, say=say)
+    return write_rows(data_dir / MECHANISM, rows)

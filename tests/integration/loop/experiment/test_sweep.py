@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from loop.acquisition.strategies import Strategy
 from loop.cli.app import main
 from loop.config import load_config
 from loop.experiment.sweep.cells import TINY, Cell, cells
@@ -103,10 +104,6 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
     for png in ("results-curve.png", "results-rm-quality.png"):
         assert (out.parent / "img" / png).stat().st_size > 1000
         assert f"img/{png}" in text
-    assert {d["budget"] for d in analysis["differences"]} == set(TINY.budgets)
-
-    # The report's numbers are the stored samples' numbers: recompute one curve point from the rows.
-    point = next(p for p in analysis["curve"]["pvar"] if p["budget"] == TINY.budgets[-1])
 
     def mean_of(rows) -> float:
         by_prompt: dict[str, list[float]] = {}
@@ -114,24 +111,54 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
             by_prompt.setdefault(pid, []).append(score)
         return float(np.mean([np.mean(v) for v in by_prompt.values()]))
 
+    # The report's numbers are the stored samples' numbers: recompute each curve point from the rows. A cell
+    # that trained nothing has no evaluation of its own: it is excluded (and named), never scored with the
+    # reference side's samples.
     with uow() as session:
         sample = select(EvaluationSample.prompt_id, EvaluationSample.score)
         initial = mean_of(session.execute(sample.where(EvaluationSample.side == "reference")).all())
-        means = []
+        cell_means = {}
         for arm, (_, _, policy_out) in done["rounds"].items():
-            c = Cell.parse(arm)
-            if (c.rm, str(c.strategy), c.budget) != (TINY.curve_rm, "pvar", TINY.budgets[-1]):
-                continue
             ev = session.scalar(select(Evaluation).where(Evaluation.checkpoint_id == policy_out))
-            if ev is None:  # no a/b label: the cell kept the initial policy
-                means.append(initial)
-                continue
-            rows = session.execute(
-                sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
-            ).all()
-            means.append(mean_of(rows))
-    assert point["mean"] == pytest.approx(float(np.mean(means)))
+            if ev is not None:
+                rows = session.execute(
+                    sample.where(EvaluationSample.evaluation_id == ev.id, EvaluationSample.side == "policy")
+                ).all()
+                cell_means[Cell.parse(arm)] = mean_of(rows)
+    assert cell_means, "no cell of the tiny sweep trained: nothing to check"
+    assert set(analysis["excluded"]) == {arm for arm in grid if Cell.parse(arm) not in cell_means}
+    for strategy, points in analysis["curve"].items():
+        for point in points:
+            means = [
+                m
+                for c, m in cell_means.items()
+                if (c.rm, str(c.strategy), c.budget) == (TINY.curve_rm, strategy, point["budget"])
+            ]
+            assert point["mean"] == pytest.approx(float(np.mean(means)))
+    paired = {
+        c.budget
+        for c in cell_means
+        if c.strategy == "pvar" and Cell(c.rm, Strategy.RANDOM, c.seed, c.budget) in cell_means
+    }
+    assert {d["budget"] for d in analysis["differences"]} == paired
+    done_labels = {
+        row.split(",")[0]: int(row.split(",")[7])
+        for row in out.with_suffix(".csv").read_text().splitlines()[1:]
+    }
     assert analysis["initial_mean"] == pytest.approx(initial)
+
+    # The mechanism: every labelled pick of the curve RM's largest-budget cells gets its DPO gradient norm at
+    # the initial policy (0 for a tie), every pool prompt's shown pair too; the report then shows them.
+    assert main(["sweep", "mechanism", "--data-dir", str(tmp_path / "sweep"), "--seeds", "0,1"]) == 0
+    mech = (tmp_path / "sweep" / "experiment" / "mechanism.csv").read_text().splitlines()[1:]
+    picks = [r.split(",") for r in mech if r.startswith("pick,")]
+    top = [c for c in map(Cell.parse, grid) if c.budget == TINY.budgets[-1]]
+    assert len(picks) == sum(done_labels[c.arm] for c in top)
+    assert all(float(r[9]) == 0.0 for r in picks if r[8] == "0")  # ties: no gradient
+    assert any(r.startswith("pool,") for r in mech)
+    assert main(["sweep", "report", "--data-dir", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    assert "## The mechanism" in out.read_text()
+    assert out.with_name("results-mechanism.csv").is_file()
 
     # Anyone can redo the analysis: a sweep moved elsewhere reports from its own database, with the same numbers.
     uow.engine.dispose()
@@ -140,7 +167,15 @@ def test_tiny_sweep_runs_resumes_and_reports_from_the_database(tmp_path: Path, c
     shutil.move(tmp_path / "sweep", moved)
     again = tmp_path / "again" / "results.md"
     assert main(["sweep", "report", "--data-dir", str(moved), "--out", str(again)]) == 0
-    assert json.loads(again.with_suffix(".json").read_text())["analysis"] == analysis
+    assert again.read_bytes() == out.read_bytes()
+
+    # ... and from the per-prompt table written beside the document alone, byte for byte.
+    table = out.with_suffix(".csv")
+    assert table.read_bytes() == again.with_suffix(".csv").read_bytes()
+    shutil.rmtree(moved)
+    from_table = tmp_path / "from-table" / "results.md"
+    assert main(["sweep", "report", "--from-table", str(table), "--out", str(from_table)]) == 0
+    assert from_table.read_bytes() == out.read_bytes()
 
 
 def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> None:

@@ -16,7 +16,7 @@ from loop.experiment.standin import (
     measured_agreement,
     noise_for_agreement,
 )
-from loop.experiment.sweep.analysis import Bootstrap, analyse
+from loop.experiment.sweep.analysis import analyse
 from loop.experiment.sweep.cells import STANDARD, TINY, Cell, cells
 from loop.experiment.sweep.data import CellResult
 from loop.experiment.sweep.profiles import SweepProfileError
@@ -136,39 +136,58 @@ def test_pvar_that_never_reaches_random_says_so() -> None:
     assert h["labels"] is None and h["share_reached"] == 0.0
 
 
-def test_seed_to_seed_variance_widens_the_interval() -> None:
-    def spread(seed_sd: float) -> float:
+def test_arm_differences_are_paired_by_seed_with_a_t_interval() -> None:
+    """Seed s is the same RM draw in both arms: the primary interval is the t interval (n - 1 df) over the
+    per-seed differences, the hierarchical bootstrap's beside it. (The old seed-pooled percentile bootstrap
+    resampled each arm's seeds independently and gave a much narrower interval over 3 seeds.)"""
+    from scipy import stats
+
+    shifts = {0: 0.0, 1: 0.06, 2: -0.03}
+    results = []
+    for s, shift in shifts.items():
+        for strategy, level in ((Strategy.PVAR, 0.5 + shift), (Strategy.RANDOM, 0.48)):
+            results.append(
+                _result("rm", strategy, s, 64, {f"p{i}": level + 0.01 * (i % 2) for i in range(20)})
+            )
+    d = analyse(results, budgets=(64,), curve_rm="rm", agreements={"rm": 0.7}, n_boot=300)["differences"][0]
+    per_seed = [0.02, 0.08, -0.01]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(per_seed), scale=stats.sem(per_seed))
+    assert (d["low"], d["high"]) == pytest.approx((low, high))
+    assert d["seeds"] == 3 and d["per_seed"] == pytest.approx({"0": 0.02, "1": 0.08, "2": -0.01})
+    assert low < d["boot_low"] < d["boot_high"] < high  # the bootstrap over 3 seeds is the narrower check
+
+
+def test_a_cell_that_trained_nothing_is_excluded_and_named() -> None:
+    results = _world(lambda b: 0.5, lambda b: 0.4, seeds=3, budgets=(64,))
+    dropped = dataclasses.replace(results[1], trained=False, means=None, win_rate=None, decided_ab=0)
+    a = analyse([*results[:1], dropped, *results[2:]], budgets=(64,), curve_rm="rm", agreements={}, n_boot=50)
+    assert a["excluded"] == [dropped.cell.arm]
+    assert a["differences"][0]["seeds"] == 2
+    from loop.experiment.sweep.report import findings
+
+    assert dropped.cell.arm in " ".join(findings(a, "p"))
+
+
+def test_decided_pairs_are_compared_with_a_newcombe_interval_and_claimed_only_above_zero() -> None:
+    from loop.experiment.sweep.report import findings
+
+    def cells(pvar_decided: int) -> list[CellResult]:
         out = []
-        for s in range(4):
-            shift = seed_sd * (s - 1.5)
-            for strategy, level in ((Strategy.PVAR, 0.5 + shift), (Strategy.RANDOM, 0.4)):
-                out.append(
-                    _result("rm", strategy, s, 64, {f"p{i}": level + 0.01 * (i % 3) for i in range(30)})
-                )
-        d = Bootstrap(out, n_boot=400).difference(("rm", "pvar", 64), ("rm", "random", 64))
-        return d.high - d.low
+        for s in range(3):
+            for strategy, decided in ((Strategy.PVAR, pvar_decided), (Strategy.RANDOM, 26)):
+                r = _result("rm", strategy, s, 64, {f"p{i}": 0.5 for i in range(5)})
+                out.append(dataclasses.replace(r, decided_ab=decided, ties=64 - decided))
+        return out
 
-    assert spread(0.05) > spread(0.0) + 0.02
-
-
-def test_findings_compare_the_decided_pairs_of_both_arms() -> None:
-    """The report says how many labels each arm's picks left for DPO (ties train nothing), per RM."""
-    from loop.experiment.sweep.report import decided_pairs, findings
-
-    def cell(rm: str, strategy: str, decided: float) -> dict:
-        return {"rm": rm, "strategy": strategy, "budget": 64, "decided_ab": decided}
-
-    diff = {"budget": 64, "mean": 0.01, "low": -0.02, "high": 0.04}
-    analysis = {
-        "cells": [cell("a", "pvar", 40.0), cell("a", "random", 25.5), cell("b", "pvar", 20.0)],
-        "dose_response": [{"rm": "a", "agreement": 0.7, **diff}, {"rm": "b", "agreement": 0.9, **diff}],
-        "eval_prompts": 10,
-    }
-    assert decided_pairs(analysis) == [("a", 40.0, 25.5)]  # b has no random cell: not compared
-    text = " ".join(findings(analysis, "p"))
-    assert "PVar vs random: a 40.0 vs 25.5;" in text and "more pairs to learn from" in text
-    analysis["cells"][1]["decided_ab"] = 41.0
-    assert "more pairs" not in " ".join(findings(analysis, "p"))
+    a = analyse(cells(38), budgets=(64,), curve_rm="rm", agreements={}, n_boot=50)
+    (rate,) = a["decided_rates"]
+    assert (rate["pvar"], rate["random"]) == (114, 78)
+    assert rate["low"] > 0
+    assert a["cells"][0]["decided_rate"]["low"] < 114 / 192 < a["cells"][0]["decided_rate"]["high"]
+    assert "higher decided rate with: rm (interval above 0)" in " ".join(findings(a, "p"))
+    a = analyse(cells(28), budgets=(64,), curve_rm="rm", agreements={}, n_boot=50)
+    assert a["decided_rates"][0]["low"] < 0
+    assert "higher decided rate with: no RM" in " ".join(findings(a, "p"))
 
 
 def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
@@ -186,9 +205,9 @@ def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
     assert "fewer labels" not in " ".join(findings(analysis, "p"))
 
 
-def test_seed_spread_separates_seed_variance_from_prompt_noise() -> None:
-    """Per seed, PVar - random is paired by seed index; its SD between seeds and the prompts' share are
-    reported, and the report says which one sets the width."""
+def test_variance_components_are_reported_without_a_heuristic_caveat() -> None:
+    """Per seed, PVar - random is paired by seed index; its SD between seeds, the prompts' SD and their share
+    are numbers in the document, and no sentence depends on a threshold between them."""
     from loop.experiment.sweep.analysis import seed_spread
     from loop.experiment.sweep.report import findings
 
@@ -202,8 +221,33 @@ def test_seed_spread_separates_seed_variance_from_prompt_noise() -> None:
     x = seed_spread(results, "rm", 64)
     assert x["per_seed"] == pytest.approx({0: 0.02, 1: 0.08, 2: -0.01})
     assert x["between_seeds_sd"] == pytest.approx(np.std([0.02, 0.08, -0.01], ddof=1))
-    assert x["prompt_sd"] == pytest.approx(0.0)  # the same prompt pattern in both arms: paired away
+    assert x["prompt_sd"] == pytest.approx(0.0) and x["prompt_share"] == pytest.approx(0.0)
     assert seed_spread(results[:2], "rm", 64) is None  # one seed: no spread to measure
     a = analyse(results, budgets=(64,), curve_rm="rm", agreements={"rm": 0.7}, n_boot=100)
-    assert a["seed_spread"] == [x]
-    assert "The seeds, not the eval prompts, set the intervals' width" in " ".join(findings(a, "p"))
+    assert a["variance"] == [x]
+    assert "set the intervals' width" not in " ".join(findings(a, "p"))
+
+
+def test_a_preregistered_contrast_is_paired_by_seed_across_budgets() -> None:
+    results = _world(lambda b: 0.4 + b / 640, lambda b: 0.4 + b / 1280, seeds=3, budgets=(32, 64))
+    contrast = (("rm", "pvar", 32), ("rm", "random", 64))
+    a = analyse(results, budgets=(32, 64), curve_rm="rm", agreements={}, contrasts=[contrast], n_boot=50)
+    (c,) = a["contrasts"]
+    assert c["a"] == ["rm", "pvar", 32] and c["mean"] == pytest.approx(0.05 - 0.05)
+    assert c["seeds"] == 3
+
+
+def test_the_preregistered_profile_runs_exactly_its_design() -> None:
+    from loop.experiment.sweep.profiles import PREREGISTERED
+
+    grid = list(cells(PREREGISTERED))
+    assert len(PREREGISTERED.seeds) >= 16 and len(grid) == 3 * len(PREREGISTERED.seeds)
+    assert {(str(c.strategy), c.budget) for c in grid} == {("pvar", 64), ("random", 64), ("pvar", 32)}
+    assert {c.rm for c in grid} == {"learned"} and PREREGISTERED.margin == 0.01
+    assert PREREGISTERED.primary_facts() == {
+        "a": ["learned", "pvar", 32],
+        "b": ["learned", "random", 64],
+        "margin": 0.01,
+    }
+    with pytest.raises(SweepProfileError, match="margin"):
+        dataclasses.replace(PREREGISTERED, margin=None)
