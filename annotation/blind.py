@@ -23,13 +23,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from annotation.annotators import Member, workspace_members
+from annotation.annotators import SEPARATOR, Member, workspace_members
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import MARKDOWN, DatasetHandle, ensure_dataset, find_dataset
 from annotation.transfer import DELETE_BATCH, delete_records, fetch_records
 
 _LOG = logging.getLogger(__name__)
-SEPARATOR = "--"
 
 
 def blind(dataset: DatasetHandle) -> bool:
@@ -126,11 +125,13 @@ def assign(
     annotators: Sequence[str],
     k: int,
     salt: str,
+    answered_by: dict[str, set[str]] | None = None,
 ) -> dict[str, list[str]]:
     """{annotator: item ids to send them}, so that each item of `order` is held by min(k, annotators) of
-    `annotators`; `holders` is who holds which item already. Items go, in `order`, to the annotators holding
-    the fewest items of `order` so far; ties are broken by a hash of (salt, item, annotator), so the result
-    depends only on its inputs."""
+    `annotators`; `holders` is who holds which item already, `answered_by` who answered it (stored answers:
+    an annotator no longer on the roster who answered still covers the item). Items go, in `order`, to the
+    annotators holding the fewest items of `order` so far; ties are broken by a hash of (salt, item,
+    annotator), so the result depends only on its inputs."""
     roster_set = set(annotators)
     load = Counter({a: 0 for a in annotators})
     for item in order:
@@ -139,9 +140,10 @@ def assign(
     out: dict[str, list[str]] = {a: [] for a in annotators}
     for item in order:
         have = holders.get(item, set()) & roster_set
+        gone = (answered_by or {}).get(item, set()) - roster_set
         free = [a for a in annotators if a not in have]
         free.sort(key=lambda a: (load[a], _tie(salt, item, a)))
-        for a in free[: max(0, k - len(have))]:
+        for a in free[: max(0, k - len(have) - len(gone))]:
             out[a].append(item)
             load[a] += 1
     return {a: items for a, items in out.items() if items}
@@ -165,6 +167,7 @@ def place(
     item_ids: Sequence[str],
     salt: str,
     backoff: Backoff = DEFAULT_BACKOFF,
+    answered_by: dict[str, set[str]] | None = None,
 ) -> Placement:
     """Give every roster annotator their dataset and decide which of `item_ids` (priority order) each must
     get so that every item has `min_submitted` annotators (all of them when fewer)."""
@@ -181,15 +184,26 @@ def place(
             project.workspace,
             len(members),
         )
-    datasets = {m.username: annotator_dataset(project, m, backoff) for m in members}
+    existing = annotator_datasets(project, backoff)  # the usual case: only a new annotator needs one made
+    datasets = {
+        m.username: existing.get(m.username) or annotator_dataset(project, m, backoff) for m in members
+    }
     wanted = set(item_ids)
     holders: dict[str, set[str]] = {}
     for name, handle in datasets.items():
         for record in fetch_records(handle, backoff, responses=False):
             if record.get("external_id") in wanted:
                 holders.setdefault(record["external_id"], set()).add(name)
-    send = assign(item_ids, holders, sorted(datasets), project.min_submitted, salt)
+    send = assign(item_ids, holders, sorted(datasets), project.min_submitted, salt, answered_by)
     return Placement(datasets, holders, send)
+
+
+def annotator_links(project: DatasetHandle, round_number: int | None = None) -> dict[str, str]:
+    """{username: the link to their own queue} (one round's, when given), in priority order."""
+    out = {}
+    for name, handle in annotator_datasets(project).items():
+        out[name] = handle.annotation_url if round_number is None else handle.round_url(round_number)
+    return out
 
 
 def withdraw_from_annotators(
@@ -230,6 +244,7 @@ def push_to_annotators(
     include_pushed: bool = False,
     batch_size: int = 250,
     backoff: Backoff = DEFAULT_BACKOFF,
+    answered_by: dict[str, set[str]] | None = None,
 ) -> BlindPush:
     """Place the round's `items` (storage ItemContent, in priority order) in the annotators' datasets: new
     placements where an item has fewer than `min_submitted` annotators, and with `include_pushed` the records
@@ -238,7 +253,7 @@ def push_to_annotators(
     from annotation.transfer import upsert_records
 
     by_id = {i.id: i for i in items}
-    plan = place(project, [i.id for i in items], salt, backoff)
+    plan = place(project, [i.id for i in items], salt, backoff, answered_by)
     report = BlindPush(record_ids={})
     report.recreated = sum(1 for i in items if i.argilla_record_id is not None and not plan.holders.get(i.id))
     touched: set[str] = set()

@@ -131,6 +131,10 @@ def _push_blind(
     uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0
 ) -> PushReport:
     """push_items with overlap: records go to the annotators' own datasets (annotation.blind)."""
+    answered_by: dict[str, set[str]] = {}
+    with uow() as session:  # a removed annotator's stored answer still covers its item
+        for item_id, annotator in repo.labels_of(session, round_id):
+            answered_by.setdefault(item_id, set()).add(annotator)
     done = push_to_annotators(
         dataset,
         every,
@@ -139,13 +143,19 @@ def _push_blind(
         include_pushed=include_pushed,
         batch_size=batch_size,
         backoff=backoff,
+        answered_by=answered_by,
     )
     with uow() as session:
         repo.mark_pushed(session, done.record_ids or {})
     report = PushReport(round_id, items=done.items, pushed=done.items, recreated=done.recreated)
     report.batches, report.seconds = done.batches, time.perf_counter() - t0
     report.repushed = sum(1 for i in every if i.id in (done.record_ids or {}) and i.argilla_record_id)
-    _LOG.info("pushed %d records of round %d to the annotators' datasets", done.records, round_id)
+    _LOG.log(  # the scheduler re-places every collecting tick: quiet when nothing moved
+        logging.INFO if done.records else logging.DEBUG,
+        "pushed %d records of round %d to the annotators' datasets",
+        done.records,
+        round_id,
+    )
     return report
 
 

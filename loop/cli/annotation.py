@@ -279,10 +279,22 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    print(f"annotate at {dataset.round_url(args.round)}  (this round, in priority order)")
+    _print_links(dataset, args.round)
     if status in (RoundStatus.SCORED, RoundStatus.PUSHED):
         _open_collection(cfg, uow, rid, args.round)
     return 0
+
+
+def _print_links(dataset, round_number: int) -> None:
+    from annotation.blind import annotator_links, blind
+
+    if not blind(dataset):
+        print(f"annotate at {dataset.round_url(round_number)}  (this round, in priority order)")
+        return
+    # Blind overlap: each annotator has a dataset of their own; send each their link.
+    print("each annotator labels in their own dataset (this round, in priority order):")
+    for name, url in annotator_links(dataset, round_number).items():
+        print(f"  {name}: {url}")
 
 
 def _refuse_unplanned_push(uow, round_id: int, number: int, arm: str) -> RoundStatus:

@@ -60,11 +60,14 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
-    from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.blind import blind
+    from annotation.gateway import pull_labels, push_items, withdraw_cancelled
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
+    if blind(dataset):  # an annotator added (or removed) since the push: place what coverage lacks
+        push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
 

@@ -47,3 +47,10 @@ def test_an_annotator_gone_from_the_roster_no_longer_counts() -> None:
     holders = _holders(assign(ITEMS[:4], {}, ["ana", "bo"], 2, "r"))
     plan = assign(ITEMS[:4], holders, ["ana", "cy"], 2, "r")
     assert plan == {"cy": ITEMS[:4]}
+
+
+def test_a_removed_annotators_stored_answer_still_covers_the_item() -> None:
+    holders = {"item-00": {"ana", "bo"}, "item-01": {"ana", "bo"}}
+    answered = {"item-00": {"bo"}}  # bo answered item-00, then left; item-01 he never answered
+    plan = assign(ITEMS[:2], holders, ["ana", "cy"], 2, "r", answered)
+    assert plan == {"cy": ["item-01"]}
