@@ -14,6 +14,8 @@ Withdraw: the waiting records of a cancelled (or failed) round leave the annotat
 far are pulled first (kept, counted as labels on cancelled rounds), then the records are deleted from Argilla.
 Every push and pull withdraws what a cancel could not (Argilla unreachable then), before anything else, so a
 prompt a later round selects again is never waiting in the queue twice.
+Blind overlap (min_submitted >= 2, annotation.blind): records go to the annotators' own datasets instead of
+the shared one; pull and withdraw read and clear those too, and pull hands the same list of records on.
 """
 
 from __future__ import annotations

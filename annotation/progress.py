@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from annotation.api import DEFAULT_BACKOFF, Backoff, request_json
+from annotation.blind import annotator_datasets, blind
 from annotation.dataset import DatasetHandle
 
 
@@ -32,7 +33,18 @@ def round_progress(
     dataset: DatasetHandle, round_number: int, *, backoff: Backoff = DEFAULT_BACKOFF
 ) -> RoundProgress:
     """Completed and pending records of one round, counted by Argilla's search on the `round` metadata (the
-    same filter annotators use in the UI)."""
+    same filter annotators use in the UI). With blind overlap: the records of every annotator's own dataset,
+    each completed by its one answer (an item counts once per annotator it went to)."""
+    if blind(dataset):
+        parts = [_count(d, round_number, backoff) for d in annotator_datasets(dataset, backoff).values()]
+        total, completed = sum(t for t, _ in parts), sum(c for _, c in parts)
+        return RoundProgress(round_number, total=total, completed=completed)
+    total, completed = _count(dataset, round_number, backoff)
+    return RoundProgress(round_number, total=total, completed=completed)
+
+
+def _count(dataset: DatasetHandle, round_number: int, backoff: Backoff) -> tuple[int, int]:
+    """(all, completed) records of one round in one dataset."""
     in_round = {
         "type": "range",
         "scope": {"entity": "metadata", "metadata_property": "round"},
@@ -57,4 +69,4 @@ def round_progress(
         )
         return int(data.get("total") or 0)
 
-    return RoundProgress(round_number, total=count(None), completed=count("completed"))
+    return count(None), count("completed")

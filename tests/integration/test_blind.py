@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from annotation.blind import annotator_datasets
 from annotation.dataset import ensure_dataset
 from annotation.gateway import pull_labels, push_items, withdraw_cancelled
+from annotation.progress import round_progress
 from annotation.simulated.bot import AnnotatorBot
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
@@ -75,6 +76,8 @@ def test_each_annotator_reads_only_their_own_records_and_answers(argilla_stack: 
     # Pushing again places nothing twice.
     assert push_items(uow, dataset, items.round_id).pushed == 0
     assert {p.username: own_records(argilla_stack, p, name) for p in people} == mine
+    progress = round_progress(dataset, items.round_number)  # counts the annotators' records
+    assert (progress.total, progress.completed) == (12, 0)
 
     for p in people:
         for rid in mine[p.username].values():
@@ -93,6 +96,7 @@ def test_each_annotator_reads_only_their_own_records_and_answers(argilla_stack: 
         text = repr(bodies)
         assert all(f"secret of {o.username}" not in text for o in people if o is not p)
 
+    assert round_progress(dataset, items.round_number).percent == 100.0
     pulled = pull_labels(uow, dataset, items.round_id)
     assert (pulled.new_labels, pulled.decided, pulled.skipped) == (12, 6, [])
     assert _labels_per_item(uow) == dict.fromkeys(items.item_ids, 2)
