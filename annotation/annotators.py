@@ -17,6 +17,9 @@ import httpx
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import workspace_id
 
+SEPARATOR = (
+    "--"  # <workspace>--<username>: an annotator's own workspace under blind overlap (annotation.blind)
+)
 # Letters, digits, - and _ ; not starting with - or _ (what Argilla's UI and URLs handle well).
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
@@ -120,16 +123,19 @@ def user_workspaces(http: httpx.Client, member: Member) -> list[str]:
 def remove_annotator(http: httpx.Client, member: Member, workspace: str) -> bool:
     """Take `member` out of `workspace`. An account in no other workspace is deleted (its API key stops
     working), and Argilla deletes its responses with it; one that other workspaces share only leaves ours
-    (its responses stay). Returns whether the account was deleted."""
-    others = [w for w in user_workspaces(http, member) if w != workspace]
-    if others:
-        ws = workspace_id(http, workspace)
-        request_json(
-            http,
-            "DELETE",
-            f"/api/v1/workspaces/{ws}/users/{member.user_id}",
-            what=f"remove {member.username} from workspace {workspace}",
-        )
+    (its responses stay). The annotator's own workspace of blind overlap counts as ours. Returns whether the
+    account was deleted."""
+    ours = {workspace, f"{workspace}{SEPARATOR}{member.username}"}
+    mine = user_workspaces(http, member)
+    if any(w not in ours for w in mine):
+        for name in sorted(ours & set(mine)):
+            ws = workspace_id(http, name)
+            request_json(
+                http,
+                "DELETE",
+                f"/api/v1/workspaces/{ws}/users/{member.user_id}",
+                what=f"remove {member.username} from workspace {name}",
+            )
         return False
     request_json(http, "DELETE", f"/api/v1/users/{member.user_id}", what=f"delete user {member.username}")
     return True

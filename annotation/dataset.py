@@ -121,34 +121,15 @@ class DatasetHandle:
         return f"{self.annotation_url}&metadata=round.ge{round_number}.le{round_number}"
 
 
-EVERYONE = ""  # queue_links' key of the link every annotator shares
-
-
-def queue_links(dataset: DatasetHandle, round_number: int) -> dict[str, str]:
-    """THE priority link(s) of a round: who -> the annotation page sorted by priority and filtered to the round
-    (EVERYONE: one dataset that every annotator shares). Every command that shows the link reads this (or the
-    copy recorded on the round at its push)."""
-    return {EVERYONE: dataset.round_url(round_number)}
-
-
-def link_lines(round_number: int, links: dict[str, str]) -> list[str]:
-    """How every command says where to annotate a round: one line per link."""
-    return [
-        f"annotate at {url}  (round {round_number}, in priority order)"
-        if who == EVERYONE
-        else f"annotator {who}: {url}  (round {round_number}, in priority order)"
-        for who, url in sorted(links.items())
-    ]
-
-
 # The web UI keeps its sort and filters in the query string (sort=<entity>.<name>.<order>); without a sort
 # Argilla shows each annotator the queue in a per-user random order.
 SORT_BY_PRIORITY = "sort=metadata.priority.asc"
 
 
-def build_settings(client, min_submitted: int, *, markdown: bool = False):
+def build_settings(client, min_submitted: int, *, markdown: bool = False, blind: bool = False):
     """Settings of the preference dataset (`min_submitted` annotators must answer each record): the
-    side-by-side plain-text layout, or with `markdown` the stacked Markdown layout."""
+    side-by-side plain-text layout, or with `markdown` the stacked Markdown layout. A `blind` dataset (one
+    annotator's own, annotation.blind) declares only the metadata annotators sort and filter on."""
     import argilla as rg
 
     if min_submitted < 1:
@@ -185,8 +166,15 @@ def build_settings(client, min_submitted: int, *, markdown: bool = False):
         ],
         metadata=[
             rg.IntegerMetadataProperty(name="round", title="Round", **shown),
-            rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
-            rg.TermsMetadataProperty(name=SOURCE_ID, title="Source id", **hidden),
+            # Hidden from the UI only: the API returns every metadata value to annotators.
+            *(
+                []
+                if blind
+                else [
+                    rg.TermsMetadataProperty(name="strategy", title="Selection strategy", **hidden),
+                    rg.TermsMetadataProperty(name=SOURCE_ID, title="Source id", **hidden),
+                ]
+            ),
             rg.IntegerMetadataProperty(name="priority", title="Priority (1 = first)", **shown),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
@@ -311,7 +299,9 @@ def _add_source_id_property(http: httpx.Client, dataset: dict) -> None:
             raise
 
 
-def _reuse(client, dataset: dict, workspace: str, min_submitted: int, markdown: bool) -> DatasetHandle:
+def _reuse(
+    client, dataset: dict, workspace: str, min_submitted: int, markdown: bool, blind: bool = False
+) -> DatasetHandle:
     layout = _check_schema(client.http_client, dataset)
     if layout != (MARKDOWN if markdown else SIDE_BY_SIDE):
         # Fields cannot change once a dataset is published: it keeps the layout it was created with.
@@ -324,7 +314,8 @@ def _reuse(client, dataset: dict, workspace: str, min_submitted: int, markdown: 
             MARKDOWN if markdown else SIDE_BY_SIDE,
         )
     _upgrade_metadata(client.http_client, dataset)
-    _add_source_id_property(client.http_client, dataset)
+    if not blind:
+        _add_source_id_property(client.http_client, dataset)
     actual = _distribution(dataset)
     if actual != min_submitted:
         try:
@@ -360,7 +351,7 @@ def open_dataset(client, name: str, workspace: str) -> DatasetHandle | None:
 
 
 def ensure_dataset(
-    client, name: str, workspace: str, min_submitted: int = 1, *, markdown: bool = False
+    client, name: str, workspace: str, min_submitted: int = 1, *, markdown: bool = False, blind: bool = False
 ) -> DatasetHandle:
     """The preference dataset `name` in `workspace`, created (and published) if it does not exist yet, in the
     side-by-side plain-text layout (the stacked Markdown layout with `markdown`). An existing dataset keeps
@@ -369,10 +360,10 @@ def ensure_dataset(
 
     existing = find_dataset(client.http_client, name, workspace)
     if existing is not None:
-        return _reuse(client, existing, workspace, min_submitted, markdown)
+        return _reuse(client, existing, workspace, min_submitted, markdown, blind)
     import argilla as rg
 
-    settings = build_settings(client, min_submitted, markdown=markdown)
+    settings = build_settings(client, min_submitted, markdown=markdown, blind=blind)
     dataset = rg.Dataset(name=name, workspace=workspace, settings=settings, client=client)
     try:
         dataset.create()
@@ -380,7 +371,7 @@ def ensure_dataset(
         # Another process may have created it between our lookup and create: reuse theirs.
         existing = find_dataset(client.http_client, name, workspace)
         if existing is not None:
-            return _reuse(client, existing, workspace, min_submitted, markdown)
+            return _reuse(client, existing, workspace, min_submitted, markdown, blind)
         raise AnnotationSyncError(f"creating Argilla dataset {name!r} in {workspace!r}: {e}") from e
     _LOG.info("created Argilla dataset %s/%s (%s)", workspace, name, dataset.id)
     layout = MARKDOWN if markdown else SIDE_BY_SIDE

@@ -14,6 +14,8 @@ Withdraw: the waiting records of a cancelled (or failed) round leave the annotat
 far are pulled first (kept, counted as labels on cancelled rounds), then the records are deleted from Argilla.
 Every push and pull withdraws what a cancel could not (Argilla unreachable then), before anything else, so a
 prompt a later round selects again is never waiting in the queue twice.
+Blind overlap (min_submitted >= 2, annotation.blind): records go to the annotators' own datasets instead of
+the shared one; pull and withdraw read and clear those too, and pull hands the same list of records on.
 """
 
 from __future__ import annotations
@@ -26,16 +28,15 @@ from datetime import datetime
 
 from annotation.aggregate import Agreement, agreement, decide
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
+from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response, to_record
+from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, upsert_records  # noqa: F401
 from storage.repositories import items as repo
 from storage.statuses import Choice, ItemStatus
 from storage.types import as_utc
 
 _LOG = logging.getLogger(__name__)
-MAX_BATCH = 500  # Argilla's limit per bulk upsert
-PAGE = 1000  # Argilla's limit per record listing
-DELETE_BATCH = 100  # Argilla's limit per record deletion
 
 
 @dataclass
@@ -82,6 +83,8 @@ def push_items(
         todo = {i.id for i in repo.items_to_push(session, round_id)}
     priority = _priorities(order, [i.id for i in every])
     every.sort(key=lambda i: priority[i.id])
+    if blind(dataset):
+        return _push_blind(uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0)
     recorded = [i for i in every if i.argilla_record_id is not None]
     present = _external_ids(dataset, backoff) if recorded else set()
     gone = {i.id for i in recorded if i.id not in present}
@@ -126,23 +129,36 @@ def push_items(
     return report
 
 
-def upsert_records(
-    dataset: DatasetHandle, records: list[dict], *, what: str, backoff: Backoff = DEFAULT_BACKOFF
-) -> dict[str, str]:
-    """One bulk upsert (at most MAX_BATCH records, keyed by external id) -> {external id: record id}."""
-    data = request_json(
-        dataset.http,
-        "PUT",
-        f"/api/v1/datasets/{dataset.id}/records/bulk",
-        json={"items": records},
-        what=what,
+def _push_blind(
+    uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0
+) -> PushReport:
+    """push_items with overlap: records go to the annotators' own datasets (annotation.blind)."""
+    answered_by: dict[str, set[str]] = {}
+    with uow() as session:  # a removed annotator's stored answer still covers its item
+        for item_id, annotator in repo.labels_of(session, round_id):
+            answered_by.setdefault(item_id, set()).add(annotator)
+    done = push_to_annotators(
+        dataset,
+        every,
+        priority,
+        f"round {round_id}",
+        include_pushed=include_pushed,
+        batch_size=batch_size,
         backoff=backoff,
+        answered_by=answered_by,
     )
-    record_ids = {r.get("external_id"): str(r["id"]) for r in data.get("items", [])}
-    missing = [r["external_id"] for r in records if r["external_id"] not in record_ids]
-    if missing:
-        raise AnnotationSyncError(f"{what}: Argilla did not return records for {len(missing)} items")
-    return record_ids
+    with uow() as session:
+        repo.mark_pushed(session, done.record_ids or {})
+    report = PushReport(round_id, items=done.items, pushed=done.items, recreated=done.recreated)
+    report.batches, report.seconds = done.batches, time.perf_counter() - t0
+    report.repushed = sum(1 for i in every if i.id in (done.record_ids or {}) and i.argilla_record_id)
+    _LOG.log(  # the scheduler re-places every collecting tick: quiet when nothing moved
+        logging.INFO if done.records else logging.DEBUG,
+        "pushed %d records of round %d to the annotators' datasets",
+        done.records,
+        round_id,
+    )
+    return report
 
 
 def _priorities(order: Sequence[str], item_ids: list[str]) -> dict[str, int]:
@@ -171,6 +187,9 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
     for round_id, records in todo.items():
         pulled = pull_labels(uow, dataset, round_id, backoff=backoff)
         report.labels += pulled.new_labels + pulled.updated_labels
+        # Blind overlap: the same items' records in the annotators' own datasets go first.
+        what = f"withdraw records of cancelled round id {round_id}"
+        withdraw_from_annotators(dataset, set(records), what=what, backoff=backoff)
         pairs = list(records.items())
         for start in range(0, len(pairs), DELETE_BATCH):
             chunk = pairs[start : start + DELETE_BATCH]
@@ -234,33 +253,6 @@ def usernames(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> dic
     return {u["id"]: u["username"] for u in data["items"]}
 
 
-def fetch_records(
-    dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF, page: int = PAGE, *, responses: bool = True
-) -> list[dict]:
-    """Every record of the dataset, with all users' responses unless `responses` is False (needs an owner or
-    admin key)."""
-    path = f"/api/v1/datasets/{dataset.id}/records"
-    records: dict[str, dict] = {}
-    # Argilla pages by offset over records ordered by insertion time; records of one bulk can tie, and
-    # ties need not keep their order between requests (one record twice, another never). Dedupe by id,
-    # and read again while fewer distinct records came back than the listing's total.
-    for _ in range(3):
-        offset, total = 0, None
-        while total is None or offset < total:
-            params = {"offset": offset, "limit": page} | ({"include": "responses"} if responses else {})
-            data = request_json(
-                dataset.http, "GET", path, params=params, what="list records", backoff=backoff
-            )
-            items, total = data["items"], data.get("total") or 0
-            records.update((r["id"], r) for r in items)
-            offset += len(items)
-            if not items:
-                break
-        if len(records) >= (total or 0):
-            break
-    return list(records.values())
-
-
 def _external_ids(dataset: DatasetHandle, backoff: Backoff) -> set[str]:
     """External ids (our item ids) of every record the dataset has now."""
     return {r.get("external_id") for r in fetch_records(dataset, backoff, responses=False)}
@@ -297,7 +289,8 @@ def pull_labels(
     t0 = time.perf_counter()
     fallback = dataset.min_submitted if min_submitted is None else min_submitted
     users = usernames(dataset, backoff)
-    records = fetch_records(dataset, backoff)
+    # The shared dataset's records and, with blind overlap, each annotator's own (an item once per annotator).
+    records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)
     report = PullReport(records=len(records))
     with uow() as session:
         scope = _pull_scope(session, round_id, fallback, report)

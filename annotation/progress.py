@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from annotation.api import DEFAULT_BACKOFF, Backoff, request_json
+from annotation.blind import annotator_datasets, blind
 from annotation.dataset import DatasetHandle
 
 
@@ -32,7 +33,18 @@ def round_progress(
     dataset: DatasetHandle, round_number: int, *, backoff: Backoff = DEFAULT_BACKOFF
 ) -> RoundProgress:
     """Completed and pending records of one round, counted by Argilla's search on the `round` metadata (the
-    same filter annotators use in the UI)."""
+    same filter annotators use in the UI). With blind overlap: the records of every annotator's own dataset,
+    each completed by its one answer (an item counts once per annotator it went to)."""
+    if blind(dataset):
+        parts = [_count(d, round_number, backoff) for d in annotator_datasets(dataset, backoff).values()]
+        total, completed = sum(t for t, _ in parts), sum(c for _, c in parts)
+        return RoundProgress(round_number, total=total, completed=completed)
+    total, completed = _count(dataset, round_number, backoff)
+    return RoundProgress(round_number, total=total, completed=completed)
+
+
+def _count(dataset: DatasetHandle, round_number: int, backoff: Backoff) -> tuple[int, int]:
+    """(all, completed) records of one round in one dataset."""
     in_round = {
         "type": "range",
         "scope": {"entity": "metadata", "metadata_property": "round"},
@@ -57,12 +69,22 @@ def round_progress(
         )
         return int(data.get("total") or 0)
 
-    return RoundProgress(round_number, total=count(None), completed=count("completed"))
+    return count(None), count("completed")
 
 
 def drafts_by_annotator(dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> dict[str, int]:
     """Annotator -> records they saved as a draft in the dataset and have not submitted (Argilla's per-user
-    progress). A draft is no answer, and it leaves that annotator's Pending queue: "no pending records"."""
+    progress). A draft is no answer, and it leaves that annotator's Pending queue: "no pending records". With
+    blind overlap the annotators' own datasets are counted too."""
+    counts = _drafts(dataset, backoff)
+    if blind(dataset):
+        for own in annotator_datasets(dataset, backoff).values():
+            for name, n in _drafts(own, backoff).items():
+                counts[name] = counts.get(name, 0) + n
+    return dict(sorted(counts.items()))
+
+
+def _drafts(dataset: DatasetHandle, backoff: Backoff) -> dict[str, int]:
     data = request_json(
         dataset.http,
         "GET",
@@ -76,4 +98,4 @@ def drafts_by_annotator(dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BA
         )
         for user in data.get("users") or []
     }
-    return {name: n for name, n in sorted(drafts.items()) if n}
+    return {name: n for name, n in drafts.items() if n}

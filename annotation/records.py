@@ -42,17 +42,23 @@ def record_json(
     return {"external_id": external_id, "fields": fields, "metadata": metadata}
 
 
-def to_record(item: ItemContent, priority: int | None = None, layout: str = SIDE_BY_SIDE) -> dict[str, Any]:
+def to_record(
+    item: ItemContent, priority: int | None = None, layout: str = SIDE_BY_SIDE, *, blind: bool = False
+) -> dict[str, Any]:
     """The JSON of an annotation item's record; `priority` (1 = label first) is the item's place in the round's
-    queue."""
+    queue. A `blind` record (in one annotator's own dataset) carries only `round` and `priority`."""
     # Nothing that orders the two responses or tells a PVar pick from an audit pick (annotators can read
     # metadata through the API): no rewards, no swap flag, no PVar; the priority places audit picks at
     # seeded random ranks among the others. An upsert replaces the metadata, so re-sending a record pushed
     # by an older version removes them.
-    metadata: dict[str, Any] = {"round": item.round_number, "strategy": item.strategy}
+    metadata: dict[str, Any] = {"round": item.round_number}
+    if not blind:
+        metadata["strategy"] = item.strategy
     if priority is not None:
         metadata["priority"] = priority
-    if item.source_id is not None:  # the operator's own id of the prompt, so they can find it in Argilla
+    if (
+        item.source_id is not None and not blind
+    ):  # the operator's own id of the prompt, so they can find it in Argilla
         metadata[SOURCE_ID] = item.source_id
     return record_json(item.id, item.prompt, item.text_a, item.text_b, item.swapped, metadata, layout)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from annotation.api import DEFAULT_BACKOFF, Backoff, request_json
+from annotation.blind import annotator_records
 from annotation.dataset import DatasetHandle
-from annotation.gateway import fetch_records
 from annotation.records import Answer, parse_response
+from annotation.transfer import fetch_records
 from storage.repositories import items as repo
 from storage.types import as_utc
 
@@ -32,7 +33,7 @@ def count_answers(
     them `pull` has not stored yet."""
     users = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
     names = {u["id"]: u["username"] for u in users["items"]}
-    records = fetch_records(dataset, backoff)
+    records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)  # blind overlap's too
     with uow() as session:
         known = repo.known_item_ids(session)
         stored = {key: row.submitted_at for key, row in repo.labels_of(session).items()}

@@ -81,6 +81,14 @@ class AnnotatorBot:
     def close(self) -> None:
         self.http.close()
 
+    def dataset_ids(self, name: str) -> list[str]:
+        """The ids of the datasets named `name` this annotator can see: the project's shared one and, with
+        blind overlap (annotation.blind), their own; the bot labels each."""
+        data = request_json(
+            self.http, "GET", "/api/v1/me/datasets", what="list datasets", backoff=self.backoff
+        )
+        return [d["id"] for d in data["items"] if d["name"] == name]
+
     def pending(self, dataset_id: str, limit: int = MAX_BULK) -> list[dict]:
         """Up to `limit` records in this annotator's queue and drafts (with their fields), priority first."""
         data = request_json(

@@ -302,7 +302,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
         print(f"re-created {report.recreated} records that were no longer in Argilla (same item ids)")
-    from annotation.dataset import link_lines
+    from annotation.links import link_lines
     from loop.rounds.steps import record_links
 
     print("\n".join(link_lines(*record_links(uow, dataset, rid))))

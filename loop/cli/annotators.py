@@ -94,8 +94,23 @@ def _annotators_add(args, cfg, client) -> int:
     print(f"  password:   {cred.password}")
     print(f"  API key:    {cred.api_key}   (for scripts and `{BOT_KEY_ENV}=KEY pvar-loop annotators bot`)")
     print("Store these now; they are not shown again.")
+    _own_dataset(cfg, client, cred)
     print_annotator_links(cfg, client)
     return 0
+
+
+def _own_dataset(cfg, client, cred) -> None:
+    """With min_submitted >= 2 (blind overlap) the new annotator gets a workspace and dataset of their own
+    now; the scheduler's next collecting tick (or `pvar-loop push`) places the items coverage lacks."""
+    from annotation.annotators import Member
+    from annotation.blind import annotator_dataset, blind
+    from annotation.dataset import open_dataset
+
+    project = open_dataset(client, cfg.argilla.dataset, cfg.argilla.workspace)
+    if project is None or not blind(project):
+        return
+    own = annotator_dataset(project, Member(cred.username, "annotator", cred.user_id))
+    print(f"  own queue:  {own.annotation_url}   (blind overlap: only their records, in priority order)")
 
 
 def _annotators_list(args, cfg, client) -> int:

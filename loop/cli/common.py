@@ -120,7 +120,8 @@ def holding_lease(cfg, uow=None) -> Iterator[None]:
 def annotator_links(cfg, client) -> list[str]:
     """Where annotators start (`argilla up`, `annotators add`): the open round's priority link(s) while it is
     ready for them, else the dataset sorted by priority, else nothing (no dataset before the first push)."""
-    from annotation.dataset import link_lines, open_dataset
+    from annotation.dataset import open_dataset
+    from annotation.links import link_lines
     from storage.db import UnitOfWork
     from storage.repositories.rounds import links_ready
 

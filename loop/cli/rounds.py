@@ -234,7 +234,7 @@ def _advance(args: argparse.Namespace, cfg, uow) -> int:
 
 def round_link_lines(r: dict) -> list[str]:
     """The priority link(s) of a rounds_with_next row while annotators can label the round; else nothing."""
-    from annotation.dataset import link_lines
+    from annotation.links import link_lines
 
     return link_lines(r["number"], r["queue_links"]) if r.get("queue_links") else []
 

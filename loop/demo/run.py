@@ -406,10 +406,7 @@ def _constraints_by_prompt(uow) -> dict[str, list]:
 
 
 def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeout_s: float) -> None:
-    from loop.argilla_client import connect_dataset
-
     deadline = time.monotonic() + timeout_s
-    dataset_id = None
     last = -1
     failing_since = None
     while time.monotonic() < deadline:
@@ -428,12 +425,9 @@ def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeou
         failing_since = (failing_since or time.monotonic()) if retry else None
         if retry and time.monotonic() - failing_since > 60:
             raise DemoError(f"a round step keeps failing (see scheduler.log): {retry}")
-        if dataset_id is None:
-            try:
-                dataset_id = connect_dataset(cfg).id
-            except Exception as e:  # the dataset appears with the first push
-                log.debug("dataset not ready: %s", e)
-        if dataset_id is not None:
+        # The shared dataset, or with min_submitted >= 2 the bot's own (annotation.blind); both appear with
+        # the first push.
+        for dataset_id in bot.dataset_ids(cfg.argilla.dataset):
             bot.run(dataset_id)
         time.sleep(2)
     raise DemoError(f"{rounds} rounds did not finish within {timeout_s:.0f} s; see scheduler.log")

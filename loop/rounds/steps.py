@@ -52,8 +52,8 @@ def push_order(cfg: Config, uow: UnitOfWork, round_id: int) -> list[str]:
 
 
 def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
-    from annotation.dataset import link_lines
     from annotation.gateway import push_items
+    from annotation.links import link_lines
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
@@ -66,7 +66,7 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
 def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str, str]]:
     """Record the round's priority link(s) (annotation.dataset.queue_links) for `status`, `round status` and
     the other commands that show them; returns (round number, links)."""
-    from annotation.dataset import queue_links
+    from annotation.links import queue_links
     from storage.models import Round
     from storage.repositories.rounds import record_queue_links
 
@@ -78,11 +78,14 @@ def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
-    from annotation.gateway import pull_labels, withdraw_cancelled
+    from annotation.blind import blind
+    from annotation.gateway import pull_labels, push_items, withdraw_cancelled
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
+    if blind(dataset):  # an annotator added (or removed) since the push: place what coverage lacks
+        push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
 

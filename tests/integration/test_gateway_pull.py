@@ -15,7 +15,15 @@ from storage.models import AnnotationItem, Label
 from storage.repositories.items import decided_items
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
-from tests.support.argilla_helpers import annotator, owner, respond, unique
+from tests.support.argilla_helpers import (
+    annotator,
+    annotator_in,
+    fresh_workspace,
+    own_records,
+    owner,
+    respond,
+    unique,
+)
 
 pytestmark = pytest.mark.argilla
 
@@ -56,18 +64,19 @@ def test_three_annotators_conflicts_tie_and_discard(argilla_stack: ArgillaTarget
     items = make_round_items(uow, len(PLAN))
     ids = items.item_ids
     assert len({items.swapped[i] for i in ids}) == 2  # both orientations are exercised
-    dataset = ensure_dataset(
-        owner(argilla_stack), unique("ds-three"), argilla_stack.workspace, min_submitted=3
-    )
+    # Overlap 3: every item goes to each of the workspace's three annotators, in a dataset of their own.
+    workspace, name = fresh_workspace(argilla_stack), unique("ds-three")
+    people = [annotator_in(argilla_stack, workspace, f"ann{k}") for k in range(3)]
+    dataset = ensure_dataset(owner(argilla_stack), name, workspace, min_submitted=3)
     push_items(uow, dataset, items.round_id)
-    records = _record_ids(uow)
-    people = [annotator(argilla_stack, f"ann{k}") for k in range(3)]
+    own = {who.username: own_records(argilla_stack, who, name) for who in people}
 
     expected_labels = {}
     for item_id, answers in zip(ids, PLAN, strict=True):
         for who, ours in zip(people, answers, strict=True):
             if ours is None:
                 continue
+            records = own[who.username]
             rationale = f"{who.username} thinks {ours}"
             if ours == "discard":
                 respond(argilla_stack, who, records[item_id], "discarded")
@@ -106,7 +115,11 @@ def test_three_annotators_conflicts_tie_and_discard(argilla_stack: ArgillaTarget
 
     # The third annotator answers the last record; it gets decided, nothing else moves.
     respond(
-        argilla_stack, people[2], records[ids[4]], "submitted", preference=flip("a", items.swapped[ids[4]])
+        argilla_stack,
+        people[2],
+        own[people[2].username][ids[4]],
+        "submitted",
+        preference=flip("a", items.swapped[ids[4]]),
     )
     late = pull_labels(uow, dataset, items.round_id)
     assert (late.new_labels, late.updated_labels, late.items_changed) == (1, 0, 1)

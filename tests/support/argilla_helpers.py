@@ -64,3 +64,31 @@ def external_ids(stack: ArgillaTarget, dataset_id: str) -> list[str]:
         offset += len(items)
         if len(items) < 1000:
             return out
+
+
+def fresh_workspace(stack: ArgillaTarget, prefix: str = "ws") -> str:
+    """A new workspace of its own: blind overlap places records with every annotator of the project's
+    workspace, so a test that counts placements needs annotators no other test shares."""
+    name = unique(prefix)
+    r = httpx.post(f"{stack.url}/api/v1/workspaces", json={"name": name}, headers=stack.headers, timeout=60)
+    r.raise_for_status()
+    return name
+
+
+def annotator_in(stack: ArgillaTarget, workspace: str, prefix: str = "ann") -> AnnotatorCredentials:
+    with httpx.Client(base_url=stack.url, headers=stack.headers, timeout=60) as http:
+        return create_annotator(http, unique(prefix), workspace)
+
+
+def own_records(stack: ArgillaTarget, who: AnnotatorCredentials, dataset_name: str) -> dict[str, str]:
+    """{external id: record id} of the records `who` sees in datasets named `dataset_name`, through the
+    annotator's own key (blind overlap: their own dataset)."""
+    headers = {"X-Argilla-Api-Key": who.api_key}
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=60) as http:
+        datasets = http.get("/api/v1/me/datasets").json()["items"]
+        out: dict[str, str] = {}
+        for d in (d for d in datasets if d["name"] == dataset_name):
+            r = http.post(f"/api/v1/me/datasets/{d['id']}/records/search", params={"limit": 1000}, json={})
+            r.raise_for_status()
+            out |= {i["record"]["external_id"]: i["record"]["id"] for i in r.json()["items"]}
+        return out

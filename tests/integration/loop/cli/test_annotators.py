@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from annotation.blind import annotator_datasets
 from annotation.dataset import SOURCE_ID, open_dataset
 from annotation.gateway import fetch_records
 from annotation.records import flip
@@ -22,16 +23,26 @@ from storage.models import AnnotationItem, Label, Prompt
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
-from tests.support.argilla_helpers import owner, respond, unique
+from tests.support.argilla_helpers import annotator_in, fresh_workspace, own_records, owner, respond, unique
 
 pytestmark = pytest.mark.argilla
 
 
-def _project(tmp_path: Path, monkeypatch, sqlite_url: str, stack: ArgillaTarget, dataset: str) -> list[str]:
+def _project(
+    tmp_path: Path,
+    monkeypatch,
+    sqlite_url: str,
+    stack: ArgillaTarget,
+    dataset: str,
+    *,
+    workspace: str | None = None,
+    min_submitted: int = 1,
+) -> list[str]:
     config = tmp_path / "pvar-loop.toml"
     config.write_text(
         f'[paths]\ndata_dir = "{tmp_path / "data"}"\n\n'
-        f'[argilla]\nworkspace = "{stack.workspace}"\ndataset = "{dataset}"\nmin_submitted = 1\n'
+        f'[argilla]\nworkspace = "{workspace or stack.workspace}"\ndataset = "{dataset}"\n'
+        f"min_submitted = {min_submitted}\n"
     )
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("PVAR_LOOP_ARGILLA_URL", stack.url)
@@ -150,6 +161,57 @@ def test_annotators_list_reset_password_and_remove(
     assert main([*cli, "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert {"username": who, "submitted": 2, "discarded": 1} in status["annotators"]
+
+
+def test_blind_overlap_add_gets_an_own_dataset_and_remove_keeps_answers_and_frees_the_rest(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys
+) -> None:
+    workspace, name = fresh_workspace(argilla_stack), unique("ds-blind-cli")
+    cli = _project(
+        tmp_path, monkeypatch, sqlite_url, argilla_stack, name, workspace=workspace, min_submitted=2
+    )
+    items = make_round_items(uow, 4, status=RoundStatus.COLLECTING, tag="blind cli ")
+    keep, leave = (
+        annotator_in(argilla_stack, workspace, "keep"),
+        annotator_in(argilla_stack, workspace, "leave"),
+    )
+    assert main([*cli, "push", "--round", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"  {keep.username}: " in out and f"  {leave.username}: " in out  # one link each
+    assert set(own_records(argilla_stack, leave, name)) == set(items.item_ids)
+
+    newcomer = unique("newcomer")
+    assert main([*cli, "annotators", "add", newcomer]) == 0
+    out = capsys.readouterr().out
+    assert "own queue:" in out and "/dataset/" in out.split("own queue:")[1]
+    assert set(annotator_datasets(open_dataset(owner(argilla_stack), name, workspace))) == {
+        keep.username,
+        leave.username,
+        newcomer,
+    }
+
+    answered = items.item_ids[:2]
+    mine = own_records(argilla_stack, leave, name)
+    for item_id in answered:
+        respond(argilla_stack, leave, mine[item_id], "submitted", preference="a")
+    assert main([*cli, "pull"]) == 0
+    assert main([*cli, "annotators", "remove", leave.username]) == 0
+    assert "deleted annotator" in capsys.readouterr().out  # their own workspace does not keep the account
+    with uow() as s:
+        stored = set(s.scalars(select(Label.item_id).where(Label.annotator == leave.username)))
+    assert stored == set(answered)  # the answers stay
+
+    # The next placement: what `leave` never answered goes to the newcomer; the answered items stay covered.
+    assert main([*cli, "push", "--round", "1"]) == 0
+    key = re.search(r"API key:\s+(\S+)", out).group(1)
+    with httpx.Client(base_url=argilla_stack.url, headers={"X-Argilla-Api-Key": key}, timeout=60) as http:
+        ids = [d["id"] for d in http.get("/api/v1/me/datasets").json()["items"] if d["name"] == name]
+        got = {
+            i["record"]["external_id"]
+            for d in ids
+            for i in http.post(f"/api/v1/me/datasets/{d}/records/search", json={}).json()["items"]
+        }
+    assert got == set(items.item_ids[2:])
 
 
 def test_push_adds_source_id_to_a_dataset_created_without_it(

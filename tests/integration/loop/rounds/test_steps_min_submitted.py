@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from annotation.dataset import open_dataset
 from loop.cli.app import main
 from loop.config import load_config
 from loop.rounds import steps
@@ -18,7 +19,7 @@ from storage.models import AnnotationItem, Label, Round
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
-from tests.support.argilla_helpers import annotator, respond, unique
+from tests.support.argilla_helpers import annotator_in, fresh_workspace, own_records, owner, respond, unique
 
 pytestmark = pytest.mark.argilla
 
@@ -43,6 +44,13 @@ def _overlap_in_argilla(stack: ArgillaTarget, dataset_id: str) -> int:
     return r.json()["distribution"]["min_submitted"]
 
 
+def _own(stack: ArgillaTarget, who, name: str, item_ids: list[str]) -> list[str]:
+    """Record ids of `item_ids` in `who`'s own dataset (blind overlap), read with their key."""
+    mine = own_records(stack, who, name)
+    assert set(item_ids) <= set(mine)
+    return [mine[i] for i in item_ids]
+
+
 def _min_submitted(uow, round_id: int) -> int | None:
     with uow() as s:
         return s.get(Round, round_id).min_submitted
@@ -54,10 +62,14 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("PVAR_LOOP_ARGILLA_URL", argilla_stack.url)
     monkeypatch.setenv("PVAR_LOOP_ARGILLA_API_KEY", argilla_stack.api_key)
-    name, workspace = unique("ds-overlap"), argilla_stack.workspace
+    # A workspace of its own: with overlap 2, records go to each of its annotators' own datasets.
+    name, workspace = unique("ds-overlap"), fresh_workspace(argilla_stack)
     config = _config(tmp_path / "pvar-loop.toml", name, workspace, min_submitted=1)
     cli = ["--config", str(config)]
-    first, second = annotator(argilla_stack, "first"), annotator(argilla_stack, "second")
+    first, second = (
+        annotator_in(argilla_stack, workspace, "first"),
+        annotator_in(argilla_stack, workspace, "second"),
+    )
 
     # Round 1 collects with min_submitted = 1: one answer per item decides it.
     one = make_round_items(uow, 4, round_number=1, status=RoundStatus.COLLECTING)
@@ -77,7 +89,8 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
     two = make_round_items(uow, 2, round_number=2, tag="r2 ", status=RoundStatus.COLLECTING)
     assert main([*cli, "push", "--round", "2"]) == 0
     out = capsys.readouterr().out
-    dataset_id = out.split("/dataset/")[1].split("/")[0]
+    assert f"{first.username}: " in out and f"{second.username}: " in out  # each annotator's own link
+    dataset_id = open_dataset(owner(argilla_stack), name, workspace).id
     assert _min_submitted(uow, two.round_id) == 2 and _min_submitted(uow, one.round_id) == 1
     assert _overlap_in_argilla(argilla_stack, dataset_id) == 2
 
@@ -85,7 +98,7 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
     # one answer per round-2 item.
     late_item = one.item_ids[0]
     respond(argilla_stack, second, decided[late_item][3], "submitted", preference="b")
-    for _, _, _, record_id in _items(uow, two.round_id).values():
+    for record_id in _own(argilla_stack, first, name, two.item_ids):
         respond(argilla_stack, first, record_id, "submitted", preference="a")
 
     assert main([*cli, "pull", "--json"]) == 0
@@ -111,7 +124,7 @@ def test_min_submitted_applies_from_the_next_round_and_closed_rounds_keep_their_
     steps.pull(cfg, uow, two.round_id)
     assert {status for status, *_ in _items(uow, two.round_id).values()} == {"pushed"}
     assert _overlap_in_argilla(argilla_stack, dataset_id) == 2
-    for _, _, _, record_id in _items(uow, two.round_id).values():
+    for record_id in _own(argilla_stack, second, name, two.item_ids):
         respond(argilla_stack, second, record_id, "submitted", preference="b")
     steps.pull(cfg, uow, two.round_id)
     assert {status for status, *_ in _items(uow, two.round_id).values()} == {"undecided"}  # a vs b
