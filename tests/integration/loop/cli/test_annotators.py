@@ -177,7 +177,7 @@ def test_blind_overlap_add_gets_an_own_dataset_and_remove_keeps_answers_and_free
     )
     assert main([*cli, "push", "--round", "1"]) == 0
     out = capsys.readouterr().out
-    assert f"  {keep.username}: " in out and f"  {leave.username}: " in out  # one link each
+    assert f"annotator {keep.username}: " in out and f"annotator {leave.username}: " in out  # one link each
     assert set(own_records(argilla_stack, leave, name)) == set(items.item_ids)
 
     newcomer = unique("newcomer")
