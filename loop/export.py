@@ -20,16 +20,22 @@ PREFERRED, TIE = "preferred", "tie"
 
 
 def export_preferences(
-    session, out: Path, *, include_cancelled: bool = False, include_ties: bool = False
+    session,
+    out: Path,
+    *,
+    include_cancelled: bool = False,
+    include_ties: bool = False,
+    include_late: bool = False,
 ) -> int:
     """Write decided pairs as a TRL-ready conversational preference dataset (.jsonl or .parquet); the pairs
-    of cancelled/failed rounds only with `include_cancelled`, ties only with `include_ties`."""
+    of cancelled/failed rounds only with `include_cancelled`, ties only with `include_ties`; with
+    `include_late` each row also lists the late answers (given or changed after its round closed)."""
     if out.suffix not in (".jsonl", ".json", ".parquet"):
         raise TrainingDataError(f"{out}: use a .jsonl or .parquet file name")
-    rows = [
-        export_row(p)
-        for p in exported_pairs(session, include_cancelled=include_cancelled, include_ties=include_ties)
-    ]
+    pairs = exported_pairs(
+        session, include_cancelled=include_cancelled, include_ties=include_ties, include_late=include_late
+    )
+    rows = [export_row(p, include_late=include_late) for p in pairs]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".parquet":
@@ -45,9 +51,10 @@ def export_preferences(
     return len(rows)
 
 
-def export_row(p: ExportPair) -> dict[str, Any]:
+def export_row(p: ExportPair, *, include_late: bool = False) -> dict[str, Any]:
     """One pair: TRL's columns, then per annotator (same order) their answer relative to chosen/rejected and
-    their rationale (None when they gave none)."""
+    their rationale (None when they gave none), as the decision used them; `late_*` the same for the late
+    answers with `include_late`."""
     first_is_chosen = p.decision != Choice.B  # a tie keeps our order: a (the higher reward) first
     chosen, rejected = (p.text_a, p.text_b) if first_is_chosen else (p.text_b, p.text_a)
     side = (
@@ -55,7 +62,7 @@ def export_row(p: ExportPair) -> dict[str, Any]:
         if first_is_chosen
         else {Choice.A: "rejected", Choice.B: "chosen"}
     )
-    return {
+    row = {
         "prompt": [{"role": "user", "content": p.prompt}],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
@@ -69,3 +76,8 @@ def export_row(p: ExportPair) -> dict[str, Any]:
         "prompt_id": p.prompt_id,
         "source_id": p.source_id,
     }
+    if include_late:
+        row["late_annotators"] = [lb.annotator for lb in p.late]
+        row["late_choices"] = [side.get(lb.choice, str(lb.choice)) for lb in p.late]
+        row["late_rationales"] = [lb.rationale for lb in p.late]
+    return row
