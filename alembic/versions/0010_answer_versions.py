@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from alembic import op
+from alembic.util import CommandError
 
 revision: str = "0010_answer_versions"
 down_revision: str | None = "0009_dpo_margins"
@@ -90,7 +91,8 @@ def downgrade() -> None:
         )
     ).scalar()
     if versions:
-        raise RuntimeError(
+        # CommandError: storage.migrate turns it into the CLI's one-line refusal (exit 2).
+        raise CommandError(
             f"downgrade below 0010_answer_versions refused: {versions} answers have more than one stored "
             "version (edited, discarded or given again in Argilla); the older schema keeps one row per item "
             "and username, so going back would delete answers. Export them first (`pvar-loop export "

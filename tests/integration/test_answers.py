@@ -6,15 +6,18 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from annotation.annotators import create_annotator, find_annotator, remove_annotator
 from annotation.dataset import ensure_dataset
 from annotation.gateway import pull_labels, push_items
 from annotation.records import flip
-from loop.cli.status_view import round_agreements
+from loop.cli.app import main
+from loop.cli.status_view import late_answer_json, round_agreements
 from loop.export import export_row
 from storage.db import UnitOfWork, make_engine
 from storage.migrate import upgrade
@@ -70,7 +73,7 @@ def _what_the_round_shows(uow) -> tuple:
 
 
 def test_a_late_edit_of_a_closed_round_is_kept_beside_what_it_was_decided_on(
-    argilla_stack: ArgillaTarget, uow
+    argilla_stack: ArgillaTarget, uow, tmp_path, monkeypatch, capsys
 ) -> None:
     items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
     ids, swapped = items.item_ids, items.swapped
@@ -94,30 +97,42 @@ def test_a_late_edit_of_a_closed_round_is_kept_beside_what_it_was_decided_on(
     with uow() as s:  # trained on: the round's collection has ended
         s.get(Round, items.round_id).status = RoundStatus.DONE
 
-    # Bob reopens the split record in Argilla's Submitted view and switches b to a.
-    _change(argilla_stack, bob, given[ids[2]], "submitted", preference=flip("a", swapped[ids[2]]))
+    # Bob reopens a decided record in Argilla's Submitted view and switches a to b.
+    _change(argilla_stack, bob, given[ids[0]], "submitted", preference=flip("b", swapped[ids[0]]))
     late = pull_labels(uow, dataset, items.round_id)
 
     after = _versions(uow)
     assert after[: len(before)] == before  # nothing overwritten
-    assert [(v[0], v[1], v[2]) for v in after[len(before) :]] == [(ids[2], bob.username, "a")]
-    assert after[-1][3] != before[-1][3]  # with its own time (Argilla's updated_at)
+    assert [v[:3] for v in after[len(before) :]] == [(ids[0], bob.username, "b")]
+    assert after[-1][3] != before[1][3]  # with its own time (Argilla's updated_at)
     assert late.late_labels == 1
     assert _what_the_round_shows(uow) == shown  # agreement, export choices, report: as decided
     with uow() as s:
-        assert s.get(AnnotationItem, ids[2]).decision is None  # still undecided, as trained
+        assert str(s.get(AnnotationItem, ids[0]).decision) == "a"  # as trained
 
-    from loop.cli.status_view import late_answer_json
-    from storage.repositories.labels import late_answers
-
+    # The late answer is shown: pull --json's list, status, and the export with --include-late.
     assert [
         (a["item"], a["annotator"], a["choice"], a["version"]) for a in map(late_answer_json, late.late)
-    ] == [(ids[2], bob.username, "a", 2)]
-    with uow() as s:
-        assert [a.label.item_id for a in late_answers(s)] == [ids[2]]
-        rows = [export_row(p, include_late=True) for p in exported_pairs(s)]
-    # Item 2 is undecided (not exported); the late answers of decided items would be listed per row.
-    assert all(r["late_annotators"] == [] for r in rows) and len(rows) == 2
+    ] == [(ids[0], bob.username, "b", 2)]
+    config = tmp_path / "pvar-loop.toml"
+    config.write_text(f'[paths]\ndata_dir = "{tmp_path / "data"}"\n')
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", uow.engine.url.render_as_string(hide_password=False))
+    cli = ["--config", str(config)]
+    assert main([*cli, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [(a["round"], a["annotator"], a["choice"]) for a in status["late_answers"]] == [
+        (1, bob.username, "b")
+    ]
+    assert main([*cli, "status"]) == 0
+    assert "late answers: 1 given or changed after their round stopped collecting (round 1: 1)" in (
+        capsys.readouterr().out
+    )
+    out = tmp_path / "prefs.jsonl"
+    assert main([*cli, "export", "--include-late", str(out)]) == 0
+    rows = {r["prompt"][0]["content"]: r for r in map(json.loads, out.read_text().splitlines())}
+    row = rows[items.prompts[ids[0]]]
+    assert (row["annotators"], row["choices"]) == ([ann.username, bob.username], ["chosen", "chosen"])
+    assert (row["late_annotators"], row["late_choices"]) == ([bob.username], ["rejected"])
 
 
 def test_open_round_follows_the_latest_version_and_keeps_every_earlier_one(
@@ -204,6 +219,14 @@ def test_a_deleted_dataset_and_its_recreated_records_keep_the_stored_answers(
     for item_id in items.item_ids:
         respond(argilla_stack, ann, records[item_id], "submitted", preference=flip("a", swapped[item_id]))
     pull_labels(uow, dataset, items.round_id)
+    # As migration 0010 leaves answers stored before it: no Argilla user id. The next pull gives them the id
+    # of the user answering under that username, and stores nothing new for an unchanged answer.
+    with uow() as s:
+        s.execute(update(Label).values(annotator_id=None))
+    again = pull_labels(uow, dataset, items.round_id)
+    assert (again.new_labels, again.updated_labels, again.unchanged_labels) == (0, 0, 2)
+    with uow() as s:
+        assert {lb.annotator_id for lb in s.scalars(select(Label))} == {ann.user_id}
     before = _versions(uow)
 
     # What `argilla down --purge` does to the answers: the dataset, its records and responses are gone.
@@ -225,3 +248,7 @@ def test_a_deleted_dataset_and_its_recreated_records_keep_the_stored_answers(
     assert (again.new_labels, again.updated_labels) == (0, 2)
     after = _versions(uow)
     assert after[:2] == before and [v[2] for v in after[2:]] == ["b", "b"]
+    with uow() as s:
+        assert sorted((lb.annotator_id, lb.version) for lb in s.scalars(select(Label))) == sorted(
+            [(ann.user_id, 1)] * 2 + [(ann.user_id, 2)] * 2
+        )
