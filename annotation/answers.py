@@ -32,8 +32,8 @@ class PullReport:
     responses: int = 0  # responses read, all statuses
     drafts: int = 0  # saved as draft, not submitted: no answer, not stored as a label
     drafts_by: dict[str, int] = field(default_factory=dict)  # annotator -> drafts
-    new_labels: int = 0
-    updated_labels: int = 0
+    new_labels: int = 0  # answers stored for the first time
+    updated_labels: int = 0  # changed answers: stored as a new version, the earlier ones kept
     unchanged_labels: int = 0
     items_changed: int = 0  # items whose status, decision or votes changed
     decided: int = 0  # of the items in scope whose round still collects, after this pull
@@ -43,9 +43,9 @@ class PullReport:
     late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
     cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
     skipped: list[Skipped] = field(default_factory=list)
-    late: list[label_repo.LateAnswer] = field(
-        default_factory=list
-    )  # every late answer in scope, after the pull
+    # every late answer in scope after the pull: the newest version of an answer a closed item's decision
+    # did not use (this pull's late_labels and earlier ones)
+    late: list[label_repo.LateAnswer] = field(default_factory=list)
     agreement: Agreement | None = None
     seconds: float = 0.0
 
