@@ -15,7 +15,7 @@ from annotation.aggregate import Agreement, agreement, decide
 from annotation.records import Answer, Rejected, parse_response
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
-from storage.statuses import ItemStatus
+from storage.statuses import Choice, ItemStatus
 from storage.types import as_utc
 
 
@@ -36,7 +36,8 @@ class PullReport:
     updated_labels: int = 0  # changed answers: stored as a new version, the earlier ones kept
     unchanged_labels: int = 0
     items_changed: int = 0  # items whose status, decision or votes changed
-    decided: int = 0  # of the items in scope whose round still collects, after this pull
+    decided: int = 0  # of the items in scope whose round still collects, after this pull (ties included)
+    ties: int = 0  # of those decided, decided tie
     undecided: int = 0
     waiting: int = 0
     closed_items: int = 0  # items in scope whose round's collection ended: decisions kept as they are
@@ -167,6 +168,7 @@ def aggregate(session, items: dict, stored: dict, need: dict[int, int], report: 
         status = decision.status.item_status
         if status == ItemStatus.DECIDED:
             report.decided += 1
+            report.ties += decision.choice == Choice.TIE
         elif status == ItemStatus.UNDECIDED:
             report.undecided += 1
         else:
