@@ -24,17 +24,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from annotation.aggregate import Agreement, agreement, decide
+from annotation import answers
+from annotation.answers import PullReport, Skipped
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
 from annotation.dataset import DatasetHandle
-from annotation.records import Answer, Rejected, parse_response, to_record
+from annotation.records import to_record
 from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, upsert_records  # noqa: F401
 from storage.repositories import items as repo
-from storage.statuses import Choice, ItemStatus
-from storage.types import as_utc
+from storage.repositories import labels as label_repo
 
 _LOG = logging.getLogger(__name__)
 
@@ -135,8 +134,8 @@ def _push_blind(
     """push_items with overlap: records go to the annotators' own datasets (annotation.blind)."""
     answered_by: dict[str, set[str]] = {}
     with uow() as session:  # a removed annotator's stored answer still covers its item
-        for item_id, annotator in repo.labels_of(session, round_id):
-            answered_by.setdefault(item_id, set()).add(annotator)
+        for (item_id, _who), row in label_repo.labels_of(session, round_id).items():
+            answered_by.setdefault(item_id, set()).add(row.annotator)  # placement goes by username
     done = push_to_annotators(
         dataset,
         every,
@@ -214,39 +213,6 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
     return report
 
 
-@dataclass(frozen=True)
-class Skipped:
-    record: str  # our item id when known, else Argilla's record id
-    annotator: str | None
-    reason: str
-
-
-@dataclass
-class PullReport:
-    records: int = 0  # records read from Argilla
-    responses: int = 0  # responses read, all statuses
-    drafts: int = 0  # saved as draft, not submitted: no answer, not stored as a label
-    drafts_by: dict[str, int] = field(default_factory=dict)  # annotator -> drafts
-    new_labels: int = 0
-    updated_labels: int = 0
-    unchanged_labels: int = 0
-    items_changed: int = 0  # items whose status, decision or votes changed
-    decided: int = 0  # of the items in scope whose round still collects, after this pull (ties included)
-    ties: int = 0  # of those decided, decided tie
-    undecided: int = 0
-    waiting: int = 0
-    closed_items: int = 0  # items in scope whose round's collection ended: decisions kept as they are
-    late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
-    cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
-    skipped: list[Skipped] = field(default_factory=list)
-    agreement: Agreement | None = None
-    seconds: float = 0.0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.new_labels or self.updated_labels or self.items_changed)
-
-
 def usernames(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> dict[str, str]:
     """Argilla user id -> username (who answered a response)."""
     data = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
@@ -256,19 +222,6 @@ def usernames(dataset: DatasetHandle, backoff: Backoff = DEFAULT_BACKOFF) -> dic
 def _external_ids(dataset: DatasetHandle, backoff: Backoff) -> set[str]:
     """External ids (our item ids) of every record the dataset has now."""
     return {r.get("external_id") for r in fetch_records(dataset, backoff, responses=False)}
-
-
-def _same(old: repo.LabelRow, new: repo.LabelRow) -> bool:
-    # The stored timestamp reads back aware (storage.types.UTCDateTime); Argilla's are naive UTC.
-    return (old.choice, old.rationale, _utc(old.submitted_at)) == (
-        new.choice,
-        new.rationale,
-        _utc(new.submitted_at),
-    )
-
-
-def _utc(when: datetime | None) -> datetime | None:
-    return None if when is None else as_utc(when)
 
 
 def pull_labels(
@@ -293,44 +246,27 @@ def pull_labels(
     records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)
     report = PullReport(records=len(records))
     with uow() as session:
-        scope = _pull_scope(session, round_id, fallback, report)
+        scope = answers.pull_scope(session, round_id, fallback, report)
         writes = _read_records(session, records, users, scope, report)
-        repo.upsert_labels(session, writes)
-        _aggregate(session, scope.items, scope.stored, scope.need, report)
+        label_repo.claim_legacy_labels(session, scope.claims)
+        label_repo.add_label_versions(session, writes)
+        # Read back with row ids: a decision links the versions it was made from.
+        latest = label_repo.labels_of(session, round_id) if writes or scope.claims else scope.stored
+        answers.aggregate(session, scope.items, latest, scope.need, report)
+        report.late = label_repo.late_answers(session, round_id)
     report.seconds = time.perf_counter() - t0
     _log_pull(report)
     return report
 
 
-@dataclass
-class _PullScope:
-    """The items a pull reads answers for, what their rounds need and the labels stored so far."""
-
-    items: dict  # item id -> pushed item (of one round or all)
-    need: dict[int, int]  # round id -> its min_submitted, for the rounds in scope that still collect
-    cancelled: set[int]  # ids of cancelled (or failed) rounds
-    stored: dict  # (item id, annotator) -> LabelRow, updated as the pull reads answers
-
-
-def _pull_scope(session, round_id: int | None, fallback: int, report: PullReport) -> _PullScope:
-    """The pushed items in scope; a collecting round without a recorded overlap records `fallback`."""
-    items = {i.id: i for i in repo.pushed_items(session, round_id)}
-    in_scope = {i.round_id for i in items.values()}
-    need = {
-        rid: repo.record_min_submitted(session, rid, fallback)
-        for rid in repo.collecting_rounds(session, round_id)
-        if rid in in_scope
-    }
-    report.closed_items = sum(1 for i in items.values() if i.round_id not in need)
-    return _PullScope(items, need, repo.freed_round_ids(session), repo.labels_of(session, round_id))
-
-
-def _read_records(session, records: list[dict], users: dict[str, str], scope: _PullScope, report: PullReport):
+def _read_records(
+    session, records: list[dict], users: dict[str, str], scope: answers.PullScope, report: PullReport
+):
     """The label rows to write: new or changed answers on the records of items in scope. Records unknown to
     the database and items whose record is gone are reported as skipped."""
     known: set[str] | None = None
     seen: set[str] = set()
-    writes: list[repo.LabelRow] = []
+    writes: list[label_repo.LabelRow] = []
     for record in records:
         ext = record.get("external_id")
         responses = record.get("responses") or []
@@ -344,41 +280,9 @@ def _read_records(session, records: list[dict], users: dict[str, str], scope: _P
                 )
             continue  # else: an item of another round, or one not recorded as pushed yet
         seen.add(item.id)
-        writes += _read_responses(item, responses, users, scope, report)
+        writes += answers.read_responses(item, responses, users, scope, report)
     for missing in sorted(set(scope.items) - seen):
         report.skipped.append(Skipped(missing, None, "record deleted from Argilla (labels kept)"))
-    return writes
-
-
-def _read_responses(
-    item, responses: list[dict], users: dict[str, str], scope: _PullScope, report: PullReport
-):
-    """One item's new or changed labels (drafts and rejected answers counted, not stored)."""
-    writes: list[repo.LabelRow] = []
-    for response in responses:
-        annotator = users.get(response.get("user_id"), f"user-{response.get('user_id')}")
-        parsed = parse_response(response, item.swapped)
-        if parsed is None:  # a draft: not an answer until submitted, but the operator must see it
-            report.drafts += 1
-            report.drafts_by[annotator] = report.drafts_by.get(annotator, 0) + 1
-            continue
-        if isinstance(parsed, Rejected):
-            report.skipped.append(Skipped(item.id, annotator, parsed.reason))
-            continue
-        row = _label(item.id, annotator, parsed)
-        old = scope.stored.get((item.id, annotator))
-        if old is None:
-            report.new_labels += 1
-        elif _same(old, row):
-            report.unchanged_labels += 1
-            continue
-        else:
-            report.updated_labels += 1
-        if item.round_id not in scope.need:
-            report.late_labels += 1
-            report.cancelled_labels += item.round_id in scope.cancelled
-        writes.append(row)
-        scope.stored[(item.id, annotator)] = row
     return writes
 
 
@@ -407,33 +311,3 @@ def _log_pull(report: PullReport) -> None:
         report.items_changed,
         len(report.skipped),
     )
-
-
-def _label(item_id: str, annotator: str, answer: Answer) -> repo.LabelRow:
-    return repo.LabelRow(item_id, annotator, answer.choice, answer.rationale, answer.submitted_at)
-
-
-def _aggregate(session, items: dict, stored: dict, need: dict[int, int], report: PullReport) -> None:
-    """Majority vote per item of a collecting round (`need`: its min_submitted); write only the items whose
-    outcome changed. Agreement covers every item in scope."""
-    answers: dict[str, list[str]] = {}
-    for (item_id, _annotator), row in stored.items():
-        if item_id in items:
-            answers.setdefault(item_id, []).append(row.choice)
-    changes = []
-    for item in items.values():
-        if item.round_id not in need:
-            continue  # its round's collection ended: the decision is what was trained on
-        decision = decide(answers.get(item.id, []), need[item.round_id])
-        status = decision.status.item_status
-        if status == ItemStatus.DECIDED:
-            report.decided += 1
-            report.ties += decision.choice == Choice.TIE
-        elif status == ItemStatus.UNDECIDED:
-            report.undecided += 1
-        else:
-            report.waiting += 1
-        if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
-            changes.append((item.id, status, decision.choice, decision.votes))
-    report.items_changed = repo.set_outcomes(session, changes)
-    report.agreement = agreement(list(answers.values()))

@@ -11,6 +11,7 @@ from annotation.dataset import DatasetHandle
 from annotation.records import Answer, parse_response
 from annotation.transfer import fetch_records
 from storage.repositories import items as repo
+from storage.repositories import labels as label_repo
 from storage.types import as_utc
 
 
@@ -36,7 +37,7 @@ def count_answers(
     records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)  # blind overlap's too
     with uow() as session:
         known = repo.known_item_ids(session)
-        stored = {key: row.submitted_at for key, row in repo.labels_of(session).items()}
+        stored = {key: row.submitted_at for key, row in label_repo.labels_of(session).items()}
     total = unpulled = 0
     for record in records:
         item_id = record.get("external_id")
@@ -46,11 +47,13 @@ def count_answers(
             answer = parse_response(response, swapped=False)  # only its status and time matter here
             if not isinstance(answer, Answer):
                 continue
-            who = names.get(response.get("user_id"), f"user-{response.get('user_id')}")
+            user_id = str(response.get("user_id"))
+            who = names.get(user_id, f"user-{user_id}")
             if annotator is not None and who != annotator:
                 continue
             total += 1
-            when = stored.get((item_id, who), False)
+            # Keyed by user id; an answer stored before 0010 is under its username until re-pulled.
+            when = stored.get((item_id, user_id), stored.get((item_id, label_repo.legacy_key(who)), False))
             if when is False or _utc(when) != _utc(answer.submitted_at):
                 unpulled += 1
     return AnswerCount(total, unpulled)

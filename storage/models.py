@@ -221,16 +221,39 @@ class AnnotationItem(Base):
 
 
 class Label(Base):
-    """One annotator's answer, in our orientation (a = generation_a), whatever side Argilla showed it on."""
+    """One version of one annotator's answer, in our orientation (a = generation_a), whatever side Argilla showed
+    it on. Append-only: a changed answer (a late edit, a discard after an answer, an answer given again) is a new
+    row with the next `version`; no row is ever updated or deleted by a pull. An answer is keyed by the Argilla
+    user id, not the username (a username can be removed and given to somebody else)."""
 
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("item_id", "annotator", name="uq_labels_item_annotator"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "annotator_id", "version", name="uq_labels_item_annotator_version"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), index=True)
-    annotator: Mapped[str] = mapped_column(String(200))
+    annotator: Mapped[str] = mapped_column(String(200), comment="username when the answer was pulled")
+    annotator_id: Mapped[str | None] = mapped_column(
+        String(100), comment="Argilla user id (NULL: stored before answers were keyed by it, until re-pulled)"
+    )
+    version: Mapped[int] = mapped_column(default=1, server_default="1", comment="1 = the first answer")
+    response_id: Mapped[str | None] = mapped_column(String(100), comment="Argilla response id")
     choice: Mapped[Choice] = mapped_column(StrEnumType(Choice, 8), comment="a|b|tie|discard")
     rationale: Mapped[str | None] = mapped_column(Text)
-    submitted_at: Mapped[datetime | None]
+    submitted_at: Mapped[datetime | None] = mapped_column(comment="Argilla's updated_at of the response")
+    stored_at: Mapped[datetime | None] = mapped_column(
+        default=utcnow, comment="when pull stored this version"
+    )
+
+
+class DecisionLabel(Base):
+    """A label version an item's decision was made from. Rewritten while the item's round collects (it follows
+    each answer's latest version); frozen once collection ends, so a closed round's agreement, export and report
+    read the versions it was decided and trained on."""
+
+    __tablename__ = "decision_labels"
+    item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True)
 
 
 class TrainingRun(Base):

@@ -365,7 +365,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _pull_summary(pulled) -> dict:
-    """`pull --json`: every count of the pull."""
+    """`pull --json`: every count of the pull, and the late answers in its scope."""
+    from loop.cli.status_view import late_answer_json
+
     report, withdrawn, progress = pulled.report, pulled.withdrawn, pulled.progress
     return {
         "records": report.records,
@@ -385,6 +387,7 @@ def _pull_summary(pulled) -> dict:
         "waiting": report.waiting,
         "closed_items": report.closed_items,
         "late_labels": report.late_labels,
+        "late_answers": [late_answer_json(a) for a in report.late],
         "cancelled_labels": report.cancelled_labels + withdrawn.labels,
         "withdrawn": withdrawn.withdrawn,
         "pairwise_agreement": report.agreement.pairwise if report.agreement else None,

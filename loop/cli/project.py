@@ -127,13 +127,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from loop.cli.rounds import rounds_with_next
-    from loop.cli.status_view import NO_AGREEMENT, render, round_agreements
+    from loop.cli.status_view import NO_AGREEMENT, late_answer_json, render, round_agreements
     from loop.evaluation.audit import audit_summary
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
     from storage.repositories import queries
     from storage.repositories.items import audit_outcomes
+    from storage.repositories.labels import late_answers
     from storage.repositories.operator_commands import recent_commands
     from storage.repositories.reward_refreshes import refresh_rows
     from storage.repositories.scores import reward_exclusion_counts
@@ -151,6 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "rounds": rounds,
             "answers": queries.label_count(session),
             "annotators": queries.answers_per_annotator(session),
+            "late_answers": [late_answer_json(a) for a in late_answers(session)],
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),
             "operator_commands": recent_commands(session),

@@ -42,6 +42,36 @@ def round_agreements(choices: Iterable[tuple[str, int, str, str]]) -> dict[tuple
     return out
 
 
+def late_answer_json(late) -> dict:
+    """A storage.repositories.labels.LateAnswer for `status --json` and `pull --json`."""
+    lb = late.label
+    return {
+        "arm": late.arm,
+        "round": late.round_number,
+        "item": lb.item_id,
+        "annotator": lb.annotator,
+        "choice": str(lb.choice),  # our orientation (a = the higher-reward response)
+        "version": lb.version,
+        "answered_at": None if lb.submitted_at is None else lb.submitted_at.isoformat(),
+    }
+
+
+def late_line(late: list[dict]) -> list[str]:
+    """One line on the late answers: stored and shown, never counted by the closed rounds they came to."""
+    if not late:
+        return []
+    per: dict[tuple[str, int], int] = defaultdict(int)
+    for a in late:
+        per[(a["arm"], a["round"])] += 1
+    where = ", ".join(
+        f"round {n}{'' if arm == 'main' else f' ({arm})'}: {k}" for (arm, n), k in sorted(per.items())
+    )
+    return [
+        f"late answers: {len(late)} given or changed after their round stopped collecting ({where}); stored, "
+        "not counted (`export --include-late` lists them)"
+    ]
+
+
 NO_AGREEMENT = {"items": 0, "unanimous": None, "pairwise": None, "fleiss_kappa": None}
 
 
@@ -51,6 +81,7 @@ def render(status: dict) -> list[str]:
     lines = [f"database:   {status['database']}", f"pool:       {_pool(status['pool'])}"]
     lines.append(f"answers:    {status['answers']} collected (one annotator's answer to one item each)")
     lines += _annotators(status["annotators"])
+    lines += late_line(status.get("late_answers") or [])
     lines.append(_scheduler_line(status["scheduler"]))
     lines += command_lines(status.get("operator_commands", []))
     lines.append(_new_rounds(status["new_rounds"]))

@@ -139,10 +139,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             Path(args.out),
             include_cancelled=args.include_cancelled,
             include_ties=args.include_ties,
+            include_late=args.include_late,
         )
     extra = [
         *(["cancelled rounds included"] if args.include_cancelled else []),
         *(["ties included (decision 'tie')"] if args.include_ties else []),
+        *(
+            ["late answers listed (late_annotators, late_choices, late_rationales)"]
+            if args.include_late
+            else []
+        ),
     ]
     print(
         f"wrote {n} preference pairs to {args.out} (TRL conversational format: prompt/chosen/rejected, plus "
@@ -189,6 +195,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also the pairs the annotators judged a tie (decision 'tie'), e.g. for reward-model data; "
         "drop them for DPO",
+    )
+    s.add_argument(
+        "--include-late",
+        action="store_true",
+        help="also list, per pair, the answers given or changed after its round stopped collecting (not used "
+        "by its decision): late_annotators, late_choices, late_rationales",
     )
     add_command(
         sub, "export-model", cmd_export_model, help="print the directory of the latest trained checkpoint"

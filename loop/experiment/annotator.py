@@ -4,7 +4,8 @@ and item decisions exactly as `annotation.gateway.pull_labels` would store them.
 Experiments simulate the annotator so that many arms can be compared cheaply and reproducibly; production
 labels always come through Argilla (loop/rounds/steps.py push/pull). Only the transport differs: the judge sees
 the pair as Argilla would show it (after the position swap), its answer is mapped back to our orientation, and
-the same aggregation (annotation.aggregate.decide) and repository functions (storage.repositories.items) are used.
+the same aggregation (annotation.aggregate.decide) and repository functions (storage.repositories.items and
+labels) are used.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from annotation.simulated.judges import Judge, LookupJudge, RewardJudge
 from loop.config import Config
 from storage.db import UnitOfWork
 from storage.repositories import items as repo
+from storage.repositories import labels as label_repo
 from storage.repositories.prompts import constraints_by_text
 from storage.statuses import Choice
 
@@ -51,22 +53,23 @@ class SimulatedAnnotation:
         now = datetime.now(UTC)
         with uow() as session:
             contents = {c.id: c for c in repo.items_to_push(session, round_id, include_pushed=True)}
-            stored = repo.labels_of(session, round_id)
+            stored = label_repo.labels_of(session, round_id)
             writes = []
             for item in repo.pushed_items(session, round_id):
                 c = contents[item.id]
                 shown_a, shown_b = (c.text_b, c.text_a) if c.swapped else (c.text_a, c.text_b)
                 for name, judge in self.judges:
-                    if (item.id, name) in stored:
+                    key = f"{SIM_RECORD_PREFIX}{name}"  # the simulated annotator's user id
+                    if (item.id, key) in stored:
                         continue  # labels are final once given (a rerun adds nothing)
                     answer = judge(c.prompt, shown_a, shown_b)
                     if c.swapped and answer in Choice.preferring():  # back to our orientation
                         answer = Choice(answer).flipped
-                    row = repo.LabelRow(item.id, name, answer, None, now)
+                    row = label_repo.LabelRow(item.id, name, answer, None, now, annotator_id=key)
                     writes.append(row)
-                    stored[(item.id, name)] = row
-            repo.upsert_labels(session, writes)
-            _aggregate(session, round_id, stored, need=len(self.judges))
+                    stored[(item.id, key)] = row
+            label_repo.add_label_versions(session, writes)
+            _aggregate(session, round_id, label_repo.labels_of(session, round_id), need=len(self.judges))
 
 
 def _aggregate(session, round_id: int, stored: dict, need: int) -> None:
@@ -81,6 +84,7 @@ def _aggregate(session, round_id: int, stored: dict, need: int) -> None:
         if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
             changes.append((item.id, status, decision.choice, decision.votes))
     repo.set_outcomes(session, changes)
+    label_repo.link_latest(session, [i.id for i in repo.pushed_items(session, round_id)], stored)
 
 
 def score_annotation(

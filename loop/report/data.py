@@ -19,6 +19,7 @@ from storage.models import Evaluation, Round
 from storage.repositories import candidates as candidates_repo
 from storage.repositories import evaluations, queries, reward_refreshes, scores
 from storage.repositories import items as items_repo
+from storage.repositories import labels as labels_repo
 from storage.repositories import rounds as rounds_repo
 from storage.statuses import Metric, is_production_arm
 
@@ -112,7 +113,7 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
         r.decided, r.ties, r.undecided = c.decided, c.ties, c.undecided
     votes: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     annotators: dict[int, set[str]] = defaultdict(set)
-    for round_id, item_id, annotator, choice in items_repo.label_choices(session):
+    for round_id, item_id, annotator, choice in labels_repo.label_choices(session):
         votes[round_id][item_id].append(choice)
         annotators[round_id].add(annotator)
     cum: dict[str, tuple[int, int]] = {}

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from storage.models import (
     AnnotationItem,
     Checkpoint,
+    DecisionLabel,
     DpoMargin,
     Evaluation,
     Generation,
@@ -50,6 +51,7 @@ def delete_arm(session: Session, arm: str) -> DeletedArm | None:
     ckpt_ids = [c for c, _ in ckpts]
     gens = select(Generation.id).where(Generation.checkpoint_id.in_(ckpt_ids))
     items = select(AnnotationItem.id).where(AnnotationItem.round_id.in_(rounds))
+    session.execute(delete(DecisionLabel).where(DecisionLabel.item_id.in_(items)))
     labels = session.execute(delete(Label).where(Label.item_id.in_(items))).rowcount
     session.execute(delete(DpoMargin).where(DpoMargin.item_id.in_(items)))
     session.execute(delete(AnnotationItem).where(AnnotationItem.round_id.in_(rounds)))

@@ -3,14 +3,15 @@ Takes a Session; never commits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.db import select_in
-from storage.models import AnnotationItem, Label, Prompt
+from storage.models import AnnotationItem, DecisionLabel, Label, Prompt
 from storage.repositories.items import items_with_texts, only_decided
+from storage.repositories.labels import late_answers
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,33 @@ class ExportPair:
     text_a: str
     text_b: str
     decision: str  # a | b | tie
-    labels: list[ExportLabel]
+    labels: list[ExportLabel]  # the versions the decision was made from
     prompt_metadata: dict  # what ingest kept of the prompt's row: its extra columns and `metadata`
+    late: list[ExportLabel] = field(default_factory=list)  # answers given or changed after (include_late)
 
 
 def exported_pairs(
-    session: Session, *, include_cancelled: bool = False, include_ties: bool = False
+    session: Session,
+    *,
+    include_cancelled: bool = False,
+    include_ties: bool = False,
+    include_late: bool = False,
 ) -> list[ExportPair]:
     """Decided items (a/b; ties too with `include_ties`), ordered by round and item; the items of
-    cancelled/failed rounds only with `include_cancelled`. Undecided items have no decision: never exported."""
+    cancelled/failed rounds only with `include_cancelled`. Undecided items have no decision: never exported.
+    Each pair's labels are the answer versions its decision was made from; the late answers (given or
+    changed after its round stopped collecting) too with `include_late`."""
     stmt = only_decided(
         items_with_texts(), include_ties=include_ties, include_cancelled=include_cancelled
     ).order_by(AnnotationItem.round_id, AnnotationItem.id)
     rows = session.execute(stmt).all()
     labels = _labels_by_item(session, [row.AnnotationItem.id for row in rows])
     metas = _metadata_by_prompt(session, sorted({row.AnnotationItem.prompt_id for row in rows}))
+    late: dict[str, list[ExportLabel]] = {}
+    if include_late:
+        for a in late_answers(session):
+            lb = a.label
+            late.setdefault(lb.item_id, []).append(ExportLabel(lb.annotator, lb.choice, lb.rationale))
     return [
         ExportPair(
             row.AnnotationItem.id,
@@ -63,6 +76,7 @@ def exported_pairs(
             row.AnnotationItem.decision,
             labels.get(row.AnnotationItem.id, []),
             metas.get(row.AnnotationItem.prompt_id) or {},
+            late.get(row.AnnotationItem.id, []),
         )
         for row in rows
     ]
@@ -78,8 +92,10 @@ def _metadata_by_prompt(session: Session, prompt_ids: list[str]) -> dict[str, di
 def _labels_by_item(session: Session, item_ids: list[str]) -> dict[str, list[ExportLabel]]:
     rows = select_in(
         session,
-        lambda chunk: select(Label.item_id, Label.annotator, Label.choice, Label.rationale).where(
-            Label.item_id.in_(chunk)
+        lambda chunk: (
+            select(Label.item_id, Label.annotator, Label.choice, Label.rationale)
+            .join(DecisionLabel, DecisionLabel.label_id == Label.id)
+            .where(DecisionLabel.item_id.in_(chunk))
         ),
         item_ids,
     )

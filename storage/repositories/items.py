@@ -1,4 +1,4 @@
-"""Repository for annotation items and labels: what to push, what was pushed, labels in, decisions out.
+"""Repository for annotation items: what to push, what was pushed, decisions out (labels: labels.py).
 
 Takes a Session and never commits (the caller's unit of work does). Queries select by round with joins
 instead of long IN lists, so they scale to a 10k-item round on SQLite and PostgreSQL alike.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage.models import AnnotationItem, Generation, Label, Prompt, PromptScore, Round
+from storage.models import AnnotationItem, Generation, Prompt, PromptScore, Round
 from storage.repositories.dpo_margins import latest_margins
 from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, Metric, RoundStatus
 from storage.upsert import upsert
@@ -45,15 +44,6 @@ class ItemState:
     decision: str | None
     votes: dict[str, Any]
     argilla_record_id: str | None
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    item_id: str
-    annotator: str
-    choice: Choice  # our orientation
-    rationale: str | None
-    submitted_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -279,41 +269,6 @@ def known_item_ids(session: Session) -> set[str]:
     return set(session.scalars(select(AnnotationItem.id)))
 
 
-def labels_of(session: Session, round_id: int | None = None) -> dict[tuple[str, str], LabelRow]:
-    """Stored labels keyed by (item id, annotator), of one round or all rounds."""
-    stmt: Select = select(Label)
-    if round_id is not None:
-        stmt = stmt.join(AnnotationItem, AnnotationItem.id == Label.item_id).where(
-            AnnotationItem.round_id == round_id
-        )
-    return {
-        (lb.item_id, lb.annotator): LabelRow(
-            lb.item_id, lb.annotator, lb.choice, lb.rationale, lb.submitted_at
-        )
-        for lb in session.scalars(stmt)
-    }
-
-
-def upsert_labels(session: Session, rows: Sequence[LabelRow]) -> int:
-    payload = [
-        {
-            "item_id": r.item_id,
-            "annotator": r.annotator,
-            "choice": r.choice,
-            "rationale": r.rationale,
-            "submitted_at": r.submitted_at,
-        }
-        for r in rows
-    ]
-    return upsert(
-        session,
-        Label,
-        payload,
-        constraint="uq_labels_item_annotator",
-        update=["choice", "rationale", "submitted_at"],
-    )
-
-
 def set_outcomes(
     session: Session, outcomes: Iterable[tuple[str, ItemStatus, str | None, dict[str, int]]]
 ) -> int:
@@ -340,14 +295,6 @@ def decided_items(
         chosen, rejected = (text_a, text_b) if item.decision == Choice.A else (text_b, text_a)
         out.append(DecidedPair(item.id, item.round_id, item.prompt_id, row.prompt, chosen, rejected))
     return out
-
-
-def label_choices(session: Session) -> list[tuple[int, str, str, str]]:
-    """(round id, item id, annotator, choice) of every stored label."""
-    stmt = select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice).join(
-        AnnotationItem, AnnotationItem.id == Label.item_id
-    )
-    return [tuple(row) for row in session.execute(stmt).all()]
 
 
 def item_prompt_ids(session: Session) -> dict[int, list[str]]:

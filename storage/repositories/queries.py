@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import (
     AnnotationItem,
+    DecisionLabel,
     Evaluation,
     Label,
     OperatorAction,
@@ -19,6 +20,7 @@ from storage.models import (
 )
 from storage.repositories import rounds as round_repo
 from storage.repositories.candidates import scoring_costs
+from storage.repositories.labels import latest_only
 from storage.statuses import Choice, Metric
 
 
@@ -98,11 +100,12 @@ def recent_actions(session: Session, limit: int = 10) -> list[dict[str, Any]]:
 
 
 def answers_per_annotator(session: Session) -> list[dict[str, Any]]:
-    """[{username, submitted, discarded}] of every annotator with a label in OUR database (pulled answers;
-    a removed Argilla user keeps their rows here), by username."""
+    """[{username, submitted, discarded}] of every annotator with a label in OUR database (pulled answers,
+    each counted once in its latest version; a removed Argilla user keeps their rows here), by username."""
     discarded = func.sum(case((Label.choice == Choice.DISCARD, 1), else_=0))
     rows = session.execute(
         select(Label.annotator, func.count(Label.id), discarded)
+        .where(latest_only())
         .group_by(Label.annotator)
         .order_by(Label.annotator)
     ).all()
@@ -113,9 +116,11 @@ def answers_per_annotator(session: Session) -> list[dict[str, Any]]:
 
 
 def round_label_choices(session: Session) -> list[tuple[str, int, str, str]]:
-    """(arm, round number, item id, choice) of every stored label: per-round annotator agreement for `status`."""
+    """(arm, round number, item id, choice) of the label versions each item's decision was made from (a closed
+    round's are what it was decided on, whatever changed later): per-round annotator agreement for `status`."""
     stmt = (
         select(Round.arm, Round.number, Label.item_id, Label.choice)
+        .join(DecisionLabel, DecisionLabel.label_id == Label.id)
         .join(AnnotationItem, AnnotationItem.id == Label.item_id)
         .join(Round, Round.id == AnnotationItem.round_id)
     )
@@ -123,7 +128,8 @@ def round_label_choices(session: Session) -> list[tuple[str, int, str, str]]:
 
 
 def label_count(session: Session) -> int:
-    return session.scalar(select(func.count(Label.id))) or 0
+    """Stored answers, each counted once (its versions are one answer)."""
+    return session.scalar(select(func.count(Label.id)).where(latest_only())) or 0
 
 
 def scheduler_lease(session: Session, name: str = "scheduler") -> SchedulerLock | None:

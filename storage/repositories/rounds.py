@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AnnotationItem, Label, Round
+from storage.repositories.labels import latest_only
 from storage.statuses import PRODUCTION_ARM, Choice, ItemStatus, RoundStatus
 
 
@@ -36,8 +37,10 @@ class RoundCounts:
 def round_counts(session: Session, round_ids: Sequence[int] | None = None) -> dict[int, RoundCounts]:
     """RoundCounts per round id (of `round_ids`, or of every round with items or labels)."""
     items = select(AnnotationItem.round_id, AnnotationItem.status, AnnotationItem.decision, func.count())
-    labels = select(AnnotationItem.round_id, func.count(Label.id)).join(
-        Label, Label.item_id == AnnotationItem.id
+    labels = (
+        select(AnnotationItem.round_id, func.count(Label.id))
+        .join(Label, Label.item_id == AnnotationItem.id)
+        .where(latest_only())  # an answer's versions are one answer
     )
     if round_ids is not None:
         items = items.where(AnnotationItem.round_id.in_(list(round_ids)))

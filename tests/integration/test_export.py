@@ -12,6 +12,7 @@ from loop.cli.app import main
 from storage.models import AnnotationItem, Label, Prompt
 from storage.statuses import PRODUCTION_ARM, RoundStatus
 from tests.support.annotation_setup import make_round_items
+from tests.support.labels import add_decided_labels
 
 
 @pytest.fixture
@@ -37,7 +38,9 @@ def labelled(uow, sqlite_url, tmp_path, monkeypatch):
             item = s.get(AnnotationItem, item_id)
             item.status, item.decision = outcome[item_id]
             s.get(Prompt, item.prompt_id).source_id = f"my-{item_id[:4]}"
-            s.add_all(Label(item_id=item_id, annotator=w, choice=c, rationale=r) for w, c, r in rows)
+            add_decided_labels(
+                s, (Label(item_id=item_id, annotator=w, choice=c, rationale=r) for w, c, r in rows)
+            )
     config = tmp_path / "pvar-loop.toml"
     config.write_text(f'[paths]\ndata_dir = "{tmp_path / "data"}"\n')
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)

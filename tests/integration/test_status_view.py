@@ -14,6 +14,7 @@ from loop.cli.status_view import render
 from storage.models import Label, Round
 from storage.statuses import RoundStatus
 from tests.support.annotation_setup import make_round_items
+from tests.support.labels import add_decided_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,10 +35,13 @@ def project(sqlite_url, uow, tmp_path, monkeypatch):
     made = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
     with uow() as s:
         s.get(Round, made.round_id).deadline_at = datetime.now(UTC) + timedelta(hours=1)  # as collection sets
-        s.add_all(
-            Label(item_id=item, annotator=who, choice=choice)
-            for item, votes in zip(made.item_ids, VOTES, strict=True)
-            for who, choice in votes.items()
+        add_decided_labels(
+            s,
+            [
+                Label(item_id=item, annotator=who, choice=choice)
+                for item, votes in zip(made.item_ids, VOTES, strict=True)
+                for who, choice in votes.items()
+            ],
         )
     assert main(["budget", "set", "6"]) == 0
     return made

@@ -25,6 +25,7 @@ from storage.models import (
     Round,
 )
 from storage.statuses import PRODUCTION_ARM
+from tests.support.labels import add_decided_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_FILES = ("eval_vs_labels.png", "pvar_distribution.png", "label_agreement.png", "budget_use.png")
@@ -161,8 +162,13 @@ def _populate(uow) -> None:
                 )
                 s.add(item)
                 s.flush()
-                for who, choice in zip(ANNOTATORS, item_votes, strict=True):
-                    s.add(Label(item_id=item.id, annotator=who, choice=choice))
+                add_decided_labels(
+                    s,
+                    (
+                        Label(item_id=item.id, annotator=who, choice=choice)
+                        for who, choice in zip(ANNOTATORS, item_votes, strict=True)
+                    ),
+                )
         for ckpt, (wr, lo, hi) in EVALS.items():
             s.add(
                 Evaluation(
