@@ -39,15 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from loop.config import CONFIG_FILENAME, default_config_toml
     from storage.migrate import upgrade
+    from storage.private import write_private_text
 
     target = Path(args.config or CONFIG_FILENAME)
     if target.exists() and not args.force:
         print(f"{target} exists; keeping it (use --force to overwrite)")
     else:
-        tmp = target.with_suffix(".tmp")
-        try:
-            tmp.write_text(default_config_toml(), encoding="utf-8")
-            tmp.replace(target)
+        try:  # private: the operator may put an API key or a database password in it
+            write_private_text(target, default_config_toml())
         except OSError as e:
             raise UserError(f"cannot write config {target}: {e.strerror or e}") from e
         print(f"wrote {target}")
