@@ -170,7 +170,10 @@ def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Ser
     """planned -> scored: score the candidates under the round's policy, select and pair the top slice
     (cancelled when no prompt is left to select)."""
     with uow() as session:
-        policy_in = _load(session, round_id).policy_in
+        rnd = _load(session, round_id)
+        policy_in = rnd.policy_in
+        if not sum(item_status_counts(session, round_id).values()) and _wait_for_prompts(session, rnd):
+            return  # the round stays planned; the next tick draws as soon as prompts are ingested
     services.score(cfg, uow, policy_in, round_id)
     with uow() as session:
         items = _plan_items(session, cfg, _load(session, round_id))
@@ -181,6 +184,18 @@ def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Ser
             _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
         else:
             _move(rnd, RoundStatus.SCORED)
+
+
+def _wait_for_prompts(session: Session, rnd: Round) -> bool:
+    """True, with the reason recorded and said once (not every tick), when the arm has no free prompt left."""
+    from loop.rounds.candidates import POOL_EXHAUSTED, pool_exhausted
+
+    if not pool_exhausted(session, rnd.arm):
+        return False
+    if rnd.reason != POOL_EXHAUSTED:
+        log.warning("round %s/%s: %s", rnd.arm, rnd.number, POOL_EXHAUSTED, extra={"event": "pool exhausted"})
+        rnd.reason = POOL_EXHAUSTED
+    return True
 
 
 def _push(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
