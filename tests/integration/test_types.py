@@ -126,20 +126,22 @@ def test_scheduler_lock_heartbeat_is_aware(any_uow):
         assert lock.heartbeat_at.tzinfo is not None and lock.acquired_at.tzinfo is not None
 
 
-RAW = "ok\x00then \ud800 end"  # NUL and a lone surrogate: what a tokenizer can decode, PostgreSQL refuses
-CLEAN = "ok\ufffdthen \ufffd end"
+# What a tokenizer can decode and PostgreSQL refuses (psycopg.DataError on NUL, UnicodeEncodeError on a lone
+# surrogate), SQLite keeps: stored as U+FFFD everywhere.
+DIRTY = [("ok\x00then\x00", "ok\ufffdthen\ufffd"), ("lone \ud800 half", "lone \ufffd half")]
 
 
-def test_model_output_with_nul_is_stored_cleaned_by_every_writer(any_uow):
+@pytest.mark.parametrize(("raw", "clean"), DIRTY, ids=["nul", "surrogate"])
+def test_model_output_is_stored_cleaned_by_every_writer(any_uow, raw, clean):
     from storage.repositories.evaluations import add_evaluation, add_samples, evaluation_samples
     from storage.repositories.scores import add_generations
 
     _one_item(any_uow)
     with any_uow() as s:
         stored = add_generations(
-            s, "c0", [{"prompt_id": "p" * 64, "sample_index": 5, "text": RAW, "n_tokens": 3}]
+            s, "c0", [{"prompt_id": "p" * 64, "sample_index": 5, "text": raw, "n_tokens": 3}]
         )
-        assert stored["p" * 64][5].text == CLEAN
+        assert stored["p" * 64][5].text == clean
         ev = add_evaluation(
             s, checkpoint_id="c0", reference_id="c0", judge="rule", n_prompts=1,
             win_rate=0.5, ci_low=0.0, ci_high=1.0, details={},
@@ -148,15 +150,15 @@ def test_model_output_with_nul_is_stored_cleaned_by_every_writer(any_uow):
             "prompt_id": "p" * 64,
             "sample_index": 0,
             "seed": 1,
-            "text": RAW,
+            "text": raw,
             "n_tokens": 3,
             "score": 1.0,
         }
         add_samples(s, ev.id, [{**sample, "side": side} for side in ("policy", "reference")])
         ev_id = ev.id
     with any_uow() as s:
-        assert [r.text for r in evaluation_samples(s, ev_id)] == [CLEAN, CLEAN]
-        assert s.scalar(select(Generation.text).where(Generation.sample_index == 5)) == CLEAN
+        assert [r.text for r in evaluation_samples(s, ev_id)] == [clean, clean]
+        assert s.scalar(select(Generation.text).where(Generation.sample_index == 5)) == clean
 
 
 def test_every_model_output_column_is_cleaned_on_write():
