@@ -56,6 +56,8 @@ class Services:
     evaluate: Callable[[Config, UnitOfWork, str], Wait | None]  # a Wait: what a human evaluation waits for
     # The selection reward model learns from the round's labels ([reward] refresh); None: never refreshes.
     refresh_reward: Callable[[Config, UnitOfWork, int], None] | None = None
+    # Takes the records of rounds that collect no more out of the annotators' queue; None: never.
+    withdraw: Callable[[Config, UnitOfWork], object] | None = None
 
     @classmethod
     def default(cls) -> Services:
@@ -68,6 +70,7 @@ class Services:
             train=steps.train,
             evaluate=steps.evaluate,
             refresh_reward=steps.refresh_reward,
+            withdraw=steps.withdraw,
         )
 
 
@@ -230,6 +233,20 @@ def _collect(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) ->
         _crash_point(RoundStatus.COLLECTING)
         with uow() as session:
             _move(_load(session, round_id), RoundStatus.TRAINING)
+        _withdraw_unanswered(uow, cfg, round_id, services)
+
+
+def _withdraw_unanswered(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """Collection is over (at its deadline, some items unanswered): their records leave the annotators' queue
+    as a cancelled round's do. Argilla being unreachable does not hold training up: the next pull retries."""
+    if services.withdraw is None:
+        return
+    try:
+        services.withdraw(cfg, uow)
+    except PvarLoopError as e:
+        log.warning(
+            "round id %s: unanswered records stay in Argilla's queue until the next pull: %s", round_id, e
+        )
 
 
 def _train_and_evaluate(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
