@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import PvarLoopError
+from storage.private import create_private
 
 # backend -> the drivers we install ("" is the backend's default name; postgresql:// means psycopg 3).
 SUPPORTED_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
@@ -57,6 +58,7 @@ def make_engine(url: str) -> Engine:
         if backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 _make_parent(Path(parsed.database))
+                _create_private(Path(parsed.database))
             engine = create_engine(url)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -74,6 +76,13 @@ def _make_parent(db: Path) -> None:
         raise DatabaseUnusable(
             f"cannot create the directory {db.parent} of SQLite database {db}: {e.strerror or e}"
         ) from e
+
+
+def _create_private(db: Path) -> None:
+    try:
+        create_private(db)
+    except OSError as e:
+        raise DatabaseUnusable(f"cannot create SQLite database {db}: {e.strerror or e}") from e
 
 
 def check_connection(engine: Engine) -> None:

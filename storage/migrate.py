@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from storage.db import translate_errors
 from storage.errors import PvarLoopError
@@ -31,16 +31,20 @@ def _config(engine: Engine):
 
 
 def _with_connection(engine: Engine, revision: str, fn) -> None:
+    refuse_newer(engine)
+    with translate_errors(engine), engine.begin() as conn:
+        _on_connection(conn, revision, fn)
+
+
+def _on_connection(conn: Connection, revision: str, fn) -> None:
     from alembic.util import CommandError
 
-    _refuse_newer(engine)
-    cfg = _config(engine)
+    cfg = _config(conn.engine)
+    cfg.attributes["connection"] = conn
     try:
-        with translate_errors(engine), engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            fn(cfg)
+        fn(cfg)
     except CommandError as e:
-        where = engine.url.render_as_string(hide_password=True)
+        where = conn.engine.url.render_as_string(hide_password=True)
         raise MigrationError(f"cannot migrate database {where} to revision {revision!r}: {e}") from e
 
 
@@ -54,6 +58,15 @@ def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
     _with_connection(engine, revision, lambda cfg: command.downgrade(cfg, revision))
+
+
+def downgrade_within(conn: Connection, revision: str) -> None:
+    """Downgrade inside the caller's open transaction (a dry run rolls it back; PostgreSQL's DDL is
+    transactional)."""
+    from alembic import command
+
+    refuse_newer(conn.engine)
+    _on_connection(conn, revision, lambda cfg: command.downgrade(cfg, revision))
 
 
 def head_revision() -> str:
@@ -99,7 +112,8 @@ def _newer_message(engine: Engine, current: str) -> str:
     )
 
 
-def _refuse_newer(engine: Engine) -> None:
+def refuse_newer(engine: Engine) -> None:
+    """Raise when the database was migrated by a newer pvar-loop (no migration here can touch it)."""
     current = current_revision(engine)
     if is_newer(current):
         raise DatabaseNotAtHead(_newer_message(engine, current))

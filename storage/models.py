@@ -31,7 +31,7 @@ from storage.statuses import (
     RoundStatus,
     TrainingRunStatus,
 )
-from storage.types import StrEnumType, UTCDateTime
+from storage.types import ModelText, StrEnumType, UTCDateTime
 
 # Deterministic constraint names: Alembic can then drop/alter them on every backend.
 NAMING = {
@@ -89,7 +89,7 @@ class Generation(Base):
     prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
     sample_index: Mapped[int]
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(ModelText)
     n_tokens: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -353,7 +353,7 @@ class EvaluationSample(Base):
     side: Mapped[str] = mapped_column(String(16), comment="policy|reference")
     sample_index: Mapped[int]
     seed: Mapped[int] = mapped_column(BigInteger, comment="seed the generator drew this sample index with")
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(ModelText)
     n_tokens: Mapped[int]
     score: Mapped[float] = mapped_column(Float, comment="the evaluation's judge score")
 
@@ -372,8 +372,8 @@ class EvalComparison(Base):
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"), index=True)
     reference_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
     prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id"))
-    policy_text: Mapped[str] = mapped_column(Text)
-    reference_text: Mapped[str] = mapped_column(Text)
+    policy_text: Mapped[str] = mapped_column(ModelText)
+    reference_text: Mapped[str] = mapped_column(ModelText)
     policy_side: Mapped[str] = mapped_column(String(1), comment="a|b: where Argilla shows the checkpoint's")
     min_submitted: Mapped[int] = mapped_column(comment="answers needed (the round's overlap)")
     argilla_record_id: Mapped[str | None] = mapped_column(String(100))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -55,3 +55,28 @@ class UTCDateTime(TypeDecorator[datetime]):
 def as_utc(value: datetime) -> datetime:
     """`value` in UTC; a naive value is taken to be UTC already (what SQLite and Argilla hand out)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def storable_text(value: str) -> str:
+    """A model's output as it can be stored on every backend: the one cleaning rule for generated text.
+
+    PostgreSQL text refuses NUL and UTF-8 cannot encode a lone surrogate (a tokenizer can decode either), while
+    SQLite keeps both, so each becomes U+FFFD. Callers that score or judge a text clean it first, so the stored
+    row is the text that was scored."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
+class ModelText(TypeDecorator[str]):
+    """TEXT holding a model's output: every write goes through storable_text, whoever writes it."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable_text(value)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from annotation.stack.processes import ProcessRef, is_alive, spawn, tail
 from storage.errors import PvarLoopError
+from storage.private import write_private_text
 
 ENGINE_NAME = "opensearch-noscript"  # registered by annotation/stack/argilla_engine.py
 ENGINE_SCRIPT = Path(__file__).with_name("argilla_engine.py")
@@ -200,7 +201,7 @@ def spawn_redis(root: Path, binary: str, env: dict[str, str], port: int, passwor
     Argilla's worker unpickles the jobs it finds in Redis, so Redis requires a password; it is in a config
     file only this user can read (a `--requirepass` argument would show in `ps`)."""
     conf = root / "redis" / "redis.conf"
-    write_private(conf, f"requirepass {password}\n")
+    write_private_text(conf, f"requirepass {password}\n")
     cmd = [binary, str(conf), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     cmd += ["--dir", str(root / "redis")]
     return spawn("redis", cmd, env=env, cwd=root, log_path=root / "logs" / "redis.log")
@@ -277,16 +278,6 @@ def prepare_root(root: Path) -> None:
     for sub in ("logs", "home", "tmp", "redis"):
         (root / sub).mkdir(mode=0o700, exist_ok=True)
         (root / sub).chmod(0o700)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to a file only this user can read (mode 0600 from the start, replaced atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def open_private_log(path: Path):

@@ -21,8 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     dbs.add_parser("upgrade", help="migrate to a revision (default head)").add_argument(
         "revision", nargs="?", default="head"
     )
-    dbs.add_parser("downgrade", help="migrate down to a revision ('base' empties it)").add_argument(
-        "revision"
+    down = dbs.add_parser("downgrade", help="migrate down to a revision ('base' empties it)")
+    down.add_argument("revision")
+    down.add_argument(
+        "--force",
+        action="store_true",
+        help="downgrade even though it drops data (SQLite: a backup is written first)",
     )
     dbs.add_parser("current", help="show the current and head revisions")
 
@@ -42,15 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from loop.config import CONFIG_FILENAME, default_config_toml
     from storage.migrate import upgrade
+    from storage.private import write_private_text
 
     target = Path(args.config or CONFIG_FILENAME)
     if target.exists() and not args.force:
         print(f"{target} exists; keeping it (use --force to overwrite)")
     else:
-        tmp = target.with_suffix(".tmp")
-        try:
-            tmp.write_text(default_config_toml(), encoding="utf-8")
-            tmp.replace(target)
+        try:  # private: the operator may put an API key or a database password in it
+            write_private_text(target, default_config_toml())
         except OSError as e:
             raise UserError(f"cannot write config {target}: {e.strerror or e}") from e
         print(f"wrote {target}")
@@ -95,11 +98,34 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.db_command == "upgrade":
         migrate.upgrade(engine, args.revision)
     elif args.db_command == "downgrade":
-        migrate.downgrade(engine, args.revision)
+        _downgrade(engine, args.revision, force=args.force)
     current = migrate.current_revision(engine)
     newer = " (newer than this pvar-loop)" if migrate.is_newer(current) else ""
     print(f"current revision: {current or '(empty database)'}{newer}; head: {migrate.head_revision()}")
     return 0
+
+
+def _downgrade(engine, revision: str, *, force: bool) -> None:
+    """A downgrade that drops data says what and needs --force; on SQLite a backup is written first."""
+    from storage.downgrade import backup_sqlite, downgrade_loss
+    from storage.migrate import downgrade
+
+    loss = downgrade_loss(engine, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    if loss and not force:
+        backup = (
+            "a backup of the SQLite file is written first"
+            if sqlite
+            else "back the database up first (pg_dump)"
+        )
+        raise UserError(
+            f"downgrading to {revision} drops {loss.describe()}; {backup}, and rerun with --force to go ahead"
+        )
+    if loss and sqlite:
+        print(f"backup written: {backup_sqlite(engine)}")
+    downgrade(engine, revision)
+    if loss:
+        print(f"dropped {loss.describe()}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from storage.errors import PvarLoopError
+from storage.private import write_private_text
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ collect_deadline_hours = 1.0
 min_decided = 1
 """
     target = path / "pvar-loop.toml"
-    target.write_text(text, encoding="utf-8")
+    write_private_text(target, text)  # like every config pvar-loop writes: it may come to hold secrets
     return target
 
 

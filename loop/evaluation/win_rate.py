@@ -25,6 +25,7 @@ import numpy as np
 
 from loop.config import Config, EvaluationConfig, GenerationConfig, PolicyConfig
 from loop.evaluation.paired import Interval, mean_interval
+from storage.types import storable_text
 
 
 class BatchJudge(Protocol):
@@ -250,14 +251,16 @@ def _sample_side(
     finally:
         generator.close()  # free one model before the other is loaded
     samples = [[draws[i][p][0] for i in range(len(seeds))] for p in range(len(prompts))]
+    # judged as they will be stored, so a stored sample's score is its text's
+    texts = [[storable_text(s.text) for s in row] for row in samples]
     n = len(seeds)
     flat_scores = _judge_all(
         judge,
         [p for p in prompts for _ in range(n)],
-        [s.text for row in samples for s in row],
+        [t for row in texts for t in row],
     )
     return SideSamples(
-        texts=[[s.text for s in row] for row in samples],
+        texts=texts,
         n_tokens=[[s.n_tokens for s in row] for row in samples],
         scores=[flat_scores[p * n : (p + 1) * n] for p in range(len(prompts))],
         seeds=list(seeds),
@@ -296,7 +299,7 @@ def sample_both(
             drawn = generator.generate(prompts, k=1, seed=sample_seeds(seed, side, 1)[0])
         finally:
             generator.close()
-        sides.append([per_prompt[0].text for per_prompt in drawn])
+        sides.append([storable_text(per_prompt[0].text) for per_prompt in drawn])
     return sides[0], sides[1]
 
 

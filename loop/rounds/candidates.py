@@ -36,7 +36,8 @@ def candidate_prompt_ids(cfg: Config, uow: UnitOfWork, round_id: int) -> list[st
     with uow() as session:
         rnd = session.get(Round, round_id)
         recorded = round_scoring(session, round_id)
-        if recorded is not None:
+        # An empty draw (the pool was exhausted) is drawn again: prompts may have been ingested since.
+        if recorded is not None and recorded.drawn != 0:
             return None if recorded.candidates is None else round_candidate_ids(session, round_id)
         asked = cfg.selection.candidate_count(rnd.budget)
         free = count_free_prompts(session, rnd.arm)
@@ -55,6 +56,14 @@ def candidate_prompt_ids(cfg: Config, uow: UnitOfWork, round_id: int) -> list[st
         cfg.selection.candidates,
     )
     return ids
+
+
+POOL_EXHAUSTED = "the pool is exhausted: ingest prompts (`pvar-loop ingest FILE`)"
+
+
+def pool_exhausted(session, arm: str) -> bool:
+    """No train prompt left that the arm may take: a round has nothing to draw, score or select."""
+    return count_free_prompts(session, arm) == 0
 
 
 def draw(session, free: int, asked: int, seed: int, arm: str) -> list[str]:

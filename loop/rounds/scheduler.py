@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from loop.config import Config, load_config
+from loop.rounds.outage import DATABASE, report_job_store_outages, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,24 @@ def tick_job(config_path: str | None, holder: str | None = None) -> None:
     from storage.locks import LeaseLost
 
     cfg, uow = _context(config_path, holder)
+    if DATABASE.backing_off():
+        uow.engine.dispose()
+        return
     try:
         services = Services.default()
         # Commands given while this scheduler runs (`round cancel/advance`) first, under the same fenced uow.
         carry_out_pending(uow, cfg, services)
         was_open = _round_open(uow)
+        DATABASE.reachable()
         message = tick(uow, cfg, services)
         level = _tick_level(message, idle=not was_open and not _round_open(uow))
         log.log(level, "tick: %s", message, extra={"event": "tick"})
     except LeaseLost as e:  # the heartbeat thread stops the scheduler; this job records nothing more
         log.error("%s", e, extra={"event": "lease lost"})
+    except Exception as e:
+        if not unreachable(uow.engine):
+            raise
+        DATABASE.failed(e, "tick")
     finally:
         uow.engine.dispose()
 
@@ -89,12 +98,20 @@ def poll_job(config_path: str | None, holder: str | None = None) -> None:
     from storage.statuses import RoundStatus
 
     cfg, uow = _context(config_path, holder)
+    if DATABASE.backing_off():
+        uow.engine.dispose()
+        return
     try:
         with uow() as session:
             rnd = open_round(session)
             round_id = rnd.id if rnd is not None and rnd.status == RoundStatus.COLLECTING else None
+        DATABASE.reachable()
         if round_id is not None:
             Services.default().pull(cfg, uow, round_id)
+    except Exception as e:
+        if not unreachable(uow.engine):
+            raise
+        DATABASE.failed(e, "poll")
     finally:
         uow.engine.dispose()
 
@@ -162,9 +179,13 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 alive = renew(self.engine, LOCK, self.holder)
-            except Exception:
-                log.exception("heartbeat failed; will retry")
+            except Exception as e:
+                if unreachable(self.engine):
+                    DATABASE.failed(e, "lease heartbeat")  # said once per outage, with the jobs' failures
+                else:
+                    log.exception("heartbeat failed; will retry")
                 continue
+            DATABASE.reachable()
             if not alive:
                 log.error("scheduler lease lost to another process; stopping")
                 self.on_lost()
@@ -297,6 +318,7 @@ def _start_jobs(engine, cfg: Config, config_path: str | None, holder: str):
         replace_existing=True,
         args=[config_path],
     )
+    report_job_store_outages(engine)
     scheduler.start()
     return scheduler
 

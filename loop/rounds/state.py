@@ -56,6 +56,8 @@ class Services:
     evaluate: Callable[[Config, UnitOfWork, str], Wait | None]  # a Wait: what a human evaluation waits for
     # The selection reward model learns from the round's labels ([reward] refresh); None: never refreshes.
     refresh_reward: Callable[[Config, UnitOfWork, int], None] | None = None
+    # Takes the records of rounds that collect no more out of the annotators' queue; None: never.
+    withdraw: Callable[[Config, UnitOfWork], object] | None = None
 
     @classmethod
     def default(cls) -> Services:
@@ -68,6 +70,7 @@ class Services:
             train=steps.train,
             evaluate=steps.evaluate,
             refresh_reward=steps.refresh_reward,
+            withdraw=steps.withdraw,
         )
 
 
@@ -170,7 +173,10 @@ def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Ser
     """planned -> scored: score the candidates under the round's policy, select and pair the top slice
     (cancelled when no prompt is left to select)."""
     with uow() as session:
-        policy_in = _load(session, round_id).policy_in
+        rnd = _load(session, round_id)
+        policy_in = rnd.policy_in
+        if not sum(item_status_counts(session, round_id).values()) and _wait_for_prompts(session, rnd):
+            return  # the round stays planned; the next tick draws as soon as prompts are ingested
     services.score(cfg, uow, policy_in, round_id)
     with uow() as session:
         items = _plan_items(session, cfg, _load(session, round_id))
@@ -181,6 +187,18 @@ def _score_and_select(uow: UnitOfWork, cfg: Config, round_id: int, services: Ser
             _move(rnd, RoundStatus.CANCELLED, reason="no selectable prompts left in the pool")
         else:
             _move(rnd, RoundStatus.SCORED)
+
+
+def _wait_for_prompts(session: Session, rnd: Round) -> bool:
+    """True, with the reason recorded and said once (not every tick), when the arm has no free prompt left."""
+    from loop.rounds.candidates import POOL_EXHAUSTED, pool_exhausted
+
+    if not pool_exhausted(session, rnd.arm):
+        return False
+    if rnd.reason != POOL_EXHAUSTED:
+        log.warning("round %s/%s: %s", rnd.arm, rnd.number, POOL_EXHAUSTED, extra={"event": "pool exhausted"})
+        rnd.reason = POOL_EXHAUSTED
+    return True
 
 
 def _push(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
@@ -215,6 +233,20 @@ def _collect(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) ->
         _crash_point(RoundStatus.COLLECTING)
         with uow() as session:
             _move(_load(session, round_id), RoundStatus.TRAINING)
+        _withdraw_unanswered(uow, cfg, round_id, services)
+
+
+def _withdraw_unanswered(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:
+    """Collection is over (at its deadline, some items unanswered): their records leave the annotators' queue
+    as a cancelled round's do. Argilla being unreachable does not hold training up: the next pull retries."""
+    if services.withdraw is None:
+        return
+    try:
+        services.withdraw(cfg, uow)
+    except PvarLoopError as e:
+        log.warning(
+            "round id %s: unanswered records stay in Argilla's queue until the next pull: %s", round_id, e
+        )
 
 
 def _train_and_evaluate(uow: UnitOfWork, cfg: Config, round_id: int, services: Services) -> None:

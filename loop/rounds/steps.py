@@ -88,6 +88,21 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
         push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
+    if _records_gone(uow, round_id, report):
+        # Deleted in Argilla (a record, or the whole dataset, which connect_dataset made anew): collection
+        # cannot go on without them, so they go back into the queue as a push would put them.
+        push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+
+
+def _records_gone(uow: UnitOfWork, round_id: int, report) -> bool:
+    """The pull found items of this round whose record Argilla no longer has (skipped, with no annotator)."""
+    from storage.repositories.items import pushed_items
+
+    unknown = {s.record for s in report.skipped if s.annotator is None}
+    if not unknown:
+        return False
+    with uow() as session:
+        return any(i.id in unknown for i in pushed_items(session, round_id))
 
 
 @dataclass(frozen=True)

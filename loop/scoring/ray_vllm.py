@@ -26,6 +26,7 @@ from loop.scoring import ray_stages as stages
 from loop.scoring.ray_driver import RayEngineError, RayJob, commit_items, run_ray_job
 from loop.scoring.steps import ScoredPrompt, ScoreReport, finish_items
 from storage.repositories.prompts import PromptRow
+from storage.types import storable_text
 
 if TYPE_CHECKING:
     from loop.config import ScoringConfig
@@ -88,7 +89,7 @@ def generated_sample(row: dict[str, Any], eos_ids: Sequence[int]) -> dict[str, A
     in-process backends count it)."""
     tokens = list(row["generated_tokens"])
     n = len(tokens) - 1 if tokens and tokens[-1] in set(eos_ids) else len(tokens)
-    text = row["generated_text"].replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    text = storable_text(row["generated_text"])  # as it will be stored, before scoring
     return _sample(
         row[stages.BATCH], row[stages.PROMPT_ID], row[PROMPT_TEXT], row[SAMPLE_INDEX], text, n, True
     )

@@ -31,6 +31,7 @@ from storage.repositories.scores import (
     upsert_reward_scores,
 )
 from storage.statuses import Metric
+from storage.types import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,8 @@ def generate_missing(
     for (_, item), got in zip(need, samples, strict=True):
         for i, sample in enumerate(got[:k]):
             if i not in item.responses:
-                # PostgreSQL text cannot hold NUL; replace it before scoring so score and row agree.
-                sample = Sample(sample.text.replace("\x00", "\ufffd"), sample.n_tokens)
+                # cleaned as it will be stored, before scoring, so score and row agree
+                sample = Sample(storable_text(sample.text), sample.n_tokens)
                 item.responses[i] = sample
                 item.new.add(i)
                 report.responses_generated += 1

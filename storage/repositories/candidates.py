@@ -155,15 +155,14 @@ def round_scoring(session: Session, round_id: int) -> RoundScoring | None:
 def record_candidates(
     session: Session, round_id: int, *, asked: int | None, free_pool: int, prompt_ids: Sequence[str]
 ) -> None:
-    """Store the round's candidate draw (asked None: the whole pool, no candidate rows)."""
-    session.add(
-        RoundScoring(
-            round_id=round_id,
-            candidates=asked,
-            free_pool=free_pool,
-            drawn=len(prompt_ids) if asked is not None else None,
-        )
-    )
+    """Store the round's candidate draw (asked None: the whole pool, no candidate rows); a round's empty draw is
+    replaced (drawn again once the pool has prompts)."""
+    row = session.get(RoundScoring, round_id)
+    if row is None:
+        row = RoundScoring(round_id=round_id)
+        session.add(row)
+    row.candidates, row.free_pool = asked, free_pool
+    row.drawn = len(prompt_ids) if asked is not None else None
     session.flush()
     if asked is not None and prompt_ids:
         session.execute(insert(RoundCandidate), [{"round_id": round_id, "prompt_id": p} for p in prompt_ids])

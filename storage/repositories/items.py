@@ -98,13 +98,14 @@ def freed_round_ids(session: Session) -> set[int]:
 
 
 def records_to_withdraw(session: Session) -> dict[int, dict[str, str]]:
-    """{round id: {item id: Argilla record id}} of the items of cancelled/failed rounds whose record may still
-    wait in the annotators' queue (in Argilla, not settled)."""
+    """{round id: {item id: Argilla record id}} of the items whose record may still wait in the annotators'
+    queue (in Argilla, not settled) though their round collects no more: cancelled/failed, or closed at its
+    deadline (training on), where an answer would only be a late one nobody uses."""
     stmt = (
         select(AnnotationItem.round_id, AnnotationItem.id, AnnotationItem.argilla_record_id)
         .join(Round, Round.id == AnnotationItem.round_id)
         .where(
-            Round.status.in_(RoundStatus.freeing_states()),
+            Round.status.in_([s for s in RoundStatus if not s.collects]),
             AnnotationItem.argilla_record_id.is_not(None),
             AnnotationItem.status.in_((ItemStatus.PENDING, ItemStatus.PUSHED)),
         )

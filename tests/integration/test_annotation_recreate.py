@@ -73,3 +73,43 @@ def test_push_recreates_records_deleted_from_argilla(
 
     assert main([*cli, "push", "--round", "1"]) == 0
     assert "nothing to push" in capsys.readouterr().out
+
+
+def test_collecting_recreates_a_dataset_deleted_in_argilla(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """The collecting step (each poll and tick of `run`) puts the records back, as `push` does, instead of
+    pulling an empty dataset for ever with a warning per missing record per poll."""
+    from annotation.dataset import find_dataset
+    from loop.config import load_config
+    from loop.rounds.steps import pull
+
+    items = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
+    config = tmp_path / "pvar-loop.toml"
+    name = unique("ds-deleted")
+    config.write_text(
+        f'[paths]\ndata_dir = "{tmp_path / "data"}"\n\n[argilla]\nworkspace = "{argilla_stack.workspace}"\n'
+        f'dataset = "{name}"\nmin_submitted = 1\n'
+    )
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("PVAR_LOOP_ARGILLA_URL", argilla_stack.url)
+    monkeypatch.setenv("PVAR_LOOP_ARGILLA_API_KEY", argilla_stack.api_key)
+    assert main(["--config", str(config), "push", "--round", "1"]) == 0
+    dataset_id = re.search(r"/dataset/([0-9a-f-]+)/annotation-mode", capsys.readouterr().out).group(1)
+    r = httpx.delete(
+        f"{argilla_stack.url}/api/v1/datasets/{dataset_id}", headers=argilla_stack.headers, timeout=60
+    )
+    assert r.status_code == 200, r.text
+
+    cfg = load_config(config)
+    caplog.set_level("INFO")
+    for _ in range(5):  # five polls
+        pull(cfg, uow, items.round_id)
+    with httpx.Client(base_url=argilla_stack.url, headers=argilla_stack.headers, timeout=60) as http:
+        now = find_dataset(http, name, argilla_stack.workspace)
+    assert now["id"] != dataset_id
+    assert sorted(external_ids(argilla_stack, now["id"])) == sorted(items.item_ids)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # the first poll finds the records gone (one line each) and re-creates them; later polls are quiet
+    assert len(warnings) == len(items.item_ids) + 1, warnings
+    assert "re-creating them" in warnings[-1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -92,6 +93,26 @@ def test_cancel_withdraws_waiting_records_and_keeps_answers_out_of_training(
     assert main([*cli, "push", "--round", "1"]) == 2  # nothing of it goes back into the queue
     assert "is cancelled" in capsys.readouterr().err
     assert external_ids(argilla_stack, dataset_id) == [first]
+
+
+def test_a_round_closed_at_its_deadline_withdraws_its_unanswered_records(
+    argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
+    cli = _project(tmp_path, monkeypatch, sqlite_url, argilla_stack)
+    dataset_id, _ = _push(cli, 1, capsys)
+    records = _records(uow)
+    first = items.item_ids[0]
+    respond(argilla_stack, annotator(argilla_stack), records[first], "submitted", preference="a")
+    with uow() as s:  # the deadline has passed with one decided label: enough ([scheduler] min_decided = 1)
+        s.get(Round, items.round_id).deadline_at = datetime.now(UTC) - timedelta(minutes=1)
+
+    assert main([*cli, "round", "advance", "1"]) == 0
+    with uow() as s:
+        assert s.get(Round, items.round_id).status == "training"
+    assert external_ids(argilla_stack, dataset_id) == [first]  # nobody is asked for answers nobody uses
+    assert _records(uow) == {first: records[first]} | {i: None for i in items.item_ids[1:]}
+    assert _labels(uow) == {first: "a"}
 
 
 def test_cancel_while_argilla_is_down_is_finished_by_the_next_pull(

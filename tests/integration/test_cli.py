@@ -47,6 +47,21 @@ def test_init_ingest_status(tmp_path, monkeypatch, capsys):
     assert status["judge_warning"] is None
 
 
+def test_init_writes_the_config_and_the_database_private(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PVAR_LOOP_DATABASE_URL", raising=False)
+    old = os.umask(0o022)  # an ordinary umask: files would be 644
+    try:
+        assert main(["init"]) == 0
+        (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n')
+        assert main(["ingest", "p.jsonl"]) == 0  # a write: SQLite's -wal and -shm exist meanwhile
+    finally:
+        os.umask(old)
+    db = next(tmp_path.rglob("pvar-loop.db"))
+    for path in [tmp_path / "pvar-loop.toml", db, *db.parent.glob("pvar-loop.db-*")]:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 def test_commands_refuse_unmigrated_database(tmp_path):
     env = {"PVAR_LOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
     r = _run("status", cwd=tmp_path, env=env)

@@ -124,3 +124,51 @@ def test_scheduler_lock_heartbeat_is_aware(any_uow):
     with any_uow() as s:
         lock = s.get(SchedulerLock, "scheduler")
         assert lock.heartbeat_at.tzinfo is not None and lock.acquired_at.tzinfo is not None
+
+
+# What a tokenizer can decode and PostgreSQL refuses (psycopg.DataError on NUL, UnicodeEncodeError on a lone
+# surrogate), SQLite keeps: stored as U+FFFD everywhere.
+DIRTY = [("ok\x00then\x00", "ok\ufffdthen\ufffd"), ("lone \ud800 half", "lone \ufffd half")]
+
+
+@pytest.mark.parametrize(("raw", "clean"), DIRTY, ids=["nul", "surrogate"])
+def test_model_output_is_stored_cleaned_by_every_writer(any_uow, raw, clean):
+    from storage.repositories.evaluations import add_evaluation, add_samples, evaluation_samples
+    from storage.repositories.scores import add_generations
+
+    _one_item(any_uow)
+    with any_uow() as s:
+        stored = add_generations(
+            s, "c0", [{"prompt_id": "p" * 64, "sample_index": 5, "text": raw, "n_tokens": 3}]
+        )
+        assert stored["p" * 64][5].text == clean
+        ev = add_evaluation(
+            s, checkpoint_id="c0", reference_id="c0", judge="rule", n_prompts=1,
+            win_rate=0.5, ci_low=0.0, ci_high=1.0, details={},
+        )  # fmt: skip
+        sample = {
+            "prompt_id": "p" * 64,
+            "sample_index": 0,
+            "seed": 1,
+            "text": raw,
+            "n_tokens": 3,
+            "score": 1.0,
+        }
+        add_samples(s, ev.id, [{**sample, "side": side} for side in ("policy", "reference")])
+        ev_id = ev.id
+    with any_uow() as s:
+        assert [r.text for r in evaluation_samples(s, ev_id)] == [clean, clean]
+        assert s.scalar(select(Generation.text).where(Generation.sample_index == 5)) == clean
+
+
+def test_every_model_output_column_is_cleaned_on_write():
+    from storage.models import EvalComparison, EvaluationSample
+    from storage.types import ModelText
+
+    outputs = [
+        Generation.text,
+        EvaluationSample.text,
+        EvalComparison.policy_text,
+        EvalComparison.reference_text,
+    ]
+    assert all(isinstance(c.type, ModelText) for c in outputs)
