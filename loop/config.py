@@ -334,7 +334,9 @@ class TrainingConfig(_Section):
         "all-linear", description='Modules that get adapters: "all-linear" or a list of module names.'
     )
     precompute_ref_log_probs: bool = Field(
-        False, description="Compute the reference's log-probs once before training instead of at every step."
+        True,
+        description="Compute the reference's log-probs once per pair before training instead of in every step "
+        "(the same loss; each epoch after the first skips a forward pass).",
     )
     dtype: TrainDtype = Field(
         "bfloat16", description="bfloat16: bf16 autocast (weights and checkpoints stay float32)."

@@ -8,8 +8,6 @@ asked-for rounds are done the demo stops it and writes the report.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -17,17 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from loop.demo.selection_rm import RM_EPOCHS, RM_LEARNING_RATE, verifier_judge
 from storage.errors import PvarLoopError
 from storage.private import write_private_text
 
 log = logging.getLogger(__name__)
 
 MARKER = ".pvar-loop-demo"
-# The selection RM's training: the seed run before round 1 and every refresh after a round ([reward] refresh).
-RM_LEARNING_RATE, RM_EPOCHS = 1e-4, 4
 TINY_MODELS = "tiny-random"  # the quick profile's models, under the model cache
 
 
@@ -175,19 +172,6 @@ min_decided = 1
     return target
 
 
-def verifier_judge(db_prompts: dict[str, list], seed: int, allow_ties: bool = True):
-    """The simulated annotator: prefers the response the verifier scores higher (Bradley-Terry noise); equal
-    scores are a tie, or a coin flip when ties are not allowed."""
-    from annotation.simulated.judges import RewardJudge
-    from loop.evaluation.verifier import verify
-
-    def gold(prompt: str, response: str) -> float:
-        constraints = db_prompts.get(prompt)
-        return 4.0 * verify(response, constraints) if constraints else 0.0
-
-    return RewardJudge(gold, seed=seed, temperature=1.0, tie_margin=1e-9 if allow_ties else 0.0)
-
-
 def _rounds_done(uow) -> int:
     from storage.repositories.rounds import count_rounds
     from storage.statuses import RoundStatus
@@ -263,59 +247,15 @@ def check_cache_outside(data_dir: Path, model_cache: Path) -> None:
         )
 
 
-def selection_rm_dir(cache: Path, p: Profile) -> Path:
-    """Where the full demo's selection reward model lives: in the model cache, like the models the demo's config
-    points at (the next demo empties its data dir, not the cache), one directory per profile recipe."""
-    recipe = hashlib.sha256(json.dumps(asdict(p), sort_keys=True).encode()).hexdigest()[:12]
-    return cache / "demo-selection-rm" / f"{p.name}-{recipe}"
-
-
 def _learned_models(p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
-    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector
-    (trained once per recipe into the model cache; a later demo reuses it)."""
-    from loop.demo.seed_reward_model import SampleSettings, bootstrap_reward_model, read_seed_prompts
-    from loop.evaluation.verifier import gold_by_prompt
+    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector."""
+    from loop.demo.selection_rm import selection_reward_model
     from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
-    from loop.ml.settings import RewardTrainSettings
 
     say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
     policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
-    out_dir = selection_rm_dir(cache, p)
-    summary_file = out_dir.parent / f"{out_dir.name}-summary.txt"
-    if out_dir.exists():  # published atomically by an earlier demo: a complete model
-        summary = summary_file.read_text().strip() if summary_file.exists() else "selection RM"
-        say(f"[demo] selection reward model from the model cache ({out_dir}; trained by an earlier demo)")
-        return policy, out_dir, f"{summary} (trained by an earlier demo, kept in {out_dir.parent})"
-    constraints = {r["prompt"]: r["metadata"]["constraints"] for r in read_seed_prompts(seed_file)}
-    say(f"[demo] training the selection reward model on bot labels of {p.n_seed} seed prompts ...")
-    labels, result = bootstrap_reward_model(
-        seed_file,
-        policy=str(policy),
-        base=str(base),
-        out_dir=out_dir,
-        annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
-        gold=gold_by_prompt(constraints),
-        sampling=SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype),
-        training=RewardTrainSettings(
-            learning_rate=RM_LEARNING_RATE,
-            epochs=RM_EPOCHS,
-            batch_size=16,
-            max_length=256,
-            dtype="float32",
-            seed=0,
-        ),
-    )
-    agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"
-    held = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
-    summary = (
-        f"selection RM: {labels.prompts} seed prompts, {labels.comparisons} bot comparisons -> "
-        f"{len(labels.pairs)} decided pairs ({labels.ties} ties; {labels.identical} prompts with identical "
-        f"samples); held-out accuracy {held}, agreement with the verifier {agree} on "
-        f"{result.n_judged} held-out pairs; {result.steps} steps in {result.seconds:.0f} s"
-    )
-    summary_file.write_text(summary + "\n")
-    say(f"[demo] {summary}")
-    return policy, Path(result.checkpoint_dir), summary
+    reward, summary = selection_reward_model(p, cache, seed_file, policy, base, say)
+    return policy, reward, summary
 
 
 def run_demo(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,10 @@ if TYPE_CHECKING:
     from loop.ml.settings import RewardTrainSettings, TrainingSettings
 
 log = logging.getLogger(__name__)
+
+# DPO scores the LM head only at completion positions (see _compact_lm_head); benchmarks/dpo_speed.py turns this
+# off to time TRL's stock path beside it.
+COMPACT_LM_HEAD = True
 
 
 @dataclass(frozen=True)
@@ -85,21 +91,48 @@ def _lora_config(settings: TrainingSettings):
     )
 
 
+@contextmanager
+def _compact_lm_head() -> Iterator[None]:
+    """While open, TRL's fused LM head projects only the positions that have a label (the completions) on CPU too.
+
+    TRL 1.16 does that only where Triton runs (elsewhere, e.g. on Neuron, a varying row count would recompile) and
+    on CPU projects every position, prompt and padding included, onto the 49k-token vocabulary: a third of a
+    SmolLM2 DPO step. The positions it skips have label -100 and are zeroed either way, so the log-probs and the
+    loss are the same (tests/integration/test_trl_backend.py). The kernel itself still picks its torch path, which
+    reads chunked_logprob's own _use_triton, not the trainer utilities' name patched here.
+    """
+    import trl.trainer.utils as trl_utils
+
+    stock = getattr(trl_utils, "_use_triton", None)
+    if not COMPACT_LM_HEAD or stock is None:  # a TRL without the name: its stock path, unchanged
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or stock(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = stock
+
+
 def run_dpo_trainer(
     model, ref_model, tokenizer, dataset, settings: TrainingSettings, *, output_dir: str
 ) -> TrainerRun:
-    """DPOTrainer on a conversational preference dataset; LoRA adapters are merged into the returned model."""
+    """DPOTrainer on a conversational preference dataset; LoRA adapters are merged into the returned model.
+
+    The trainer is built inside _compact_lm_head too: precomputed reference log-probs are computed there."""
     from trl import DPOTrainer
 
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=dpo_config(settings, output_dir),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=_lora_config(settings) if settings.lora else None,
-    )
-    run = _train(trainer, "DPO")
+    start = time.perf_counter()  # precomputed reference log-probs are part of the run's time
+    with _compact_lm_head():
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=dpo_config(settings, output_dir),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=_lora_config(settings) if settings.lora else None,
+        )
+        run = _train(trainer, "DPO", start)
     if settings.lora:
         return TrainerRun(run.model.merge_and_unload(), run.steps, run.train_loss, run.seconds)
     return run
@@ -163,9 +196,9 @@ def _quiet_trainer_output(trainer, what: str) -> None:
     trainer.add_callback(QuietTrainerOutput())
 
 
-def _train(trainer, what: str) -> TrainerRun:
+def _train(trainer, what: str, start: float | None = None) -> TrainerRun:
     _quiet_trainer_output(trainer, what)
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     output = trainer.train()
     seconds = time.perf_counter() - start
     steps, loss = int(output.global_step), float(output.training_loss)

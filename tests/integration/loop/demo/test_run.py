@@ -3,11 +3,9 @@ next demo (which empties its data dir) never deletes a model a user's config may
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from loop.cli.app import main
 from loop.config import load_config
-from loop.demo.run import FULL, QUICK, prepare_world, selection_rm_dir
+from loop.demo.run import QUICK, prepare_world
 
 
 def test_quick_demo_models_live_in_the_model_cache_and_survive_the_next_demo(tmp_path, monkeypatch):
@@ -38,9 +36,3 @@ def test_a_model_cache_inside_the_data_dir_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--model-cache" in err and "inside --data-dir" in err
     assert not data.exists()  # refused before anything was written
-
-
-def test_the_full_demos_selection_reward_model_goes_to_the_cache(tmp_path):
-    cache = tmp_path / "cache"
-    where = selection_rm_dir(cache, FULL)
-    assert where.is_relative_to(cache) and where != selection_rm_dir(cache, replace(FULL, n_seed=8))
