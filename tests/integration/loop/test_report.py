@@ -375,7 +375,7 @@ def test_single_production_arm_reports_where_it_stands(uow, tmp_path):
         "main": {"labels": 0, "win_rate": 0.58}
     }
     html, page = _page(files.index)
-    assert "arm &#x27;main&#x27; (pvar): 0.580 [0.490, 0.670] after 0 labels" in html
+    assert "arm &#x27;main&#x27; (pvar): 0.580 [0.490, 0.670] after 0 answers" in html
     assert sorted(page.images) == ["budget_use.png", "eval_vs_labels.png"]
 
 
