@@ -65,7 +65,7 @@ class RoundRow:
     items: int = 0
     pushed: int = 0
     pending: int = 0
-    decided: int = 0  # items with a decision a, b or tie
+    decided: int = 0  # items decided a or b (the DPO pairs; ties apart)
     ties: int = 0
     undecided: int = 0
     labels: int = 0  # annotator answers, discards included: the labelling effort

@@ -110,7 +110,7 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
     for r in rounds:
         c = counts.get(r.id, rounds_repo.RoundCounts())
         r.items, r.pushed, r.pending, r.labels = c.items, c.pushed, c.pending, c.labels
-        r.decided, r.ties, r.undecided = c.decided, c.ties, c.undecided
+        r.decided, r.ties, r.undecided = c.decided_ab, c.ties, c.undecided  # decided: a/b, the DPO pairs
     votes: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     annotators: dict[int, set[str]] = defaultdict(set)
     for round_id, item_id, annotator, choice in labels_repo.label_choices(session):
@@ -122,7 +122,7 @@ def _add_items_and_labels(session: Session, rounds: list[RoundRow]) -> None:
         r.annotators = len(annotators.get(r.id, ()))
         agr = agreement(item_votes)
         r.agreement_items, r.pairwise_agreement, r.fleiss_kappa = agr.items, agr.pairwise, agr.fleiss_kappa
-        resolved = r.decided + r.undecided
+        resolved = r.decided + r.ties + r.undecided
         if resolved:
             r.undecided_share = r.undecided / resolved
             r.tie_share = r.ties / resolved

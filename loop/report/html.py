@@ -40,7 +40,7 @@ td.nw { white-space: nowrap; }
 
 CAPTIONS = {
     "eval": "Win rate of each arm's policy against the reference after each round, with its confidence "
-    "interval, against the labels that arm had collected by then. Above the dotted line = better than the "
+    "interval, against the answers that arm had collected by then. Above the dotted line = better than the "
     "reference.",
     "pvar": "Each violin is the pool a round selected from: the PVar of every scored prompt under the "
     "round's input policy. Dots are the prompts that round sent for labelling; a PVar arm's dots sit at the "
@@ -97,7 +97,7 @@ ROUND_COLUMNS = (
     ("decided", True),
     ("ties", True),
     ("no majority", True),
-    ("labels", True),
+    ("answers", True),
     ("agreement / κ", True),
     ("selected PVar pct", True),
     ("candidates", True),
@@ -108,10 +108,10 @@ ROUND_COLUMNS = (
 )
 COMPARISON_COLUMNS = (
     ("round", True),
-    ("PVar labels", True),
+    ("PVar answers", True),
     ("PVar win rate [CI]", False),
     ("random runs", True),
-    ("random labels", True),
+    ("random answers", True),
     ("random win rate", False),
     ("outcome", False),
 )
@@ -176,7 +176,7 @@ def scoring_cost_text(scoring: dict | None) -> str:
 
 REFRESH_COLUMNS = (
     ("after round", True),
-    ("decided labels", True),
+    ("decided items", True),
     ("held out", True),
     ("agreement old", True),
     ("agreement new", True),
@@ -255,7 +255,7 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
     by_split = ", ".join(f"{k} {v}" for k, v in sorted(pool["prompts"].items())) or "empty"
     meta = (
         f"Generated {data.generated_at} · {len(data.rounds)} round(s) in {len(data.arms)} arm(s) · "
-        f"{data.total_labels} labels · prompts: {by_split} (train scored {pool['train_scored']})"
+        f"{data.total_labels} answers · prompts: {by_split} (train scored {pool['train_scored']})"
     )
     verdict = data.verdict
     status = verdict.get("status", "")
@@ -293,8 +293,9 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
     if data.rounds:
         parts.append(_rounds_table(data.rounds))
         parts.append(
-            '<p class="note">labels = annotator answers (discards included); decided = items with a majority '
-            "a, b or tie; no majority = undecided items; agreement = pairwise agreement / Fleiss' κ over "
+            '<p class="note">items = prompts sent for labelling; answers = one annotator\'s answer each (discards '
+            "included); decided = items with an a/b majority (the DPO pairs); ties = items with a tie majority; "
+            "no majority = undecided items; agreement = pairwise agreement / Fleiss' κ over "
             "items with 2+ votes; selected PVar pct = mean percentile of the round's prompts in its pool "
             "(50 ≈ random); candidates = prompts drawn for the round of those free ([selection] candidates; "
             "pool: all of them); scoring cost = prompts the round's scoring step scored (candidates already "

@@ -245,7 +245,7 @@ def budget_bars(rounds: list[RoundRow]) -> dict[str, tuple[int, list[int], str, 
             "#6baed6",
             None,
         ),
-        "decided (a/b/tie)": (2, [r.decided for r in rounds], "#2171b5", None),
+        "decided (a/b)": (2, [r.decided for r in rounds], "#2171b5", None),
     }
     if any(c and r.pushed for r, c in zip(rounds, cancelled, strict=True)):
         withdrawn = [r.pushed if c else 0 for r, c in zip(rounds, cancelled, strict=True)]

@@ -107,13 +107,13 @@ def verdict(data: ReportData) -> dict[str, Any]:
         "overlap": "No clear difference: the intervals overlap.",
     }[last["outcome"]]
     headline = (
-        f"After round {last['round']}: PVar (arm {method!r}, {last['method']['labels']} labels) win rate "
-        f"{_fmt(by_round[last['round']])} vs random ({seeds}, {b['labels_mean']:.0f} labels) "
+        f"After round {last['round']}: PVar (arm {method!r}, {last['method']['labels']} answers) win rate "
+        f"{_fmt(by_round[last['round']])} vs random ({seeds}, {b['labels_mean']:.0f} answers) "
         f"{b['win_rate_mean']:.3f}{spread}. {said}"
     )
     if first_ahead is not None:
         headline += (
-            f" First ahead after round {first_ahead['round']} ({first_ahead['method']['labels']} labels)."
+            f" First ahead after round {first_ahead['round']} ({first_ahead['method']['labels']} answers)."
         )
     return {
         "status": last["outcome"],
@@ -131,7 +131,7 @@ def _single(data: ReportData) -> dict[str, Any]:
     """No PVar-vs-random pair: say where each evaluated arm stands now."""
     latest = {arm: pts[-1] for arm, pts in data.curves.items()}
     parts = [
-        f"arm {arm!r} ({data.arms.get(arm, '?')}): {_fmt(p)} after {p.labels} labels"
+        f"arm {arm!r} ({data.arms.get(arm, '?')}): {_fmt(p)} after {p.labels} answers"
         for arm, p in latest.items()
     ]
     return {

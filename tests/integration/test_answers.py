@@ -27,7 +27,15 @@ from storage.repositories.exports import exported_pairs
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
-from tests.support.argilla_helpers import annotator, owner, respond, unique
+from tests.support.argilla_helpers import (
+    annotator,
+    annotator_in,
+    fresh_workspace,
+    own_records,
+    owner,
+    respond,
+    unique,
+)
 
 pytestmark = pytest.mark.argilla
 
@@ -77,18 +85,22 @@ def test_a_late_edit_of_a_closed_round_is_kept_beside_what_it_was_decided_on(
 ) -> None:
     items = make_round_items(uow, 3, status=RoundStatus.COLLECTING)
     ids, swapped = items.item_ids, items.swapped
-    dataset = ensure_dataset(
-        owner(argilla_stack), unique("ds-late"), argilla_stack.workspace, min_submitted=2
-    )
+    # Overlap 2 is blind: each annotator answers in a dataset of their own, in a workspace of this test's.
+    workspace, name = fresh_workspace(argilla_stack, "ws-late"), unique("ds-late")
+    ann, bob = annotator_in(argilla_stack, workspace, "ann"), annotator_in(argilla_stack, workspace, "bob")
+    dataset = ensure_dataset(owner(argilla_stack), name, workspace, min_submitted=2)
     push_items(uow, dataset, items.round_id)
-    with uow() as s:
-        records = {i.id: i.argilla_record_id for i in s.scalars(select(AnnotationItem))}
-    ann, bob = annotator(argilla_stack, "ann"), annotator(argilla_stack, "bob")
+    mine = {who.username: own_records(argilla_stack, who, name) for who in (ann, bob)}
     given = {}
     for item_id, (first, second) in zip(ids, [("a", "a"), ("b", "b"), ("a", "b")], strict=True):
-        respond(argilla_stack, ann, records[item_id], "submitted", preference=flip(first, swapped[item_id]))
+        choice = flip(first, swapped[item_id])
+        respond(argilla_stack, ann, mine[ann.username][item_id], "submitted", preference=choice)
         given[item_id] = respond(
-            argilla_stack, bob, records[item_id], "submitted", preference=flip(second, swapped[item_id])
+            argilla_stack,
+            bob,
+            mine[bob.username][item_id],
+            "submitted",
+            preference=flip(second, swapped[item_id]),
         )
     pull_labels(uow, dataset, items.round_id)
     before = _versions(uow)

@@ -45,7 +45,7 @@ def _cfg(tiny_models, data_dir: Path):
                 "accelerate_config": str(CPU_CONFIG),
                 "num_processes": 1,
             },
-            "evaluation": {"max_new_tokens": 8, "n_bootstrap": 200},
+            "evaluation": {"judge": "reward", "max_new_tokens": 8, "n_bootstrap": 200},
         },
         env={},
     )

@@ -29,7 +29,12 @@ def project(uow, tiny_models, tmp_path):
             "policy": {"model": str(tiny_models.policy_dir), "dtype": "float32"},
             "reward": {"model": str(tiny_models.reward_dir), "dtype": "float32", "max_length": 64},
             "generation": {"max_new_tokens": 6, "batch_size": 8, "temperature": 1.0, "top_p": 1.0},
-            "evaluation": {"max_new_tokens": 6, "n_bootstrap": 200, "samples_per_prompt": SAMPLES},
+            "evaluation": {
+                "judge": "reward",
+                "max_new_tokens": 6,
+                "n_bootstrap": 200,
+                "samples_per_prompt": SAMPLES,
+            },
         },
         env={},
     )

@@ -183,6 +183,7 @@ max_length = 128
 lora = false
 dtype = "float32"
 [evaluation]
+judge = "reward"  # the default is a human judge; an experiment needs a model
 max_new_tokens = 8
 n_bootstrap = 200
 """)

@@ -259,12 +259,15 @@ def test_rounds_table_rows(report):
         row = rows[(arm, str(number))]
         decisions = [decide(v) for v in votes]
         assert row[3] == strategy and row[4] == "4" and row[5] == "3"
-        assert row[6] == str(sum(d.status == "decided" for d in decisions))
+        # Issue 26: one vocabulary; "decided" is an a/b majority (a DPO pair), ties are counted apart.
+        assert row[6] == str(sum(d.status == "decided" and d.choice != "tie" for d in decisions))
         assert row[7] == str(sum(d.choice == "tie" for d in decisions))
         assert row[8] == str(sum(d.status == "undecided" for d in decisions))
         assert row[9] == "9" and row[14] == p_in and row[15] == p_out
         assert row[12] == row[13] == "-"  # rounds written without a scoring step: no draw, no cost
         assert row[16].startswith(f"{EVALS[p_out][0]:.3f} [")
+    header = next(r for r in page.rows if "budget" in r)
+    assert "answers" in header and "labels" not in header and "decided = items with an a/b majority" in html
     assert rows[("pvar", "1")][16].endswith("n=40; mean score 0.410 [0.350, 0.470]")
     assert rows[("pvar", "2")][16].endswith("n=40")  # an evaluation without a mean score shows none
     # Database text is escaped: the reason shows as text, not as markup.
@@ -372,7 +375,7 @@ def test_single_production_arm_reports_where_it_stands(uow, tmp_path):
         "main": {"labels": 0, "win_rate": 0.58}
     }
     html, page = _page(files.index)
-    assert "arm &#x27;main&#x27; (pvar): 0.580 [0.490, 0.670] after 0 labels" in html
+    assert "arm &#x27;main&#x27; (pvar): 0.580 [0.490, 0.670] after 0 answers" in html
     assert sorted(page.images) == ["budget_use.png", "eval_vs_labels.png"]
 
 

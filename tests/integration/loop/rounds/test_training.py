@@ -23,7 +23,7 @@ def cfg(tiny_models, tmp_path):
             "reward": {"model": str(tiny_models.reward_dir), "dtype": "float32", "max_length": 128},
             "generation": {"k": 2, "max_new_tokens": 8, "batch_size": 8},
             "training": {"learning_rate": 5e-5, "dtype": "float32", "lora": False, "batch_size": 4},
-            "evaluation": {"max_new_tokens": 8, "n_bootstrap": 200},
+            "evaluation": {"judge": "reward", "max_new_tokens": 8, "n_bootstrap": 200},
         },
         env={},
     )
