@@ -167,6 +167,14 @@ def only_decided(stmt: Select, *, include_ties: bool = False, include_cancelled:
     return stmt
 
 
+def decided_pairs_of_round(session: Session, round_id: int, *, include_ties: bool = False) -> list:
+    """One round's decided items as items_with_texts() rows (a tie too with `include_ties`)."""
+    stmt = only_decided(items_with_texts(), include_ties=include_ties).where(
+        AnnotationItem.round_id == round_id
+    )
+    return list(session.execute(stmt))
+
+
 def items_to_push(session: Session, round_id: int, *, include_pushed: bool = False) -> list[ItemContent]:
     """Items of a round not yet in Argilla (all of them with include_pushed), ordered by id.
 

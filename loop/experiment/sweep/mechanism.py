@@ -211,10 +211,9 @@ def collect(
     from loop.experiment.sweep.cells import Cell
     from loop.ml.dpo_gradient import initial_gradient_norms
     from loop.rounds.pairing import best_and_worst
-    from storage.models import AnnotationItem
     from storage.repositories import rounds as round_repo
     from storage.repositories.checkpoints import initial_checkpoint_id
-    from storage.repositories.items import items_with_texts, only_decided
+    from storage.repositories.items import decided_pairs_of_round
     from storage.repositories.prompts import prompt_texts
     from storage.repositories.scores import reward_scores_for
     from storage.statuses import Choice
@@ -233,10 +232,7 @@ def collect(
                 c = Cell.parse(rnd.arm)
                 if rnd.number != 1 or c is None or (c.rm, c.seed, c.budget) != (rm, s, top):
                     continue
-                stmt = only_decided(items_with_texts(), include_ties=True).where(
-                    AnnotationItem.round_id == rnd.id
-                )
-                for r in session.execute(stmt):
+                for r in decided_pairs_of_round(session, rnd.id, include_ties=True):
                     item = r.AnnotationItem
                     decided = int(item.decision in (Choice.A, Choice.B))
                     row = {"kind": "pick", "cell": c.arm, "rm": rm, "seed": s, "strategy": str(c.strategy),
