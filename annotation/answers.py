@@ -63,7 +63,7 @@ class PullScope:
     need: dict[int, int]  # round id -> its min_submitted, for the rounds in scope that still collect
     cancelled: set[int]  # ids of cancelled (or failed) rounds
     stored: dict  # (item id, LabelRow.key) -> latest stored version, updated as the pull reads answers
-    claims: list = field(default_factory=list)  # (item id, username, user id) of rows stored before 0010
+    claims: list = field(default_factory=list)  # (item id, username, user id) of rows stored before 0011
 
 
 def pull_scope(session, round_id: int | None, fallback: int, report: PullReport) -> PullScope:

@@ -200,9 +200,11 @@ def place(
 
 def annotator_links(project: DatasetHandle, round_number: int | None = None) -> dict[str, str]:
     """{username: the link to their own queue} (one round's, when given), in priority order."""
+    present = {m.username for m in roster(project)}  # a removed annotator's dataset stays, for pull only
     out = {}
     for name, handle in annotator_datasets(project).items():
-        out[name] = handle.annotation_url if round_number is None else handle.round_url(round_number)
+        if name in present:
+            out[name] = handle.annotation_url if round_number is None else handle.round_url(round_number)
     return out
 
 

@@ -52,7 +52,7 @@ def count_answers(
             if annotator is not None and who != annotator:
                 continue
             total += 1
-            # Keyed by user id; an answer stored before 0010 is under its username until re-pulled.
+            # Keyed by user id; an answer stored before 0011 is under its username until re-pulled.
             when = stored.get((item_id, user_id), stored.get((item_id, label_repo.legacy_key(who)), False))
             if when is False or _utc(when) != _utc(answer.submitted_at):
                 unpulled += 1

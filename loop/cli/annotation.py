@@ -381,7 +381,7 @@ def _pull_summary(pulled) -> dict:
         "updated_labels": report.updated_labels,
         "unchanged_labels": report.unchanged_labels,
         "items_changed": report.items_changed,
-        "decided": report.decided,
+        "decided": report.decided - report.ties,  # a/b only, as status says; ties apart
         "undecided": report.undecided,
         "ties": report.ties,
         "waiting": report.waiting,

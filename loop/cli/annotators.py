@@ -208,7 +208,7 @@ def _annotators_bot(args, cfg, client) -> int:
     """Answer the bot annotator's pending records (its queue, priority first) in the dataset, through the
     annotator API only: exactly what that person could do in the UI."""
     from annotation.dataset import open_dataset
-    from annotation.simulated.bot import AnnotatorBot
+    from annotation.simulated.bot import AnnotatorBot, BotReport
 
     key = os.environ.get(BOT_KEY_ENV)
     if not key:
@@ -224,7 +224,15 @@ def _annotators_bot(args, cfg, client) -> int:
         )
     url = str(client.api_url).rstrip("/")
     with AnnotatorBot(url, key, _bot_judge(args.judge, args.seed, cfg)) as bot:
-        report = bot.run(dataset.id, limit=args.limit)
+        # The shared dataset and, with blind overlap (min_submitted >= 2), the annotator's own of that name.
+        report = BotReport(bot.username)
+        for dataset_id in bot.dataset_ids(name):
+            left = None if args.limit is None else args.limit - report.submitted
+            if left is not None and left <= 0:
+                break
+            part = bot.run(dataset_id, limit=left)
+            report.answers.update(part.answers)
+            report.errors += part.errors
     answers = ", ".join(f"{k} {v}" for k, v in sorted(report.answers.items())) or "nothing pending"
     print(f"{report.username} answered {report.submitted} records in {name!r} ({answers})")
     for error in report.errors:

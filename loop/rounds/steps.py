@@ -78,6 +78,7 @@ def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str
 
 
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
+    from annotation.api import AnnotationSyncError
     from annotation.blind import blind
     from annotation.gateway import pull_labels, push_items, withdraw_cancelled
     from loop.argilla_client import connect_dataset
@@ -85,7 +86,13 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     if blind(dataset):  # an annotator added (or removed) since the push: place what coverage lacks
-        push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+        try:
+            placed = push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+        except AnnotationSyncError as e:  # no annotator left, Argilla refusing a workspace...: still pull
+            log.warning("round id %s: could not place records with the annotators: %s", round_id, e)
+        else:
+            if placed.pushed:  # a newcomer's queue: their link joins the round's
+                record_links(uow, dataset, round_id)
     report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
     log.debug("round id %s: pulled %s", round_id, report)
     if _records_gone(uow, round_id, report):

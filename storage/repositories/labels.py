@@ -36,7 +36,7 @@ class LabelRow:
 
     @property
     def key(self) -> str:
-        """Who gave the answer: the Argilla user id, or the username of a row stored before 0010."""
+        """Who gave the answer: the Argilla user id, or the username of a row stored before 0011."""
         return self.annotator_id if self.annotator_id is not None else legacy_key(self.annotator)
 
 
@@ -194,14 +194,16 @@ class LateAnswer:
 
 
 def late_answers(session: Session, round_id: int | None = None) -> list[LateAnswer]:
-    """The late answers of the rounds that no longer collect (of one round, or of all), by round and item."""
+    """The late answers of the rounds that no longer collect (of one round, or of all), by round and item.
+    Cancelled and failed rounds trained nothing: an answer there is not late for anything (and one given
+    before the cancel but pulled after it was never linked to a decision)."""
     used = select(DecisionLabel.label_id).where(DecisionLabel.label_id == Label.id)
     stmt = (
         select(*_COLUMNS, Round.id, Round.arm, Round.number)
         .join(AnnotationItem, AnnotationItem.id == Label.item_id)
         .join(Round, Round.id == AnnotationItem.round_id)
         .where(
-            Round.status.not_in([s for s in RoundStatus if s.collects]),
+            Round.status.not_in([s for s in RoundStatus if s.collects or s.frees_prompts]),
             latest_only(),
             ~used.exists(),
         )

@@ -81,7 +81,7 @@ def test_annotators_push_pull_commands(
         assert bot.run(dataset_id).submitted == 6
     assert main([*cli, "pull", "--round", "1", "--json"]) == 0
     pulled = json.loads(capsys.readouterr().out)
-    assert (pulled["new_labels"], pulled["decided"], pulled["skipped"]) == (6, 6, [])
+    assert (pulled["new_labels"], pulled["decided"] + pulled["ties"], pulled["skipped"]) == (6, 6, [])
     assert (pulled["drafts"], pulled["drafts_by_annotator"]) == (1, {drafter.username: 1})
     assert pulled["round_progress"] == {"total": 6, "completed": 6, "pending": 0}
     assert main([*cli, "pull"]) == 0

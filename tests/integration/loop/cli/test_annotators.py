@@ -213,6 +213,12 @@ def test_blind_overlap_add_gets_an_own_dataset_and_remove_keeps_answers_and_free
         }
     assert got == set(items.item_ids[2:])
 
+    # The bot command answers in the annotator's own dataset (blind overlap), not only in the shared one.
+    capsys.readouterr()
+    monkeypatch.setenv("PVAR_LOOP_BOT_API_KEY", key)
+    assert main([*cli, "annotators", "bot", "--seed", "1"]) == 0
+    assert f"{newcomer} answered 2 records" in capsys.readouterr().out
+
 
 def test_push_adds_source_id_to_a_dataset_created_without_it(
     argilla_stack: ArgillaTarget, uow, sqlite_url, tmp_path, monkeypatch, capsys
