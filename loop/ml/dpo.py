@@ -163,9 +163,7 @@ def _load_models(policy_dir: str | os.PathLike, reference_dir: str | os.PathLike
     policy itself (LoRA or precomputed reference log-probs, and the policy is the reference)."""
     from loop.ml.loading import ModelLoadError, load_causal_lm, load_tokenizer
 
-    needs_ref = not (
-        (settings.lora or settings.precompute_ref_log_probs) and _same_model(policy_dir, reference_dir)
-    )
+    needs_ref = not ((settings.lora or settings.precompute_here) and _same_model(policy_dir, reference_dir))
     try:
         tokenizer = load_tokenizer(policy_dir)
         model = load_causal_lm(policy_dir)

@@ -3,6 +3,7 @@ are the config's (loop.config), so the trainers and the TOML file cannot disagre
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -43,6 +44,13 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         check_settings(self)
+
+    @property
+    def precompute_here(self) -> bool:
+        """precompute_ref_log_probs where it works: TRL 1.16 writes the precomputed log-probs to the cache file
+        of an in-memory dataset that only the writing process can open, so under a multi-process launch
+        (WORLD_SIZE > 1) the other ranks fail to read it; there the reference runs in every step."""
+        return self.precompute_ref_log_probs and int(os.environ.get("WORLD_SIZE", "1")) == 1
 
     @classmethod
     def from_config(cls, training: TrainingConfig) -> TrainingSettings:

@@ -73,7 +73,7 @@ def dpo_config(settings: TrainingSettings, output_dir: str):
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         max_length=settings.max_length,
         loss_type=[settings.loss_type],
-        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        precompute_ref_log_probs=settings.precompute_here,
         **_checkpointing_off(DPOConfig),
         **_common_args(output_dir, bf16=settings.dtype == "bfloat16", seed=settings.seed),
     )
