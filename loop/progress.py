@@ -70,5 +70,6 @@ def progress(total: int, desc: str, unit: str, *, enabled: bool = True, every_s:
     if is_terminal():
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+        # disable=False: our bars stay when TQDM_DISABLE quiets the libraries' (loop.cli.app)
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=False)
     return LogProgress(total, desc, unit, LOG_EVERY_S if every_s is None else every_s)

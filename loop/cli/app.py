@@ -60,7 +60,12 @@ PACKAGE_LOGGERS = ("loop", "annotation", "storage")
 
 # Set before the libraries are imported (they read them at import): no "Loading weights", "Tokenizing train
 # dataset" or "Writing model shards" bars unless --verbose. Our own progress (loop.progress) is not affected.
-QUIET_LIBRARY_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+# TQDM_DISABLE: bars libraries draw with tqdm directly (TRL's "Computing reference log probs").
+QUIET_LIBRARY_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}
 
 
 class DemoteToDebug(logging.Filter):
