@@ -191,7 +191,7 @@ def test_train_and_evaluate_by_hand_move_the_round(tmp_path, tiny_models, argill
     status = _ok(project.cli("status"))
     assert "0 of 4 items answered" not in status, status
     row = next(line.split() for line in status.splitlines() if line.strip().startswith("main/1"))
-    assert (row[5], row[7]) == ("4", "4"), status  # the rounds table: answered, labels
+    assert (row[5], row[8]) == ("4", "4"), status  # the rounds table: answered, answers
     assert "next: pvar-loop round advance 1" in status, status
 
     out = _ok(project.cli("train", "--round", "1"))
