@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from loop.config import Config
@@ -44,7 +43,6 @@ def connect_client(cfg: Config):
     from annotation.api import connect
 
     url, key = argilla_target(cfg)
-    logging.getLogger("argilla.sdk").setLevel(logging.WARNING)  # the SDK logs every resource it touches
     return connect(url, key)
 
 
