@@ -92,6 +92,7 @@ def test_quick_demo_on_vllm_samples_round_2_from_round_1s_checkpoint(tmp_path):
     from loop.config import load_config
     from loop.ml.generation import VllmGenerator
     from storage.models import Generation, Prompt
+    from storage.types import storable_text
 
     data = tmp_path / "demo"
     r = subprocess.run(
@@ -126,8 +127,8 @@ def test_quick_demo_on_vllm_samples_round_2_from_round_1s_checkpoint(tmp_path):
 
     def draw(path: str) -> list[list[str]]:
         drawn = VllmGenerator(path, **knobs).generate(prompts, k=g.k, seed=g.seed)
-        # Stored text has NUL replaced (PostgreSQL text cannot hold it; loop.scoring.steps).
-        return [[x.text.replace("\x00", "\ufffd") for x in per_prompt] for per_prompt in drawn]
+        # Stored text went through the one cleaning rule for model output (NUL, lone surrogates).
+        return [[storable_text(x.text) for x in per_prompt] for per_prompt in drawn]
 
     want = [stored[p] for p in prompts]
     assert draw(paths[done[1].policy_in]) == want
