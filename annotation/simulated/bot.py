@@ -87,7 +87,9 @@ class AnnotatorBot:
         data = request_json(
             self.http, "GET", "/api/v1/me/datasets", what="list datasets", backoff=self.backoff
         )
-        return [d["id"] for d in data["items"] if d["name"] == name]
+        # Only published ones: a dataset being created is listed as a draft before its metadata properties
+        # (the priority the queue is sorted by) exist, and searching it then is a 422.
+        return [d["id"] for d in data["items"] if d["name"] == name and d.get("status", "ready") == "ready"]
 
     def pending(self, dataset_id: str, limit: int = MAX_BULK) -> list[dict]:
         """Up to `limit` records in this annotator's queue and drafts (with their fields), priority first."""

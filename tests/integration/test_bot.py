@@ -87,3 +87,25 @@ def test_lookup_bot_replays_known_decisions_through_the_swap(argilla_stack: Argi
 def _record_ids(uow) -> dict[str, str]:
     with uow() as s:
         return {i.id: i.argilla_record_id for i in s.scalars(select(AnnotationItem))}
+
+
+def test_bot_skips_a_dataset_still_being_created(argilla_stack: ArgillaTarget) -> None:
+    """A dataset is listed as a draft before its metadata properties exist; searching it sorted by priority
+    is then a 422 (the quick demo's bot once failed on it): the bot labels published datasets only."""
+    name = unique("ds-draft")
+    r = httpx.post(
+        f"{argilla_stack.url}/api/v1/datasets",
+        json={"name": name, "workspace_id": _workspace_id(argilla_stack)},
+        headers=argilla_stack.headers,
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "draft"
+    who = annotator(argilla_stack, "drafty")
+    with AnnotatorBot(argilla_stack.url, who.api_key, RewardJudge(lambda _p, r: float(len(r)))) as bot:
+        assert bot.dataset_ids(name) == []
+
+
+def _workspace_id(stack: ArgillaTarget) -> str:
+    r = httpx.get(f"{stack.url}/api/v1/me/workspaces", headers=stack.headers, timeout=60)
+    return next(w["id"] for w in r.json()["items"] if w["name"] == stack.workspace)
