@@ -222,7 +222,7 @@ def prepare_world(
     )
     cache = Path(model_cache).resolve()
     if p.n_seed:
-        policy, reward, summary = _learned_models(p, cache, files[2], say)
+        policy, reward, summary = _learned_models(p, cache, files[2], say, backend)
     else:
         from loop.ml.offline_models import build_tiny_models
 
@@ -247,14 +247,15 @@ def check_cache_outside(data_dir: Path, model_cache: Path) -> None:
         )
 
 
-def _learned_models(p: Profile, cache: Path, seed_file: Path, say) -> tuple[Path, Path, str]:
-    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool as the selector."""
+def _learned_models(p: Profile, cache: Path, seed_file: Path, say, backend: str) -> tuple[Path, Path, str]:
+    """SmolLM2 as the policy; a MiniLM reward model trained on bot labels of the seed pool (sampled with the
+    world's generation backend) as the selector."""
     from loop.demo.selection_rm import selection_reward_model
     from loop.ml.offline_models import load_minilm_reward_backbone, load_smollm2
 
     say(f"[demo] models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (converted once into {cache})")
     policy, base = load_smollm2(cache), load_minilm_reward_backbone(cache)
-    reward, summary = selection_reward_model(p, cache, seed_file, policy, base, say)
+    reward, summary = selection_reward_model(p, cache, seed_file, policy, base, say, backend=backend)
     return policy, reward, summary
 
 

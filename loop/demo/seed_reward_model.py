@@ -57,6 +57,7 @@ class SampleSettings:
     batch_size: int = setting(GenerationConfig, "batch_size")
     dtype: RunDtype = setting(PolicyConfig, "dtype")
     seed: int = setting(GenerationConfig, "seed")
+    backend: str = setting(GenerationConfig, "backend")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -84,7 +85,6 @@ def label_seed_pool(
     policy: str,
     annotate: Annotate,
     settings: SampleSettings,
-    backend: str = "transformers",
 ) -> SeedLabels:
     """Sample K responses per prompt; the annotator compares each pair of distinct ones (sides in seeded random
     order); keep the decided pairs."""
@@ -92,7 +92,7 @@ def label_seed_pool(
 
     s = settings
     generator = make_generator(
-        backend,
+        s.backend,
         model=policy,
         dtype=s.dtype,
         temperature=s.temperature,

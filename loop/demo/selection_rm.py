@@ -61,14 +61,15 @@ def rm_code_version() -> str:
     return digest.hexdigest()
 
 
-def selection_rm_recipe(p: Profile, seed_file: Path, policy: Path, base: Path) -> dict:
+def selection_rm_recipe(p: Profile, seed_file: Path, policy: Path, base: Path, backend: str = "auto") -> dict:
     """Everything the seed-trained selection RM is a function of: the profile, the seed pool's bytes, the
-    sampling and training settings, the two models and the code version (training is seeded, so the same recipe
-    trains the same model)."""
+    sampling settings (with the engine "auto" resolves to: vLLM and transformers draw different samples for the
+    same seed), the training settings, the two models and the code version (training is seeded, so the same
+    recipe trains the same model)."""
     return {
         "profile": asdict(p),
         "seed_pool": hashlib.sha256(Path(seed_file).read_bytes()).hexdigest(),
-        "sampling": asdict(_seed_sampling(p)),
+        "sampling": asdict(_seed_sampling(p, policy, backend)),
         "training": asdict(_seed_training()),
         "models": [Path(policy).name, Path(base).name],
         "code": rm_code_version(),
@@ -82,10 +83,12 @@ def selection_rm_dir(cache: Path, p: Profile, recipe: dict) -> Path:
     return cache / "demo-selection-rm" / f"{p.name}-{key}"
 
 
-def _seed_sampling(p: Profile):
+def _seed_sampling(p: Profile, policy: Path, backend: str):
     from loop.demo.seed_reward_model import SampleSettings
+    from loop.ml.generation import resolve_backend
 
-    return SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype)
+    engine = resolve_backend(backend, str(policy))
+    return SampleSettings(k=p.k, max_new_tokens=p.max_new_tokens, dtype=p.dtype, backend=engine)
 
 
 def _seed_training():
@@ -101,13 +104,16 @@ def _seed_training():
     )
 
 
-def selection_reward_model(p: Profile, cache: Path, seed_file: Path, policy: Path, base: Path, say):
+def selection_reward_model(
+    p: Profile, cache: Path, seed_file: Path, policy: Path, base: Path, say, *, backend: str = "auto"
+):
     """(directory, summary) of the selection RM: trained once per recipe into the model cache; a later demo with
     the same recipe (selection_rm_recipe) reuses it, a changed seed pool, setting, model or code retrains."""
     from loop.demo.seed_reward_model import bootstrap_reward_model, read_seed_prompts
     from loop.evaluation.verifier import gold_by_prompt
 
-    out_dir = selection_rm_dir(cache, p, selection_rm_recipe(p, seed_file, policy, base))
+    recipe = selection_rm_recipe(p, seed_file, policy, base, backend)
+    out_dir = selection_rm_dir(cache, p, recipe)
     summary_file = out_dir.parent / f"{out_dir.name}-summary.txt"
     if out_dir.exists():  # published atomically by an earlier demo: a complete model
         summary = summary_file.read_text().strip() if summary_file.exists() else "selection RM"
@@ -122,7 +128,7 @@ def selection_reward_model(p: Profile, cache: Path, seed_file: Path, policy: Pat
         out_dir=out_dir,
         annotate=verifier_judge(constraints, seed=0, allow_ties=p.allow_ties),
         gold=gold_by_prompt(constraints),
-        sampling=_seed_sampling(p),
+        sampling=_seed_sampling(p, policy, backend),
         training=_seed_training(),
     )
     agree = "n/a" if result.judge_agreement is None else f"{result.judge_agreement:.3f}"

@@ -4,6 +4,7 @@ models, code) into the model cache; a repeat demo reuses it, a changed input ret
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 from loop.demo import selection_rm
@@ -45,13 +46,16 @@ def test_the_recipe_changes_with_each_input(tmp_path, tiny_models, monkeypatch):
     models = (tiny_models.policy_dir, tiny_models.reward_dir)
     cache = tmp_path / "cache"
 
-    def where(p=TINY, policy=models[0]):
-        return selection_rm_dir(cache, p, selection_rm_recipe(p, seed_file, policy, models[1]))
+    def where(p=TINY, policy=models[0], backend="auto"):
+        return selection_rm_dir(cache, p, selection_rm_recipe(p, seed_file, policy, models[1], backend))
 
     base = where()
     assert where() == base and base.is_relative_to(cache)
     assert where(p=replace(TINY, k=2)) != base  # a sampling setting
-    assert where(policy=tmp_path / "another-policy") != base  # a model
+    another = shutil.copytree(models[0], tmp_path / "another-policy")
+    assert where(policy=another) != base  # a model
+    # the engine "auto" resolves to (the tiny policy: transformers): vLLM draws other samples for the same seed
+    assert where(backend="transformers") == base and where(backend="vllm") != base
     monkeypatch.setattr(selection_rm, "RM_LEARNING_RATE", 1e-3)
     assert where() != base  # a training setting
     monkeypatch.undo()
