@@ -35,9 +35,14 @@ def vllm_installed() -> bool:
 
 
 def _cpu_defaults() -> dict[str, str]:
+    """vLLM starts one OpenMP thread per core it is bound to: bind it to this process's cores, no more of them
+    than OMP_NUM_THREADS asks for (a 1-thread sweep worker gets one thread, not one per core of the machine)."""
     cores = (
         sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     )
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        cores = list(cores)[: int(wanted)]
     return {
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores),
         "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),

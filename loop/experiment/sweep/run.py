@@ -128,6 +128,8 @@ def run(
     rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
     annotator = verifier_annotation(uow)
     if shard is not None:  # a worker: its cells only, facts left to the parent
+        cores = pin_to_worker_cores()
+        say(f"[sweep {shard[0] + 1}/{shard[1]}] on core(s) {','.join(map(str, cores))}")
 
         def worker_cell(cell, status: str, wall: float) -> None:
             say(f"[sweep {shard[0] + 1}/{shard[1]}] {cell.arm}: {status} in {wall:.0f} s")
@@ -166,12 +168,19 @@ def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path
     import subprocess
     import sys
 
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    slices = worker_cores(jobs)
+    threads = str(len(slices[0]))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     base = [sys.executable, "-m", "loop.cli", "sweep", "run", "--profile", p.name]
     base += ["--data-dir", str(data_dir), "--model-cache", str(Path(model_cache).resolve())]
     say(f"[sweep] {jobs} workers, {threads} thread(s) each")
-    workers = [subprocess.Popen([*base, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
+    workers = [
+        subprocess.Popen(
+            [*base, "--shard", f"{i}/{jobs}"],
+            env={**env, "PVAR_LOOP_WORKER_CORES": ",".join(map(str, cores))},
+        )
+        for i, cores in enumerate(slices)
+    ]
     try:
         with _sigterm_raises():
             failed = [i for i, w in enumerate(workers) if w.wait() != 0]
@@ -182,6 +191,26 @@ def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path
             f"sweep worker(s) {', '.join(f'{i}/{jobs}' for i in failed)} failed (their output is above); "
             f"the cells they finished are kept: rerun with --resume"
         )
+
+
+def worker_cores(jobs: int) -> list[list[int]]:
+    """Each worker's own cores: the free cores split into `jobs` equal slices (all of them for each when there
+    are fewer cores than workers). Pinned apart, two 1-thread workers never share a core, and vLLM, which binds
+    its OpenMP threads to the process's cores, starts one thread on its worker's core instead of one per core
+    of the machine in every worker (threads that then spin against each other)."""
+    cores = sorted(os.sched_getaffinity(0))
+    per = len(cores) // jobs
+    if per == 0:
+        return [cores] * jobs
+    return [cores[i * per : (i + 1) * per] for i in range(jobs)]
+
+
+def pin_to_worker_cores() -> list[int]:
+    """In a worker: move this process onto the cores its parent gave it (PVAR_LOOP_WORKER_CORES); its cores."""
+    given = os.environ.get("PVAR_LOOP_WORKER_CORES")
+    if given:
+        os.sched_setaffinity(0, [int(c) for c in given.split(",")])
+    return sorted(os.sched_getaffinity(0))
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -187,13 +188,16 @@ def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> N
     assert not (tmp_path / "r.md").exists()
 
 
-def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capsys) -> None:
+def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capfd) -> None:
     """--jobs 2: the first cell runs here (it samples the reference answers every cell reuses), the rest in
-    two worker processes; every cell runs exactly once and the facts record the jobs."""
+    two worker processes, each pinned to its own core; every cell runs exactly once and the facts record the
+    jobs."""
     grid = [c.arm for c in cells(TINY)]
     assert _sweep(tmp_path, "--jobs", "2") == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "[sweep] 2 workers, 1 thread(s) each" in out or "[sweep] 2 workers," in out
+    pinned = re.findall(r"\[sweep \d/2\] on core\(s\) ([\d,]+)", out)
+    assert len(pinned) == 2 and not set(pinned[0].split(",")) & set(pinned[1].split(","))
     assert f"sweep: {len(grid)} of {len(grid)} cells done" in out
     with _uow(tmp_path)() as session:
         arms = [r.arm for r in session.scalars(select(Round))]
