@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the cells in this many worker processes, each with cores / jobs threads (default 1)",
     )
     run.add_argument("--shard", type=_shard, help=argparse.SUPPRESS)  # one worker of --jobs: "i/n"
+    run.add_argument("--train-draws", type=_seeds, help=argparse.SUPPRESS)  # a draw worker of --jobs: seeds
     run.add_argument("--out", help="also write the report here (e.g. docs/experiment-results.md)")
     mech = sw.add_parser(
         "mechanism",
@@ -87,9 +88,18 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from loop.experiment.sweep.profiles import PROFILES
-    from loop.experiment.sweep.run import measure_mechanism, report_from_table, run, write_report
+    from loop.experiment.sweep.run import (
+        measure_mechanism,
+        report_from_table,
+        run,
+        train_draws,
+        write_report,
+    )
 
     data_dir = Path(args.data_dir)
+    if args.sweep_command == "run" and args.train_draws:
+        train_draws(data_dir, PROFILES[args.profile], Path(args.model_cache), args.train_draws)
+        return 0
     if args.sweep_command == "run":
         statuses = run(
             data_dir,

@@ -5,6 +5,8 @@ reports its agreement with the verifier on the seed pool's own constraints."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,31 @@ def test_a_world_rm_without_its_seed_labels_is_refused_naming_the_file(tmp_path:
     with pytest.raises(ExperimentError, match="seed-labels.jsonl: the seed labels of"):
         train_learned_rm(data, tmp_path / "models", 2, max_length=64, world_rm=world_rm)
     assert not learned_rm_dir(data, 2).exists()
+
+
+def test_sweep_jobs_train_the_missing_draws_in_pinned_workers(tmp_path: Path, capfd) -> None:
+    """`sweep run --jobs 2` trains the learned-RM draws in two worker processes, one core each, before scoring;
+    each draw once (draw 0 is the world's; a trained draw is not trained again)."""
+    import dataclasses
+
+    from loop.config import load_config
+    from loop.experiment.sweep.cells import TINY
+    from loop.experiment.sweep.run import FACTS, _train_draws_in_workers, draws_to_train
+
+    data, world_rm = _world(tmp_path)
+    config = tmp_path / "sweep.toml"
+    config.write_text(f'[reward]\nmodel = "{world_rm}"\nmax_length = 64\n')
+    (data / FACTS).parent.mkdir(parents=True)
+    (data / FACTS).write_text(json.dumps({"config": str(config)}))
+    p = dataclasses.replace(TINY, learned=True, seeds=(0, 1, 2))
+    assert draws_to_train(data, p) == [1, 2]
+
+    _train_draws_in_workers(data, load_config(config), p, tmp_path / "models", 2, say=print)
+    out = capfd.readouterr().out
+    assert "[sweep] training 2 learned-RM draws in 2 workers" in out
+    assert draws_to_train(data, p) == [] and all(
+        (learned_rm_dir(data, s) / "config.json").exists() for s in (1, 2)
+    )
+    trained = re.findall(r"\[sweep draws\] learned RM seed (\d) in \d+ s \(core\(s\) ([\d,]+)\)", out)
+    assert sorted(s for s, _ in trained) == ["1", "2"]
+    assert len(os.sched_getaffinity(0)) < 2 or trained[0][1] != trained[1][1]  # each on its own core

@@ -123,6 +123,8 @@ def run(
     facts = start_or_resume(data_dir, p, model_cache, resume=resume or shard is not None, say=say)
     data_dir = data_dir.resolve()
     cfg = sweep_config(load_config(Path(facts["config"])), p)
+    if jobs > 1 and shard is None and max_cells is None:
+        _train_draws_in_workers(data_dir, cfg, p, model_cache, jobs, say)
     uow = _sweep_uow(cfg)
     t0 = time.perf_counter()
     rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
@@ -155,19 +157,68 @@ def run(
     if all(s == "not run" for s in statuses.values()):
         run_here(1)  # the first cell samples the reference policy's eval answers, which every cell reuses
     t0 = time.perf_counter()
-    _run_workers(data_dir, facts, p, model_cache, jobs, say)
+    _run_workers(data_dir, p, model_cache, [["--shard", f"{i}/{jobs}"] for i in range(jobs)], say)
     facts["wall_s"] += time.perf_counter() - t0
     facts["jobs"] = jobs
     write_json(data_dir / FACTS, facts)
     return run_here(0)
 
 
-def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path, jobs: int, say) -> None:
-    """`jobs` worker processes over the open cells; each gets cores / jobs threads (torch and OpenMP threads
-    beyond the free cores spin against each other: on 2 cores two 1-thread workers beat one 2-thread run)."""
+def draws_to_train(data_dir: Path, p: SweepProfile) -> list[int]:
+    """The learned-RM draws (seeds > 0) not trained yet."""
+    from loop.experiment.sweep.selection_rms import learned_rm_dir
+
+    if not p.learned:
+        return []
+    return [s for s in p.seeds if s != 0 and not learned_rm_dir(data_dir, s).exists()]
+
+
+def train_draws(data_dir: Path, p: SweepProfile, model_cache: Path, seeds: list[int], say=print) -> None:
+    """A draw worker (`--train-draws`): train these learned-RM draws, one after another, on this worker's cores."""
+    from loop.config import load_config
+    from loop.experiment.sweep.selection_rms import train_learned_rm
+
+    cfg = load_config(Path(read_facts(data_dir.resolve())["config"]))
+    cores = ",".join(map(str, pin_to_worker_cores()))
+    for seed in seeds:
+        t0 = time.perf_counter()
+        train_learned_rm(
+            data_dir.resolve(),
+            Path(model_cache).resolve(),
+            seed,
+            max_length=cfg.reward.max_length,
+            world_rm=Path(cfg.reward.model),
+        )
+        say(f"[sweep draws] learned RM seed {seed} in {time.perf_counter() - t0:.0f} s (core(s) {cores})")
+
+
+def _train_draws_in_workers(data_dir: Path, cfg, p: SweepProfile, model_cache: Path, jobs: int, say) -> None:
+    """Train the missing learned-RM draws in `jobs` worker processes, one core each, before any scoring: two
+    1-thread trainings on 2 cores finish sooner than two 2-thread ones in turn (the same draws either way)."""
+    todo = draws_to_train(data_dir, p)
+    if len(todo) < 2:
+        return  # nothing to share out: prepare_selection_rms trains a lone draw itself
+    say(f"[sweep] training {len(todo)} learned-RM draws in {min(jobs, len(todo))} workers")
+    parts = [todo[i::jobs] for i in range(min(jobs, len(todo)))]
+    _run_workers(
+        data_dir,
+        p,
+        model_cache,
+        [["--train-draws", ",".join(map(str, part))] for part in parts],
+        say,
+    )
+
+
+def _run_workers(
+    data_dir: Path, p: SweepProfile, model_cache: Path, worker_args: list[list[str]], say
+) -> None:
+    """One worker process per entry of worker_args, each pinned to its own cores with as many threads (torch
+    and OpenMP threads beyond the free cores spin against each other: on 2 cores two 1-thread workers beat one
+    2-thread run)."""
     import subprocess
     import sys
 
+    jobs = len(worker_args)
     slices = worker_cores(jobs)
     threads = str(len(slices[0]))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -176,10 +227,10 @@ def _run_workers(data_dir: Path, facts: dict, p: SweepProfile, model_cache: Path
     say(f"[sweep] {jobs} workers, {threads} thread(s) each")
     workers = [
         subprocess.Popen(
-            [*base, "--shard", f"{i}/{jobs}"],
+            [*base, *args],
             env={**env, "PVAR_LOOP_WORKER_CORES": ",".join(map(str, cores))},
         )
-        for i, cores in enumerate(slices)
+        for args, cores in zip(worker_args, slices, strict=True)
     ]
     try:
         with _sigterm_raises():
