@@ -235,6 +235,8 @@ class BlindPush:
     recreated: int = 0  # items recorded as pushed that no annotator dataset held any more
     batches: int = 0
     record_ids: dict[str, str] | None = None  # item id -> one of its record ids (what our DB records)
+    datasets: dict[str, DatasetHandle] | None = None  # username -> their dataset (roster only)
+    holders: list[str] | None = None  # the annotators whose dataset holds items of the round now
 
 
 def push_to_annotators(
@@ -273,6 +275,8 @@ def push_to_annotators(
             report.batches += 1
             touched.update(batch)
     report.items = len(touched)
+    report.datasets = plan.datasets
+    report.holders = sorted({n for who in plan.holders.values() for n in who} | set(plan.send))
     if plan.send:
         _LOG.info(
             "placed %d records with %d annotators: %s",

@@ -290,6 +290,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             include_pushed=args.all,
             order=order,
             on_batch=progress,
+            gold_per_round=a.gold_per_round,
         )
     if report.items == 0:
         print(f"round {args.arm}/{args.round}: nothing to push (every item is in Argilla; --all re-sends)")
@@ -298,6 +299,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"pushed {report.pushed} items of round {args.arm}/{args.round} to {dataset.workspace}/"
             f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
         )
+    if report.gold:
+        print(f"sent {report.gold} gold records with them ([argilla] gold_per_round; `pvar-loop gold list`)")
     if report.withdrawn:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
