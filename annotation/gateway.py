@@ -32,6 +32,7 @@ from annotation.blind import annotator_records, blind, push_to_annotators, withd
 from annotation.dataset import DatasetHandle
 from annotation.records import to_record
 from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, upsert_records  # noqa: F401
+from storage.repositories import gold as gold_repo
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
 
@@ -102,11 +103,16 @@ def push_items(
             round_id,
             len(gone),
         )
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        what = f"push round {round_id}, items {start + 1}-{start + len(batch)} of {len(items)}"
+    # Gold records go out in the same batches, in priority order: nothing (not even insertion times) sets
+    # them apart from the items around them.
+    extra = gold.shared_todo(uow, round_id, include_pushed=include_pushed)
+    queue = sorted([(i, priority[i.id]) for i in items] + extra, key=lambda x: x[1])
+    is_gold = {c.id for c, _ in extra}
+    for start in range(0, len(queue), batch_size):
+        batch = queue[start : start + batch_size]
+        what = f"push round {round_id}, records {start + 1}-{start + len(batch)} of {len(queue)}"
         try:
-            records = [to_record(i, priority[i.id], dataset.layout) for i in batch]
+            records = [to_record(c, rank, dataset.layout) for c, rank in batch]
             record_ids = upsert_records(dataset, records, what=what, backoff=backoff)
         except AnnotationSyncError as e:
             raise AnnotationSyncError(
@@ -114,15 +120,19 @@ def push_items(
                 f"recorded; run the push again to send the rest. Cause: {e}",
                 e.status_code,
             ) from e
+        sent = [c for c, _ in batch if c.id not in is_gold]
         with uow() as session:
-            repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in batch})
-        report.pushed += len(batch)
-        report.repushed += sum(1 for i in batch if i.argilla_record_id is not None)
+            repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in sent})
+            gold_repo.mark_gold_pushed(
+                session, {c.id: str(record_ids[c.id]) for c, _ in batch if c.id in is_gold}
+            )
+        report.pushed += len(sent)
+        report.gold += len(batch) - len(sent)
+        report.repushed += sum(1 for i in sent if i.argilla_record_id is not None)
         report.batches += 1
         report.seconds = time.perf_counter() - t0
         if on_batch is not None:
             on_batch(report)
-    report.gold = gold.push_shared(uow, dataset, round_id, include_pushed=include_pushed, backoff=backoff)
     report.seconds = time.perf_counter() - t0
     _LOG.info(
         "pushed %d records of round %d (%d again, %d re-created) in %d batches, %.0f records/s",
@@ -153,22 +163,15 @@ def _push_blind(
         batch_size=batch_size,
         backoff=backoff,
         answered_by=answered_by,
+        extra=gold.blind_todo(uow, round_id, len(every), gold_per_round, include_pushed=include_pushed),
     )
     with uow() as session:
         repo.mark_pushed(session, done.record_ids or {})
+        gold_repo.mark_gold_pushed(session, done.extra_ids or {})
     report = PushReport(round_id, items=done.items, pushed=done.items, recreated=done.recreated)
     report.batches, report.seconds = done.batches, time.perf_counter() - t0
     report.repushed = sum(1 for i in every if i.id in (done.record_ids or {}) and i.argilla_record_id)
-    report.gold = gold.push_blind(
-        uow,
-        done.datasets or {},
-        done.holders or [],
-        round_id,
-        len(every),
-        gold_per_round,
-        include_pushed=include_pushed,
-        backoff=backoff,
-    )
+    report.gold = len(done.extra_ids or {})
     _LOG.log(  # the scheduler re-places every collecting tick: quiet when nothing moved
         logging.INFO if done.records else logging.DEBUG,
         "pushed %d records of round %d to the annotators' datasets",

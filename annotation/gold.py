@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from annotation.api import DEFAULT_BACKOFF, Backoff, request
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response
-from annotation.transfer import DELETE_BATCH, upsert_records
+from annotation.transfer import DELETE_BATCH
 from storage.repositories import gold as repo
 from storage.repositories.items import ItemContent
 
@@ -47,7 +47,7 @@ def record_id(gold_key: str, round_id: int, annotator: str | None) -> str:
 def reserved_priorities(uow, round_id: int, n_items: int, per_round: int, *, blind: bool) -> set[int]:
     """The priorities the round's items must leave to its gold records. Shared dataset: the gold records are
     placed now (at the round's first push with gold) and keep their slots. Blind overlap: the round's slots,
-    which each annotator's gold records take (placed per annotator by push_blind)."""
+    which each annotator's gold records take (placed per annotator by blind_todo)."""
     with uow() as session:
         placed = {p.priority for p in repo.round_gold(session, round_id)}
         if not repo.gold_keys(session) or (per_round <= 0 and not placed):
@@ -113,64 +113,34 @@ def _content(p: repo.GoldPlacement, key: repo.RoundKey) -> ItemContent:
     )
 
 
-def push_shared(
-    uow, dataset: DatasetHandle, round_id: int, *, include_pushed: bool, backoff: Backoff = DEFAULT_BACKOFF
-) -> int:
-    """Send the round's shared-dataset gold records not in Argilla yet (all with include_pushed)."""
-    from annotation.records import to_record
-
+def shared_todo(uow, round_id: int, *, include_pushed: bool) -> list[tuple[ItemContent, int]]:
+    """(content, priority) of the round's shared-dataset gold records not in Argilla yet (all of them with
+    include_pushed): push_items sends them in its batches."""
     with uow() as session:
         todo = [p for p in repo.round_gold(session, round_id) if p.annotator is None]
+        todo = [p for p in todo if include_pushed or p.argilla_record_id is None]
         key = repo.round_key(session, round_id) if todo else None
-    todo = [p for p in todo if include_pushed or p.argilla_record_id is None]
-    if not todo:
-        return 0
-    records = [to_record(_content(p, key), p.priority, dataset.layout) for p in todo]
-    ids = upsert_records(dataset, records, what=f"push round id {round_id}'s records", backoff=backoff)
-    with uow() as session:
-        repo.mark_gold_pushed(session, {p.id: ids[p.id] for p in todo})
-    return len(todo)
+    return [(_content(p, key), p.priority) for p in todo]
 
 
-def push_blind(
-    uow,
-    datasets: dict[str, DatasetHandle],
-    holders: Sequence[str],
-    round_id: int,
-    n_items: int,
-    per_round: int,
-    *,
-    include_pushed: bool,
-    backoff: Backoff = DEFAULT_BACKOFF,
-) -> int:
-    """Give each annotator of `holders` (those whose dataset holds items of the round) their gold records of
-    the round, once, and send the ones not in Argilla yet (all with include_pushed)."""
-    from annotation.records import to_record
+def blind_todo(
+    uow, round_id: int, n_items: int, per_round: int, *, include_pushed: bool
+) -> Callable[[str], list[tuple[ItemContent, int]]]:
+    """For annotation.blind.push_to_annotators: username -> (content, priority) of their gold records of the
+    round to send, placed (once per annotator and round) when first asked for."""
 
-    with uow() as session:
-        if not repo.gold_keys(session):
-            return 0
-        key = repo.round_key(session, round_id)
-        have = {p.annotator for p in repo.round_gold(session, round_id)}
-        if per_round > 0:
-            for name in sorted(set(holders) - have):
-                _place(session, round_id, key, name, n_items, per_round)
-        placements = repo.round_gold(session, round_id)
-    sent = 0
-    for name, handle in sorted(datasets.items()):
-        todo = [
-            p for p in placements if p.annotator == name and (include_pushed or p.argilla_record_id is None)
-        ]
-        if not todo:
-            continue
-        records = [to_record(_content(p, key), p.priority, handle.layout, blind=True) for p in todo]
-        ids = upsert_records(
-            handle, records, what=f"push {len(todo)} records to {name}'s dataset", backoff=backoff
-        )
+    def todo(name: str) -> list[tuple[ItemContent, int]]:
         with uow() as session:
-            repo.mark_gold_pushed(session, {p.id: ids[p.id] for p in todo})
-        sent += len(todo)
-    return sent
+            if not repo.gold_keys(session):
+                return []
+            key = repo.round_key(session, round_id)
+            mine = [p for p in repo.round_gold(session, round_id) if p.annotator == name]
+            if not mine and per_round > 0:
+                _place(session, round_id, key, name, n_items, per_round)
+                mine = [p for p in repo.round_gold(session, round_id) if p.annotator == name]
+        return [(_content(p, key), p.priority) for p in mine if include_pushed or p.argilla_record_id is None]
+
+    return todo
 
 
 def split_gold(uow, records: list[dict]) -> tuple[list[dict], list[dict]]:
