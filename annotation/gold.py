@@ -28,6 +28,7 @@ from storage.repositories import gold as repo
 from storage.repositories.items import ItemContent
 
 _LOG = logging.getLogger(__name__)
+_WARNED: set[tuple[int, str | None]] = set()  # (round id, annotator) told to have fewer gold items
 
 
 def gold_slots(seed: int, round_id: int, n_items: int, g: int) -> list[int]:
@@ -87,7 +88,8 @@ def _place(session, round_id: int, key: repo.RoundKey, annotator: str | None, n_
         for gid, slot in zip(chosen, slots, strict=False)
     ]
     repo.add_gold_records(session, rows)
-    if len(chosen) < per_round:
+    if len(chosen) < per_round and (round_id, annotator) not in _WARNED:
+        _WARNED.add((round_id, annotator))  # blind placement asks again every collecting poll: say it once
         _LOG.warning(
             "round id %d: %d gold items for %s (gold_per_round = %d): the others were shown already; "
             "add more with `pvar-loop gold add`",
@@ -186,18 +188,14 @@ def store_answers(uow, records: list[dict], users: dict[str, str]) -> int:
 def withdraw_gold(
     uow, dataset: DatasetHandle, round_ids: Sequence[int], *, backoff: Backoff = DEFAULT_BACKOFF
 ) -> int:
-    """Delete the gold records of cancelled rounds from the shared dataset and the annotators' own (their
-    answers were pulled first); returns the records deleted from the shared dataset."""
+    """Delete the unanswered gold records of cancelled rounds from the shared dataset and the annotators' own
+    (the answers were pulled first); returns the records deleted."""
     from annotation.blind import withdraw_from_annotators
 
     with uow() as session:
         pushed = repo.withdrawable_gold(session, round_ids)
-        shared = {
-            p.id
-            for rid in round_ids
-            for p in repo.round_gold(session, rid)
-            if p.annotator is None and p.argilla_record_id
-        }
+        shared = {p.id for rid in round_ids for p in repo.round_gold(session, rid) if p.annotator is None}
+        shared &= set(pushed)
     if not pushed:
         return 0
     withdraw_from_annotators(dataset, set(pushed) - shared, what="withdraw gold records", backoff=backoff)
@@ -214,4 +212,4 @@ def withdraw_gold(
         )
     with uow() as session:
         repo.mark_gold_withdrawn(session, pushed)
-    return len(shared)
+    return len(pushed)

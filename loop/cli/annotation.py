@@ -393,6 +393,7 @@ def _pull_summary(pulled) -> dict:
         "late_answers": [late_answer_json(a) for a in report.late],
         "cancelled_labels": report.cancelled_labels + withdrawn.labels,
         "withdrawn": withdrawn.withdrawn,
+        "gold_answers": report.gold_answers,  # answers to gold records stored (in none of the counts above)
         "pairwise_agreement": report.agreement.pairwise if report.agreement else None,
         "fleiss_kappa": report.agreement.fleiss_kappa if report.agreement else None,
         "skipped": [
@@ -416,6 +417,8 @@ def _print_pull(pulled, round_number: int | None) -> None:
             f"round {round_number} in Argilla: {progress.completed} of {progress.total} records completed "
             f"({progress.percent:.0f}%), {progress.pending} left"
         )
+    if report.gold_answers:
+        print(f"gold: {report.gold_answers} answers to gold items stored (`pvar-loop gold list`)")
     if report.drafts:
         who = ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items()))
         print(

@@ -164,9 +164,11 @@ def gold_records_by_id(session: Session, ids: Iterable[str]) -> dict[str, GoldRe
 
 
 def withdrawable_gold(session: Session, round_ids: Iterable[int]) -> dict[str, str]:
-    """{gold record id: Argilla record id} of the pushed gold records of `round_ids`."""
+    """{gold record id: Argilla record id} of the pushed gold records of `round_ids` that nobody answered
+    (waiting in the queue; an answered one stays, as an answered item's record does)."""
+    answered = select(GoldAnswerRow.id).where(GoldAnswerRow.record_id == GoldRecord.id).exists()
     stmt = select(GoldRecord.id, GoldRecord.argilla_record_id).where(
-        GoldRecord.round_id.in_(list(round_ids)), GoldRecord.argilla_record_id.is_not(None)
+        GoldRecord.round_id.in_(list(round_ids)), GoldRecord.argilla_record_id.is_not(None), ~answered
     )
     return dict(session.execute(stmt).all())
 

@@ -11,17 +11,18 @@ from collections import Counter
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from annotation.dataset import ensure_dataset
-from annotation.gateway import pull_labels, push_items
+from annotation.gateway import pull_labels, push_items, withdraw_cancelled
 from annotation.simulated.bot import AnnotatorBot
 from annotation.transfer import fetch_records
 from loop.export import export_preferences
 from loop.gold import gold_key
-from storage.models import GoldRecord, Label
+from storage.models import GoldRecord, Label, Round
 from storage.repositories.gold import add_gold_items, gold_answers, gold_keys
 from storage.repositories.items import decided_items
+from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
 from tests.support.argilla_helpers import annotator_in, fresh_workspace, owner, unique
@@ -151,6 +152,20 @@ def test_gold_in_the_shared_dataset_is_answered_stored_aside_and_never_a_prefere
     assert len(pairs) == 4 and not {p.prompt for p in pairs} & gold_prompts
     text = out.read_text()
     assert exported == 4 and not any(p in text for p in gold_prompts)
+
+    # The next round gets the one gold item nobody was shown; cancelled unanswered, it leaves the queue with
+    # the round's items, and the answered round stays.
+    later = make_round_items(uow, 2, round_number=2, tag="shared later ")
+    assert push_items(uow, dataset, later.round_id, gold_per_round=2).gold == 1
+    assert len(fetch_records(dataset, responses=False)) == 9
+    with uow() as s:
+        s.execute(update(Round).where(Round.id == later.round_id).values(status=RoundStatus.CANCELLED))
+    withdraw_cancelled(uow, dataset)
+    left = fetch_records(dataset, responses=False)
+    assert len(left) == 6 and {r["metadata"]["round"] for r in left} == {items.round_number}
+    with uow() as s:
+        placed = s.execute(select(GoldRecord.gold_id, GoldRecord.argilla_record_id)).all()
+    assert len({g for g, _ in placed}) == 3 and sum(rid is None for _, rid in placed) == 1
 
 
 def test_blind_gold_looks_like_items_to_each_annotator_and_is_shown_once_over_two_rounds(
