@@ -236,6 +236,12 @@ def _same_time(a: datetime | None, b: datetime | None) -> bool:
     return (None if a is None else as_utc(a)) == (None if b is None else as_utc(b))
 
 
+def gold_answer_times(session: Session) -> dict[tuple[str, str], datetime | None]:
+    """{(gold record id, Argilla user id): Argilla's time of the stored answer}: what `pull` has stored."""
+    stmt = select(GoldAnswerRow.record_id, GoldAnswerRow.annotator_id, GoldAnswerRow.answered_at)
+    return {(rid, uid): when for rid, uid, when in session.execute(stmt)}
+
+
 def gold_answers(session: Session, *, round_id: int | None = None) -> list[GoldAnswer]:
     """Every stored answer to a gold item (of one round, or of all), by round, annotator and answer time."""
     stmt = (

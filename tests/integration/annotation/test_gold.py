@@ -17,6 +17,7 @@ from annotation.dataset import ensure_dataset
 from annotation.gateway import pull_labels, push_items, withdraw_cancelled
 from annotation.simulated.bot import AnnotatorBot
 from annotation.transfer import fetch_records
+from annotation.unpulled import AnswerCount, count_answers
 from loop.export import export_preferences
 from loop.gold import gold_key
 from storage.models import GoldRecord, Label, Round
@@ -132,7 +133,10 @@ def test_gold_in_the_shared_dataset_is_answered_stored_aside_and_never_a_prefere
     with AnnotatorBot(argilla_stack.url, bot.api_key, _always_a) as b:
         for dataset_id in b.dataset_ids(name):
             b.run(dataset_id)
+    # Not pulled yet: what guards `argilla down` and `annotators remove` counts the gold answers too.
+    assert count_answers(uow, dataset) == AnswerCount(6, 6)
     pulled = pull_labels(uow, dataset, items.round_id)
+    assert count_answers(uow, dataset) == AnswerCount(6, 0)
     assert (pulled.records, pulled.new_labels, pulled.decided, pulled.gold_answers) == (4, 4, 4, 2)
     assert pulled.skipped == []
     assert pull_labels(uow, dataset, items.round_id).gold_answers == 0  # nothing new
