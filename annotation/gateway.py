@@ -20,6 +20,7 @@ the shared one; pull and withdraw read and clear those too, and pull hands the s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -189,7 +190,7 @@ def _priorities(
     known = set(item_ids)
     ranked = list(dict.fromkeys(i for i in order if i in known))
     ranked += sorted(known - set(ranked))
-    free = (r for r in range(1, len(ranked) + len(reserved) + 1) if r not in reserved)
+    free = (r for r in itertools.count(1) if r not in reserved)
     return dict(zip(ranked, free, strict=False))
 
 
