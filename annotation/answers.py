@@ -44,6 +44,9 @@ class PullReport:
     late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
     cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
     skipped: list[Skipped] = field(default_factory=list)
+    gold_answers: int = (
+        0  # answers to gold records stored (new or changed; annotation.gold), in no count above
+    )
     # every late answer in scope after the pull: the newest version of an answer a closed item's decision
     # did not use (this pull's late_labels and earlier ones)
     late: list[label_repo.LateAnswer] = field(default_factory=list)

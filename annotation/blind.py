@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from annotation.annotators import SEPARATOR, Member, workspace_members
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
@@ -235,6 +236,7 @@ class BlindPush:
     recreated: int = 0  # items recorded as pushed that no annotator dataset held any more
     batches: int = 0
     record_ids: dict[str, str] | None = None  # item id -> one of its record ids (what our DB records)
+    extra_ids: dict[str, str] | None = None  # external id -> record id of the `extra` records sent
 
 
 def push_to_annotators(
@@ -247,31 +249,38 @@ def push_to_annotators(
     batch_size: int = 250,
     backoff: Backoff = DEFAULT_BACKOFF,
     answered_by: dict[str, set[str]] | None = None,
+    extra: Callable[[str], list[tuple[Any, int]]] | None = None,
 ) -> BlindPush:
     """Place the round's `items` (storage ItemContent, in priority order) in the annotators' datasets: new
     placements where an item has fewer than `min_submitted` annotators, and with `include_pushed` the records
-    already placed again (their content updated). Placements happen per annotator, in priority order."""
+    already placed again (their content updated). Placements happen per annotator, in priority order.
+    `extra(username)` gives more (content, priority) records for an annotator who holds items of the round
+    (their gold records, annotation.gold): sent in the same batches, in priority order."""
     from annotation.records import to_record
     from annotation.transfer import upsert_records
 
     by_id = {i.id: i for i in items}
     plan = place(project, [i.id for i in items], salt, backoff, answered_by)
-    report = BlindPush(record_ids={})
+    report = BlindPush(record_ids={}, extra_ids={})
     report.recreated = sum(1 for i in items if i.argilla_record_id is not None and not plan.holders.get(i.id))
     touched: set[str] = set()
     for name, handle in plan.datasets.items():
         ids = list(plan.send.get(name, []))
+        held = [i for i, who in plan.holders.items() if name in who]
         if include_pushed:
-            ids += [i for i, who in plan.holders.items() if name in who]
-        ids.sort(key=lambda i: priority[i])
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            records = [to_record(by_id[i], priority[i], handle.layout, blind=True) for i in batch]
+            ids += held
+        more = extra(name) if extra is not None and (ids or held) else []
+        queue = sorted([(by_id[i], priority[i]) for i in ids] + more, key=lambda x: x[1])
+        for start in range(0, len(queue), batch_size):
+            batch = queue[start : start + batch_size]
+            records = [to_record(c, rank, handle.layout, blind=True) for c, rank in batch]
             what = f"push {len(batch)} records to {name}'s dataset"
-            report.record_ids.update(upsert_records(handle, records, what=what, backoff=backoff))
-            report.records += len(batch)
+            got = upsert_records(handle, records, what=what, backoff=backoff)
+            report.record_ids.update({k: v for k, v in got.items() if k in by_id})
+            report.extra_ids.update({k: v for k, v in got.items() if k not in by_id})
+            report.records += sum(1 for c, _ in batch if c.id in by_id)
             report.batches += 1
-            touched.update(batch)
+            touched.update(c.id for c, _ in batch if c.id in by_id)
     report.items = len(touched)
     if plan.send:
         _LOG.info(

@@ -20,18 +20,20 @@ the shared one; pull and withdraw read and clear those too, and pull hands the s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from annotation import answers
+from annotation import answers, gold
 from annotation.answers import PullReport, Skipped
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
 from annotation.dataset import DatasetHandle
 from annotation.records import to_record
 from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, upsert_records  # noqa: F401
+from storage.repositories import gold as gold_repo
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
 
@@ -46,6 +48,7 @@ class PushReport:
     repushed: int = 0  # of those, items that already had a record id (their record was updated)
     recreated: int = 0  # items recorded as pushed whose record was no longer in Argilla (sent again)
     withdrawn: int = 0  # waiting records of cancelled rounds deleted from Argilla first
+    gold: int = 0  # gold records sent with them (annotation.gold; not in the other counts)
     batches: int = 0
     seconds: float = 0.0
 
@@ -64,6 +67,7 @@ def push_items(
     order: Sequence[str] = (),
     backoff: Backoff = DEFAULT_BACKOFF,
     on_batch: Callable[[PushReport], None] | None = None,
+    gold_per_round: int = 0,
 ) -> PushReport:
     """Send the round's unpushed items (every item with include_pushed) as records, batch by batch; items
     recorded as pushed whose record Argilla no longer has are sent too (`recreated`).
@@ -72,6 +76,8 @@ def push_items(
     (metadata `priority`, 1 first, over all the round's items, so a re-push keeps it) and records go out in
     that order. Items it does not list come after, by id.
     `on_batch` is called after each batch is committed to our DB (progress display, tests).
+    `gold_per_round` gold items go into the round's queue with them (annotation.gold), at seeded priorities
+    the items leave free.
     """
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
@@ -80,10 +86,13 @@ def push_items(
     with uow() as session:
         every = repo.items_to_push(session, round_id, include_pushed=True)
         todo = {i.id for i in repo.items_to_push(session, round_id)}
-    priority = _priorities(order, [i.id for i in every])
+    reserved = gold.reserved_priorities(uow, round_id, len(every), gold_per_round, blind=blind(dataset))
+    priority = _priorities(order, [i.id for i in every], reserved)
     every.sort(key=lambda i: priority[i.id])
     if blind(dataset):
-        return _push_blind(uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0)
+        return _push_blind(
+            uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0, gold_per_round
+        )
     recorded = [i for i in every if i.argilla_record_id is not None]
     present = _external_ids(dataset, backoff) if recorded else set()
     gone = {i.id for i in recorded if i.id not in present}
@@ -95,11 +104,16 @@ def push_items(
             round_id,
             len(gone),
         )
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        what = f"push round {round_id}, items {start + 1}-{start + len(batch)} of {len(items)}"
+    # Gold records go out in the same batches, in priority order: nothing (not even insertion times) sets
+    # them apart from the items around them.
+    extra = gold.shared_todo(uow, round_id, include_pushed=include_pushed)
+    queue = sorted([(i, priority[i.id]) for i in items] + extra, key=lambda x: x[1])
+    is_gold = {c.id for c, _ in extra}
+    for start in range(0, len(queue), batch_size):
+        batch = queue[start : start + batch_size]
+        what = f"push round {round_id}, records {start + 1}-{start + len(batch)} of {len(queue)}"
         try:
-            records = [to_record(i, priority[i.id], dataset.layout) for i in batch]
+            records = [to_record(c, rank, dataset.layout) for c, rank in batch]
             record_ids = upsert_records(dataset, records, what=what, backoff=backoff)
         except AnnotationSyncError as e:
             raise AnnotationSyncError(
@@ -107,10 +121,15 @@ def push_items(
                 f"recorded; run the push again to send the rest. Cause: {e}",
                 e.status_code,
             ) from e
+        sent = [c for c, _ in batch if c.id not in is_gold]
         with uow() as session:
-            repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in batch})
-        report.pushed += len(batch)
-        report.repushed += sum(1 for i in batch if i.argilla_record_id is not None)
+            repo.mark_pushed(session, {i.id: str(record_ids[i.id]) for i in sent})
+            gold_repo.mark_gold_pushed(
+                session, {c.id: str(record_ids[c.id]) for c, _ in batch if c.id in is_gold}
+            )
+        report.pushed += len(sent)
+        report.gold += len(batch) - len(sent)
+        report.repushed += sum(1 for i in sent if i.argilla_record_id is not None)
         report.batches += 1
         report.seconds = time.perf_counter() - t0
         if on_batch is not None:
@@ -129,7 +148,7 @@ def push_items(
 
 
 def _push_blind(
-    uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0
+    uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0, gold_per_round
 ) -> PushReport:
     """push_items with overlap: records go to the annotators' own datasets (annotation.blind)."""
     answered_by: dict[str, set[str]] = {}
@@ -145,12 +164,15 @@ def _push_blind(
         batch_size=batch_size,
         backoff=backoff,
         answered_by=answered_by,
+        extra=gold.blind_todo(uow, round_id, len(every), gold_per_round, include_pushed=include_pushed),
     )
     with uow() as session:
         repo.mark_pushed(session, done.record_ids or {})
+        gold_repo.mark_gold_pushed(session, done.extra_ids or {})
     report = PushReport(round_id, items=done.items, pushed=done.items, recreated=done.recreated)
     report.batches, report.seconds = done.batches, time.perf_counter() - t0
     report.repushed = sum(1 for i in every if i.id in (done.record_ids or {}) and i.argilla_record_id)
+    report.gold = len(done.extra_ids or {})
     _LOG.log(  # the scheduler re-places every collecting tick: quiet when nothing moved
         logging.INFO if done.records else logging.DEBUG,
         "pushed %d records of round %d to the annotators' datasets",
@@ -160,12 +182,16 @@ def _push_blind(
     return report
 
 
-def _priorities(order: Sequence[str], item_ids: list[str]) -> dict[str, int]:
-    """{item id: 1-based rank}: the ids of `order` that are the round's first, then the rest by id."""
+def _priorities(
+    order: Sequence[str], item_ids: list[str], reserved: set[int] = frozenset()
+) -> dict[str, int]:
+    """{item id: 1-based rank}: the ids of `order` that are the round's first, then the rest by id; the ranks
+    in `reserved` (the round's gold records') are skipped."""
     known = set(item_ids)
     ranked = list(dict.fromkeys(i for i in order if i in known))
     ranked += sorted(known - set(ranked))
-    return {item_id: rank for rank, item_id in enumerate(ranked, start=1)}
+    free = (r for r in itertools.count(1) if r not in reserved)
+    return dict(zip(ranked, free, strict=False))
 
 
 @dataclass
@@ -203,6 +229,8 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
             with uow() as session:
                 repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
             report.withdrawn += len(chunk)
+    if todo:
+        gold.withdraw_gold(uow, dataset, sorted(todo), backoff=backoff)
     if report.withdrawn:
         _LOG.info(
             "withdrew %d waiting records of cancelled rounds (ids %s) from Argilla; %d answers stored first",
@@ -244,7 +272,9 @@ def pull_labels(
     users = usernames(dataset, backoff)
     # The shared dataset's records and, with blind overlap, each annotator's own (an item once per annotator).
     records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)
+    gold_records, records = gold.split_gold(uow, records)  # measured aside, never labels or decisions
     report = PullReport(records=len(records))
+    report.gold_answers = gold.store_answers(uow, gold_records, users)
     with uow() as session:
         scope = answers.pull_scope(session, round_id, fallback, report)
         writes = _read_records(session, records, users, scope, report)

@@ -298,6 +298,13 @@ class ArgillaConfig(_Section):
         ge=1,
         description="Annotators who must answer a record (overlap); a change applies from the next round on.",
     )
+    gold_per_round: int = Field(
+        0,
+        ge=0,
+        description="Gold items (`pvar-loop gold add`) mixed into each round's queue when it is pushed, shown "
+        "like the round's items; each annotator sees a gold item at most once. Their answers measure the "
+        "annotators and are never trained on, exported or counted in the round's figures.",
+    )
     markdown: bool = Field(
         False,
         description="Render prompts and responses as Markdown, stacked (Argilla's sanitising renderer), instead "

@@ -256,6 +256,63 @@ class DecisionLabel(Base):
     label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True)
 
 
+class GoldItem(Base):
+    """An operator's gold (honeypot) pair: a prompt, two responses and the answer a careful annotator gives.
+    Mixed into rounds' queues ([argilla] gold_per_round) to measure annotators; never an item, never trained
+    on or exported as a preference. `key` is a content hash of the pair, so adding a file again is a no-op."""
+
+    __tablename__ = "gold_items"
+    __table_args__ = (UniqueConstraint("key", name="uq_gold_items_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(HASH_LEN), comment="sha256 of prompt and pair")
+    prompt: Mapped[str] = mapped_column(ModelText)
+    response_a: Mapped[str] = mapped_column(ModelText)
+    response_b: Mapped[str] = mapped_column(ModelText)
+    expected: Mapped[Choice] = mapped_column(StrEnumType(Choice, 8), comment="a|b|tie")
+    rationale: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(500), comment="file it was added from")
+    source_id: Mapped[str | None] = mapped_column(String(500), comment="the file's own id of the row")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GoldRecord(Base):
+    """A gold item placed in one round's queue: in the shared dataset (annotator NULL) or in one annotator's
+    own dataset (blind overlap). `id` is the record's external id, a hash like an item id, so nothing in the
+    record tells it apart; its swap and priority stay here, as an item's do."""
+
+    __tablename__ = "gold_records"
+    __table_args__ = (UniqueConstraint("gold_id", "round_id", "annotator", name="uq_gold_records_placement"),)
+    id: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    annotator: Mapped[str | None] = mapped_column(
+        String(200), comment="username whose own dataset holds it; NULL: the shared dataset"
+    )
+    swapped: Mapped[bool] = mapped_column(Boolean, default=False, comment="b shown as 'response_a'")
+    priority: Mapped[int] = mapped_column(comment="its place among the round's records (1 = first)")
+    argilla_record_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GoldAnswerRow(Base):
+    """An annotator's answer to a gold record, un-swapped to the gold item's own a/b. The latest answer per
+    record and Argilla user: an edit replaces it (a gold answer is a measurement, not a trained-on label)."""
+
+    __tablename__ = "gold_answers"
+    __table_args__ = (UniqueConstraint("record_id", "annotator_id", name="uq_gold_answers_record_annotator"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("gold_records.id"), index=True)
+    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    annotator: Mapped[str] = mapped_column(String(200), comment="username when the answer was pulled")
+    annotator_id: Mapped[str] = mapped_column(String(100), comment="Argilla user id")
+    shown_swapped: Mapped[bool] = mapped_column(Boolean, comment="b was shown as 'response_a'")
+    answer: Mapped[Choice] = mapped_column(StrEnumType(Choice, 8), comment="a|b|tie|discard, gold's a/b")
+    response_id: Mapped[str | None] = mapped_column(String(100), comment="Argilla response id")
+    answered_at: Mapped[datetime | None] = mapped_column(comment="Argilla's updated_at of the response")
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow, comment="when pull stored it")
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
     __table_args__ = (UniqueConstraint("round_id", "data_hash", name="uq_training_runs_round_data"),)

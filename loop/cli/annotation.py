@@ -290,6 +290,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             include_pushed=args.all,
             order=order,
             on_batch=progress,
+            gold_per_round=a.gold_per_round,
         )
     if report.items == 0:
         print(f"round {args.arm}/{args.round}: nothing to push (every item is in Argilla; --all re-sends)")
@@ -298,6 +299,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"pushed {report.pushed} items of round {args.arm}/{args.round} to {dataset.workspace}/"
             f"{dataset.name} in {report.batches} batches ({report.per_second:.0f} records/s)"
         )
+    if report.gold:
+        print(f"sent {report.gold} gold records with them ([argilla] gold_per_round; `pvar-loop gold list`)")
     if report.withdrawn:
         print(f"withdrew {report.withdrawn} waiting records of cancelled rounds from Argilla first")
     if report.recreated:
@@ -390,6 +393,7 @@ def _pull_summary(pulled) -> dict:
         "late_answers": [late_answer_json(a) for a in report.late],
         "cancelled_labels": report.cancelled_labels + withdrawn.labels,
         "withdrawn": withdrawn.withdrawn,
+        "gold_answers": report.gold_answers,  # answers to gold records stored (in none of the counts above)
         "pairwise_agreement": report.agreement.pairwise if report.agreement else None,
         "fleiss_kappa": report.agreement.fleiss_kappa if report.agreement else None,
         "skipped": [
@@ -413,6 +417,8 @@ def _print_pull(pulled, round_number: int | None) -> None:
             f"round {round_number} in Argilla: {progress.completed} of {progress.total} records completed "
             f"({progress.percent:.0f}%), {progress.pending} left"
         )
+    if report.gold_answers:
+        print(f"gold: {report.gold_answers} answers to gold items stored (`pvar-loop gold list`)")
     if report.drafts:
         who = ", ".join(f"{name}: {n}" for name, n in sorted(report.drafts_by.items()))
         print(

@@ -57,7 +57,13 @@ def push(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from loop.argilla_client import connect_dataset
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))  # the dataset follows the round
-    push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))  # logs its own summary
+    push_items(
+        uow,
+        dataset,
+        round_id,
+        order=push_order(cfg, uow, round_id),
+        gold_per_round=cfg.argilla.gold_per_round,
+    )  # logs its own summary
     number, links = record_links(uow, dataset, round_id)
     for line in link_lines(number, links):  # where annotators start: the push's line in `run`'s log
         log.info("round %s: %s", number, line, extra={"event": "push", "round": number})
@@ -87,7 +93,13 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
     if blind(dataset):  # an annotator added (or removed) since the push: place what coverage lacks
         try:
-            placed = push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+            placed = push_items(
+                uow,
+                dataset,
+                round_id,
+                order=push_order(cfg, uow, round_id),
+                gold_per_round=cfg.argilla.gold_per_round,
+            )
         except AnnotationSyncError as e:  # no annotator left, Argilla refusing a workspace...: still pull
             log.warning("round id %s: could not place records with the annotators: %s", round_id, e)
         else:
@@ -98,7 +110,13 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     if _records_gone(uow, round_id, report):
         # Deleted in Argilla (a record, or the whole dataset, which connect_dataset made anew): collection
         # cannot go on without them, so they go back into the queue as a push would put them.
-        push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
+        push_items(
+            uow,
+            dataset,
+            round_id,
+            order=push_order(cfg, uow, round_id),
+            gold_per_round=cfg.argilla.gold_per_round,
+        )
 
 
 def _records_gone(uow: UnitOfWork, round_id: int, report) -> bool:
