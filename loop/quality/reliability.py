@@ -7,7 +7,9 @@ answer) come as any objects with GoldRow's attributes. Per annotator:
   answer, with a Wilson 95% interval (statsmodels);
 - agreement with the others' majority: over the round items they answered a/b/tie on which the OTHER
   annotators' a/b/tie votes have a strict plurality (annotation.aggregate.decide), the share where they gave it;
-- Cohen's kappa against each other annotator, on the round items both answered a/b/tie (scikit-learn);
+- Cohen's kappa against each other annotator, on the round items both answered a/b/tie (statsmodels, from the
+  3x3 a/b/tie table: scikit-learn's cohen_kappa_score costs ~20 ms a call and seconds to import, too much for
+  every pair of every round on each `status`);
 - position bias: of their a/b answers (round and gold items), the share that chose the side SHOWN as A. Each
   item's A/B swap is random, so a careful annotator sits near 0.5; Wilson 95% interval;
 - tie and discard rates: of all their answers;
@@ -30,11 +32,11 @@ from itertools import pairwise
 from statistics import median
 from typing import Protocol
 
-from annotation.aggregate import DecisionStatus, decide
 from storage.statuses import Choice
 
 BREAK_S = 600.0  # a gap longer than this between two answers is a pause, not answering time
 VOTES = (Choice.A, Choice.B, Choice.TIE)
+VOTE_SET = frozenset(str(c) for c in VOTES)
 
 
 @dataclass(frozen=True)
@@ -126,61 +128,86 @@ def chose_shown_a(answer: str, swapped: bool) -> bool | None:
 
 def gold_accuracy(rows: Iterable[GoldRow]) -> tuple[int, int]:
     """(correct, voted) over gold answers: a discard does not vote."""
-    voted = [r for r in rows if r.answer in VOTES]
+    voted = [r for r in rows if r.answer in VOTE_SET]
     return sum(1 for r in voted if r.answer == r.expected), len(voted)
 
 
-def majority_agreement(answers: Sequence[ItemAnswer], annotator: str) -> tuple[int, int]:
-    """(agreed, compared): the annotator's a/b/tie answers against the strict plurality of the others' votes on
-    the same items (items where the others have no plurality are not compared)."""
-    by_item: dict[str, list[ItemAnswer]] = defaultdict(list)
+def by_item(answers: Iterable[ItemAnswer]) -> dict[str, list[ItemAnswer]]:
+    """Answers grouped by item (what the comparisons between annotators read)."""
+    out: dict[str, list[ItemAnswer]] = defaultdict(list)
     for a in answers:
-        by_item[a.item_id].append(a)
-    agreed = compared = 0
-    for item in by_item.values():
-        own = [a.choice for a in item if a.annotator == annotator and a.choice in VOTES]
-        if not own:
-            continue
-        others = decide([a.choice for a in item if a.annotator != annotator], 1)
-        if others.status is DecisionStatus.DECIDED:
-            compared += 1
-            agreed += own[0] == others.choice
-    return agreed, compared
-
-
-def pairwise_kappa(answers: Sequence[ItemAnswer], annotator: str) -> dict[str, dict]:
-    """Cohen's kappa of the annotator against each other one on the items both answered a/b/tie. None where
-    it is undefined (fewer than two shared items, or both always gave one same answer)."""
-    mine = {a.item_id: a.choice for a in answers if a.annotator == annotator and a.choice in VOTES}
-    theirs: dict[str, dict[str, str]] = defaultdict(dict)
-    for a in answers:
-        if a.annotator != annotator and a.item_id in mine and a.choice in VOTES:
-            theirs[a.annotator][a.item_id] = a.choice
-    out = {}
-    for other, choices in sorted(theirs.items()):
-        shared = sorted(choices)
-        out[other] = {
-            "items": len(shared),
-            "kappa": cohen_kappa([mine[i] for i in shared], [choices[i] for i in shared]),
-        }
+        out[a.item_id].append(a)
     return out
 
 
+def majority_agreement(items: Mapping[str, list[ItemAnswer]], annotator: str) -> tuple[int, int]:
+    """(agreed, compared): the annotator's a/b/tie answers against the strict plurality of the others' votes on
+    the same items (items where the others have no plurality are not compared). `items`: by_item's."""
+    agreed = compared = 0
+    for item in items.values():
+        own = [a.choice for a in item if a.annotator == annotator and a.choice in VOTE_SET]
+        if not own:
+            continue
+        majority = plurality([a.choice for a in item if a.annotator != annotator])
+        if majority is not None:
+            compared += 1
+            agreed += own[0] == majority
+    return agreed, compared
+
+
+def plurality(votes: Iterable[str]) -> str | None:
+    """The strict plurality of a/b/tie votes (discards do not vote), None without one: the rule of
+    annotation.aggregate.decide with no overlap required, without its input checks (this runs once per
+    annotator and item on every `status`)."""
+    counts: dict[str, int] = {}
+    for v in votes:
+        if v in VOTE_SET:
+            counts[v] = counts.get(v, 0) + 1
+    if not counts:
+        return None
+    most = max(counts.values())
+    top = [v for v, n in counts.items() if n == most]
+    return str(top[0]) if len(top) == 1 else None
+
+
+def pairwise_kappa(items: Mapping[str, list[ItemAnswer]], annotator: str) -> dict[str, dict]:
+    """Cohen's kappa of the annotator against each other one on the items both answered a/b/tie. None where
+    it is undefined (fewer than two shared items, or both always gave one same answer). `items`: by_item's."""
+    pairs: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for answers in items.values():
+        mine = [a.choice for a in answers if a.annotator == annotator and a.choice in VOTE_SET]
+        if not mine:
+            continue
+        for a in answers:
+            if a.annotator != annotator and a.choice in VOTE_SET:
+                pairs[a.annotator][0].append(mine[0])
+                pairs[a.annotator][1].append(a.choice)
+    return {
+        other: {"items": len(first), "kappa": cohen_kappa(first, second)}
+        for other, (first, second) in sorted(pairs.items())
+    }
+
+
 def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
+    """Cohen's kappa of two annotators' a/b/tie answers to the same items (None: undefined)."""
     if len(first) < 2:
         return None
-    from sklearn.metrics import cohen_kappa_score
+    import numpy as np
+    from statsmodels.stats.inter_rater import cohens_kappa
 
+    code = {str(c): k for k, c in enumerate(VOTES)}
+    table = np.zeros((len(VOTES), len(VOTES)))
+    np.add.at(table, ([code[c] for c in first], [code[c] for c in second]), 1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined (both constant): NaN, reported as None
-        k = cohen_kappa_score(first, second, labels=[str(c) for c in VOTES])
+        warnings.simplefilter("ignore")  # undefined (both constant, same answer): NaN, reported as None
+        k = cohens_kappa(table, return_results=False)
     return None if math.isnan(k) else float(k)
 
 
 def krippendorff_alpha(answers: Sequence[ItemAnswer]) -> float | None:
     """Nominal alpha over a/b/tie answers (annotators x items, discards missing); None where undefined (no item
     with two votes, or a single answer value in the whole round)."""
-    votes = [a for a in answers if a.choice in VOTES]
+    votes = [a for a in answers if a.choice in VOTE_SET]
     per_item: dict[str, int] = defaultdict(int)
     for a in votes:
         per_item[a.item_id] += 1
@@ -189,12 +216,12 @@ def krippendorff_alpha(answers: Sequence[ItemAnswer]) -> float | None:
     import krippendorff
     import numpy as np
 
-    people = sorted({a.annotator for a in votes})
-    items = sorted(per_item)
+    people = {p: k for k, p in enumerate(sorted({a.annotator for a in votes}))}
+    items = {i: k for k, i in enumerate(sorted(per_item))}
     data = np.full((len(people), len(items)), np.nan)
     code = {str(c): k for k, c in enumerate(VOTES)}
     for a in votes:
-        data[people.index(a.annotator), items.index(a.item_id)] = code[a.choice]
+        data[people[a.annotator], items[a.item_id]] = code[a.choice]
     value = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal")
     return None if math.isnan(value) else float(value)
 
@@ -207,8 +234,15 @@ def seconds_per_answer(times: Iterable[datetime | None]) -> tuple[float | None, 
     return (float(median(gaps)) if gaps else None), len(gaps)
 
 
-def figures(answers: Sequence[ItemAnswer], gold: Sequence[GoldRow], annotator: str) -> Figures:
-    """One annotator's figures over `answers` (every annotator's, for the comparisons) and their gold rows."""
+def figures(
+    answers: Sequence[ItemAnswer],
+    gold: Sequence[GoldRow],
+    annotator: str,
+    items: Mapping[str, list[ItemAnswer]] | None = None,
+) -> Figures:
+    """One annotator's figures over `answers` (every annotator's, for the comparisons; `items`: them
+    by_item, when the caller has it) and their gold rows."""
+    items = by_item(answers) if items is None else items
     own = [a for a in answers if a.annotator == annotator]
     own_gold = [g for g in gold if g.annotator == annotator]
     f = Figures(answers=len(own) + len(own_gold))
@@ -216,10 +250,11 @@ def figures(answers: Sequence[ItemAnswer], gold: Sequence[GoldRow], annotator: s
     if f.gold_answers:
         f.gold_accuracy = f.gold_correct / f.gold_answers
         f.gold_interval = wilson(f.gold_correct, f.gold_answers)
-    agreed, f.majority_items = majority_agreement(answers, annotator)
+    mine = {a.item_id: items[a.item_id] for a in own}  # the comparisons read only the items they answered
+    agreed, f.majority_items = majority_agreement(mine, annotator)
     if f.majority_items:
         f.majority_agreement = agreed / f.majority_items
-    f.kappa = pairwise_kappa(answers, annotator)
+    f.kappa = pairwise_kappa(mine, annotator)
     sides = [chose_shown_a(a.choice, a.swapped) for a in own]
     sides += [chose_shown_a(g.answer, g.shown_swapped) for g in own_gold]
     shown = [s for s in sides if s is not None]
@@ -250,8 +285,12 @@ def reliability(answers: Sequence[ItemAnswer], gold: Iterable[GoldRow] = ()) -> 
     for rid in sorted(rounds):
         ans, gld = rounds[rid]
         who = sorted({a.annotator for a in ans} | {g.annotator for g in gld})
-        per_round[rid] = RoundReliability({p: figures(ans, gld, p) for p in who}, krippendorff_alpha(ans))
-    return Reliability({p: figures(answers, gold, p) for p in people}, per_round)
+        items = by_item(ans)
+        per_round[rid] = RoundReliability(
+            {p: figures(ans, gld, p, items) for p in who}, krippendorff_alpha(ans)
+        )
+    items = by_item(answers)
+    return Reliability({p: figures(answers, gold, p, items) for p in people}, per_round)
 
 
 def as_json(rel: Reliability, round_names: Mapping[int, str]) -> dict:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from annotation.aggregate import DecisionStatus, decide
 from loop.quality.reliability import (
     ItemAnswer,
+    by_item,
     chose_shown_a,
     cohen_kappa,
     gold_accuracy,
     krippendorff_alpha,
     majority_agreement,
     pairwise_kappa,
+    plurality,
     reliability,
     seconds_per_answer,
     wilson,
@@ -77,9 +81,9 @@ AGREE = _answers(
 def test_agreement_with_the_majority_of_the_others() -> None:
     # x: i1 agrees; i2 disagrees; i3 the others split (not compared); i4 x discarded; i5 y's discard does not
     # vote, z's b is the others' majority: disagrees.
-    assert majority_agreement(AGREE, "x") == (1, 3)
+    assert majority_agreement(by_item(AGREE), "x") == (1, 3)
     # y: i1 agrees; i2 and i3 the others split; i4 agrees (x's discard does not vote); i5 y discarded.
-    assert majority_agreement(AGREE, "y") == (2, 2)
+    assert majority_agreement(by_item(AGREE), "y") == (2, 2)
 
 
 def test_cohen_kappa_hand_computed() -> None:
@@ -90,7 +94,7 @@ def test_cohen_kappa_hand_computed() -> None:
     pairs = _answers(
         "i1 x a 0  i1 y a 0  i2 x a 0  i2 y b 0  i3 x b 0  i3 y b 0  i4 x b 0  i4 y b 0  i4 z a 0"
     )
-    assert pairwise_kappa(pairs, "x") == {
+    assert pairwise_kappa(by_item(pairs), "x") == {
         "y": {"items": 4, "kappa": pytest.approx(0.5)},
         "z": {"items": 1, "kappa": None},
     }
@@ -140,3 +144,21 @@ def test_figures_per_round_and_cumulative() -> None:
     assert rel.rounds[2].figures["x"].gold_answers == 2
     assert rel.rounds[2].figures["x"].answers == 4
     assert rel.rounds[1].figures["y"].answers == 3
+
+
+def test_cohen_kappa_agrees_with_scikit_learn() -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = random.Random(5)
+    for _ in range(20):
+        first = [rng.choice("ab") if rng.random() < 0.8 else "tie" for _ in range(30)]
+        second = [c if rng.random() < 0.6 else rng.choice(["a", "b", "tie"]) for c in first]
+        assert cohen_kappa(first, second) == pytest.approx(cohen_kappa_score(first, second))
+
+
+def test_plurality_is_the_decision_rule() -> None:
+    rng = random.Random(2)
+    for _ in range(500):
+        votes = [rng.choice(["a", "b", "tie", "discard"]) for _ in range(rng.randint(0, 5))]
+        d = decide(votes, 1)
+        assert plurality(votes) == (d.choice if d.status == DecisionStatus.DECIDED else None), votes
