@@ -6,7 +6,8 @@ answer) come as any objects with GoldRow's attributes. Per annotator:
 - gold accuracy: of their gold answers (discards apart: a discard is no vote), the share equal to the expected
   answer, with a Wilson 95% interval (statsmodels);
 - agreement with the others' majority: over the round items they answered a/b/tie on which the OTHER
-  annotators' a/b/tie votes have a strict plurality (annotation.aggregate.decide), the share where they gave it;
+  annotators' a/b/tie votes have a strict plurality (annotation.aggregate.decide's rule), the share
+  where they gave it;
 - Cohen's kappa against each other annotator, on the round items both answered a/b/tie (statsmodels, from the
   3x3 a/b/tie table: scikit-learn's cohen_kappa_score costs ~20 ms a call and seconds to import, too much for
   every pair of every round on each `status`);
