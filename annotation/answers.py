@@ -152,6 +152,7 @@ def label(
         annotator_id=user_id,
         version=1 if old is None else old.version + 1,
         response_id=None if response_id is None else str(response_id),
+        answered_at=answer.answered_at,
     )
 
 

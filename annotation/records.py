@@ -78,6 +78,7 @@ class Answer:
     choice: Choice
     rationale: str | None
     submitted_at: datetime | None
+    answered_at: datetime | None = None  # Argilla's inserted_at: when first given (an edit leaves it)
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,11 @@ def parse_response(response: dict[str, Any], swapped: bool) -> Answer | Rejected
     rationale = _value(values, RATIONALE)
     rationale = (rationale.strip() or None) if isinstance(rationale, str) else None
     when = _timestamp(response.get("updated_at") or response.get("inserted_at"))
+    first = _timestamp(response.get("inserted_at"))
     if status == "draft":
         return None
     if status == "discarded":
-        return Answer(Choice.DISCARD, rationale, when)
+        return Answer(Choice.DISCARD, rationale, when, first)
     if status != "submitted":
         return Rejected(f"unknown response status {status!r}")
     shown = _value(values, QUESTION)
@@ -120,4 +122,4 @@ def parse_response(response: dict[str, Any], swapped: bool) -> Answer | Rejected
     if shown not in Choice.voting():
         voting = ", ".join(Choice.voting())
         return Rejected(f"unknown {QUESTION!r} label {shown!r} (expected one of {voting})")
-    return Answer(flip(shown, swapped), rationale, when)
+    return Answer(flip(shown, swapped), rationale, when, first)

@@ -446,6 +446,42 @@ class SchedulerConfig(_Section):
     )
 
 
+class QualityConfig(_Section):
+    """Per-annotator reliability (`annotators list`, `status`, the report): when an annotator is flagged.
+    A flagged annotator is reported, never dropped: their answers keep counting until the operator acts."""
+
+    min_gold_accuracy: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Flag an annotator whose gold accuracy's Wilson 95% upper bound is below this (0: never).",
+    )
+    max_position_bias: float = Field(
+        0.15,
+        ge=0,
+        le=0.5,
+        description="Flag an annotator whose share of a/b answers choosing the side shown as A has a Wilson 95% "
+        "interval entirely outside 0.5 +- this (A/B is swapped at random, so careful annotators sit near 0.5; "
+        "0.5: never).",
+    )
+    min_seconds_per_answer: float = Field(
+        3.0,
+        ge=0,
+        description="Flag an annotator whose median gap between consecutive answers is below this many seconds "
+        "(pauses over 10 minutes left out; 0: never).",
+    )
+    min_answers: int = Field(
+        20,
+        ge=1,
+        description="Answers an annotator needs before position bias or pace can flag them.",
+    )
+    min_gold_answers: int = Field(
+        5,
+        ge=1,
+        description="Gold answers (a/b/tie) an annotator needs before gold accuracy can flag them.",
+    )
+
+
 class Config(_Section):
     paths: PathsConfig = PathsConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -460,6 +496,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _refresh_needs_heldout(self) -> Config:

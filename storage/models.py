@@ -241,6 +241,9 @@ class Label(Base):
     choice: Mapped[Choice] = mapped_column(StrEnumType(Choice, 8), comment="a|b|tie|discard")
     rationale: Mapped[str | None] = mapped_column(Text)
     submitted_at: Mapped[datetime | None] = mapped_column(comment="Argilla's updated_at of the response")
+    answered_at: Mapped[datetime | None] = mapped_column(
+        comment="Argilla's inserted_at of the response: when the answer was first given"
+    )
     stored_at: Mapped[datetime | None] = mapped_column(
         default=utcnow, comment="when pull stored this version"
     )

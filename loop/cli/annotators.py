@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("name", help="username: letters, digits, - and _")
     add.add_argument("--first-name", help="display name (default: the username)")
     an.add_parser(
-        "list", help="the workspace's users and how many answers of each are pulled into the database"
+        "list",
+        help="the workspace's users, how many answers of each are pulled into the database, and each one's "
+        "reliability (gold accuracy, agreement, position bias, pace; flagged against [quality])",
     ).add_argument("--json", action="store_true")
     rm = an.add_parser(
         "remove",
@@ -115,14 +117,17 @@ def _own_dataset(cfg, client, cred) -> None:
 
 def _annotators_list(args, cfg, client) -> int:
     """Argilla's members of the workspace, with the answers of each pulled into OUR database (also those
-    of annotators removed since)."""
+    of annotators removed since) and their reliability, cumulative and per round (loop.quality)."""
     from annotation.annotators import workspace_members
+    from loop.cli.quality_view import LEGEND, alpha_lines, table
+    from loop.quality.inputs import annotator_reliability
     from storage.db import UnitOfWork
     from storage.repositories.queries import answers_per_annotator
 
     members = workspace_members(client.http_client, cfg.argilla.workspace)
     with UnitOfWork(open_engine(cfg))() as session:
         pulled = {a["username"]: a for a in answers_per_annotator(session)}
+        quality = annotator_reliability(session, cfg.quality)
     none = {"submitted": 0, "discarded": 0}
     rows = [
         {
@@ -139,13 +144,19 @@ def _annotators_list(args, cfg, client) -> int:
         for who, a in pulled.items()
         if who not in known
     ]
+    for r in rows:
+        r["reliability"] = quality["annotators"].get(r["username"])
+        r["rounds"] = [
+            {"round": q["round"], "alpha": q["alpha"], **q["annotators"][r["username"]]}
+            for q in quality["rounds"]
+            if r["username"] in q["annotators"]
+        ]
     if args.json:
         print_json(rows)
         return 0
     print(f"users of Argilla workspace {cfg.argilla.workspace!r} (answers pulled into the database):")
-    for r in rows:
-        role = r["role"] if r["in_workspace"] else "removed (not in the workspace)"
-        print(f"  {r['username']:<24} {role:<12} {r['submitted']} submitted, {r['discarded']} discarded")
+    print("\n".join(table(rows) + alpha_lines(quality["rounds"])))
+    print(f"({LEGEND}; per round: --json)")
     return 0
 
 

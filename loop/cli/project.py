@@ -155,6 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from loop.cli.rounds import rounds_with_next
     from loop.cli.status_view import NO_AGREEMENT, late_answer_json, render, round_agreements
     from loop.evaluation.audit import audit_summary
+    from loop.quality.inputs import annotator_reliability
     from loop.rounds.operator_settings import new_rounds_status
     from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
@@ -178,6 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "rounds": rounds,
             "answers": queries.label_count(session),
             "annotators": queries.answers_per_annotator(session),
+            "reliability": annotator_reliability(session, cfg.quality),
             "late_answers": [late_answer_json(a) for a in late_answers(session)],
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),

@@ -25,6 +25,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     out = Path(args.out) if args.out else cfg.paths.data_dir / "report"
     with UnitOfWork(open_engine(cfg))() as session:
-        files = build_report(session, out)
+        files = build_report(session, out, cfg.quality)
     print(files.index.resolve())
     return 0

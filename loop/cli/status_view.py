@@ -80,7 +80,7 @@ def render(status: dict) -> list[str]:
     each open round's next step), evaluations, recent operator actions."""
     lines = [f"database:   {status['database']}", f"pool:       {_pool(status['pool'])}"]
     lines.append(f"answers:    {status['answers']} collected (one annotator's answer to one item each)")
-    lines += _annotators(status["annotators"])
+    lines += _annotators(status["annotators"], (status.get("reliability") or {}).get("annotators", {}))
     lines += late_line(status.get("late_answers") or [])
     lines.append(_scheduler_line(status["scheduler"]))
     lines += command_lines(status.get("operator_commands", []))
@@ -141,13 +141,22 @@ def _pool(pool: dict) -> str:
     )
 
 
-def _annotators(rows: list[dict]) -> list[str]:
-    """Who answered how much (pulled answers in our database; `pull` first for the latest)."""
+def _annotators(rows: list[dict], figures: dict[str, dict]) -> list[str]:
+    """Who answered how much (pulled answers in our database; `pull` first for the latest), their reliability
+    (loop.quality, cumulative) and a warning line for each one flagged against [quality]."""
+    from loop.cli.quality_view import status_text, warning_lines
+
     if not rows:
         return ["annotators: none yet (`pvar-loop annotators add NAME`)"]
-    return ["annotators:"] + [
-        f"  annotator {r['username']}: {r['submitted']} submitted, {r['discarded']} discarded" for r in rows
-    ]
+    lines = ["annotators:"]
+    for r in rows:
+        f = figures.get(r["username"])
+        more = f"; {status_text(f)}" if f else ""
+        lines.append(
+            f"  annotator {r['username']}: {r['submitted']} submitted, {r['discarded']} discarded{more}"
+        )
+    shown = {r["username"] for r in rows}
+    return lines + warning_lines({who: f for who, f in figures.items() if who in shown})
 
 
 def score_text(e: dict) -> str:

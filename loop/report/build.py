@@ -12,8 +12,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from loop.config import QualityConfig
 
 INDEX, DATA = "index.html", "report.json"
 
@@ -27,13 +31,14 @@ class ReportFiles:
     verdict: str = ""  # the headline sentence
 
 
-def build_report(session: Session, out_dir: Path) -> ReportFiles:
-    """Read the database and write index.html, report.json and the plots into `out_dir`."""
+def build_report(session: Session, out_dir: Path, quality: QualityConfig | None = None) -> ReportFiles:
+    """Read the database and write index.html, report.json and the plots into `out_dir` (annotators flagged
+    against `quality`, [quality]'s defaults when None)."""
     from loop.report.data import collect
     from loop.report.html import render
     from loop.report.plots import PLOTS
 
-    data = collect(session)
+    data = collect(session, quality)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))

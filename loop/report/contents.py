@@ -108,6 +108,9 @@ class ReportData:
     judge_warning: str | None = None  # the curves' judge is the selection reward model (a biased judge)
     # Per round: the selection reward model's refresh ([reward] refresh; storage reward_refreshes rows)
     reward_refresh: list[dict[str, Any]] = field(default_factory=list)
+    # Per-annotator reliability (loop.quality.inputs.annotator_reliability: "annotators", "rounds") and the
+    # [quality] thresholds it was flagged against ("thresholds")
+    annotators: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from annotation.aggregate import agreement
 from loop.acquisition.strategies import Strategy
+from loop.config import QualityConfig
 from loop.evaluation.audit import audit_summary
+from loop.quality.inputs import annotator_reliability
 from loop.report.contents import CurvePoint, EvalPoint, PvarPool, ReportData, RoundPvar, RoundRow
 from loop.report.verdict import verdict
 from storage.models import Evaluation, Round
@@ -27,8 +29,9 @@ from storage.statuses import Metric, is_production_arm
 STRATEGY_ORDER = (Strategy.PVAR, Strategy.RANDOM, Strategy.LOW_PVAR, Strategy.REWARD_GAP, Strategy.FULL)
 
 
-def collect(session: Session) -> ReportData:
-    """Read everything the report shows. Empty tables give empty lists, never an error."""
+def collect(session: Session, quality: QualityConfig | None = None) -> ReportData:
+    """Read everything the report shows. Empty tables give empty lists, never an error. Annotators are
+    flagged against `quality` ([quality]; its defaults when None)."""
     rounds = [_round_row(r) for r in rounds_repo.all_rounds(session)]
     arms = _arm_strategies(rounds)
     rounds.sort(key=lambda r: (_arm_rank(r.arm, arms), r.number))
@@ -55,6 +58,8 @@ def collect(session: Session) -> ReportData:
     data.judge_warning = judge_warning(judge, queries.selection_reward_models(session))
     data.audit = audit_summary(items_repo.audit_outcomes(session))
     data.reward_refresh = reward_refreshes.refresh_rows(session)
+    quality = QualityConfig() if quality is None else quality
+    data.annotators = {**annotator_reliability(session, quality), "thresholds": quality.model_dump()}
     return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from loop.report.quality_html import annotators_section
 from loop.report.verdict import baseline_spread
 
 if TYPE_CHECKING:
@@ -289,6 +290,7 @@ def render(data: ReportData, plots: dict[str, str], empty: dict[str, str]) -> st
             f"{escape(str(data.eval_judge))}; other evaluations (in report.json): {escape(others)}</p>"
         )
     parts.extend(_figure(name, plots, empty) for name in ("eval", "pvar", "agreement", "budget"))
+    parts.append(annotators_section(data, plots, empty))
     parts.append("<section class='rounds'><h2>Rounds</h2>")
     if data.rounds:
         parts.append(_rounds_table(data.rounds))

@@ -253,10 +253,65 @@ def budget_bars(rounds: list[RoundRow]) -> dict[str, tuple[int, list[int], str, 
     return bars
 
 
+def plot_annotators(data: ReportData, path: Path) -> bool:
+    """Per annotator (cumulative): the share of a/b answers choosing the side shown as A with its 95% interval
+    against the [quality] band around 0.5 (left), and gold accuracy with its interval, or agreement with the
+    others' majority where there is no gold (right). Flagged annotators in red."""
+    figures = (data.annotators or {}).get("annotators") or {}
+    if not figures:
+        return False
+    limits = data.annotators.get("thresholds") or {}
+    plt = _plt()
+    names = sorted(figures, reverse=True)  # first name on top
+    y = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 1.2 + 0.45 * len(names)), sharey=True)
+    bias = limits.get("max_position_bias")
+    if bias is not None:
+        left.axvspan(0.5 - bias, 0.5 + bias, color="#e5f5e0")
+    left.axvline(0.5, color="#999999", linewidth=0.8)
+    gold = any(figures[n]["gold_accuracy"] is not None for n in names)
+    floor = limits.get("min_gold_accuracy")
+    if gold and floor is not None:
+        right.axvline(floor, color="#c62828", linewidth=0.8, linestyle="--")
+    for i, name in enumerate(names):
+        f = figures[name]
+        colour = "#c62828" if f["flags"] else "#2171b5"
+        _dot(left, i, f["position_bias"], f["position_interval"], colour)
+        if gold:
+            _dot(right, i, f["gold_accuracy"], f["gold_interval"], colour)
+        else:
+            _dot(right, i, f["majority_agreement"], None, colour)
+    left.set_yticks(y, names, fontsize=8)
+    left.set_ylim(-0.6, len(names) - 0.4)
+    for ax in (left, right):
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(axis="x", alpha=0.3)
+    band = "" if bias is None else f"; green: 0.5 ± max_position_bias {bias:g}"
+    left.set_xlabel(f"share of a/b answers choosing the side shown as A\n(95% CI{band})", fontsize=9)
+    line = "" if floor is None else f"; dashed: min_gold_accuracy {floor:g}"
+    right.set_xlabel(
+        f"gold accuracy\n(95% CI{line})" if gold else "agreement with the others' majority", fontsize=9
+    )
+    left.set_title("Position bias per annotator (red: flagged)", fontsize=10)
+    right.set_title("Gold accuracy" if gold else "Agreement with the majority (no gold answers)", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _dot(ax, y: int, value: float | None, interval, colour: str) -> None:
+    if value is None:
+        ax.text(0.02, y, "n/a", va="center", fontsize=7, color="#666666")
+        return
+    if interval is not None:
+        ax.plot(interval, [y, y], color=colour, linewidth=1.5)
+    ax.plot([value], [y], "o", color=colour, markersize=5)
+
+
 # name -> (file, drawing function, what the page says when there is nothing to draw)
 PLOTS = {
     "eval": ("eval_vs_labels.png", plot_eval, "No evaluations of the rounds' policies yet."),
     "pvar": ("pvar_distribution.png", plot_pvar, "No PVar scores for the rounds' input policies yet."),
     "agreement": ("label_agreement.png", plot_agreement, "No labels yet."),
     "budget": ("budget_use.png", plot_budget, "No rounds yet."),
+    "annotators": ("annotator_reliability.png", plot_annotators, "No answers pulled yet."),
 }

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, delete, exists, insert, select, update
+from sqlalchemy import Select, and_, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.db import in_chunks, select_in
@@ -33,6 +33,7 @@ class LabelRow:
     version: int = 1
     response_id: str | None = None
     id: int | None = None  # None until stored
+    answered_at: datetime | None = None  # Argilla's inserted_at of the response (None: stored before 0013)
 
     @property
     def key(self) -> str:
@@ -55,6 +56,7 @@ _COLUMNS = (
     Label.version,
     Label.response_id,
     Label.id,
+    Label.answered_at,
 )
 
 
@@ -100,6 +102,7 @@ def add_label_versions(session: Session, rows: Sequence[LabelRow]) -> int:
             "choice": r.choice,
             "rationale": r.rationale,
             "submitted_at": r.submitted_at,
+            "answered_at": r.answered_at,
             "stored_at": utcnow(),
         }
         for r in rows
@@ -212,3 +215,40 @@ def late_answers(session: Session, round_id: int | None = None) -> list[LateAnsw
     if round_id is not None:
         stmt = stmt.where(Round.id == round_id)
     return [LateAnswer(*row[-3:], LabelRow(*row[:-3])) for row in session.execute(stmt)]
+
+
+@dataclass(frozen=True)
+class ShownAnswer:
+    """An answer's latest version with what the annotator was shown: for per-annotator reliability."""
+
+    round_id: int
+    arm: str
+    round_number: int
+    item_id: str
+    annotator: str  # username when pulled
+    choice: Choice  # our orientation (a = generation_a), whatever side it was shown on
+    swapped: bool  # generation_b was shown as response A
+    answered_at: datetime | None  # when first given (Argilla's inserted_at; before 0013 its updated_at)
+
+
+def shown_answers(session: Session, round_id: int | None = None) -> list[ShownAnswer]:
+    """The latest version of every answer (of one round or all) with the item's A/B swap, by round and item."""
+    stmt = (
+        select(
+            Round.id,
+            Round.arm,
+            Round.number,
+            Label.item_id,
+            Label.annotator,
+            Label.choice,
+            AnnotationItem.swapped,
+            func.coalesce(Label.answered_at, Label.submitted_at),
+        )
+        .join(AnnotationItem, AnnotationItem.id == Label.item_id)
+        .join(Round, Round.id == AnnotationItem.round_id)
+        .where(latest_only())
+        .order_by(Round.id, Label.item_id, Label.annotator)
+    )
+    if round_id is not None:
+        stmt = stmt.where(Round.id == round_id)
+    return [ShownAnswer(*row) for row in session.execute(stmt)]

@@ -54,6 +54,34 @@ def _round(number: int, status: str, reason: str | None) -> RoundRow:
     )
 
 
+# Argilla usernames run up to 200 characters; operators use long ones (mail addresses) more than short.
+ANNOTATORS = ("annotator-with-a-rather-long-name@example.org", "bob", "carol_the_fast_one")
+
+
+def _figures(k: int) -> dict:
+    """An annotator's cumulative figures (loop.quality.reliability.Figures.as_json) with wide values."""
+    return {
+        "answers": 12345,
+        "gold_answers": 1234,
+        "gold_correct": 1000,
+        "gold_accuracy": 0.8104,
+        "gold_interval": [0.7876, 0.8313],
+        "majority_items": 11111,
+        "majority_agreement": 0.7312,
+        "kappa": {},
+        "ab_answers": 12000,
+        "shown_a": 6000,
+        "position_bias": 0.5,
+        "position_interval": [0.4911, 0.5089],
+        "tie_rate": 0.12,
+        "discard_rate": 0.01,
+        "seconds_per_answer": 1234.5,
+        "timed_gaps": 12000,
+        "flags": ["pace: median 0.4 s per answer over 12000 gaps is below min_seconds_per_answer 3"]
+        * (k == 2),
+    }
+
+
 def _page(tmp_path: Path) -> Path:
     rounds = [
         _round(1, "done", None),
@@ -71,6 +99,7 @@ def _page(tmp_path: Path) -> Path:
         eval_judge="verifier",
         other_eval_pairs=[],
         curves={},
+        annotators={"annotators": {name: _figures(k) for k, name in enumerate(ANNOTATORS)}, "rounds": []},
     )
     page = tmp_path / "index.html"
     page.write_text(render(data, {}, {"eval": "-", "pvar": "-", "agreement": "-", "budget": "-"}), "utf-8")
@@ -95,6 +124,10 @@ def test_rounds_table_fits_a_1280_px_window(tmp_path):
             )
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report-rounds-1280.png"), full_page=True)
+            annotators = page.evaluate(
+                "() => { const t = document.querySelector('section.annotators table');"
+                " return [t.scrollWidth, t.parentElement.clientWidth]; }"
+            )
             headers = table.locator("th")
             right = {
                 name: headers.filter(has_text=name).first.bounding_box()
@@ -104,5 +137,6 @@ def test_rounds_table_fits_a_1280_px_window(tmp_path):
             browser.close()
     table_width, box_width, page_width = box
     assert table_width <= box_width and page_width <= 1280, box  # no horizontal scrolling, in the box or page
+    assert annotators[0] <= annotators[1], annotators  # the annotators table (issue 23) too
     for name, b in right.items():
         assert b is not None and b["x"] + b["width"] <= 1280, (name, b)  # the result columns are on screen

@@ -100,12 +100,28 @@ def test_annotators_render_one_line_each(project, capsys):
         {"username": "alice", "submitted": 3, "discarded": 1},
         {"username": "bob", "submitted": 2, "discarded": 0},
     ]
+    figures = status["reliability"]["annotators"]
+    assert {"alice", "bob"} <= set(figures)
+    status["reliability"] = {"annotators": {}, "rounds": []}  # none pulled: counts only
     lines = render(status)
     at = lines.index("annotators:")
     assert lines[at + 1 : at + 3] == [
         "  annotator alice: 3 submitted, 1 discarded",
         "  annotator bob: 2 submitted, 0 discarded",
     ]
+    # With figures: on the same line, and a warning line for a flagged annotator.
+    bob = figures["bob"] | {
+        "flags": ["pace: median 0.5 s per answer over 25 gaps is below min_seconds_per_answer 3"]
+    }
+    status["reliability"] = {"annotators": {"alice": figures["alice"], "bob": bob}, "rounds": []}
+    lines = render(status)
+    at = lines.index("annotators:")
+    assert lines[at + 1].startswith("  annotator alice: 3 submitted, 1 discarded; gold -, majority ")
+    assert lines[at + 1].endswith(", - s/answer")  # the fixture's answers carry no times
+    assert lines[at + 3] == (
+        "warning: annotator bob flagged (still counted): pace: median 0.5 s per answer over 25 gaps is below "
+        "min_seconds_per_answer 3"
+    )
     status["annotators"] = []
     assert "annotators: none yet (`pvar-loop annotators add NAME`)" in render(status)
 

@@ -83,6 +83,17 @@ def test_parse_response_maps_through_the_swap_and_keeps_tie_and_discard() -> Non
     assert parse_response(_response("draft", preference="a"), False) is None
 
 
+def test_parse_response_keeps_when_the_answer_was_first_given() -> None:
+    """Argilla's inserted_at (first given) apart from updated_at (moves with an edit): the annotator's pace."""
+    edited = _response("submitted", preference="b") | {"inserted_at": "2026-01-02T03:00:00"}
+    parsed = parse_response(edited, swapped=False)
+    assert (parsed.submitted_at, parsed.answered_at) == (
+        datetime(2026, 1, 2, 3, 4, 5, 123456),
+        datetime(2026, 1, 2, 3, 0, 0),
+    )
+    assert parse_response(_response("discarded"), True).answered_at is None  # not sent: unknown
+
+
 @pytest.mark.parametrize(
     ("response", "reason"),
     [

@@ -28,7 +28,13 @@ from storage.statuses import PRODUCTION_ARM
 from tests.support.labels import add_decided_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOT_FILES = ("eval_vs_labels.png", "pvar_distribution.png", "label_agreement.png", "budget_use.png")
+PLOT_FILES = (
+    "eval_vs_labels.png",
+    "pvar_distribution.png",
+    "label_agreement.png",
+    "budget_use.png",
+    "annotator_reliability.png",
+)
 RM, OTHER_RM, JUDGE, REFERENCE = "rm-small", "rm-other", "verifier", "init"
 ANNOTATORS = ("ann-1", "ann-2", "ann-3")
 N_PROMPTS = 10
@@ -277,7 +283,9 @@ def test_rounds_table_rows(report):
 
 def test_report_json_holds_the_inserted_numbers(report):
     data = json.loads(report.data.read_text())
-    assert data["plots"] == dict(zip(("eval", "pvar", "agreement", "budget"), PLOT_FILES, strict=True))
+    assert data["plots"] == dict(
+        zip(("eval", "pvar", "agreement", "budget", "annotators"), PLOT_FILES, strict=True)
+    )
     assert data["total_labels"] == 3 * 3 * len(ROUNDS)
     assert data["arms"] == {"pvar": "pvar", "random": "random"}
     rounds = {(r["arm"], r["number"]): r for r in data["rounds"]}
@@ -315,6 +323,23 @@ def test_report_json_holds_the_inserted_numbers(report):
     # Round 1: 0.60 [0.52, 0.68] overlaps random's [0.45, 0.61]; round 2: 0.64 > 0.62, ahead.
     assert [r["outcome"] for r in verdict["by_round"]] == ["overlap", "ahead"]
     assert verdict["status"] == "ahead" and verdict["first_ahead"] == {"round": 2, "labels": 18}
+
+
+def test_annotators_table_and_figures(report):
+    """Per-annotator reliability, cumulative over the four rounds (no A/B swap here: shown A = answered a)."""
+    figures = json.loads(report.data.read_text())["annotators"]
+    first, third = figures["annotators"]["ann-1"], figures["annotators"]["ann-3"]
+    # ann-1 answered a a a | b a tie | a a b | a b a: 8 of 11 a/b answers chose A, one tie.
+    assert (first["shown_a"], first["ab_answers"], first["tie_rate"]) == (8, 11, pytest.approx(1 / 12))
+    # Others' plurality on 6 items (both others agree, or one other discarded); ann-1 gave it on 5.
+    assert (first["majority_items"], first["majority_agreement"]) == (6, pytest.approx(5 / 6))
+    assert (third["shown_a"], third["ab_answers"], third["discard_rate"]) == (5, 8, pytest.approx(1 / 12))
+    assert first["flags"] == [] and figures["thresholds"]["min_answers"] == 20  # too few answers to flag
+    assert [r["round"] for r in figures["rounds"]] == ["pvar/1", "pvar/2", "random/1", "random/2"]
+    _html, page = _page(report.index)
+    rows = {r[0]: r for r in page.rows if r and r[0] in ANNOTATORS}
+    assert rows["ann-1"][1:5] == ["12", "–", "0.83 n=6", "0.73 [0.43, 0.90] n=11"]
+    assert "annotator_reliability.png" in page.images
 
 
 def test_empty_database_gives_a_valid_page(uow, tmp_path):

@@ -101,6 +101,8 @@ def test_annotators_list_reset_password_and_remove(
 
     assert main([*cli, "annotators", "list", "--json"]) == 0
     listed = {r["username"]: r for r in json.loads(capsys.readouterr().out)}
+    reliability = listed[who].pop("reliability")
+    assert [r["round"] for r in listed[who].pop("rounds")] == ["main/1"]
     assert listed[who] == {
         "username": who,
         "role": "annotator",
@@ -108,8 +110,9 @@ def test_annotators_list_reset_password_and_remove(
         "submitted": 1,
         "discarded": 1,
     }
+    assert (reliability["answers"], reliability["discard_rate"], reliability["flags"]) == (2, 0.5, [])
     assert main([*cli, "annotators", "list"]) == 0
-    assert re.search(rf"{who}\s+annotator\s+1 submitted, 1 discarded", capsys.readouterr().out)
+    assert re.search(rf"{who}\s+annotator\s+1\s+1\s", capsys.readouterr().out)
 
     # Errors name the user and why.
     assert main([*cli, "annotators", "remove", "nobody-here"]) == 2

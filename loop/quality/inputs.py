@@ -1,0 +1,39 @@
+"""The database reads behind the reliability figures of `annotators list`, `status` and the report: the latest
+version of every answer with the A/B swap it was shown with, and the gold answers. Takes a Session, never
+writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from loop.quality.flags import flag_all
+from loop.quality.reliability import GoldRow, ItemAnswer, as_json, reliability
+from storage.repositories import labels as labels_repo
+from storage.repositories import rounds as rounds_repo
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from loop.config import QualityConfig
+
+
+def _gold_rows(session: Session, round_id: int | None) -> Sequence[GoldRow]:
+    """GOLD ANSWERS: WIRED AT MERGE. The gold answers (of one round or all) once gold items exist:
+    `return gold_answers(session, round_id=round_id)` from storage.repositories.gold. Until then: none."""
+    return []
+
+
+def item_answers(session: Session, round_id: int | None = None) -> list[ItemAnswer]:
+    """The latest version of every round-item answer (of one round or all) as reliability reads it."""
+    return [
+        ItemAnswer(r.round_id, r.item_id, r.annotator, r.choice, r.swapped, r.answered_at)
+        for r in labels_repo.shown_answers(session, round_id)
+    ]
+
+
+def annotator_reliability(session: Session, quality: QualityConfig, round_id: int | None = None) -> dict:
+    """Every annotator's figures, cumulative and per round, flagged against `[quality]` (as JSON)."""
+    rel = flag_all(reliability(item_answers(session, round_id), _gold_rows(session, round_id)), quality)
+    names = {r.id: f"{r.arm}/{r.number}" for r in rounds_repo.all_rounds(session)}
+    return as_json(rel, names)
