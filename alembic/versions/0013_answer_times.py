@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013_answer_times"
-down_revision: str | None = "0011_answer_versions"
+down_revision: str | None = "0012_gold_items"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

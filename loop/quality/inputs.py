@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from loop.quality.flags import flag_all
 from loop.quality.reliability import GoldRow, ItemAnswer, as_json, reliability
+from storage.repositories import gold as gold_repo
 from storage.repositories import labels as labels_repo
 from storage.repositories import rounds as rounds_repo
 
@@ -19,9 +20,8 @@ if TYPE_CHECKING:
 
 
 def _gold_rows(session: Session, round_id: int | None) -> Sequence[GoldRow]:
-    """GOLD ANSWERS: WIRED AT MERGE. The gold answers (of one round or all) once gold items exist:
-    `return gold_answers(session, round_id=round_id)` from storage.repositories.gold. Until then: none."""
-    return []
+    """The gold answers (of one round or all), in the gold item's own a/b."""
+    return gold_repo.gold_answers(session, round_id=round_id)
 
 
 def item_answers(session: Session, round_id: int | None = None) -> list[ItemAnswer]:

@@ -13,7 +13,7 @@ from storage.migrate import downgrade, upgrade
 from storage.repositories.labels import LabelRow, add_label_versions, labels_of, shown_answers
 from tests.support.annotation_setup import make_round_items
 
-BEFORE = "0011_answer_versions"
+BEFORE = "0012_gold_items"
 FIRST, EDITED = datetime(2026, 12, 7, 5, 0, tzinfo=UTC), datetime(2026, 12, 7, 5, 9, tzinfo=UTC)
 
 

@@ -1,16 +1,12 @@
 """Per-annotator reliability through the real Argilla stack: three bot annotators (careful: follows a judge;
-always-A: picks the side shown as A; fast-random: a coin, all at once) answer a blind-overlap round; pull
-stores when each answer was given; `annotators list --json` and `status` flag the always-A annotator's
-position bias and the fast ones' pace, and constructed gold rows (real gold is wired at merge) flag the random
-one's gold accuracy in loop.quality.reliability."""
+always-A: picks the side shown as A; fast-random: a coin, all at once) answer a blind-overlap round with gold
+items mixed in; pull stores when each answer was given; `annotators list --json` and `status` flag the
+always-A annotator's position bias, the fast ones' pace and the random one's gold accuracy."""
 
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -18,11 +14,8 @@ from sqlalchemy import select
 from annotation.simulated.bot import AnnotatorBot
 from annotation.simulated.judges import RewardJudge
 from loop.cli.app import main
-from loop.config import QualityConfig
-from loop.quality.flags import flag_all
-from loop.quality.inputs import item_answers
-from loop.quality.reliability import reliability
 from storage.models import Label
+from storage.repositories.gold import gold_answers
 from storage.statuses import RoundStatus
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
@@ -30,6 +23,7 @@ from tests.support.argilla_helpers import annotator_in, fresh_workspace, unique
 
 pytestmark = pytest.mark.argilla
 ITEMS = 12
+GOLD = 8
 QUALITY = {
     "min_gold_accuracy": 0.9,
     "max_position_bias": 0.2,
@@ -39,25 +33,13 @@ QUALITY = {
 }
 
 
-@dataclass(frozen=True)
-class Gold:
-    """A gold answer with storage.repositories.gold.GoldAnswer's attributes."""
-
-    annotator: str
-    round_id: int
-    gold_id: int
-    expected: str
-    answer: str
-    shown_swapped: bool
-    answered_at: datetime | None = None
-
-
 def _config(tmp_path, monkeypatch, sqlite_url: str, stack: ArgillaTarget, workspace: str, dataset: str):
     config = tmp_path / "pvar-loop.toml"
     quality = "".join(f"{k} = {v}\n" for k, v in QUALITY.items())
     config.write_text(
         f'[paths]\ndata_dir = "{tmp_path / "data"}"\n\n'
-        f'[argilla]\nworkspace = "{workspace}"\ndataset = "{dataset}"\nmin_submitted = 3\n\n'
+        f'[argilla]\nworkspace = "{workspace}"\ndataset = "{dataset}"\nmin_submitted = 3\n'
+        f"gold_per_round = {GOLD}\n\n"
         f"[quality]\n{quality}"
     )
     monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
@@ -70,7 +52,7 @@ def _label(stack: ArgillaTarget, key: str, name: str, judge, batch_size: int) ->
     with AnnotatorBot(stack.url, key, judge) as bot:
         # The shared dataset (nothing of theirs there with blind overlap) and their own.
         done = sum(bot.run(d, batch_size=batch_size).submitted for d in bot.dataset_ids(name))
-    assert done == ITEMS
+    assert done == ITEMS + GOLD
 
 
 def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
@@ -83,9 +65,22 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
     name = unique("ds-quality")
     cli = _config(tmp_path, monkeypatch, sqlite_url, argilla_stack, workspace, name)
     items = make_round_items(uow, ITEMS, status=RoundStatus.COLLECTING, tag="quality ")
+    gold_rows = [
+        {
+            "prompt": f"quality Question 9.{k}: explain topic {k} briefly.",
+            "response_a": f"gold good {k}" if k % 2 == 0 else f"gold bad {k}",
+            "response_b": f"gold bad {k}" if k % 2 == 0 else f"gold good {k}",
+            "expected": "a" if k % 2 == 0 else "b",
+        }
+        for k in range(GOLD)
+    ]
+    gold_file = tmp_path / "gold.jsonl"
+    gold_file.write_text("".join(json.dumps(r) + "\n" for r in gold_rows))
+    assert main([*cli, "gold", "add", str(gold_file)]) == 0
     assert main([*cli, "push", "--round", "1"]) == 0
 
     reward = {items.best[i]: 1.0 for i in items.item_ids} | {items.worst[i]: 0.0 for i in items.item_ids}
+    reward |= {f"gold good {k}": 1.0 for k in range(GOLD)} | {f"gold bad {k}": 0.0 for k in range(GOLD)}
 
     def judge(prompt: str, a: str, b: str) -> str:
         time.sleep(0.5)  # reads both responses; one answer per request
@@ -103,23 +98,31 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
     listed = {r["username"]: r for r in json.loads(capsys.readouterr().out)}
     fig = {who.username: listed[who.username]["reliability"] for who in (careful, always_a, rand)}
     a = fig[always_a.username]
-    assert (a["answers"], a["ab_answers"], a["shown_a"], a["position_bias"]) == (ITEMS, ITEMS, ITEMS, 1.0)
-    assert any(f.startswith("position bias: chose the side shown as A in 100% of 12") for f in a["flags"])
+    shown = ITEMS + GOLD  # position bias counts gold answers too
+    assert (a["answers"], a["ab_answers"], a["shown_a"], a["position_bias"]) == (shown, shown, shown, 1.0)
+    assert any(f"position bias: chose the side shown as A in 100% of {shown}" in f for f in a["flags"])
     c = fig[careful.username]
     # Careful picks the better response wherever it is shown: its shown-A share follows the random swap.
-    assert c["shown_a"] == sum(not items.swapped[i] for i in items.item_ids)
-    assert c["flags"] == [] and c["seconds_per_answer"] >= 0.5 and c["timed_gaps"] == ITEMS - 1
+    with uow() as s:
+        careful_gold = [g for g in gold_answers(s) if g.annotator == careful.username]
+    assert c["shown_a"] == sum(not items.swapped[i] for i in items.item_ids) + sum(
+        (g.answer == "a") != g.shown_swapped for g in careful_gold
+    )
+    assert c["flags"] == [] and c["seconds_per_answer"] >= 0.5 and c["timed_gaps"] == ITEMS + GOLD - 1
     assert c["tie_rate"] == 0 and c["discard_rate"] == 0
     assert set(c["kappa"]) == {always_a.username, rand.username}
     assert c["kappa"][always_a.username]["items"] == ITEMS
     r = fig[rand.username]
-    assert [f.split(":")[0] for f in r["flags"]] == ["pace"]  # twelve in one request
+    assert sorted(f.split()[0].rstrip(":") for f in r["flags"]) == ["gold", "pace"]  # all in one request
     assert r["seconds_per_answer"] < 0.4  # what Argilla takes per response of a bulk request
     assert [x["round"] for x in listed[careful.username]["rounds"]] == ["main/1"]
 
     assert main([*cli, "annotators", "list"]) == 0
     table = capsys.readouterr().out
-    assert f"warning: annotator {always_a.username} flagged (still counted): position bias" in table
+    warned = [
+        line for line in table.splitlines() if line.startswith(f"warning: annotator {always_a.username} ")
+    ]
+    assert len(warned) == 1 and "flagged (still counted): " in warned[0] and "position bias" in warned[0]
     assert f"warning: annotator {careful.username}" not in table
     assert "Krippendorff's alpha per round (a/b/tie): main/1 " in table
 
@@ -130,14 +133,19 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
         for line in lines
         if careful.username in line or always_a.username in line or rand.username in line
     ]
+
+    def gold_part(f: dict) -> str:
+        low, high = f["gold_interval"]
+        return f"gold {f['gold_accuracy']:.2f} [{low:.2f}-{high:.2f}] ({f['gold_answers']})"
+
     assert [line for line in mine if line.startswith("  annotator ")] == [
-        f"  annotator {who.username}: {ITEMS} submitted, 0 discarded; gold -, majority "
+        f"  annotator {who.username}: {ITEMS} submitted, 0 discarded; {gold_part(fig[who.username])}, majority "
         + (
             "-"
             if fig[who.username]["majority_agreement"] is None
             else f"{fig[who.username]['majority_agreement']:.2f}"
         )
-        + f" ({fig[who.username]['majority_items']}), shown A {fig[who.username]['position_bias']:.2f} ({ITEMS}), "
+        + f" ({fig[who.username]['majority_items']}), shown A {fig[who.username]['position_bias']:.2f} ({shown}), "
         f"ties 0%, discards 0%, {fig[who.username]['seconds_per_answer']:.1f} s/answer"
         for who in sorted((careful, always_a, rand), key=lambda p: p.username)
     ]
@@ -146,22 +154,13 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
         f"warning: annotator {who.username}" for who in (always_a, rand)
     )
 
-    # Gold: constructed rows (storage.repositories.gold is wired at merge) through the same pure module.
-    coin = random.Random(3)
-    gold = []
-    for g in range(12):
-        expected, swapped = coin.choice("ab"), coin.random() < 0.5
-        shown_a = "b" if swapped else "a"  # the gold item's own side shown as A
-        gold += [
-            Gold(careful.username, items.round_id, g, expected, expected, swapped),
-            Gold(always_a.username, items.round_id, g, expected, shown_a, swapped),
-            Gold(rand.username, items.round_id, g, expected, coin.choice("ab"), swapped),
-        ]
-    with uow() as s:
-        rel = flag_all(reliability(item_answers(s), gold), QualityConfig(**QUALITY))
-    assert rel.annotators[careful.username].gold_accuracy == 1.0
-    assert not any(f.startswith("gold") for f in rel.annotators[careful.username].flags)
-    r = rel.annotators[rand.username]
-    assert r.gold_interval[1] < 0.9
-    assert any(f.startswith(f"gold accuracy {r.gold_accuracy:.2f} ({r.gold_correct} of 12") for f in r.flags)
-    assert rel.rounds[items.round_id].figures[rand.username].flags == r.flags  # one round: the same figures
+    # Gold: the bots answered the gold records mixed into the round like any item.
+    g = fig[careful.username]
+    assert (g["gold_answers"], g["gold_correct"]) == (GOLD, GOLD)
+    assert not any(f.startswith("gold") for f in g["flags"])
+    r = fig[rand.username]
+    assert r["gold_answers"] == GOLD and r["gold_interval"][1] < QUALITY["min_gold_accuracy"]
+    assert any(
+        f.startswith(f"gold accuracy {r['gold_accuracy']:.2f} ({r['gold_correct']} of {GOLD}")
+        for f in r["flags"]
+    )
