@@ -18,7 +18,7 @@ from loop.cli import app
 from loop.cli.common import UserError, add_command
 from storage.errors import PvarLoopError
 
-NOT_COMMAND_MODULES = {"app", "common", "__main__", "status_view"}
+NOT_COMMAND_MODULES = {"app", "common", "__main__", "status_view", "quality_view"}
 
 
 def test_every_command_module_is_registered():
