@@ -1,4 +1,4 @@
-"""`annotators exclude NAME` / `include NAME` with three annotators on blind overlap (min_submitted = 2), through
+"""`annotators exclude NAME` / `include NAME` with three bot annotators on blind overlap (min_submitted = 2), through
 the CLI against the session's Argilla: the open round is decided again at once without the excluded
 annotator, a closed round stays exactly as recorded, items left short go to another annotator's queue and are
 answered there, `status` names the exclusion, export keeps the answers flagged, include restores; and while a
@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from annotation.gateway import pull_labels, push_items
 from annotation.records import flip
+from annotation.simulated.bot import AnnotatorBot
 from loop.cli.app import main
 from loop.config import load_config
 from loop.rounds.operator_commands import carry_out_pending
@@ -54,6 +55,19 @@ def _answer(stack, who, dataset_name: str, items, choice: str, only: set[str] | 
     return done
 
 
+def _bots(stack, dataset_name: str, people: dict, best: set[str]) -> None:
+    """Each annotator's bot answers their pending records (their own key, the annotator API): a careful one
+    prefers the higher-reward response (our "a"), a careless one the other."""
+    for who, careful in people.items():
+
+        def judge(_prompt: str, shown_a: str, _shown_b: str, careful: bool = careful) -> str:
+            return "a" if (shown_a in best) == careful else "b"
+
+        with AnnotatorBot(stack.url, who.api_key, judge) as bot:
+            for dataset_id in bot.dataset_ids(dataset_name):
+                bot.run(dataset_id)
+
+
 def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
     argilla_stack: ArgillaTarget, uow, engine, sqlite_url, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -75,8 +89,8 @@ def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
     dataset = ensure_dataset(owner(argilla_stack), name, workspace, min_submitted=2)
     closed = make_round_items(uow, 3, round_number=1, status=RoundStatus.COLLECTING, tag="closed ")
     push_items(uow, dataset, closed.round_id)
-    for who, choice in ((careful, "a"), (steady, "a"), (careless, "b")):
-        _answer(argilla_stack, who, name, closed, choice)
+    bots = {careful: True, steady: True, careless: False}
+    _bots(argilla_stack, name, bots, set(closed.best.values()))
     pull_labels(uow, dataset, closed.round_id)
     with uow() as s:  # trained on: its decisions are the record
         s.execute(update(Round).where(Round.id == closed.round_id).values(status=RoundStatus.DONE))
@@ -89,8 +103,7 @@ def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
         p.username: set(own_records(argilla_stack, p, name)) & set(current.item_ids)
         for p in (careful, steady, careless)
     }
-    for who, choice in ((careful, "a"), (steady, "a"), (careless, "b")):
-        _answer(argilla_stack, who, name, current, choice)
+    _bots(argilla_stack, name, bots, set(current.best.values()))
     pull_labels(uow, dataset, current.round_id)
     before = _items(uow, current.round_id)
     with_careless = held[careless.username]
@@ -113,8 +126,7 @@ def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
     assert (
         set(own_records(argilla_stack, careless, name)) & set(current.item_ids) == with_careless
     )  # nothing new
-    for p in (careful, steady):
-        _answer(argilla_stack, p, name, current, "a", only=with_careless - held[p.username])
+    _bots(argilla_stack, name, {careful: True, steady: True}, set(current.best.values()))  # the new ones
     pulled = pull_labels(uow, dataset, current.round_id)
     assert (pulled.decided, pulled.waiting, pulled.undecided) == (6, 0, 0)
     decided = _items(uow, current.round_id)
