@@ -80,6 +80,7 @@ def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.api import AnnotationSyncError
     from annotation.blind import blind
+    from annotation.exclusions import release_shared
     from annotation.gateway import pull_labels, push_items, withdraw_cancelled
     from loop.argilla_client import connect_dataset
     from loop.rounds.eval_queue import withdraw_cancelled_evaluations
@@ -97,6 +98,10 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
                 record_links(uow, dataset, round_id)
     report = pull_labels(uow, dataset, round_id=round_id, aggregation=cfg.argilla.aggregation)  # logs counts
     log.debug("round id %s: pulled %s", round_id, report)
+    if not blind(
+        dataset
+    ):  # an excluded annotator's new answer must not take a record out of the others' queue
+        release_shared(uow, dataset, round_id)
     if _records_gone(uow, round_id, report):
         # Deleted in Argilla (a record, or the whole dataset, which connect_dataset made anew): collection
         # cannot go on without them, so they go back into the queue as a push would put them.

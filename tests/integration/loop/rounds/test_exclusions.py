@@ -20,6 +20,7 @@ from loop.config import load_config
 from loop.rounds.operator_commands import carry_out_pending
 from loop.rounds.scheduler import LOCK
 from loop.rounds.state import Services
+from loop.rounds.steps import pull
 from storage.db import UnitOfWork
 from storage.locks import acquire, lease_fence, release
 from storage.models import AnnotationItem, DecisionLabel, OperatorCommand, Round
@@ -232,7 +233,13 @@ def test_shared_dataset_an_excluded_answer_puts_the_record_back_in_the_others_qu
     assert "1 records back in the annotators' queue" in capsys.readouterr().out
     assert _items(uow, items.round_id)[first][0] == "pushed"  # waiting again
     assert _pending_for(argilla_stack, careful, dataset.id) == {first, second}
-    _answer(argilla_stack, careful, name, items, "a", only={first})
+    # The excluded annotator answers on: stored, and each collecting pull puts the record back for the others.
+    _answer(argilla_stack, careless, name, items, "b", only={second})
+    pull(load_config(config), uow, items.round_id)
+    assert _items(uow, items.round_id)[second][0] == "pushed"
+    assert _pending_for(argilla_stack, careful, dataset.id) == {first, second}
+    _answer(argilla_stack, careful, name, items, "a", only={first, second})
     pull_labels(uow, dataset, items.round_id)
-    status, decision, votes, *_ = _items(uow, items.round_id)[first]
-    assert (status, decision, votes) == ("decided", "a", {"a": 1})  # the stored "b" kept, not counted
+    for item_id in (first, second):
+        status, decision, votes, *_ = _items(uow, items.round_id)[item_id]
+        assert (status, decision, votes) == ("decided", "a", {"a": 1})  # the stored "b" kept, not counted
