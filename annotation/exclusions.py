@@ -47,6 +47,8 @@ def release_shared(uow, dataset, round_id: int, *, backoff: Backoff = DEFAULT_BA
     Returns the responses deleted."""
     with uow() as session:
         excluded = excluded_names(session)
+        if not excluded:  # the usual case, on every collecting pull
+            return 0
         waiting = {i.id for i in repo.pushed_items(session, round_id) if i.status == ItemStatus.PUSHED}
         stored = label_repo.labels_of(session, round_id).values()
         todo = [r for r in stored if r.item_id in waiting and r.annotator in excluded and r.response_id]

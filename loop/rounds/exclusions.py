@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from loop.config import Config
 from loop.rounds.operator_settings import OperatorError, actor, record_action
 from storage.db import UnitOfWork
+from storage.errors import PvarLoopError
+from storage.locks import LeaseLost
 from storage.repositories import exclusions as repo
 from storage.repositories.items import collecting_rounds
 from storage.repositories.operator_commands import add_command
@@ -86,7 +88,7 @@ def redecide_all(cfg: Config, uow: UnitOfWork) -> list[str]:
     with uow() as session:
         rounds = open_rounds(session)
     if not rounds:
-        return ["no open round: later rounds leave the excluded annotators' answers out"]
+        return ["no open round to decide again; later rounds count only the annotators not excluded"]
     return [redecide_round(cfg, uow, r.number, r.arm) for r in rounds]
 
 
@@ -94,7 +96,6 @@ def redecide_round(cfg: Config, uow: UnitOfWork, number: int, arm: str) -> str:
     """Decide round `number` again from the stored answers (at once, no Argilla needed), then put its items
     that lack counted answers back in the other annotators' queue: pull the newest answers, place the items
     again (blind overlap) or release the excluded annotators' responses (shared dataset)."""
-    from annotation.api import AnnotationSyncError
     from annotation.blind import blind
     from annotation.exclusions import redecide, release_shared
     from annotation.gateway import pull_labels, push_items
@@ -119,5 +120,7 @@ def redecide_round(cfg: Config, uow: UnitOfWork, number: int, arm: str) -> str:
             return f"{line}; {placed.pushed} items placed with other annotators"
         released = release_shared(uow, dataset, round_id)
         return f"{line}; {released} records back in the annotators' queue"
-    except AnnotationSyncError as e:
+    except LeaseLost:
+        raise
+    except PvarLoopError as e:  # Argilla down, no API key configured...: the decisions stand
         return f"{line}; Argilla not reached ({e}): the next push or pull places the waiting items"
