@@ -57,7 +57,11 @@ def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> Wait | None:
     if find_evaluation(session, checkpoint_id, reference, HUMAN) is not None:
         return None
     rows = repo.comparisons(session, checkpoint_id, reference)
-    return waiting_line(counted(rows, excluded_names(session)))
+    shown = counted(rows, excluded_names(session))
+    waiting = waiting_line(shown)
+    if waiting is not None and past_deadline(cfg, rows) and not answered(shown):
+        return Wait(WaitKind.BLOCKED, "human evaluation deadline passed with no comparison answered")
+    return waiting
 
 
 def _sides(cfg: Config, checkpoint_id: str, n: int) -> list[str]:

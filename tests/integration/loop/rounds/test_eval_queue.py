@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from annotation.dataset import open_dataset
 from loop.config import load_config
-from loop.rounds.human_evaluation import eval_dataset_name, evaluate_by_humans
+from loop.rounds.human_evaluation import eval_dataset_name, evaluate_by_humans, evaluation_waits
 from loop.rounds.state import cancel_round
 from loop.rounds.steps import withdraw
 from loop.rounds.waits import Wait, WaitKind
@@ -108,6 +108,8 @@ def test_deadline_stores_what_was_answered_without_the_excluded_and_withdraws_th
     waits = evaluate_by_humans(cfg, uow, CHECKPOINT)
     assert isinstance(waits, Wait) and waits.kind == WaitKind.BLOCKED, waits
     assert "deadline passed with no comparison answered" in waits.reason
+    with uow() as s:  # what `round status` says, from the database
+        assert evaluation_waits(s, cfg, CHECKPOINT).kind == WaitKind.BLOCKED
 
     records = _records(argilla_stack, cfg)
     ids = sorted(records)
