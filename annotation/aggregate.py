@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,3 +84,41 @@ def agreement(votes_per_item: Sequence[Sequence[str]]) -> Agreement:
     p_e = sum((totals[c] / n_votes) ** 2 for c in voting)
     kappa = None if len(rows) < 2 or p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
     return Agreement(len(rows), p_bar, kappa, unanimous)
+
+
+MAJORITY, DAWID_SKENE = "majority", "dawid-skene"
+METHODS = (MAJORITY, DAWID_SKENE)
+
+
+def majority_confidence(decision: Decision) -> float | None:
+    """The share of the a/b/tie votes that went to the decision (majority's 'confidence': no model behind
+    it); None when nothing was decided."""
+    voting = sum(decision.votes.get(c, 0) for c in Choice.voting())
+    if decision.choice is None or not voting:
+        return None
+    return decision.votes.get(decision.choice, 0) / voting
+
+
+def dawid_skene(answers: Iterable[tuple[str, str, str]]) -> dict[str, tuple[Choice | None, float]]:
+    """{item: (choice, posterior probability)} by Dawid-Skene (crowd-kit) over (item, annotator, choice)
+    answers; discards do not vote. The choice is None when the top posteriors are equal (no signal either
+    way). Each annotator gets a confusion matrix, so one who always answers "a" stops outvoting the careful."""
+    import pandas as pd
+    from crowdkit.aggregation import DawidSkene
+
+    rows = [(i, w, str(c)) for i, w, c in answers if c in Choice.voting()]
+    if not rows:
+        return {}
+    frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    with (
+        warnings.catch_warnings()
+    ):  # crowd-kit 1.4.2 uses pandas keywords pandas 3 deprecates: noise per pull
+        warnings.filterwarnings("ignore", module=r"crowdkit\b")
+        probas = DawidSkene(n_iter=100).fit(frame).probas_
+    out: dict[str, tuple[Choice | None, float]] = {}
+    for task, row in probas.iterrows():
+        ranked = row.sort_values(ascending=False)
+        top, p = ranked.index[0], float(ranked.iloc[0])
+        tied = len(ranked) > 1 and abs(p - float(ranked.iloc[1])) < 1e-9
+        out[str(task)] = (None if tied else Choice(top), p)
+    return out

@@ -8,10 +8,21 @@ arrives later is a late answer.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from annotation.aggregate import Agreement, agreement, decide
+from annotation.aggregate import (
+    DAWID_SKENE,
+    MAJORITY,
+    Agreement,
+    Decision,
+    DecisionStatus,
+    agreement,
+    dawid_skene,
+    decide,
+    majority_confidence,
+)
 from annotation.records import Answer, Rejected, parse_response
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
@@ -156,19 +167,34 @@ def label(
     )
 
 
-def aggregate(session, items: dict, stored: dict, need: dict[int, int], report: PullReport) -> None:
-    """Majority vote per item of a collecting round (`need`: its min_submitted) over the latest version of each
-    answer (`stored`); write only the items whose outcome or versions used changed. Agreement covers every
-    item in scope: a closed round's items with the versions they were decided on."""
+def aggregate(
+    session,
+    items: dict,
+    stored: dict,
+    need: dict[int, int],
+    report: PullReport,
+    *,
+    excluded: Collection[str] = frozenset(),
+    method: str = MAJORITY,
+) -> None:
+    """Decide each item of a collecting round (`need`: its min_submitted) over the latest version of each
+    counted answer (`stored`, less the `excluded` annotators'), by `method`; write only the items whose
+    outcome or versions used changed. Agreement covers every item in scope: a closed round's items with the
+    versions they were decided on."""
     answers: dict[str, list[str]] = {}
     for (item_id, _annotator), row in stored.items():
-        if item_id in items:
+        if item_id in items and row.annotator not in excluded:
             answers.setdefault(item_id, []).append(row.choice)
+    open_ids = [i.id for i in items.values() if i.round_id in need]
+    posterior = _dawid_skene(session, excluded) if method == DAWID_SKENE and open_ids else {}
     changes = []
     for item in items.values():
         if item.round_id not in need:
             continue  # its round's collection ended: the decision is what was trained on
         decision = decide(answers.get(item.id, []), need[item.round_id])
+        confidence = majority_confidence(decision)
+        if method == DAWID_SKENE and decision.status is not DecisionStatus.WAITING:
+            decision, confidence = _posterior_decision(decision, posterior.get(item.id))
         status = decision.status.item_status
         if status == ItemStatus.DECIDED:
             report.decided += 1
@@ -177,11 +203,32 @@ def aggregate(session, items: dict, stored: dict, need: dict[int, int], report: 
             report.undecided += 1
         else:
             report.waiting += 1
-        if (status, decision.choice, decision.votes) != (item.status, item.decision, item.votes):
-            changes.append((item.id, status, decision.choice, decision.votes))
+        used = method if status != ItemStatus.PUSHED else None
+        outcome = (status, decision.choice, decision.votes, used, confidence)
+        if outcome != (item.status, item.decision, item.votes, item.decision_method, item.confidence):
+            changes.append((item.id, *outcome))
     report.items_changed = repo.set_outcomes(session, changes)
-    label_repo.link_latest(session, [i.id for i in items.values() if i.round_id in need], stored)
+    label_repo.link_latest(session, open_ids, stored, excluded)
     closed = [i.id for i in items.values() if i.round_id not in need]
-    used = label_repo.decided_choices(session, closed)
-    answers.update({item_id: used.get(item_id, []) for item_id in closed})
+    used_choices = label_repo.decided_choices(session, closed)
+    answers.update({item_id: used_choices.get(item_id, []) for item_id in closed})
     report.agreement = agreement(list(answers.values()))
+
+
+def _dawid_skene(session, excluded: Collection[str]) -> dict:
+    """Dawid-Skene over every stored answer of the project (latest versions, excluded annotators left out):
+    an open round gives each annotator a handful of items, too few to estimate their confusion matrix;
+    their answers in earlier rounds say how they answer."""
+    every = label_repo.labels_of(session)
+    return dawid_skene((r.item_id, r.key, r.choice) for r in every.values() if r.annotator not in excluded)
+
+
+def _posterior_decision(majority: Decision, posterior) -> tuple[Decision, float | None]:
+    """The item's decision by its Dawid-Skene posterior (votes stay the counts of the answers); only
+    discards, or equal top posteriors, leave it undecided."""
+    if posterior is None:
+        return Decision(DecisionStatus.UNDECIDED, None, majority.votes), None
+    choice, p = posterior
+    if choice is None:
+        return Decision(DecisionStatus.UNDECIDED, None, majority.votes), p
+    return Decision(DecisionStatus.DECIDED, choice, majority.votes), p

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,10 +169,13 @@ def place(
     salt: str,
     backoff: Backoff = DEFAULT_BACKOFF,
     answered_by: dict[str, set[str]] | None = None,
+    excluded: Collection[str] = frozenset(),
 ) -> Placement:
     """Give every roster annotator their dataset and decide which of `item_ids` (priority order) each must
-    get so that every item has `min_submitted` annotators (all of them when fewer)."""
-    members = roster(project, backoff)
+    get so that every item has `min_submitted` annotators (all of them when fewer). `excluded` annotators
+    (`annotators exclude`) are off the roster: what they hold does not cover an item, nothing new goes to
+    them."""
+    members = [m for m in roster(project, backoff) if m.username not in excluded]
     if not members:
         raise AnnotationSyncError(
             f"min_submitted = {project.min_submitted} places each item with that many annotators, and "
@@ -250,6 +253,7 @@ def push_to_annotators(
     backoff: Backoff = DEFAULT_BACKOFF,
     answered_by: dict[str, set[str]] | None = None,
     extra: Callable[[str], list[tuple[Any, int]]] | None = None,
+    excluded: Collection[str] = frozenset(),
 ) -> BlindPush:
     """Place the round's `items` (storage ItemContent, in priority order) in the annotators' datasets: new
     placements where an item has fewer than `min_submitted` annotators, and with `include_pushed` the records
@@ -260,7 +264,7 @@ def push_to_annotators(
     from annotation.transfer import upsert_records
 
     by_id = {i.id: i for i in items}
-    plan = place(project, [i.id for i in items], salt, backoff, answered_by)
+    plan = place(project, [i.id for i in items], salt, backoff, answered_by, excluded)
     report = BlindPush(record_ids={}, extra_ids={})
     report.recreated = sum(1 for i in items if i.argilla_record_id is not None and not plan.holders.get(i.id))
     touched: set[str] = set()

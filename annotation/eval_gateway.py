@@ -80,3 +80,27 @@ def pull_comparisons(
         repo.set_answers(session, changed)
     _LOG.info("evaluation of %s: new answers on %d of %d comparisons", checkpoint_id, len(changed), len(rows))
     return len(changed)
+
+
+def withdraw_comparisons(
+    uow, dataset: DatasetHandle, records: dict[str, str], *, what: str, backoff: Backoff = DEFAULT_BACKOFF
+) -> int:
+    """Delete the records of comparisons ({comparison id: record id}) from Argilla and forget their record ids
+    (their answers, pulled first by the caller, stay). Returns the records deleted."""
+    from annotation.api import request
+    from annotation.transfer import DELETE_BATCH
+
+    pairs = list(records.items())
+    for start in range(0, len(pairs), DELETE_BATCH):
+        chunk = pairs[start : start + DELETE_BATCH]
+        request(
+            dataset.http,
+            "DELETE",
+            f"/api/v1/datasets/{dataset.id}/records",
+            params={"ids": ",".join(rid for _, rid in chunk)},
+            what=f"{what} ({len(chunk)} records)",
+            backoff=backoff,
+        )
+        with uow() as session:
+            repo.mark_withdrawn(session, [cid for cid, _ in chunk])
+    return len(pairs)

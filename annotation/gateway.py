@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from annotation import answers, gold
+from annotation.aggregate import MAJORITY
 from annotation.answers import PullReport, Skipped
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
@@ -36,6 +37,7 @@ from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, up
 from storage.repositories import gold as gold_repo
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
+from storage.repositories.exclusions import excluded_names
 
 _LOG = logging.getLogger(__name__)
 
@@ -152,9 +154,11 @@ def _push_blind(
 ) -> PushReport:
     """push_items with overlap: records go to the annotators' own datasets (annotation.blind)."""
     answered_by: dict[str, set[str]] = {}
-    with uow() as session:  # a removed annotator's stored answer still covers its item
+    with uow() as session:  # a removed annotator's stored answer still covers its item; an excluded one's not
+        excluded = excluded_names(session)
         for (item_id, _who), row in label_repo.labels_of(session, round_id).items():
-            answered_by.setdefault(item_id, set()).add(row.annotator)  # placement goes by username
+            if row.annotator not in excluded:
+                answered_by.setdefault(item_id, set()).add(row.annotator)  # placement goes by username
     done = push_to_annotators(
         dataset,
         every,
@@ -165,6 +169,7 @@ def _push_blind(
         backoff=backoff,
         answered_by=answered_by,
         extra=gold.blind_todo(uow, round_id, len(every), gold_per_round, include_pushed=include_pushed),
+        excluded=excluded,
     )
     with uow() as session:
         repo.mark_pushed(session, done.record_ids or {})
@@ -199,6 +204,7 @@ class WithdrawReport:
     rounds: list[int] = field(default_factory=list)  # ids of the cancelled rounds that had waiting records
     withdrawn: int = 0  # records deleted from Argilla
     labels: int = 0  # answers on them stored first (new or changed)
+    evaluation_records: int = 0  # records of those rounds' human evaluations deleted (loop.rounds.eval_queue)
 
 
 def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> WithdrawReport:
@@ -259,13 +265,15 @@ def pull_labels(
     *,
     min_submitted: int | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
+    aggregation: str = MAJORITY,
 ) -> PullReport:
     """Read every response of the dataset, upsert labels and re-aggregate the items (of one round or all)
     whose round still collects; the others keep their decisions (their new answers count as late labels).
 
     An item needs its round's min_submitted answers before it is decided or undecided: the value the round
     recorded when it started; a round without one records `min_submitted` (default: the dataset's overlap).
-    Pulling again without new answers changes nothing.
+    Pulling again without new answers changes nothing. Excluded annotators' answers are stored, not counted;
+    `aggregation` is majority or dawid-skene (annotation.aggregate).
     """
     t0 = time.perf_counter()
     fallback = dataset.min_submitted if min_submitted is None else min_submitted
@@ -282,7 +290,10 @@ def pull_labels(
         label_repo.add_label_versions(session, writes)
         # Read back with row ids: a decision links the versions it was made from.
         latest = label_repo.labels_of(session, round_id) if writes or scope.claims else scope.stored
-        answers.aggregate(session, scope.items, latest, scope.need, report)
+        excluded = excluded_names(session)
+        answers.aggregate(
+            session, scope.items, latest, scope.need, report, excluded=excluded, method=aggregation
+        )
         report.late = label_repo.late_answers(session, round_id)
     report.seconds = time.perf_counter() - t0
     _log_pull(report)

@@ -305,6 +305,13 @@ class ArgillaConfig(_Section):
         "like the round's items; each annotator sees a gold item at most once. Their answers measure the "
         "annotators and are never trained on, exported or counted in the round's figures.",
     )
+    aggregation: Literal["majority", "dawid-skene"] = Field(
+        "majority",
+        description="How the answers of an open round's items become decisions: majority (ties between the top "
+        "choices stay undecided; confidence = the share of votes) or dawid-skene (crowd-kit, fitted on every "
+        "stored answer of the project so each annotator's error pattern is estimated; confidence = the "
+        "posterior). Closed rounds keep their decisions.",
+    )
     markdown: bool = Field(
         False,
         description="Render prompts and responses as Markdown, stacked (Argilla's sanitising renderer), instead "
@@ -430,6 +437,14 @@ class EvaluationConfig(_Section):
     )
     n_bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the win rate's 95% interval.")
     seed: int = Field(1, description="Seed for evaluation sampling and the bootstrap.")
+    human_deadline_hours: float = Field(
+        72.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Hours a human evaluation's comparisons wait for answers (like [scheduler] "
+        "collect_deadline_hours); past it the win rate is stored over the comparisons answered so far and the "
+        "unanswered records leave the annotators' queue (none answered: the round waits, blocked).",
+    )
 
 
 class SchedulerConfig(_Section):

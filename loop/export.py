@@ -69,6 +69,10 @@ def export_row(p: ExportPair, *, include_late: bool = False) -> dict[str, Any]:
         "annotators": [lb.annotator for lb in p.labels],
         "choices": [side.get(lb.choice, str(lb.choice)) for lb in p.labels],  # chosen|rejected|tie|discard
         "rationales": [lb.rationale for lb in p.labels],
+        # True: the annotator was excluded (`annotators exclude`): answer kept, not counted in the decision
+        "excluded": [lb.excluded for lb in p.labels],
+        "decision_method": p.decision_method,  # majority | dawid-skene
+        "confidence": p.confidence,  # posterior probability of the decision (majority: its share of votes)
         "round": p.round_number,
         "arm": p.arm,
         "round_id": p.round_id,
@@ -100,6 +104,9 @@ def _parquet_schema(include_late: bool = False):
             ("annotators", pa.list_(pa.string())),
             ("choices", pa.list_(pa.string())),
             ("rationales", pa.list_(pa.string())),
+            ("excluded", pa.list_(pa.bool_())),
+            ("decision_method", pa.string()),
+            ("confidence", pa.float64()),
             ("round", pa.int64()),
             ("arm", pa.string()),
             ("round_id", pa.int64()),

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -217,6 +218,10 @@ class AnnotationItem(Base):
         StrEnumType(Choice, 8), comment="a|b|tie after aggregation"
     )
     votes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    decision_method: Mapped[str | None] = mapped_column(String(20), comment="majority | dawid-skene")
+    confidence: Mapped[float | None] = mapped_column(
+        Float, comment="posterior probability of the decision (majority: share of the votes)"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -257,6 +262,26 @@ class DecisionLabel(Base):
     __tablename__ = "decision_labels"
     item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), primary_key=True)
     label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+    counted: Mapped[bool] = mapped_column(
+        Boolean,
+        default=True,
+        server_default=true(),
+        comment="false: the annotator was excluded (linked for export, not counted)",
+    )
+
+
+class AnnotatorExclusion(Base):
+    """One period in which an annotator's answers do not count (`annotators exclude` .. `include`): their
+    answers stay stored; open rounds are re-decided without them, closed rounds keep their decisions."""
+
+    __tablename__ = "annotator_exclusions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(200), index=True, comment="Argilla username")
+    reason: Mapped[str | None] = mapped_column(Text)
+    excluded_by: Mapped[str] = mapped_column(String(200))
+    excluded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    included_by: Mapped[str | None] = mapped_column(String(200))
+    included_at: Mapped[datetime | None] = mapped_column(comment="NULL: still excluded")
 
 
 class GoldItem(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from loop.cli import exclusions
 from loop.cli.common import (
     UserError,
     add_command,
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     reset = an.add_parser("reset-password", help="give an annotator a new password and print it (once)")
     reset.add_argument("name", help="username")
+    exclusions.register(an)
     bot = an.add_parser(
         "bot",
         help=f"label an annotator's pending records with a rule, as that annotator (key in ${BOT_KEY_ENV}): "
@@ -70,6 +72,8 @@ def cmd_annotators(args: argparse.Namespace) -> int:
     from loop.argilla_client import connect_client
 
     cfg = config_from(args)
+    if args.annotators_command in ("exclude", "include"):  # our database first: Argilla may be down
+        return exclusions.cmd_exclusion(args, cfg)
     client = connect_client(cfg)
     handlers = {
         "add": _annotators_add,

@@ -160,6 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from loop.rounds.scheduler import scheduler_status
     from storage.db import UnitOfWork
     from storage.repositories import queries
+    from storage.repositories.exclusions import exclusions
     from storage.repositories.items import audit_outcomes
     from storage.repositories.labels import late_answers
     from storage.repositories.operator_commands import recent_commands
@@ -180,6 +181,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             "answers": queries.label_count(session),
             "annotators": queries.answers_per_annotator(session),
             "reliability": annotator_reliability(session, cfg.quality),
+            "excluded_annotators": [
+                {
+                    "annotator": e.annotator,
+                    "since": e.since.isoformat(timespec="seconds"),
+                    "by": e.by,
+                    "reason": e.reason,
+                }
+                for e in exclusions(session)
+            ],
             "late_answers": [late_answer_json(a) for a in late_answers(session)],
             "evaluations": queries.evaluations_summary(session),
             "operator_actions": queries.recent_actions(session),

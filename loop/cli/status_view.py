@@ -81,6 +81,7 @@ def render(status: dict) -> list[str]:
     lines = [f"database:   {status['database']}", f"pool:       {_pool(status['pool'])}"]
     lines.append(f"answers:    {status['answers']} collected (one annotator's answer to one item each)")
     lines += _annotators(status["annotators"], (status.get("reliability") or {}).get("annotators", {}))
+    lines += exclusion_lines(status.get("excluded_annotators") or [])
     lines += late_line(status.get("late_answers") or [])
     lines.append(_scheduler_line(status["scheduler"]))
     lines += command_lines(status.get("operator_commands", []))
@@ -110,6 +111,16 @@ def render(status: dict) -> list[str]:
             payload = ", ".join(f"{k} {v}" for k, v in (a["payload"] or {}).items())
             lines.append(f"  {a['at']} {a['actor']}: {a['action']}" + (f" ({payload})" if payload else ""))
     return lines
+
+
+def exclusion_lines(excluded: list[dict]) -> list[str]:
+    """Annotators whose answers do not count now (`annotators exclude`), who and since when."""
+    return [
+        f"excluded:   {e['annotator']} since {e['since']} by {e['by']}"
+        + (f" ({e['reason']})" if e["reason"] else "")
+        + ": answers kept and exported flagged, not counted in open or later rounds"
+        for e in excluded
+    ]
 
 
 def command_lines(commands: list[dict]) -> list[str]:

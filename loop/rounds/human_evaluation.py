@@ -17,20 +17,25 @@ import zlib
 
 from loop.config import Config
 from loop.evaluation.human import HUMAN, Compared, human_win_rate, settled
+from loop.rounds.eval_queue import (
+    answered,
+    counted,
+    deadline,
+    eval_dataset_name,
+    past_deadline,
+    unanswered_records,
+)
 from loop.rounds.training import TrainingDataError, check_policies
 from loop.rounds.waits import Wait, WaitKind
 from storage.db import UnitOfWork
-from storage.models import Checkpoint, EvalComparison, Evaluation
+from storage.models import Checkpoint, Evaluation
 from storage.repositories import eval_comparisons as repo
 from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.evaluations import add_evaluation, find_evaluation
+from storage.repositories.exclusions import excluded_names
 from storage.repositories.items import record_min_submitted
 
 log = logging.getLogger(__name__)
-
-
-def eval_dataset_name(cfg: Config) -> str:
-    return f"{cfg.argilla.dataset}-eval"
 
 
 def comparison_id(checkpoint_id: str, reference_id: str, prompt_id: str, policy: str, reference: str) -> str:
@@ -38,16 +43,12 @@ def comparison_id(checkpoint_id: str, reference_id: str, prompt_id: str, policy:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def compared(rows: list[EvalComparison]) -> list[Compared]:
-    return [Compared(c.prompt_id, c.policy_side, dict(c.answers or {}), c.min_submitted) for c in rows]
-
-
-def waiting_line(rows: list[EvalComparison]) -> Wait | None:
+def waiting_line(shown: list[Compared]) -> Wait | None:
     """None once every comparison is answered by its overlap, else what the evaluation waits for."""
-    done = sum(settled(c) for c in compared(rows))
-    if rows and done == len(rows):
+    done = sum(settled(c) for c in shown)
+    if shown and done == len(shown):
         return None
-    return Wait(WaitKind.HUMAN_EVALUATION, f"human evaluation: {done} of {len(rows)} comparisons answered")
+    return Wait(WaitKind.HUMAN_EVALUATION, f"human evaluation: {done} of {len(shown)} comparisons answered")
 
 
 def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> Wait | None:
@@ -55,7 +56,12 @@ def evaluation_waits(session, cfg: Config, checkpoint_id: str) -> Wait | None:
     reference = ensure_initial_checkpoint(session, cfg.policy.model)
     if find_evaluation(session, checkpoint_id, reference, HUMAN) is not None:
         return None
-    return waiting_line(repo.comparisons(session, checkpoint_id, reference))
+    rows = repo.comparisons(session, checkpoint_id, reference)
+    shown = counted(rows, excluded_names(session))
+    waiting = waiting_line(shown)
+    if waiting is not None and past_deadline(cfg, rows) and not answered(shown):
+        return Wait(WaitKind.BLOCKED, "human evaluation deadline passed with no comparison answered")
+    return waiting
 
 
 def _sides(cfg: Config, checkpoint_id: str, n: int) -> list[str]:
@@ -138,13 +144,27 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
     pull_comparisons(uow, dataset, checkpoint_id, reference)
     with uow() as session:
         rows = repo.comparisons(session, checkpoint_id, reference)
-        waiting = waiting_line(rows)
-        if waiting is not None:
+        excluded = excluded_names(session)
+        shown = counted(rows, excluded)  # an excluded annotator's answers are kept, not counted
+        waiting = waiting_line(shown)
+        late = waiting is not None and past_deadline(cfg, rows)
+        if waiting is not None and not (late and answered(shown)):
             where = f"(Argilla dataset {dataset.name!r}: {dataset.annotation_url})"
-            return Wait(waiting.kind, f"{waiting.reason} {where}")
+            if late:
+                return Wait(
+                    WaitKind.BLOCKED,
+                    f"human evaluation deadline passed with no comparison answered {where}; waiting for "
+                    "annotators",
+                )
+            due = deadline(cfg, rows)
+            until = f", deadline {due:%Y-%m-%d %H:%M} UTC" if due else ""
+            return Wait(waiting.kind, f"{waiting.reason}{until} {where}")
         rate, details = human_win_rate(
-            compared(rows), n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.evaluation.seed
+            shown, n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.evaluation.seed
         )
+        details["excluded_annotators"] = sorted(excluded & {a for c in rows for a in (c.answers or {})})
+        leftover = unanswered_records(rows, shown) if late else {}
+        details["deadline_passed"], details["unanswered"] = late, len(leftover)
         row = add_evaluation(
             session,
             checkpoint_id=checkpoint_id,
@@ -156,6 +176,11 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
             ci_high=rate.ci_high,
             details=details,
         )
+    if leftover:  # past the deadline: what nobody answered leaves the queue, as collection's items do
+        from annotation.eval_gateway import withdraw_comparisons
+
+        what = f"withdraw the unanswered human evaluation records of {checkpoint_id} (deadline passed)"
+        withdraw_comparisons(uow, dataset, leftover, what=what)
     log.info(
         "evaluated %s vs %s by humans: win rate %.3f [%.3f, %.3f] on %d prompts",
         checkpoint_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from loop.config import Config
+from loop.rounds.exclusions import REDECIDE, redecide_round
 from loop.rounds.operator_settings import actor
 from storage.db import UnitOfWork
 from storage.errors import PvarLoopError
@@ -79,6 +80,8 @@ def _run(uow: UnitOfWork, cfg: Config, services, command: str, number: int, arm:
         return (
             f"{cancel_round(uow, number, reason or 'cancelled by operator', arm)}; {withdraw_text(cfg, uow)}"
         )
+    if command == REDECIDE:  # an annotator excluded or included
+        return redecide_round(cfg, uow, number, arm)
     if command == ADVANCE:
         before, after = advance_round(uow, cfg, number, services, arm=arm)
         return f"round {number}: " + (f"{before} -> {after}" if after != before else f"still {after}")
@@ -100,9 +103,14 @@ def withdraw_text(cfg: Config, uow: UnitOfWork) -> str:
             f"its records stay in Argilla's queue for now ({e}); the next `pvar-loop push` or "
             "`pull` (or the scheduler's) removes them"
         )
+    evaluations = (
+        f"; withdrew {report.evaluation_records} records of its human evaluation (answers stored first)"
+        if report is not None and report.evaluation_records
+        else ""
+    )
     if report is None or not report.withdrawn:
-        return "no records of it were waiting in Argilla"
+        return "no records of it were waiting in Argilla" + evaluations
     return (
         f"withdrew {report.withdrawn} waiting records from Argilla ({report.labels} answers on them stored "
-        "first; kept, not trained on)"
+        "first; kept, not trained on)" + evaluations
     )

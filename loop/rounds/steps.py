@@ -86,11 +86,14 @@ def record_links(uow: UnitOfWork, dataset, round_id: int) -> tuple[int, dict[str
 def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     from annotation.api import AnnotationSyncError
     from annotation.blind import blind
+    from annotation.exclusions import release_shared
     from annotation.gateway import pull_labels, push_items, withdraw_cancelled
     from loop.argilla_client import connect_dataset
+    from loop.rounds.eval_queue import withdraw_cancelled_evaluations
 
     dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
     withdraw_cancelled(uow, dataset)  # what a cancel could not take out of the queue (Argilla was down)
+    withdraw_cancelled_evaluations(cfg, uow)
     if blind(dataset):  # an annotator added (or removed) since the push: place what coverage lacks
         try:
             placed = push_items(
@@ -105,8 +108,12 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
         else:
             if placed.pushed:  # a newcomer's queue: their link joins the round's
                 record_links(uow, dataset, round_id)
-    report = pull_labels(uow, dataset, round_id=round_id)  # logs its counts
+    report = pull_labels(uow, dataset, round_id=round_id, aggregation=cfg.argilla.aggregation)  # logs counts
     log.debug("round id %s: pulled %s", round_id, report)
+    if not blind(
+        dataset
+    ):  # an excluded annotator's new answer must not take a record out of the others' queue
+        release_shared(uow, dataset, round_id)
     if _records_gone(uow, round_id, report):
         # Deleted in Argilla (a record, or the whole dataset, which connect_dataset made anew): collection
         # cannot go on without them, so they go back into the queue as a push would put them.
@@ -153,26 +160,39 @@ def pull_answers(cfg: Config, uow: UnitOfWork, round_id: int | None, round_numbe
     if dataset is None:
         return None
     withdrawn = withdraw_cancelled(uow, dataset)
-    report = pull_labels(uow, dataset, round_id)
+    report = pull_labels(uow, dataset, round_id, aggregation=cfg.argilla.aggregation)
     # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
     progress = round_progress(dataset, round_number) if round_number else None
     return PulledAnswers(report, withdrawn, progress)
 
 
 def withdraw(cfg: Config, uow: UnitOfWork):
-    """Take the waiting records of cancelled rounds out of Argilla (annotation.gateway.withdraw_cancelled);
-    None when there is nothing to withdraw (Argilla is not contacted) or no dataset yet."""
+    """Take the waiting records of cancelled rounds out of Argilla (annotation.gateway.withdraw_cancelled), and
+    their human evaluations' records (loop.rounds.eval_queue); None when there is nothing to withdraw
+    (Argilla is not contacted) or no dataset yet."""
+    from loop.rounds.eval_queue import withdraw_cancelled_evaluations
     from storage.repositories.items import records_to_withdraw
 
+    evaluations = withdraw_cancelled_evaluations(cfg, uow)
     with uow() as session:
         if not records_to_withdraw(session):
-            return None
+            return _evaluations_only(evaluations)
     from annotation.dataset import open_dataset
     from annotation.gateway import withdraw_cancelled
     from loop.argilla_client import connect_client
 
     dataset = open_dataset(connect_client(cfg), cfg.argilla.dataset, cfg.argilla.workspace)
-    return None if dataset is None else withdraw_cancelled(uow, dataset)
+    report = None if dataset is None else withdraw_cancelled(uow, dataset)
+    if report is None:
+        return _evaluations_only(evaluations)
+    report.evaluation_records = evaluations
+    return report
+
+
+def _evaluations_only(evaluations: int):
+    from annotation.gateway import WithdrawReport
+
+    return WithdrawReport(evaluation_records=evaluations) if evaluations else None
 
 
 def train(cfg: Config, uow: UnitOfWork, round_id: int) -> str | None:

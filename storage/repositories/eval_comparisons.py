@@ -55,3 +55,30 @@ def set_answers(session: Session, answers: Mapping[str, dict[str, str]]) -> int:
     if answers:
         session.execute(update(EvalComparison), [{"id": cid, "answers": a} for cid, a in answers.items()])
     return len(answers)
+
+
+def comparisons_to_withdraw(session: Session) -> dict[tuple[str, str], dict[str, str]]:
+    """{(checkpoint, reference): {comparison id: Argilla record id}} of the comparisons still in Argilla whose
+    checkpoint's round was cancelled (or failed): their records leave the annotators' queue."""
+    from storage.models import Checkpoint, Round
+    from storage.statuses import RoundStatus
+
+    stmt = (
+        select(EvalComparison.checkpoint_id, EvalComparison.reference_id, EvalComparison.id)
+        .add_columns(EvalComparison.argilla_record_id)
+        .join(Checkpoint, Checkpoint.id == EvalComparison.checkpoint_id)
+        .join(Round, Round.id == Checkpoint.round_id)
+        .where(EvalComparison.argilla_record_id.is_not(None), Round.status.in_(RoundStatus.freeing_states()))
+    )
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for checkpoint, reference, cid, record in session.execute(stmt):
+        out.setdefault((checkpoint, reference), {})[cid] = record
+    return out
+
+
+def mark_withdrawn(session: Session, comparison_ids: Sequence[str]) -> None:
+    """Forget the record ids of comparisons deleted from Argilla (their answers stay)."""
+    if comparison_ids:
+        session.execute(
+            update(EvalComparison), [{"id": cid, "argilla_record_id": None} for cid in comparison_ids]
+        )

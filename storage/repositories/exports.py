@@ -19,6 +19,7 @@ class ExportLabel:
     annotator: str
     choice: str  # a | b | tie | discard, our orientation (a = generation_a)
     rationale: str | None
+    excluded: bool = False  # linked to the decision but not counted: the annotator was excluded
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ExportPair:
     labels: list[ExportLabel]  # the versions the decision was made from
     prompt_metadata: dict  # what ingest kept of the prompt's row: its extra columns and `metadata`
     late: list[ExportLabel] = field(default_factory=list)  # answers given or changed after (include_late)
+    decision_method: str | None = None  # majority | dawid-skene (None: decided before 0014)
+    confidence: float | None = None  # posterior probability of the decision
 
 
 def exported_pairs(
@@ -77,6 +80,8 @@ def exported_pairs(
             labels.get(row.AnnotationItem.id, []),
             metas.get(row.AnnotationItem.prompt_id) or {},
             late.get(row.AnnotationItem.id, []),
+            row.AnnotationItem.decision_method,
+            row.AnnotationItem.confidence,
         )
         for row in rows
     ]
@@ -93,13 +98,13 @@ def _labels_by_item(session: Session, item_ids: list[str]) -> dict[str, list[Exp
     rows = select_in(
         session,
         lambda chunk: (
-            select(Label.item_id, Label.annotator, Label.choice, Label.rationale)
+            select(Label.item_id, Label.annotator, Label.choice, Label.rationale, DecisionLabel.counted)
             .join(DecisionLabel, DecisionLabel.label_id == Label.id)
             .where(DecisionLabel.item_id.in_(chunk))
         ),
         item_ids,
     )
     out: dict[str, list[ExportLabel]] = {}
-    for item_id, annotator, choice, rationale in sorted(rows, key=lambda r: (r[0], r[1])):
-        out.setdefault(item_id, []).append(ExportLabel(annotator, choice, rationale))
+    for item_id, annotator, choice, rationale, counted in sorted(rows, key=lambda r: (r[0], r[1])):
+        out.setdefault(item_id, []).append(ExportLabel(annotator, choice, rationale, not counted))
     return out

@@ -44,6 +44,8 @@ class ItemState:
     decision: str | None
     votes: dict[str, Any]
     argilla_record_id: str | None
+    decision_method: str | None = None
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,17 @@ def pushed_items(session: Session, round_id: int | None = None) -> list[ItemStat
     if round_id is not None:
         stmt = stmt.where(AnnotationItem.round_id == round_id)
     return [
-        ItemState(i.id, i.round_id, i.swapped, i.status, i.decision, dict(i.votes or {}), i.argilla_record_id)
+        ItemState(
+            i.id,
+            i.round_id,
+            i.swapped,
+            i.status,
+            i.decision,
+            dict(i.votes or {}),
+            i.argilla_record_id,
+            i.decision_method,
+            i.confidence,
+        )
         for i in session.scalars(stmt.order_by(AnnotationItem.id))
     ]
 
@@ -278,11 +290,14 @@ def known_item_ids(session: Session) -> set[str]:
     return set(session.scalars(select(AnnotationItem.id)))
 
 
-def set_outcomes(
-    session: Session, outcomes: Iterable[tuple[str, ItemStatus, str | None, dict[str, int]]]
-) -> int:
-    """(item id, status, decision, votes) per item; returns how many were written."""
-    params = [{"id": i, "status": s, "decision": d, "votes": v} for i, s, d, v in outcomes]
+def set_outcomes(session: Session, outcomes: Iterable[tuple]) -> int:
+    """(item id, status, decision, votes[, method, confidence]) per item; returns how many were written."""
+    params = []
+    for i, s, d, v, *rest in outcomes:
+        row = {"id": i, "status": s, "decision": d, "votes": v}
+        if rest:
+            row["decision_method"], row["confidence"] = rest
+        params.append(row)
     if params:
         session.execute(update(AnnotationItem), params)
     return len(params)

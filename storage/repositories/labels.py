@@ -8,7 +8,7 @@ collection ends. Everything about a closed round reads those links; later versio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -139,32 +139,57 @@ def decision_links(session: Session, item_ids: Sequence[str]) -> dict[str, set[i
     return out
 
 
-def link_latest(session: Session, item_ids: Iterable[str], latest: Mapping[tuple[str, str], LabelRow]) -> int:
+def link_latest(
+    session: Session,
+    item_ids: Iterable[str],
+    latest: Mapping[tuple[str, str], LabelRow],
+    excluded: Collection[str] = frozenset(),
+) -> int:
     """Link each item's decision to the latest version of each of its answers where that changed (links only:
-    no answer is touched). Only for items of rounds that still collect: a closed round's links are what it was
-    decided and trained on. Returns the items relinked."""
-    wanted: dict[str, set[int]] = {i: set() for i in item_ids}
+    no answer is touched); the answers of `excluded` usernames are linked as not counted (export shows them,
+    flagged). Only for items of rounds that still collect: a closed round's links are what it was decided and
+    trained on. Returns the items relinked."""
+    wanted: dict[str, set[tuple[int, bool]]] = {i: set() for i in item_ids}
     for (item_id, _key), row in latest.items():
         if item_id in wanted and row.id is not None:
-            wanted[item_id].add(row.id)
-    current = decision_links(session, list(wanted))
+            wanted[item_id].add((row.id, row.annotator not in excluded))
+    current = _links(session, list(wanted))
     changed = [i for i, ids in wanted.items() if ids != current.get(i, set())]
     for chunk in in_chunks(changed):
         session.execute(delete(DecisionLabel).where(DecisionLabel.item_id.in_(chunk)))
-    rows = [{"item_id": i, "label_id": lid} for i in changed for lid in sorted(wanted[i])]
+    rows = [
+        {"item_id": i, "label_id": lid, "counted": counted}
+        for i in changed
+        for lid, counted in sorted(wanted[i])
+    ]
     if rows:
         session.execute(insert(DecisionLabel), rows)
     return len(changed)
 
 
+def _links(session: Session, item_ids: Sequence[str]) -> dict[str, set[tuple[int, bool]]]:
+    rows = select_in(
+        session,
+        lambda chunk: select(DecisionLabel.item_id, DecisionLabel.label_id, DecisionLabel.counted).where(
+            DecisionLabel.item_id.in_(chunk)
+        ),
+        item_ids,
+    )
+    out: dict[str, set[tuple[int, bool]]] = {}
+    for item_id, label_id, counted in rows:
+        out.setdefault(item_id, set()).add((label_id, bool(counted)))
+    return out
+
+
 def decided_choices(session: Session, item_ids: Sequence[str]) -> dict[str, list[str]]:
-    """{item id: choices of the label versions its decision was made from}."""
+    """{item id: choices of the label versions its decision was made from (counted ones: an excluded
+    annotator's answer is linked but did not count)}."""
     rows = select_in(
         session,
         lambda chunk: (
             select(DecisionLabel.item_id, Label.choice)
             .join(Label, Label.id == DecisionLabel.label_id)
-            .where(DecisionLabel.item_id.in_(chunk))
+            .where(DecisionLabel.item_id.in_(chunk), DecisionLabel.counted)
         ),
         item_ids,
     )
@@ -181,6 +206,7 @@ def label_choices(session: Session) -> list[tuple[int, str, str, str]]:
         select(AnnotationItem.round_id, Label.item_id, Label.annotator, Label.choice)
         .join(DecisionLabel, DecisionLabel.label_id == Label.id)
         .join(AnnotationItem, AnnotationItem.id == Label.item_id)
+        .where(DecisionLabel.counted)
     )
     return [tuple(row) for row in session.execute(stmt).all()]
 

@@ -123,6 +123,7 @@ def round_label_choices(session: Session) -> list[tuple[str, int, str, str]]:
         .join(DecisionLabel, DecisionLabel.label_id == Label.id)
         .join(AnnotationItem, AnnotationItem.id == Label.item_id)
         .join(Round, Round.id == AnnotationItem.round_id)
+        .where(DecisionLabel.counted)  # an excluded annotator's answer is linked, not counted
     )
     return [tuple(row) for row in session.execute(stmt).all()]
 

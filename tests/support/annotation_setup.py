@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from loop.rounds.pairing import create_items
 from storage.models import AnnotationItem, Checkpoint, Generation, Prompt, PromptScore, RewardScore, Round
 from storage.statuses import PRODUCTION_ARM, RoundStatus
@@ -100,7 +102,17 @@ def make_round_items(
         assert written == n and not ties
         round_id = rnd.id
     with uow() as s:
-        items = s.query(AnnotationItem).filter_by(round_id=round_id).order_by(AnnotationItem.id).all()
+        # Only the columns this needs: migration tests call it on older schemas, before later columns exist.
+        columns = (
+            AnnotationItem.id,
+            AnnotationItem.prompt_id,
+            AnnotationItem.generation_a_id,
+            AnnotationItem.generation_b_id,
+            AnnotationItem.swapped,
+        )
+        items = s.execute(
+            select(*columns).where(AnnotationItem.round_id == round_id).order_by(AnnotationItem.id)
+        ).all()
         gen_text = {g.id: g.text for g in s.query(Generation)}
         prompt_text = dict(zip(pids, texts, strict=True))
         return RoundItems(
