@@ -18,7 +18,8 @@ from loop.cli import app
 from loop.cli.common import UserError, add_command
 from storage.errors import PvarLoopError
 
-NOT_COMMAND_MODULES = {"app", "common", "__main__", "status_view", "quality_view"}
+# Helpers of command modules: views, and the handlers `annotators exclude|include` call.
+NOT_COMMAND_MODULES = {"app", "common", "__main__", "status_view", "quality_view", "exclusions"}
 
 
 def test_every_command_module_is_registered():
