@@ -126,12 +126,14 @@ def _annotators_list(args, cfg, client) -> int:
     from loop.cli.quality_view import LEGEND, alpha_lines, table
     from loop.quality.inputs import annotator_reliability
     from storage.db import UnitOfWork
+    from storage.repositories.exclusions import exclusions
     from storage.repositories.queries import answers_per_annotator
 
     members = workspace_members(client.http_client, cfg.argilla.workspace)
     with UnitOfWork(open_engine(cfg))() as session:
         pulled = {a["username"]: a for a in answers_per_annotator(session)}
         quality = annotator_reliability(session, cfg.quality)
+        excluded = {e.annotator: e for e in exclusions(session)}
     none = {"submitted": 0, "discarded": 0}
     rows = [
         {
@@ -149,6 +151,8 @@ def _annotators_list(args, cfg, client) -> int:
         if who not in known
     ]
     for r in rows:
+        e = excluded.get(r["username"])
+        r["excluded"] = e and {"since": e.since.isoformat(timespec="seconds"), "by": e.by, "reason": e.reason}
         r["reliability"] = quality["annotators"].get(r["username"])
         r["rounds"] = [
             {"round": q["round"], "alpha": q["alpha"], **q["annotators"][r["username"]]}

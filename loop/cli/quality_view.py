@@ -57,6 +57,8 @@ def table(rows: list[dict]) -> list[str]:
     body = []
     for r in rows:
         role = r["role"] if r["in_workspace"] else "removed"
+        if r.get("excluded"):
+            role = f"{role}, excluded"  # answers kept, not counted (`annotators include` counts them again)
         figures = r.get("reliability")
         body.append(
             {

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from loop.quality.flags import flag_all
 from loop.quality.reliability import GoldRow, ItemAnswer, as_json, reliability
+from storage.repositories import eval_comparisons as eval_repo
 from storage.repositories import gold as gold_repo
 from storage.repositories import labels as labels_repo
 from storage.repositories import rounds as rounds_repo
+from storage.statuses import Verdict
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -25,11 +27,18 @@ def _gold_rows(session: Session, round_id: int | None) -> Sequence[GoldRow]:
 
 
 def item_answers(session: Session, round_id: int | None = None) -> list[ItemAnswer]:
-    """The latest version of every round-item answer (of one round or all) as reliability reads it."""
-    return [
+    """The latest version of every round-item answer (of one round or all) as reliability reads it, and the
+    human-evaluation answers on the checkpoint each round trained (items "eval:<comparison id>", a = the
+    checkpoint's response; Argilla's answer times are not stored for them, so they have no pace)."""
+    answers = [
         ItemAnswer(r.round_id, r.item_id, r.annotator, r.choice, r.swapped, r.answered_at)
         for r in labels_repo.shown_answers(session, round_id)
     ]
+    answers += [
+        ItemAnswer(rid, f"eval:{cid}", annotator, Verdict(verdict).choice, swapped, None)
+        for rid, cid, annotator, verdict, swapped in eval_repo.evaluation_answers(session, round_id)
+    ]
+    return answers
 
 
 def annotator_reliability(session: Session, quality: QualityConfig, round_id: int | None = None) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import EvalComparison, Prompt
+from storage.models import Checkpoint, EvalComparison, Prompt
 from storage.repositories.prompts import EVAL
 from storage.upsert import upsert
 
@@ -82,3 +82,23 @@ def mark_withdrawn(session: Session, comparison_ids: Sequence[str]) -> None:
         session.execute(
             update(EvalComparison), [{"id": cid, "argilla_record_id": None} for cid in comparison_ids]
         )
+
+
+def evaluation_answers(
+    session: Session, round_id: int | None = None
+) -> list[tuple[int, str, str, str, bool]]:
+    """Every stored human-evaluation answer of a checkpoint some round trained (of one round or all), as
+    (round id, comparison id, annotator, verdict, whether the checkpoint's response was shown as B)."""
+    stmt = (
+        select(Checkpoint.round_id, EvalComparison.id, EvalComparison.answers, EvalComparison.policy_side)
+        .join(Checkpoint, Checkpoint.id == EvalComparison.checkpoint_id)
+        .where(Checkpoint.round_id.is_not(None))
+        .order_by(Checkpoint.round_id, EvalComparison.id)
+    )
+    if round_id is not None:
+        stmt = stmt.where(Checkpoint.round_id == round_id)
+    return [
+        (rid, cid, annotator, verdict, side == "b")
+        for rid, cid, answers, side in session.execute(stmt)
+        for annotator, verdict in sorted((answers or {}).items())
+    ]

@@ -164,3 +164,54 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
         f.startswith(f"gold accuracy {r['gold_accuracy']:.2f} ({r['gold_correct']} of {GOLD}")
         for f in r["flags"]
     )
+
+
+def test_human_evaluation_answers_count_in_the_figures_of_the_round_whose_checkpoint_they_judge(uow) -> None:
+    """Issue 23 s6: a human evaluation's answers get the same figures, in the round that trained the
+    checkpoint: the side swap undone, agreement and kappa between its annotators (no Argilla needed)."""
+    from sqlalchemy import update
+
+    from loop.config import QualityConfig
+    from loop.quality.inputs import annotator_reliability
+    from storage.models import Checkpoint, Prompt
+    from storage.repositories.checkpoints import ensure_checkpoint, ensure_initial_checkpoint
+    from storage.repositories.eval_comparisons import add_comparisons
+    from tests.support.annotation_setup import prompt_id
+
+    rnd = make_round_items(uow, 1, status=RoundStatus.EVALUATING, tag="heval ")
+    texts = [f"heval prompt {i}" for i in range(4)]
+    with uow() as s:
+        reference = ensure_initial_checkpoint(s, "initial-policy")
+        ensure_checkpoint(s, "heval-policy", "trained")
+        s.execute(update(Checkpoint).where(Checkpoint.id == "heval-policy").values(round_id=rnd.round_id))
+        s.add_all(Prompt(id=prompt_id(t), text=t, source="test", split="eval", meta={}) for t in texts)
+        s.flush()
+        add_comparisons(
+            s,
+            [
+                {
+                    "id": f"heval-{i}",
+                    "checkpoint_id": "heval-policy",
+                    "reference_id": reference,
+                    "prompt_id": prompt_id(t),
+                    "policy_text": f"policy answer {i}",
+                    "reference_text": f"reference answer {i}",
+                    "policy_side": "ab"[i % 2],  # the checkpoint's shown as A, then as B
+                    "min_submitted": 2,
+                    "answers": {"alice": "policy", "bob": "reference"},
+                }
+                for i, t in enumerate(texts)
+            ],
+        )
+    with uow() as s:
+        rel = annotator_reliability(s, QualityConfig(min_answers=1))
+    alice, bob = rel["annotators"]["alice"], rel["annotators"]["bob"]
+    assert (alice["answers"], alice["ab_answers"], alice["shown_a"]) == (
+        4,
+        4,
+        2,
+    )  # swap undone: half shown as A
+    assert (bob["answers"], bob["shown_a"]) == (4, 2)
+    assert alice["majority_agreement"] == 0.0 and alice["majority_items"] == 4
+    assert alice["kappa"]["bob"]["items"] == 4
+    assert [r["round_id"] for r in rel["rounds"]] == [rnd.round_id]

@@ -109,6 +109,7 @@ def test_annotators_list_reset_password_and_remove(
         "in_workspace": True,
         "submitted": 1,
         "discarded": 1,
+        "excluded": None,
     }
     assert (reliability["answers"], reliability["discard_rate"], reliability["flags"]) == (2, 0.5, [])
     assert main([*cli, "annotators", "list"]) == 0

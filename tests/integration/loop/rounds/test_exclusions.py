@@ -139,6 +139,15 @@ def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
     assert main([*cli, "status", "--json"]) == 0
     [shown] = json.loads(capsys.readouterr().out)["excluded_annotators"]
     assert (shown["annotator"], shown["by"], shown["reason"]) == (careless.username, "alice", "fast random")
+    assert main([*cli, "annotators", "list", "--json"]) == 0
+    listed = {r["username"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed[careless.username]["excluded"]["reason"] == "fast random"
+    assert all(r["excluded"] is None for who, r in listed.items() if who != careless.username)
+    assert main([*cli, "annotators", "list"]) == 0
+    [row] = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith(f"  {careless.username} ")
+    ]
+    assert "excluded" in row
     out_file = tmp_path / "prefs.jsonl"
     assert main([*cli, "export", str(out_file)]) == 0
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
