@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from tests.support.annotation_setup import make_round_items
 from tests.support.argilla_helpers import annotator_in, fresh_workspace, unique
 
 pytestmark = pytest.mark.argilla
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ITEMS = 12
 GOLD = 8
 QUALITY = {
@@ -119,6 +121,8 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
 
     assert main([*cli, "annotators", "list"]) == 0
     table = capsys.readouterr().out
+    ARTIFACTS.mkdir(exist_ok=True)  # the scenario's output, for whoever reviews it
+    (ARTIFACTS / "annotator_reliability.txt").write_text(f"$ pvar-loop annotators list\n{table}")
     warned = [
         line for line in table.splitlines() if line.startswith(f"warning: annotator {always_a.username} ")
     ]
@@ -127,7 +131,10 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
     assert "Krippendorff's alpha per round (a/b/tie): main/1 " in table
 
     assert main([*cli, "status"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    status = capsys.readouterr().out
+    with (ARTIFACTS / "annotator_reliability.txt").open("a") as f:
+        f.write(f"\n$ pvar-loop status\n{status}")
+    lines = status.splitlines()
     mine = [
         line
         for line in lines
