@@ -55,6 +55,8 @@ class PullReport:
     late_labels: int = 0  # new or changed answers on those items (stored, not re-decided)
     cancelled_labels: int = 0  # of those, answers on items of cancelled rounds (not trained on or exported)
     skipped: list[Skipped] = field(default_factory=list)
+    # ids of the responses the fetched records still carry (any status): what a release may delete
+    response_ids: set[str] = field(default_factory=set)
     gold_answers: int = (
         0  # answers to gold records stored (new or changed; annotation.gold), in no count above
     )

@@ -41,17 +41,22 @@ def redecide(session, round_id: int | None, *, fallback: int, method: str = MAJO
     return report
 
 
-def release_shared(uow, dataset, round_id: int, *, backoff: Backoff = DEFAULT_BACKOFF) -> int:
+def release_shared(
+    uow, dataset, round_id: int, present: set[str], *, backoff: Backoff = DEFAULT_BACKOFF
+) -> int:
     """Shared dataset: delete the excluded annotators' responses (already stored) on the round's items that
     wait for answers again, so Argilla puts those records back in the other annotators' pending queue.
-    Returns the responses deleted."""
+    `present`: the response ids the records of the pull just made still carry (PullReport.response_ids); a
+    response released before is gone from them and is not asked for again. Returns the responses deleted."""
     with uow() as session:
         excluded = excluded_names(session)
         if not excluded:  # the usual case, on every collecting pull
             return 0
         waiting = {i.id for i in repo.pushed_items(session, round_id) if i.status == ItemStatus.PUSHED}
         stored = label_repo.labels_of(session, round_id).values()
-        todo = [r for r in stored if r.item_id in waiting and r.annotator in excluded and r.response_id]
+        todo = [
+            r for r in stored if r.item_id in waiting and r.annotator in excluded and r.response_id in present
+        ]
     deleted = 0
     for row in todo:
         r = request(
@@ -60,7 +65,7 @@ def release_shared(uow, dataset, round_id: int, *, backoff: Backoff = DEFAULT_BA
             f"/api/v1/responses/{row.response_id}",
             what=f"release {row.annotator}'s response on item {row.item_id[:12]}",
             backoff=backoff,
-            ok=(200, 204, 404),  # 404: gone already (deleted in the UI, or released before)
+            ok=(200, 204, 404),  # 404: deleted in the UI since the pull
         )
         deleted += r.status_code != 404
     if deleted:

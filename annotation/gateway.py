@@ -312,6 +312,7 @@ def _read_records(
         ext = record.get("external_id")
         responses = record.get("responses") or []
         report.responses += len(responses)
+        report.response_ids.update(str(r["id"]) for r in responses if r.get("id"))
         item = scope.items.get(ext)
         if item is None:
             known = repo.known_item_ids(session) if known is None else known

@@ -114,11 +114,11 @@ def redecide_round(cfg: Config, uow: UnitOfWork, number: int, arm: str) -> str:
     )
     try:
         dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
-        pull_labels(uow, dataset, round_id, aggregation=cfg.argilla.aggregation)
+        pulled = pull_labels(uow, dataset, round_id, aggregation=cfg.argilla.aggregation)
         if blind(dataset):
             placed = push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
             return f"{line}; {placed.pushed} items placed with other annotators"
-        released = release_shared(uow, dataset, round_id)
+        released = release_shared(uow, dataset, round_id, pulled.response_ids)
         return f"{line}; {released} records back in the annotators' queue"
     except LeaseLost:
         raise

@@ -113,7 +113,7 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
     if not blind(
         dataset
     ):  # an excluded annotator's new answer must not take a record out of the others' queue
-        release_shared(uow, dataset, round_id)
+        release_shared(uow, dataset, round_id, report.response_ids)
     if _records_gone(uow, round_id, report):
         # Deleted in Argilla (a record, or the whole dataset, which connect_dataset made anew): collection
         # cannot go on without them, so they go back into the queue as a push would put them.

@@ -192,6 +192,23 @@ def test_exclude_redecides_the_open_round_refills_queues_and_include_restores(
         release(engine, LOCK, scheduler)
 
 
+def _spy_deletes(monkeypatch) -> list[int]:
+    """The status codes of the DELETE requests sent from now on (the real requests, counted)."""
+    import httpx
+
+    codes: list[int] = []
+    send = httpx.Client.send
+
+    def counting(self, request, **kw):
+        response = send(self, request, **kw)
+        if request.method == "DELETE":
+            codes.append(response.status_code)
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", counting)
+    return codes
+
+
 def _pending_for(stack, who, dataset_id: str) -> set[str]:
     """External ids of the records `who` sees as pending (their queue in the shared dataset)."""
     import httpx
@@ -244,9 +261,14 @@ def test_shared_dataset_an_excluded_answer_puts_the_record_back_in_the_others_qu
     assert _pending_for(argilla_stack, careful, dataset.id) == {first, second}
     # The excluded annotator answers on: stored, and each collecting pull puts the record back for the others.
     _answer(argilla_stack, careless, name, items, "b", only={second})
+    deletes = _spy_deletes(monkeypatch)
     pull(load_config(config), uow, items.round_id)
     assert _items(uow, items.round_id)[second][0] == "pushed"
     assert _pending_for(argilla_stack, careful, dataset.id) == {first, second}
+    # The new answer only: the response released before is gone from Argilla and not asked for again.
+    assert len(deletes) == 1 and deletes[0] != 404, deletes
+    pull(load_config(config), uow, items.round_id)
+    assert len(deletes) == 1, deletes  # nothing left to release, no request (was one 404 per pull each)
     _answer(argilla_stack, careful, name, items, "a", only={first, second})
     pull_labels(uow, dataset, items.round_id)
     for item_id in (first, second):
