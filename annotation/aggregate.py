@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from storage.statuses import Choice, ItemStatus
 
@@ -99,17 +100,26 @@ def majority_confidence(decision: Decision) -> float | None:
     return decision.votes.get(decision.choice, 0) / voting
 
 
+DEFAULT_MIN_CONFIDENCE = 0.6
+
+
 def dawid_skene(answers: Iterable[tuple[str, str, str]]) -> dict[str, tuple[Choice | None, float]]:
     """{item: (choice, posterior probability)} by Dawid-Skene (crowd-kit) over (item, annotator, choice)
     answers; discards do not vote. The choice is None when the top posteriors are equal (no signal either
-    way). Each annotator gets a confusion matrix, so one who always answers "a" stops outvoting the careful."""
+    way). Each annotator gets a confusion matrix, so one who always answers "a" stops outvoting the careful.
+    The last fit is kept: the same answers again (a pull with nothing new) are not fitted again. The result
+    is shared with later calls: read it, do not change it."""
+    return _fit(tuple(sorted((i, w, str(c)) for i, w, c in answers if c in Choice.voting())))
+
+
+@lru_cache(maxsize=1)  # keyed on every answer fed to the model: a new answer or exclusion refits
+def _fit(rows: tuple[tuple[str, str, str], ...]) -> dict[str, tuple[Choice | None, float]]:
     import pandas as pd
     from crowdkit.aggregation import DawidSkene
 
-    rows = [(i, w, str(c)) for i, w, c in answers if c in Choice.voting()]
     if not rows:
         return {}
-    frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    frame = pd.DataFrame(list(rows), columns=["task", "worker", "label"])
     with (
         warnings.catch_warnings()
     ):  # crowd-kit 1.4.2 uses pandas keywords pandas 3 deprecates: noise per pull

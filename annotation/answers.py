@@ -14,6 +14,7 @@ from datetime import datetime
 
 from annotation.aggregate import (
     DAWID_SKENE,
+    DEFAULT_MIN_CONFIDENCE,
     MAJORITY,
     Agreement,
     Decision,
@@ -178,11 +179,12 @@ def aggregate(
     *,
     excluded: Collection[str] = frozenset(),
     method: str = MAJORITY,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> None:
     """Decide each item of a collecting round (`need`: its min_submitted) over the latest version of each
     counted answer (`stored`, less the `excluded` annotators'), by `method`; write only the items whose
     outcome or versions used changed. Agreement covers every item in scope: a closed round's items with the
-    versions they were decided on."""
+    versions they were decided on. Dawid-Skene leaves an item undecided below `min_confidence`."""
     answers: dict[str, list[str]] = {}
     for (item_id, _annotator), row in stored.items():
         if item_id in items and row.annotator not in excluded:
@@ -196,7 +198,7 @@ def aggregate(
         decision = decide(answers.get(item.id, []), need[item.round_id])
         confidence = majority_confidence(decision)
         if method == DAWID_SKENE and decision.status is not DecisionStatus.WAITING:
-            decision, confidence = _posterior_decision(decision, posterior.get(item.id))
+            decision, confidence = _posterior_decision(decision, posterior.get(item.id), min_confidence)
         status = decision.status.item_status
         if status == ItemStatus.DECIDED:
             report.decided += 1
@@ -225,12 +227,15 @@ def _dawid_skene(session, excluded: Collection[str]) -> dict:
     return dawid_skene((r.item_id, r.key, r.choice) for r in every.values() if r.annotator not in excluded)
 
 
-def _posterior_decision(majority: Decision, posterior) -> tuple[Decision, float | None]:
+def _posterior_decision(
+    majority: Decision, posterior, min_confidence: float
+) -> tuple[Decision, float | None]:
     """The item's decision by its Dawid-Skene posterior (votes stay the counts of the answers); only
-    discards, or equal top posteriors, leave it undecided."""
+    discards, or a top posterior below `min_confidence` (a near tie, e.g. one "a" against one "b" from
+    annotators of like accuracy), leave it undecided, with its posterior kept as the confidence."""
     if posterior is None:
         return Decision(DecisionStatus.UNDECIDED, None, majority.votes), None
     choice, p = posterior
-    if choice is None:
+    if choice is None or p < min_confidence:
         return Decision(DecisionStatus.UNDECIDED, None, majority.votes), p
     return Decision(DecisionStatus.DECIDED, choice, majority.votes), p

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from annotation import answers
-from annotation.aggregate import MAJORITY
+from annotation.aggregate import DEFAULT_MIN_CONFIDENCE, MAJORITY
 from annotation.answers import PullReport
 from annotation.api import DEFAULT_BACKOFF, Backoff, request
 from storage.repositories import items as repo
@@ -24,7 +24,14 @@ from storage.statuses import ItemStatus
 _LOG = logging.getLogger(__name__)
 
 
-def redecide(session, round_id: int | None, *, fallback: int, method: str = MAJORITY) -> PullReport:
+def redecide(
+    session,
+    round_id: int | None,
+    *,
+    fallback: int,
+    method: str = MAJORITY,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> PullReport:
     """Decide the items of the collecting rounds (of one, or all) again from the stored answers, leaving out
     the annotators excluded now; closed rounds keep theirs. No Argilla call."""
     report = PullReport()
@@ -37,6 +44,7 @@ def redecide(session, round_id: int | None, *, fallback: int, method: str = MAJO
         report,
         excluded=excluded_names(session),
         method=method,
+        min_confidence=min_confidence,
     )
     return report
 

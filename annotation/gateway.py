@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from annotation import answers, gold
-from annotation.aggregate import MAJORITY
+from annotation.aggregate import DEFAULT_MIN_CONFIDENCE, MAJORITY
 from annotation.answers import PullReport, Skipped
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
@@ -266,6 +266,7 @@ def pull_labels(
     min_submitted: int | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     aggregation: str = MAJORITY,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> PullReport:
     """Read every response of the dataset, upsert labels and re-aggregate the items (of one round or all)
     whose round still collects; the others keep their decisions (their new answers count as late labels).
@@ -273,7 +274,7 @@ def pull_labels(
     An item needs its round's min_submitted answers before it is decided or undecided: the value the round
     recorded when it started; a round without one records `min_submitted` (default: the dataset's overlap).
     Pulling again without new answers changes nothing. Excluded annotators' answers are stored, not counted;
-    `aggregation` is majority or dawid-skene (annotation.aggregate).
+    `aggregation` is majority or dawid-skene (annotation.aggregate; below `min_confidence` undecided).
     """
     t0 = time.perf_counter()
     fallback = dataset.min_submitted if min_submitted is None else min_submitted
@@ -292,7 +293,14 @@ def pull_labels(
         latest = label_repo.labels_of(session, round_id) if writes or scope.claims else scope.stored
         excluded = excluded_names(session)
         answers.aggregate(
-            session, scope.items, latest, scope.need, report, excluded=excluded, method=aggregation
+            session,
+            scope.items,
+            latest,
+            scope.need,
+            report,
+            excluded=excluded,
+            method=aggregation,
+            min_confidence=min_confidence,
         )
         report.late = label_repo.late_answers(session, round_id)
     report.seconds = time.perf_counter() - t0

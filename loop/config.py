@@ -310,7 +310,18 @@ class ArgillaConfig(_Section):
         description="How the answers of an open round's items become decisions: majority (ties between the top "
         "choices stay undecided; confidence = the share of votes) or dawid-skene (crowd-kit, fitted on every "
         "stored answer of the project so each annotator's error pattern is estimated; confidence = the "
-        "posterior). Closed rounds keep their decisions.",
+        "posterior). Closed rounds keep their decisions. Answers are taken in the item's orientation (A/B "
+        "swap undone), so an annotator who always clicks the side shown as A looks like noise to dawid-skene, "
+        "not like a consistent pattern it could correct.",
+    )
+    min_confidence: float = Field(
+        0.6,  # annotation.aggregate.DEFAULT_MIN_CONFIDENCE (loop.ml reads this module: no annotation import)
+        ge=0.0,
+        le=1.0,
+        description="dawid-skene: an item whose top posterior is below this stays undecided (no DPO pair), as "
+        'majority leaves a tie undecided; e.g. one "a" against one "b" from annotators of like accuracy '
+        "gets about 0.5-0.55. Majority does not use it: it decides on a strict plurality of the votes, whose "
+        "share it stores as its confidence (2/3 for two votes of three).",
     )
     markdown: bool = Field(
         False,

@@ -106,7 +106,11 @@ def redecide_round(cfg: Config, uow: UnitOfWork, number: int, arm: str) -> str:
     with uow() as session:
         round_id = round_by_number(session, number, arm).id
         report = redecide(
-            session, round_id, fallback=cfg.argilla.min_submitted, method=cfg.argilla.aggregation
+            session,
+            round_id,
+            fallback=cfg.argilla.min_submitted,
+            method=cfg.argilla.aggregation,
+            min_confidence=cfg.argilla.min_confidence,
         )
     line = (
         f"round {number}: decided again: {report.decided} decided ({report.ties} ties), "
@@ -114,7 +118,13 @@ def redecide_round(cfg: Config, uow: UnitOfWork, number: int, arm: str) -> str:
     )
     try:
         dataset = connect_dataset(cfg, record_overlap(cfg, uow, round_id))
-        pulled = pull_labels(uow, dataset, round_id, aggregation=cfg.argilla.aggregation)
+        pulled = pull_labels(
+            uow,
+            dataset,
+            round_id,
+            aggregation=cfg.argilla.aggregation,
+            min_confidence=cfg.argilla.min_confidence,
+        )
         if blind(dataset):
             placed = push_items(uow, dataset, round_id, order=push_order(cfg, uow, round_id))
             return f"{line}; {placed.pushed} items placed with other annotators"

@@ -108,7 +108,13 @@ def pull(cfg: Config, uow: UnitOfWork, round_id: int) -> None:
         else:
             if placed.pushed:  # a newcomer's queue: their link joins the round's
                 record_links(uow, dataset, round_id)
-    report = pull_labels(uow, dataset, round_id=round_id, aggregation=cfg.argilla.aggregation)  # logs counts
+    report = pull_labels(
+        uow,
+        dataset,
+        round_id=round_id,
+        aggregation=cfg.argilla.aggregation,
+        min_confidence=cfg.argilla.min_confidence,
+    )  # logs counts
     log.debug("round id %s: pulled %s", round_id, report)
     if not blind(
         dataset
@@ -160,7 +166,9 @@ def pull_answers(cfg: Config, uow: UnitOfWork, round_id: int | None, round_numbe
     if dataset is None:
         return None
     withdrawn = withdraw_cancelled(uow, dataset)
-    report = pull_labels(uow, dataset, round_id, aggregation=cfg.argilla.aggregation)
+    report = pull_labels(
+        uow, dataset, round_id, aggregation=cfg.argilla.aggregation, min_confidence=cfg.argilla.min_confidence
+    )
     # Argilla's own progress bar mixes every round of the dataset: count the one asked for.
     progress = round_progress(dataset, round_number) if round_number else None
     return PulledAnswers(report, withdrawn, progress)

@@ -100,3 +100,39 @@ def test_pull_aggregate_leaves_excluded_annotators_out_of_dawid_skene(uow) -> No
         )
         assert (report.waiting, report.decided) == (1, 0)
     assert _outcomes(uow, current.round_id)[item] == ("pushed", None, None, None)
+
+
+def test_dawid_skene_leaves_a_near_tie_undecided_below_min_confidence(uow) -> None:
+    """One "a" against one "b" from two annotators of nearly equal accuracy: Dawid-Skene leans to "a" at about
+    0.54; below `min_confidence` (default 0.6) the item stays undecided, as majority leaves it, and no DPO pair
+    comes of it. The same answers again are not fitted again; a new answer is."""
+    from annotation.aggregate import _fit
+
+    history = make_round_items(uow, 20, round_number=1, tag="history ", status=RoundStatus.DONE)
+    current = make_round_items(uow, 1, round_number=2, tag="open ", status=RoundStatus.COLLECTING)
+    [item] = current.item_ids
+    rows = [_label(item, "g1", "a"), _label(item, "g2", "b")]
+    for n, item_id in enumerate(history.item_ids):  # g3 always right; g1 wrong twice, g2 three times
+        truth, wrong = "ab"[n % 2], "ba"[n % 2]
+        rows += [_label(item_id, "g1", wrong if n in (0, 1) else truth)]
+        rows += [_label(item_id, "g2", wrong if n in (10, 11, 13) else truth), _label(item_id, "g3", truth)]
+    with uow() as s:
+        add_label_versions(s, rows)
+        s.execute(update(Round).where(Round.id == current.round_id).values(min_submitted=2))
+        s.execute(update(AnnotationItem).values(argilla_record_id="rec", status="pushed"))
+
+    with uow() as s:
+        redecide(s, None, fallback=2, method="dawid-skene", min_confidence=0.5)
+    [(status, decision, method, confidence)] = _outcomes(uow, current.round_id).values()
+    assert (status, decision, method) == ("decided", "a", "dawid-skene") and 0.5 < confidence < 0.6
+    fits = _fit.cache_info().misses
+    with uow() as s:
+        report = redecide(s, None, fallback=2, method="dawid-skene")  # the default min_confidence: 0.6
+    assert (report.decided, report.undecided) == (0, 1)
+    assert _outcomes(uow, current.round_id)[item] == ("undecided", None, "dawid-skene", confidence)
+    assert _fit.cache_info().misses == fits  # nothing new: the fit was reused
+    with uow() as s:
+        add_label_versions(s, [_label(item, "g3", "a")])
+        redecide(s, None, fallback=2, method="dawid-skene")
+    assert _fit.cache_info().misses == fits + 1
+    assert _outcomes(uow, current.round_id)[item][:3] == ("decided", "a", "dawid-skene")
