@@ -66,8 +66,8 @@ def unanswered_records(rows: list[EvalComparison], compared: list[Compared]) -> 
 
 
 def withdraw_cancelled_evaluations(cfg: Config, uow: UnitOfWork) -> int:
-    """Take the records of human evaluations whose round was cancelled (or failed) out of Argilla, their
-    answers pulled and stored first. No Argilla call when there is nothing to withdraw. Returns the records
+    """Take the records of human evaluations whose round was cancelled (or failed), and the unanswered ones
+    of evaluations stored past their deadline, out of Argilla, their answers pulled and stored first. No Argilla call when there is nothing to withdraw. Returns the records
     deleted."""
     from annotation.dataset import open_dataset
     from annotation.eval_gateway import pull_comparisons, withdraw_comparisons
@@ -85,7 +85,9 @@ def withdraw_cancelled_evaluations(cfg: Config, uow: UnitOfWork) -> int:
     deleted = 0
     for (checkpoint, reference), records in todo.items():
         pull_comparisons(uow, dataset, checkpoint, reference)
-        what = f"withdraw the human evaluation of {checkpoint} (round cancelled)"
+        what = f"withdraw human evaluation records of {checkpoint} (round cancelled or deadline passed)"
         deleted += withdraw_comparisons(uow, dataset, records, what=what)
-    log.info("withdrew %d human evaluation records of cancelled rounds from Argilla", deleted)
+    log.info(
+        "withdrew %d human evaluation records (cancelled rounds, deadlines passed) from Argilla", deleted
+    )
     return deleted

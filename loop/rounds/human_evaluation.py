@@ -28,6 +28,8 @@ from loop.rounds.eval_queue import (
 from loop.rounds.training import TrainingDataError, check_policies
 from loop.rounds.waits import Wait, WaitKind
 from storage.db import UnitOfWork
+from storage.errors import PvarLoopError
+from storage.locks import LeaseLost
 from storage.models import Checkpoint, Evaluation
 from storage.repositories import eval_comparisons as repo
 from storage.repositories.checkpoints import ensure_initial_checkpoint
@@ -180,7 +182,14 @@ def evaluate_by_humans(cfg: Config, uow: UnitOfWork, checkpoint_id: str) -> Eval
         from annotation.eval_gateway import withdraw_comparisons
 
         what = f"withdraw the unanswered human evaluation records of {checkpoint_id} (deadline passed)"
-        withdraw_comparisons(uow, dataset, leftover, what=what)
+        try:
+            withdraw_comparisons(uow, dataset, leftover, what=what)
+        except LeaseLost:
+            raise
+        except (
+            PvarLoopError
+        ) as e:  # the evaluation is stored: the next pull retries (comparisons_to_withdraw)
+            log.warning("%s: the records stay in Argilla's queue until the next pull: %s", checkpoint_id, e)
     log.info(
         "evaluated %s vs %s by humans: win rate %.3f [%.3f, %.3f] on %d prompts",
         checkpoint_id,

@@ -13,6 +13,8 @@ from storage.models import Checkpoint, EvalComparison, Prompt
 from storage.repositories.prompts import EVAL
 from storage.upsert import upsert
 
+HUMAN_JUDGE = "human"  # Evaluation.judge of a human evaluation (loop.evaluation.human.HUMAN)
+
 
 def eval_prompts(session: Session, limit: int) -> list[tuple[str, str]]:
     """(id, text) of the first `limit` eval prompts by id: ids are content hashes, so this is a fixed sample
@@ -58,21 +60,35 @@ def set_answers(session: Session, answers: Mapping[str, dict[str, str]]) -> int:
 
 
 def comparisons_to_withdraw(session: Session) -> dict[tuple[str, str], dict[str, str]]:
-    """{(checkpoint, reference): {comparison id: Argilla record id}} of the comparisons still in Argilla whose
-    checkpoint's round was cancelled (or failed): their records leave the annotators' queue."""
-    from storage.models import Checkpoint, Round
+    """{(checkpoint, reference): {comparison id: Argilla record id}} of the comparisons still in Argilla that
+    leave the annotators' queue: every one whose checkpoint's round was cancelled (or failed), and those of
+    human evaluations already stored (past their deadline) still short of their overlap, excluded annotators'
+    answers not counted; so a withdrawal Argilla refused when the evaluation was stored is retried."""
+    from storage.models import Checkpoint, Evaluation, Round
+    from storage.repositories.exclusions import excluded_names
     from storage.statuses import RoundStatus
 
-    stmt = (
-        select(EvalComparison.checkpoint_id, EvalComparison.reference_id, EvalComparison.id)
-        .add_columns(EvalComparison.argilla_record_id)
-        .join(Checkpoint, Checkpoint.id == EvalComparison.checkpoint_id)
+    in_argilla = select(EvalComparison).where(EvalComparison.argilla_record_id.is_not(None))
+    cancelled = (
+        in_argilla.join(Checkpoint, Checkpoint.id == EvalComparison.checkpoint_id)
         .join(Round, Round.id == Checkpoint.round_id)
-        .where(EvalComparison.argilla_record_id.is_not(None), Round.status.in_(RoundStatus.freeing_states()))
+        .where(Round.status.in_(RoundStatus.freeing_states()))
     )
+    stored = in_argilla.join(
+        Evaluation,
+        (Evaluation.checkpoint_id == EvalComparison.checkpoint_id)
+        & (Evaluation.reference_id == EvalComparison.reference_id)
+        & (Evaluation.judge == HUMAN_JUDGE),
+    )
+    excluded = excluded_names(session)
+    todo = list(session.scalars(cancelled)) + [
+        c
+        for c in session.scalars(stored.distinct())
+        if sum(who not in excluded for who in (c.answers or {})) < c.min_submitted
+    ]
     out: dict[tuple[str, str], dict[str, str]] = {}
-    for checkpoint, reference, cid, record in session.execute(stmt):
-        out.setdefault((checkpoint, reference), {})[cid] = record
+    for c in todo:
+        out.setdefault((c.checkpoint_id, c.reference_id), {})[c.id] = c.argilla_record_id
     return out
 
 

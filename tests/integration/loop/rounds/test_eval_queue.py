@@ -149,3 +149,34 @@ def test_cancelled_round_withdraws_its_evaluation_records_answers_stored_first(
     assert stored[first] == ({bob.username: "tie"}, None)  # pulled before the delete
     assert all(rid is None for _, rid in stored.values())
     assert withdraw(cfg, uow) is None  # nothing left: Argilla not asked again
+
+
+def test_a_withdrawal_refused_at_the_deadline_is_retried_by_the_next_pull(
+    uow, tmp_path, monkeypatch, argilla_stack
+) -> None:
+    """Argilla refuses the deletes when the evaluation is stored past its deadline: the evaluation stands, and
+    the next pull's withdrawal takes the unanswered records out (the answered one stays)."""
+    import annotation.eval_gateway
+    from annotation.api import AnnotationSyncError
+
+    cfg, _ = _setup(uow, tmp_path, monkeypatch, argilla_stack, n=3)
+    bob = annotator(argilla_stack, "bob")
+    assert isinstance(evaluate_by_humans(cfg, uow, CHECKPOINT), Wait)
+    records = _records(argilla_stack, cfg)
+    answered = sorted(records)[0]
+    respond(argilla_stack, bob, records[answered], "submitted", preference="a")
+    _age(uow, 3)
+
+    def refused(*_a, **_k):  # an Argilla outage at that moment cannot be brought about here
+        raise AnnotationSyncError("Argilla: 503 Service Unavailable")
+
+    with monkeypatch.context() as m:
+        m.setattr(annotation.eval_gateway, "withdraw_comparisons", refused)
+        evaluation = evaluate_by_humans(cfg, uow, CHECKPOINT)
+    assert isinstance(evaluation, Evaluation) and evaluation.details["unanswered"] == 2
+    assert len(_records(argilla_stack, cfg)) == 3  # still in the queue
+
+    report = withdraw(cfg, uow)  # what every pull does first
+    assert report is not None and report.evaluation_records == 2
+    assert set(_records(argilla_stack, cfg)) == {answered}
+    assert withdraw(cfg, uow) is None  # nothing left: Argilla not asked again
