@@ -29,14 +29,19 @@ def cmd_exclusion(args: argparse.Namespace, cfg) -> int:
 
     uow = UnitOfWork(open_engine(cfg))
     exclude = args.annotators_command == "exclude"
-    try:
-        reason = args.reason if exclude else None
-        print(set_excluded(uow, args.name, _workspace_annotators(cfg), exclude=exclude, reason=reason))
-    except OperatorError as e:
-        raise UserError(str(e)) from e
+    known = _workspace_annotators(cfg)
+
+    def record() -> None:
+        try:
+            reason = args.reason if exclude else None
+            print(set_excluded(uow, args.name, known, exclude=exclude, reason=reason))
+        except OperatorError as e:
+            raise UserError(str(e)) from e
+
     with uow() as session:
         holder = running_scheduler(session, cfg)
     if holder is not None:
+        record()
         ids = queue_redecide(uow, args.name)
         if ids:
             print(
@@ -45,7 +50,10 @@ def cmd_exclusion(args: argparse.Namespace, cfg) -> int:
                 "them"
             )
         return 0
+    # The lease first: another by-hand command holding it refuses this one before anything is recorded, so
+    # a rerun later excludes and re-decides (recorded first, a rerun would only say "already excluded").
     with holding_lease(cfg, uow):
+        record()
         for line in redecide_all(cfg, uow):
             print(line)
     return 0

@@ -63,3 +63,34 @@ def test_exclude_and_include_without_argilla(uow, sqlite_url, tmp_path, monkeypa
         assert period.included_at >= period.excluded_at
         actions = [a.action for a in s.scalars(select(OperatorAction).order_by(OperatorAction.id))]
         assert actions == ["exclude annotator", "include annotator"]
+
+
+def test_exclude_while_another_command_holds_the_lease_records_nothing(
+    uow, engine, sqlite_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """A by-hand command holds the lease: the exclusion is refused before it is recorded, so once the lease is
+    free a rerun excludes and decides the open round again (it does not say "already excluded")."""
+    from loop.rounds.scheduler import BY_HAND, LOCK
+    from storage.locks import acquire, release
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PVAR_LOOP_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("PVAR_LOOP_ARGILLA_API_KEY", raising=False)
+    items = make_round_items(uow, 1, status=RoundStatus.COLLECTING)
+    [item] = items.item_ids
+    with uow() as s:
+        add_label_versions(s, [LabelRow(item, "carol", "b", None, None, annotator_id="id-carol")])
+        s.execute(update(AnnotationItem).values(argilla_record_id="rec", status="pushed"))
+    other = f"{BY_HAND}other-host:1:abc"
+    acquire(engine, LOCK, other, 3600)
+    try:
+        capsys.readouterr()
+        assert main(["annotators", "exclude", "carol"]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+        with uow() as s:
+            assert list(s.scalars(select(AnnotatorExclusion))) == []
+    finally:
+        release(engine, LOCK, other)
+    assert main(["annotators", "exclude", "carol"]) == 0
+    assert "round 1: decided again" in capsys.readouterr().out
+    assert _outcomes(uow, items.round_id) == [("pushed", None, {}, None)]
