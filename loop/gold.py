@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from loop.ingest import IngestError, Reject, _read_csv, _unstorable, _visible, detect_format, read_jsonl
 from loop.ingest import prompt_id as pool_prompt_id
 from storage.errors import PvarLoopError
-from storage.repositories.gold import add_gold_items
+from storage.repositories.gold import add_gold_items, stored_expected
 from storage.repositories.prompts import existing_prompt_ids
 
 EXPECTED = ("a", "b", "tie")
@@ -98,6 +98,14 @@ def _to_gold(record: dict, where: str, source: str) -> dict | Reject:
     }
 
 
+def _conflict(where: str, row: dict, other: str, first: dict) -> Reject:
+    return Reject(
+        where,
+        f"the same pair as {other} with another expected answer ({row['expected']!r}, there "
+        f"{first['expected']!r})",
+    )
+
+
 def _rows(path: Path) -> Any:
     fmt = detect_format(path)
     if fmt not in ("jsonl", "csv"):
@@ -113,6 +121,7 @@ def add_gold_file(session: Session, path: Path) -> GoldReport:
     report = GoldReport(path)
     rows: list[dict] = []
     where_of: dict[str, str] = {}
+    index_of: dict[str, int] = {}
     bad: list[Reject] = []
     try:
         for where, item in _rows(path):
@@ -122,9 +131,13 @@ def add_gold_file(session: Session, path: Path) -> GoldReport:
                 bad.append(row)
                 continue
             if row["key"] in where_of:
+                first = rows[index_of[row["key"]]]
+                if first["expected"] != row["expected"]:
+                    bad.append(_conflict(where, row, f"{where_of[row['key']]} of the file", first))
                 report.duplicates_in_file += 1
                 continue
             where_of[row["key"]] = where
+            index_of[row["key"]] = len(rows)
             rows.append(row)
     except IngestError as e:  # a CSV without its header, undecodable bytes: already names file and line
         raise GoldFileError(f"{e}; nothing was stored") from None
@@ -135,6 +148,15 @@ def add_gold_file(session: Session, path: Path) -> GoldReport:
         raise GoldFileError(f"{path}: {bad[0].where}: {bad[0].reason}; nothing was stored{more}")
     if not rows:
         raise GoldFileError(f"{path}: no gold items in the file; nothing was stored")
+    stored = stored_expected(session, [r["key"] for r in rows])
+    clash = [r for r in rows if r["key"] in stored and stored[r["key"]][1] != r["expected"]]
+    if clash:
+        more = f" ({len(clash) - 1} more such rows)" if len(clash) > 1 else ""
+        gold_id, expected = stored[clash[0]["key"]]
+        raise GoldFileError(
+            f"{path}: {where_of[clash[0]['key']]}: this pair is stored already (gold item {gold_id}) with "
+            f"expected answer {expected!r}, not {clash[0]['expected']!r}; nothing was stored{more}"
+        )
     pool = existing_prompt_ids(session, [pool_prompt_id(r["prompt"]) for r in rows])
     report.in_pool = [where_of[r["key"]] for r in rows if pool_prompt_id(r["prompt"]) in pool]
     report.added = add_gold_items(session, rows)

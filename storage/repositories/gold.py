@@ -79,6 +79,16 @@ def known_gold_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return {key for (key,) in rows}
 
 
+def stored_expected(session: Session, keys: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """{key: (gold item id, expected answer)} of the given content hashes already stored."""
+    rows = select_in(
+        session,
+        lambda chunk: select(GoldItem.key, GoldItem.id, GoldItem.expected).where(GoldItem.key.in_(chunk)),
+        keys,
+    )
+    return {key: (gold_id, str(expected)) for key, gold_id, expected in rows}
+
+
 def gold_keys(session: Session) -> dict[int, str]:
     """{gold item id: its content hash}, in the order they were added."""
     return dict(session.execute(select(GoldItem.id, GoldItem.key).order_by(GoldItem.id)).all())

@@ -129,3 +129,24 @@ def test_add_gold_file_refuses_other_formats(uow, tmp_path) -> None:
     path.write_bytes(b"")
     with pytest.raises(Exception, match="read from .jsonl or .csv"), uow() as s:
         add_gold_file(s, path)
+
+
+def test_a_pair_repeated_with_another_expected_answer_is_one_error(project, tmp_path, capsys) -> None:
+    """In the file, or against the database: the row is named, nothing is stored (it was silently ignored)."""
+    cfg, url = project
+    flipped = {**GOOD[0], "expected": "b"}
+    path = _jsonl(tmp_path / "twice.jsonl", [GOOD[0], GOOD[1], flipped])
+    assert main(["--config", str(cfg), "gold", "add", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: line 3: the same pair as line 1 "), err
+    assert "another expected answer ('b', there 'a')" in err[0] and "nothing was stored" in err[0]
+    assert _gold_count(url) == 0
+
+    assert main(["--config", str(cfg), "gold", "add", _jsonl(tmp_path / "g.jsonl", GOOD)]) == 0
+    capsys.readouterr()
+    later = _jsonl(tmp_path / "later.jsonl", [{**GOOD[2], "prompt": "New one"}, flipped])
+    assert main(["--config", str(cfg), "gold", "add", later]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {later}: line 2: this pair is stored already "), err
+    assert "with expected answer 'a', not 'b'; nothing was stored" in err[0]
+    assert _gold_count(url) == 3
