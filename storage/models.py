@@ -301,6 +301,9 @@ class GoldItem(Base):
     source: Mapped[str] = mapped_column(String(500), comment="file it was added from")
     source_id: Mapped[str | None] = mapped_column(String(500), comment="the file's own id of the row")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(
+        comment="`gold retire`: no longer placed (NULL: in use)"
+    )
 
 
 class GoldRecord(Base):

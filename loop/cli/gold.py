@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add gold items from JSONL or CSV (prompt, response_a, response_b, expected a|b|tie, rationale)",
     )
     add.add_argument("file")
+    retire = gs.add_parser(
+        "retire", help="stop placing a gold item in rounds' queues (its answers stay and still measure)"
+    )
+    retire.add_argument("id", type=int, help="the gold item's id (`gold list`)")
     gs.add_parser("list", help="every gold item and how often it was shown and answered").add_argument(
         "--json", action="store_true"
     )
@@ -32,6 +36,8 @@ def cmd_gold(args: argparse.Namespace) -> int:
     uow = UnitOfWork(open_engine(cfg))
     if args.gold_command == "add":
         return _add(uow, Path(args.file))
+    if args.gold_command == "retire":
+        return _retire(uow, args.id)
     return _list(uow, cfg, args.json)
 
 
@@ -43,6 +49,19 @@ def _add(uow, path: Path) -> int:
     if note := report.pool_note():
         print(f"note: {note}", file=sys.stderr)
     print(report.summary())
+    return 0
+
+
+def _retire(uow, gold_id: int) -> int:
+    from loop.cli.common import UserError
+    from storage.repositories.gold import retire_gold
+
+    with uow() as session:
+        item = retire_gold(session, gold_id)
+        if item is None:
+            raise UserError(f"no gold item {gold_id} (`pvar-loop gold list` shows their ids)")
+        since = f"{item.retired_at:%Y-%m-%d %H:%M} UTC"
+    print(f"gold item {gold_id} retired since {since}: no longer placed; its answers stay")
     return 0
 
 
@@ -62,6 +81,7 @@ def _list(uow, cfg, as_json: bool) -> int:
                 "source_id": g.source_id,
                 "rationale": g.rationale,
                 "prompt": g.prompt,
+                "retired_at": g.retired_at.isoformat() if g.retired_at else None,
             }
             for g in gold_summaries(session)
         ]
@@ -77,7 +97,9 @@ def _list(uow, cfg, as_json: bool) -> int:
     for r in rows:
         prompt = " ".join(r["prompt"].split())
         prompt = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+        retired = " (retired)" if r["retired_at"] else ""
         print(
-            f"  {r['id']:>4} {r['expected']:<8} {r['shown']:>5} {r['answers']:>7} {r['correct']:>7}  {prompt}"
+            f"  {r['id']:>4} {r['expected']:<8} {r['shown']:>5} {r['answers']:>7} {r['correct']:>7}  "
+            f"{prompt}{retired}"
         )
     return 0

@@ -63,6 +63,7 @@ class GoldSummary:
     shown: int  # gold records placed
     answers: int  # answers stored (discards included)
     correct: int  # answers equal to the expected one
+    retired_at: datetime | None = None  # `gold retire`: no longer placed
 
 
 def add_gold_items(session: Session, rows: Sequence[Mapping]) -> int:
@@ -90,8 +91,20 @@ def stored_expected(session: Session, keys: Sequence[str]) -> dict[str, tuple[in
 
 
 def gold_keys(session: Session) -> dict[int, str]:
-    """{gold item id: its content hash}, in the order they were added."""
-    return dict(session.execute(select(GoldItem.id, GoldItem.key).order_by(GoldItem.id)).all())
+    """{gold item id: its content hash} of the gold items in use (not retired: those are never placed again),
+    in the order they were added."""
+    stmt = select(GoldItem.id, GoldItem.key).where(GoldItem.retired_at.is_(None)).order_by(GoldItem.id)
+    return dict(session.execute(stmt).all())
+
+
+def retire_gold(session: Session, gold_id: int) -> GoldItem | None:
+    """Stop placing a gold item (its records and answers stay); None when there is no such item. Retiring
+    a retired item keeps its first time."""
+    item = session.get(GoldItem, gold_id)
+    if item is not None and item.retired_at is None:
+        item.retired_at = utcnow()
+        session.flush()
+    return item
 
 
 def gold_summaries(session: Session) -> list[GoldSummary]:
@@ -116,6 +129,7 @@ def gold_summaries(session: Session) -> list[GoldSummary]:
             shown.get(g.id, 0),
             answers.get(g.id, 0),
             correct.get(g.id, 0),
+            g.retired_at,
         )
         for g in session.scalars(select(GoldItem).order_by(GoldItem.id))
     ]

@@ -33,3 +33,21 @@ def test_gold_tables_come_and_go_and_a_downgrade_refuses_to_drop_gold(sqlite_url
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM gold_items")).scalar() == 1
     engine.dispose()
+
+
+def test_a_downgrade_below_0016_refuses_while_a_gold_item_is_retired(sqlite_url) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    downgrade(engine, "0014_annotator_exclusions")  # nothing retired: nothing is lost
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO gold_items (key, prompt, response_a, response_b, expected, source, created_at, "
+                "retired_at) VALUES ('k', 'Q?', 'x', 'y', 'a', 'g.jsonl', '2026-01-01', '2026-01-02')"
+            )
+        )
+    with pytest.raises(MigrationError, match="1 gold items are retired"):
+        downgrade(engine, "0014_annotator_exclusions")
+    assert current_revision(engine) == head_revision()
+    engine.dispose()

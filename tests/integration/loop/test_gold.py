@@ -150,3 +150,31 @@ def test_a_pair_repeated_with_another_expected_answer_is_one_error(project, tmp_
     assert len(err) == 1 and err[0].startswith(f"error: {later}: line 2: this pair is stored already "), err
     assert "with expected answer 'a', not 'b'; nothing was stored" in err[0]
     assert _gold_count(url) == 3
+
+
+def test_a_retired_gold_item_is_no_longer_placed(project, tmp_path, capsys) -> None:
+    from annotation.gold import reserved_priorities
+    from storage.models import GoldRecord
+    from storage.statuses import RoundStatus
+    from tests.support.annotation_setup import make_round_items
+
+    cfg, url = project
+    assert main(["--config", str(cfg), "gold", "add", _jsonl(tmp_path / "g.jsonl", GOOD)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "gold", "retire", "1"]) == 0
+    assert capsys.readouterr().out.startswith("gold item 1 retired since ")
+    assert main(["--config", str(cfg), "gold", "retire", "99"]) == 2
+    assert capsys.readouterr().err.startswith("error: no gold item 99 ")
+    assert main(["--config", str(cfg), "gold", "list", "--json"]) == 0
+    listed = {g["id"]: g["retired_at"] for g in json.loads(capsys.readouterr().out)}
+    assert listed[1] is not None and listed[2] is None and listed[3] is None
+
+    engine = make_engine(url)
+    try:
+        uow = UnitOfWork(engine)
+        rnd = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
+        reserved_priorities(uow, rnd.round_id, 4, 3, blind=False)  # the shared dataset's gold, placed now
+        with uow() as s:
+            assert {r.gold_id for r in s.scalars(select(GoldRecord))} == {2, 3}
+    finally:
+        engine.dispose()
