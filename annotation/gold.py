@@ -179,7 +179,7 @@ def store_answers(uow, records: list[dict], users: dict[str, str]) -> int:
                         user_id,
                         str(parsed.choice),
                         None if response.get("id") is None else str(response["id"]),
-                        parsed.submitted_at,
+                        parsed.answered_at or parsed.submitted_at,  # first given, as items' answers
                     )
                 )
         return repo.store_gold_answers(session, writes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 QUALITY_COLUMNS = (
     ("annotator", "<"),
     ("role", "<"),
@@ -80,7 +82,8 @@ def table(rows: list[dict]) -> list[str]:
         figures = r.get("reliability")
         if figures and figures["kappa"]:
             out.append("    Cohen's kappa: " + kappa_text(figures["kappa"]))
-    out += warning_lines({r["username"]: r["reliability"] for r in rows if r.get("reliability")})
+    excluded = {r["username"] for r in rows if r.get("excluded")}
+    out += warning_lines({r["username"]: r["reliability"] for r in rows if r.get("reliability")}, excluded)
     return out
 
 
@@ -91,10 +94,11 @@ def kappa_text(kappa: dict) -> str:
     )
 
 
-def warning_lines(figures: dict[str, dict]) -> list[str]:
-    """One line per flagged annotator: reported, never dropped."""
+def warning_lines(figures: dict[str, dict], excluded: Collection[str] = ()) -> list[str]:
+    """One line per flagged annotator: reported, never dropped (an excluded one is said to be)."""
     return [
-        f"warning: annotator {who} flagged (still counted): {'; '.join(f['flags'])}"
+        f"warning: annotator {who} flagged ({'excluded' if who in excluded else 'still counted'}): "
+        f"{'; '.join(f['flags'])}"
         for who, f in figures.items()
         if f["flags"]
     ]

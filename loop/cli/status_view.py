@@ -80,7 +80,9 @@ def render(status: dict) -> list[str]:
     each open round's next step), evaluations, recent operator actions."""
     lines = [f"database:   {status['database']}", f"pool:       {_pool(status['pool'])}"]
     lines.append(f"answers:    {status['answers']} collected (one annotator's answer to one item each)")
-    lines += _annotators(status["annotators"], (status.get("reliability") or {}).get("annotators", {}))
+    excluded = {e["annotator"] for e in status.get("excluded_annotators") or []}
+    figures = (status.get("reliability") or {}).get("annotators", {})
+    lines += _annotators(status["annotators"], figures, excluded)
     lines += exclusion_lines(status.get("excluded_annotators") or [])
     lines += late_line(status.get("late_answers") or [])
     lines.append(_scheduler_line(status["scheduler"]))
@@ -152,7 +154,7 @@ def _pool(pool: dict) -> str:
     )
 
 
-def _annotators(rows: list[dict], figures: dict[str, dict]) -> list[str]:
+def _annotators(rows: list[dict], figures: dict[str, dict], excluded: set[str]) -> list[str]:
     """Who answered how much (pulled answers in our database; `pull` first for the latest), their reliability
     (loop.quality, cumulative) and a warning line for each one flagged against [quality]."""
     from loop.cli.quality_view import status_text, warning_lines
@@ -167,7 +169,7 @@ def _annotators(rows: list[dict], figures: dict[str, dict]) -> list[str]:
             f"  annotator {r['username']}: {r['submitted']} submitted, {r['discarded']} discarded{more}"
         )
     shown = {r["username"] for r in rows}
-    return lines + warning_lines({who: f for who, f in figures.items() if who in shown})
+    return lines + warning_lines({who: f for who, f in figures.items() if who in shown}, excluded)
 
 
 def score_text(e: dict) -> str:

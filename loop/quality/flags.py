@@ -5,7 +5,8 @@ Rules, each needing enough answers so that a few unlucky answers do not flag any
 - gold accuracy: the Wilson 95% interval's UPPER bound is below min_gold_accuracy (with min_gold_answers);
 - position bias: the Wilson 95% interval of the share choosing the side shown as A lies entirely outside
   0.5 +- max_position_bias (with min_answers a/b answers), i.e. the bias is beyond the band with 95% confidence;
-- pace: the median seconds per answer is below min_seconds_per_answer (with min_answers answers).
+- pace: the median seconds per answer is below min_seconds_per_answer (over min_answers timed gaps: answers
+  that follow one another closely enough to time, not all the answers).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def flags(f: Figures, q: QualityConfig) -> list[str]:
                 f"answers (95% CI {low:.2f}-{high:.2f}, outside 0.5 +- max_position_bias {q.max_position_bias:g})"
             )
     pace = f.seconds_per_answer
-    if pace is not None and f.answers >= q.min_answers and pace < q.min_seconds_per_answer:
+    if pace is not None and f.timed_gaps >= q.min_answers and pace < q.min_seconds_per_answer:
         out.append(
             f"pace: median {pace:.1f} s per answer over {f.timed_gaps} gaps is below "
             f"min_seconds_per_answer {q.min_seconds_per_answer:g}"

@@ -122,6 +122,12 @@ def test_annotators_render_one_line_each(project, capsys):
         "warning: annotator bob flagged (still counted): pace: median 0.5 s per answer over 25 gaps is below "
         "min_seconds_per_answer 3"
     )
+    status["excluded_annotators"] = [
+        {"annotator": "bob", "since": "2026-01-01T00:00:00", "by": "ann", "reason": None}
+    ]
+    assert any(
+        line.startswith("warning: annotator bob flagged (excluded): pace: ") for line in render(status)
+    )
     status["annotators"] = []
     assert "annotators: none yet (`pvar-loop annotators add NAME`)" in render(status)
 

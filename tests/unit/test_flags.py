@@ -39,8 +39,9 @@ def test_gold_accuracy_flags_on_the_upper_bound() -> None:
     assert flags(gold(0, 4), Q) == []  # below min_gold_answers (5)
 
 
-def test_pace_flags_a_fast_annotator() -> None:
-    fast = Figures(answers=20, seconds_per_answer=1.2, timed_gaps=19)
-    assert flags(fast, Q) == ["pace: median 1.2 s per answer over 19 gaps is below min_seconds_per_answer 3"]
-    assert flags(Figures(answers=19, seconds_per_answer=1.2, timed_gaps=18), Q) == []
-    assert flags(Figures(answers=20, seconds_per_answer=3.0, timed_gaps=19), Q) == []
+def test_pace_flags_a_fast_annotator_over_enough_timed_gaps() -> None:
+    fast = Figures(answers=21, seconds_per_answer=1.2, timed_gaps=20)
+    assert flags(fast, Q) == ["pace: median 1.2 s per answer over 20 gaps is below min_seconds_per_answer 3"]
+    # Many answers but few timed gaps (answered in sessions days apart): a median of 3 gaps flags nobody.
+    assert flags(Figures(answers=60, seconds_per_answer=1.2, timed_gaps=3), Q) == []
+    assert flags(Figures(answers=21, seconds_per_answer=3.0, timed_gaps=20), Q) == []
