@@ -1,7 +1,7 @@
 """reward_refreshes: per round, the selection reward model's refresh and its held-out agreement
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 
 `[reward] refresh = "every_round"` trains a candidate reward model after each round's labels are in and keeps it
 only if its agreement with the humans on held-out labels does not drop; one row per round records the figures

@@ -1,7 +1,7 @@
 """eval_comparisons: the pairwise comparisons of a human evaluation ([evaluation] judge = "human")
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 
 A new table only; existing evaluations are untouched.
 """

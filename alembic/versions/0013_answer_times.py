@@ -1,7 +1,7 @@
 """labels.answered_at: Argilla's inserted_at of the response (when the answer was first given)
 
 Revision ID: 0013_answer_times
-Revises: 0011_answer_versions
+Revises: 0012_gold_items
 
 `submitted_at` keeps Argilla's updated_at of the response, which moves when the answer is edited; the pace of
 an annotator (median seconds per answer, loop.quality) needs when each answer was first given, which an edit

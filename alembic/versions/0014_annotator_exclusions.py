@@ -1,7 +1,7 @@
 """annotator_exclusions; decision_labels.counted; annotation_items.decision_method and confidence
 
 Revision ID: 0014_annotator_exclusions
-Revises: 0011_answer_versions
+Revises: 0013_answer_times
 
 An operator can stop counting one annotator (`pvar-loop annotators exclude NAME`, `include NAME`): each period
 of exclusion is a row (who, since when, by whom, why; ended by an include). The annotator's answers stay

@@ -117,3 +117,20 @@ def test_sqlite_evaluation_samples_up_down_up(sqlite_url):
 @pytest.mark.postgres
 def test_postgres_evaluation_samples_up_down_up(postgres_url):
     _evaluation_samples_round_trip(postgres_url)
+
+
+def test_every_revision_docstring_names_the_revision_it_revises() -> None:
+    """The "Revises:" line a reader sees is the down_revision alembic follows."""
+    import re
+    from pathlib import Path
+
+    versions = Path(__file__).resolve().parents[2] / "alembic" / "versions"
+    wrong = []
+    for path in sorted(versions.glob("0*.py")):
+        text = path.read_text(encoding="utf-8")
+        said = re.search(r"^Revises: ?(\S*)", text, re.M)
+        down = re.search(r'^down_revision: [^=]*= "?([^"\n]*)"?$', text, re.M)
+        expected = "(none)" if down and down.group(1) == "None" else down and down.group(1)
+        if said is None or said.group(1) != expected:
+            wrong.append(f"{path.name}: says {said and said.group(1)!r}, revises {expected!r}")
+    assert wrong == []
