@@ -29,13 +29,14 @@ def _gold_rows(session: Session, round_id: int | None) -> Sequence[GoldRow]:
 def item_answers(session: Session, round_id: int | None = None) -> list[ItemAnswer]:
     """The latest version of every round-item answer (of one round or all) as reliability reads it, and the
     human-evaluation answers on the checkpoint each round trained (items "eval:<comparison id>", a = the
-    checkpoint's response; Argilla's answer times are not stored for them, so they have no pace)."""
+    checkpoint's response; Argilla's answer times are not stored for them, so they have no pace). Those are
+    not blind (the evaluation dataset is shared): they count in position bias and tie/discard rates only."""
     answers = [
         ItemAnswer(r.round_id, r.item_id, r.annotator, r.choice, r.swapped, r.answered_at)
         for r in labels_repo.shown_answers(session, round_id)
     ]
     answers += [
-        ItemAnswer(rid, f"eval:{cid}", annotator, Verdict(verdict).choice, swapped, None)
+        ItemAnswer(rid, f"eval:{cid}", annotator, Verdict(verdict).choice, swapped, None, blind=False)
         for rid, cid, annotator, verdict, swapped in eval_repo.evaluation_answers(session, round_id)
     ]
     return answers

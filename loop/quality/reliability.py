@@ -19,6 +19,9 @@ answer) come as any objects with GoldRow's attributes. Per annotator:
   (a bulk request) are 0 s apart.
 
 Per round, Krippendorff's alpha (nominal, a/b/tie; discards missing) over every annotator of its items.
+
+Human-evaluation answers (not blind: the evaluation dataset is shared) count in position bias, tie and discard
+rates and the answer count, and stay out of majority agreement, Cohen's kappa and Krippendorff's alpha.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class ItemAnswer:
     choice: str  # a | b | tie | discard, our orientation
     swapped: bool  # b was shown as response A
     answered_at: datetime | None = None
+    # Given without seeing the others' answers. A human evaluation's are not (its dataset is shared: each
+    # annotator can read the others' verdicts), so they stay out of agreement, kappa and alpha.
+    blind: bool = True
 
 
 class GoldRow(Protocol):
@@ -134,10 +140,12 @@ def gold_accuracy(rows: Iterable[GoldRow]) -> tuple[int, int]:
 
 
 def by_item(answers: Iterable[ItemAnswer]) -> dict[str, list[ItemAnswer]]:
-    """Answers grouped by item (what the comparisons between annotators read)."""
+    """Blind answers grouped by item: what the comparisons between annotators read (an answer given where the
+    others' were visible says nothing about agreement)."""
     out: dict[str, list[ItemAnswer]] = defaultdict(list)
     for a in answers:
-        out[a.item_id].append(a)
+        if a.blind:
+            out[a.item_id].append(a)
     return out
 
 
@@ -208,7 +216,7 @@ def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
 def krippendorff_alpha(answers: Sequence[ItemAnswer]) -> float | None:
     """Nominal alpha over a/b/tie answers (annotators x items, discards missing); None where undefined (no item
     with two votes, or a single answer value in the whole round)."""
-    votes = [a for a in answers if a.choice in VOTE_SET]
+    votes = [a for a in answers if a.choice in VOTE_SET and a.blind]
     per_item: dict[str, int] = defaultdict(int)
     for a in votes:
         per_item[a.item_id] += 1
@@ -251,7 +259,8 @@ def figures(
     if f.gold_answers:
         f.gold_accuracy = f.gold_correct / f.gold_answers
         f.gold_interval = wilson(f.gold_correct, f.gold_answers)
-    mine = {a.item_id: items[a.item_id] for a in own}  # the comparisons read only the items they answered
+    # The comparisons read only the items they answered blind.
+    mine = {a.item_id: items[a.item_id] for a in own if a.item_id in items}
     agreed, f.majority_items = majority_agreement(mine, annotator)
     if f.majority_items:
         f.majority_agreement = agreed / f.majority_items

@@ -174,8 +174,9 @@ def test_three_bots_position_bias_pace_and_gold_accuracy_flagged(
 
 
 def test_human_evaluation_answers_count_in_the_figures_of_the_round_whose_checkpoint_they_judge(uow) -> None:
-    """Issue 23 s6: a human evaluation's answers get the same figures, in the round that trained the
-    checkpoint: the side swap undone, agreement and kappa between its annotators (no Argilla needed)."""
+    """Issue 23 s6: a human evaluation's answers count in the round that trained the checkpoint: position bias
+    (the side swap undone), tie and discard rates. Not in agreement, kappa or alpha: the evaluation dataset is
+    shared, so each annotator could read the others' verdicts (no Argilla needed)."""
     from sqlalchemy import update
 
     from loop.config import QualityConfig
@@ -219,6 +220,8 @@ def test_human_evaluation_answers_count_in_the_figures_of_the_round_whose_checkp
         2,
     )  # swap undone: half shown as A
     assert (bob["answers"], bob["shown_a"]) == (4, 2)
-    assert alice["majority_agreement"] == 0.0 and alice["majority_items"] == 4
-    assert alice["kappa"]["bob"]["items"] == 4
-    assert [r["round_id"] for r in rel["rounds"]] == [rnd.round_id]
+    assert alice["tie_rate"] == 0.0 and alice["discard_rate"] == 0.0
+    assert alice["majority_agreement"] is None and alice["majority_items"] == 0
+    assert alice["kappa"] == {} and bob["kappa"] == {}
+    [round_figures] = rel["rounds"]
+    assert round_figures["round_id"] == rnd.round_id and round_figures["alpha"] is None
