@@ -43,7 +43,9 @@ def test_answer_times_are_stored_read_and_counted_as_a_downgrade_loss(engine) ->
         assert {a.item_id: a.answered_at for a in shown_answers(s)} == {first: FIRST, second: EDITED}
         assert {a.item_id: a.swapped for a in shown_answers(s)} == items.swapped
 
-    lost = {k: n for k, n in downgrade_loss(engine, BEFORE).columns.items() if n}  # later revisions' empty ones
+    lost = {
+        k: n for k, n in downgrade_loss(engine, BEFORE).columns.items() if n
+    }  # later revisions' empty ones
     assert lost == {"labels.answered_at": 1}  # `db downgrade` needs --force
     downgrade(engine, BEFORE)
     upgrade(engine)
