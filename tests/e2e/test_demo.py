@@ -53,7 +53,13 @@ def test_quick_demo_runs_two_rounds_and_reports(tmp_path):
     report = json.loads((data / "report" / "report.json").read_text())
     html = (data / "report" / "index.html").read_text()
     pngs = sorted((data / "report").glob("*.png"))
-    assert len(pngs) == 4 and all(p.read_bytes().startswith(PNG) for p in pngs)
+    assert [p.name for p in pngs] == [
+        "annotator_reliability.png",  # the bots' position bias and agreement (issue 23)
+        "budget_use.png",
+        "eval_vs_labels.png",
+        "label_agreement.png",
+        "pvar_distribution.png",
+    ] and all(p.read_bytes().startswith(PNG) for p in pngs)
     assert set(report["plots"].values()) == {p.name for p in pngs} and all(p.name in html for p in pngs)
     with uow() as s:
         assert report["total_labels"] == s.scalar(select(func.count()).select_from(Label))
