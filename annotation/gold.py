@@ -15,7 +15,6 @@ out would tell gold apart.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from annotation.records import Answer, Rejected, parse_response
 from annotation.transfer import DELETE_BATCH
 from storage.repositories import gold as repo
 from storage.repositories.items import ItemContent
+from storage.repositories.project_secrets import keyed_id, record_secret
 
 _LOG = logging.getLogger(__name__)
 _WARNED: set[tuple[int, str | None]] = set()  # (round id, annotator) told to have fewer gold items
@@ -40,9 +40,10 @@ def gold_slots(seed: int, round_id: int, n_items: int, g: int) -> list[int]:
     return sorted(rng.sample(range(1, n_items + g + 1), g))
 
 
-def record_id(gold_key: str, round_id: int, annotator: str | None) -> str:
-    """A gold record's external id: a sha256 hex like an item id, unique per round and annotator."""
-    return hashlib.sha256(f"gold\0{gold_key}\0{round_id}\0{annotator or ''}".encode()).hexdigest()
+def record_id(secret: str, gold_key: str, round_id: int, annotator: str | None) -> str:
+    """A gold record's external id: a keyed hash like an item id, unique per round and annotator. Keyed with
+    the project's secret: from the gold item's texts, the round and a username nobody can recompute it."""
+    return keyed_id(secret, "gold", gold_key, str(round_id), annotator or "")
 
 
 def reserved_priorities(uow, round_id: int, n_items: int, per_round: int, *, blind: bool) -> set[int]:
@@ -76,9 +77,10 @@ def _place(session, round_id: int, key: repo.RoundKey, annotator: str | None, n_
     chosen = rng.sample(fresh, min(per_round, len(fresh)))
     slots = gold_slots(key.seed, round_id, n_items, len(chosen) if annotator is None else per_round)
     rng.shuffle(slots)  # which slots an annotator's fewer gold records take
+    secret = record_secret(session)
     rows = [
         {
-            "id": record_id(keys[gid], round_id, annotator),
+            "id": record_id(secret, keys[gid], round_id, annotator),
             "gold_id": gid,
             "round_id": round_id,
             "annotator": annotator,

@@ -511,6 +511,16 @@ class OperatorCommand(Base):
     done_at: Mapped[datetime | None]
 
 
+class ProjectSecret(Base):
+    """A project's random secrets, drawn once by a migration: `record_ids` keys the hashes that become Argilla
+    external ids (items, gold records, eval comparisons), so an annotator cannot recompute them from what a
+    record shows (which response the reward model ranks higher, which records are gold)."""
+
+    __tablename__ = "project_secrets"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 class SchedulerLock(Base):
     """One row per database: the scheduler that holds it (host/pid) and its heartbeat."""
 
