@@ -158,6 +158,9 @@ class Round(Base):
     min_submitted: Mapped[int | None] = mapped_column(
         comment="[argilla] min_submitted the round collects with, recorded at its first step (NULL: not yet)"
     )
+    gold_per_round: Mapped[int | None] = mapped_column(
+        comment="gold records per queue the round takes, fixed at its first push (NULL: not pushed yet)"
+    )
     policy_in: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     policy_out: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

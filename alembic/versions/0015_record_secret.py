@@ -1,4 +1,4 @@
-"""project_secrets: a random secret keying the ids that become Argilla external ids
+"""project_secrets: a random secret keying the ids that become Argilla external ids; rounds.gold_per_round
 
 Revision ID: 0015_record_secret
 Revises: 0014_annotator_exclusions
@@ -10,9 +10,12 @@ expected side. From this revision those ids are keyed (HMAC-SHA256) with a per-p
 they stay deterministic for the project (re-pushes are idempotent) but cannot be recomputed without the
 database. Rows stored before keep their ids: nothing is rewritten.
 
+rounds.gold_per_round fixes a round's gold count at its first push: gold is placed then or never, so gold
+added (or gold_per_round raised) mid-round never lands in a queue whose items hold their places already.
+
 Downgrade drops the secret and nothing else: every stored id stays as it is (the older code makes unkeyed ids
 again; a later upgrade draws a new secret for the ids made from then on). storage.downgrade does not count the
-secret as data lost.
+secret as data lost; the recorded gold counts are (`db downgrade` asks for --force where any is set).
 """
 
 import secrets
@@ -36,8 +39,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_project_secrets")),
     )
     op.bulk_insert(table, [{"name": "record_ids", "value": secrets.token_hex(32)}])
+    with op.batch_alter_table("rounds", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "gold_per_round",
+                sa.Integer(),
+                nullable=True,
+                comment="gold records per queue the round takes, fixed at its first push (NULL: not pushed yet)",
+            )
+        )
 
 
 def downgrade() -> None:
     # Stored rows keep their ids; only ids made after a later upgrade use the new secret drawn then.
+    with op.batch_alter_table("rounds", schema=None) as batch_op:
+        batch_op.drop_column("gold_per_round")
     op.drop_table("project_secrets")

@@ -38,6 +38,11 @@ def test_each_database_draws_its_own_secret_and_a_downgrade_drops_only_it(backen
 
     items = make_round_items(UnitOfWork(engine), 2)  # ids keyed with the secret
     assert not downgrade_loss(engine, BEFORE)  # the secret is a key, not data: no --force needed
+    with engine.begin() as conn:  # a round's gold count fixed at its first push is data
+        conn.execute(text("UPDATE rounds SET gold_per_round = 2"))
+    assert {c: n for c, n in downgrade_loss(engine, BEFORE).columns.items() if n} == {
+        "rounds.gold_per_round": 1
+    }
     downgrade(engine, BEFORE)
     assert current_revision(engine) == BEFORE and "project_secrets" not in inspect(engine).get_table_names()
     with engine.connect() as conn:  # stored rows keep their ids

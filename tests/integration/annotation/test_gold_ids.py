@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import httpx
 import pytest
 
 from annotation.dataset import ensure_dataset
@@ -17,10 +16,10 @@ from annotation.gold import split_gold
 from annotation.records import shown_pair
 from loop.gold import gold_key
 from loop.ingest import prompt_id
-from storage.repositories.gold import add_gold_items
 from tests.fixtures.argilla import ArgillaTarget
 from tests.support.annotation_setup import make_round_items
 from tests.support.argilla_helpers import annotator_in, fresh_workspace, owner, unique
+from tests.support.gold_setup import add_gold, readable
 
 pytestmark = pytest.mark.argilla
 ROUND_IDS = range(1, 200)  # round ids are small integers
@@ -52,40 +51,6 @@ def _guesses(record: dict, username: str) -> set[str]:
     return out
 
 
-def _readable(stack: ArgillaTarget, key: str, name: str) -> list[dict]:
-    with httpx.Client(base_url=stack.url, headers={"X-Argilla-Api-Key": key}, timeout=60) as http:
-        out = []
-        for d in http.get("/api/v1/me/datasets").json()["items"]:
-            if d["name"] == name:
-                r = http.post(
-                    f"/api/v1/me/datasets/{d['id']}/records/search", params={"limit": 1000}, json={}
-                )
-                r.raise_for_status()
-                out += [i["record"] for i in r.json()["items"]]
-    return out
-
-
-def _add_gold(uow, n: int, tag: str) -> None:
-    rows = []
-    for k in range(n):
-        prompt = f"{tag}Question 9.{k}: explain topic {k} briefly."
-        a, b = f"answer 2 to <{prompt}>", f"answer 0 to <{prompt}>"
-        rows.append(
-            {
-                "key": gold_key(prompt, a, b),
-                "prompt": prompt,
-                "response_a": a,
-                "response_b": b,
-                "expected": "a",
-                "rationale": None,
-                "source": "gold.jsonl",
-                "source_id": None,
-            }
-        )
-    with uow() as s:
-        add_gold_items(s, rows)
-
-
 @pytest.mark.parametrize("min_submitted", [1, 2], ids=["shared", "blind"])
 def test_an_annotator_cannot_recompute_external_ids_from_a_record(
     argilla_stack: ArgillaTarget, uow, min_submitted: int
@@ -96,10 +61,10 @@ def test_an_annotator_cannot_recompute_external_ids_from_a_record(
     dataset = ensure_dataset(owner(argilla_stack), name, workspace, min_submitted=min_submitted)
     tag = f"ids{min_submitted} "
     items = make_round_items(uow, 3, tag=tag)
-    _add_gold(uow, 2, tag)
+    add_gold(uow, 2, tag)
     assert push_items(uow, dataset, items.round_id, order=items.item_ids, gold_per_round=2).gold > 0
     for p in people:
-        seen = _readable(argilla_stack, p.api_key, name)
+        seen = readable(argilla_stack, p.api_key, name)
         gold, others = split_gold(uow, seen)
         assert gold and len(others) >= 1  # gold records and items both checked
         assert all(re.fullmatch(r"[0-9a-f]{64}", r["external_id"]) for r in seen)
