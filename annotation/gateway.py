@@ -214,8 +214,9 @@ class WithdrawReport:
 
 def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> WithdrawReport:
     """Take the waiting records of cancelled/failed rounds out of the annotators' queue: pull their answers
-    (kept, never re-decided), then delete the records from Argilla and forget their record ids. Idempotent;
-    an error leaves what is not deleted yet for the next call."""
+    (kept, never re-decided), then delete the records from Argilla and forget their record ids; the unanswered
+    gold records of every round that stopped collecting go too. Idempotent; an error leaves what is not
+    deleted yet for the next call."""
     with uow() as session:
         todo = repo.records_to_withdraw(session)
     report = WithdrawReport(rounds=sorted(todo))
@@ -240,9 +241,8 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
             with uow() as session:
                 repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
             report.withdrawn += len(chunk)
-    gold.withdraw_idle_gold(
-        uow, dataset, backoff=backoff
-    )  # every round that stopped collecting, not only these
+    # Gold of every round that stopped collecting (done ones too, whose items all left the queue answered).
+    gold.withdraw_idle_gold(uow, dataset, backoff=backoff)
     if report.withdrawn:
         _LOG.info(
             "withdrew %d waiting records of cancelled rounds (ids %s) from Argilla; %d answers stored first",
