@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from annotation import answers, gold
 from annotation.aggregate import DEFAULT_MIN_CONFIDENCE, MAJORITY
@@ -88,12 +88,15 @@ def push_items(
     with uow() as session:
         every = repo.items_to_push(session, round_id, include_pushed=True)
         todo = {i.id for i in repo.items_to_push(session, round_id)}
-    reserved = gold.reserved_priorities(uow, round_id, len(every), gold_per_round, blind=blind(dataset))
+    first_push = not any(i.argilla_record_id for i in every)
+    reserved, gold_count = gold.reserved_priorities(
+        uow, round_id, len(every), gold_per_round, blind=blind(dataset), first_push=first_push
+    )
     priority = _priorities(order, [i.id for i in every], reserved)
     every.sort(key=lambda i: priority[i.id])
     if blind(dataset):
         return _push_blind(
-            uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0, gold_per_round
+            uow, dataset, round_id, every, priority, include_pushed, batch_size, backoff, t0, gold_count
         )
     recorded = [i for i in every if i.argilla_record_id is not None]
     present = _external_ids(dataset, backoff) if recorded else set()
@@ -109,6 +112,8 @@ def push_items(
     # Gold records go out in the same batches, in priority order: nothing (not even insertion times) sets
     # them apart from the items around them.
     extra = gold.shared_todo(uow, round_id, include_pushed=include_pushed)
+    if gold_count:  # an operator's source_id on the items only would single out the gold records
+        items = [replace(i, source_id=None) for i in items]
     queue = sorted([(i, priority[i.id]) for i in items] + extra, key=lambda x: x[1])
     is_gold = {c.id for c, _ in extra}
     for start in range(0, len(queue), batch_size):
@@ -209,8 +214,9 @@ class WithdrawReport:
 
 def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> WithdrawReport:
     """Take the waiting records of cancelled/failed rounds out of the annotators' queue: pull their answers
-    (kept, never re-decided), then delete the records from Argilla and forget their record ids. Idempotent;
-    an error leaves what is not deleted yet for the next call."""
+    (kept, never re-decided), then delete the records from Argilla and forget their record ids; the unanswered
+    gold records of every round that stopped collecting go too. Idempotent; an error leaves what is not
+    deleted yet for the next call."""
     with uow() as session:
         todo = repo.records_to_withdraw(session)
     report = WithdrawReport(rounds=sorted(todo))
@@ -235,8 +241,8 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
             with uow() as session:
                 repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
             report.withdrawn += len(chunk)
-    if todo:
-        gold.withdraw_gold(uow, dataset, sorted(todo), backoff=backoff)
+    # Gold of every round that stopped collecting (done ones too, whose items all left the queue answered).
+    gold.withdraw_idle_gold(uow, dataset, backoff=backoff)
     if report.withdrawn:
         _LOG.info(
             "withdrew %d waiting records of cancelled rounds (ids %s) from Argilla; %d answers stored first",

@@ -15,17 +15,17 @@ out would tell gold apart.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
 
-from annotation.api import DEFAULT_BACKOFF, Backoff, request
+from annotation.api import DEFAULT_BACKOFF, Backoff, request, request_json
 from annotation.dataset import DatasetHandle
 from annotation.records import Answer, Rejected, parse_response
-from annotation.transfer import DELETE_BATCH
+from annotation.transfer import DELETE_BATCH, fetch_records
 from storage.repositories import gold as repo
 from storage.repositories.items import ItemContent
+from storage.repositories.project_secrets import keyed_id, record_secret
 
 _LOG = logging.getLogger(__name__)
 _WARNED: set[tuple[int, str | None]] = set()  # (round id, annotator) told to have fewer gold items
@@ -40,25 +40,36 @@ def gold_slots(seed: int, round_id: int, n_items: int, g: int) -> list[int]:
     return sorted(rng.sample(range(1, n_items + g + 1), g))
 
 
-def record_id(gold_key: str, round_id: int, annotator: str | None) -> str:
-    """A gold record's external id: a sha256 hex like an item id, unique per round and annotator."""
-    return hashlib.sha256(f"gold\0{gold_key}\0{round_id}\0{annotator or ''}".encode()).hexdigest()
+def record_id(secret: str, gold_key: str, round_id: int, annotator: str | None) -> str:
+    """A gold record's external id: a keyed hash like an item id, unique per round and annotator. Keyed with
+    the project's secret: from the gold item's texts, the round and a username nobody can recompute it."""
+    return keyed_id(secret, "gold", gold_key, str(round_id), annotator or "")
 
 
-def reserved_priorities(uow, round_id: int, n_items: int, per_round: int, *, blind: bool) -> set[int]:
-    """The priorities the round's items must leave to its gold records. Shared dataset: the gold records are
-    placed now (at the round's first push with gold) and keep their slots. Blind overlap: the round's slots,
+def reserved_priorities(
+    uow, round_id: int, n_items: int, per_round: int, *, blind: bool, first_push: bool
+) -> tuple[set[int], int]:
+    """(the priorities the round's items must leave to its gold records, the round's gold count). The count is
+    fixed at the round's first push (`first_push`: none of its items is in Argilla yet): `per_round` when
+    there is gold then, else 0. Gold added or gold_per_round raised later waits for the next round: placed
+    mid-round it would take places the items already hold, or come after all of them.
+    Shared dataset: the gold records are placed now and keep their slots. Blind overlap: the round's slots,
     which each annotator's gold records take (placed per annotator by blind_todo)."""
     with uow() as session:
-        placed = {p.priority for p in repo.round_gold(session, round_id)}
-        if not repo.gold_keys(session) or (per_round <= 0 and not placed):
-            return placed
+        rows = repo.round_gold(session, round_id)
+        placed = {p.priority for p in rows}
+        count = repo.gold_count(session, round_id)
+        if count is None:  # a round placed before counts were fixed keeps placing with `per_round`
+            count = max(per_round, 0) if (rows or first_push) and repo.gold_keys(session) else 0
+            repo.fix_gold_count(session, round_id, count)
+        if count <= 0:
+            return placed, 0
         key = repo.round_key(session, round_id)
         if blind:
-            return placed | set(gold_slots(key.seed, round_id, n_items, per_round))
-        if not any(p.annotator is None for p in repo.round_gold(session, round_id)):
-            _place(session, round_id, key, None, n_items, per_round)
-        return {p.priority for p in repo.round_gold(session, round_id)}
+            return placed | set(gold_slots(key.seed, round_id, n_items, count)), count
+        if first_push and not any(p.annotator is None for p in rows):
+            _place(session, round_id, key, None, n_items, count)
+        return {p.priority for p in repo.round_gold(session, round_id)}, count
 
 
 def _place(session, round_id: int, key: repo.RoundKey, annotator: str | None, n_items: int, per_round: int):
@@ -76,9 +87,10 @@ def _place(session, round_id: int, key: repo.RoundKey, annotator: str | None, n_
     chosen = rng.sample(fresh, min(per_round, len(fresh)))
     slots = gold_slots(key.seed, round_id, n_items, len(chosen) if annotator is None else per_round)
     rng.shuffle(slots)  # which slots an annotator's fewer gold records take
+    secret = record_secret(session)
     rows = [
         {
-            "id": record_id(keys[gid], round_id, annotator),
+            "id": record_id(secret, keys[gid], round_id, annotator),
             "gold_id": gid,
             "round_id": round_id,
             "annotator": annotator,
@@ -111,7 +123,7 @@ def _content(p: repo.GoldPlacement, key: repo.RoundKey) -> ItemContent:
         text_a=p.response_a,
         text_b=p.response_b,
         argilla_record_id=p.argilla_record_id,
-        source_id=p.source_id,
+        source_id=None,  # a round with gold shows no source_id at all (annotation.gateway)
     )
 
 
@@ -185,10 +197,26 @@ def store_answers(uow, records: list[dict], users: dict[str, str]) -> int:
         return repo.store_gold_answers(session, writes)
 
 
+def withdraw_idle_gold(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAULT_BACKOFF) -> int:
+    """Withdraw the unanswered gold records of every round that no longer collects (done, training, cancelled
+    ...), whether or not its items left the queue: a gold record waiting with an old `round` value would
+    tell gold apart. Their answers so far are stored first. Returns the records deleted."""
+    from annotation.blind import annotator_records
+
+    with uow() as session:
+        rounds = repo.rounds_with_idle_gold(session)
+    if not rounds:
+        return 0
+    records = fetch_records(dataset, backoff) + annotator_records(dataset, backoff)
+    users = request_json(dataset.http, "GET", "/api/v1/users", what="list users", backoff=backoff)
+    store_answers(uow, split_gold(uow, records)[0], {u["id"]: u["username"] for u in users["items"]})
+    return withdraw_gold(uow, dataset, rounds, backoff=backoff)
+
+
 def withdraw_gold(
     uow, dataset: DatasetHandle, round_ids: Sequence[int], *, backoff: Backoff = DEFAULT_BACKOFF
 ) -> int:
-    """Delete the unanswered gold records of cancelled rounds from the shared dataset and the annotators' own
+    """Delete the unanswered gold records of `round_ids` from the shared dataset and the annotators' own
     (the answers were pulled first); returns the records deleted."""
     from annotation.blind import withdraw_from_annotators
 

@@ -301,7 +301,8 @@ class ArgillaConfig(_Section):
     gold_per_round: int = Field(
         0,
         ge=0,
-        description="Gold items (`pvar-loop gold add`) mixed into each round's queue when it is pushed, shown "
+        description="Gold items (`pvar-loop gold add`) mixed into each round's queue at its first push (the "
+        "round keeps that number: gold added or a value raised mid-round waits for the next round), shown "
         "like the round's items; each annotator sees a gold item at most once. Their answers measure the "
         "annotators and are never trained on, exported or counted in the round's figures.",
     )

@@ -21,7 +21,8 @@ from storage.db import make_engine, translate_errors
 from storage.migrate import MigrationError, current_revision, downgrade, downgrade_within, refuse_newer
 from storage.private import create_private
 
-NOT_DATA = {"alembic_version"}
+# project_secrets: drawn by 0015's upgrade, a key for ids not yet made; stored ids keep theirs without it
+NOT_DATA = {"alembic_version", "project_secrets"}
 
 # table -> (rows, {column: non-NULL values})
 Snapshot = dict[str, tuple[int, dict[str, int]]]

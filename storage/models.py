@@ -158,6 +158,9 @@ class Round(Base):
     min_submitted: Mapped[int | None] = mapped_column(
         comment="[argilla] min_submitted the round collects with, recorded at its first step (NULL: not yet)"
     )
+    gold_per_round: Mapped[int | None] = mapped_column(
+        comment="gold records per queue the round takes, fixed at its first push (NULL: not pushed yet)"
+    )
     policy_in: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     policy_out: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -512,6 +515,16 @@ class OperatorCommand(Base):
     outcome: Mapped[str | None] = mapped_column(Text, comment="what the scheduler did, or why it could not")
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]
+
+
+class ProjectSecret(Base):
+    """A project's random secrets, drawn once by a migration: `record_ids` keys the hashes that become Argilla
+    external ids (items, gold records, eval comparisons), so an annotator cannot recompute them from what a
+    record shows (which response the reward model ranks higher, which records are gold)."""
+
+    __tablename__ = "project_secrets"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class SchedulerLock(Base):

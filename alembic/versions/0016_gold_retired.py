@@ -1,7 +1,7 @@
 """gold_items.retired_at: `pvar-loop gold retire ID`
 
 Revision ID: 0016_gold_retired
-Revises: 0014_annotator_exclusions (the lead chains it after 0015_record_secret at merge)
+Revises: 0015_record_secret
 
 A retired gold item is no longer placed in a round's queue; its records already placed and its answers stay
 (they measured the annotators who saw it). Downgrade refuses while any gold item is retired: the older schema
@@ -16,7 +16,7 @@ from alembic import op
 from alembic.util import CommandError
 
 revision: str = "0016_gold_retired"
-down_revision: str | None = "0014_annotator_exclusions"
+down_revision: str | None = "0015_record_secret"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

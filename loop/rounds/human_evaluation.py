@@ -11,7 +11,6 @@ waits for.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zlib
 
@@ -36,13 +35,17 @@ from storage.repositories.checkpoints import ensure_initial_checkpoint
 from storage.repositories.evaluations import add_evaluation, find_evaluation
 from storage.repositories.exclusions import excluded_names
 from storage.repositories.items import record_min_submitted
+from storage.repositories.project_secrets import keyed_id, record_secret
 
 log = logging.getLogger(__name__)
 
 
-def comparison_id(checkpoint_id: str, reference_id: str, prompt_id: str, policy: str, reference: str) -> str:
-    parts = ("eval", checkpoint_id, reference_id, prompt_id, policy, reference)
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+def comparison_id(
+    secret: str, checkpoint_id: str, reference_id: str, prompt_id: str, policy: str, reference: str
+) -> str:
+    """The comparison's (and its Argilla record's) id, keyed with the project's secret: hashing a record's
+    texts in both orders must not tell an annotator which side is the checkpoint's."""
+    return keyed_id(secret, "eval", checkpoint_id, reference_id, prompt_id, policy, reference)
 
 
 def waiting_line(shown: list[Compared]) -> Wait | None:
@@ -92,6 +95,7 @@ def _prepare(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str) -
             if ckpt.round_id is not None
             else cfg.argilla.min_submitted
         )
+        secret = record_secret(session)
     if not prompts:
         raise TrainingDataError("no eval prompts: ingest some with `pvar-loop ingest FILE --split eval`")
     texts = [text for _, text in prompts]
@@ -101,7 +105,7 @@ def _prepare(cfg: Config, uow: UnitOfWork, checkpoint_id: str, reference: str) -
     sides = _sides(cfg, checkpoint_id, len(prompts))
     rows = [
         {
-            "id": comparison_id(checkpoint_id, reference, pid, p, r),
+            "id": comparison_id(secret, checkpoint_id, reference, pid, p, r),
             "checkpoint_id": checkpoint_id,
             "reference_id": reference,
             "prompt_id": pid,

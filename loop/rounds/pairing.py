@@ -12,18 +12,17 @@ from sqlalchemy.orm import Session
 
 from storage.models import Generation
 from storage.repositories.items import add_items
+from storage.repositories.project_secrets import keyed_id, record_secret
 from storage.repositories.scores import scored_generations
 from storage.statuses import ItemStatus
 
 
-def item_id(round_id: int, prompt_id: str, text_a: str, text_b: str) -> str:
-    """Content hash of round, prompt and pair: re-running a round's planning gives the same ids (and Argilla
-    records); a later round that picks the same prompt again (e.g. after a cancel) gets a new record."""
-    h = hashlib.sha256()
-    for part in (str(round_id), prompt_id, text_a, text_b):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
+def item_id(secret: str, round_id: int, prompt_id: str, text_a: str, text_b: str) -> str:
+    """Keyed hash of round, prompt and pair: re-running a round's planning gives the same ids (and Argilla
+    records); a later round that picks the same prompt again (e.g. after a cancel) gets a new record. The
+    project's secret keeps annotators from hashing a record's texts in both orders to learn which one the
+    reward model ranks higher (the id is the record's external id)."""
+    return keyed_id(secret, "item", str(round_id), prompt_id, text_a, text_b)
 
 
 def swap_flag(seed: int, item: str) -> bool:
@@ -59,12 +58,13 @@ def create_items(
     """Insert one item per selected prompt (idempotent), flagged `audit` for the prompts in `audit` (the
     random audit slice). Returns (items written, prompts skipped as ties)."""
     pairs = best_and_worst(session, prompt_ids, checkpoint_id, reward_model)
+    secret = record_secret(session)
     rows = []
     for pid in prompt_ids:
         if pid not in pairs:
             continue
         best, worst = pairs[pid]
-        iid = item_id(round_id, pid, best.text, worst.text)
+        iid = item_id(secret, round_id, pid, best.text, worst.text)
         rows.append(
             {
                 "id": iid,

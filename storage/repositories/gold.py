@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import select_in
 from storage.models import GoldAnswerRow, GoldItem, GoldRecord, Round, utcnow
+from storage.statuses import RoundStatus
 from storage.upsert import upsert
 
 
@@ -141,6 +142,32 @@ def placed_gold(session: Session) -> dict[str | None, set[int]]:
     for annotator, gold_id in session.execute(select(GoldRecord.annotator, GoldRecord.gold_id)):
         out.setdefault(annotator, set()).add(gold_id)
     return out
+
+
+def gold_count(session: Session, round_id: int) -> int | None:
+    """The gold records per queue the round fixed at its first push (None: not fixed yet)."""
+    return session.get(Round, round_id).gold_per_round
+
+
+def fix_gold_count(session: Session, round_id: int, count: int) -> None:
+    session.get(Round, round_id).gold_per_round = count
+
+
+def rounds_with_idle_gold(session: Session) -> list[int]:
+    """Ids of the rounds that no longer collect (RoundStatus.collects) and still have pushed gold records
+    nobody answered: they wait in a queue whose round is over, which would tell them apart."""
+    answered = select(GoldAnswerRow.id).where(GoldAnswerRow.record_id == GoldRecord.id).exists()
+    stmt = (
+        select(GoldRecord.round_id)
+        .join(Round, Round.id == GoldRecord.round_id)
+        .where(
+            GoldRecord.argilla_record_id.is_not(None),
+            ~answered,
+            Round.status.not_in([s for s in RoundStatus if s.collects]),
+        )
+        .distinct()
+    )
+    return sorted(session.scalars(stmt))
 
 
 def round_gold(session: Session, round_id: int) -> list[GoldPlacement]:

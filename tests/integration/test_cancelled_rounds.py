@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from annotation.records import flip
 from loop.cli.app import main
 from loop.rounds.pairing import create_items
 from storage.models import AnnotationItem, Label, Round
@@ -78,7 +79,11 @@ def test_cancel_withdraws_waiting_records_and_keeps_answers_out_of_training(
     assert "round 1 cancelled" in out
     assert "withdrew 3 waiting records from Argilla (1 answers on them stored first" in out, out
     assert external_ids(argilla_stack, dataset_id) == [first]  # only the settled record is left
-    assert _labels(uow) == {first: "a", second: "b"}  # every answer is kept
+    sw = items.swapped  # labels are stored in our a/b: the answers shown, un-swapped
+    assert _labels(uow) == {
+        first: flip("a", sw[first]),
+        second: flip("b", sw[second]),
+    }  # every answer is kept
     with uow() as s:
         assert s.get(AnnotationItem, second).status == "pushed"  # stored, not decided: the round is closed
         assert s.get(AnnotationItem, second).argilla_record_id is None
@@ -112,7 +117,7 @@ def test_a_round_closed_at_its_deadline_withdraws_its_unanswered_records(
         assert s.get(Round, items.round_id).status == "training"
     assert external_ids(argilla_stack, dataset_id) == [first]  # nobody is asked for answers nobody uses
     assert _records(uow) == {first: records[first]} | {i: None for i in items.item_ids[1:]}
-    assert _labels(uow) == {first: "a"}
+    assert _labels(uow) == {first: flip("a", items.swapped[first])}
 
 
 def test_cancel_while_argilla_is_down_is_finished_by_the_next_pull(
@@ -137,7 +142,7 @@ def test_cancel_while_argilla_is_down_is_finished_by_the_next_pull(
     pulled = json.loads(capsys.readouterr().out)
     assert (pulled["withdrawn"], pulled["cancelled_labels"]) == (3, 1)
     assert external_ids(argilla_stack, dataset_id) == []
-    assert _labels(uow) == {items.item_ids[0]: "a"}
+    assert _labels(uow) == {items.item_ids[0]: flip("a", items.swapped[items.item_ids[0]])}
     assert _export(cli, tmp_path / "out.jsonl") == []
     assert main([*cli, "pull"]) == 0  # nothing left to withdraw: Argilla holds none of its records
     assert "withdrew" not in capsys.readouterr().out

@@ -33,7 +33,9 @@ def _rows(engine) -> list[tuple]:
 
 def test_stored_labels_become_version_one_and_a_downgrade_keeps_or_refuses(engine) -> None:
     uow = UnitOfWork(engine)
+    upgrade(engine)  # items are made at head (their ids are keyed with 0015's secret), then taken back
     items = make_round_items(uow, 2)  # rounds and items are the same before and after 0010
+    downgrade(engine, BEFORE)
     when = datetime(2026, 12, 6, 21, 11, tzinfo=UTC)
     with engine.begin() as c:
         for item_id in items.item_ids:

@@ -38,7 +38,7 @@ def test_gold_tables_come_and_go_and_a_downgrade_refuses_to_drop_gold(sqlite_url
 def test_a_downgrade_below_0016_refuses_while_a_gold_item_is_retired(sqlite_url) -> None:
     engine = make_engine(sqlite_url)
     upgrade(engine)
-    downgrade(engine, "0014_annotator_exclusions")  # nothing retired: nothing is lost
+    downgrade(engine, "0015_record_secret")  # nothing retired: nothing is lost
     upgrade(engine)
     with engine.begin() as conn:
         conn.execute(
@@ -48,6 +48,6 @@ def test_a_downgrade_below_0016_refuses_while_a_gold_item_is_retired(sqlite_url)
             )
         )
     with pytest.raises(MigrationError, match="1 gold items are retired"):
-        downgrade(engine, "0014_annotator_exclusions")
+        downgrade(engine, "0015_record_secret")
     assert current_revision(engine) == head_revision()
     engine.dispose()

@@ -3,6 +3,8 @@ comparison counts as answered, and the warning when the judge is the selection r
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from loop.config import parse_config
@@ -57,10 +59,14 @@ def test_a_comparison_is_answered_by_its_overlap_discards_included():
     assert settled(_c("p", {"x": "policy", "y": "reference"}, need=2))
 
 
-def test_comparison_ids_are_content_hashes():
-    a = comparison_id("ck", "ref", "p1", "yes", "no")
-    assert a == comparison_id("ck", "ref", "p1", "yes", "no") and len(a) == 64
-    assert a != comparison_id("ck", "ref", "p1", "no", "yes")
+def test_comparison_ids_are_keyed_hashes_stable_for_a_secret():
+    s1, s2 = "01" * 32, "02" * 32
+    a = comparison_id(s1, "ck", "ref", "p1", "yes", "no")
+    assert a == comparison_id(s1, "ck", "ref", "p1", "yes", "no") and len(a) == 64
+    assert a != comparison_id(s1, "ck", "ref", "p1", "no", "yes")
+    assert a != comparison_id(s2, "ck", "ref", "p1", "yes", "no")
+    unkeyed = hashlib.sha256("\x00".join(("eval", "ck", "ref", "p1", "yes", "no")).encode()).hexdigest()
+    assert a != unkeyed  # the formula before the secret
 
 
 def test_warns_when_the_judge_is_the_selection_reward_model(tmp_path):

@@ -3,10 +3,13 @@ every push, and the items' priorities leave exactly those places free; record id
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from annotation.gateway import _priorities
 from annotation.gold import gold_slots, record_id
+
+SECRET = "5e" * 32
 
 
 def test_gold_slots_are_seeded_places_among_the_rounds_records() -> None:
@@ -28,5 +31,12 @@ def test_items_take_the_places_gold_leaves_free_in_their_order() -> None:
 
 
 def test_record_ids_look_like_item_ids_and_differ_per_round_and_annotator() -> None:
-    ids = {record_id("k", r, who) for r in (1, 2) for who in (None, "alice", "bob")}
+    ids = {record_id(SECRET, "k", r, who) for r in (1, 2) for who in (None, "alice", "bob")}
     assert len(ids) == 6 and all(re.fullmatch(r"[0-9a-f]{64}", i) for i in ids)
+
+
+def test_record_ids_are_stable_for_a_secret_and_depend_on_it() -> None:
+    rid = record_id(SECRET, "k", 2, "alice")
+    assert rid == record_id(SECRET, "k", 2, "alice") and rid != record_id("ab" * 32, "k", 2, "alice")
+    unkeyed = hashlib.sha256(b"gold\0k\02\0alice").hexdigest()  # the formula before the secret
+    assert rid != unkeyed
