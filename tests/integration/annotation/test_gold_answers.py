@@ -19,7 +19,9 @@ def test_a_gold_answer_keeps_the_time_it_was_first_given(uow) -> None:
     with uow() as s:
         add_gold_items(s, [{**row, "key": "k" * 64, "rationale": None, "source_id": None}])
     rnd = make_round_items(uow, 2, status=RoundStatus.COLLECTING)
-    reserved_priorities(uow, rnd.round_id, 2, 1, blind=False)  # the shared dataset's gold record
+    reserved_priorities(
+        uow, rnd.round_id, 2, 1, blind=False, first_push=True
+    )  # the shared dataset's gold record
     with uow() as s:
         [placed] = round_gold(s, rnd.round_id)
     response = {

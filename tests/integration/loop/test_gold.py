@@ -173,7 +173,9 @@ def test_a_retired_gold_item_is_no_longer_placed(project, tmp_path, capsys) -> N
     try:
         uow = UnitOfWork(engine)
         rnd = make_round_items(uow, 4, status=RoundStatus.COLLECTING)
-        reserved_priorities(uow, rnd.round_id, 4, 3, blind=False)  # the shared dataset's gold, placed now
+        reserved_priorities(
+            uow, rnd.round_id, 4, 3, blind=False, first_push=True
+        )  # the shared dataset's gold, placed now
         with uow() as s:
             assert {r.gold_id for r in s.scalars(select(GoldRecord))} == {2, 3}
     finally:
