@@ -74,16 +74,20 @@ def comparisons_to_withdraw(session: Session) -> dict[tuple[str, str], dict[str,
         .join(Round, Round.id == Checkpoint.round_id)
         .where(Round.status.in_(RoundStatus.freeing_states()))
     )
-    stored = in_argilla.join(
-        Evaluation,
-        (Evaluation.checkpoint_id == EvalComparison.checkpoint_id)
-        & (Evaluation.reference_id == EvalComparison.reference_id)
-        & (Evaluation.judge == HUMAN_JUDGE),
+    # EXISTS, not a join + DISTINCT: PostgreSQL has no equality for the json `answers` column DISTINCT compares.
+    stored = in_argilla.where(
+        select(Evaluation.id)
+        .where(
+            Evaluation.checkpoint_id == EvalComparison.checkpoint_id,
+            Evaluation.reference_id == EvalComparison.reference_id,
+            Evaluation.judge == HUMAN_JUDGE,
+        )
+        .exists()
     )
     excluded = excluded_names(session)
     todo = list(session.scalars(cancelled)) + [
         c
-        for c in session.scalars(stored.distinct())
+        for c in session.scalars(stored)
         if sum(who not in excluded for who in (c.answers or {})) < c.min_submitted
     ]
     out: dict[tuple[str, str], dict[str, str]] = {}
