@@ -198,6 +198,11 @@ def _train_draws_in_workers(data_dir: Path, cfg, p: SweepProfile, model_cache: P
     todo = draws_to_train(data_dir, p)
     if len(todo) < 2:
         return  # nothing to share out: prepare_selection_rms trains a lone draw itself
+    from loop.ml.offline_models import load_minilm_reward_backbone
+
+    load_minilm_reward_backbone(
+        Path(model_cache).resolve()
+    )  # converted here once, not by two workers at a time
     say(f"[sweep] training {len(todo)} learned-RM draws in {min(jobs, len(todo))} workers")
     parts = [todo[i::jobs] for i in range(min(jobs, len(todo)))]
     _run_workers(
