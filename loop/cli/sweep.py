@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=sorted(PROFILES),
         default="standard",
         help="standard: under 2 h on a 2-core CPU with --jobs 2; preregistered: the pre-registered design "
-        "(docs/experiment.md); large: a GPU machine (scripts/sweep-gpu); tiny: tests",
+        "(docs/experiment.md); sequential: the loop's design, 2 rounds x 32 labels (docs/experiment.md); large: "
+        "a GPU machine (scripts/sweep-gpu); tiny, tiny-sequential: tests",
     )
     run.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
     run.add_argument(
@@ -58,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     mech.add_argument("--no-pool", action="store_true", help="only the picks, not the pool's pairs")
     rep = sw.add_parser("report", help="regenerate the results document and plots from the database")
     rep.add_argument("--data-dir", default="data/sweep", help="the sweep's directory (default data/sweep)")
+    rep.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="report this profile's cells, when several profiles ran over the data dir's world (default: "
+        "the profile that made it)",
+    )
     rep.add_argument(
         "--out", default="docs/experiment-results.md", help="Markdown file; plots go to img/ beside it"
     )
@@ -115,13 +122,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         done = sum(s == "done" for s in statuses.values())
         print(f"sweep: {done} of {len(statuses)} cells done")
         out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"
-        path, _ = write_report(data_dir, out)
+        path, _ = write_report(data_dir, out, profile=args.profile)
     elif args.sweep_command == "mechanism":
         print(f"mechanism: {measure_mechanism(data_dir, args.seeds, pool=not args.no_pool)}")
         return 0
     elif args.from_table:
         path, _ = report_from_table(Path(args.from_table), Path(args.out), n_boot=args.bootstrap)
     else:
-        path, _ = write_report(data_dir, Path(args.out), n_boot=args.bootstrap)
+        path, _ = write_report(data_dir, Path(args.out), n_boot=args.bootstrap, profile=args.profile)
     print(f"report: {path}")
     return 0

@@ -24,13 +24,15 @@ from loop.evaluation.seed_paired import (
     wilson,
 )
 from loop.experiment.sweep.data import CellResult
+from loop.experiment.sweep.profiles import Key
 
-Key = tuple[str, str, int]  # (rm, strategy, budget)
 PVAR, RANDOM = str(Strategy.PVAR), str(Strategy.RANDOM)
 
 
 def _key(r: CellResult) -> Key:
-    return (r.cell.rm, str(r.cell.strategy), r.cell.budget)
+    """(rm, arm label, labels in all): a one-round cell's label is its strategy, a cell of several rounds
+    names them (pvar-2r), so 2 x 32 labels in the loop and 64 at once are different arms of 64 labels."""
+    return (r.cell.rm, r.cell.label, r.cell.labels)
 
 
 def _ci(i) -> dict:
@@ -98,11 +100,14 @@ def analyse(
     curve_rm: str,
     agreements: Mapping[str, float | None],
     contrasts: Sequence[tuple[Key, Key]] = (),
+    secondary: Sequence[tuple[Key, Key]] = (),
+    interactions: Sequence[tuple[Key, Key, Key, Key]] = (),
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """The report's numbers: curve, paired-by-seed differences per RM and budget (and any further contrasts),
-    labels-to-reach, decided-pair rates, variance components."""
+    """The report's numbers: curve, paired-by-seed differences per RM and budget, the pre-registered contrasts
+    (and further ones: secondary A - B, interactions (A - B) - (C - D)), labels-to-reach, decided-pair rates,
+    variance components."""
     scores, prompts = scores_by_key(results)
     top = max(budgets)
     rms = sorted({r.cell.rm for r in results})
@@ -134,11 +139,51 @@ def analyse(
         if _paired(scores, a, b):
             d = paired_by_seed(scores[a], scores[b], n_boot=n_boot, seed=seed)
             out["contrasts"].append({"a": list(a), "b": list(b), **d.as_dict()})
+    if secondary or interactions:
+        out["secondary"] = [
+            {
+                "a": list(a),
+                "b": list(b),
+                **paired_by_seed(scores[a], scores[b], n_boot=n_boot, seed=seed).as_dict(),
+                "decided": _decided_difference(cells, a, b),
+            }
+            for a, b in secondary
+            if _paired(scores, a, b)
+        ]
+        out["interactions"] = [
+            {"keys": [list(k) for k in keys], **x.as_dict()}
+            for keys in interactions
+            if (x := _interaction(scores, keys, n_boot, seed)) is not None
+        ]
     out["headline"] = _labels_to_reach(scores, curve_rm, budgets, top, n_boot, seed)
     out["dose_response"] = [d for d in out["differences"] if d["budget"] == top]
     out["decided_rates"] = decided_rates(cells, [top])
     out["variance"] = [x for rm in rms if (x := seed_spread(results, rm, top, prompts)) is not None]
     return out
+
+
+def _decided_difference(cells: Sequence[dict], a: Key, b: Key) -> dict | None:
+    """Decided pairs of A and B summed over their seeds, with the difference of the rates (Newcombe)."""
+    by = {(c["rm"], c["strategy"], c["budget"]): c for c in cells}
+    x, y = by.get(a), by.get(b)
+    if x is None or y is None or not x["labels"] or not y["labels"]:
+        return None
+    d = newcombe(x["decided"], x["labels"], y["decided"], y["labels"])
+    return {"a": x["decided"], "a_labels": x["labels"], "b": y["decided"], "b_labels": y["labels"], **_ci(d)}
+
+
+def _interaction(scores, keys: tuple[Key, Key, Key, Key], n_boot: int, seed: int):
+    """(A - B) - (C - D), paired by seed: each seed's prompt-level differences A - B and C - D, compared as two
+    arms (t interval over the seeds all four cells share; the bootstrap resamples seeds, then prompts)."""
+    if any(k not in scores for k in keys):
+        return None
+    a, b, c, d = (scores[k] for k in keys)
+    seeds = sorted(set(a) & set(b) & set(c) & set(d))
+    if not seeds:
+        return None
+    first = {s: {p: a[s][p] - b[s][p] for p in a[s]} for s in seeds}
+    second = {s: {p: c[s][p] - d[s][p] for p in c[s]} for s in seeds}
+    return paired_by_seed(first, second, n_boot=n_boot, seed=seed)
 
 
 def _seed_means(by_seed: Mapping[int, Mapping[str, float]]) -> list[float]:
@@ -157,9 +202,9 @@ def seed_spread(
     alone (the standard error over its prompts); their ratio is the eval prompts' share of the per-seed
     variance. None without two seeds evaluated in both arms."""
     arms = {
-        (str(r.cell.strategy), r.cell.seed): r.means
+        (r.cell.label, r.cell.seed): r.means
         for r in results
-        if r.cell.rm == rm and r.cell.budget == budget and r.means
+        if r.cell.rm == rm and r.cell.labels == budget and r.means
     }
     seeds = sorted(s for (strategy, s) in arms if strategy == PVAR and (RANDOM, s) in arms)
     if len(seeds) < 2:

@@ -48,38 +48,85 @@ __all__ = [
 ]
 
 
+MATCHED = "pvar-matched"  # PVar picks trained on as many pairs as the random cell of the same seed and budget
+
+
 @dataclass(frozen=True)
 class Cell:
+    """(RM, strategy, seed, budget per round), over `rounds` rounds of the loop (each round scores the untaken
+    pool with the cell's newest policy, labels `budget` more prompts, trains on from its last checkpoint on all
+    its pairs). matched: PVar picks whose DPO runs take as many pairs (so optimizer steps) as the random cell's
+    of the same seed, budget and round (loop/experiment/runner.py, pvar-matched)."""
+
     rm: str
     strategy: Strategy
     seed: int
     budget: int
+    rounds: int = 1
+    matched: bool = False
+
+    @property
+    def kind(self) -> str:
+        return MATCHED if self.matched else str(self.strategy)
+
+    @property
+    def label(self) -> str:
+        """The arm as the report names it: its kind, and its rounds when it has several (pvar-2r)."""
+        return self.kind if self.rounds == 1 else f"{self.kind}-{self.rounds}r"
+
+    @property
+    def labels(self) -> int:
+        return self.budget * self.rounds
 
     @property
     def arm(self) -> str:
-        return f"{self.strategy}.{self.rm}.s{self.seed}.b{self.budget}"
+        tail = "" if self.rounds == 1 else f".r{self.rounds}"
+        return f"{self.kind}.{self.rm}.s{self.seed}.b{self.budget}{tail}"
+
+    @property
+    def reference(self) -> Cell | None:
+        """The random cell whose pair counts a matched cell trains on."""
+        if not self.matched:
+            return None
+        return Cell(self.rm, Strategy.RANDOM, self.seed, self.budget, self.rounds)
 
     @classmethod
     def parse(cls, arm: str) -> Cell | None:
         """The cell an arm name encodes, or None for an arm that is not a sweep cell."""
         parts = arm.split(".")
+        rounds = 1
+        if len(parts) >= 5 and parts[-1].startswith("r") and parts[-2].startswith("b"):
+            rounds = int(parts[-1][1:]) if parts[-1][1:].isdigit() else 0
+            parts = parts[:-1]
+            if rounds < 2:  # one round is written without a suffix
+                return None
         if len(parts) < 4 or not parts[-2].startswith("s") or not parts[-1].startswith("b"):
             return None
         try:
-            strategy = Strategy(parts[0])
+            matched = parts[0] == MATCHED
+            strategy = Strategy.PVAR if matched else Strategy(parts[0])
             seed, budget = int(parts[-2][1:]), int(parts[-1][1:])
         except ValueError:
             return None
-        return cls(".".join(parts[1:-2]), strategy, seed, budget)
+        return cls(".".join(parts[1:-2]), strategy, seed, budget, rounds, matched)
+
+
+def grid_cells(p: SweepProfile, seed: int) -> list[Cell]:
+    """One seed's cells of a profile with a grid: each entry (kind, budget[, rounds])."""
+    out = []
+    for kind, budget, *rest in p.grid:
+        matched = kind == MATCHED
+        strategy = Strategy.PVAR if matched else Strategy(kind)
+        out.append(Cell(p.curve_rm, strategy, seed, budget, rest[0] if rest else 1, matched))
+    return out
 
 
 def cells(p: SweepProfile) -> Iterator[Cell]:
     """Headline first (largest budget, every RM), then the curve RM's smaller budgets, largest first. A profile
-    with a grid runs exactly those (strategy, budget) cells of the curve RM, seed by seed."""
+    with a grid runs exactly its cells of the curve RM, seed by seed."""
     if p.grid:
         for seed in p.seeds:
-            for strategy, budget in p.grid:
-                yield Cell(p.curve_rm, Strategy(strategy), seed, budget)
+            yield from grid_cells(p, seed)
         return
     top = p.budgets[-1]
     for rm in (p.curve_rm, *[r for r in p.rm_keys if r != p.curve_rm]):
@@ -134,32 +181,50 @@ def run_cells(
     max_cells: int | None = None,
     shard: tuple[int, int] | None = None,
 ) -> dict[str, str]:
-    """Run every cell whose round is not closed yet (a rerun resumes), at most max_cells of them this time;
-    returns {arm: status} of every cell ("not run" for those left for later). shard (i, n): only the cells
-    at positions i, i + n, ... of the grid (one of n worker processes)."""
+    """Run every cell whose rounds are not all closed yet (a rerun resumes), at most max_cells of them this time;
+    returns {arm: status of its last round} of every cell ("not run" for those left for later). shard (i, n): only
+    the cells at positions i, i + n, ... of the run order, or with a grid, of the seeds at those positions (a
+    matched cell then runs after its random reference, in the same worker)."""
     statuses, ran = {}, 0
     for position, cell in enumerate(cells(p)):
         with uow() as session:
-            done = round_status(session, 1, cell.arm)
+            done = round_status(session, cell.rounds, cell.arm)
         if done is not None and done.is_closed:
             statuses[cell.arm] = str(done)
             continue
-        mine = shard is None or position % shard[1] == shard[0]
+        unit = p.seeds.index(cell.seed) if p.grid else position
+        mine = shard is None or unit % shard[1] == shard[0]
         if not mine or (max_cells is not None and ran >= max_cells):
             statuses[cell.arm] = "not run"
             continue
         ran += 1
-        arm = ArmSpec(cell.arm, cell.strategy, cell.seed, {"training": {"seed": cell.seed}})
-        acfg = arm_config(cfg, arm, cell.budget)
-        reward = acfg.reward.model_copy(update={"model": rms.id(cell.rm, cell.seed)})
-        acfg = acfg.model_copy(update={"reward": reward})
         t0 = time.perf_counter()
-        _, status = run_round(
-            uow, acfg, arm, services_for(arm, annotator, score=scorer_for(cell.rm, cell.seed))
-        )
+        status = _run_cell(cfg, uow, cell, rms, annotator, scorer_for)
         wall = time.perf_counter() - t0
         statuses[cell.arm] = str(status)
         log.info("cell %s: %s in %.0f s", cell.arm, status, wall)
         if on_cell is not None:
             on_cell(cell, str(status), wall)
     return statuses
+
+
+def _run_cell(cfg: Config, uow: UnitOfWork, cell: Cell, rms: SelectionRMs, annotator, scorer_for):
+    """The cell's rounds not closed yet, in order; the status of its last round. Round 1 scores the stored
+    initial samples; a later round's scoring samples the untaken pool with the cell's newest checkpoint."""
+    options: dict = {"training": {"seed": cell.seed}}
+    if cell.reference is not None:
+        options["match_steps_to"] = cell.reference.arm
+    arm = ArmSpec(cell.arm, cell.strategy, cell.seed, options)
+    acfg = arm_config(cfg, arm, cell.budget)
+    reward = acfg.reward.model_copy(update={"model": rms.id(cell.rm, cell.seed)})
+    acfg = acfg.model_copy(update={"reward": reward})
+    services = services_for(arm, annotator, score=scorer_for(cell.rm, cell.seed))
+    status = None
+    for number in range(1, cell.rounds + 1):
+        with uow() as session:
+            done = round_status(session, number, cell.arm)
+        if done is not None and done.is_closed:
+            status = done
+            continue
+        _, status = run_round(uow, acfg, arm, services)
+    return status

@@ -59,32 +59,44 @@ def reference_means(session: Session, reference_id: str) -> dict[str, float] | N
 
 
 def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult], dict[str, float] | None]:
-    """Every sweep cell in the database (arms that parse as cells), and the initial policy's means."""
+    """Every sweep cell in the database (arms that parse as cells), and the initial policy's means. A cell of
+    several rounds: its label counts summed over its rounds, its status, policy and evaluation its last
+    round's (a round that trained nothing leaves the policy it started from)."""
     ref = reference_means(session, reference_id)
-    rounds = [r for r in round_repo.all_rounds(session) if r.number == 1 and Cell.parse(r.arm)]
-    counts = round_repo.round_counts(session, [r.id for r in rounds])
+    by_arm: dict[str, list] = {}
+    for r in round_repo.all_rounds(session):
+        if Cell.parse(r.arm):
+            by_arm.setdefault(r.arm, []).append(r)
+    counts = round_repo.round_counts(session, [r.id for rs in by_arm.values() for r in rs])
     out = []
-    for rnd in rounds:
-        c = counts.get(rnd.id, RoundCounts())
-        trained = bool(rnd.policy_out) and rnd.policy_out != rnd.policy_in
+    for arm, rounds in by_arm.items():
+        rounds.sort(key=lambda r: r.number)
+        cell, last = Cell.parse(arm), rounds[-1]
+        c = [counts.get(r.id, RoundCounts()) for r in rounds]
+        policy = last.policy_out or last.policy_in
+        trained = bool(policy) and policy != reference_id and any(r.policy_out for r in rounds)
         means, win, n_samples = None, None, None
         if trained:
-            ev = find_evaluation(session, rnd.policy_out, reference_id, JUDGE)
+            ev = find_evaluation(session, policy, reference_id, JUDGE)
             if ev is not None:
                 means, win = per_prompt_means(session, ev.id, side="policy"), ev.win_rate
                 n_samples = per_prompt_sample_counts(session, ev.id, side="policy")
-        start, end = rnd.created_at, rnd.finished_at
+        walls = [
+            (r.finished_at - r.created_at).total_seconds() for r in rounds if r.created_at and r.finished_at
+        ]
         out.append(
             CellResult(
-                cell=Cell.parse(rnd.arm),
-                status=str(rnd.status),
-                labels=c.labels,
-                decided_ab=c.decided_ab,
-                ties=c.ties,
+                cell=cell,
+                status=str(last.status)
+                if last.number == cell.rounds
+                else f"round {last.number}: {last.status}",
+                labels=sum(x.labels for x in c),
+                decided_ab=sum(x.decided_ab for x in c),
+                ties=sum(x.ties for x in c),
                 trained=trained,
                 means=means,
                 win_rate=win,
-                wall_s=(end - start).total_seconds() if start and end else None,
+                wall_s=sum(walls) if len(walls) == len(rounds) else None,
                 n_samples=n_samples,
             )
         )

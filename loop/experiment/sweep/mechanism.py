@@ -230,7 +230,7 @@ def collect(
             pvar = {p: float(preference_variance([[x for _, x in v]])[0]) for p, v in scores.items()}
             for rnd in round_repo.all_rounds(session):
                 c = Cell.parse(rnd.arm)
-                if rnd.number != 1 or c is None or (c.rm, c.seed, c.budget) != (rm, s, top):
+                if rnd.number != 1 or c is None or (c.rm, c.seed, c.budget, c.label) != (rm, s, top, c.kind):
                     continue
                 for r in decided_pairs_of_round(session, rnd.id, include_ties=True):
                     item = r.AnnotationItem

@@ -98,6 +98,43 @@ def seeds_for(
     return None
 
 
+def detect_power(n: int, sd: float, effect: float, level: float = LEVEL) -> float:
+    """P(the two-sided t interval over n paired seeds excludes 0) when the true difference is `effect`."""
+    from scipy import stats
+
+    if n < 2 or sd <= 0:
+        raise PowerInputError(f"power: need n >= 2 seeds and sd > 0, got n={n}, sd={sd}")
+    crit = float(stats.t.ppf((1 + level) / 2, n - 1))
+    ncp = effect * math.sqrt(n) / sd
+    return float(stats.nct.sf(crit, n - 1, ncp) + stats.nct.cdf(-crit, n - 1, ncp))
+
+
+SEQUENTIAL_SEEDS = 8
+SEQUENTIAL_EFFECTS = (0.03, 0.05, 0.10)  # +0.10: what an earlier single-lineage run saw over random
+
+
+def sequential_lines(data: dict, *, seeds: int = SEQUENTIAL_SEEDS) -> list[str]:
+    """Power of the sequential design's main contrast, the difference of contrasts
+    I = (Q_pvar-2r - Q_random-2r) - (Q_pvar - Q_random) at 64 labels, paired by seed, from a run's per-seed SD
+    of PVar - random measured with the same eval design (the pre-registered run's: 256 x 1)."""
+    prof = data["facts"]["profile"]
+    c = components(data["variance"], (prof["n_eval"], prof["samples_per_prompt"]))
+    sd = math.sqrt(2) * c.sd_total
+    sd_hi = math.sqrt(2) * c.sd_total_high
+    out = [
+        f"Per-seed SD of PVar - random ({prof['name']} run, {prof['n_eval']} x {prof['samples_per_prompt']}, "
+        f"{c.df} df): {c.sd_total:.4f} (95% upper {c.sd_total_high:.4f})",
+        f"SD of I, a difference of two such contrasts taken as independent: {sd:.4f} (upper {sd_hi:.4f})",
+        "Power of the two-sided 95% t test of I = 0 (point SD / upper SD), at I = "
+        + ", ".join(f"{e:+.2f}" for e in SEQUENTIAL_EFFECTS),
+    ]
+    for n in sorted({seeds, 8, 16, 32}):
+        pts = ", ".join(f"{detect_power(n, sd, e):.2f}" for e in SEQUENTIAL_EFFECTS)
+        his = ", ".join(f"{detect_power(n, sd_hi, e):.2f}" for e in SEQUENTIAL_EFFECTS)
+        out.append(f"  {n:4d} seeds: {pts}  /  {his}")
+    return out
+
+
 def load(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -205,10 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--from", dest="source", default=str(DEFAULT_SOURCE), help="an earlier sweep's results JSON"
     )
-    ap.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds of the planned run (default {SEEDS})")
+    ap.add_argument(
+        "--seeds", type=int, help=f"seeds of the planned run (default {SEEDS}; sequential {SEQUENTIAL_SEEDS})"
+    )
+    ap.add_argument(
+        "--design",
+        choices=("preregistered", "sequential"),
+        default="preregistered",
+        help="the design to size: the pre-registered non-inferiority test, or the sequential design's "
+        "difference of contrasts (size it from the pre-registered run: --from docs/experiment-results.json)",
+    )
     args = ap.parse_args(argv)
     try:
-        print("\n".join(lines(load(Path(args.source)), seeds=args.seeds)))
+        data = load(Path(args.source))
+        if args.design == "sequential":
+            print("\n".join(sequential_lines(data, seeds=args.seeds or SEQUENTIAL_SEEDS)))
+        else:
+            print("\n".join(lines(data, seeds=args.seeds or SEEDS)))
     except PvarLoopError as e:
         print(f"error: {e}", file=__import__("sys").stderr)
         return 2

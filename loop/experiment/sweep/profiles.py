@@ -15,6 +15,8 @@ class SweepProfileError(PvarLoopError, ValueError):
 
 
 LEARNED = "learned"
+GRID_KINDS = ("pvar", "random", "pvar-matched")
+Key = tuple[str, str, int]  # (rm, arm as the report names it (pvar, random-2r, ...), labels in all)
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,29 @@ class SweepProfile:
     batch_size: int  # generation batch (pool sampling and evaluation)
     backend: str = "auto"
     note: str = ""
-    # The curve RM's cells as (strategy, budget) per seed; empty: both arms at every budget.
-    grid: tuple[tuple[str, int], ...] = ()
-    # A pre-registered contrast A - B, each (rm, strategy, budget), and its non-inferiority margin.
-    primary: tuple[tuple[str, str, int], tuple[str, str, int]] | None = None
+    # The curve RM's cells per seed as (kind, budget) or (kind, budget per round, rounds), kind pvar, random or
+    # pvar-matched (after the random entry it matches); empty: both arms at every budget, one round.
+    grid: tuple[tuple, ...] = ()
+    # A pre-registered contrast A - B, each (rm, arm, labels), and its non-inferiority margin.
+    primary: tuple[Key, Key] | None = None
     margin: float | None = None
+    # Further contrasts A - B and differences of contrasts (A - B) - (C - D), reported with their intervals.
+    contrasts: tuple[tuple[Key, Key], ...] = ()
+    interactions: tuple[tuple[Key, Key, Key, Key], ...] = ()
 
     def primary_facts(self) -> dict | None:
         if self.primary is None:
             return None
         return {"a": list(self.primary[0]), "b": list(self.primary[1]), "margin": self.margin}
+
+    def contrast_facts(self) -> dict:
+        """The further contrasts, for the run's facts (absent when there are none)."""
+        out: dict = {}
+        if self.contrasts:
+            out["contrasts"] = [[list(k) for k in c] for c in self.contrasts]
+        if self.interactions:
+            out["interactions"] = [[list(k) for k in c] for c in self.interactions]
+        return out
 
     def __post_init__(self) -> None:
         if sorted(set(self.budgets)) != list(self.budgets) or not self.budgets or self.budgets[0] < 1:
@@ -51,14 +66,35 @@ class SweepProfile:
             )
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise SweepProfileError(f"profile {self.name}: seeds must be distinct, got {self.seeds}")
-        if any(b not in self.budgets for _, b in self.grid):
-            raise SweepProfileError(f"profile {self.name}: grid budgets must be among {self.budgets}")
+        self._check_grid()
         if self.primary is not None and (self.margin is None or self.margin <= 0):
             raise SweepProfileError(f"profile {self.name}: a primary contrast needs a margin > 0")
         if self.curve_rm not in self.rm_keys:
             raise SweepProfileError(
                 f"profile {self.name}: curve_rm {self.curve_rm!r} is not one of {self.rm_keys}"
             )
+
+    def _check_grid(self) -> None:
+        seen = set()
+        for entry in self.grid:
+            kind, budget, *rest = entry
+            rounds = rest[0] if rest else 1
+            if kind not in GRID_KINDS or budget not in self.budgets or len(rest) > 1 or rounds < 1:
+                raise SweepProfileError(
+                    f"profile {self.name}: grid entry {entry}: expected (kind, budget[, rounds]) with kind one "
+                    f"of {', '.join(GRID_KINDS)} and budget among {self.budgets}"
+                )
+            if kind == "pvar-matched" and ("random", budget, rounds) not in seen:
+                raise SweepProfileError(
+                    f"profile {self.name}: grid entry {entry} needs ('random', {budget}, {rounds}) before it "
+                    "(it trains on as many pairs as that cell)"
+                )
+            seen.add((kind, budget, rounds))
+
+    @property
+    def rounds(self) -> int:
+        """The most rounds any cell runs."""
+        return max((e[2] for e in self.grid if len(e) > 2), default=1)
 
     @property
     def rm_keys(self) -> tuple[str, ...]:
@@ -136,4 +172,49 @@ PREREGISTERED = SweepProfile(
     primary=((LEARNED, "pvar", 32), (LEARNED, "random", 64)),
     margin=0.01,
 )
-PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY, PREREGISTERED)}
+# The loop as operators run it (docs/experiment.md, "The sequential design"): 2 rounds x 32 labels, each round
+# re-scoring the untaken pool with the cell's newest policy and training on from its checkpoint on all its
+# pairs; PVar, random and PVar trained on random's pair count (step-matched), beside the offline 64-label cells
+# of the same seeds, in the pre-registered world. Not run yet: its cost is in the docs.
+SEQ_PVAR, SEQ_RANDOM, SEQ_MATCHED = (
+    (LEARNED, "pvar-2r", 64),
+    (LEARNED, "random-2r", 64),
+    (LEARNED, "pvar-matched-2r", 64),
+)
+OFF_PVAR, OFF_RANDOM = (LEARNED, "pvar", 64), (LEARNED, "random", 64)
+SEQUENTIAL = SweepProfile(
+    name="sequential",
+    world=PREREGISTERED.world,
+    budgets=(32, 64),
+    seeds=tuple(range(8)),
+    standins=(),
+    learned=True,
+    curve_rm=LEARNED,
+    samples_per_prompt=1,
+    batch_size=32,
+    note="2-core CPU, --jobs 2; not run yet (docs/experiment.md, the sequential design)",
+    grid=(("pvar", 64), ("random", 64), ("pvar", 32, 2), ("random", 32, 2), ("pvar-matched", 32, 2)),
+    contrasts=(
+        (SEQ_PVAR, SEQ_RANDOM),
+        (SEQ_PVAR, SEQ_MATCHED),
+        (SEQ_PVAR, OFF_PVAR),
+        (SEQ_RANDOM, OFF_RANDOM),
+    ),
+    interactions=((SEQ_PVAR, SEQ_RANDOM, OFF_PVAR, OFF_RANDOM),),
+)
+# Tests only: the sequential design on the tiny world.
+TINY_SEQUENTIAL = dataclasses.replace(
+    TINY,
+    name="tiny-sequential",
+    grid=(("pvar", 4), ("random", 4), ("pvar", 2, 2), ("random", 2, 2), ("pvar-matched", 2, 2)),
+    contrasts=((("standin-0.75", "pvar-2r", 4), ("standin-0.75", "random-2r", 4)),),
+    interactions=(
+        (
+            ("standin-0.75", "pvar-2r", 4),
+            ("standin-0.75", "random-2r", 4),
+            ("standin-0.75", "pvar", 4),
+            ("standin-0.75", "random", 4),
+        ),
+    ),
+)
+PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY, PREREGISTERED, SEQUENTIAL, TINY_SEQUENTIAL)}

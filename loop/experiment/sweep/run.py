@@ -37,16 +37,67 @@ def _profile_facts(p: SweepProfile) -> dict:
         "curve_rm": p.curve_rm,
         "samples_per_prompt": p.samples_per_prompt,
         "primary": p.primary_facts(),
+        **p.contrast_facts(),
+        **({"rounds": p.rounds} if p.rounds > 1 else {}),
     }
 
 
-def read_facts(data_dir: Path) -> dict:
-    path = data_dir / FACTS
+def facts_path(data_dir: Path, profile: str | None = None) -> Path:
+    """Where a profile's run facts are: the sweep that made the data dir in experiment/sweep.json, another
+    profile run over the same world in experiment/sweep-<profile>.json (profile None: the first)."""
+    base = data_dir / FACTS
+    if profile is None or not base.is_file():
+        return base
+    if json.loads(base.read_text(encoding="utf-8"))["profile"]["name"] == profile:
+        return base
+    return base.with_name(f"sweep-{profile}.json")
+
+
+def read_facts(data_dir: Path, profile: str | None = None) -> dict:
+    path = facts_path(data_dir, profile)
     if not path.exists():
+        what = f"no {profile} sweep" if profile and (data_dir / FACTS).exists() else "no sweep"
         raise ExperimentError(
-            f"{data_dir} holds no sweep ({FACTS} is missing): run `pvar-loop sweep run` first"
+            f"{data_dir} holds {what} ({path.relative_to(data_dir)} is missing): run `pvar-loop sweep run` first"
         )
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _join_world(data_dir: Path, p: SweepProfile, base: dict, *, resume: bool) -> dict:
+    """Another profile over the sweep's world (the same pool, eval split, RMs and database): its own facts,
+    the world's from the sweep that made it; cells both profiles have run once."""
+    from loop.experiment.sweep.profiles import PROFILES
+
+    made_by = base["profile"]["name"]
+    if made_by not in PROFILES or PROFILES[made_by].world != p.world:
+        raise ExperimentError(
+            f"--profile {p.name}: {data_dir} holds a {made_by!r} sweep of another world; resume it with "
+            f"--profile {made_by}, or choose another --data-dir"
+        )
+    path = facts_path(data_dir, p.name)
+    if path.exists():
+        if not resume:
+            raise ExperimentError(
+                f"{data_dir} holds a {p.name} sweep already: add --resume to finish it, or choose another "
+                "--data-dir"
+            )
+        return json.loads(path.read_text(encoding="utf-8"))
+    if resume:
+        raise ExperimentError(
+            f"--resume: {data_dir} holds no {p.name} sweep to resume ({path.name} is missing)"
+        )
+    world = ("config", "data_dir_arg", "policy", "selection_rm_training", "machine")
+    facts = {k: base[k] for k in world}
+    facts.update(
+        profile=_profile_facts(p),
+        world_of=made_by,
+        command=f"pvar-loop sweep run --profile {p.name} --data-dir {base['data_dir_arg']}",
+        setup_s=0.0,
+        wall_s=0.0,
+        rms={},
+    )
+    write_json(path, facts)
+    return facts
 
 
 def _machine() -> str:
@@ -54,22 +105,20 @@ def _machine() -> str:
 
 
 def start_or_resume(data_dir: Path, p: SweepProfile, model_cache: Path, *, resume: bool, say=print) -> dict:
-    """The sweep's facts: a new world (never over an existing sweep) or the one --resume continues."""
+    """The sweep's facts: a new world (never over an existing sweep), the one --resume continues, or another
+    profile's run over the same world (see _join_world)."""
     from loop.config import load_config
     from loop.demo.run import prepare_world
 
     data_dir_arg, data_dir = data_dir, data_dir.resolve()
     path = data_dir / FACTS
     if path.exists():
+        facts = json.loads(path.read_text(encoding="utf-8"))
+        if facts["profile"]["name"] != p.name:
+            return _join_world(data_dir, p, facts, resume=resume)
         if not resume:
             raise ExperimentError(
                 f"{data_dir} holds a sweep already: add --resume to finish it, or choose another --data-dir"
-            )
-        facts = json.loads(path.read_text(encoding="utf-8"))
-        if facts["profile"]["name"] != p.name:
-            raise ExperimentError(
-                f"--profile {p.name}: {data_dir} holds a {facts['profile']['name']!r} sweep; resume it with "
-                f"--profile {facts['profile']['name']}"
             )
         return facts
     if resume:
@@ -122,6 +171,7 @@ def run(
 
     facts = start_or_resume(data_dir, p, model_cache, resume=resume or shard is not None, say=say)
     data_dir = data_dir.resolve()
+    own = facts_path(data_dir, p.name)
     cfg = sweep_config(load_config(Path(facts["config"])), p)
     if jobs > 1 and shard is None and max_cells is None:
         _train_draws_in_workers(data_dir, cfg, p, model_cache, jobs, say)
@@ -140,12 +190,12 @@ def run(
     facts["rms"] = rms.facts
     facts["setup_s"] += time.perf_counter() - t0
     facts["wall_s"] += time.perf_counter() - t0
-    write_json(data_dir / FACTS, facts)
+    write_json(own, facts)
     say(f"[sweep] selection RMs ready: {', '.join(sorted(rms.facts))}")
 
     def on_cell(cell, status: str, wall: float) -> None:
         facts["wall_s"] += wall
-        write_json(data_dir / FACTS, facts)
+        write_json(own, facts)
         say(f"[sweep] {cell.arm}: {status} in {wall:.0f} s (total {facts['wall_s'] / 60:.0f} min)")
 
     def run_here(limit: int | None) -> dict:
@@ -160,7 +210,7 @@ def run(
     _run_workers(data_dir, p, model_cache, [["--shard", f"{i}/{jobs}"] for i in range(jobs)], say)
     facts["wall_s"] += time.perf_counter() - t0
     facts["jobs"] = jobs
-    write_json(data_dir / FACTS, facts)
+    write_json(own, facts)
     return run_here(0)
 
 
@@ -308,21 +358,24 @@ def _config_in_place(data_dir: Path, facts: dict):
     return cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": data_dir})})
 
 
-def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path, dict]:
+def write_report(
+    data_dir: Path, out: Path, *, n_boot: int = 2000, profile: str | None = None
+) -> tuple[Path, dict]:
     """Regenerate the results document (its plots next to it under img/, its JSON twin and its per-prompt
-    table <out>.csv) from the database."""
+    table <out>.csv) from the database: the cells of `profile` (default: the profile that made the data dir)."""
     from loop.experiment.sweep.data import collect_cells, reference_samples
     from loop.experiment.sweep.table import write_table
     from storage.repositories.checkpoints import initial_checkpoint_id
 
     data_dir = data_dir.resolve()
-    facts = read_facts(data_dir)
+    facts = read_facts(data_dir, profile)
     cfg = _config_in_place(data_dir, facts)
     uow = _sweep_uow(cfg)
     reference = initial_checkpoint_id(cfg.policy.model)
     with uow() as session:
         results, ref = collect_cells(session, reference)
         ref_n = reference_samples(session, reference)
+    results = _of_profile(results, facts["profile"]["name"])
     if not results:
         raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
     out = out.resolve()
@@ -332,6 +385,17 @@ def write_report(data_dir: Path, out: Path, *, n_boot: int = 2000) -> tuple[Path
         shutil.copyfile(data_dir / MECHANISM, mechanism_table(out))
         mech = read_rows(data_dir / MECHANISM)
     return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
+
+
+def _of_profile(results: list, name: str) -> list:
+    """The cells a profile runs (profiles sharing a world share its database)."""
+    from loop.experiment.sweep.cells import cells
+    from loop.experiment.sweep.profiles import PROFILES
+
+    if name not in PROFILES:
+        return results
+    arms = {c.arm for c in cells(PROFILES[name])}
+    return [r for r in results if r.cell.arm in arms]
 
 
 def mechanism_table(path: Path) -> Path:
@@ -368,6 +432,10 @@ def _contrasts(profile: dict) -> list:
     return [(tuple(pre["a"]), tuple(pre["b"]))] if pre else []
 
 
+def _keys(rows: list) -> list[tuple]:
+    return [tuple(tuple(k) for k in row) for row in rows]
+
+
 def render_report(
     results, ref, facts: dict, out: Path, *, n_boot: int = 2000, mechanism: list[dict] | None = None
 ) -> tuple[Path, dict]:
@@ -386,6 +454,8 @@ def render_report(
         curve_rm=prof["curve_rm"],
         agreements=agreements,
         contrasts=_contrasts(prof),
+        secondary=_keys(prof.get("contrasts", [])),
+        interactions=_keys(prof.get("interactions", [])),
         n_boot=n_boot,
     )
     initial = None if not ref else sum(ref[p] for p in sorted(ref)) / len(ref)

@@ -104,16 +104,28 @@ def train_learned_rm(
 
 
 def standin_service(sigma: float, seed: int, model_id: str, gold) -> ScoreService:
-    """A round's score step for a stand-in RM: its scores of the stored initial samples (generates only what is
-    missing, which after the first RM is nothing)."""
+    """A round's score step for a stand-in RM: its scores of the checkpoint's pool samples (generates only what
+    is missing: for the initial policy, after the first RM, nothing; a later round of a sequential cell samples
+    with that round's checkpoint)."""
 
     def score(cfg: Config, uow: UnitOfWork, checkpoint_id: str, round_id: int | None) -> None:
+        from loop.rounds.candidates import candidate_prompt_ids
         from loop.scoring.pool import score_with_scorer
         from loop.scoring.steps import ScoreRequest
+        from storage.repositories.checkpoints import get_checkpoint
 
+        with uow() as session:
+            checkpoint = get_checkpoint(session, checkpoint_id)
+            trained = checkpoint is not None and checkpoint.round_id is not None
+            weights = checkpoint.path if trained else cfg.policy.model
         scorer = StandInRewardModel(gold, sigma=sigma, seed=seed, model_id=model_id)
-        request = ScoreRequest(checkpoint_id=checkpoint_id, progress=False, round_id=round_id)
-        score_with_scorer(cfg, uow, scorer, request, model=cfg.policy.model)
+        # A trained policy samples only the round's free candidates, as the ordinary score step does; the
+        # initial policy's stored samples cover the whole pool.
+        candidates = candidate_prompt_ids(cfg, uow, round_id) if trained and round_id is not None else None
+        request = ScoreRequest(
+            checkpoint_id=checkpoint_id, progress=False, round_id=round_id, prompt_ids=candidates
+        )
+        score_with_scorer(cfg, uow, scorer, request, model=weights)
 
     return score
 

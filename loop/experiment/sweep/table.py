@@ -12,7 +12,6 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from loop.acquisition.strategies import Strategy
 from loop.experiment.sweep.cells import Cell
 from loop.experiment.sweep.data import CellResult
 from storage.errors import PvarLoopError
@@ -55,7 +54,7 @@ def write_table(
     rows: list[list[str]] = []
     for r in sorted(results, key=lambda r: r.cell.arm):
         c = r.cell
-        head = [c.arm, c.rm, str(c.strategy), str(c.seed), str(c.budget), r.status]
+        head = [c.arm, c.rm, c.kind, str(c.seed), str(c.budget), r.status]
         head += [str(int(r.trained)), str(r.labels), str(r.decided_ab), str(r.ties)]
         head += [_num(r.win_rate), _num(r.wall_s)]
         if not r.means:
@@ -119,9 +118,12 @@ def _read_row(row: dict, cells: dict[str, dict], ref: dict[str, float]) -> None:
     if arm == INITIAL:
         ref[row["prompt"]] = float(row["mean_score"])
         return
-    cell = Cell.parse(arm)
-    if cell is None or cell != Cell(
-        row["rm"], Strategy(row["strategy"]), int(row["seed"]), int(row["budget"])
+    cell = Cell.parse(arm)  # its rounds are in its name only (budget is per round)
+    if cell is None or (cell.rm, cell.kind, cell.seed, cell.budget) != (
+        row["rm"],
+        row["strategy"],
+        int(row["seed"]),
+        int(row["budget"]),
     ):
         raise ValueError(f"column cell: {arm!r} does not match rm/strategy/seed/budget of its row")
     c = cells.setdefault(

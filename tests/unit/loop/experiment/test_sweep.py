@@ -17,7 +17,7 @@ from loop.experiment.standin import (
     noise_for_agreement,
 )
 from loop.experiment.sweep.analysis import analyse
-from loop.experiment.sweep.cells import STANDARD, TINY, Cell, cells
+from loop.experiment.sweep.cells import PREREGISTERED, STANDARD, TINY, Cell, cells
 from loop.experiment.sweep.data import CellResult
 from loop.experiment.sweep.profiles import SweepProfileError
 
@@ -238,7 +238,6 @@ def test_a_preregistered_contrast_is_paired_by_seed_across_budgets() -> None:
 
 
 def test_the_preregistered_profile_runs_exactly_its_design() -> None:
-    from loop.experiment.sweep.profiles import PREREGISTERED
 
     grid = list(cells(PREREGISTERED))
     assert len(PREREGISTERED.seeds) >= 16 and len(grid) == 3 * len(PREREGISTERED.seeds)
@@ -251,3 +250,90 @@ def test_the_preregistered_profile_runs_exactly_its_design() -> None:
     }
     with pytest.raises(SweepProfileError, match="margin"):
         dataclasses.replace(PREREGISTERED, margin=None)
+
+
+def test_cells_of_several_rounds_and_matched_cells_name_themselves() -> None:
+    c = Cell("learned", Strategy.PVAR, 3, 32, rounds=2, matched=True)
+    assert c.arm == "pvar-matched.learned.s3.b32.r2" and Cell.parse(c.arm) == c
+    assert (c.label, c.labels) == ("pvar-matched-2r", 64)
+    assert c.reference == Cell("learned", Strategy.RANDOM, 3, 32, rounds=2)
+    standin = Cell("standin-0.75", Strategy.RANDOM, 0, 2, rounds=3)
+    assert Cell.parse(standin.arm) == standin and standin.reference is None
+    assert Cell.parse("pvar.learned.s1.b32.r1") is None  # one round has no suffix
+    assert Cell.parse("pvar.learned.s1.b32.rx") is None
+
+
+def test_the_sequential_profile_runs_its_design_seed_by_seed() -> None:
+    from loop.experiment.sweep.profiles import SEQUENTIAL
+
+    grid = list(cells(SEQUENTIAL))
+    per_seed = [(c.label, c.labels) for c in grid if c.seed == 0]
+    assert per_seed == [
+        ("pvar", 64),
+        ("random", 64),
+        ("pvar-2r", 64),
+        ("random-2r", 64),
+        ("pvar-matched-2r", 64),
+    ]
+    assert len(grid) == 5 * len(SEQUENTIAL.seeds) and SEQUENTIAL.rounds == 2
+    assert SEQUENTIAL.world == PREREGISTERED.world  # the pre-registered world: same pool, eval split and RMs
+    facts = SEQUENTIAL.contrast_facts()
+    assert facts["interactions"] == [
+        [
+            ["learned", "pvar-2r", 64],
+            ["learned", "random-2r", 64],
+            ["learned", "pvar", 64],
+            ["learned", "random", 64],
+        ]
+    ]
+    assert PREREGISTERED.contrast_facts() == {}
+
+
+def test_a_grid_entry_that_cannot_run_is_refused_naming_it() -> None:
+    with pytest.raises(
+        SweepProfileError, match=r"\('pvar-matched', 2, 2\) needs \('random', 2, 2\) before it"
+    ):
+        dataclasses.replace(TINY, grid=(("pvar-matched", 2, 2), ("random", 2, 2)))
+    with pytest.raises(SweepProfileError, match="kind one of pvar, random, pvar-matched"):
+        dataclasses.replace(TINY, grid=(("low-pvar", 2),))
+    with pytest.raises(SweepProfileError, match="budget among"):
+        dataclasses.replace(TINY, grid=(("pvar", 3),))
+
+
+def test_a_difference_of_contrasts_is_paired_by_seed() -> None:
+    """(A - B) - (C - D) per seed: with constant arm levels it is exact, whatever the seed."""
+    levels = {"pvar-2r": 0.50, "random-2r": 0.40, "pvar": 0.45, "random": 0.42}
+    results = []
+    for s in range(4):
+        for label, level in levels.items():
+            strategy = Strategy.PVAR if label.startswith("pvar") else Strategy.RANDOM
+            rounds, budget = (2, 32) if label.endswith("2r") else (1, 64)
+            means = {f"p{i}": level + 0.01 * s for i in range(10)}
+            results.append(
+                CellResult(
+                    Cell("rm", strategy, s, budget, rounds), "done", 64, 40 + s, 24 - s, True, means, 0.5, 1.0
+                )
+            )
+    keys = tuple(("rm", label, 64) for label in levels)
+    a = analyse(
+        results,
+        budgets=(32, 64),
+        curve_rm="rm",
+        agreements={},
+        secondary=[(keys[0], keys[1])],
+        interactions=[keys],
+        n_boot=50,
+    )
+    (inter,) = a["interactions"]
+    assert inter["mean"] == pytest.approx((0.50 - 0.40) - (0.45 - 0.42)) and inter["seeds"] == 4
+    (seq,) = a["secondary"]
+    assert seq["mean"] == pytest.approx(0.10) and seq["decided"]["a"] == sum(40 + s for s in range(4))
+    text = "\n".join(_further_lines(a))
+    assert "(Q_pvar-2r(64) - Q_random-2r(64)) - (Q_pvar(64) - Q_random(64)), rm RM: +0.070" in text
+    assert "interval above 0" in text
+
+
+def _further_lines(analysis: dict) -> list[str]:
+    from loop.experiment.sweep.report import _further
+
+    return _further(analysis)

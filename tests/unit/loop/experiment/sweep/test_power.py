@@ -44,3 +44,26 @@ def test_the_command_prints_the_computation_from_the_committed_run(capsys) -> No
 def test_a_missing_results_file_is_refused_naming_it(tmp_path: Path, capsys) -> None:
     assert main(["--from", str(tmp_path / "none.json")]) == 2
     assert "none.json: no such results file" in capsys.readouterr().err
+
+
+def test_two_sided_power_matches_a_simulation_of_the_test() -> None:
+    from scipy import stats
+
+    from loop.experiment.sweep.power import detect_power
+
+    rng = np.random.default_rng(1)
+    n, sd, effect = 8, 0.05, 0.04
+    d = rng.normal(effect, sd, size=(20000, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / np.sqrt(n))
+    assert detect_power(n, sd, effect) == pytest.approx(
+        float((abs(t) > stats.t.ppf(0.975, n - 1)).mean()), abs=0.01
+    )
+    assert detect_power(n, sd, 0.0) == pytest.approx(0.05, abs=1e-9)  # no effect: the test's level
+
+
+def test_the_sequential_design_is_sized_from_a_runs_variance(capsys) -> None:
+    assert (
+        main(["--from", str(ROOT / "docs" / "experiment-standard-run.json"), "--design", "sequential"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "SD of I, a difference of two such contrasts taken as independent" in out and "8 seeds:" in out
