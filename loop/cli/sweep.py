@@ -96,6 +96,7 @@ def _shard(text: str) -> tuple[int, int]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from loop.experiment.sweep.profiles import PROFILES
     from loop.experiment.sweep.run import (
+        default_report,
         measure_mechanism,
         report_from_table,
         run,
@@ -121,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0  # a worker: the parent reports
         done = sum(s == "done" for s in statuses.values())
         print(f"sweep: {done} of {len(statuses)} cells done")
-        out = Path(args.out) if args.out else data_dir / "experiment" / "results.md"
+        out = Path(args.out) if args.out else default_report(data_dir, args.profile)
         path, _ = write_report(data_dir, out, profile=args.profile)
     elif args.sweep_command == "mechanism":
         print(f"mechanism: {measure_mechanism(data_dir, args.seeds, pool=not args.no_pool)}")

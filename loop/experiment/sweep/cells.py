@@ -29,6 +29,7 @@ from loop.experiment.runner import ArmSpec, arm_config, run_round, services_for
 from loop.experiment.sweep.profiles import LEARNED, PREREGISTERED, PROFILES, STANDARD, TINY, SweepProfile
 from storage.db import UnitOfWork
 from storage.repositories.rounds import round_status
+from storage.statuses import RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ def run_cells(
 
 
 def _run_cell(cfg: Config, uow: UnitOfWork, cell: Cell, rms: SelectionRMs, annotator, scorer_for):
-    """The cell's rounds not closed yet, in order; the status of its last round. Round 1 scores the stored
-    initial samples; a later round's scoring samples the untaken pool with the cell's newest checkpoint."""
+    """The cell's rounds not closed yet, in order, up to the first that does not end done; the status of the
+    last round it reached. Round 1 scores the stored initial samples; a later round's scoring samples the
+    untaken pool with the cell's newest checkpoint."""
     options: dict = {"training": {"seed": cell.seed}}
     if cell.reference is not None:
         options["match_steps_to"] = cell.reference.arm
@@ -222,9 +224,9 @@ def _run_cell(cfg: Config, uow: UnitOfWork, cell: Cell, rms: SelectionRMs, annot
     status = None
     for number in range(1, cell.rounds + 1):
         with uow() as session:
-            done = round_status(session, number, cell.arm)
-        if done is not None and done.is_closed:
-            status = done
-            continue
-        _, status = run_round(uow, acfg, arm, services)
+            status = round_status(session, number, cell.arm)
+        if status is None or not status.is_closed:
+            _, status = run_round(uow, acfg, arm, services)
+        if status != RoundStatus.DONE:  # the loop stops here: later rounds would be another design
+            break
     return status

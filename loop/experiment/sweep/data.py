@@ -19,6 +19,7 @@ from storage.repositories.evaluations import (
     per_prompt_sample_counts,
 )
 from storage.repositories.rounds import RoundCounts
+from storage.statuses import RoundStatus
 
 JUDGE = "verifier"
 
@@ -58,10 +59,28 @@ def reference_means(session: Session, reference_id: str) -> dict[str, float] | N
     return None
 
 
+def cell_outcome(cell: Cell, rounds: list) -> tuple[str, str | None]:
+    """(status, the policy the cell ends with; None: nothing to evaluate) from its rounds (number, status,
+    policy_in, policy_out), sorted by number. A cell of several rounds counts only when every round is done:
+    otherwise its status names the first round that is not, and it has no policy (a round-1 checkpoint is not
+    the two-round arm's result). A round that trained nothing leaves the policy it started from."""
+    if cell.rounds == 1:
+        (rnd,) = rounds
+        trained = bool(rnd.policy_out) and rnd.policy_out != rnd.policy_in
+        return str(rnd.status), rnd.policy_out if trained else None
+    by_number = {r.number: r for r in rounds}
+    for number in range(1, cell.rounds + 1):
+        rnd = by_number.get(number)
+        if rnd is None or rnd.status != RoundStatus.DONE:
+            return f"round {number}: {'not run' if rnd is None else rnd.status}", None
+    last = by_number[cell.rounds]
+    trained = any(r.policy_out and r.policy_out != r.policy_in for r in rounds)
+    return str(RoundStatus.DONE), (last.policy_out or last.policy_in) if trained else None
+
+
 def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult], dict[str, float] | None]:
     """Every sweep cell in the database (arms that parse as cells), and the initial policy's means. A cell of
-    several rounds: its label counts summed over its rounds, its status, policy and evaluation its last
-    round's (a round that trained nothing leaves the policy it started from)."""
+    several rounds: its label counts summed over its rounds, its outcome from cell_outcome."""
     ref = reference_means(session, reference_id)
     by_arm: dict[str, list] = {}
     for r in round_repo.all_rounds(session):
@@ -71,12 +90,11 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
     out = []
     for arm, rounds in by_arm.items():
         rounds.sort(key=lambda r: r.number)
-        cell, last = Cell.parse(arm), rounds[-1]
+        cell = Cell.parse(arm)
         c = [counts.get(r.id, RoundCounts()) for r in rounds]
-        policy = last.policy_out or last.policy_in
-        trained = bool(policy) and policy != reference_id and any(r.policy_out for r in rounds)
+        status, policy = cell_outcome(cell, rounds)
         means, win, n_samples = None, None, None
-        if trained:
+        if policy is not None:
             ev = find_evaluation(session, policy, reference_id, JUDGE)
             if ev is not None:
                 means, win = per_prompt_means(session, ev.id, side="policy"), ev.win_rate
@@ -87,13 +105,11 @@ def collect_cells(session: Session, reference_id: str) -> tuple[list[CellResult]
         out.append(
             CellResult(
                 cell=cell,
-                status=str(last.status)
-                if last.number == cell.rounds
-                else f"round {last.number}: {last.status}",
+                status=status,
                 labels=sum(x.labels for x in c),
                 decided_ab=sum(x.decided_ab for x in c),
                 ties=sum(x.ties for x in c),
-                trained=trained,
+                trained=policy is not None,
                 means=means,
                 win_rate=win,
                 wall_s=sum(walls) if len(walls) == len(rounds) else None,

@@ -116,7 +116,9 @@ SEQUENTIAL_EFFECTS = (0.03, 0.05, 0.10)  # +0.10: what an earlier single-lineage
 def sequential_lines(data: dict, *, seeds: int = SEQUENTIAL_SEEDS) -> list[str]:
     """Power of the sequential design's main contrast, the difference of contrasts
     I = (Q_pvar-2r - Q_random-2r) - (Q_pvar - Q_random) at 64 labels, paired by seed, from a run's per-seed SD
-    of PVar - random measured with the same eval design (the pre-registered run's: 256 x 1)."""
+    of PVar - random with that run's own eval design (no design factor: from the standard run's 64 x 4 this
+    errs on the safe side for 256 x 1). The two contrasts share each seed's RM draw, DPO seed and eval prompts;
+    taking them as independent ignores a correlation that, if positive, makes I's SD smaller: conservative."""
     prof = data["facts"]["profile"]
     c = components(data["variance"], (prof["n_eval"], prof["samples_per_prompt"]))
     sd = math.sqrt(2) * c.sd_total
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("preregistered", "sequential"),
         default="preregistered",
         help="the design to size: the pre-registered non-inferiority test, or the sequential design's "
-        "difference of contrasts (size it from the pre-registered run: --from docs/experiment-results.json)",
+        "difference of contrasts (once the pre-registered run is in, size it from that run's JSON)",
     )
     args = ap.parse_args(argv)
     try:

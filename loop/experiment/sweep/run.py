@@ -63,16 +63,23 @@ def read_facts(data_dir: Path, profile: str | None = None) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# What profiles sharing a data dir must agree on: cells both have are run and evaluated once.
+SHARED_SETTINGS = ("n_train", "n_eval", "n_seed", "k", "max_new_tokens", "samples_per_prompt")
+
+
 def _join_world(data_dir: Path, p: SweepProfile, base: dict, *, resume: bool) -> dict:
     """Another profile over the sweep's world (the same pool, eval split, RMs and database): its own facts,
     the world's from the sweep that made it; cells both profiles have run once."""
     from loop.experiment.sweep.profiles import PROFILES
 
     made_by = base["profile"]["name"]
-    if made_by not in PROFILES or PROFILES[made_by].world != p.world:
+    mine = _profile_facts(p)
+    differ = [k for k in SHARED_SETTINGS if base["profile"].get(k) != mine[k]]
+    if made_by not in PROFILES or PROFILES[made_by].world != p.world or differ:
+        detail = f" ({', '.join(differ)} differ from {FACTS})" if differ else ""
         raise ExperimentError(
-            f"--profile {p.name}: {data_dir} holds a {made_by!r} sweep of another world; resume it with "
-            f"--profile {made_by}, or choose another --data-dir"
+            f"--profile {p.name}: {data_dir} holds a {made_by!r} sweep of another world or evaluation{detail}; "
+            f"resume it with --profile {made_by}, or choose another --data-dir"
         )
     path = facts_path(data_dir, p.name)
     if path.exists():
@@ -173,10 +180,25 @@ def run(
     data_dir = data_dir.resolve()
     own = facts_path(data_dir, p.name)
     cfg = sweep_config(load_config(Path(facts["config"])), p)
-    if jobs > 1 and shard is None and max_cells is None:
-        _train_draws_in_workers(data_dir, cfg, p, model_cache, jobs, say)
-    uow = _sweep_uow(cfg)
+
+    def record(since: float, base: dict, keys: tuple[str, ...]):
+        """Add the time since `since` to these facts (on every tick of a worker phase too: a run killed
+        outright loses at most one tick of its wall time)."""
+
+        def tick(_elapsed: float | None = None) -> None:
+            for k in keys:
+                facts[k] = base[k] + time.perf_counter() - since
+            write_json(own, facts)
+
+        return tick
+
     t0 = time.perf_counter()
+    if jobs > 1 and shard is None and max_cells is None:
+        draws = record(t0, dict(facts), ("setup_s", "wall_s"))
+        _train_draws_in_workers(data_dir, cfg, p, model_cache, jobs, say, on_tick=draws)
+        draws()
+        t0 = time.perf_counter()
+    uow = _sweep_uow(cfg)
     rms, scorer_for = prepare_selection_rms(cfg, uow, p, data_dir, Path(model_cache).resolve())
     annotator = verifier_annotation(uow)
     if shard is not None:  # a worker: its cells only, facts left to the parent
@@ -206,9 +228,10 @@ def run(
     statuses = run_here(0)
     if all(s == "not run" for s in statuses.values()):
         run_here(1)  # the first cell samples the reference policy's eval answers, which every cell reuses
-    t0 = time.perf_counter()
-    _run_workers(data_dir, p, model_cache, [["--shard", f"{i}/{jobs}"] for i in range(jobs)], say)
-    facts["wall_s"] += time.perf_counter() - t0
+    cells_phase = record(time.perf_counter(), dict(facts), ("wall_s",))
+    shards = [["--shard", f"{i}/{jobs}"] for i in range(jobs)]
+    _run_workers(data_dir, p, model_cache, shards, say, on_tick=cells_phase)
+    cells_phase()
     facts["jobs"] = jobs
     write_json(own, facts)
     return run_here(0)
@@ -242,7 +265,9 @@ def train_draws(data_dir: Path, p: SweepProfile, model_cache: Path, seeds: list[
         say(f"[sweep draws] learned RM seed {seed} in {time.perf_counter() - t0:.0f} s (core(s) {cores})")
 
 
-def _train_draws_in_workers(data_dir: Path, cfg, p: SweepProfile, model_cache: Path, jobs: int, say) -> None:
+def _train_draws_in_workers(
+    data_dir: Path, cfg, p: SweepProfile, model_cache: Path, jobs: int, say, on_tick=None
+) -> None:
     """Train the missing learned-RM draws in `jobs` worker processes, one core each, before any scoring: two
     1-thread trainings on 2 cores finish sooner than two 2-thread ones in turn (the same draws either way)."""
     todo = draws_to_train(data_dir, p)
@@ -261,11 +286,12 @@ def _train_draws_in_workers(data_dir: Path, cfg, p: SweepProfile, model_cache: P
         model_cache,
         [["--train-draws", ",".join(map(str, part))] for part in parts],
         say,
+        on_tick=on_tick,
     )
 
 
 def _run_workers(
-    data_dir: Path, p: SweepProfile, model_cache: Path, worker_args: list[list[str]], say
+    data_dir: Path, p: SweepProfile, model_cache: Path, worker_args: list[list[str]], say, on_tick=None
 ) -> None:
     """One worker process per entry of worker_args, each pinned to its own cores with as many threads (torch
     and OpenMP threads beyond the free cores spin against each other: on 2 cores two 1-thread workers beat one
@@ -289,7 +315,7 @@ def _run_workers(
     ]
     try:
         with _sigterm_raises():
-            failed = [i for i, w in enumerate(workers) if w.wait() != 0]
+            failed = wait_all(workers, on_tick)
     finally:  # stopping the parent (Ctrl-C, kill PID) stops its workers: no orphan keeps the cores busy
         _stop(workers)
     if failed:
@@ -297,6 +323,22 @@ def _run_workers(
             f"sweep worker(s) {', '.join(f'{i}/{jobs}' for i in failed)} failed (their output is above); "
             f"the cells they finished are kept: rerun with --resume"
         )
+
+
+def wait_all(workers: list, on_tick=None, tick_s: float = 60.0) -> list[int]:
+    """Wait for every worker, calling on_tick(seconds waited) every tick_s meanwhile; the failed ones' indices."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    while True:
+        try:
+            for w in workers:
+                w.wait(timeout=tick_s)
+            break
+        except subprocess.TimeoutExpired:
+            if on_tick is not None:
+                on_tick(time.perf_counter() - t0)
+    return [i for i, w in enumerate(workers) if w.returncode != 0]
 
 
 def worker_cores(jobs: int) -> list[list[int]]:
@@ -375,7 +417,7 @@ def write_report(
     with uow() as session:
         results, ref = collect_cells(session, reference)
         ref_n = reference_samples(session, reference)
-    results = _of_profile(results, facts["profile"]["name"])
+    results = _of_profile(results, facts, data_dir)
     if not results:
         raise ExperimentError(f"{data_dir}: no sweep cell has finished yet")
     out = out.resolve()
@@ -387,15 +429,25 @@ def write_report(
     return render_report(results, ref, facts, out, n_boot=n_boot, mechanism=mech)
 
 
-def _of_profile(results: list, name: str) -> list:
-    """The cells a profile runs (profiles sharing a world share its database)."""
+def _of_profile(results: list, facts: dict, data_dir: Path) -> list:
+    """The cells of the facts' profile when several profiles share the data dir's world (and database); a
+    sweep alone in its directory reports every cell it holds."""
     from loop.experiment.sweep.cells import cells
     from loop.experiment.sweep.profiles import PROFILES
 
-    if name not in PROFILES:
+    name = facts["profile"]["name"]
+    shared = facts.get("world_of") or any((data_dir / FACTS).parent.glob("sweep-*.json"))
+    if not shared or name not in PROFILES:
         return results
     arms = {c.arm for c in cells(PROFILES[name])}
     return [r for r in results if r.cell.arm in arms]
+
+
+def default_report(data_dir: Path, profile: str) -> Path:
+    """Where `sweep run` writes its report without --out: results.md, or results-<profile>.md for a profile
+    run over another's world (the first one's report stays)."""
+    joined = read_facts(data_dir, profile).get("world_of")
+    return data_dir / "experiment" / (f"results-{profile}.md" if joined else "results.md")
 
 
 def mechanism_table(path: Path) -> Path:

@@ -337,3 +337,76 @@ def _further_lines(analysis: dict) -> list[str]:
     from loop.experiment.sweep.report import _further
 
     return _further(analysis)
+
+
+def _round(number: int, status: str = "done", policy_in: str = "init", policy_out: str | None = None):
+    from types import SimpleNamespace
+
+    from storage.statuses import RoundStatus
+
+    return SimpleNamespace(
+        number=number, status=RoundStatus(status), policy_in=policy_in, policy_out=policy_out
+    )
+
+
+def test_a_cell_of_several_rounds_counts_only_when_every_round_is_done() -> None:
+    from loop.experiment.sweep.data import cell_outcome
+
+    one = Cell("rm", Strategy.PVAR, 0, 4)
+    assert cell_outcome(one, [_round(1, policy_out="c1")]) == ("done", "c1")
+    assert cell_outcome(one, [_round(1, policy_out="init")]) == ("done", None)  # trained nothing
+    two = Cell("rm", Strategy.PVAR, 0, 2, rounds=2)
+    warm = [_round(1, policy_out="c1"), _round(2, policy_in="c1", policy_out="c2")]
+    assert cell_outcome(two, warm) == ("done", "c2")
+    idle = [_round(1, policy_out="c1"), _round(2, policy_in="c1", policy_out="c1")]
+    assert cell_outcome(two, idle) == ("done", "c1")  # round 2 trained nothing: round 1's policy is the end
+    late = [_round(1), _round(2, policy_out="c2")]
+    assert cell_outcome(two, late) == ("done", "c2")
+    assert cell_outcome(two, [_round(1), _round(2)]) == ("done", None)
+    # A round-1 checkpoint is not the two-round arm's result.
+    assert cell_outcome(two, [_round(1, policy_out="c1")]) == ("round 2: not run", None)
+    stopped = [_round(1, policy_out="c1"), _round(2, "cancelled", policy_in="c1")]
+    assert cell_outcome(two, stopped) == ("round 2: cancelled", None)
+    assert cell_outcome(two, [_round(1, "cancelled")]) == ("round 1: cancelled", None)
+
+
+def test_a_profile_joins_a_sweep_only_over_the_same_world_and_evaluation(tmp_path) -> None:
+    import json
+
+    from loop.experiment.runner import ExperimentError
+    from loop.experiment.sweep.profiles import SEQUENTIAL
+    from loop.experiment.sweep.run import FACTS, _profile_facts, read_facts, start_or_resume
+
+    base = {"profile": _profile_facts(PREREGISTERED), "config": "c.toml", "data_dir_arg": "d", "policy": "p",
+            "selection_rm_training": {}, "machine": "m"}  # fmt: skip
+    (tmp_path / FACTS).parent.mkdir(parents=True)
+    with pytest.raises(ExperimentError, match="holds no sequential sweep .*sweep-sequential.json is missing"):
+        (tmp_path / FACTS).write_text(json.dumps(base))
+        read_facts(tmp_path, "sequential")
+    other = {**base, "profile": {**base["profile"], "samples_per_prompt": 4}}
+    (tmp_path / FACTS).write_text(json.dumps(other))
+    with pytest.raises(
+        ExperimentError, match=r"samples_per_prompt differ from experiment/sweep.json.*--profile"
+    ):
+        start_or_resume(tmp_path, SEQUENTIAL, tmp_path / "models", resume=False)
+    assert not (tmp_path / FACTS).with_name("sweep-sequential.json").exists()
+    (tmp_path / FACTS).write_text(json.dumps(base))
+    with pytest.raises(ExperimentError, match="--resume: .* holds no sequential sweep to resume"):
+        start_or_resume(tmp_path, SEQUENTIAL, tmp_path / "models", resume=True)
+    facts = start_or_resume(tmp_path, SEQUENTIAL, tmp_path / "models", resume=False)
+    assert facts["world_of"] == "preregistered" and read_facts(tmp_path, "sequential") == facts
+    assert read_facts(tmp_path) == base  # the first profile's facts are its own
+
+
+def test_waiting_for_workers_ticks_meanwhile_and_names_the_failed_ones() -> None:
+    """The parent records its wall time on every tick while workers run, so a run killed outright keeps it."""
+    import subprocess
+    import sys
+
+    from loop.experiment.sweep.run import wait_all
+
+    ok = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    bad = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    ticks: list[float] = []
+    assert wait_all([ok, bad], ticks.append, tick_s=0.05) == [1]
+    assert ticks and ticks == sorted(ticks) and ok.returncode == 0
