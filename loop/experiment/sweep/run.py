@@ -306,17 +306,21 @@ def _run_workers(
     base = [sys.executable, "-m", "loop.cli", "sweep", "run", "--profile", p.name]
     base += ["--data-dir", str(data_dir), "--model-cache", str(Path(model_cache).resolve())]
     say(f"[sweep] {jobs} workers, {threads} thread(s) each")
-    workers = [
-        subprocess.Popen(
-            [*base, *args],
-            env={**env, "PVAR_LOOP_WORKER_CORES": ",".join(map(str, cores))},
-        )
-        for args, cores in zip(worker_args, slices, strict=True)
-    ]
+    workers: list = []
+    # A SIGTERM while the workers start waits until each started one is in `workers` (raised inside Popen, it
+    # would orphan the worker being started); then it ends this process through Python, so `finally` runs.
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: pending.append(signum))
     try:
+        for args, cores in zip(worker_args, slices, strict=True):
+            env_w = {**env, "PVAR_LOOP_WORKER_CORES": ",".join(map(str, cores))}
+            workers.append(subprocess.Popen([*base, *args], env=env_w))
         with _sigterm_raises():
+            if pending:
+                raise SystemExit(128 + pending[0])
             failed = wait_all(workers, on_tick)
     finally:  # stopping the parent (Ctrl-C, kill PID) stops its workers: no orphan keeps the cores busy
+        signal.signal(signal.SIGTERM, previous)
         _stop(workers)
     if failed:
         raise ExperimentError(
