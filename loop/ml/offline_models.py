@@ -203,6 +203,8 @@ def _atomic_save(target: Path, save: Any) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any model dir
     try:
         save(tmp)
+        if (target / "config.json").is_file():
+            return target  # another process finished first: keep its copy, someone may be loading it
         if target.exists():
             shutil.rmtree(target)  # an earlier crash left it without config.json
         tmp.rename(target)
