@@ -64,3 +64,16 @@ def test_a_bad_table_is_refused_naming_file_and_line(tmp_path: Path, capsys) -> 
         from loop.experiment.sweep.run import report_from_table
 
         report_from_table(bad, out)
+
+
+def test_the_committed_results_regenerate_from_their_committed_table_byte_for_byte(tmp_path: Path) -> None:
+    """docs/experiment-results.md is the pre-registered run's report: anyone can redo it from the per-prompt
+    table and the mechanism rows committed beside it, and it answers the pre-registered question."""
+    docs = Path(__file__).resolve().parents[5] / "docs"
+    document, table = docs / "experiment-results.md", docs / "experiment-results.csv"
+    out = tmp_path / document.name
+    assert main(["sweep", "report", "--from-table", str(table), "--out", str(out)]) == 0
+    assert out.read_bytes() == document.read_bytes()
+    text = document.read_text()
+    assert "Profile `preregistered`" in text and "non-inferiority margin 0.01" in text
+    assert "## The mechanism: DPO gradient norm at the initial policy" in text
