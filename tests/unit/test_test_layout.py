@@ -30,6 +30,10 @@ BEHAVIOUR: dict[str, tuple[tuple[str, ...], str]] = {
     "unit/test_device_check.py": ((), "scripts/device-check, a script outside the packages"),
     "unit/test_test_layout.py": ((), "this rule: the names of the test files themselves"),
     "integration/test_deploy_compose.py": ((), "deploy/argilla-compose.yaml vs what argilla_server reads"),
+    "integration/loop/experiment/test_sweep_sequential.py": (
+        ("loop.experiment.sweep.cells", "loop.experiment.sweep.run", "loop.experiment.sweep.data"),
+        "the sequential design end to end: multi-round cells, the matched arm, a profile over another's world",
+    ),
     "integration/test_annotation_recreate.py": (
         ("annotation.gateway", "loop.cli.annotation"),
         "`push` re-creates records deleted in Argilla, driven through the CLI",

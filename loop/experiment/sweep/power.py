@@ -105,8 +105,10 @@ def detect_power(n: int, sd: float, effect: float, level: float = LEVEL) -> floa
     if n < 2 or sd <= 0:
         raise PowerInputError(f"power: need n >= 2 seeds and sd > 0, got n={n}, sd={sd}")
     crit = float(stats.t.ppf((1 + level) / 2, n - 1))
-    ncp = effect * math.sqrt(n) / sd
-    return float(stats.nct.sf(crit, n - 1, ncp) + stats.nct.cdf(-crit, n - 1, ncp))
+    ncp = abs(effect) * math.sqrt(n) / sd  # symmetric: the far tail is then the lower one
+    lower = float(stats.nct.cdf(-crit, n - 1, ncp))
+    # scipy's nct.cdf returns nan far in the tail (ncp ~ 10), where the lower tail is 0 to machine precision
+    return float(stats.nct.sf(crit, n - 1, ncp)) + (0.0 if math.isnan(lower) else lower)
 
 
 SEQUENTIAL_SEEDS = 8

@@ -67,3 +67,10 @@ def test_the_sequential_design_is_sized_from_a_runs_variance(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "SD of I, a difference of two such contrasts taken as independent" in out and "8 seeds:" in out
+
+
+def test_two_sided_power_far_in_the_tail_is_a_number() -> None:
+    from loop.experiment.sweep.power import detect_power
+
+    assert detect_power(32, 0.0585, 0.10) == pytest.approx(1.0)  # scipy's lower tail is nan there
+    assert detect_power(8, 0.05, -0.04) == pytest.approx(detect_power(8, 0.05, 0.04))
