@@ -32,14 +32,17 @@ def _rate(r: dict | None) -> str:
     return "n/a" if r is None else f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
 
 
-def verdict(d: dict) -> str:
+def _where(d: dict, above: str, below: str, across: str) -> str:
+    """Where an interval lies relative to 0, in the caller's words."""
     if d["low"] != d["low"]:  # NaN: one seed
         return "one seed: no interval"
     if d["low"] > 0:
-        return "PVar better"
-    if d["high"] < 0:
-        return "random better"
-    return "no separation"
+        return above
+    return below if d["high"] < 0 else across
+
+
+def verdict(d: dict) -> str:
+    return _where(d, "PVar better", "random better", "no separation")
 
 
 def plot_curve(analysis: dict, initial_mean: float | None, path: Path) -> Path:
@@ -140,13 +143,7 @@ def _label(key: list) -> str:
 
 
 def _side(d: dict) -> str:
-    if d["low"] != d["low"]:
-        return "one seed: no interval"
-    if d["low"] > 0:
-        return "interval above 0"
-    if d["high"] < 0:
-        return "interval below 0"
-    return "interval includes 0"
+    return _where(d, "interval above 0", "interval below 0", "interval includes 0")
 
 
 def _further(analysis: dict) -> list[str]:
