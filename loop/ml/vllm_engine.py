@@ -87,6 +87,9 @@ class _EngineCache:
         self._engines[key] = engine
         return engine
 
+    def __len__(self) -> int:
+        return len(self._engines)
+
     def close_all(self) -> None:
         if not self._engines:
             return
@@ -160,3 +163,8 @@ def _leave_process_group() -> None:
 def close_all_engines() -> None:
     """Shut every cached engine down (tests, and a scheduler between rounds, to give the memory back)."""
     _CACHE.close_all()
+
+
+def open_engine_count() -> int:
+    """How many engines this process holds open (each with its KV cache)."""
+    return len(_CACHE)

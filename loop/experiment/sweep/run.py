@@ -299,6 +299,11 @@ def _run_workers(
     import subprocess
     import sys
 
+    from loop.ml.vllm_engine import close_all_engines
+
+    # A parent that keeps its engines (the first cell's, the world's) holds their KV caches while the workers
+    # open their own: the pre-registered run's parent was OOM-killed at 8.9 GB on 24 GiB that way.
+    close_all_engines()
     jobs = len(worker_args)
     slices = worker_cores(jobs)
     threads = str(len(slices[0]))

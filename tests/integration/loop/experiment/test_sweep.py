@@ -188,12 +188,26 @@ def test_report_without_a_sweep_names_the_directory(tmp_path: Path, capsys) -> N
     assert not (tmp_path / "r.md").exists()
 
 
-def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capfd) -> None:
+def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capfd, monkeypatch) -> None:
     """--jobs 2: the first cell runs here (it samples the reference answers every cell reuses), the rest in
-    two worker processes, each pinned to its own core; every cell runs exactly once and the facts record the
-    jobs."""
+    two worker processes, each pinned to its own core; every cell runs exactly once, the facts record the
+    jobs, and the parent holds no generation engine (nor its KV cache) while its workers run."""
+    from loop.experiment.sweep import run as sweep_run
+    from loop.ml import vllm_engine
+
+    held: list[int] = []
+    wait_all = sweep_run.wait_all
+
+    def wait_and_count(workers, on_tick=None, tick_s: float = 60.0):
+        held.append(vllm_engine.open_engine_count())
+        return wait_all(workers, on_tick, tick_s)
+
+    monkeypatch.setattr(sweep_run, "wait_all", wait_and_count)
+    # vLLM for the tiny model in this process (the first cell, as with the real model), not in the workers
+    monkeypatch.setattr("loop.ml.generation.AUTO_VLLM_MIN_PARAMS", 0)
     grid = [c.arm for c in cells(TINY)]
     assert _sweep(tmp_path, "--jobs", "2") == 0
+    assert held == [0]  # one worker phase (the tiny grid has no learned-RM draws), no engine held through it
     out = capfd.readouterr().out
     assert "[sweep] 2 workers, 1 thread(s) each" in out or "[sweep] 2 workers," in out
     pinned = re.findall(r"\[sweep \d/2\] on core\(s\) ([\d,]+)", out)
