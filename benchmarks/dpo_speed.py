@@ -2,7 +2,8 @@
 
 Paths: "stock" is TRL 1.16 as it comes (the reference model runs inside every step, the LM head projects every
 position onto the vocabulary); "fast" is what train_dpo runs (reference log-probs computed once per pair before
-training, the LM head projected at completion positions only: loop.ml.trl_backend). The loss is the same
+training, the LM head projected at completion positions only, a batch's sequences run in sub-batches of similar
+length, no hash of the reference weights: loop.ml.trl_backend). The loss is the same
 (tests/integration/test_trl_backend.py). Each run trains once in its own child process (so its peak RSS is its
 own), on synthetic preference pairs through loop.ml.dpo.train_dpo; the runs alternate (stock, fast, stock, ...)
 so a busy CPU slows both alike. Figures: seconds per optimizer step (the trainer's construction, which computes
@@ -91,7 +92,7 @@ def run_one(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     fast = args.one == "fast"
-    trl_backend.COMPACT_LM_HEAD = fast
+    trl_backend.COMPACT_LM_HEAD = trl_backend.LENGTH_GROUPS = trl_backend.SKIP_REFERENCE_HASH = fast
     model_dir = load_smollm2(Path(args.cache_dir))
     pairs = synthetic_pairs(args.pairs)
     tokens = count_tokens(model_dir, pairs)

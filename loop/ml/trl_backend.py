@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# DPO scores the LM head only at completion positions (see _compact_lm_head); benchmarks/dpo_speed.py turns this
-# off to time TRL's stock path beside it.
+# DPO scores the LM head only at completion positions (see _compact_lm_head), runs a batch's sequences in a few
+# sub-batches of similar length (loop/ml/length_groups.py) and skips TRL's hash of the reference weights
+# (_no_reference_hash); benchmarks/dpo_speed.py turns these off to time TRL's stock path beside them.
 COMPACT_LM_HEAD = True
+LENGTH_GROUPS = True
+SKIP_REFERENCE_HASH = True
 
 
 @dataclass(frozen=True)
@@ -114,17 +117,59 @@ def _compact_lm_head() -> Iterator[None]:
         trl_utils._use_triton = stock
 
 
+@contextmanager
+def _no_reference_hash() -> Iterator[None]:
+    """While open, DPOTrainer does not SHA-256 the reference's weights (half a GB for SmolLM2-135M, about 2 s a run).
+
+    TRL 1.16 hashes them only to name a cache file of precomputed reference log-probs, and for an in-memory dataset
+    (ours, built per run) it names that file at random anyway, so the hash is never used; a fresh random token in
+    its place means a dataset on disk recomputes instead of reusing a cache (never a stale one)."""
+    import uuid
+
+    import trl.trainer.dpo_trainer as trl_dpo
+
+    stock = getattr(trl_dpo, "hash_module", None)
+    if not SKIP_REFERENCE_HASH or stock is None:
+        yield
+        return
+    trl_dpo.hash_module = lambda _module: uuid.uuid4().hex
+    try:
+        yield
+    finally:
+        trl_dpo.hash_module = stock
+
+
+def _dpo_trainer_class():
+    """DPOTrainer, or with LENGTH_GROUPS a subclass whose policy and reference forwards run the batch's chosen and
+    rejected sequences in sub-batches of similar length (the same log-probs, less padding)."""
+    from trl import DPOTrainer
+
+    if not LENGTH_GROUPS:
+        return DPOTrainer
+    from loop.ml.length_groups import GroupedForward
+
+    class LengthGroupedDPOTrainer(DPOTrainer):
+        # One process only: DistributedDataParallel allows one forward per backward, and a group is a forward.
+        def _compute_loss(self, model, inputs, return_outputs):
+            grouped = GroupedForward(model) if self.accelerator.num_processes == 1 else model
+            return super()._compute_loss(grouped, inputs, return_outputs)
+
+        def compute_ref_log_probs(self, model, inputs):
+            grouped = GroupedForward(model) if self.accelerator.num_processes == 1 else model
+            return super().compute_ref_log_probs(grouped, inputs)
+
+    return LengthGroupedDPOTrainer
+
+
 def run_dpo_trainer(
     model, ref_model, tokenizer, dataset, settings: TrainingSettings, *, output_dir: str
 ) -> TrainerRun:
     """DPOTrainer on a conversational preference dataset; LoRA adapters are merged into the returned model.
 
     The trainer is built inside _compact_lm_head too: precomputed reference log-probs are computed there."""
-    from trl import DPOTrainer
-
     start = time.perf_counter()  # precomputed reference log-probs are part of the run's time
-    with _compact_lm_head():
-        trainer = DPOTrainer(
+    with _compact_lm_head(), _no_reference_hash():
+        trainer = _dpo_trainer_class()(
             model=model,
             ref_model=ref_model,
             args=dpo_config(settings, output_dir),

@@ -70,9 +70,10 @@ def _perturbed_copy(model_dir, out_dir, scale: float = 0.05):
 
 
 def test_the_fast_dpo_path_keeps_the_loss_of_a_fixed_batch(tiny_models, tmp_path, monkeypatch):
-    """Issue 21: the LM head projected at completion positions only, and the reference's log-probs computed once
-    before training, give the loss TRL's stock path gives (every position projected, the reference run inside
-    the step), in bf16 autocast: one step over one fixed batch, its loss recorded before the update."""
+    """Issue 21: the LM head projected at completion positions only, the reference's log-probs computed once
+    before training, and the batch run in sub-batches of similar length with eager attention on CPU give the
+    loss TRL's stock path gives (every position projected, the reference run inside the step, one padded call),
+    in bf16 autocast: one step over one fixed batch, its loss recorded before the update."""
     from loop.ml import trl_backend
 
     policy_dir = _perturbed_copy(tiny_models.policy_dir, tmp_path / "policy")
@@ -98,9 +99,68 @@ def test_the_fast_dpo_path_keeps_the_loss_of_a_fixed_batch(tiny_models, tmp_path
         assert run.steps == 1
         return run.train_loss
 
-    monkeypatch.setattr(trl_backend, "COMPACT_LM_HEAD", False)
+    fast_paths = ("COMPACT_LM_HEAD", "LENGTH_GROUPS", "SKIP_REFERENCE_HASH")
+    for name in fast_paths:
+        monkeypatch.setattr(trl_backend, name, False)
     stock = one_step_loss(precompute=False)
-    monkeypatch.setattr(trl_backend, "COMPACT_LM_HEAD", True)
+    for name in fast_paths:
+        monkeypatch.setattr(trl_backend, name, True)
     fast = one_step_loss(precompute=True)
     assert abs(stock - math.log(2)) > 0.02  # the batch says something: policy and reference differ
     assert fast == pytest.approx(stock, abs=2e-3)
+
+
+def test_length_grouped_forward_gives_the_log_probs_and_gradients_of_one_call(tiny_models):
+    """Issue 21: a batch's rows run in sub-batches of similar length (trimmed padding) give each row the per-token
+    log-probs and the LoRA gradients that one call over the padded batch gives (fp32, no dropout)."""
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    from loop.ml.length_groups import GroupedForward, length_groups
+
+    model = load_causal_lm(tiny_models.policy_dir)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
+    )
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at 0: give the adapter a gradient path that is not degenerate
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    model.train()
+    lengths = [60, 58, 61, 6, 9, 5]  # chosen then rejected, as TRL stacks them
+    assert len(length_groups(lengths)) == 2  # the call below is split
+    width = max(lengths)
+    ids = torch.randint(3, 200, (len(lengths), width), generator=gen)
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :3] = -100  # the prompt
+    call = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "use_cache": False,
+        "fused_lm_head": True,
+    }
+
+    def run(forward):
+        model.zero_grad(set_to_none=True)
+        out = forward(**call)
+        weights = torch.linspace(1.0, 2.0, len(lengths))[:, None]  # rows weigh differently: order matters
+        (out.log_probs * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    whole, whole_grads = run(model)
+    grouped, grouped_grads = run(GroupedForward(model))
+    assert grouped.log_probs.shape == whole.log_probs.shape
+    torch.testing.assert_close(grouped.log_probs, whole.log_probs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        grouped.entropy * grouped.label_mask, whole.entropy * whole.label_mask, atol=1e-5, rtol=1e-5
+    )
+    assert torch.equal(grouped.label_mask, whole.label_mask)
+    assert whole_grads.keys() == grouped_grads.keys() and whole_grads
+    for name, g in whole_grads.items():
+        torch.testing.assert_close(grouped_grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
