@@ -79,8 +79,11 @@ def cell_table(results: Sequence[CellResult]) -> list[dict]:
     return rows
 
 
-def decided_rates(cells: Sequence[dict], budgets: Sequence[int]) -> list[dict]:
-    """Per RM and budget both arms ran: PVar's decided-pair rate minus random's, Newcombe interval."""
+def decided_rates(
+    cells: Sequence[dict], budgets: Sequence[int], results: Sequence[CellResult] = ()
+) -> list[dict]:
+    """Per RM and budget both arms ran: PVar's decided-pair rate minus random's, Newcombe interval (labels as
+    independent), and beside it ("paired") the t interval over seeds of the per-seed rate differences."""
     by = {(c["rm"], c["strategy"], c["budget"]): c for c in cells}
     out = []
     for rm, strategy, b in sorted(by):
@@ -89,8 +92,33 @@ def decided_rates(cells: Sequence[dict], budgets: Sequence[int]) -> list[dict]:
             continue
         p = by[(rm, PVAR, b)]
         d = newcombe(p["decided"], p["labels"], other["decided"], other["labels"])
-        out.append({"rm": rm, "budget": b, "pvar": p["decided"], "random": other["decided"], **_ci(d)})
+        paired = seed_paired_rate_difference(results, (rm, PVAR, b), (rm, RANDOM, b))
+        out.append(
+            {
+                "rm": rm,
+                "budget": b,
+                "pvar": p["decided"],
+                "random": other["decided"],
+                **_ci(d),
+                "paired": paired,
+            }
+        )
     return [d for d in out if d["budget"] in budgets]
+
+
+def seed_paired_rate_difference(results: Sequence[CellResult], a: Key, b: Key) -> dict | None:
+    """Decided rate of A minus B per seed both ran (with labels), t interval over those seeds: the labels of one
+    seed share its RM draw and pool, so they are not independent as Newcombe's interval takes them to be.
+    None below two seeds."""
+    rate: dict[Key, dict[int, float]] = defaultdict(dict)
+    for r in results:
+        if r.labels:
+            rate[_key(r)][r.cell.seed] = r.decided_ab / r.labels
+    seeds = sorted(set(rate[a]) & set(rate[b]))
+    if len(seeds) < 2:
+        return None
+    i = t_interval([rate[a][s] - rate[b][s] for s in seeds])
+    return {**_ci(i), "seeds": len(seeds)}
 
 
 def analyse(
@@ -145,7 +173,7 @@ def analyse(
                 "a": list(a),
                 "b": list(b),
                 **paired_by_seed(scores[a], scores[b], n_boot=n_boot, seed=seed).as_dict(),
-                "decided": _decided_difference(cells, a, b),
+                "decided": _decided_difference(cells, a, b, results),
             }
             for a, b in secondary
             if _paired(scores, a, b)
@@ -157,19 +185,27 @@ def analyse(
         ]
     out["headline"] = _labels_to_reach(scores, curve_rm, budgets, top, n_boot, seed)
     out["dose_response"] = [d for d in out["differences"] if d["budget"] == top]
-    out["decided_rates"] = decided_rates(cells, [top])
+    out["decided_rates"] = decided_rates(cells, [top], results)
     out["variance"] = [x for rm in rms if (x := seed_spread(results, rm, top, prompts)) is not None]
     return out
 
 
-def _decided_difference(cells: Sequence[dict], a: Key, b: Key) -> dict | None:
-    """Decided pairs of A and B summed over their seeds, with the difference of the rates (Newcombe)."""
+def _decided_difference(cells: Sequence[dict], a: Key, b: Key, results: Sequence[CellResult]) -> dict | None:
+    """Decided pairs of A and B summed over their seeds, with the difference of the rates (Newcombe) and its
+    paired-by-seed t interval."""
     by = {(c["rm"], c["strategy"], c["budget"]): c for c in cells}
     x, y = by.get(a), by.get(b)
     if x is None or y is None or not x["labels"] or not y["labels"]:
         return None
     d = newcombe(x["decided"], x["labels"], y["decided"], y["labels"])
-    return {"a": x["decided"], "a_labels": x["labels"], "b": y["decided"], "b_labels": y["labels"], **_ci(d)}
+    return {
+        "a": x["decided"],
+        "a_labels": x["labels"],
+        "b": y["decided"],
+        "b_labels": y["labels"],
+        **_ci(d),
+        "paired": seed_paired_rate_difference(results, a, b),
+    }
 
 
 def _interaction(scores, keys: tuple[Key, Key, Key, Key], n_boot: int, seed: int):

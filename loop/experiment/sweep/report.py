@@ -28,6 +28,12 @@ def _boot(d: dict) -> str:
     return f"[{_signed(d['boot_low'])}, {_signed(d['boot_high'])}]"
 
 
+def _paired_rate(r: dict) -> str:
+    """The paired-by-seed interval of a rate difference, as printed after Newcombe's."""
+    p = r.get("paired")
+    return "" if p is None else f"; paired by seed, t over {p['seeds']} seeds: {_ci(p)}"
+
+
 def _rate(r: dict | None) -> str:
     return "n/a" if r is None else f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
 
@@ -118,7 +124,9 @@ def _setting(facts: dict) -> list[str]:
         "DPO seed together; seed s is the same draw in both arms. Metric: the policy's mean verifier score over "
         "the eval prompts' samples. Arm differences are paired by seed: 95% t interval (n - 1 df) over the "
         "per-seed differences; beside it a hierarchical bootstrap (seeds, then eval prompts, both arms drawn "
-        "together). Rates: Wilson intervals; differences of rates: Newcombe.",
+        "together). Rates: Wilson intervals; differences of rates: Newcombe, which takes the labels as independent, "
+        "and beside it the t interval over seeds of the per-seed rate differences (a seed's labels share its RM "
+        "draw and pool).",
         *_loop_design(p),
         f"- Wall time: {facts.get('wall_s', 0) / 60:.0f} min in total ({facts.get('setup_s', 0) / 60:.0f} min "
         f"set-up) on {facts.get('machine', 'this machine')}.",
@@ -158,7 +166,7 @@ def _further(analysis: dict) -> list[str]:
             ""
             if decided is None
             else f" Decided pairs {decided['a']} / {decided['a_labels']} vs {decided['b']} / "
-            f"{decided['b_labels']} (rate difference {_ci(decided)}, Newcombe)."
+            f"{decided['b_labels']} (rate difference {_ci(decided)}, Newcombe{_paired_rate(decided)})."
         )
         lines.append(
             f"- {_label(c['a'])} - {_label(c['b'])}, {c['a'][0]} RM: {_ci(c)} (paired t over {c['seeds']} seeds; "
@@ -336,12 +344,17 @@ def findings(analysis: dict, policy: str) -> list[str]:
             )
     rates = analysis.get("decided_rates") or []
     if rates:
-        listed = "; ".join(f"{r['rm']} {r['pvar']} vs {r['random']} ({_ci(r)})" for r in rates)
-        above = [r["rm"] for r in rates if r["low"] > 0]
+        listed = "; ".join(
+            f"{r['rm']} {r['pvar']} vs {r['random']} ({_ci(r)}{_paired_rate(r)})" for r in rates
+        )
+        above = [
+            r["rm"] for r in rates if r["low"] > 0 and (r.get("paired") is None or r["paired"]["low"] > 0)
+        ]
         out.append(
             "Decided (non-tie) pairs at the largest budget, PVar vs random summed over seeds, with the difference "
-            f"of the decided rates (Newcombe 95%): {listed}. Ties train nothing (DPO drops them); PVar's picks "
-            f"give a higher decided rate with: {', '.join(above) or 'no RM'} (interval above 0)."
+            f"of the decided rates (Newcombe 95%; paired by seed beside it): {listed}. Ties train nothing (DPO "
+            f"drops them); PVar's picks give a higher decided rate with: {', '.join(above) or 'no RM'} (every "
+            "interval above 0)."
         )
     if analysis.get("excluded"):
         out.append(

@@ -184,10 +184,30 @@ def test_decided_pairs_are_compared_with_a_newcombe_interval_and_claimed_only_ab
     assert (rate["pvar"], rate["random"]) == (114, 78)
     assert rate["low"] > 0
     assert a["cells"][0]["decided_rate"]["low"] < 114 / 192 < a["cells"][0]["decided_rate"]["high"]
-    assert "higher decided rate with: rm (interval above 0)" in " ".join(findings(a, "p"))
+    assert "higher decided rate with: rm (every interval above 0)" in " ".join(findings(a, "p"))
     a = analyse(cells(28), budgets=(64,), curve_rm="rm", agreements={}, n_boot=50)
     assert a["decided_rates"][0]["low"] < 0
     assert "higher decided rate with: no RM" in " ".join(findings(a, "p"))
+
+
+def test_a_decided_rate_gain_from_one_seed_is_not_claimed_paired_by_seed() -> None:
+    """Newcombe's interval takes the 192 labels as independent; one seed's RM draw giving all of PVar's extra
+    decided pairs leaves the per-seed differences' t interval across 0, and the gain is not claimed."""
+    from loop.experiment.sweep.report import findings
+
+    out = []
+    for s, pvar_decided in enumerate((60, 26, 26)):
+        for strategy, decided in ((Strategy.PVAR, pvar_decided), (Strategy.RANDOM, 26)):
+            r = _result("rm", strategy, s, 64, {f"p{i}": 0.5 for i in range(5)})
+            out.append(dataclasses.replace(r, decided_ab=decided, ties=64 - decided))
+    a = analyse(out, budgets=(64,), curve_rm="rm", agreements={}, n_boot=50)
+    (rate,) = a["decided_rates"]
+    assert rate["low"] > 0  # Newcombe, labels pooled
+    paired = rate["paired"]
+    assert paired["seeds"] == 3 and paired["mean"] == pytest.approx(34 / 64 / 3)
+    assert paired["low"] < 0 < paired["high"]
+    text = " ".join(findings(a, "p"))
+    assert "higher decided rate with: no RM" in text and "paired by seed, t over 3 seeds" in text
 
 
 def test_findings_call_a_saving_shown_only_when_its_interval_says_so() -> None:
