@@ -14,7 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from storage.private import write_private_text
 log = logging.getLogger(__name__)
 
 MARKER = ".pvar-loop-demo"
+DEMO_WORKSPACE = "pvar-loop"  # the Argilla workspace of the demo's config, known before the config is written
+CONFIG_FILE = "pvar-loop.toml"
 TINY_MODELS = "tiny-random"  # the quick profile's models, under the model cache
 
 
@@ -144,6 +149,7 @@ seed = {rounds_seed}
 
 [argilla]
 dataset = "pvar-demo"
+workspace = "{DEMO_WORKSPACE}"
 min_submitted = 1
 
 [training]
@@ -167,7 +173,7 @@ misfire_grace_seconds = 60
 collect_deadline_hours = 1.0
 min_decided = 1
 """
-    target = path / "pvar-loop.toml"
+    target = path / CONFIG_FILE
     write_private_text(target, text)  # like every config pvar-loop writes: it may come to hold secrets
     return target
 
@@ -209,14 +215,16 @@ class World:
 
 
 def prepare_world(
-    data_dir: Path, p: Profile, model_cache: Path, *, say=print, backend: str = "auto"
+    data_dir: Path, p: Profile, model_cache: Path, *, say=print, backend: str = "auto", fresh: bool = True
 ) -> World:
-    """Fresh data dir with prompts, models and a config; for the full profile, train the selection RM first."""
+    """Fresh data dir with prompts, models and a config; for the full profile, train the selection RM first.
+    fresh=False: the caller emptied the data dir already (the demo, whose Argilla stack starts meanwhile)."""
     from loop.demo.world import write_demo_prompts
 
     data_dir = data_dir.resolve()
     check_cache_outside(data_dir, Path(model_cache))
-    fresh_dir(data_dir)
+    if fresh:
+        fresh_dir(data_dir)
     files = write_demo_prompts(
         data_dir / "prompts", n_train=p.n_train, n_eval=p.n_eval, seed=0, n_seed=p.n_seed
     )
@@ -281,18 +289,23 @@ def run_demo(
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
-    world = prepare_world(data_dir, p, model_cache, backend=backend)
-    config, cli, env = world.config, world.cli, world.env
-    # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
-    # a round the demo will not finish (recorded as an operator action, like any budget change).
-    pause = ["budget", "set", "0", "--from-round", str(rounds + 1)]
-    subprocess.run([*cli, *pause], check=True, env=env, stdout=subprocess.DEVNULL)
-    cfg = load_config(config)
-
+    check_cache_outside(data_dir, Path(model_cache))
+    fresh_dir(data_dir)
     print("[demo] starting the local Argilla stack ...")
-    stack = start_stack(data_dir / "argilla", workspace=cfg.argilla.workspace)
-    scheduler = None
+    # The stack starts (about 12 s on 2 cores) while the world is prepared; the scheduler starts once both are.
+    starting = ThreadPoolExecutor(1, thread_name_prefix="argilla-stack")
+    stack_started = starting.submit(start_stack, data_dir / "argilla", workspace=DEMO_WORKSPACE)
+    starting.shutdown(wait=False)
+    scheduler = stack_stopped = None
     try:
+        world = prepare_world(data_dir, p, model_cache, backend=backend, fresh=False)
+        config, cli, env = world.config, world.cli, world.env
+        # Budget 0 from the round after the last one asked for, so the scheduler goes idle instead of starting
+        # a round the demo will not finish (recorded as an operator action, like any budget change).
+        pause = ["budget", "set", "0", "--from-round", str(rounds + 1)]
+        subprocess.run([*cli, *pause], check=True, env=env, stdout=subprocess.DEVNULL)
+        cfg = load_config(config)
+        stack = stack_started.result()
         from loop.argilla_client import connect_client
 
         client = connect_client(cfg)
@@ -318,11 +331,19 @@ def run_demo(
             f"[demo] scheduler running (pid {scheduler.pid}, log {data_dir / 'scheduler.log'}); "
             f"waiting for {rounds} rounds"
         )
+        # The report's plotting and interval libraries load while this process waits on the rounds (2 s of it).
+        threading.Thread(target=_import_report_libraries, name="report-imports", daemon=True).start()
         with AnnotatorBot(stack.url, bot_user.api_key, judge) as bot:
             _label_until(uow, bot, cfg, rounds, scheduler, timeout_s)
         _stop(scheduler)
         scheduler = None
+        if not keep_argilla:  # the stack stops (about 3 s) while the report is written
+            stopping = ThreadPoolExecutor(1, thread_name_prefix="argilla-stop")
+            stack_stopped = stopping.submit(stop_stack, data_dir / "argilla")
+            stopping.shutdown(wait=False)
         report = _write_report(uow, data_dir / "report")
+        if stack_stopped is not None:
+            stack_stopped.result()
         print(f"[demo] {rounds} rounds done in {time.perf_counter() - t0:.0f} s; report: {report}")
         if world.seed_summary:
             print(f"[demo] {world.seed_summary}")
@@ -331,13 +352,37 @@ def run_demo(
     finally:
         if scheduler is not None:
             _stop(scheduler)
+        # A stack still starting (an error or Ctrl-C while the world was prepared) is up before it is stopped.
+        _settle(stack_started)
+        if stack_stopped is not None:
+            _settle(stack_stopped)
         if keep_argilla:
-            print(
-                f"[demo] Argilla left running at {stack.url}; stop it with "
-                f"`pvar-loop --config {config} argilla down`"
-            )
-        else:
+            if stack_started.exception() is None:
+                print(
+                    f"[demo] Argilla left running at {stack_started.result().url}; stop it with "
+                    f"`pvar-loop --config {data_dir / CONFIG_FILE} argilla down`"
+                )
+        elif stack_stopped is None or stack_stopped.exception() is not None:
             stop_stack(data_dir / "argilla")
+
+
+def _import_report_libraries() -> None:
+    from loop.report.plots import _plt
+
+    _plt()
+    import statsmodels.stats.proportion  # noqa: F401  (wilson intervals)
+
+
+def _settle(future) -> None:
+    """Wait for a background start to end, however it ends (its error, if any, is the caller's to read)."""
+    while True:
+        try:
+            futures_wait([future])
+            return
+        except (
+            KeyboardInterrupt
+        ):  # a second Ctrl-C while the stack is still starting: keep waiting, then stop it
+            continue
 
 
 def _constraints_by_prompt(uow) -> dict[str, list]:
@@ -371,7 +416,7 @@ def _label_until(uow, bot, cfg, rounds: int, scheduler: subprocess.Popen, timeou
         # the first push.
         for dataset_id in bot.dataset_ids(cfg.argilla.dataset):
             bot.run(dataset_id)
-        time.sleep(2)
+        time.sleep(1)  # a person answering takes longer; the demo's bot answers within a second of a push
     raise DemoError(f"{rounds} rounds did not finish within {timeout_s:.0f} s; see scheduler.log")
 
 

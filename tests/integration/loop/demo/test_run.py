@@ -36,3 +36,27 @@ def test_a_model_cache_inside_the_data_dir_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--model-cache" in err and "inside --data-dir" in err
     assert not data.exists()  # refused before anything was written
+
+
+def test_an_error_while_the_world_is_prepared_stops_the_stack_starting_beside_it(tmp_path, monkeypatch):
+    """The demo starts its Argilla stack while it prepares the world: a failure there (here, after the stack is
+    up) ends the demo with that error and no Argilla process left running."""
+    import time
+
+    import pytest
+
+    from annotation.stack.local_stack import stack_status
+    from loop.demo import run as demo
+
+    def broken_world(data_dir, *args, **kwargs):
+        deadline = time.monotonic() + 60
+        while not (data_dir / "argilla" / "stack.json").exists():  # the stack has recorded its processes
+            assert time.monotonic() < deadline, "no Argilla stack started while the world was prepared"
+            time.sleep(0.2)
+        raise demo.DemoError("the world could not be prepared")
+
+    monkeypatch.setattr(demo, "prepare_world", broken_world)
+    with pytest.raises(demo.DemoError, match="could not be prepared"):
+        demo.run_demo(tmp_path / "demo", model_cache=tmp_path / "cache")
+    status = stack_status(tmp_path / "demo" / "argilla")
+    assert status.processes and status.state == "stopped", status
