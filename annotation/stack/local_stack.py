@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from threading import Event
 
 from annotation.stack.processes import ProcessRef, is_alive, rss_bytes, terminate
 from annotation.stack.services import (
@@ -39,6 +40,7 @@ from annotation.stack.services import (
     http_status,
     prepare_root,
     prerequisites,
+    raise_if_cancelled,
     redis_answers,
     reindex,
     run_cli,
@@ -176,6 +178,7 @@ def start_stack(
     workspace: str = "pvar-loop",
     username: str = "owner",
     timeout: float = 180.0,
+    cancel: Event | None = None,
 ) -> StackInfo:
     """Start Redis, osmem, Argilla (migrated database, owner user + workspace), its server and worker.
 
@@ -184,7 +187,8 @@ def start_stack(
     from it, and the same URL (when the port is still free), owner and keys are used again. Blocks until the
     API authenticates the owner's key. Ports are chosen free unless `port` (the server's) is given. Raises
     ArgillaStackError if the stack already runs; on any failure everything started so far is stopped again
-    (the data stays).
+    (the data stays). `cancel`, set from another thread, ends a start run in the background the same way at
+    its next wait (within a set-up command's time).
     """
     t0 = time.monotonic()
     root = Path(root).resolve()
@@ -216,9 +220,11 @@ def start_stack(
         run_cli("migrate", python, ["database", "migrate"], env, root)  # overlaps redis/osmem start-up
         _LOG.info("argilla stack: database migrated after %.1f s", time.monotonic() - t0)
         redis_up = functools.partial(redis_answers, ports["redis"], redis_password)
-        wait_until("redis", redis_up, started["redis"], logs / "redis.log", 30)
+        wait_until("redis", redis_up, started["redis"], logs / "redis.log", 30, cancel)
         osmem_url = f"http://127.0.0.1:{ports['osmem']}/"
-        wait_until("osmem", lambda: http_status(osmem_url) == 200, started["osmem"], logs / "osmem.log", 30)
+        wait_until(
+            "osmem", lambda: http_status(osmem_url) == 200, started["osmem"], logs / "osmem.log", 30, cancel
+        )
         if previous is not None:
             # The index is rebuilt before the server answers: no request sees (or writes to) a missing one.
             reindex(python, env, root)
@@ -227,6 +233,7 @@ def start_stack(
         else:
             # The server boots while the owner is created: the API key is only needed once it answers.
             started["server"] = spawn_server(root, python, env, ports["server"])
+            raise_if_cancelled(cancel)
             create_owner(python, env, root, OwnerAccount(username, password, api_key, workspace))
             _LOG.info(
                 "argilla stack: owner %r and workspace %r created after %.1f s",
@@ -234,7 +241,7 @@ def start_stack(
                 workspace,
                 time.monotonic() - t0,
             )
-        wait_for_api(url, api_key, started["server"], logs / "server.log", timeout)
+        wait_for_api(url, api_key, started["server"], logs / "server.log", timeout, cancel)
         # Only background jobs need the worker (queued jobs wait in Redis): on 2 cores, booting it
         # alongside the server and the owner CLI would only slow all three down.
         started["worker"] = spawn_worker(root, python, env)

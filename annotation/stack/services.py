@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 
 from annotation.stack.processes import ProcessRef, is_alive, spawn, tail
 from storage.errors import PvarLoopError
@@ -161,20 +162,40 @@ def api_answers(url: str, api_key: str) -> bool:
     return http_status(f"{url}/api/v1/me", {"X-Argilla-Api-Key": api_key}) == 200
 
 
-def wait_until(what: str, check: Callable[[], bool], ref: ProcessRef, log: Path, timeout: float) -> None:
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    ref: ProcessRef,
+    log: Path,
+    timeout: float,
+    cancel: Event | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         if not is_alive(ref):
             raise ArgillaStackError(f"{what} (pid {ref.pid}) died while starting; {log}:\n{tail(log)}")
+        raise_if_cancelled(cancel)
         time.sleep(0.1)
     raise ArgillaStackError(f"{what} did not answer within {timeout:.0f} s; {log}:\n{tail(log)}")
 
 
-def wait_for_api(url: str, api_key: str, ref: ProcessRef, log: Path, timeout: float) -> None:
+class StackStartCancelled(ArgillaStackError):
+    """The `cancel` event given to start_stack was set: what it had started is stopped."""
+
+
+def raise_if_cancelled(cancel: Event | None) -> None:
+    """A start run beside other work (the demo's) stops when that work fails: set `cancel` to stop it here."""
+    if cancel is not None and cancel.is_set():
+        raise StackStartCancelled("the stack's start was cancelled")
+
+
+def wait_for_api(
+    url: str, api_key: str, ref: ProcessRef, log: Path, timeout: float, cancel: Event | None = None
+) -> None:
     """Until the server process `ref` authenticates `api_key`; fails fast if it dies."""
-    wait_until("argilla server", lambda: api_answers(url, api_key), ref, log, timeout)
+    wait_until("argilla server", lambda: api_answers(url, api_key), ref, log, timeout, cancel)
 
 
 def run_cli(name: str, python: Path, args: list[str], env: dict[str, str], root: Path) -> None:

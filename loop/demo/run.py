@@ -281,22 +281,27 @@ def run_demo(
     from annotation.annotators import create_annotator
     from annotation.simulated.bot import AnnotatorBot
     from annotation.stack.local_stack import start_stack, stop_stack
+    from annotation.stack.services import StackStartCancelled
     from loop.config import load_config
 
     p = profile
     t0 = time.perf_counter()
     # SIGTERM must unwind like Ctrl-C, so the finally blocks below stop the scheduler and the Argilla stack.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     print(f"[demo] {p.name} profile in {data_dir}: {p.note}")
     check_cache_outside(data_dir, Path(model_cache))
     fresh_dir(data_dir)
     print("[demo] starting the local Argilla stack ...")
     # The stack starts (about 12 s on 2 cores) while the world is prepared; the scheduler starts once both are.
+    cancel = threading.Event()
     starting = ThreadPoolExecutor(1, thread_name_prefix="argilla-stack")
-    stack_started = starting.submit(start_stack, data_dir / "argilla", workspace=DEMO_WORKSPACE)
+    stack_started = starting.submit(
+        start_stack, data_dir / "argilla", workspace=DEMO_WORKSPACE, cancel=cancel
+    )
     starting.shutdown(wait=False)
     scheduler = stack_stopped = None
+    completed = False
     try:
         world = prepare_world(data_dir, p, model_cache, backend=backend, fresh=False)
         config, cli, env = world.config, world.cli, world.env
@@ -331,7 +336,7 @@ def run_demo(
             f"[demo] scheduler running (pid {scheduler.pid}, log {data_dir / 'scheduler.log'}); "
             f"waiting for {rounds} rounds"
         )
-        # The report's plotting and interval libraries load while this process waits on the rounds (2 s of it).
+        # The report's plotting and interval libraries load while this process waits on the rounds.
         threading.Thread(target=_import_report_libraries, name="report-imports", daemon=True).start()
         with AnnotatorBot(stack.url, bot_user.api_key, judge) as bot:
             _label_until(uow, bot, cfg, rounds, scheduler, timeout_s)
@@ -344,26 +349,31 @@ def run_demo(
         report = _write_report(uow, data_dir / "report")
         if stack_stopped is not None:
             stack_stopped.result()
+        completed = True
         print(f"[demo] {rounds} rounds done in {time.perf_counter() - t0:.0f} s; report: {report}")
         if world.seed_summary:
             print(f"[demo] {world.seed_summary}")
         print(f"[demo] {p.note}")
         return report
     finally:
+        if not completed:
+            cancel.set()  # a stack still starting stops at its next wait, and stops what it started
         if scheduler is not None:
             _stop(scheduler)
-        # A stack still starting (an error or Ctrl-C while the world was prepared) is up before it is stopped.
         _settle(stack_started)
         if stack_stopped is not None:
             _settle(stack_stopped)
-        if keep_argilla:
-            if stack_started.exception() is None:
-                print(
-                    f"[demo] Argilla left running at {stack_started.result().url}; stop it with "
-                    f"`pvar-loop --config {data_dir / CONFIG_FILE} argilla down`"
-                )
+        start_error = stack_started.exception()
+        if start_error is not None and not isinstance(start_error, StackStartCancelled):
+            log.error("the Argilla stack did not start: %s", start_error)  # maybe not the error propagating
+        if keep_argilla and completed:
+            print(
+                f"[demo] Argilla left running at {stack_started.result().url}; stop it with "
+                f"`pvar-loop --config {data_dir / CONFIG_FILE} argilla down`"
+            )
         elif stack_stopped is None or stack_stopped.exception() is not None:
-            stop_stack(data_dir / "argilla")
+            stop_stack(data_dir / "argilla")  # a kept stack too when the demo failed: it is of no use then
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _import_report_libraries() -> None:
@@ -374,14 +384,14 @@ def _import_report_libraries() -> None:
 
 
 def _settle(future) -> None:
-    """Wait for a background start to end, however it ends (its error, if any, is the caller's to read)."""
+    """Wait for a background start or stop to end, however it ends (its error, if any, is the caller's to read).
+    A cancelled start ends within one set-up command (seconds), so a second Ctrl-C meanwhile waits on too: it
+    must not leave the stack's processes behind."""
     while True:
         try:
             futures_wait([future])
             return
-        except (
-            KeyboardInterrupt
-        ):  # a second Ctrl-C while the stack is still starting: keep waiting, then stop it
+        except KeyboardInterrupt:
             continue
 
 

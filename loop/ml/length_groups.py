@@ -53,8 +53,8 @@ def length_groups(
 class GroupedForward:
     """Calls `model(input_ids=..., attention_mask=..., labels=..., fused_lm_head=True, ...)` per length group and
     returns the fused head's output for the whole batch. Anything it cannot split (no attention mask, a mask that
-    is not right padding, MoE router outputs) goes through as one call. On CPU each call also gets the cheaper
-    attention kernel for its shape (`attention_for`)."""
+    is not right padding, MoE router outputs) goes through as one call. On CPU the calls may attend eagerly
+    (`eager_calls`)."""
 
     def __init__(self, model: Any, max_groups: int = MAX_GROUPS) -> None:
         self.model = model
@@ -79,19 +79,23 @@ class GroupedForward:
         right_padded = bool((mask == (torch.arange(width, device=mask.device) < lengths[:, None])).all())
         groups = length_groups(lengths.tolist(), self.max_groups) if right_padded else []
         if len(groups) <= 1:
-            with attention_for(self.model, rows, width, ids.device):
+            groups = [list(range(rows))]
+            kept = [width]
+        else:
+            kept = [int(lengths[torch.tensor(g, device=mask.device)].max()) for g in groups]
+        eager = eager_calls(self.model, [(len(g), k) for g, k in zip(groups, kept, strict=True)], ids.device)
+        if len(groups) == 1:
+            with _attention(self.model, eager[0]):
                 return self.model(**kwargs)
-        outputs, kept = [], []
-        for g in groups:
+        outputs = []
+        for g, keep, fast in zip(groups, kept, eager, strict=True):
             index = torch.tensor(g, device=mask.device)
-            keep = int(lengths[index].max())
             part = {
                 k: (v.index_select(0, index)[:, :keep] if _per_row(v, rows, width) else v)
                 for k, v in kwargs.items()
             }
-            with attention_for(self.model, len(g), keep, ids.device):
+            with _attention(self.model, fast):
                 outputs.append(self.model(**part))
-            kept.append(keep)
         return _reassemble(outputs, groups, kept, width)
 
 
@@ -101,26 +105,40 @@ EAGER_ATTENTION_BYTES = 1 << 30
 _EAGER_BYTES_PER_WEIGHT = 6
 
 
-@contextmanager
-def attention_for(model: Any, rows: int, length: int, device: Any) -> Iterator[None]:
-    """While open, a CPU model set to sdpa attends eagerly when the attention weights of `rows` sequences of
-    `length` tokens, over every layer, fit EAGER_ATTENTION_BYTES: on a 2-core CPU a SmolLM2 LoRA forward and
+def eager_calls(model: Any, shapes: Sequence[tuple[int, int]], device: Any) -> list[bool]:
+    """For the calls of one forward, (rows, tokens) each: which attend eagerly. On CPU, a plain (text-only) model
+    set to sdpa and not checkpointing attends eagerly in its smallest calls while their attention weights, all
+    alive until the one backward, fit EAGER_ATTENTION_BYTES together. On a 2-core CPU a SmolLM2 LoRA forward and
     backward of 8 x 100 tokens took 4.2 s eager against 5.3 s with sdpa (bf16 autocast), 8 x 250 tokens 10.7 s
-    against 12.0 s. The same attention either way, up to float rounding."""
+    against 12.0 s; the same attention either way, up to float rounding."""
     config = getattr(model, "config", None)
-    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    heads = getattr(text, "num_attention_heads", None)
-    layers = getattr(text, "num_hidden_layers", None)
-    stock = getattr(config, "_attn_implementation", None)
-    weights = rows * (heads or 0) * length * length * (layers or 0) * _EAGER_BYTES_PER_WEIGHT
+    none = [False] * len(shapes)
     if (
         getattr(device, "type", None) != "cpu"
-        or stock != "sdpa"
-        or not heads
-        or weights > EAGER_ATTENTION_BYTES
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or not hasattr(config, "get_text_config")
+        or config.get_text_config() is not config  # composite: its sub-configs keep their own kernels
+        or getattr(model, "is_gradient_checkpointing", False)  # a recomputed layer must attend as it did
     ):
+        return none
+    heads, layers = getattr(config, "num_attention_heads", 0), getattr(config, "num_hidden_layers", 0)
+    cost = [rows * heads * tokens * tokens * layers * _EAGER_BYTES_PER_WEIGHT for rows, tokens in shapes]
+    out, spent = list(none), 0
+    for i in sorted(range(len(shapes)), key=lambda i: cost[i]):
+        if spent + cost[i] > EAGER_ATTENTION_BYTES:
+            break
+        out[i], spent = True, spent + cost[i]
+    return out
+
+
+@contextmanager
+def _attention(model: Any, eager: bool) -> Iterator[None]:
+    """While open, `model` attends eagerly if `eager` (eager_calls said the model can); then as before."""
+    if not eager:
         yield
         return
+    config = model.config
+    stock = config._attn_implementation
     config._attn_implementation = "eager"
     try:
         yield

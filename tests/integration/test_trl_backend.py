@@ -77,11 +77,23 @@ def test_the_fast_dpo_path_keeps_the_loss_of_a_fixed_batch(tiny_models, tmp_path
     from loop.ml import trl_backend
 
     policy_dir = _perturbed_copy(tiny_models.policy_dir, tmp_path / "policy")
+    long_answer = "is blue, like the sky over the sea on a clear summer morning, and like nothing else at all"
     pairs = [
-        PreferencePair(f"Question {i}: name a colour.", f"Colour number {i} is blue, like the sky.", "No.")
+        PreferencePair(f"Question {i}: name a colour.", f"Colour number {i} {long_answer}.", "No.")
         for i in range(6)
     ]
     tokenizer = load_tokenizer(policy_dir)
+    from loop.ml import length_groups
+
+    splits: list[int] = []
+    grouping = length_groups.length_groups
+
+    def counted(lengths, *args, **kwargs):
+        groups = grouping(lengths, *args, **kwargs)
+        splits.append(len(groups))
+        return groups
+
+    monkeypatch.setattr(length_groups, "length_groups", counted)
 
     def one_step_loss(precompute: bool) -> float:
         settings = TrainingSettings(
@@ -107,6 +119,7 @@ def test_the_fast_dpo_path_keeps_the_loss_of_a_fixed_batch(tiny_models, tmp_path
         monkeypatch.setattr(trl_backend, name, True)
     fast = one_step_loss(precompute=True)
     assert abs(stock - math.log(2)) > 0.02  # the batch says something: policy and reference differ
+    assert splits and max(splits) > 1  # the fast path ran the batch as sub-batches
     assert fast == pytest.approx(stock, abs=2e-3)
 
 
@@ -154,7 +167,9 @@ def test_length_grouped_forward_gives_the_log_probs_and_gradients_of_one_call(ti
         return out, grads
 
     whole, whole_grads = run(model)
+    assert model.config._attn_implementation == "sdpa"
     grouped, grouped_grads = run(GroupedForward(model))
+    assert model.config._attn_implementation == "sdpa"  # eager only during the calls (on CPU)
     assert grouped.log_probs.shape == whole.log_probs.shape
     torch.testing.assert_close(grouped.log_probs, whole.log_probs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(

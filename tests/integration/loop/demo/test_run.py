@@ -38,25 +38,62 @@ def test_a_model_cache_inside_the_data_dir_is_refused(tmp_path, capsys):
     assert not data.exists()  # refused before anything was written
 
 
+def _world_failing_once(ready: str):
+    """A prepare_world that waits until the demo's stack has written `ready` under its directory, then fails."""
+    import time
+
+    from loop.demo.run import DemoError
+
+    def broken_world(data_dir, *args, **kwargs):
+        deadline = time.monotonic() + 60
+        while not (data_dir / "argilla" / ready).exists():
+            assert time.monotonic() < deadline, "no Argilla stack started while the world was prepared"
+            time.sleep(0.05)
+        raise DemoError("the world could not be prepared")
+
+    return broken_world
+
+
 def test_an_error_while_the_world_is_prepared_stops_the_stack_starting_beside_it(tmp_path, monkeypatch):
     """The demo starts its Argilla stack while it prepares the world: a failure there (here, after the stack is
     up) ends the demo with that error and no Argilla process left running."""
-    import time
-
     import pytest
 
     from annotation.stack.local_stack import stack_status
     from loop.demo import run as demo
 
-    def broken_world(data_dir, *args, **kwargs):
-        deadline = time.monotonic() + 60
-        while not (data_dir / "argilla" / "stack.json").exists():  # the stack has recorded its processes
-            assert time.monotonic() < deadline, "no Argilla stack started while the world was prepared"
-            time.sleep(0.2)
-        raise demo.DemoError("the world could not be prepared")
-
-    monkeypatch.setattr(demo, "prepare_world", broken_world)
+    monkeypatch.setattr(demo, "prepare_world", _world_failing_once("stack.json"))  # its processes recorded
     with pytest.raises(demo.DemoError, match="could not be prepared"):
         demo.run_demo(tmp_path / "demo", model_cache=tmp_path / "cache")
     status = stack_status(tmp_path / "demo" / "argilla")
     assert status.processes and status.state == "stopped", status
+
+
+def _processes_of(root) -> list[int]:
+    """PIDs of live processes started for the stack under `root` (every stack process gets its home in env)."""
+    from pathlib import Path
+
+    mark = f"ARGILLA_HOME_PATH={root / 'home'}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if mark in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_an_error_before_the_stack_is_up_cancels_its_start_and_leaves_no_process(tmp_path, monkeypatch):
+    """The world fails at once, while the stack is still starting: the demo cancels the start, waits for it to
+    stop what it started, and ends with the world's error."""
+    import pytest
+
+    from loop.demo import run as demo
+
+    monkeypatch.setattr(demo, "prepare_world", _world_failing_once("logs"))  # the stack has begun
+    with pytest.raises(demo.DemoError, match="could not be prepared"):
+        demo.run_demo(tmp_path / "demo", model_cache=tmp_path / "cache")
+    assert _processes_of(tmp_path / "demo" / "argilla") == []
+    assert not (tmp_path / "demo" / "argilla" / "stack.json").exists()  # it never came up

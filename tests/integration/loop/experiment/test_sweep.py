@@ -196,17 +196,24 @@ def test_jobs_split_the_cells_over_worker_processes(tmp_path: Path, capfd, monke
     from loop.ml import vllm_engine
 
     held: list[int] = []
-    wait_all = sweep_run.wait_all
+    opened: list[str] = []
+    wait_all, open_engine = sweep_run.wait_all, vllm_engine.open_engine
 
     def wait_and_count(workers, on_tick=None, tick_s: float = 60.0):
         held.append(vllm_engine.open_engine_count())
         return wait_all(workers, on_tick, tick_s)
 
+    def open_and_note(model, **kwargs):
+        opened.append(str(model))
+        return open_engine(model, **kwargs)
+
     monkeypatch.setattr(sweep_run, "wait_all", wait_and_count)
+    monkeypatch.setattr(vllm_engine, "open_engine", open_and_note)
     # vLLM for the tiny model in this process (the first cell, as with the real model), not in the workers
     monkeypatch.setattr("loop.ml.generation.AUTO_VLLM_MIN_PARAMS", 0)
     grid = [c.arm for c in cells(TINY)]
     assert _sweep(tmp_path, "--jobs", "2") == 0
+    assert opened  # the first cell sampled with vLLM here: the parent had an engine to give back
     assert held == [0]  # one worker phase (the tiny grid has no learned-RM draws), no engine held through it
     out = capfd.readouterr().out
     assert "[sweep] 2 workers, 1 thread(s) each" in out or "[sweep] 2 workers," in out

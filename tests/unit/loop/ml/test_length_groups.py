@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from loop.ml.length_groups import length_groups
+from loop.ml.length_groups import EAGER_ATTENTION_BYTES, eager_calls, length_groups
 
 
 def _padded(lengths, groups) -> int:
@@ -36,3 +36,49 @@ def test_never_more_runs_than_allowed_and_each_run_is_a_length_range(max_groups:
 
 def test_no_rows_no_groups() -> None:
     assert length_groups([]) == []
+
+
+class _Config:
+    """The config fields eager_calls reads (a SmolLM2-135M's: 9 heads, 30 layers)."""
+
+    def __init__(self, implementation: str = "sdpa") -> None:
+        self._attn_implementation = implementation
+        self.num_attention_heads, self.num_hidden_layers = 9, 30
+
+    def get_text_config(self):
+        return self
+
+
+class _Model:
+    def __init__(self, implementation: str = "sdpa", checkpointing: bool = False) -> None:
+        self.config, self.is_gradient_checkpointing = _Config(implementation), checkpointing
+
+
+class _Device:
+    def __init__(self, kind: str) -> None:
+        self.type = kind
+
+
+def _weights(rows: int, tokens: int) -> int:
+    return rows * 9 * tokens * tokens * 30 * 6
+
+
+def test_eager_attention_fits_one_budget_for_all_the_calls_of_a_forward() -> None:
+    """The calls' attention weights all live until the one backward: their sum, not each, must fit."""
+    shapes = [(4, 250), (4, 300), (4, 350), (4, 390)]
+    assert all(_weights(*s) <= EAGER_ATTENTION_BYTES for s in shapes)  # each alone would fit
+    eager = eager_calls(_Model(), shapes, _Device("cpu"))
+    assert eager == [True, True, False, False]  # the smallest first, while the sum fits
+    assert sum(_weights(*s) for s, e in zip(shapes, eager, strict=True) if e) <= EAGER_ATTENTION_BYTES
+
+
+@pytest.mark.parametrize(
+    ("model", "device"),
+    [
+        (_Model(), _Device("cuda")),
+        (_Model("flash_attention_2"), _Device("cpu")),
+        (_Model(checkpointing=True), _Device("cpu")),
+    ],
+)
+def test_eager_attention_only_for_an_sdpa_model_on_cpu_without_checkpointing(model, device) -> None:
+    assert eager_calls(model, [(8, 100)], device) == [False]
