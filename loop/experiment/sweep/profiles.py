@@ -175,7 +175,7 @@ PREREGISTERED = SweepProfile(
 # The loop as operators run it (docs/experiment.md, "The sequential design"): 2 rounds x 32 labels, each round
 # re-scoring the untaken pool with the cell's newest policy and training on from its checkpoint on all its
 # pairs; PVar, random and PVar trained on random's pair count (step-matched), beside the offline 64-label cells
-# of the same seeds, in the pre-registered world. Not run yet: its cost is in the docs.
+# of the same seeds, in the pre-registered world. About 1 h 50 min with --jobs 2 (measured per cell: the docs).
 SEQ_PVAR, SEQ_RANDOM, SEQ_MATCHED = (
     (LEARNED, "pvar-2r", 64),
     (LEARNED, "random-2r", 64),
@@ -192,7 +192,7 @@ SEQUENTIAL = SweepProfile(
     curve_rm=LEARNED,
     samples_per_prompt=1,
     batch_size=32,
-    note="2-core CPU, --jobs 2; not run yet (docs/experiment.md, the sequential design)",
+    note="2-core CPU, --jobs 2; about 1 h 50 min (docs/experiment.md, the sequential design)",
     grid=(("pvar", 64), ("random", 64), ("pvar", 32, 2), ("random", 32, 2), ("pvar-matched", 32, 2)),
     contrasts=(
         (SEQ_PVAR, SEQ_RANDOM),
