@@ -27,7 +27,7 @@ from typing import Any
 from annotation.annotators import SEPARATOR, Member, workspace_members
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.dataset import MARKDOWN, DatasetHandle, ensure_dataset, find_dataset
-from annotation.transfer import DELETE_BATCH, delete_records, fetch_records
+from annotation.transfer import delete_in_batches, fetch_records
 
 _LOG = logging.getLogger(__name__)
 
@@ -223,10 +223,13 @@ def withdraw_from_annotators(
             for r in fetch_records(handle, backoff, responses=False)
             if r.get("external_id") in item_ids
         ]
-        for start in range(0, len(ids), DELETE_BATCH):
-            chunk = ids[start : start + DELETE_BATCH]
-            delete_records(handle, chunk, what=f"{what} ({handle.workspace})", backoff=backoff)
-            deleted += len(chunk)
+        batches = delete_in_batches(
+            handle,
+            dict(zip(ids, ids, strict=True)),
+            what=lambda _n, w=handle.workspace: f"{what} ({w})",
+            backoff=backoff,
+        )
+        deleted += sum(len(chunk) for chunk in batches)
     return deleted
 
 

@@ -87,20 +87,11 @@ def withdraw_comparisons(
 ) -> int:
     """Delete the records of comparisons ({comparison id: record id}) from Argilla and forget their record ids
     (their answers, pulled first by the caller, stay). Returns the records deleted."""
-    from annotation.api import request
-    from annotation.transfer import DELETE_BATCH
+    from annotation.transfer import delete_in_batches
 
-    pairs = list(records.items())
-    for start in range(0, len(pairs), DELETE_BATCH):
-        chunk = pairs[start : start + DELETE_BATCH]
-        request(
-            dataset.http,
-            "DELETE",
-            f"/api/v1/datasets/{dataset.id}/records",
-            params={"ids": ",".join(rid for _, rid in chunk)},
-            what=f"{what} ({len(chunk)} records)",
-            backoff=backoff,
-        )
+    for comparisons in delete_in_batches(
+        dataset, records, what=lambda n: f"{what} ({n} records)", backoff=backoff
+    ):
         with uow() as session:
-            repo.mark_withdrawn(session, [cid for cid, _ in chunk])
-    return len(pairs)
+            repo.mark_withdrawn(session, comparisons)
+    return len(records)

@@ -29,11 +29,18 @@ from dataclasses import dataclass, field, replace
 from annotation import answers, gold
 from annotation.aggregate import DEFAULT_MIN_CONFIDENCE, MAJORITY
 from annotation.answers import PullReport, Skipped
-from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
+from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request_json
 from annotation.blind import annotator_records, blind, push_to_annotators, withdraw_from_annotators
 from annotation.dataset import DatasetHandle
 from annotation.records import to_record
-from annotation.transfer import DELETE_BATCH, MAX_BATCH, PAGE, fetch_records, upsert_records  # noqa: F401
+from annotation.transfer import (  # noqa: F401  (re-exported)
+    DELETE_BATCH,
+    MAX_BATCH,
+    PAGE,
+    delete_in_batches,
+    fetch_records,
+    upsert_records,
+)
 from storage.repositories import gold as gold_repo
 from storage.repositories import items as repo
 from storage.repositories import labels as label_repo
@@ -220,27 +227,21 @@ def withdraw_cancelled(uow, dataset: DatasetHandle, *, backoff: Backoff = DEFAUL
     with uow() as session:
         todo = repo.records_to_withdraw(session)
     report = WithdrawReport(rounds=sorted(todo))
-    path = f"/api/v1/datasets/{dataset.id}/records"
     for round_id, records in todo.items():
         pulled = pull_labels(uow, dataset, round_id, backoff=backoff)
         report.labels += pulled.new_labels + pulled.updated_labels
         # Blind overlap: the same items' records in the annotators' own datasets go first.
         what = f"withdraw records of cancelled round id {round_id}"
         withdraw_from_annotators(dataset, set(records), what=what, backoff=backoff)
-        pairs = list(records.items())
-        for start in range(0, len(pairs), DELETE_BATCH):
-            chunk = pairs[start : start + DELETE_BATCH]
-            request(
-                dataset.http,
-                "DELETE",
-                path,
-                params={"ids": ",".join(rid for _, rid in chunk)},
-                what=f"withdraw {len(chunk)} records of cancelled round id {round_id}",
-                backoff=backoff,
-            )
+        for items in delete_in_batches(
+            dataset,
+            records,
+            what=lambda n, r=round_id: f"withdraw {n} records of cancelled round id {r}",
+            backoff=backoff,
+        ):
             with uow() as session:
-                repo.mark_withdrawn(session, [item_id for item_id, _ in chunk])
-            report.withdrawn += len(chunk)
+                repo.mark_withdrawn(session, items)
+            report.withdrawn += len(items)
     # Gold of every round that stopped collecting (done ones too, whose items all left the queue answered).
     gold.withdraw_idle_gold(uow, dataset, backoff=backoff)
     if report.withdrawn:

@@ -6,6 +6,8 @@ and human evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from annotation.api import DEFAULT_BACKOFF, AnnotationSyncError, Backoff, request, request_json
 from annotation.dataset import DatasetHandle
 
@@ -72,3 +74,19 @@ def delete_records(
         what=what,
         backoff=backoff,
     )
+
+
+def delete_in_batches(
+    dataset: DatasetHandle,
+    records: dict[str, str],
+    *,
+    what: Callable[[int], str],
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> Iterator[list[str]]:
+    """Delete the records of {key: record id} DELETE_BATCH at a time, yielding each batch's keys once it is gone
+    (the caller forgets them then, so an error leaves only what is still in Argilla for the next call)."""
+    pairs = list(records.items())
+    for start in range(0, len(pairs), DELETE_BATCH):
+        chunk = pairs[start : start + DELETE_BATCH]
+        delete_records(dataset, [rid for _, rid in chunk], what=what(len(chunk)), backoff=backoff)
+        yield [key for key, _ in chunk]

@@ -377,9 +377,9 @@ def run_demo(
 
 
 def _import_report_libraries() -> None:
-    from loop.report.plots import _plt
+    from loop.report.plots import pyplot
 
-    _plt()
+    pyplot()
     import statsmodels.stats.proportion  # noqa: F401  (wilson intervals)
 
 

@@ -77,12 +77,13 @@ class GroupedForward:
         lengths = mask.sum(dim=1)
         rows, width = mask.shape
         right_padded = bool((mask == (torch.arange(width, device=mask.device) < lengths[:, None])).all())
-        groups = length_groups(lengths.tolist(), self.max_groups) if right_padded else []
+        per_row = lengths.tolist()
+        groups = length_groups(per_row, self.max_groups) if right_padded else []
         if len(groups) <= 1:
             groups = [list(range(rows))]
             kept = [width]
         else:
-            kept = [int(lengths[torch.tensor(g, device=mask.device)].max()) for g in groups]
+            kept = [max(per_row[i] for i in g) for g in groups]
         eager = eager_calls(self.model, [(len(g), k) for g, k in zip(groups, kept, strict=True)], ids.device)
         if len(groups) == 1:
             with _attention(self.model, eager[0]):

@@ -212,8 +212,26 @@ def load_reward_base(base: ModelRef, seed: int) -> tuple[Any, Any]:
 
 
 def release_memory() -> None:
-    """Collect garbage and empty the CUDA cache (only if torch is loaded: closing must not import it)."""
+    """Collect garbage, give the freed heap back to the OS and empty the CUDA cache (only if torch is loaded:
+    closing must not import it)."""
     gc.collect()
+    trim_heap()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def trim_heap() -> bool:
+    """glibc's malloc_trim(0): the pages of freed blocks go back to the OS. glibc keeps them otherwise while any
+    live block sits above them, so a process that trains and evaluates one model after another (a sweep worker)
+    grew by about 0.5 GB a cell until two workers no longer fitted 24 GiB. False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):  # musl has no malloc_trim
+        return False

@@ -24,7 +24,8 @@ LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (importing it is slow: the demo preloads it while rounds run)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; must precede pyplot
@@ -65,7 +66,7 @@ def _width(n: int) -> float:
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def plot_pvar(data: ReportData, path: Path) -> bool:
@@ -73,7 +74,7 @@ def plot_pvar(data: ReportData, path: Path) -> bool:
     rounds = [r for r in data.rounds if r.pvar is not None and data.pools[r.pvar.pool].values]
     if not rounds:
         return False
-    plt = _plt()
+    plt = pyplot()
     styles = arm_styles(data)
     fig, ax = plt.subplots(figsize=(_width(len(rounds)), 5.0))
     positions = np.arange(1, len(rounds) + 1)
@@ -125,7 +126,7 @@ def plot_eval(data: ReportData, path: Path) -> bool:
     """Win rate vs the reference (with its interval) against cumulative answers, one line per arm."""
     if not data.curves:
         return False
-    plt = _plt()
+    plt = pyplot()
     styles = arm_styles(data)
     fig, ax = plt.subplots(figsize=(10.0, 5.2))
     # Arms share label counts: shift each a little sideways so their intervals do not hide each other.
@@ -173,7 +174,7 @@ def plot_agreement(data: ReportData, path: Path) -> bool:
     rounds = [r for r in data.rounds if r.agreement_items or r.undecided_share is not None]
     if not rounds:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(_width(len(rounds)), 6.5), sharex=True)
     x = np.arange(len(rounds))
     pair = [np.nan if r.pairwise_agreement is None else r.pairwise_agreement for r in rounds]
@@ -209,7 +210,7 @@ def plot_budget(data: ReportData, path: Path) -> bool:
     rounds = data.rounds
     if not rounds:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(_width(len(rounds)), 4.5))
     x = np.arange(len(rounds))
     for name, (slot, values, colour, hatch) in budget_bars(rounds).items():
@@ -261,7 +262,7 @@ def plot_annotators(data: ReportData, path: Path) -> bool:
     if not figures:
         return False
     limits = data.annotators.get("thresholds") or {}
-    plt = _plt()
+    plt = pyplot()
     names = sorted(figures, reverse=True)  # first name on top
     y = np.arange(len(names))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 1.2 + 0.45 * len(names)), sharey=True)

@@ -88,10 +88,14 @@ def _run_dpo(cfg: Config, prefs, policy_dir: str, reference_dir: str, output_dir
             **kwargs,
         )
     from loop.ml.dpo import train_dpo
+    from loop.ml.loading import release_memory
     from loop.ml.vllm_engine import close_all_engines
 
     close_all_engines()  # the sampling engines' memory and process group go back before DPO starts
-    return train_dpo(prefs, **kwargs)
+    try:
+        return train_dpo(prefs, **kwargs)
+    finally:
+        release_memory()  # the trainer's models and activations, before evaluation opens an engine
 
 
 def train_round(

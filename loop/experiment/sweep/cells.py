@@ -27,6 +27,7 @@ from loop.acquisition.strategies import Strategy
 from loop.config import Config
 from loop.experiment.runner import ArmSpec, arm_config, run_round, services_for
 from loop.experiment.sweep.profiles import LEARNED, PREREGISTERED, PROFILES, STANDARD, TINY, SweepProfile
+from loop.ml.loading import release_memory
 from storage.db import UnitOfWork
 from storage.repositories.rounds import round_status
 from storage.statuses import RoundStatus
@@ -201,6 +202,7 @@ def run_cells(
         ran += 1
         t0 = time.perf_counter()
         status = _run_cell(cfg, uow, cell, rms, annotator, scorer_for)
+        release_memory()  # a worker runs cell after cell: what one freed must not pile up (loading.trim_heap)
         wall = time.perf_counter() - t0
         statuses[cell.arm] = str(status)
         log.info("cell %s: %s in %.0f s", cell.arm, status, wall)

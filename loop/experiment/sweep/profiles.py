@@ -203,18 +203,14 @@ SEQUENTIAL = SweepProfile(
     interactions=((SEQ_PVAR, SEQ_RANDOM, OFF_PVAR, OFF_RANDOM),),
 )
 # Tests only: the sequential design on the tiny world.
+TINY_SEQ_PVAR, TINY_SEQ_RANDOM = ("standin-0.75", "pvar-2r", 4), ("standin-0.75", "random-2r", 4)
 TINY_SEQUENTIAL = dataclasses.replace(
     TINY,
     name="tiny-sequential",
     grid=(("pvar", 4), ("random", 4), ("pvar", 2, 2), ("random", 2, 2), ("pvar-matched", 2, 2)),
-    contrasts=((("standin-0.75", "pvar-2r", 4), ("standin-0.75", "random-2r", 4)),),
+    contrasts=((TINY_SEQ_PVAR, TINY_SEQ_RANDOM),),
     interactions=(
-        (
-            ("standin-0.75", "pvar-2r", 4),
-            ("standin-0.75", "random-2r", 4),
-            ("standin-0.75", "pvar", 4),
-            ("standin-0.75", "random", 4),
-        ),
+        (TINY_SEQ_PVAR, TINY_SEQ_RANDOM, ("standin-0.75", "pvar", 4), ("standin-0.75", "random", 4)),
     ),
 )
 PROFILES = {p.name: p for p in (STANDARD, LARGE, TINY, PREREGISTERED, SEQUENTIAL, TINY_SEQUENTIAL)}

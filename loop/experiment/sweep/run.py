@@ -299,11 +299,13 @@ def _run_workers(
     import subprocess
     import sys
 
+    from loop.ml.loading import release_memory
     from loop.ml.vllm_engine import close_all_engines
 
     # A parent that keeps its engines (the first cell's, the world's) holds their KV caches while the workers
     # open their own: the pre-registered run's parent was OOM-killed at 8.9 GB on 24 GiB that way.
     close_all_engines()
+    release_memory()
     jobs = len(worker_args)
     slices = worker_cores(jobs)
     threads = str(len(slices[0]))
@@ -318,7 +320,8 @@ def _run_workers(
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: pending.append(signum))
     try:
         for args, cores in zip(worker_args, slices, strict=True):
-            env_w = {**env, "PVAR_LOOP_WORKER_CORES": ",".join(map(str, cores))}
+            mine = ",".join(map(str, cores))  # vLLM's threads too, whatever binding this process inherited
+            env_w = {**env, "PVAR_LOOP_WORKER_CORES": mine, "VLLM_CPU_OMP_THREADS_BIND": mine}
             workers.append(subprocess.Popen([*base, *args], env=env_w))
         with _sigterm_raises():
             if pending:
