@@ -104,8 +104,8 @@ class SweepProfile:
 # Sized to the 2-hour budget on the project's 2-core CPU with `--jobs 2` (per 1-thread worker: ~0.3-0.4 s per eval
 # answer, 15-19 s per DPO step); eval prompts were cut from the first run's 160 to 64 to fit that budget (the
 # eval prompts are 30-75% of the per-seed variance of PVar - random: docs/experiment-results.md, "Variance
-# components"). Measured end to end: 96 min with --jobs 2, about 108 min when the model cache lacks the world's
-# selection RM.
+# components"). Measured end to end with --jobs 2: 78 min with vLLM and length-grouped DPO, the world's selection
+# RM trained in the run (before them: 96 min with that RM cached, about 108 min without).
 STANDARD = SweepProfile(
     name="standard",
     world=dataclasses.replace(FULL, name="sweep", n_train=256, n_eval=64, n_seed=384, budget=64, epochs=2),
