@@ -8,6 +8,7 @@ the model and keep the library's message. torch/transformers are imported inside
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -225,13 +226,18 @@ def trim_heap() -> bool:
     """glibc's malloc_trim(0): the pages of freed blocks go back to the OS. glibc keeps them otherwise while any
     live block sits above them, so a process that trains and evaluates one model after another (a sweep worker)
     grew by about 0.5 GB a cell until two workers no longer fitted 24 GiB. False where there is no glibc."""
-    import ctypes
-    import ctypes.util
+    malloc_trim = _malloc_trim()
+    return bool(malloc_trim(0)) if malloc_trim is not None else False
 
-    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if not name:
-        return False
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """The C library's malloc_trim among this process's own symbols (looked up once), or None."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return bool(ctypes.CDLL(name).malloc_trim(0))
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # musl has no malloc_trim
-        return False
+        return None
